@@ -1,0 +1,1 @@
+"""Embedded adapters: one machine, no cloud account (DuckDB, local folders, in-process)."""

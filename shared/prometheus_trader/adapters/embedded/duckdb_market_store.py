@@ -1,0 +1,576 @@
+"""Embedded ``MarketStore``: in-memory DuckDB tables over partitioned Parquet files.
+
+Layout under ``root``: ``<exchange>/<market_type>/<kind>/date=YYYY-MM-DD/data.parquet`` with
+kind ``candles_<tf>``, ``mark_<tf>``, ``trades``, ``funding``, ``open_interest``,
+``tickers``. Every file also carries its exchange, market type (and timeframe) as columns.
+
+All Parquet files are loaded into in-memory DuckDB tables when the store opens; writes are
+``INSERT ... ON CONFLICT DO NOTHING`` on the primary key (so a re-written row adds
+nothing) and mark their date partitions dirty; ``flush()`` rewrites only those partitions.
+Reads query the in-memory tables, so they see unflushed writes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prometheus_trader.domain.market import (
+    TIMEFRAME_MS,
+    Candle,
+    CandleSeries,
+    FundingRate,
+    MarketType,
+    OpenInterest,
+    Side,
+    Ticker,
+    Trade,
+)
+from prometheus_trader.ports import SeriesKey
+
+DAY_MS = 86_400_000
+
+TableName = Literal["candles", "mark", "trades", "funding", "open_interest", "tickers"]
+
+
+@dataclass(frozen=True)
+class _TableSpec:
+    """One in-memory table and how it maps to Parquet partitions."""
+
+    name: TableName
+    schema: pa.Schema
+    primary_key: tuple[str, ...]
+    # Candle-like tables are partitioned per timeframe: kind = f"{kind_prefix}_{timeframe}".
+    per_timeframe: bool
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    def kind(self, timeframe: str) -> str:
+        return f"{self.name}_{timeframe}" if self.per_timeframe else self.name
+
+
+_KEY_FIELDS = [
+    pa.field("exchange", pa.string(), nullable=False),
+    pa.field("market_type", pa.string(), nullable=False),
+    pa.field("symbol", pa.string(), nullable=False),
+]
+_CANDLE_SCHEMA = pa.schema(
+    [
+        *_KEY_FIELDS,
+        pa.field("timeframe", pa.string(), nullable=False),
+        pa.field("ts_ms", pa.int64(), nullable=False),
+        pa.field("open", pa.float64(), nullable=False),
+        pa.field("high", pa.float64(), nullable=False),
+        pa.field("low", pa.float64(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+        pa.field("quote_volume", pa.float64()),
+        pa.field("taker_buy_volume", pa.float64()),
+        pa.field("trades", pa.int64()),
+    ]
+)
+_CANDLE_PK = ("exchange", "market_type", "symbol", "timeframe", "ts_ms")
+
+TABLES: dict[TableName, _TableSpec] = {
+    "candles": _TableSpec("candles", _CANDLE_SCHEMA, _CANDLE_PK, True),
+    "mark": _TableSpec("mark", _CANDLE_SCHEMA, _CANDLE_PK, True),
+    "trades": _TableSpec(
+        "trades",
+        pa.schema(
+            [
+                *_KEY_FIELDS,
+                pa.field("ts_ms", pa.int64(), nullable=False),
+                pa.field("trade_id", pa.string(), nullable=False),
+                pa.field("price", pa.float64(), nullable=False),
+                pa.field("amount", pa.float64(), nullable=False),
+                pa.field("side", pa.string(), nullable=False),
+                pa.field("source", pa.string(), nullable=False),
+            ]
+        ),
+        ("exchange", "market_type", "symbol", "ts_ms", "trade_id"),
+        False,
+    ),
+    "funding": _TableSpec(
+        "funding",
+        pa.schema(
+            [
+                *_KEY_FIELDS,
+                pa.field("ts_ms", pa.int64(), nullable=False),
+                pa.field("rate", pa.float64(), nullable=False),
+            ]
+        ),
+        ("exchange", "market_type", "symbol", "ts_ms"),
+        False,
+    ),
+    "open_interest": _TableSpec(
+        "open_interest",
+        pa.schema(
+            [
+                *_KEY_FIELDS,
+                pa.field("ts_ms", pa.int64(), nullable=False),
+                pa.field("amount", pa.float64(), nullable=False),
+                pa.field("value", pa.float64()),
+            ]
+        ),
+        ("exchange", "market_type", "symbol", "ts_ms"),
+        False,
+    ),
+    "tickers": _TableSpec(
+        "tickers",
+        pa.schema(
+            [
+                *_KEY_FIELDS,
+                pa.field("ts_ms", pa.int64(), nullable=False),
+                pa.field("last", pa.float64(), nullable=False),
+                pa.field("bid", pa.float64()),
+                pa.field("ask", pa.float64()),
+                pa.field("quote_volume_24h", pa.float64()),
+                pa.field("change_24h_pct", pa.float64()),
+            ]
+        ),
+        ("exchange", "market_type", "symbol", "ts_ms"),
+        False,
+    ),
+}
+
+_SQL_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int64(): "BIGINT",
+    pa.float64(): "DOUBLE",
+}
+
+# (table, exchange, market_type, timeframe or "", day number since the epoch)
+_Partition = tuple[str, str, str, str, int]
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _day_label(day: int) -> str:
+    return datetime.fromtimestamp(day * DAY_MS / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+class DuckDBMarketStore:
+    """``MarketStore`` over partitioned Parquet under ``root`` (see module docstring)."""
+
+    def __init__(self, root: Path | str, *, read_only: bool = False) -> None:
+        """Open (creating if needed) the store at ``root`` and load its Parquet files.
+
+        ``read_only`` stores refuse writes (e.g. the bundled sample inside the package).
+        """
+        self._root = Path(root)
+        self._read_only = read_only
+        if not read_only:
+            self._root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._dirty: set[_Partition] = set()
+        self._ranges: dict[tuple[str, str, str, str], tuple[int, int]] | None = None
+        self._con = duckdb.connect(":memory:")
+        for spec in TABLES.values():
+            cols = ", ".join(
+                f"{f.name} {_SQL_TYPES[f.type]}{'' if f.nullable else ' NOT NULL'}"
+                for f in spec.schema
+            )
+            self._con.execute(
+                f"CREATE TABLE {spec.name} ({cols}, PRIMARY KEY ({', '.join(spec.primary_key)}))"
+            ).fetchall()
+            self._load(spec)
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def root(self) -> Path:
+        """Folder holding the Parquet partitions."""
+        return self._root
+
+    def close(self) -> None:
+        """Flush pending writes and release DuckDB."""
+        with self._lock:
+            self.flush()
+            self._con.close()
+
+    def __enter__(self) -> DuckDBMarketStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _load(self, spec: _TableSpec) -> None:
+        pattern = f"{spec.name}_*" if spec.per_timeframe else spec.name
+        # sorted: the load order must not depend on the file system's listing order
+        files = sorted(str(p) for p in self._root.glob(f"*/*/{pattern}/date=*/data.parquet"))
+        if not files:
+            return
+        cols = ", ".join(spec.columns)
+        self._con.execute(
+            f"INSERT INTO {spec.name} SELECT {cols} FROM read_parquet(?) ON CONFLICT DO NOTHING",
+            [files],
+        ).fetchall()
+
+    # --------------------------------------------------------------------- writes
+    def write_arrow(self, table: TableName, data: pa.Table) -> int:
+        """Bulk write rows already in the table's column layout; returns how many were new.
+
+        Columns are matched by name; missing nullable columns are filled with nulls. Within
+        one batch the first of several rows with the same key wins.
+        """
+        spec = TABLES[table]
+        if self._read_only:
+            raise PermissionError(f"market store {self._root} was opened read-only")
+        if data.num_rows == 0:
+            return 0
+        data = _conform(data, spec.schema)
+        with self._lock:
+            if table == "candles":
+                self._ranges = None
+            self._con.register("_incoming", data)
+            try:
+                try:
+                    # Fast path for the common case (all rows new, e.g. the collector's next
+                    # minute): a plain INSERT is about twice as fast as ON CONFLICT.
+                    self._con.execute(f"INSERT INTO {spec.name} SELECT * FROM _incoming").fetchall()
+                except duckdb.ConstraintException:
+                    count = self._insert_new_only(spec, data)
+                else:
+                    self._dirty.update(_partitions(spec, data))
+                    count = len(data)
+            finally:
+                self._con.unregister("_incoming")
+        return count
+
+    def _insert_new_only(self, spec: _TableSpec, data: pa.Table) -> int:
+        """INSERT skipping rows whose key is stored (or repeated earlier in ``data``)."""
+        cols = ", ".join(spec.columns)
+        source = f"SELECT {cols} FROM _incoming"
+        if data.group_by(list(spec.primary_key)).aggregate([]).num_rows < len(data):
+            # Explicit first-wins dedupe inside the batch: ON CONFLICT alone does not
+            # promise which of two equal-key rows in one statement is kept.
+            self._con.unregister("_incoming")
+            seq = pa.array(np.arange(len(data), dtype=np.int64))
+            self._con.register("_incoming", data.append_column("_seq", seq))
+            source += (
+                f" QUALIFY row_number() OVER (PARTITION BY {', '.join(spec.primary_key)} "
+                "ORDER BY _seq) = 1"
+            )
+        inserted = self._con.execute(
+            f"INSERT INTO {spec.name} {source} ON CONFLICT DO NOTHING RETURNING {cols}"
+        ).fetchnumpy()
+        new_rows = pa.table(
+            {c: inserted[c] for c in ("exchange", "market_type", "ts_ms")}
+            | ({"timeframe": inserted["timeframe"]} if spec.per_timeframe else {})
+        )
+        self._dirty.update(_partitions(spec, new_rows))
+        return len(new_rows)
+
+    def write_candles(self, candles: Sequence[Candle]) -> int:
+        """Store candles; returns how many were new."""
+        return self.write_arrow("candles", _candles_table(candles))
+
+    def write_mark_candles(self, candles: Sequence[Candle]) -> int:
+        """Store mark-price candles (not part of the port); returns how many were new."""
+        return self.write_arrow("mark", _candles_table(candles))
+
+    def write_trades(self, trades: Sequence[Trade]) -> int:
+        """Store trades; returns how many were new."""
+        return self.write_arrow("trades", _models_table(trades, TABLES["trades"].schema))
+
+    def write_funding(self, rates: Sequence[FundingRate]) -> int:
+        """Store funding rates; returns how many were new."""
+        return self.write_arrow("funding", _models_table(rates, TABLES["funding"].schema))
+
+    def write_open_interest(self, points: Sequence[OpenInterest]) -> int:
+        """Store open interest points; returns how many were new."""
+        return self.write_arrow(
+            "open_interest", _models_table(points, TABLES["open_interest"].schema)
+        )
+
+    def write_tickers(self, tickers: Sequence[Ticker]) -> int:
+        """Store ticker snapshots; returns how many were new."""
+        return self.write_arrow("tickers", _models_table(tickers, TABLES["tickers"].schema))
+
+    def flush(self) -> None:
+        """Rewrite the dirty date partitions as zstd Parquet (atomic per file)."""
+        with self._lock:
+            for part in sorted(self._dirty):
+                self._write_partition(part)
+            self._dirty.clear()
+
+    def _write_partition(self, part: _Partition) -> None:
+        name, exchange, market_type, timeframe, day = part
+        spec = TABLES[name]  # type: ignore[index]
+        folder = (
+            self._root / exchange / market_type / spec.kind(timeframe) / f"date={_day_label(day)}"
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / "data.parquet"
+        tmp = folder / "data.parquet.tmp"
+        where = [
+            f"exchange = {_quote(exchange)}",
+            f"market_type = {_quote(market_type)}",
+            f"ts_ms >= {day * DAY_MS}",
+            f"ts_ms < {(day + 1) * DAY_MS}",
+        ]
+        if spec.per_timeframe:
+            where.append(f"timeframe = {_quote(timeframe)}")
+        # COPY takes no bound parameters; the values above are quoted literals and ints.
+        self._con.execute(
+            f"COPY (SELECT {', '.join(spec.columns)} FROM {spec.name} "
+            f"WHERE {' AND '.join(where)} ORDER BY {', '.join(spec.primary_key)}) "
+            f"TO {_quote(str(tmp))} (FORMAT parquet, COMPRESSION zstd)"
+        ).fetchall()
+        os.replace(tmp, target)
+
+    # ---------------------------------------------------------------------- reads
+    def series_keys(self) -> list[SeriesKey]:
+        """Every instrument with stored candles, sorted."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT DISTINCT exchange, market_type, symbol FROM candles "
+                "ORDER BY exchange, market_type, symbol"
+            ).fetchall()
+        return [SeriesKey(e, MarketType(m), s) for e, m, s in rows]
+
+    def candles(self, key: SeriesKey, timeframe: str, start_ms: int, end_ms: int) -> CandleSeries:
+        """Candles with ``start_ms <= ts_ms`` and close time ``<= end_ms``, oldest first."""
+        return self._series("candles", [key], timeframe, start_ms, end_ms)[key]
+
+    def candles_many(
+        self, keys: Sequence[SeriesKey], timeframe: str, start_ms: int, end_ms: int
+    ) -> dict[SeriesKey, CandleSeries]:
+        """``candles()`` for several instruments in one query (keys in the given order)."""
+        return self._series("candles", keys, timeframe, start_ms, end_ms)
+
+    def mark_candles(
+        self, key: SeriesKey, timeframe: str, start_ms: int, end_ms: int
+    ) -> list[Candle]:
+        """Mark-price candles, same window rule as ``candles()`` (not part of the port)."""
+        step = TIMEFRAME_MS[timeframe]
+        with self._lock:
+            rows = self._con.sql(
+                f"SELECT {', '.join(_CANDLE_SCHEMA.names)} FROM mark WHERE exchange = ? "
+                "AND market_type = ? AND symbol = ? AND timeframe = ? AND ts_ms >= ? "
+                "AND ts_ms + ? <= ? ORDER BY ts_ms",
+                params=[
+                    *(key.exchange, key.market_type.value, key.symbol, timeframe),
+                    *(start_ms, step, end_ms),
+                ],
+            ).to_arrow_table()
+        return [Candle(**row) for row in rows.to_pylist()]
+
+    def _series(
+        self,
+        table: TableName,
+        keys: Sequence[SeriesKey],
+        timeframe: str,
+        start_ms: int,
+        end_ms: int,
+    ) -> dict[SeriesKey, CandleSeries]:
+        step = TIMEFRAME_MS[timeframe]
+        result = {k: CandleSeries.empty(k.symbol, timeframe) for k in keys}
+        if not keys:
+            return result
+        unique = list(dict.fromkeys(keys))
+        cols = (
+            "ts_ms, open, high, low, close, volume, "
+            "COALESCE(taker_buy_volume, 'NaN'::DOUBLE) AS taker_buy_volume"
+        )
+        base = (
+            f"FROM {table} WHERE timeframe = ? AND ts_ms >= ? AND ts_ms + ? <= ? "
+            "AND exchange = ? AND market_type = ?"
+        )
+        with self._lock:
+            if len(unique) == 1:
+                k = unique[0]
+                arrays = self._con.execute(
+                    f"SELECT {cols} {base} AND symbol = ? ORDER BY ts_ms",
+                    [timeframe, start_ms, step, end_ms, k.exchange, k.market_type.value, k.symbol],
+                ).fetchnumpy()
+                result[k] = _to_series(k.symbol, timeframe, arrays)
+                return result
+            # one query per (exchange, market_type) group with the symbols in a list
+            groups: dict[tuple[str, str], list[str]] = {}
+            for k in unique:
+                groups.setdefault((k.exchange, k.market_type.value), []).append(k.symbol)
+            for (exchange, market_type), symbols in groups.items():
+                arrays = self._con.execute(
+                    f"SELECT symbol, {cols} {base} AND list_contains(?, symbol) "
+                    "ORDER BY symbol, ts_ms",
+                    [timeframe, start_ms, step, end_ms, exchange, market_type, symbols],
+                ).fetchnumpy()
+                sym = np.asarray(arrays.pop("symbol"), dtype=object)
+                if len(sym) == 0:
+                    continue
+                bounds = np.flatnonzero(np.r_[True, sym[1:] != sym[:-1], True])
+                for lo, hi in itertools.pairwise(bounds):
+                    name = str(sym[lo])
+                    part = {c: v[lo:hi] for c, v in arrays.items()}
+                    result[SeriesKey(exchange, MarketType(market_type), name)] = _to_series(
+                        name, timeframe, part
+                    )
+        return result
+
+    def last_candle_ms(self, key: SeriesKey, timeframe: str) -> int | None:
+        """Open time of the newest stored candle, None if none."""
+        rng = self.candle_range(key, timeframe)
+        return None if rng is None else rng[1]
+
+    def candle_range(self, key: SeriesKey, timeframe: str) -> tuple[int, int] | None:
+        """(first, last) candle open times stored, None if none."""
+        ranges = self._candle_ranges()
+        return ranges.get((key.exchange, key.market_type.value, key.symbol, timeframe))
+
+    def _candle_ranges(self) -> dict[tuple[str, str, str, str], tuple[int, int]]:
+        """Every series' (first, last) open time in one query, cached until a candle write
+        (the collector asks for each symbol's last bar every minute)."""
+        with self._lock:
+            if self._ranges is None:
+                rows = self._con.execute(
+                    "SELECT exchange, market_type, symbol, timeframe, min(ts_ms), max(ts_ms) "
+                    "FROM candles GROUP BY ALL"
+                ).fetchall()
+                self._ranges = {(r[0], r[1], r[2], r[3]): (int(r[4]), int(r[5])) for r in rows}
+            return self._ranges
+
+    def _rows(
+        self, table: TableName, key: SeriesKey, start_ms: int, end_ms: int, order: str
+    ) -> list[dict[str, Any]]:
+        with self._lock:
+            data = self._con.sql(
+                f"SELECT {', '.join(TABLES[table].columns)} FROM {table} WHERE exchange = ? "
+                "AND market_type = ? AND symbol = ? AND ts_ms BETWEEN ? AND ? "
+                f"ORDER BY {order}",
+                params=[key.exchange, key.market_type.value, key.symbol, start_ms, end_ms],
+            ).to_arrow_table()
+        rows: list[dict[str, Any]] = data.to_pylist()
+        return rows
+
+    def trades(self, key: SeriesKey, start_ms: int, end_ms: int) -> list[Trade]:
+        """Trades with ``start_ms <= ts_ms <= end_ms``, ordered by (ts_ms, trade_id)."""
+        rows = self._rows("trades", key, start_ms, end_ms, "ts_ms, trade_id")
+        return [_trade(r) for r in rows]
+
+    def funding(self, key: SeriesKey, start_ms: int, end_ms: int) -> list[FundingRate]:
+        """Funding rates in [start_ms, end_ms], oldest first."""
+        return [FundingRate(**r) for r in self._rows("funding", key, start_ms, end_ms, "ts_ms")]
+
+    def open_interest(self, key: SeriesKey, start_ms: int, end_ms: int) -> list[OpenInterest]:
+        """Open interest points in [start_ms, end_ms], oldest first."""
+        rows = self._rows("open_interest", key, start_ms, end_ms, "ts_ms")
+        return [OpenInterest(**r) for r in rows]
+
+    def latest_tickers(self, exchange: str, as_of_ms: int) -> list[Ticker]:
+        """The newest ticker per (market type, symbol) with ``ts_ms <= as_of_ms``, sorted by
+        symbol then market type."""
+        with self._lock:
+            data = self._con.sql(
+                f"SELECT {', '.join(TABLES['tickers'].columns)} FROM tickers "
+                "WHERE exchange = ? AND ts_ms <= ? "
+                "QUALIFY row_number() OVER (PARTITION BY market_type, symbol "
+                "ORDER BY ts_ms DESC) = 1 ORDER BY symbol, market_type",
+                params=[exchange, as_of_ms],
+            ).to_arrow_table()
+        return [Ticker(**r) for r in data.to_pylist()]
+
+
+# ------------------------------------------------------------------------- helpers
+def _partitions(spec: _TableSpec, rows: pa.Table) -> set[_Partition]:
+    """The date partitions that ``rows`` (with key and ts_ms columns) fall in."""
+    if len(rows) == 0:
+        return set()
+    if len(rows) <= 4096:  # small batches (the collector's minute): plain Python is faster
+        tfs = rows.column("timeframe").to_pylist() if spec.per_timeframe else [""] * len(rows)
+        return {
+            (spec.name, ex, mt, tf or "", ts // DAY_MS)
+            for ex, mt, tf, ts in zip(
+                rows.column("exchange").to_pylist(),
+                rows.column("market_type").to_pylist(),
+                tfs,
+                rows.column("ts_ms").to_pylist(),
+                strict=True,
+            )
+        }
+    day = pc.divide(pc.cast(rows.column("ts_ms"), pa.int64()), DAY_MS)
+    columns = {
+        "exchange": rows.column("exchange"),
+        "market_type": rows.column("market_type"),
+        "tf": rows.column("timeframe") if spec.per_timeframe else pa.nulls(len(rows), pa.string()),
+        "day": day,
+    }
+    groups = pa.table(columns).group_by(list(columns)).aggregate([])
+    return {
+        (spec.name, r["exchange"], r["market_type"], r["tf"] or "", int(r["day"]))
+        for r in groups.to_pylist()
+    }
+
+
+def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Select, order and cast ``data``'s columns to ``schema`` (nulls for missing optional)."""
+    columns = []
+    for f in schema:
+        if f.name in data.column_names:
+            columns.append(data.column(f.name).cast(f.type))
+        elif f.nullable:
+            columns.append(pa.nulls(data.num_rows, type=f.type))
+        else:
+            raise ValueError(f"missing required column {f.name!r}")
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _enum_value(value: object) -> object:
+    return value.value if isinstance(value, MarketType | Side) else value
+
+
+def _models_table(models: Iterable[Any], schema: pa.Schema) -> pa.Table:
+    items = list(models)
+    columns = {f.name: [_enum_value(getattr(m, f.name)) for m in items] for f in schema}
+    return pa.table(columns, schema=schema)
+
+
+def _candles_table(candles: Sequence[Candle]) -> pa.Table:
+    for c in candles:
+        if c.timeframe not in TIMEFRAME_MS:
+            raise ValueError(f"unknown timeframe {c.timeframe!r}")
+    return _models_table(candles, _CANDLE_SCHEMA)
+
+
+def _to_series(symbol: str, timeframe: str, arrays: dict[str, Any]) -> CandleSeries:
+    def f64(name: str) -> Any:
+        return np.ascontiguousarray(arrays[name], dtype=np.float64)
+
+    return CandleSeries(
+        symbol=symbol,
+        timeframe=timeframe,
+        ts_ms=np.ascontiguousarray(arrays["ts_ms"], dtype=np.int64),
+        open=f64("open"),
+        high=f64("high"),
+        low=f64("low"),
+        close=f64("close"),
+        volume=f64("volume"),
+        taker_buy_volume=f64("taker_buy_volume"),
+    )
+
+
+def _trade(row: dict[str, Any]) -> Trade:
+    return Trade(**row)
+
+
+__all__ = ["TABLES", "DuckDBMarketStore", "TableName"]

@@ -1,0 +1,933 @@
+"""Embedded ``Exchange``: recorded market data on a simulated clock, with paper accounts.
+
+Market data is served strictly *as of* ``clock.now_ms()`` (SPEC §1 embedded mode, §9):
+
+* candles: only closed bars (``ts_ms + timeframe <= now``); timeframes the store lacks are
+  rolled up from 1m bars;
+* tickers: built from the last closed 1m bar (``last`` = close, bid/ask = last ∓ half a
+  price step, 24h quote volume = Σ close×volume over the last 24h of bars);
+* funding / open interest: the newest point at or before now;
+* trades: recorded trades where the store has them for a minute (``source="trade"``,
+  visible from their own ``ts_ms``); otherwise a price path derived from the 1m bar
+  (``source="bar"``): open at +0 s, first extreme at +20 s, second extreme at +40 s, close
+  at +59 s (bullish bar O→L→H→C, bearish O→H→L→C), volume/4 each, side by tick rule.
+
+**The one-minute delay.** A derived path uses the bar's high, low and close, which are
+known only when the bar closes, so the four trades of bar ``b`` become *visible* at
+``b + 60 s`` although they are stamped at their intra-bar times. ``fetch_trades`` returns
+visible trades with ``since_ms <= ts_ms <= now``. ``poll_trades(symbols, after_ms)`` is a
+stream cursor: it returns the trades that *became visible* in ``(after_ms, now]``; for
+recorded trades that is exactly ``after_ms < ts_ms <= now``, for derived ones a poll at
+``b + 60 s`` also returns the bar's trades stamped before ``after_ms``, so a consumer
+polling every 2 s with ``after_ms`` = its previous now never misses a trade. Every
+returned trade has ``ts_ms <= now``.
+
+Paper trading (SPEC §5 paper executor): accounts are created on first use with
+``starting_balance`` USDT, one-way net positions, isolated per-position margin
+(``|amount| × entry / leverage``). Orders are idempotent on ``client_order_id`` per
+account. Market orders fill at the last trade visible at ``now + latency_ms`` with
+``slippage_bps`` against us and the taker fee; the fill is stamped ``now + latency_ms``.
+Limit, stop-market and take-profit-market orders rest and are processed lazily at the start
+of every public call: the visible trades of symbols with resting orders are walked from the
+last processed time to now in ``(ts_ms, symbol, trade_id)`` order, accounts and orders in
+creation order, so the outcome is deterministic. A resting order sees only trades stamped
+after ``now + latency_ms`` of its placement. When a position goes flat, the account's other
+resting reduce-only orders on that symbol are cancelled (OCO-like).
+
+Simplifications (documented, not hidden): no funding payments, no liquidation, fill prices
+are not rounded to the price step, resting orders reserve no margin (margin is checked when
+placed and again when they fill), one trade fills a whole order (no partial fills), and a
+resting order triggered between ``now`` and ``now + latency_ms`` of a market order is
+processed on the next call (its fill may be listed after the market fill). The source data
+must not change while the exchange caches it, and the clock must not run backwards.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from prometheus_trader.domain.ids import stable_id
+from prometheus_trader.domain.market import (
+    MINUTE_MS,
+    TIMEFRAME_MS,
+    Candle,
+    CandleSeries,
+    FundingRate,
+    Instrument,
+    MarketType,
+    OpenInterest,
+    Side,
+    Ticker,
+    Trade,
+)
+from prometheus_trader.domain.signals import Direction
+from prometheus_trader.domain.trading import (
+    Balance,
+    ExchangePosition,
+    Fill,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+)
+from prometheus_trader.ports import Clock, ExchangeError, MarketStore, OrderRejected, SeriesKey
+
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+# Offsets of the four derived trades inside a 1m bar: open, first extreme, second, close.
+BAR_PATH_OFFSETS_MS = (0, 20_000, 40_000, 59_000)
+# Bars used to infer an instrument's price step and typical price.
+PRECISION_LOOKBACK_MS = DAY_MS
+# How far back to look for the last trade before giving up (a gap in the data).
+LAST_TRADE_LOOKBACK_HOURS = 48
+# The trade stream is a recent-history API (like an exchange's): reads start at most this
+# long before now, so a far-back ``since_ms``/``after_ms`` cannot scan years of empty hours.
+TRADE_HISTORY_MS = DAY_MS
+_MAX_DECIMALS = 10
+# Cache sizes (entries); results never depend on what is cached.
+_MAX_BAR_DAYS = 16
+_MAX_TRADE_CHUNKS = 512
+
+
+@dataclass(frozen=True)
+class _TradeChunk:
+    """The trade stream of one symbol over one UTC hour, sorted by (ts_ms, trade_id).
+
+    ``visible`` is the time each trade becomes known (its ``ts_ms`` for recorded trades,
+    the bar's close for derived ones); it is non-decreasing in stream order.
+    """
+
+    ts: list[int]
+    visible: list[int]
+    trades: list[Trade]
+
+
+@dataclass
+class _RestingState:
+    """Our bookkeeping for one order beyond the port's ``Order`` model."""
+
+    order: Order
+    leverage: float
+    active_after_ms: int  # the order sees trades stamped strictly after this
+    note: str = ""  # why the engine cancelled or rejected it
+
+
+@dataclass
+class _Position:
+    amount: float = 0.0  # signed: > 0 long, < 0 short
+    entry_price: float = 0.0
+    leverage: float = 1.0
+
+    @property
+    def margin(self) -> float:
+        return abs(self.amount) * self.entry_price / self.leverage
+
+
+@dataclass
+class _Account:
+    wallet: float
+    orders: dict[str, _RestingState] = field(default_factory=dict)  # insertion = creation
+    by_client_id: dict[str, str] = field(default_factory=dict)
+    positions: dict[str, _Position] = field(default_factory=dict)
+    fills: list[Fill] = field(default_factory=list)
+    # resting orders by id, in creation order (kept apart so a call never scans history)
+    open_orders: dict[str, _RestingState] = field(default_factory=dict)
+
+    def record(self, state: _RestingState) -> None:
+        self.orders[state.order.id] = state
+        self.by_client_id[state.order.client_order_id] = state.order.id
+        if state.order.status is OrderStatus.OPEN:
+            self.open_orders[state.order.id] = state
+
+    def resting(self, symbol: str | None = None) -> list[_RestingState]:
+        return [s for s in self.open_orders.values() if symbol is None or s.order.symbol == symbol]
+
+    def finish(self, state: _RestingState, status: OrderStatus, ts_ms: int, note: str = "") -> None:
+        """Move an order out of the resting set (filled, cancelled or rejected)."""
+        state.order.status = status
+        state.order.updated_ms = ts_ms
+        if note:
+            state.note = note
+        self.open_orders.pop(state.order.id, None)
+
+
+class ReplayExchange:
+    """``Exchange`` over a ``MarketStore`` replayed on a ``Clock``, with paper accounts."""
+
+    def __init__(
+        self,
+        store: MarketStore,
+        clock: Clock,
+        *,
+        exchange_id: str = "binance",
+        market_type: MarketType = MarketType.PERP,
+        taker_fee: float = 0.0005,
+        maker_fee: float = 0.0002,
+        slippage_bps: float = 2.0,
+        latency_ms: int = 250,
+        starting_balance: float = 10_000.0,
+        min_notional: float = 5.0,
+        max_leverage: float = 20.0,
+        instruments: Sequence[Instrument] | None = None,
+    ) -> None:
+        if taker_fee < 0 or maker_fee < 0 or slippage_bps < 0 or latency_ms < 0:
+            raise ValueError("fees, slippage and latency must not be negative")
+        self._store = store
+        self._clock = clock
+        self._exchange_id = exchange_id
+        self._market_type = market_type
+        self._taker_fee = taker_fee
+        self._maker_fee = maker_fee
+        self._slippage = slippage_bps / 10_000
+        self._latency_ms = latency_ms
+        self._starting_balance = starting_balance
+        self._min_notional = min_notional
+        self._max_leverage = max_leverage if market_type is MarketType.PERP else 1.0
+        self._instruments: dict[str, Instrument] | None = (
+            None if instruments is None else {i.symbol: i for i in instruments}
+        )
+        self._keys: dict[str, SeriesKey] | None = None
+        self._bar_days: OrderedDict[int, dict[str, CandleSeries]] = OrderedDict()
+        self._trade_chunks: OrderedDict[tuple[str, int], _TradeChunk] = OrderedDict()
+        self._funding: dict[str, tuple[list[int], list[FundingRate]]] = {}
+        self._first_bar: dict[str, int | None] = {}
+        self._oi_days: OrderedDict[tuple[str, int], tuple[list[int], list[OpenInterest]]] = (
+            OrderedDict()
+        )
+        self._accounts: dict[str, _Account] = {}
+        self._synced_ms: int | None = None
+
+    # ============================================================ market data
+    @property
+    def exchange_id(self) -> str:
+        """Our exchange name, e.g. ``binance``."""
+        return self._exchange_id
+
+    def load_markets(self) -> list[Instrument]:
+        """One instrument per stored series of this exchange and market type, by symbol.
+
+        Unless given ``instruments``, precision is inferred once (first call) from the 1m
+        bars of the 24 h before now (the first stored day if there are none yet):
+        ``price_step`` = 10^-d where d is the most decimals any open/high/low/close needs;
+        ``amount_step`` = 10^floor(log10(1 / median close)), so one step is worth 0.1–1
+        USDT; ``min_amount`` = one step; ``min_notional`` and ``max_leverage`` from the
+        constructor (leverage 1 for spot).
+        """
+        self._sync()
+        return sorted(self._instrument_map().values(), key=lambda i: i.symbol)
+
+    def fetch_tickers(self, symbols: Sequence[str] | None = None) -> list[Ticker]:
+        """Tickers from the last closed 1m bar of each symbol (none for a symbol with no bar
+        yet), sorted by symbol."""
+        self._sync()
+        now = self._clock.now_ms()
+        wanted = sorted(self._instrument_map()) if symbols is None else sorted(set(symbols))
+        tickers: list[Ticker] = []
+        for symbol in wanted:
+            inst = self._instrument(symbol)
+            bars = self._bars_1m(symbol, now - DAY_MS, now)
+            if len(bars) == 0:
+                continue
+            last = float(bars.close[-1])
+            first_open = float(bars.open[0])
+            half_step = inst.price_step / 2
+            # one more decimal than the step: last ∓ half a step without float noise
+            digits = _step_decimals(inst.price_step) + 1
+            tickers.append(
+                Ticker(
+                    exchange=self._exchange_id,
+                    market_type=self._market_type,
+                    symbol=symbol,
+                    ts_ms=int(bars.ts_ms[-1]) + MINUTE_MS,
+                    last=last,
+                    bid=round(last - half_step, digits),
+                    ask=round(last + half_step, digits),
+                    quote_volume_24h=float(np.sum(bars.close * bars.volume)),
+                    change_24h_pct=(last / first_open - 1) * 100 if first_open > 0 else None,
+                )
+            )
+        return tickers
+
+    def fetch_ohlcv(
+        self, symbol: str, timeframe: str, since_ms: int | None = None, limit: int = 1000
+    ) -> list[Candle]:
+        """Closed candles with ``ts_ms >= since_ms``, oldest first, at most ``limit``
+        (the newest ``limit`` when ``since_ms`` is None)."""
+        self._sync()
+        if timeframe not in TIMEFRAME_MS:
+            raise ExchangeError(f"unsupported timeframe {timeframe!r}")
+        self._instrument(symbol)
+        if limit <= 0:
+            return []
+        now = self._clock.now_ms()
+        step = TIMEFRAME_MS[timeframe]
+        if since_ms is None:
+            start, end = now - now % step - limit * step, now
+        else:
+            if symbol not in self._first_bar:
+                rng = self._store.candle_range(self._key(symbol), "1m")
+                self._first_bar[symbol] = None if rng is None else rng[0]
+            first = self._first_bar[symbol]
+            if first is not None and since_ms < first:
+                since_ms = first  # like an exchange: the first bars after ``since_ms``
+            start, end = since_ms, min(now, since_ms + (limit + 1) * step)
+        if end <= start:
+            return []
+        series = self._series(symbol, timeframe, start, end)
+        lo, hi = (max(0, len(series) - limit), len(series)) if since_ms is None else (0, limit)
+        return _candles(series, self._exchange_id, self._market_type, lo, hi)
+
+    def fetch_funding_rate(self, symbol: str) -> FundingRate | None:
+        """Latest funding rate at or before now (None for spot or when unknown)."""
+        self._sync()
+        key = self._key(symbol)
+        if self._market_type is not MarketType.PERP:
+            return None
+        if symbol not in self._funding:
+            # funding is sparse (every 8 h): load the whole history once
+            rates = self._store.funding(key, 0, 2**62)
+            self._funding[symbol] = ([r.ts_ms for r in rates], rates)
+        stamps, rates = self._funding[symbol]
+        i = bisect.bisect_right(stamps, self._clock.now_ms())
+        return rates[i - 1] if i else None
+
+    def fetch_open_interest(self, symbol: str) -> OpenInterest | None:
+        """Latest open interest at or before now, looking back to the previous UTC day (None
+        when the store has none)."""
+        self._sync()
+        now = self._clock.now_ms()
+        for day in (now // DAY_MS, now // DAY_MS - 1):
+            stamps, points = self._oi_day(symbol, day)
+            i = bisect.bisect_right(stamps, now)
+            if i:
+                return points[i - 1]
+        return None
+
+    def fetch_trades(self, symbol: str, since_ms: int, limit: int = 1000) -> list[Trade]:
+        """Visible trades with ``since_ms <= ts_ms <= now``, oldest first, at most ``limit``
+        (history reaches back one day at most)."""
+        self._sync()
+        self._instrument(symbol)
+        now = self._clock.now_ms()
+        out: list[Trade] = []
+        if limit <= 0 or since_ms > now:
+            return out
+        since_ms = max(since_ms, now - TRADE_HISTORY_MS)
+        for hour in range(since_ms // HOUR_MS, now // HOUR_MS + 1):
+            chunk = self._chunk(symbol, hour)
+            lo = bisect.bisect_left(chunk.ts, since_ms)
+            hi = bisect.bisect_right(chunk.visible, now)
+            out.extend(chunk.trades[lo:hi])
+            if len(out) >= limit:
+                break
+        return out[:limit]
+
+    def poll_trades(self, symbols: Sequence[str], after_ms: int) -> list[Trade]:
+        """Trades of ``symbols`` that became visible in ``(after_ms, now]`` (see the module
+        docstring), ordered by (ts_ms, symbol, trade_id). Every one has ``ts_ms <= now``;
+        ``after_ms`` older than one day is treated as one day ago."""
+        self._sync()
+        for symbol in symbols:
+            self._instrument(symbol)
+        return self._visible_between(sorted(set(symbols)), after_ms, self._clock.now_ms())
+
+    # ============================================================ paper accounts
+    def fetch_balance(self, account: str) -> Balance:
+        """Wallet (start + realized PnL − fees), unrealized PnL at the last price, margin."""
+        self._sync()
+        return self._balance(self._account(account))
+
+    def create_order(self, account: str, request: OrderRequest) -> Order:
+        """Place an order; the same ``client_order_id`` returns the existing order unchanged.
+
+        Raises ``OrderRejected`` (nothing is recorded) for an unknown symbol, bad leverage,
+        missing price, a notional under the minimum, insufficient free margin, a reduce-only
+        order with nothing to reduce, or a stop that would trigger at once.
+        """
+        self._sync()
+        acct = self._account(account)
+        existing = acct.by_client_id.get(request.client_order_id)
+        if existing is not None:
+            return acct.orders[existing].order.model_copy()
+        cid = request.client_order_id
+        inst = self._instrument_map().get(request.symbol)
+        if inst is None:
+            raise OrderRejected(f"order {cid}: unknown symbol {request.symbol}")
+        leverage = 1.0 if request.leverage is None else float(request.leverage)
+        if not 1 <= leverage <= inst.max_leverage:
+            raise OrderRejected(
+                f"order {cid}: leverage {leverage:g} outside 1..{inst.max_leverage:g}"
+            )
+        now = self._clock.now_ms()
+        arrival = now + self._latency_ms
+        state = _RestingState(
+            order=Order(
+                id=f"{self._exchange_id}-{stable_id(account, cid, length=20)}",
+                client_order_id=cid,
+                account=account,
+                symbol=request.symbol,
+                side=request.side,
+                type=request.type,
+                amount=request.amount,
+                price=request.price,
+                stop_price=request.stop_price,
+                reduce_only=request.reduce_only,
+                status=OrderStatus.OPEN,
+                created_ms=now,
+                updated_ms=now,
+            ),
+            leverage=leverage,
+            active_after_ms=arrival,
+        )
+        if request.type is OrderType.MARKET:
+            price = self._last_price(request.symbol, arrival)
+            if price is None:
+                raise OrderRejected(f"order {cid}: no market price for {request.symbol} yet")
+            fill_price = _adverse(price, request.side, self._slippage)
+            if not request.reduce_only:
+                # check before touching the account: a rejected order leaves no trace
+                reason = self._opening_problem(acct, state, fill_price, inst)
+                if reason:
+                    raise OrderRejected(f"order {cid}: {reason}")
+            reason = self._fill(acct, state, fill_price, arrival, True)
+            if reason:
+                raise OrderRejected(f"order {cid}: {reason}")
+        else:
+            self._validate_resting(acct, state, inst)
+        acct.record(state)
+        return state.order.model_copy()
+
+    def fetch_order(self, account: str, order_id: str) -> Order:
+        """One order by exchange id (``ExchangeError`` if unknown)."""
+        self._sync()
+        return self._order(account, order_id).order.model_copy()
+
+    def fetch_open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
+        """Resting orders, in creation order."""
+        self._sync()
+        return [s.order.model_copy() for s in self._account(account).resting(symbol)]
+
+    def cancel_order(self, account: str, order_id: str) -> Order:
+        """Cancel a resting order (no-op on a filled or cancelled one)."""
+        self._sync()
+        state = self._order(account, order_id)
+        if state.order.status is OrderStatus.OPEN:
+            self._account(account).finish(state, OrderStatus.CANCELED, self._clock.now_ms())
+        return state.order.model_copy()
+
+    def fetch_positions(self, account: str) -> list[ExchangePosition]:
+        """Open net positions, by symbol."""
+        self._sync()
+        return [
+            ExchangePosition(
+                account=account,
+                symbol=symbol,
+                direction=Direction.LONG if pos.amount > 0 else Direction.SHORT,
+                amount=abs(pos.amount),
+                entry_price=pos.entry_price,
+            )
+            for symbol, pos in sorted(self._account(account).positions.items())
+            if pos.amount != 0
+        ]
+
+    # --------------------------------------------------------- not in the port
+    def fills(self, account: str) -> list[Fill]:
+        """Every fill of ``account`` in execution order (for the ledger)."""
+        self._sync()
+        return list(self._account(account).fills)
+
+    def orders(self, account: str) -> list[Order]:
+        """Every order of ``account`` (any status) in creation order (for the ledger)."""
+        self._sync()
+        return [s.order.model_copy() for s in self._account(account).orders.values()]
+
+    def accounts(self) -> list[str]:
+        """Names of the paper accounts created so far, sorted."""
+        return sorted(self._accounts)
+
+    # ============================================================ order engine
+    def _sync(self) -> None:
+        """Process resting orders against the trades that became visible since last time."""
+        now = self._clock.now_ms()
+        if self._synced_ms is None or now <= self._synced_ms:
+            self._synced_ms = now if self._synced_ms is None else self._synced_ms
+            return
+        symbols = sorted({s.order.symbol for a in self._accounts.values() for s in a.resting()})
+        if symbols:
+            for trade in self._visible_between(symbols, self._synced_ms, now):
+                self._on_trade(trade)
+        self._synced_ms = now
+
+    def _on_trade(self, trade: Trade) -> None:
+        for name in sorted(self._accounts):
+            acct = self._accounts[name]
+            for state in acct.resting(trade.symbol):
+                if state.order.status is not OrderStatus.OPEN:
+                    continue  # cancelled by an earlier fill on this same trade
+                if trade.ts_ms <= state.active_after_ms:
+                    continue
+                price = _trigger_price(state.order, trade.price, self._slippage)
+                if price is not None:
+                    taker = state.order.type is not OrderType.LIMIT
+                    self._fill(acct, state, price, trade.ts_ms, taker)
+
+    def _validate_resting(self, acct: _Account, state: _RestingState, inst: Instrument) -> None:
+        order = state.order
+        cid = order.client_order_id
+        last = self._last_price(order.symbol, state.active_after_ms)
+        if order.type is OrderType.LIMIT:
+            if order.price is None or order.price <= 0:
+                raise OrderRejected(f"order {cid}: a limit order needs a positive price")
+            reference = order.price
+        else:
+            if order.stop_price is None or order.stop_price <= 0:
+                raise OrderRejected(f"order {cid}: a {order.type} order needs a stop price")
+            reference = order.stop_price
+            if last is not None and _trigger_price(order, last, 0.0) is not None:
+                raise OrderRejected(
+                    f"order {cid}: stop price {order.stop_price:g} would trigger immediately "
+                    f"(last {last:g})"
+                )
+        if not order.reduce_only:
+            reason = self._opening_problem(acct, state, reference, inst)
+            if reason:
+                raise OrderRejected(f"order {cid}: {reason}")
+        if order.type is OrderType.LIMIT and order.price is not None and last is not None:
+            marketable = _adverse(last, order.side, self._slippage)
+            if (order.side is Side.BUY and marketable <= order.price) or (
+                order.side is Side.SELL and marketable >= order.price
+            ):
+                # a limit that crosses the book fills at once as a taker (never worse than
+                # its limit)
+                reason = self._fill(acct, state, marketable, state.active_after_ms, True)
+                if reason:
+                    raise OrderRejected(f"order {cid}: {reason}")
+
+    def _opening_problem(
+        self, acct: _Account, state: _RestingState, price: float, inst: Instrument
+    ) -> str:
+        """Why ``state`` cannot be executed at ``price`` as an opening order ("" if it can).
+
+        Margin is needed only for the part beyond closing the current opposite position.
+        """
+        order = state.order
+        notional = order.amount * price
+        if notional < inst.min_notional:
+            return f"notional {notional:.2f} below the minimum {inst.min_notional:g} USDT"
+        pos = acct.positions.get(order.symbol, _Position())
+        sign = 1 if order.side is Side.BUY else -1
+        closable = abs(pos.amount) if pos.amount * sign < 0 else 0.0
+        opening = max(0.0, order.amount - closable)
+        needed = opening * price / state.leverage
+        free = self._balance(acct).free
+        if opening > 0 and needed > free:
+            return (
+                f"insufficient margin: needs {needed:.2f} USDT at {state.leverage:g}x, "
+                f"free {free:.2f} USDT"
+            )
+        return ""
+
+    def _balance(self, acct: _Account) -> Balance:
+        unrealized = used = 0.0
+        for symbol, pos in sorted(acct.positions.items()):
+            if pos.amount == 0:
+                continue
+            used += pos.margin
+            last = self._last_price(symbol, self._clock.now_ms())
+            if last is not None:
+                unrealized += pos.amount * (last - pos.entry_price)
+        return Balance(wallet=acct.wallet, unrealized_pnl=unrealized, used_margin=used)
+
+    def _fill(
+        self, acct: _Account, state: _RestingState, price: float, ts_ms: int, taker: bool
+    ) -> str:
+        """Execute ``state`` at ``price``; returns why it could not ("" when filled).
+
+        Reduce-only orders are clipped to the position and fail when there is nothing to
+        reduce; opening orders fail when the margin no longer suffices. A resting order
+        that fails is cancelled (reduce-only) or rejected (margin) and keeps the reason.
+        """
+        order = state.order
+        inst = self._instrument(order.symbol)
+        pos = acct.positions.setdefault(order.symbol, _Position())
+        sign = 1 if order.side is Side.BUY else -1
+        amount = order.amount
+        if order.reduce_only:
+            if pos.amount * sign >= 0:
+                note = "reduce-only order would not reduce the position"
+                acct.finish(state, OrderStatus.CANCELED, ts_ms, note)
+                return note
+            amount = min(amount, abs(pos.amount))
+        else:
+            problem = self._opening_problem(acct, state, price, inst)
+            if problem:
+                acct.finish(state, OrderStatus.REJECTED, ts_ms, problem)
+                return problem
+        fee = amount * price * (self._taker_fee if taker else self._maker_fee)
+        realized = 0.0
+        closing = min(amount, abs(pos.amount)) if pos.amount * sign < 0 else 0.0
+        if closing > 0:
+            realized = closing * (price - pos.entry_price) * (1 if pos.amount > 0 else -1)
+            pos.amount += sign * closing
+            if abs(pos.amount) <= 1e-12 * closing:  # float dust from partial closes
+                pos.amount = 0.0
+        opening = amount - closing
+        if opening > 0:
+            size = abs(pos.amount)
+            pos.entry_price = (size * pos.entry_price + opening * price) / (size + opening)
+            pos.amount += sign * opening
+            pos.leverage = state.leverage
+        acct.wallet += realized - fee
+        order.filled = amount
+        order.average = price
+        order.fee = fee
+        acct.finish(state, OrderStatus.FILLED, ts_ms)
+        acct.fills.append(
+            Fill(
+                order_id=order.id,
+                client_order_id=order.client_order_id,
+                account=order.account,
+                symbol=order.symbol,
+                side=order.side,
+                ts_ms=ts_ms,
+                price=price,
+                amount=amount,
+                fee=fee,
+            )
+        )
+        if pos.amount == 0:
+            pos.entry_price = 0.0
+            if closing > 0:
+                # OCO-like: a leftover stop or take-profit must not open a new position
+                for other in acct.resting(order.symbol):
+                    if other.order.reduce_only and other.order.id != order.id:
+                        acct.finish(other, OrderStatus.CANCELED, ts_ms, "position closed")
+        return ""
+
+    def _account(self, account: str) -> _Account:
+        if account not in self._accounts:
+            self._accounts[account] = _Account(wallet=self._starting_balance)
+        return self._accounts[account]
+
+    def _order(self, account: str, order_id: str) -> _RestingState:
+        state = self._account(account).orders.get(order_id)
+        if state is None:
+            raise ExchangeError(f"order {order_id} not found")
+        return state
+
+    # ============================================================ data access
+    def _instrument_map(self) -> dict[str, Instrument]:
+        if self._instruments is None:
+            self._instruments = {
+                symbol: inst
+                for symbol in sorted(self._series_keys())
+                if (inst := self._infer_instrument(symbol)) is not None
+            }
+        return self._instruments
+
+    def _instrument(self, symbol: str) -> Instrument:
+        inst = self._instrument_map().get(symbol)
+        if inst is None:
+            raise ExchangeError(f"unknown symbol {symbol}")
+        return inst
+
+    def _series_keys(self) -> dict[str, SeriesKey]:
+        if self._keys is None:
+            self._keys = {
+                k.symbol: k
+                for k in self._store.series_keys()
+                if k.exchange == self._exchange_id and k.market_type == self._market_type
+            }
+        return self._keys
+
+    def _key(self, symbol: str) -> SeriesKey:
+        self._instrument(symbol)
+        key = self._series_keys().get(symbol)
+        return key or SeriesKey(self._exchange_id, self._market_type, symbol)
+
+    def _infer_instrument(self, symbol: str) -> Instrument | None:
+        now = self._clock.now_ms()
+        bars = self._bars_1m(symbol, now - PRECISION_LOOKBACK_MS, now)
+        if len(bars) == 0:
+            rng = self._store.candle_range(self._series_keys()[symbol], "1m")
+            if rng is None:
+                return None
+            bars = self._bars_1m(symbol, rng[0], rng[0] + PRECISION_LOOKBACK_MS)
+            if len(bars) == 0:
+                return None
+        prices = np.concatenate([bars.open, bars.high, bars.low, bars.close])
+        decimals = max(_decimals(float(p)) for p in np.unique(prices))
+        typical = float(np.median(bars.close))
+        exponent = math.floor(math.log10(1 / typical)) if typical > 0 else 0
+        amount_step = round(10.0**exponent, max(0, -exponent))
+        base, quote, settle = _split_symbol(symbol)
+        return Instrument(
+            exchange=self._exchange_id,
+            market_type=self._market_type,
+            symbol=symbol,
+            base=base,
+            quote=quote,
+            settle=settle,
+            price_step=round(10.0**-decimals, decimals),
+            amount_step=amount_step,
+            min_amount=amount_step,
+            min_notional=self._min_notional,
+            max_leverage=self._max_leverage,
+            taker_fee=self._taker_fee,
+            maker_fee=self._maker_fee,
+        )
+
+    def _bar_day(self, day: int) -> dict[str, CandleSeries]:
+        """Every symbol's 1m bars of one UTC day (one store query, cached)."""
+        cached = self._bar_days.get(day)
+        if cached is not None:
+            self._bar_days.move_to_end(day)
+            return cached
+        keys = list(self._series_keys().values())
+        start, end = day * DAY_MS, (day + 1) * DAY_MS
+        many = getattr(self._store, "candles_many", None)
+        if many is not None:
+            loaded: dict[SeriesKey, CandleSeries] = many(keys, "1m", start, end)
+        else:
+            loaded = {k: self._store.candles(k, "1m", start, end) for k in keys}
+        result = {k.symbol: s for k, s in loaded.items()}
+        self._bar_days[day] = result
+        while len(self._bar_days) > _MAX_BAR_DAYS:
+            self._bar_days.popitem(last=False)
+        return result
+
+    def _bars_1m(self, symbol: str, start_ms: int, end_ms: int) -> CandleSeries:
+        """Closed 1m bars with ``start_ms <= ts_ms`` and ``ts_ms + 1m <= end_ms``."""
+        parts: list[CandleSeries] = []
+        last_open = end_ms - MINUTE_MS
+        if last_open < start_ms:
+            return CandleSeries.empty(symbol, "1m")
+        for day in range(start_ms // DAY_MS, last_open // DAY_MS + 1):
+            series = self._bar_day(day).get(symbol)
+            if series is None or len(series) == 0:
+                continue
+            lo = int(np.searchsorted(series.ts_ms, start_ms, side="left"))
+            hi = int(np.searchsorted(series.ts_ms, last_open, side="right"))
+            if hi > lo:
+                parts.append(_slice(series, lo, hi))
+        if not parts:
+            return CandleSeries.empty(symbol, "1m")
+        if len(parts) == 1:
+            return parts[0]
+        return CandleSeries(
+            symbol,
+            "1m",
+            np.concatenate([p.ts_ms for p in parts]),
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("open", "high", "low", "close", "volume", "taker_buy_volume")
+            ),
+        )
+
+    def _series(self, symbol: str, timeframe: str, start_ms: int, end_ms: int) -> CandleSeries:
+        """Closed bars of ``timeframe``: the store's own, else rolled up from 1m bars."""
+        if timeframe == "1m":
+            return self._bars_1m(symbol, start_ms, end_ms)
+        key = self._key(symbol)
+        if self._store.candle_range(key, timeframe) is not None:
+            return self._store.candles(key, timeframe, start_ms, end_ms)
+        step = TIMEFRAME_MS[timeframe]
+        aligned = start_ms - start_ms % step + (step if start_ms % step else 0)
+        return self._bars_1m(symbol, aligned, end_ms).resample(timeframe)
+
+    def _oi_day(self, symbol: str, day: int) -> tuple[list[int], list[OpenInterest]]:
+        """Open interest of one symbol over one UTC day (cached: polled every minute)."""
+        cached = self._oi_days.get((symbol, day))
+        if cached is None:
+            points = self._store.open_interest(
+                self._key(symbol), day * DAY_MS, (day + 1) * DAY_MS - 1
+            )
+            cached = ([p.ts_ms for p in points], points)
+            self._oi_days[(symbol, day)] = cached
+            while len(self._oi_days) > _MAX_TRADE_CHUNKS:
+                self._oi_days.popitem(last=False)
+        return cached
+
+    def _chunk(self, symbol: str, hour: int) -> _TradeChunk:
+        """The trade stream of one symbol over one UTC hour (cached)."""
+        cache_key = (symbol, hour)
+        cached = self._trade_chunks.get(cache_key)
+        if cached is not None:
+            self._trade_chunks.move_to_end(cache_key)
+            return cached
+        start = hour * HOUR_MS
+        recorded = self._store.trades(self._key(symbol), start, start + HOUR_MS - 1)
+        rows: list[tuple[int, str, int, Trade]] = [
+            (t.ts_ms, t.trade_id, t.ts_ms, t) for t in recorded
+        ]
+        recorded_minutes = {t.ts_ms // MINUTE_MS for t in recorded}
+        bars = self._bars_1m(symbol, start - MINUTE_MS, start + HOUR_MS)
+        for i in range(len(bars)):
+            bar_ts = int(bars.ts_ms[i])
+            if bar_ts < start or bar_ts // MINUTE_MS in recorded_minutes:
+                continue
+            previous = (
+                float(bars.close[i - 1])
+                if i > 0 and int(bars.ts_ms[i - 1]) == bar_ts - MINUTE_MS
+                else None
+            )
+            for trade in self._bar_path(symbol, bars, i, previous):
+                rows.append((trade.ts_ms, trade.trade_id, bar_ts + MINUTE_MS, trade))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        chunk = _TradeChunk(
+            ts=[r[0] for r in rows], visible=[r[2] for r in rows], trades=[r[3] for r in rows]
+        )
+        self._trade_chunks[cache_key] = chunk
+        while len(self._trade_chunks) > _MAX_TRADE_CHUNKS:
+            self._trade_chunks.popitem(last=False)
+        return chunk
+
+    def _bar_path(
+        self, symbol: str, bars: CandleSeries, i: int, previous: float | None
+    ) -> Iterable[Trade]:
+        bar_ts = int(bars.ts_ms[i])
+        o, h, lo, c = (
+            float(bars.open[i]),
+            float(bars.high[i]),
+            float(bars.low[i]),
+            float(bars.close[i]),
+        )
+        bullish = c >= o
+        path = (o, lo, h, c) if bullish else (o, h, lo, c)
+        amount = float(bars.volume[i]) / 4
+        prev = previous
+        for n, (offset, price) in enumerate(zip(BAR_PATH_OFFSETS_MS, path, strict=True)):
+            if prev is None or price == prev:
+                side = Side.BUY if bullish else Side.SELL
+            else:
+                side = Side.BUY if price > prev else Side.SELL
+            prev = price
+            yield Trade(
+                exchange=self._exchange_id,
+                market_type=self._market_type,
+                symbol=symbol,
+                ts_ms=bar_ts + offset,
+                trade_id=f"bar-{bar_ts}-{n}",
+                price=price,
+                amount=amount,
+                side=side,
+                source="bar",
+            )
+
+    def _visible_between(self, symbols: Sequence[str], after_ms: int, now_ms: int) -> list[Trade]:
+        """Trades of ``symbols`` with visibility time in ``(after_ms, now_ms]``, ordered by
+        (ts_ms, symbol, trade_id)."""
+        out: list[Trade] = []
+        if now_ms <= after_ms:
+            return out
+        after_ms = max(after_ms, now_ms - TRADE_HISTORY_MS)
+        # a trade is visible at most one minute after its stamp
+        first_hour = (after_ms - MINUTE_MS) // HOUR_MS
+        for symbol in symbols:
+            for hour in range(first_hour, now_ms // HOUR_MS + 1):
+                chunk = self._chunk(symbol, hour)
+                lo = bisect.bisect_right(chunk.visible, after_ms)
+                hi = bisect.bisect_right(chunk.visible, now_ms)
+                out.extend(chunk.trades[lo:hi])
+        if len(symbols) > 1:
+            out.sort(key=lambda t: (t.ts_ms, t.symbol, t.trade_id))
+        return out
+
+    def _last_price(self, symbol: str, as_of_ms: int) -> float | None:
+        """Price of the last trade visible at ``as_of_ms``."""
+        hour = as_of_ms // HOUR_MS
+        for h in range(hour, hour - LAST_TRADE_LOOKBACK_HOURS, -1):
+            chunk = self._chunk(symbol, h)
+            hi = bisect.bisect_right(chunk.visible, as_of_ms)
+            if hi > 0:
+                return chunk.trades[hi - 1].price
+        return None
+
+
+# ------------------------------------------------------------------------- helpers
+def _adverse(price: float, side: Side, slippage: float) -> float:
+    """``price`` moved against the taker: up for a buy, down for a sell."""
+    return price * (1 + slippage) if side is Side.BUY else price * (1 - slippage)
+
+
+def _trigger_price(order: Order, price: float, slippage: float) -> float | None:
+    """The fill price if a trade at ``price`` executes resting ``order``, else None."""
+    buy = order.side is Side.BUY
+    if order.type is OrderType.LIMIT:
+        assert order.price is not None
+        # "trades through": strictly beyond the limit, filled at the limit (maker)
+        hit = price < order.price if buy else price > order.price
+        return order.price if hit else None
+    assert order.stop_price is not None
+    if order.type is OrderType.STOP_MARKET:
+        # a buy stop protects a short (price rising), a sell stop a long
+        hit = price >= order.stop_price if buy else price <= order.stop_price
+    else:  # take-profit market: a buy TP closes a short below, a sell TP a long above
+        hit = price <= order.stop_price if buy else price >= order.stop_price
+    return _adverse(price, order.side, slippage) if hit else None
+
+
+def _decimals(price: float) -> int:
+    """Fewest decimals that represent ``price`` (the feed's own precision)."""
+    for d in range(_MAX_DECIMALS + 1):
+        if abs(price - round(price, d)) <= 1e-12 * max(1.0, abs(price)):
+            return d
+    return _MAX_DECIMALS
+
+
+def _step_decimals(step: float) -> int:
+    return max(0, -math.floor(math.log10(step) + 1e-9))
+
+
+def _split_symbol(symbol: str) -> tuple[str, str, str | None]:
+    """``BTC/USDT:USDT`` → (BTC, USDT, USDT); ``BTC/USDT`` → (BTC, USDT, None)."""
+    pair, _, settle = symbol.partition(":")
+    base, _, quote = pair.partition("/")
+    return base, quote or "USDT", settle or None
+
+
+def _slice(series: CandleSeries, lo: int, hi: int) -> CandleSeries:
+    return CandleSeries(
+        series.symbol,
+        series.timeframe,
+        series.ts_ms[lo:hi],
+        series.open[lo:hi],
+        series.high[lo:hi],
+        series.low[lo:hi],
+        series.close[lo:hi],
+        series.volume[lo:hi],
+        series.taker_buy_volume[lo:hi],
+    )
+
+
+def _candles(
+    series: CandleSeries, exchange: str, market_type: MarketType, lo: int, hi: int
+) -> list[Candle]:
+    out: list[Candle] = []
+    for i in range(lo, min(hi, len(series))):
+        taker = float(series.taker_buy_volume[i])
+        out.append(
+            Candle(
+                exchange=exchange,
+                market_type=market_type,
+                symbol=series.symbol,
+                timeframe=series.timeframe,
+                ts_ms=int(series.ts_ms[i]),
+                open=float(series.open[i]),
+                high=float(series.high[i]),
+                low=float(series.low[i]),
+                close=float(series.close[i]),
+                volume=float(series.volume[i]),
+                taker_buy_volume=None if math.isnan(taker) else taker,
+            )
+        )
+    return out
+
+
+__all__ = ["BAR_PATH_OFFSETS_MS", "ReplayExchange"]

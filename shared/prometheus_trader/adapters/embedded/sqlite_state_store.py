@@ -1,0 +1,384 @@
+"""Embedded ``StateStore``: JSON documents in one SQLite table (stdlib ``sqlite3``).
+
+Semantics follow Firestore so that the same contract suite passes on both:
+
+* filters compare values of the same kind only (numbers with numbers, strings with
+  strings, ``True`` never equals ``1``); ``==``/``in`` against ``None`` match an explicit
+  JSON null; ``!=`` matches documents where the field exists and differs;
+* ``order_by`` drops documents that lack the field, orders values by type
+  (null < false < true < numbers < strings < arrays < objects) then value, and breaks ties
+  by document id in the same direction;
+* ``update`` takes top-level field names only (Firestore reads a dot as a nested path);
+* transactions do all reads before any write.
+
+One connection guarded by a re-entrant lock serves every thread; writes outside a
+transaction are single statements or short ``BEGIN IMMEDIATE`` blocks, so several
+processes may share a file too.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from prometheus_trader.ports import AlreadyExists, Document, Filter, StateTransaction
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (collection, id)
+) WITHOUT ROWID
+"""
+
+# Firestore's cross-type ordering, used for order_by.
+_TYPE_RANK_SQL = (
+    "CASE json_type(data, ?) WHEN 'null' THEN 0 WHEN 'false' THEN 1 WHEN 'true' THEN 2 "
+    "WHEN 'integer' THEN 3 WHEN 'real' THEN 3 WHEN 'text' THEN 4 WHEN 'array' THEN 5 "
+    "ELSE 6 END"
+)
+
+
+class ReadAfterWriteError(RuntimeError):
+    """A transaction read a document after writing (Firestore refuses this too)."""
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Enum):
+        return value.value
+    raise TypeError(f"value of type {type(value).__name__} is not JSON-compatible")
+
+
+def _dumps(value: object) -> str:
+    # sort_keys + compact separators: one canonical text per document, which also makes
+    # equality on nested arrays/objects a plain text comparison.
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_json_default
+    )
+
+
+def _encode_document(data: Mapping[str, Any]) -> str:
+    if not isinstance(data, Mapping):
+        raise TypeError(f"a document must be a mapping, not {type(data).__name__}")
+    return _dumps(dict(data))
+
+
+def _check_ref(collection: str, doc_id: str) -> None:
+    if not collection:
+        raise ValueError("collection name must not be empty")
+    if not doc_id:
+        raise ValueError("document id must not be empty")
+
+
+def _json_path(field_path: str) -> str:
+    """``a.b`` -> ``$."a"."b"`` (quoted so any character but ``"`` is allowed)."""
+    parts = field_path.split(".")
+    if not field_path or any(not p or '"' in p for p in parts):
+        raise ValueError(f"invalid field path {field_path!r}")
+    return "$" + "".join(f'."{p}"' for p in parts)
+
+
+def _plain(value: object) -> object:
+    return value.value if isinstance(value, Enum) else value
+
+
+def _equals_sql(path: str, value: object) -> tuple[str, list[object]]:
+    """SQL condition for ``field == value`` with Firestore typing rules."""
+    value = _plain(value)
+    if value is None:
+        return "json_type(data, ?) = 'null'", [path]
+    if isinstance(value, bool):
+        return "json_type(data, ?) = ?", [path, "true" if value else "false"]
+    if isinstance(value, int | float):
+        return (
+            "(json_type(data, ?) IN ('integer', 'real') AND json_extract(data, ?) = ?)",
+            [path, path, value],
+        )
+    if isinstance(value, str):
+        return "(json_type(data, ?) = 'text' AND json_extract(data, ?) = ?)", [path, path, value]
+    if isinstance(value, list | tuple):
+        return (
+            "(json_type(data, ?) = 'array' AND json_extract(data, ?) = ?)",
+            [path, path, _dumps(list(value))],
+        )
+    if isinstance(value, Mapping):
+        return (
+            "(json_type(data, ?) = 'object' AND json_extract(data, ?) = ?)",
+            [path, path, _dumps(dict(value))],
+        )
+    raise TypeError(f"cannot compare with a value of type {type(value).__name__}")
+
+
+def _range_sql(path: str, op: str, value: object) -> tuple[str, list[object]]:
+    """SQL condition for ``<``, ``<=``, ``>``, ``>=``: only values of the same kind match."""
+    value = _plain(value)
+    if isinstance(value, bool):
+        types = "('true', 'false')"
+    elif isinstance(value, int | float):
+        types = "('integer', 'real')"
+    elif isinstance(value, str):
+        types = "('text')"
+    else:
+        raise TypeError(f"range filter {op!r} needs a number, string or bool, not {value!r}")
+    return (
+        f"(json_type(data, ?) IN {types} AND json_extract(data, ?) {op} ?)",
+        [path, path, value],
+    )
+
+
+def _filter_sql(flt: Filter) -> tuple[str, list[object]]:
+    path = _json_path(flt.field)
+    if flt.op == "==":
+        return _equals_sql(path, flt.value)
+    if flt.op == "!=":
+        sql, params = _equals_sql(path, flt.value)
+        return f"(json_type(data, ?) IS NOT NULL AND NOT {sql})", [path, *params]
+    if flt.op in ("<", "<=", ">", ">="):
+        return _range_sql(path, flt.op, flt.value)
+    if flt.op == "in":
+        if isinstance(flt.value, str | bytes | Mapping) or not isinstance(flt.value, Sequence):
+            raise TypeError(f"'in' needs a list of values, not {flt.value!r}")
+        if not flt.value:
+            return "0", []
+        parts = [_equals_sql(path, v) for v in flt.value]
+        return (
+            "(" + " OR ".join(sql for sql, _ in parts) + ")",
+            [p for _, params in parts for p in params],
+        )
+    raise ValueError(f"unknown filter operator {flt.op!r}")
+
+
+class _Transaction:
+    """``StateTransaction`` over the store's open ``BEGIN IMMEDIATE`` transaction."""
+
+    def __init__(self, store: SqliteStateStore) -> None:
+        self._store = store
+        self._wrote = False
+        self._open = True
+        # create() on an existing id must fail the commit even if fn swallowed the error.
+        self.conflict: AlreadyExists | None = None
+
+    def close(self) -> None:
+        self._open = False
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise RuntimeError("transaction is finished")
+
+    def get(self, collection: str, doc_id: str) -> Document | None:
+        """Read a document (only before the first write)."""
+        self._check_open()
+        if self._wrote:
+            raise ReadAfterWriteError("transactions must do all reads before any write")
+        return self._store._get(collection, doc_id)
+
+    def create(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
+        """Create; raises AlreadyExists (and fails the transaction) if it exists."""
+        self._check_open()
+        self._wrote = True
+        if not self._store._insert(collection, doc_id, data):
+            self.conflict = AlreadyExists(f"{collection}/{doc_id} already exists")
+            raise self.conflict
+
+    def set(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
+        """Create or replace."""
+        self._check_open()
+        self._wrote = True
+        self._store._replace(collection, doc_id, data)
+
+    def update(self, collection: str, doc_id: str, changes: Mapping[str, Any]) -> None:
+        """Merge top-level fields into an existing document (KeyError if missing)."""
+        self._check_open()
+        self._wrote = True
+        self._store._merge(collection, doc_id, changes)
+
+
+class SqliteStateStore:
+    """``StateStore`` on SQLite; ``path`` is a file or ``":memory:"``."""
+
+    def __init__(self, path: Path | str = ":memory:") -> None:
+        self.path = path
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+        self._conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._lock = threading.RLock()
+        self._in_transaction = False
+        with self._lock:
+            if str(path) != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                # WAL + NORMAL: durable against process crashes, no fsync per commit.
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"SqliteStateStore({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SqliteStateStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ primitives
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _get(self, collection: str, doc_id: str) -> Document | None:
+        _check_ref(collection, doc_id)
+        row = self._conn.execute(
+            "SELECT data FROM documents WHERE collection = ? AND id = ?", (collection, doc_id)
+        ).fetchone()
+        if row is None:
+            return None
+        doc: Document = json.loads(row[0])
+        return doc
+
+    def _insert(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> bool:
+        _check_ref(collection, doc_id)
+        cursor = self._conn.execute(
+            "INSERT OR IGNORE INTO documents (collection, id, data) VALUES (?, ?, ?)",
+            (collection, doc_id, _encode_document(data)),
+        )
+        return cursor.rowcount == 1
+
+    def _replace(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
+        _check_ref(collection, doc_id)
+        self._conn.execute(
+            "INSERT OR REPLACE INTO documents (collection, id, data) VALUES (?, ?, ?)",
+            (collection, doc_id, _encode_document(data)),
+        )
+
+    def _merge(self, collection: str, doc_id: str, changes: Mapping[str, Any]) -> None:
+        dotted = sorted(k for k in changes if "." in k)
+        if dotted:
+            raise ValueError(f"update() takes top-level field names only, got {dotted}")
+        current = self._get(collection, doc_id)
+        if current is None:
+            raise KeyError(f"{collection}/{doc_id}")
+        current.update(changes)
+        self._replace(collection, doc_id, current)
+
+    # ------------------------------------------------------------------ the port
+    def get(self, collection: str, doc_id: str) -> Document | None:
+        """Read a document or None."""
+        with self._lock:
+            return self._get(collection, doc_id)
+
+    def create(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> bool:
+        """Create if absent. True if created, False if it already existed (untouched)."""
+        with self._lock:
+            return self._insert(collection, doc_id, data)
+
+    def set(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
+        """Create or replace."""
+        with self._lock:
+            self._replace(collection, doc_id, data)
+
+    def update(self, collection: str, doc_id: str, changes: Mapping[str, Any]) -> None:
+        """Merge top-level fields into an existing document (KeyError if missing)."""
+        with self._lock:
+            if self._in_transaction:
+                self._merge(collection, doc_id, changes)
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._merge(collection, doc_id, changes)
+            except BaseException:
+                self._rollback()
+                raise
+            self._conn.execute("COMMIT")
+
+    def delete(self, collection: str, doc_id: str) -> None:
+        """Delete (no-op if missing)."""
+        _check_ref(collection, doc_id)
+        with self._lock:
+            self._conn.execute(
+                "DELETE FROM documents WHERE collection = ? AND id = ?", (collection, doc_id)
+            )
+
+    def query(
+        self,
+        collection: str,
+        filters: Sequence[Filter] = (),
+        order_by: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[Document]:
+        """Documents matching every filter; sorted by ``order_by`` then id."""
+        if not collection:
+            raise ValueError("collection name must not be empty")
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be >= 0")
+        where = ["collection = ?"]
+        params: list[object] = [collection]
+        for flt in filters:
+            sql, flt_params = _filter_sql(flt)
+            where.append(sql)
+            params.extend(flt_params)
+        direction = "DESC" if descending else "ASC"
+        order_sql = f"id {direction}"
+        if order_by is not None:
+            path = _json_path(order_by)
+            where.append("json_type(data, ?) IS NOT NULL")
+            params.append(path)
+            order_sql = (
+                f"{_TYPE_RANK_SQL} {direction}, json_extract(data, ?) {direction}, {order_sql}"
+            )
+            params.extend([path, path])
+        sql = f"SELECT data FROM documents WHERE {' AND '.join(where)} ORDER BY {order_sql}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def transaction(self, fn: Callable[[StateTransaction], T]) -> T:
+        """Run ``fn`` atomically: on any exception nothing it wrote is kept."""
+        with self._lock:
+            if self._in_transaction:
+                raise RuntimeError("nested transactions are not supported")
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._in_transaction = True
+            tx = _Transaction(self)
+            try:
+                result = fn(tx)
+                if tx.conflict is not None:
+                    raise tx.conflict
+            except BaseException:
+                self._rollback()
+                raise
+            else:
+                try:
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            finally:
+                tx.close()
+                self._in_transaction = False
+            return result

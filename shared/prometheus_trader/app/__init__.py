@@ -1,0 +1,1 @@
+"""Composition root: settings, logging and the wiring of adapters to use-cases."""

@@ -1,0 +1,373 @@
+"""The embedded run: the whole pipeline over recorded data on a simulated clock.
+
+One process plays every box of SPEC §1: the scheduler (collector every minute, ranker
+every few minutes, reporter at 00:00 UTC), the in-process bus (dispatcher, executors,
+evaluator, notifier) and the exit-monitor worker (every 2 simulated seconds while a
+position is open). Same input, same output: the run is deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prometheus_trader.adapters.embedded.clocks import SimulatedClock
+from prometheus_trader.adapters.embedded.console_notifier import ConsoleNotifier
+from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
+from prometheus_trader.adapters.embedded.encrypted_secret_store import EncryptedFileSecretStore
+from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
+from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
+from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
+from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
+from prometheus_trader.app.demo import DEMO_USERS
+from prometheus_trader.app.logging import configure_logging
+from prometheus_trader.app.settings import Settings
+from prometheus_trader.domain.analysts import default_panel
+from prometheus_trader.domain.exits import ExitConfig
+from prometheus_trader.domain.market import MINUTE_MS
+from prometheus_trader.domain.synthesizer import (
+    ConsensusConfig,
+    ConsensusPolicy,
+    SignalParams,
+    SynthesisPolicy,
+    policy_from_name,
+)
+from prometheus_trader.domain.trading import ExitReason
+from prometheus_trader.domain.users import User
+from prometheus_trader.ports import SeriesKey
+from prometheus_trader.usecases.collect import CollectMarketData
+from prometheus_trader.usecases.dispatch import DispatchSignal
+from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
+from prometheus_trader.usecases.execute import ExecuteSignalForUser
+from prometheus_trader.usecases.housekeeping import ExpireSignals
+from prometheus_trader.usecases.monitor import ExitMonitor
+from prometheus_trader.usecases.names import Collections, Subscriptions, Topics, labels
+from prometheus_trader.usecases.notify import NotifyEvent
+from prometheus_trader.usecases.rank import RankAndPublishSignals, RankerConfig
+from prometheus_trader.usecases.report import DailyReporter
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int, str], None]
+
+
+class DataRangeError(ValueError):
+    """The market store has no usable data for the requested run."""
+
+
+@dataclass
+class EmbeddedRuntime:
+    """Every adapter and use-case of one embedded run, wired together."""
+
+    settings: Settings
+    clock: SimulatedClock
+    source: DuckDBMarketStore
+    exchange: ReplayExchange
+    market: DuckDBMarketStore
+    state: SqliteStateStore
+    bus: InMemoryBus
+    blobs: LocalBlobStore
+    notifier: ConsoleNotifier
+    secrets: EncryptedFileSecretStore
+    collector: CollectMarketData
+    ranker: RankAndPublishSignals
+    monitor: ExitMonitor
+    reporter: DailyReporter
+    housekeeping: ExpireSignals
+
+    def close(self) -> None:
+        """Release the stores."""
+        self.market.close()
+        self.source.close()
+        self.state.close()
+
+
+def data_window(store: DuckDBMarketStore, settings: Settings) -> tuple[int, int]:
+    """(first, end) ms of the 1m data shared by the configured exchange's symbols."""
+    ranges = [
+        r
+        for k in store.series_keys()
+        if k.exchange == settings.exchange and k.market_type == settings.market_type
+        if (r := store.candle_range(k, "1m")) is not None
+    ]
+    if not ranges:
+        raise DataRangeError(
+            f"no 1m candles for {settings.exchange}/{settings.market_type} in {store.root}; "
+            "import data with `prometheus-trader data import`"
+        )
+    first = max(r[0] for r in ranges)
+    last = min(r[1] for r in ranges)
+    if last <= first:
+        raise DataRangeError(f"the symbols in {store.root} share no common time range")
+    return first, last + MINUTE_MS
+
+
+def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> EmbeddedRuntime:
+    """Wire the embedded adapters to the use-cases, starting the clock at ``start_ms``."""
+    clock = SimulatedClock(datetime.fromtimestamp(start_ms / 1000, UTC))
+    source = DuckDBMarketStore(settings.data_dir, read_only=True)
+    exchange = ReplayExchange(
+        source,
+        clock,
+        exchange_id=settings.exchange,
+        market_type=settings.market_type,
+        taker_fee=settings.taker_fee_pct / 100,
+        maker_fee=settings.maker_fee_pct / 100,
+        slippage_bps=settings.slippage_bps,
+        latency_ms=settings.latency_ms,
+        starting_balance=settings.paper_starting_balance,
+    )
+    market = DuckDBMarketStore(run_dir / "market")
+    state = SqliteStateStore(run_dir / "state.sqlite")
+    bus = InMemoryBus(max_delivery_attempts=settings.max_delivery_attempts)
+    blobs = LocalBlobStore(run_dir / "blobs")
+    notifier = ConsoleNotifier(run_dir / "outbox.jsonl")
+    secrets = EncryptedFileSecretStore(
+        run_dir / "secrets.enc", key_file=settings.secret_key_file or run_dir / "secrets.key"
+    )
+    collector = CollectMarketData(
+        exchange, market, clock, backfill_minutes=int(settings.warmup_hours * 60)
+    )
+    ranker = RankAndPublishSignals(
+        market,
+        state,
+        bus,
+        clock,
+        default_panel(),
+        synthesis_policy(settings),
+        RankerConfig(
+            exchange=settings.exchange,
+            market_type=settings.market_type,
+            btc_symbol=settings.btc_symbol,
+            window_hours=settings.analysis_window_hours,
+            top_n=settings.top_n,
+            signal_ttl_minutes=settings.signal_ttl_minutes,
+            strategy=settings.synthesizer,
+            signal_params=SignalParams(take_profit_r=settings.take_profit_r),
+        ),
+    )
+    monitor = ExitMonitor(state, exchange, bus, blobs, clock, ExitConfig())
+    executor = ExecuteSignalForUser(state, exchange, market, bus, blobs, clock)
+    bus.subscribe(Topics.SIGNALS, Subscriptions.DISPATCHER, DispatchSignal(state, bus, clock).handle)
+    bus.subscribe(Topics.EXECUTIONS, Subscriptions.EXECUTOR, executor.handle)
+    bus.subscribe(Topics.EVENTS, Subscriptions.EVALUATOR, EvaluateClosedPosition(state, clock).handle)
+    bus.subscribe(Topics.EVENTS, Subscriptions.NOTIFIER, NotifyEvent(notifier, state).handle)
+    return EmbeddedRuntime(
+        settings=settings,
+        clock=clock,
+        source=source,
+        exchange=exchange,
+        market=market,
+        state=state,
+        bus=bus,
+        blobs=blobs,
+        notifier=notifier,
+        secrets=secrets,
+        collector=collector,
+        ranker=ranker,
+        monitor=monitor,
+        reporter=DailyReporter(state, blobs, bus, clock),
+        housekeeping=ExpireSignals(state, clock),
+    )
+
+
+def synthesis_policy(settings: Settings) -> SynthesisPolicy:
+    """The configured synthesizer policy."""
+    if settings.synthesizer == "consensus":
+        return ConsensusPolicy(
+            ConsensusConfig(
+                min_confidence=settings.min_confidence,
+                min_agreeing=settings.min_agreeing_analysts,
+                scale_to_available=settings.consensus_scale_to_available,
+            )
+        )
+    return policy_from_name(settings.synthesizer)
+
+
+def seed_users(rt: EmbeddedRuntime, users: tuple[User, ...] = DEMO_USERS) -> None:
+    """Create the demo users (create-if-absent)."""
+    for user in users:
+        rt.state.create(Collections.USERS, user.user_id, user.model_dump(mode="json"))
+
+
+def run_pipeline(settings: Settings, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the whole pipeline; write ``<var>/run/summary.json`` and return the summary."""
+    run_dir = settings.run_dir
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # every run starts from nothing: determinism
+    run_dir.mkdir(parents=True)
+    configure_logging(settings.log_level, file=settings.log_file or run_dir / "log.jsonl")
+    with DuckDBMarketStore(settings.data_dir, read_only=True) as probe:
+        first_ms, data_end_ms = data_window(probe, settings)
+    start_ms = _floor_minute(
+        _ms(settings.replay_start) if settings.replay_start
+        else first_ms + int(settings.warmup_hours * 3600_000)
+    )
+    data_end_ms = min(data_end_ms, _ms(settings.replay_end)) if settings.replay_end else data_end_ms
+    trade_until_ms = data_end_ms - int(settings.drain_hours * 3600_000)
+    if trade_until_ms <= start_ms:
+        raise DataRangeError(
+            "not enough data: need warm-up "
+            f"{settings.warmup_hours} h + drain {settings.drain_hours} h + some trading time"
+        )
+    rt = build_runtime(settings, start_ms, run_dir)
+    try:
+        seed_users(rt)
+        _replay(rt, start_ms, trade_until_ms, data_end_ms, progress)
+        summary = _summarize(rt, run_dir, start_ms, data_end_ms)
+    finally:
+        rt.close()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def _replay(
+    rt: EmbeddedRuntime,
+    start_ms: int,
+    trade_until_ms: int,
+    end_ms: int,
+    progress: Progress | None,
+) -> None:
+    s = rt.settings
+    monitor_step = int(s.monitor_interval_seconds * 1000)
+    total = (end_ms - start_ms) // MINUTE_MS
+    rt.monitor.reconcile()
+    day = _day(start_ms)
+    t = start_ms
+    while t < end_ms:
+        rt.clock.set_ms(t)
+        minute = t // MINUTE_MS
+        if _day(t) != day:  # reporter at 00:00 UTC for the day that ended
+            rt.reporter.run(datetime.fromtimestamp(day * 86_400, UTC).date())
+            rt.bus.drain()
+            day = _day(t)
+        if minute % s.collect_interval_minutes == 0:
+            rt.collector.run()
+        rt.housekeeping.run()
+        if t < trade_until_ms and minute % s.rank_interval_minutes == 0:
+            rt.ranker.run()
+            rt.bus.drain()
+        # the worker: a cycle every monitor step while positions are open
+        step = t
+        while step < t + MINUTE_MS:
+            rt.clock.set_ms(step)
+            report = rt.monitor.cycle()
+            rt.bus.drain()
+            if report.positions == 0 or report.positions == len(report.closed):
+                break
+            step += monitor_step
+        t += MINUTE_MS
+        if progress is not None:
+            progress((t - start_ms) // MINUTE_MS, total, "replay")
+    rt.clock.set_ms(max(end_ms, rt.clock.now_ms()))
+    rt.monitor.close_all(ExitReason.END_OF_DATA, {"end_ms": end_ms})
+    rt.bus.drain()
+    rt.reporter.run(datetime.fromtimestamp(day * 86_400, UTC).date())
+    rt.bus.drain()
+    rt.market.flush()
+
+
+def _summarize(rt: EmbeddedRuntime, run_dir: Path, start_ms: int, end_ms: int) -> dict[str, Any]:
+    state = rt.state
+    signals = state.query(Collections.SIGNALS)
+    executions = state.query(Collections.EXECUTIONS)
+    positions = state.query(Collections.POSITIONS)
+    users = state.query(Collections.USERS)
+    outcomes: dict[str, dict[str, str]] = {}
+    for e in executions:
+        outcomes.setdefault(e["signal_id"], {})[e["user_id"]] = e.get("outcome") or "incomplete"
+    ledger = build_ledger(rt)
+    ledger_bytes = canonical_json(ledger)
+    (run_dir / "ledger.json").write_bytes(ledger_bytes)
+    reports = sorted(str(run_dir / "blobs" / k) for k in rt.blobs.list("reports/"))
+    rejections = Counter(r for e in executions for r in e.get("reasons", []))
+    return {
+        "run": {
+            "data_dir": str(rt.settings.data_dir),
+            "start": _iso(start_ms),
+            "end": _iso(end_ms),
+            "synthesizer": rt.settings.synthesizer,
+        },
+        "signals_published": len(signals),
+        "users": len(users),
+        "decisions": dict(sorted(Counter(e.get("outcome") or "incomplete" for e in executions).items())),
+        "rejection_reasons": dict(sorted(rejections.items())),
+        "signals_with_divergent_decisions": sum(
+            1 for per_user in outcomes.values() if len(set(per_user.values())) > 1
+        ),
+        "orders": len(ledger["orders"]),
+        "positions_opened": len(positions),
+        "positions_closed": sum(1 for p in positions if p["status"] == "closed"),
+        "closed_by_reason": dict(
+            sorted(Counter(p["exit_reason"] for p in positions if p.get("exit_reason")).items())
+        ),
+        "dead_letters": len(rt.bus.dead_letters),
+        "ledger_sha256": hashlib.sha256(ledger_bytes).hexdigest(),
+        "ledger_path": str(run_dir / "ledger.json"),
+        "reports": reports,
+        "audit_log": sorted(str(run_dir / "blobs" / k) for k in rt.blobs.list("audit/")),
+    }
+
+
+def build_ledger(rt: EmbeddedRuntime) -> dict[str, Any]:
+    """The canonical trade ledger: every order, fill and position, in a stable order."""
+    accounts = sorted(u["exchange_account"] for u in rt.state.query(Collections.USERS))
+    orders = [
+        {"account": a, **o.model_dump(mode="json")}
+        for a in accounts
+        for o in rt.exchange.orders(a)
+    ]
+    fills = [f.model_dump(mode="json") for a in accounts for f in rt.exchange.fills(a)]
+    position_fields = (
+        "id user_id signal_id symbol direction amount entry_price stop_loss stop_order_id "
+        "entry_order_id opened_ms closed_ms exit_price exit_reason realized_pnl pnl_pct status"
+    ).split()
+    positions = [
+        {f: p.get(f) for f in position_fields}
+        for p in sorted(rt.state.query(Collections.POSITIONS), key=lambda d: d["id"])
+    ]
+    decisions = [
+        {
+            "signal_id": e["signal_id"],
+            "user_id": e["user_id"],
+            "outcome": e.get("outcome"),
+            "reasons": e.get("reasons", []),
+        }
+        for e in sorted(
+            rt.state.query(Collections.EXECUTIONS), key=lambda d: (d["signal_id"], d["user_id"])
+        )
+    ]
+    return {"orders": orders, "fills": fills, "positions": positions, "decisions": decisions}
+
+
+def canonical_json(data: Any) -> bytes:
+    """Stable serialization for hashing (sorted keys, no whitespace)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _ms(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def _floor_minute(ms: int) -> int:
+    return ms - ms % MINUTE_MS
+
+
+def _day(ms: int) -> int:
+    return ms // 86_400_000
+
+
+def _iso(ms: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).isoformat()
+
+
+__all__ = ["EmbeddedRuntime", "SeriesKey", "build_runtime", "labels", "run_pipeline"]

@@ -1,0 +1,88 @@
+"""The single source of configuration: environment variables (``PROMETHEUS_*``) and ``.env``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from prometheus_trader.domain.market import MarketType
+from prometheus_trader.sample import SAMPLE_STORE_DIR
+
+
+
+class Settings(BaseSettings):
+    """Every knob of a run. Override with ``PROMETHEUS_<NAME>`` or a ``.env`` file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PROMETHEUS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # where things are
+    data_dir: Path = Field(
+        default=SAMPLE_STORE_DIR, description="market store replayed by the embedded exchange"
+    )
+    var_dir: Path = Field(default=Path("var"), description="run state, reports, logs")
+
+    # market
+    exchange: str = "binance"
+    market_type: MarketType = MarketType.PERP
+    btc_symbol: str = "BTC/USDT:USDT"
+
+    # replay window (default: the whole data range after the warm-up)
+    replay_start: datetime | None = None
+    replay_end: datetime | None = None
+    warmup_hours: float = Field(default=6.0, ge=1.0, description="history before trading starts")
+    drain_hours: float = Field(
+        default=6.0, ge=0.0, description="keep monitoring open positions after replay_end"
+    )
+
+    # cadences (minutes / seconds)
+    collect_interval_minutes: int = Field(default=1, ge=1)
+    rank_interval_minutes: int = Field(default=5, ge=1)
+    monitor_interval_seconds: float = Field(default=2.0, gt=0)
+    analysis_window_hours: float = Field(default=24.0, ge=2.0)
+
+    # ranking and signals
+    top_n: int = Field(default=10, ge=1)
+    synthesizer: Literal["consensus", "hierarchical"] = "consensus"
+    signal_ttl_minutes: int = Field(default=20, ge=15, le=30)
+    min_confidence: float = Field(default=0.65, ge=0, le=1)
+    min_agreeing_analysts: int = Field(default=5, ge=1)
+    take_profit_r: tuple[float, ...] = Field(
+        default=(3.0, 4.0, 5.0),
+        description="take-profit levels in multiples of the stop distance (1-3, increasing); "
+        "a bracket order uses the first, so it must clear every profile's minimum R:R",
+    )
+    consensus_scale_to_available: bool = Field(
+        default=True,
+        description=(
+            "scale 'min agreeing' to the analysts that have data (5 of 8 → 4 of 6 when no "
+            "open interest or sentiment source exists); false = SPEC-literal 5 of the panel"
+        ),
+    )
+
+    # paper fills
+    taker_fee_pct: float = Field(default=0.05, ge=0)
+    maker_fee_pct: float = Field(default=0.02, ge=0)
+    slippage_bps: float = Field(default=2.0, ge=0)
+    latency_ms: int = Field(default=250, ge=0)
+    paper_starting_balance: float = Field(default=10_000.0, gt=0)
+
+    # bus
+    max_delivery_attempts: int = Field(default=5, ge=1)
+
+    # logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_file: Path | None = Field(default=None, description="JSON log lines; default var/run/")
+
+    # secrets (embedded): Fernet key file for the encrypted local secret store
+    secret_key_file: Path | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        """Folder of the current embedded run."""
+        return self.var_dir / "run"

@@ -1,0 +1,169 @@
+"""``prometheus-trader``: run the pipeline, import market data."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from prometheus_trader.app.settings import Settings
+
+app = typer.Typer(
+    help="Prometheus trader: global market analysis, per-user risk-gated execution.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Market data: import recorded files into a market store.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+out = Console()
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO time: {value!r} (e.g. 2025-05-21T06:00Z)") from None
+
+
+@app.command()
+def run(
+    data: Annotated[
+        Path | None,
+        typer.Option(help="market store folder made by `data import` (default: bundled sample)"),
+    ] = None,
+    var_dir: Annotated[Path | None, typer.Option("--var", help="output folder (default: var)")] = None,
+    start: Annotated[str | None, typer.Option(help="replay start, ISO UTC")] = None,
+    end: Annotated[str | None, typer.Option(help="replay end, ISO UTC")] = None,
+    synthesizer: Annotated[
+        str | None, typer.Option(help="consensus | hierarchical")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Run the whole pipeline on the embedded default, replaying recorded market data.
+
+    Writes var/run/summary.json, the ledger, reports and JSON logs under var/run/.
+    """
+    from prometheus_trader.app.pipeline import DataRangeError, run_pipeline
+
+    overrides: dict[str, object] = {}
+    if data is not None:
+        if not data.is_dir():
+            raise typer.BadParameter(f"{data} is not a folder", param_hint="--data")
+        overrides["data_dir"] = data
+    if var_dir is not None:
+        overrides["var_dir"] = var_dir
+    if start is not None:
+        overrides["replay_start"] = _parse_time(start)
+    if end is not None:
+        overrides["replay_end"] = _parse_time(end)
+    if synthesizer is not None:
+        overrides["synthesizer"] = synthesizer
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        with _progress(quiet) as bar:
+            task = bar.add_task("replay", total=None)
+
+            def report(done: int, total: int, stage: str) -> None:
+                bar.update(task, completed=done, total=total, description=stage)
+
+            summary = run_pipeline(settings, report)
+    except DataRangeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    _print_summary(summary)
+    out.print(f"summary written to {settings.run_dir / 'summary.json'}")
+
+
+@data_app.command("import")
+def import_data(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders to import")],
+    store: Annotated[Path, typer.Option(help="market store folder (created if missing)")],
+    start: Annotated[str | None, typer.Option(help="keep rows from this ISO UTC time")] = None,
+    end: Annotated[str | None, typer.Option(help="keep rows before this ISO UTC time")] = None,
+    strict: Annotated[bool, typer.Option(help="stop at the first unreadable file")] = False,
+) -> None:
+    """Import freqtrade feather, Binance public-data zips, raw Binance websocket
+    recordings and Tardis CSVs into a partitioned Parquet market store."""
+    from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
+    from prometheus_trader.adapters.importers import ImportFailed, import_paths
+
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        console.print(f"[red]error:[/red] no such file or folder: {', '.join(map(str, missing))}")
+        raise typer.Exit(2)
+    start_dt, end_dt = _parse_time(start), _parse_time(end)
+    with _progress(False) as bar, DuckDBMarketStore(store) as market:
+        task = bar.add_task("import", total=None)
+
+        def report(name: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=name[-40:])
+
+        try:
+            result = import_paths(
+                paths,
+                market,
+                start_ms=int(start_dt.timestamp() * 1000) if start_dt else None,
+                end_ms=int(end_dt.timestamp() * 1000) if end_dt else None,
+                progress=report,
+                strict=strict,
+            )
+        except ImportFailed as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    table = Table(title=f"imported into {store}")
+    table.add_column("kind")
+    table.add_column("new rows", justify="right")
+    for kind, rows in sorted(result.rows.items()):
+        table.add_row(kind, str(rows))
+    console.print(table)
+    for skipped in result.skipped:
+        console.print(f"[yellow]skipped[/yellow] {skipped.path}: {skipped.reason}")
+    if result.skipped and not result.files_imported:
+        raise typer.Exit(2)
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet or not sys.stderr.isatty(),
+        transient=True,
+    )
+
+
+def _print_summary(summary: dict[str, object]) -> None:
+    table = Table(title="Prometheus run summary")
+    table.add_column("metric")
+    table.add_column("value", overflow="fold")
+    for key in (
+        "signals_published",
+        "users",
+        "decisions",
+        "rejection_reasons",
+        "signals_with_divergent_decisions",
+        "orders",
+        "positions_opened",
+        "positions_closed",
+        "closed_by_reason",
+        "ledger_sha256",
+    ):
+        value = summary.get(key)
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    out.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,1 @@
+"""Pure domain: models and rules. Imports no cloud SDK, ccxt, DuckDB or adapter."""

@@ -1,0 +1,480 @@
+"""Exit monitor rules (SPEC §6) as pure functions over a position and a trade window.
+
+Price used everywhere: the **last trade price** at or before ``now_ms`` (any source).
+Optionally (``since_ms``) the best/worst price also take the extremes of all trades since
+the previous evaluation, so a spike between two 2-second cycles still tightens the trail.
+
+Priority order of :func:`evaluate_exit` (the first rule that fires wins):
+
+1. **Order-flow cascade reversal** (``rule=1``). Imbalance ratio = taker buy volume ÷
+   taker sell volume over the last 1m, 5m and 15m, counting *only* trades with
+   ``source == "trade"`` (a ``"bar"`` trade's side is a tick-rule guess, not a real
+   aggressor). Long exits when ``r1m < 0.5 and r1m < r5m < r15m``; short when
+   ``r1m > 2.0 and r1m > r5m > r15m``. The rule is "on a 15 s window": it is evaluated
+   only while at least one real taker trade happened in the last ``order_flow_window_s``
+   (a live reversal, not a stale one), and never when a window has no real volume.
+2. **Consecutive adverse price moves** (``rule=2``). Moves are between successive
+   *distinct* prices (equal prices are skipped), counted backwards from the latest tick
+   while they go against the position; only moves ending after the position opened and
+   inside the last ``adverse_window_s`` count. Exit when the count reaches the threshold
+   for the current (unleveraged) profit: < 0.3% → 5, < 1% → 3, < 2% → 2, else 1.
+3. **Levels** (``rule=3``), in this order: trailing stop (starts at entry ∓ trailing %,
+   follows the best price, only tightens), stop-loss, first take-profit level,
+   profit-lock ladder, max hold time. When the price is through both the trailing stop
+   and the stop-loss, the tighter level (the one crossed first) is the reason.
+
+Rules 1 and 2 are individually switchable: rule 2 with 5 ticks is trigger-happy on
+coarse (bar-derived) prices.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prometheus_trader.domain.market import Side, Trade
+from prometheus_trader.domain.signals import Direction
+from prometheus_trader.domain.trading import ExitReason, Position
+
+SECOND_MS = 1_000
+MINUTE_MS = 60_000
+HORIZON_MS = 15 * MINUTE_MS
+_COMPACT_MIN = 4096  # compact storage once this many pruned rows sit at the front
+_HUGE = 1e18  # stands in for an infinite ratio in stored (JSON) details
+
+
+class TradeWindow:
+    """Rolling window (default 15 min) of one symbol's trades, fed in time order.
+
+    Volumes are prefix sums, so any ``(now − w, now]`` volume is two binary searches;
+    pruning advances a head index and compacts occasionally (amortised O(1) per trade).
+    Distinct price changes are kept separately so counting adverse moves is O(moves).
+    Duplicate ``trade_id``s inside the window are ignored (websocket + REST overlap);
+    a trade older than the newest one is kept at the newest time (the window is ordered).
+    Queries are valid for ``now_ms`` not older than the last :meth:`prune` time.
+    """
+
+    def __init__(self, symbol: str | None = None, horizon_ms: int = HORIZON_MS) -> None:
+        self.symbol = symbol
+        self.horizon_ms = horizon_ms
+        self._head = 0
+        self._ts: list[int] = []
+        self._price: list[float] = []
+        self._ids: list[str] = []
+        self._cum_buy: list[float] = []  # real taker buy volume up to and including row i
+        self._cum_sell: list[float] = []
+        self._cum_real: list[int] = []  # count of real (source "trade") trades
+        self._base_buy = 0.0  # cumulative values just before the head row
+        self._base_sell = 0.0
+        self._base_real = 0
+        self._base_price: float | None = None  # last price of a pruned row
+        self._seen: set[str] = set()
+        self._tick_head = 0
+        self._tick_ts: list[int] = []
+        self._tick_price: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._ts) - self._head
+
+    def add(self, trades: Iterable[Trade]) -> int:
+        """Append trades (oldest first); returns how many were new."""
+        added = 0
+        for t in trades:
+            if self.symbol is None:
+                self.symbol = t.symbol
+            elif t.symbol != self.symbol:
+                raise ValueError(f"trade for {t.symbol} fed to the {self.symbol} window")
+            if t.trade_id in self._seen:
+                continue
+            self._seen.add(t.trade_id)
+            ts = max(t.ts_ms, self._ts[-1]) if self._ts else t.ts_ms
+            real = t.source == "trade"
+            buy = t.amount if real and t.side is Side.BUY else 0.0
+            sell = t.amount if real and t.side is Side.SELL else 0.0
+            prev_buy = self._cum_buy[-1] if len(self._ts) > self._head else self._base_buy
+            prev_sell = self._cum_sell[-1] if len(self._ts) > self._head else self._base_sell
+            prev_real = self._cum_real[-1] if len(self._ts) > self._head else self._base_real
+            self._ts.append(ts)
+            self._price.append(t.price)
+            self._ids.append(t.trade_id)
+            self._cum_buy.append(prev_buy + buy)
+            self._cum_sell.append(prev_sell + sell)
+            self._cum_real.append(prev_real + int(real))
+            if not self._tick_price or self._tick_price[-1] != t.price:
+                self._tick_ts.append(ts)
+                self._tick_price.append(t.price)
+            added += 1
+        return added
+
+    def prune(self, now_ms: int) -> None:
+        """Forget trades at or before ``now_ms − horizon``."""
+        cutoff = now_ms - self.horizon_ms
+        new_head = bisect_right(self._ts, cutoff, self._head)
+        if new_head > self._head:
+            for i in range(self._head, new_head):
+                self._seen.discard(self._ids[i])
+            last = new_head - 1
+            self._base_buy = self._cum_buy[last]
+            self._base_sell = self._cum_sell[last]
+            self._base_real = self._cum_real[last]
+            self._base_price = self._price[last]
+            self._head = new_head
+        # keep the newest tick even if old: it is the reference for the next move
+        tick_head = bisect_right(self._tick_ts, cutoff, self._tick_head)
+        self._tick_head = min(tick_head, max(0, len(self._tick_ts) - 1))
+        self._compact()
+
+    def _compact(self) -> None:
+        if self._head >= _COMPACT_MIN and self._head * 2 >= len(self._ts):
+            h = self._head
+            # rebase the prefix sums so they stay window-sized (float precision)
+            self._cum_buy = [v - self._base_buy for v in self._cum_buy[h:]]
+            self._cum_sell = [v - self._base_sell for v in self._cum_sell[h:]]
+            self._cum_real = [v - self._base_real for v in self._cum_real[h:]]
+            self._base_buy, self._base_sell, self._base_real = 0.0, 0.0, 0
+            self._ts = self._ts[h:]
+            self._price = self._price[h:]
+            self._ids = self._ids[h:]
+            self._head = 0
+        if self._tick_head >= _COMPACT_MIN and self._tick_head * 2 >= len(self._tick_ts):
+            self._tick_ts = self._tick_ts[self._tick_head :]
+            self._tick_price = self._tick_price[self._tick_head :]
+            self._tick_head = 0
+
+    def _index(self, t_ms: int) -> int:
+        """Number of rows (absolute index) with ts <= t_ms."""
+        return bisect_right(self._ts, t_ms, self._head)
+
+    def _cum(self, idx: int) -> tuple[float, float, int]:
+        if idx <= self._head:
+            return self._base_buy, self._base_sell, self._base_real
+        return self._cum_buy[idx - 1], self._cum_sell[idx - 1], self._cum_real[idx - 1]
+
+    def buy_sell_volume(self, window_ms: int, now_ms: int) -> tuple[float, float]:
+        """Real taker (buy, sell) volume in ``(now − window, now]``; bar trades excluded."""
+        b1, s1, _ = self._cum(self._index(now_ms))
+        b0, s0, _ = self._cum(self._index(now_ms - window_ms))
+        return max(0.0, b1 - b0), max(0.0, s1 - s0)
+
+    def real_trade_count(self, window_ms: int, now_ms: int) -> int:
+        """Number of real (``source == "trade"``) trades in ``(now − window, now]``."""
+        return self._cum(self._index(now_ms))[2] - self._cum(self._index(now_ms - window_ms))[2]
+
+    def flow_ratio(self, window_ms: int, now_ms: int) -> float | None:
+        """Buy ÷ sell volume (inf if no sells); None without real volume."""
+        buy, sell = self.buy_sell_volume(window_ms, now_ms)
+        if sell > 0:
+            return buy / sell
+        return math.inf if buy > 0 else None
+
+    def last_price(self, now_ms: int) -> float | None:
+        """Price of the last trade at or before ``now_ms`` (None if never any)."""
+        idx = self._index(now_ms)
+        if idx > self._head:
+            return self._price[idx - 1]
+        return self._base_price
+
+    def price_range(self, since_ms: int, now_ms: int) -> tuple[float, float] | None:
+        """(low, high) of trade prices in ``(since, now]``, or None if none."""
+        lo, hi = self._index(since_ms), self._index(now_ms)
+        if hi <= lo:
+            return None
+        prices = self._price[lo:hi]
+        return min(prices), max(prices)
+
+    def adverse_moves(self, direction: Direction, now_ms: int, since_ms: int) -> int:
+        """Consecutive latest distinct-price moves against ``direction`` ending in (since, now]."""
+        i = bisect_right(self._tick_ts, now_ms, self._tick_head) - 1
+        count = 0
+        while i - 1 >= self._tick_head and self._tick_ts[i] > since_ms:
+            move = self._tick_price[i] - self._tick_price[i - 1]
+            if move * direction.sign >= 0:
+                break
+            count += 1
+            i -= 1
+        return count
+
+
+class ExitConfig(BaseModel):
+    """Exit-rule parameters; percentages are price moves from entry unless stated."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    trailing_stop_pct: float = Field(
+        0.5, gt=0, description="used when the position carries no trailing % of its own"
+    )
+    profit_lock_ladder: list[tuple[float, float]] = Field(
+        default_factory=lambda: [(10.0, 0.0), (20.0, 10.0), (50.0, 30.0)],
+        description="(gain %, locked %): once the best gain reaches it, exit at the lock",
+    )
+    profit_lock_on_leveraged_return: bool = Field(
+        False, description="measure the ladder on return on margin (move × leverage)"
+    )
+    adverse_move_thresholds: list[tuple[float, int]] = Field(
+        default_factory=lambda: [(0.3, 5), (1.0, 3), (2.0, 2)],
+        description="(profit below %, ticks) ascending; above the last: adverse_move_default",
+    )
+    adverse_move_default: int = Field(1, ge=1)
+    adverse_window_s: float = Field(15.0, gt=0)
+    order_flow_window_s: float = Field(15.0, gt=0)
+    order_flow_long_exit_ratio: float = Field(0.5, gt=0)
+    order_flow_short_exit_ratio: float = Field(2.0, gt=0)
+    enable_order_flow: bool = True
+    enable_adverse_moves: bool = True
+    enable_trailing_stop: bool = True
+    enable_stop_loss: bool = True
+    enable_take_profit: bool = True
+    enable_profit_lock: bool = True
+    enable_max_hold: bool = True
+    max_hold_minutes: int | None = Field(
+        None, ge=1, description="caps the position's own max hold when set"
+    )
+
+    def adverse_threshold(self, profit_pct: float) -> int:
+        """Adverse ticks that trigger an exit at the current profit (%)."""
+        for below, ticks in sorted(self.adverse_move_thresholds):
+            if profit_pct < below:
+                return ticks
+        return self.adverse_move_default
+
+
+class ExitDecision(BaseModel):
+    """Close the position: why (rule 1–3 + reason) and the numbers behind it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: ExitReason
+    rule: int = Field(ge=1, le=3)
+    price: float | None
+    detail: dict[str, float | str]
+
+
+class ExitEvaluation(BaseModel):
+    """Updated tracking fields for the position, plus an exit decision if any."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    last_price: float | None
+    best_price: float
+    worst_price: float
+    trail_stop: float
+    profit_pct: float | None = Field(description="current unleveraged move from entry, %")
+    adverse_moves: int
+    adverse_threshold: int | None
+    exit: ExitDecision | None = None
+
+    def apply(self, position: Position) -> Position:
+        """The position with its tracking fields (best/worst/trail) updated; not closed."""
+        return position.model_copy(
+            update={
+                "best_price": self.best_price,
+                "worst_price": self.worst_price,
+                "trail_stop": self.trail_stop,
+            }
+        )
+
+
+def evaluate_exit(
+    position: Position,
+    window: TradeWindow,
+    now_ms: int,
+    config: ExitConfig,
+    *,
+    since_ms: int | None = None,
+) -> ExitEvaluation:
+    """Apply the exit rules in priority order (module doc) to ``position`` at ``now_ms``.
+
+    ``since_ms`` (time of the previous evaluation) lets the best/worst price include every
+    trade since then, not only the last one. Reads the window; mutates nothing.
+    """
+    d = position.direction
+    sign = d.sign
+    price = window.last_price(now_ms)
+
+    best, worst = position.best_price, position.worst_price
+    observed: list[float] = [] if price is None else [price]
+    if since_ms is not None:
+        rng = window.price_range(max(since_ms, position.opened_ms - 1), now_ms)
+        if rng is not None:
+            observed.extend(rng)
+    for p in observed:
+        if sign * (p - best) > 0:
+            best = p
+        if sign * (p - worst) < 0:
+            worst = p
+
+    trail_pct = position.trailing_stop_pct if position.trailing_stop_pct > 0 else None
+    trail_pct = trail_pct if trail_pct is not None else config.trailing_stop_pct
+    trail = position.entry_price * (1 - sign * trail_pct / 100)
+    if position.trail_stop is not None:
+        trail = _tighter(d, trail, position.trail_stop)
+    trail = _tighter(d, trail, best * (1 - sign * trail_pct / 100))
+
+    profit = position.move_pct(price) if price is not None else None
+    adverse = window.adverse_moves(
+        d, now_ms, max(position.opened_ms - 1, now_ms - int(config.adverse_window_s * SECOND_MS))
+    )
+    threshold = config.adverse_threshold(profit) if profit is not None else None
+
+    def result(exit_: ExitDecision | None) -> ExitEvaluation:
+        return ExitEvaluation(
+            last_price=price,
+            best_price=best,
+            worst_price=worst,
+            trail_stop=trail,
+            profit_pct=profit,
+            adverse_moves=adverse,
+            adverse_threshold=threshold,
+            exit=exit_,
+        )
+
+    if config.enable_order_flow:
+        flow = _order_flow_reversal(d, window, now_ms, config)
+        if flow is not None:
+            return result(
+                ExitDecision(
+                    reason=ExitReason.ORDER_FLOW_REVERSAL, rule=1, price=price, detail=flow
+                )
+            )
+    if config.enable_adverse_moves and threshold is not None and adverse >= threshold:
+        return result(
+            ExitDecision(
+                reason=ExitReason.ADVERSE_MOVES,
+                rule=2,
+                price=price,
+                detail={
+                    "adverse_moves": float(adverse),
+                    "threshold": float(threshold),
+                    "profit_pct": profit if profit is not None else 0.0,
+                    "window_s": config.adverse_window_s,
+                },
+            )
+        )
+    level = _level_exit(position, price, best, trail, now_ms, config)
+    return result(level)
+
+
+def _tighter(direction: Direction, a: float, b: float) -> float:
+    """The stop closer to (or further into) profit: higher for a long, lower for a short."""
+    return max(a, b) if direction is Direction.LONG else min(a, b)
+
+
+def _finite(x: float | None) -> float:
+    if x is None:
+        return -1.0  # "no data" marker in stored details
+    return x if math.isfinite(x) else _HUGE
+
+
+def _order_flow_reversal(
+    direction: Direction, window: TradeWindow, now_ms: int, config: ExitConfig
+) -> dict[str, float | str] | None:
+    live_ms = int(config.order_flow_window_s * SECOND_MS)
+    live_trades = window.real_trade_count(live_ms, now_ms)
+    if live_trades == 0:
+        return None
+    r1 = window.flow_ratio(MINUTE_MS, now_ms)
+    r5 = window.flow_ratio(5 * MINUTE_MS, now_ms)
+    r15 = window.flow_ratio(15 * MINUTE_MS, now_ms)
+    if r1 is None or r5 is None or r15 is None:
+        return None
+    if direction is Direction.LONG:
+        fired = r1 < config.order_flow_long_exit_ratio and r1 < r5 < r15
+        limit = config.order_flow_long_exit_ratio
+    else:
+        fired = r1 > config.order_flow_short_exit_ratio and r1 > r5 > r15
+        limit = config.order_flow_short_exit_ratio
+    if not fired:
+        return None
+    buy1, sell1 = window.buy_sell_volume(MINUTE_MS, now_ms)
+    return {
+        "ratio_1m": _finite(r1),
+        "ratio_5m": _finite(r5),
+        "ratio_15m": _finite(r15),
+        "ratio_limit": limit,
+        "buy_volume_1m": buy1,
+        "sell_volume_1m": sell1,
+        "live_trades": float(live_trades),
+        "window_s": config.order_flow_window_s,
+    }
+
+
+def _level_exit(
+    position: Position,
+    price: float | None,
+    best: float,
+    trail: float,
+    now_ms: int,
+    config: ExitConfig,
+) -> ExitDecision | None:
+    d = position.direction
+    sign = d.sign
+    entry = position.entry_price
+    if price is not None:
+        move = position.move_pct(price)
+        trail_hit = config.enable_trailing_stop and sign * (price - trail) <= 0
+        stop_hit = config.enable_stop_loss and sign * (price - position.stop_loss) <= 0
+        if trail_hit or stop_hit:
+            # both crossed: the tighter level was crossed first on the way
+            stop_is_tighter = sign * (position.stop_loss - trail) > 0
+            if stop_hit and (not trail_hit or stop_is_tighter):
+                return ExitDecision(
+                    reason=ExitReason.STOP_LOSS,
+                    rule=3,
+                    price=price,
+                    detail={"stop_loss": position.stop_loss, "price": price, "move_pct": move},
+                )
+            return ExitDecision(
+                reason=ExitReason.TRAILING_STOP,
+                rule=3,
+                price=price,
+                detail={
+                    "trail_stop": trail,
+                    "best_price": best,
+                    "price": price,
+                    "move_pct": move,
+                },
+            )
+        if config.enable_take_profit and position.take_profits:
+            target = position.take_profits[0].price
+            if sign * (price - target) >= 0:
+                return ExitDecision(
+                    reason=ExitReason.TAKE_PROFIT,
+                    rule=3,
+                    price=price,
+                    detail={"take_profit": target, "price": price, "move_pct": move},
+                )
+        if config.enable_profit_lock and config.profit_lock_ladder:
+            lev = position.leverage if config.profit_lock_on_leveraged_return else 1.0
+            best_gain = position.move_pct(best) * lev
+            reached = [lvl for lvl in sorted(config.profit_lock_ladder) if best_gain >= lvl[0]]
+            if reached:
+                gain_level, lock = reached[-1]
+                if move * lev <= lock:
+                    return ExitDecision(
+                        reason=ExitReason.PROFIT_LOCK,
+                        rule=3,
+                        price=price,
+                        detail={
+                            "gain_level_pct": gain_level,
+                            "locked_pct": lock,
+                            "best_gain_pct": best_gain,
+                            "current_pct": move * lev,
+                            "lock_price": entry * (1 + sign * lock / (100 * lev)),
+                        },
+                    )
+    if config.enable_max_hold:
+        limit = position.max_hold_minutes
+        if config.max_hold_minutes is not None:
+            limit = min(limit, config.max_hold_minutes)
+        held_min = (now_ms - position.opened_ms) / MINUTE_MS
+        if held_min >= limit:
+            return ExitDecision(
+                reason=ExitReason.MAX_HOLD,
+                rule=3,
+                price=price,
+                detail={"held_minutes": held_min, "max_hold_minutes": float(limit)},
+            )
+    return None

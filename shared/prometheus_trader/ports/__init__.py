@@ -1,0 +1,421 @@
+"""Ports: the only way domain and use-cases reach the outside world (SPEC §2).
+
+Each port has an embedded adapter (``adapters.embedded``) and a cloud adapter, and one
+contract-test suite (``tests/contract``) runs against every adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+
+from prometheus_trader.domain.market import (
+    Candle,
+    CandleSeries,
+    FundingRate,
+    Instrument,
+    MarketType,
+    OpenInterest,
+    Ticker,
+    Trade,
+)
+from prometheus_trader.domain.trading import Balance, ExchangePosition, Order, OrderRequest
+
+T = TypeVar("T")
+Document = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- Clock
+@runtime_checkable
+class Clock(Protocol):
+    """Source of the current time (simulated in replay and tests)."""
+
+    def now(self) -> datetime:
+        """Current UTC time, timezone-aware."""
+        ...
+
+    def now_ms(self) -> int:
+        """Current UTC time in epoch milliseconds."""
+        ...
+
+
+# ------------------------------------------------------------------------ Exchange
+class ExchangeError(Exception):
+    """An exchange refused or failed a request; the message never contains secrets."""
+
+
+class OrderRejected(ExchangeError):
+    """The exchange rejected an order (insufficient margin, bad size, ...)."""
+
+
+@runtime_checkable
+class Exchange(Protocol):
+    """Market data, balances, orders, positions and the trade stream of one exchange.
+
+    Market data is returned *as of the clock's now* only. Order calls are idempotent on
+    ``OrderRequest.client_order_id`` per account: repeating one returns the first order.
+    """
+
+    @property
+    def exchange_id(self) -> str:
+        """Our exchange name, e.g. ``binance``."""
+        ...
+
+    def load_markets(self) -> list[Instrument]:
+        """All active instruments."""
+        ...
+
+    def fetch_tickers(self, symbols: Sequence[str] | None = None) -> list[Ticker]:
+        """Latest tickers (all instruments when ``symbols`` is None)."""
+        ...
+
+    def fetch_ohlcv(
+        self, symbol: str, timeframe: str, since_ms: int | None = None, limit: int = 1000
+    ) -> list[Candle]:
+        """Closed candles with ``ts_ms >= since_ms``, oldest first, at most ``limit``."""
+        ...
+
+    def fetch_funding_rate(self, symbol: str) -> FundingRate | None:
+        """Latest funding rate, None for spot or when unknown."""
+        ...
+
+    def fetch_open_interest(self, symbol: str) -> OpenInterest | None:
+        """Latest open interest, None when unknown."""
+        ...
+
+    def fetch_trades(self, symbol: str, since_ms: int, limit: int = 1000) -> list[Trade]:
+        """Trades with ``since_ms <= ts_ms <= now``, oldest first."""
+        ...
+
+    def poll_trades(self, symbols: Sequence[str], after_ms: int) -> list[Trade]:
+        """The trade stream: every trade of ``symbols`` with ``after_ms < ts_ms <= now``,
+        ordered by (ts_ms, symbol, trade_id)."""
+        ...
+
+    def fetch_balance(self, account: str) -> Balance:
+        """Balance of one account."""
+        ...
+
+    def create_order(self, account: str, request: OrderRequest) -> Order:
+        """Place an order; idempotent on ``request.client_order_id``."""
+        ...
+
+    def fetch_order(self, account: str, order_id: str) -> Order:
+        """One order by exchange id."""
+        ...
+
+    def fetch_open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
+        """Resting orders."""
+        ...
+
+    def cancel_order(self, account: str, order_id: str) -> Order:
+        """Cancel a resting order (no-op on a filled or cancelled one)."""
+        ...
+
+    def fetch_positions(self, account: str) -> list[ExchangePosition]:
+        """Open net positions."""
+        ...
+
+
+# ---------------------------------------------------------------------- StateStore
+FilterOp = Literal["==", "!=", "<", "<=", ">", ">=", "in"]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A field condition in a query (Firestore semantics; dotted paths allowed)."""
+
+    field: str
+    op: FilterOp
+    value: Any
+
+
+class AlreadyExists(Exception):
+    """create() on a document id that exists."""
+
+
+class StateTransaction(Protocol):
+    """Reads and writes inside one atomic transaction (reads before writes)."""
+
+    def get(self, collection: str, doc_id: str) -> Document | None:
+        """Read a document."""
+        ...
+
+    def create(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
+        """Create; the transaction fails with AlreadyExists if it exists."""
+        ...
+
+    def set(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
+        """Create or replace."""
+        ...
+
+    def update(self, collection: str, doc_id: str, changes: Mapping[str, Any]) -> None:
+        """Merge top-level fields into an existing document."""
+        ...
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Documents by (collection, id), with transactions and create-if-absent.
+
+    Documents are JSON-compatible dicts (use ``model_dump(mode="json")``).
+    """
+
+    def get(self, collection: str, doc_id: str) -> Document | None:
+        """Read a document or None."""
+        ...
+
+    def create(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> bool:
+        """Create if absent. True if created, False if it already existed (untouched)."""
+        ...
+
+    def set(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
+        """Create or replace."""
+        ...
+
+    def update(self, collection: str, doc_id: str, changes: Mapping[str, Any]) -> None:
+        """Merge top-level fields into an existing document (KeyError if missing)."""
+        ...
+
+    def delete(self, collection: str, doc_id: str) -> None:
+        """Delete (no-op if missing)."""
+        ...
+
+    def query(
+        self,
+        collection: str,
+        filters: Sequence[Filter] = (),
+        order_by: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[Document]:
+        """Documents matching every filter; sorted by ``order_by`` then id."""
+        ...
+
+    def transaction(self, fn: Callable[[StateTransaction], T]) -> T:
+        """Run ``fn`` atomically (it may be retried on contention: keep it pure)."""
+        ...
+
+
+# ----------------------------------------------------------------------------- Bus
+@dataclass(frozen=True)
+class BusMessage:
+    """A delivered message. ``dedupe_key`` is our own id (publisher retries make new
+    ``message_id`` values); ``delivery_attempt`` starts at 1."""
+
+    topic: str
+    message_id: str
+    data: Document
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    ordering_key: str = ""
+    delivery_attempt: int = 1
+
+    @property
+    def dedupe_key(self) -> str:
+        """Our deterministic id for this message, carried as an attribute."""
+        return self.attributes.get("dedupe_key", self.message_id)
+
+
+Handler = Callable[[BusMessage], None]
+
+
+@runtime_checkable
+class Bus(Protocol):
+    """Topics with at-least-once delivery, ordering keys and dead letters.
+
+    A handler that raises gets the message again, up to the subscription's maximum
+    delivery attempts; then the message goes to the dead-letter topic.
+    """
+
+    def publish(
+        self,
+        topic: str,
+        data: Mapping[str, Any],
+        *,
+        dedupe_key: str,
+        ordering_key: str = "",
+        attributes: Mapping[str, str] | None = None,
+    ) -> str:
+        """Publish; returns the transport message id."""
+        ...
+
+    def subscribe(self, topic: str, subscription: str, handler: Handler) -> None:
+        """Attach a handler (one subscription = one independent copy of the stream)."""
+        ...
+
+
+# ----------------------------------------------------------------------- BlobStore
+@runtime_checkable
+class BlobStore(Protocol):
+    """Objects by key (``reports/u1/2025-05-20.html``)."""
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        """Store an object; returns a URI for it."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """Read an object (KeyError if missing)."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """True if the object exists."""
+        ...
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix``, sorted."""
+        ...
+
+    def append_line(self, key: str, line: str) -> None:
+        """Append one line to an append-only log object (audit log)."""
+        ...
+
+
+# --------------------------------------------------------------------- MarketStore
+@dataclass(frozen=True)
+class SeriesKey:
+    """Identifies one instrument's data in the market store."""
+
+    exchange: str
+    market_type: MarketType
+    symbol: str
+
+
+@runtime_checkable
+class MarketStore(Protocol):
+    """Time-series market data. Writes are idempotent: re-writing a row adds nothing."""
+
+    def write_candles(self, candles: Sequence[Candle]) -> int:
+        """Store candles; returns how many were new."""
+        ...
+
+    def write_trades(self, trades: Sequence[Trade]) -> int:
+        """Store trades; returns how many were new."""
+        ...
+
+    def write_funding(self, rates: Sequence[FundingRate]) -> int:
+        """Store funding rates; returns how many were new."""
+        ...
+
+    def write_open_interest(self, points: Sequence[OpenInterest]) -> int:
+        """Store open interest points; returns how many were new."""
+        ...
+
+    def write_tickers(self, tickers: Sequence[Ticker]) -> int:
+        """Store ticker snapshots; returns how many were new."""
+        ...
+
+    def series_keys(self) -> list[SeriesKey]:
+        """Every instrument with stored candles, sorted."""
+        ...
+
+    def candles(
+        self, key: SeriesKey, timeframe: str, start_ms: int, end_ms: int
+    ) -> CandleSeries:
+        """Candles with ``start_ms <= ts_ms`` and close time ``<= end_ms``, oldest first."""
+        ...
+
+    def candles_many(
+        self, keys: Sequence[SeriesKey], timeframe: str, start_ms: int, end_ms: int
+    ) -> dict[SeriesKey, CandleSeries]:
+        """``candles`` for several instruments in one query (empty series where none)."""
+        ...
+
+    def last_candle_ms(self, key: SeriesKey, timeframe: str) -> int | None:
+        """Open time of the newest stored candle, None if none."""
+        ...
+
+    def candle_range(self, key: SeriesKey, timeframe: str) -> tuple[int, int] | None:
+        """(first, last) candle open times stored, None if none."""
+        ...
+
+    def trades(self, key: SeriesKey, start_ms: int, end_ms: int) -> list[Trade]:
+        """Trades with ``start_ms <= ts_ms <= end_ms``, ordered by (ts_ms, trade_id)."""
+        ...
+
+    def funding(self, key: SeriesKey, start_ms: int, end_ms: int) -> list[FundingRate]:
+        """Funding rates in [start_ms, end_ms]."""
+        ...
+
+    def open_interest(self, key: SeriesKey, start_ms: int, end_ms: int) -> list[OpenInterest]:
+        """Open interest points in [start_ms, end_ms]."""
+        ...
+
+    def latest_tickers(self, exchange: str, as_of_ms: int) -> list[Ticker]:
+        """The newest ticker per symbol with ``ts_ms <= as_of_ms``."""
+        ...
+
+    def flush(self) -> None:
+        """Persist buffered writes (partitioned Parquet)."""
+        ...
+
+
+# ------------------------------------------------------------------------ Notifier
+@dataclass(frozen=True)
+class Notification:
+    """A message for a user (or the operator when ``user_id`` is None)."""
+
+    event_type: str
+    severity: str
+    title: str
+    body: Mapping[str, Any]
+    user_id: str | None = None
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """Delivers notifications (webhook, email, console)."""
+
+    def send(self, notification: Notification) -> None:
+        """Deliver one notification (raises on a permanent failure)."""
+        ...
+
+
+# --------------------------------------------------------------------- SecretStore
+class SecretNotFound(KeyError):
+    """No such secret."""
+
+
+@runtime_checkable
+class SecretStore(Protocol):
+    """Per-user secrets such as exchange keys. Values never leave through logs or errors."""
+
+    def put_secret(self, name: str, value: str) -> None:
+        """Create or replace a secret."""
+        ...
+
+    def get_secret(self, name: str) -> str:
+        """Read a secret (SecretNotFound if missing)."""
+        ...
+
+    def delete_secret(self, name: str) -> None:
+        """Delete a secret (no-op if missing)."""
+        ...
+
+    def list_secrets(self, prefix: str = "") -> list[str]:
+        """Names (never values) under ``prefix``."""
+        ...
+
+
+__all__ = [
+    "AlreadyExists",
+    "BlobStore",
+    "Bus",
+    "BusMessage",
+    "Clock",
+    "Document",
+    "Exchange",
+    "ExchangeError",
+    "Filter",
+    "Handler",
+    "MarketStore",
+    "Notification",
+    "Notifier",
+    "OrderRejected",
+    "SecretNotFound",
+    "SecretStore",
+    "SeriesKey",
+    "StateStore",
+    "StateTransaction",
+]

@@ -1,0 +1,118 @@
+"""Evaluator: on ``position_closed``, write the journal entry and update statistics."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_trader.domain.evaluation import evaluate_trade
+from prometheus_trader.domain.events import Event, EventType
+from prometheus_trader.domain.journal import JournalEntry
+from prometheus_trader.domain.signals import OpportunitySignal
+from prometheus_trader.domain.trading import Execution, Position
+from prometheus_trader.ports import AlreadyExists, BusMessage, Clock, StateStore, StateTransaction
+from prometheus_trader.usecases.names import Collections, labels
+from prometheus_trader.usecases.stats import UserStats, user_stats_id
+
+log = logging.getLogger(__name__)
+
+
+class EvaluateClosedPosition:
+    """Journal + statistics, exactly once per position (one transaction keyed by it)."""
+
+    def __init__(self, state: StateStore, clock: Clock) -> None:
+        self._state = state
+        self._clock = clock
+
+    def handle(self, message: BusMessage) -> JournalEntry | None:
+        """Handle one event; everything but ``position_closed`` is ignored."""
+        event = Event.model_validate(message.data)
+        if event.type is not EventType.POSITION_CLOSED:
+            return None
+        position_id = str(event.payload["position_id"])
+        position = Position.model_validate(self._require(Collections.POSITIONS, position_id))
+        signal = OpportunitySignal.model_validate(
+            self._require(Collections.SIGNALS, position.signal_id)
+        )
+        execution = Execution.model_validate(self._require(Collections.EXECUTIONS, position_id))
+        plan = execution.decision.plan if execution.decision else None
+        equity_at_entry = plan.equity if plan else position.notional
+        entry = evaluate_trade(position, signal.analysts, signal.strategy, equity_at_entry)
+        try:
+            self._state.transaction(lambda tx: self._record(tx, entry))
+        except AlreadyExists:
+            log.info(
+                "journal entry exists; duplicate delivery ignored",
+                extra=labels(stage="evaluate", user=position.user_id, signal=position.signal_id),
+            )
+            return None
+        log.info(
+            "journal: %s %s %.3f%% (%s, rating %d)",
+            entry.symbol,
+            entry.exit_reason.value,
+            entry.pnl_pct,
+            entry.category.value,
+            entry.rating,
+            extra=labels(stage="evaluate", user=entry.user_id, signal=entry.signal_id),
+        )
+        return entry
+
+    def _require(self, collection: str, doc_id: str) -> dict[str, object]:
+        doc = self._state.get(collection, doc_id)
+        if doc is None:
+            raise LookupError(f"{collection}/{doc_id} not found")
+        return doc
+
+    def _record(self, tx: StateTransaction, entry: JournalEntry) -> None:
+        user_ref = user_stats_id(entry.user_id)
+        symbol_ref = f"symbol-{entry.symbol}"
+        strategy_ref = f"strategy-{entry.strategy}"
+        analyst_refs = {
+            name: f"analyst-{name}" for name in sorted({*entry.analysts_right, *entry.analysts_wrong})
+        }
+        # all reads before writes (Firestore transaction rule)
+        user_doc = tx.get(Collections.STATS, user_ref)
+        symbol_doc = tx.get(Collections.STATS, symbol_ref) or {
+            "kind": "symbol", "symbol": entry.symbol, "trades": 0, "wins": 0,
+        }
+        strategy_doc = tx.get(Collections.STATS, strategy_ref) or {
+            "kind": "strategy", "strategy": entry.strategy, "trades": 0, "wins": 0,
+            "sum_pnl_pct": 0.0,
+        }
+        analyst_docs = {
+            name: tx.get(Collections.STATS, ref)
+            or {"kind": "analyst", "analyst": name, "right": 0, "wrong": 0}
+            for name, ref in analyst_refs.items()
+        }
+        tx.create(Collections.JOURNAL, entry.position_id, entry.model_dump(mode="json"))
+
+        won = entry.pnl_pct > 0
+        stats = UserStats.model_validate(user_doc) if user_doc else UserStats(user_id=entry.user_id)
+        equity_before = stats.day_start_equity or 0.0
+        stats = stats.rolled_to(entry.closed_at, equity_before)
+        stats = stats.model_copy(
+            update={
+                "trades": stats.trades + 1,
+                "wins": stats.wins + int(won),
+                "losses": stats.losses + int(not won),
+                "consecutive_losses": 0 if won else stats.consecutive_losses + 1,
+                "realized_pnl_today_pct": stats.realized_pnl_today_pct + entry.equity_pnl_pct,
+            }
+        )
+        tx.set(Collections.STATS, user_ref, stats.model_dump(mode="json"))
+        symbol_doc = {**symbol_doc, "trades": symbol_doc["trades"] + 1,
+                      "wins": symbol_doc["wins"] + int(won)}
+        tx.set(Collections.STATS, symbol_ref, symbol_doc)
+        strategy_doc = {
+            **strategy_doc,
+            "trades": strategy_doc["trades"] + 1,
+            "wins": strategy_doc["wins"] + int(won),
+            "sum_pnl_pct": strategy_doc["sum_pnl_pct"] + entry.pnl_pct,
+        }
+        tx.set(Collections.STATS, strategy_ref, strategy_doc)
+        for name, doc in analyst_docs.items():
+            right = name in entry.analysts_right
+            tx.set(
+                Collections.STATS,
+                analyst_refs[name],
+                {**doc, "right": doc["right"] + int(right), "wrong": doc["wrong"] + int(not right)},
+            )

@@ -1,0 +1,306 @@
+"""Exit monitor: every few seconds, per open position, apply the exit rules (SPEC §6)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from prometheus_trader.domain.events import EventType
+from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
+from prometheus_trader.domain.ids import client_order_id
+from prometheus_trader.domain.market import MINUTE_MS, Side
+from prometheus_trader.domain.signals import Direction
+from prometheus_trader.domain.trading import (
+    ExitReason,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Position,
+    PositionStatus,
+)
+from prometheus_trader.domain.users import User
+from prometheus_trader.ports import BlobStore, Bus, Clock, Exchange, Filter, StateStore
+from prometheus_trader.usecases.events import publish_event
+from prometheus_trader.usecases.execute import audit_order
+from prometheus_trader.usecases.names import Collections, labels
+
+log = logging.getLogger(__name__)
+WINDOW_MS = 15 * MINUTE_MS
+
+
+@dataclass
+class CycleReport:
+    """What one monitor cycle did."""
+
+    positions: int = 0
+    trades_seen: int = 0
+    closed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ReconcileReport:
+    """Differences found between stored positions and the exchange at start-up."""
+
+    checked: int = 0
+    closed_while_away: list[str] = field(default_factory=list)
+    unknown_on_exchange: list[str] = field(default_factory=list)
+
+
+class ExitMonitor:
+    """The always-on worker's loop body. Keeps 15-minute rolling trade windows in memory."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        exchange: Exchange,
+        bus: Bus,
+        blobs: BlobStore,
+        clock: Clock,
+        config: ExitConfig | None = None,
+        *,
+        worker_id: str = "exit-monitor",
+    ) -> None:
+        self._state = state
+        self._exchange = exchange
+        self._bus = bus
+        self._blobs = blobs
+        self._clock = clock
+        self._config = config or ExitConfig()
+        self._worker_id = worker_id
+        self._windows: dict[str, TradeWindow] = {}
+        self._cursor_ms: int | None = None
+        self._cycles = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def open_positions(self) -> list[Position]:
+        """Open positions of every user, in a stable order."""
+        docs = self._state.query(
+            Collections.POSITIONS, [Filter("status", "==", PositionStatus.OPEN.value)]
+        )
+        return sorted((Position.model_validate(d) for d in docs), key=lambda p: p.id)
+
+    def reconcile(self) -> ReconcileReport:
+        """Before acting: compare stored open positions with the exchange."""
+        report = ReconcileReport()
+        positions = self.open_positions()
+        accounts = sorted({self._account(p.user_id) for p in positions})
+        held = {
+            (a, ep.symbol, ep.direction)
+            for a in accounts
+            for ep in self._exchange.fetch_positions(a)
+        }
+        for position in positions:
+            report.checked += 1
+            if (self._account(position.user_id), position.symbol, position.direction) in held:
+                continue
+            if self._closed_on_exchange(position):
+                report.closed_while_away.append(position.id)
+            else:
+                report.unknown_on_exchange.append(position.id)
+                log.error(
+                    "stored position has no exchange position and no filled exit order",
+                    extra=labels(stage="monitor", user=position.user_id, symbol=position.symbol),
+                )
+        return report
+
+    def cycle(self) -> CycleReport:
+        """One pass: new trades in, every open position checked, heartbeat out."""
+        now_ms = self._clock.now_ms()
+        positions = self.open_positions()
+        report = CycleReport(positions=len(positions))
+        if positions:
+            symbols = sorted({p.symbol for p in positions})
+            after = now_ms - WINDOW_MS if self._cursor_ms is None else self._cursor_ms
+            trades = self._exchange.poll_trades(symbols, after)
+            report.trades_seen = len(trades)
+            for trade in trades:
+                self._windows.setdefault(trade.symbol, TradeWindow(trade.symbol)).add([trade])
+            for window in self._windows.values():
+                window.prune(now_ms)
+            for position in positions:
+                reason = self._check(position, now_ms, after)
+                if reason is not None:
+                    report.closed[position.id] = reason
+        self._cursor_ms = now_ms
+        self._cycles += 1
+        self._state.set(
+            Collections.HEARTBEATS,
+            self._worker_id,
+            {
+                "worker_id": self._worker_id,
+                "at": self._clock.now().isoformat(),
+                "at_ms": now_ms,
+                "cycles": self._cycles,
+                "open_positions": len(positions),
+            },
+        )
+        return report
+
+    def close_all(self, reason: ExitReason, detail: dict[str, float | str] | None = None) -> int:
+        """Close every open position now (kill switch, end of data)."""
+        closed = 0
+        for position in self.open_positions():
+            if not self._closed_on_exchange(position):
+                self._close(position, reason, detail or {})
+            closed += 1
+        return closed
+
+    # -------------------------------------------------------------------- checks
+    def _check(self, position: Position, now_ms: int, since_ms: int) -> str | None:
+        if self._closed_on_exchange(position):
+            return "exchange-side exit"
+        user_doc = self._state.get(Collections.USERS, position.user_id)
+        if user_doc is not None and User.model_validate(user_doc).kill_switch:
+            self._close(position, ExitReason.KILL_SWITCH, {"kill_switch": "on"})
+            return ExitReason.KILL_SWITCH.value
+        window = self._windows.get(position.symbol)
+        if window is None or window.last_price(now_ms) is None:
+            return None
+        evaluation = evaluate_exit(position, window, now_ms, self._config, since_ms=since_ms)
+        if evaluation.exit is not None:
+            self._close(position, evaluation.exit.reason, evaluation.exit.detail)
+            return evaluation.exit.reason.value
+        changes: dict[str, object] = {}
+        if evaluation.best_price != position.best_price:
+            changes["best_price"] = evaluation.best_price
+        if evaluation.worst_price != position.worst_price:
+            changes["worst_price"] = evaluation.worst_price
+        if evaluation.trail_stop != position.trail_stop:
+            changes["trail_stop"] = evaluation.trail_stop
+        if changes:
+            self._state.update(Collections.POSITIONS, position.id, changes)
+        return None
+
+    def _closed_on_exchange(self, position: Position) -> bool:
+        """If a protective order filled on the exchange, record the close and say so."""
+        account = self._account(position.user_id)
+        for order_id, reason in [
+            *([(position.stop_order_id, ExitReason.STOP_LOSS)] if position.stop_order_id else []),
+            *((tp, ExitReason.TAKE_PROFIT) for tp in position.take_profit_order_ids),
+        ]:
+            order = self._exchange.fetch_order(account, order_id)
+            if order.status is OrderStatus.FILLED and order.average is not None:
+                self._cancel_protective(position, keep=order.id)
+                self._record_close(
+                    position, order, reason, {"trigger": order.stop_price or 0.0, "by": "exchange"}
+                )
+                return True
+        return False
+
+    # --------------------------------------------------------------------- close
+    def _close(
+        self, position: Position, reason: ExitReason, detail: dict[str, float | str]
+    ) -> None:
+        account = self._account(position.user_id)
+        self._cancel_protective(position)
+        if self._closed_on_exchange(position):  # a stop filled while we were cancelling
+            return
+        side = Side.SELL if position.direction is Direction.LONG else Side.BUY
+        request = OrderRequest(
+            client_order_id=client_order_id(position.signal_id, position.user_id, "exit"),
+            symbol=position.symbol,
+            side=side,
+            type=OrderType.MARKET,
+            amount=position.amount,
+            reduce_only=True,
+        )
+        order = self._exchange.create_order(account, request)
+        audit_order(
+            self._blobs,
+            self._clock.now(),
+            {
+                "action": "close_position",
+                "user_id": position.user_id,
+                "position_id": position.id,
+                "client_order_id": request.client_order_id,
+                "order_id": order.id,
+                "reason": reason.value,
+                "status": order.status.value,
+                "average": order.average,
+                "ts_ms": self._clock.now_ms(),
+            },
+        )
+        self._record_close(position, order, reason, detail)
+
+    def _cancel_protective(self, position: Position, keep: str | None = None) -> None:
+        account = self._account(position.user_id)
+        ids = [position.stop_order_id, *position.take_profit_order_ids]
+        for order_id in ids:
+            if order_id and order_id != keep:
+                order = self._exchange.fetch_order(account, order_id)
+                if order.status is OrderStatus.OPEN:
+                    self._exchange.cancel_order(account, order_id)
+
+    def _record_close(
+        self,
+        position: Position,
+        order: Order,
+        reason: ExitReason,
+        detail: dict[str, float | str],
+    ) -> None:
+        if order.average is None:
+            raise RuntimeError(f"exit order {order.id} has no fill price ({order.status})")
+        exit_price = order.average
+        gross = (exit_price - position.entry_price) * position.amount * position.direction.sign
+        pnl = gross - position.entry_fee - order.fee
+        closed = position.model_copy(
+            update={
+                "status": PositionStatus.CLOSED,
+                "closed_at": self._clock.now(),
+                "closed_ms": order.updated_ms,
+                "exit_price": exit_price,
+                "exit_fee": order.fee,
+                "exit_order_id": order.id,
+                "exit_reason": reason,
+                "exit_detail": detail,
+                "realized_pnl": pnl,
+                "pnl_pct": pnl / position.notional * 100,
+                "best_price": _better(position, exit_price, position.best_price),
+                "worst_price": _worse(position, exit_price, position.worst_price),
+            }
+        )
+        self._state.set(Collections.POSITIONS, position.id, closed.model_dump(mode="json"))
+        publish_event(
+            self._bus,
+            self._state,
+            EventType.POSITION_CLOSED,
+            key=position.id,
+            now=self._clock.now(),
+            user_id=position.user_id,
+            payload={
+                "position_id": position.id,
+                "symbol": position.symbol,
+                "reason": reason.value,
+                "exit_price": exit_price,
+                "pnl_pct": closed.pnl_pct,
+                "detail": detail,
+            },
+        )
+        log.info(
+            "position closed: %s %.3f%%",
+            reason.value,
+            closed.pnl_pct or 0.0,
+            extra=labels(
+                stage="monitor",
+                user=position.user_id,
+                signal=position.signal_id,
+                symbol=position.symbol,
+            ),
+        )
+
+    def _account(self, user_id: str) -> str:
+        doc = self._state.get(Collections.USERS, user_id)
+        return str(doc["exchange_account"]) if doc else user_id
+
+
+def _better(position: Position, price: float, current: float) -> float:
+    if position.direction is Direction.LONG:
+        return max(price, current)
+    return min(price, current)
+
+
+def _worse(position: Position, price: float, current: float) -> float:
+    if position.direction is Direction.LONG:
+        return min(price, current)
+    return max(price, current)

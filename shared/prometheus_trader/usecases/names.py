@@ -1,0 +1,44 @@
+"""Topic, subscription and collection names shared by the use-cases and the deployment."""
+
+from __future__ import annotations
+
+from typing import Final
+
+
+class Topics:
+    """Pub/Sub topics."""
+
+    SIGNALS: Final = "signals"
+    EXECUTIONS: Final = "executions"
+    EVENTS: Final = "events"
+
+
+class Subscriptions:
+    """One subscription per consumer of a topic."""
+
+    DISPATCHER: Final = "dispatcher"
+    EXECUTOR: Final = "executor"
+    EVALUATOR: Final = "evaluator"
+    NOTIFIER: Final = "notifier"
+
+
+class Collections:
+    """State-store collections."""
+
+    USERS: Final = "users"
+    WATCHLISTS: Final = "watchlists"
+    RANKINGS: Final = "rankings"
+    SIGNALS: Final = "signals"
+    EXECUTIONS: Final = "executions"
+    POSITIONS: Final = "positions"
+    JOURNAL: Final = "journal"
+    STATS: Final = "stats"
+    EVENTS: Final = "events"
+    HEARTBEATS: Final = "heartbeats"
+    REPORTS: Final = "reports"
+    NOTIFICATIONS: Final = "notifications"
+
+
+def labels(**values: object) -> dict[str, dict[str, str]]:
+    """``extra=`` for a log call with Cloud Logging labels (None values dropped)."""
+    return {"labels": {k: str(v) for k, v in values.items() if v is not None}}

@@ -1,0 +1,185 @@
+"""Ranker: features for every symbol, the SPEC ranking, the analyst panel, signals."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from prometheus_trader.domain.analysts import AnalysisContext, Analyst
+from prometheus_trader.domain.features import SymbolFeatures, compute_features
+from prometheus_trader.domain.ids import stable_id
+from prometheus_trader.domain.market import MINUTE_MS, CandleSeries, MarketType
+from prometheus_trader.domain.ranking import rank_symbols
+from prometheus_trader.domain.signals import OpportunitySignal, SignalStatus
+from prometheus_trader.domain.synthesizer import SignalParams, SynthesisPolicy, build_signal
+from prometheus_trader.ports import Bus, Clock, Filter, MarketStore, SeriesKey, StateStore
+from prometheus_trader.usecases.names import Collections, Topics, labels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    """Ranker knobs (from Settings)."""
+
+    exchange: str
+    market_type: MarketType
+    btc_symbol: str
+    window_hours: float = 24.0
+    top_n: int = 10
+    signal_ttl_minutes: int = 20
+    strategy: str = "consensus"
+    signal_params: SignalParams = field(default_factory=SignalParams)
+
+
+@dataclass
+class RankReport:
+    """What one ranker run did."""
+
+    ranked: int = 0
+    excluded: int = 0
+    top_movers: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class RankAndPublishSignals:
+    """Runs once, globally: rank the universe, ask the panel about the top N, publish."""
+
+    def __init__(
+        self,
+        store: MarketStore,
+        state: StateStore,
+        bus: Bus,
+        clock: Clock,
+        panel: Sequence[Analyst],
+        policy: SynthesisPolicy,
+        config: RankerConfig,
+    ) -> None:
+        self._store = store
+        self._state = state
+        self._bus = bus
+        self._clock = clock
+        self._panel = list(panel)
+        self._policy = policy
+        self._config = config
+
+    def run(self) -> RankReport:
+        """One ranking round as of the clock's now."""
+        now_ms = self._clock.now_ms()
+        now = self._clock.now()
+        cfg = self._config
+        start = now_ms - int(cfg.window_hours * 60) * MINUTE_MS
+        keys = [
+            k
+            for k in self._store.series_keys()
+            if k.exchange == cfg.exchange and k.market_type == cfg.market_type
+        ]
+        series = {
+            k.symbol: bars for k, bars in self._store.candles_many(keys, "1m", start, now_ms).items()
+        }
+        btc = series.get(cfg.btc_symbol)
+        features: dict[str, SymbolFeatures] = {}
+        for key in keys:
+            features[key.symbol] = compute_features(
+                series[key.symbol],
+                btc_1m=None if key.symbol == cfg.btc_symbol else btc,
+                funding=self._store.funding(key, now_ms - 24 * 60 * MINUTE_MS, now_ms),
+                open_interest=self._store.open_interest(key, now_ms - 60 * MINUTE_MS, now_ms),
+                now_ms=now_ms,
+            )
+        ranking = rank_symbols(features, self._success_rates(), top_n=cfg.top_n)
+        report = RankReport(
+            ranked=len(ranking.ranked),
+            excluded=len(ranking.excluded),
+            top_movers=[r.symbol for r in ranking.ranked if r.top_mover],
+        )
+        run_id = stable_id("ranking", cfg.exchange, cfg.market_type, now_ms)
+        self._state.set(
+            Collections.RANKINGS,
+            run_id,
+            {
+                "id": run_id,
+                "as_of_ms": now_ms,
+                "created_at": now.isoformat(),
+                "ranked": [r.model_dump(mode="json") for r in ranking.ranked],
+                "excluded": [r.model_dump(mode="json") for r in ranking.excluded],
+            },
+        )
+        active = self._symbols_with_live_signals(now)
+        for ranked in ranking.ranked:
+            symbol = ranked.symbol
+            if symbol in active:
+                report.skipped[symbol] = "a live signal for this symbol exists"
+                continue
+            ctx = AnalysisContext(
+                symbol=symbol,
+                features=features[symbol],
+                series_1m=series[symbol],
+                btc_1m=btc if symbol != cfg.btc_symbol else None,
+            )
+            views = [analyst.analyze(ctx) for analyst in self._panel]
+            synthesis = self._policy.decide(views, features[symbol])
+            if not synthesis.publish or synthesis.direction is None:
+                report.skipped[symbol] = synthesis.skipped_reason or "no direction"
+                continue
+            signal = build_signal(
+                symbol=symbol,
+                exchange=cfg.exchange,
+                market_type=cfg.market_type,
+                direction=synthesis.direction,
+                last_price=_last_close(series[symbol]),
+                features=features[symbol],
+                views=views,
+                synthesis=synthesis,
+                now=now,
+                ttl_minutes=cfg.signal_ttl_minutes,
+                strategy=cfg.strategy,
+                rank_score=ranked.score,
+                params=cfg.signal_params,
+            )
+            self._publish(signal)
+            report.published.append(signal.id)
+        return report
+
+    def _publish(self, signal: OpportunitySignal) -> None:
+        doc = signal.model_dump(mode="json")
+        if self._state.create(Collections.SIGNALS, signal.id, doc):
+            log.info(
+                "signal published: %s %s conf=%.2f rr=%.2f",
+                signal.direction,
+                signal.symbol,
+                signal.confidence,
+                signal.reward_risk,
+                extra=labels(stage="rank", signal=signal.id, symbol=signal.symbol),
+            )
+        # publish even when the document existed: a crash between create and publish
+        # must not lose the message; consumers dedupe on the signal id.
+        self._bus.publish(
+            Topics.SIGNALS,
+            doc,
+            dedupe_key=signal.id,
+            attributes={"type": "signal", "symbol": signal.symbol},
+        )
+
+    def _symbols_with_live_signals(self, now: datetime) -> set[str]:
+        docs = self._state.query(
+            Collections.SIGNALS, [Filter("status", "==", SignalStatus.PENDING.value)]
+        )
+        return {d["symbol"] for d in docs if datetime.fromisoformat(d["expires_at"]) > now}
+
+    def _success_rates(self) -> Mapping[str, float]:
+        """Historical win rate per symbol from the evaluator's statistics."""
+        docs = self._state.query(Collections.STATS, [Filter("kind", "==", "symbol")])
+        return {
+            d["symbol"]: d["wins"] / d["trades"] for d in docs if d.get("trades", 0) > 0
+        }
+
+
+def _last_close(series: CandleSeries) -> float:
+    return float(series.close[-1])
+
+
+__all__ = ["RankAndPublishSignals", "RankReport", "RankerConfig", "SeriesKey"]
