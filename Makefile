@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PKG_SOURCES := pyproject.toml
 
-.PHONY: run test lint typecheck imports pytest install install-dev clean help
+.PHONY: run test lint typecheck imports pytest install install-dev clean help bench
 
 help:
 	@echo "make run   - run the whole pipeline on the embedded default (bundled sample)"
@@ -31,8 +31,8 @@ run: install
 	$(BIN)/prometheus-trader run
 
 lint: install-dev
-	$(BIN)/ruff check shared tests functions bench scripts
-	$(BIN)/ruff format --check shared tests functions bench scripts
+	$(BIN)/ruff check shared tests bench scripts
+	$(BIN)/ruff format --check shared tests bench scripts
 
 typecheck: install-dev
 	$(BIN)/mypy
@@ -47,3 +47,6 @@ test: lint typecheck imports pytest
 
 clean:
 	rm -rf $(VENV) var build .pytest_cache .mypy_cache .ruff_cache
+
+bench: install
+	$(BIN)/python bench/bench_pipeline.py

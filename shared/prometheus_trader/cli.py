@@ -41,12 +41,12 @@ def run(
         Path | None,
         typer.Option(help="market store folder made by `data import` (default: bundled sample)"),
     ] = None,
-    var_dir: Annotated[Path | None, typer.Option("--var", help="output folder (default: var)")] = None,
+    var_dir: Annotated[
+        Path | None, typer.Option("--var", help="output folder (default: var)")
+    ] = None,
     start: Annotated[str | None, typer.Option(help="replay start, ISO UTC")] = None,
     end: Annotated[str | None, typer.Option(help="replay end, ISO UTC")] = None,
-    synthesizer: Annotated[
-        str | None, typer.Option(help="consensus | hierarchical")
-    ] = None,
+    synthesizer: Annotated[str | None, typer.Option(help="consensus | hierarchical")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Run the whole pipeline on the embedded default, replaying recorded market data.
@@ -126,6 +126,10 @@ def import_data(
     for kind, rows in sorted(result.rows.items()):
         table.add_row(kind, str(rows))
     console.print(table)
+    out.print(
+        f"imported {len(result.files_imported)} file(s), {result.total_rows} new rows, "
+        f"{len(result.skipped)} skipped"
+    )
     for skipped in result.skipped:
         console.print(f"[yellow]skipped[/yellow] {skipped.path}: {skipped.reason}")
     if result.skipped and not result.files_imported:

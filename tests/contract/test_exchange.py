@@ -280,6 +280,28 @@ def test_poll_trades_merges_symbols_in_stream_order(h: ExchangeHarness) -> None:
     assert h.exchange.poll_trades(list(SYMBOLS), now) == []
 
 
+def test_polling_with_a_cursor_misses_no_trade(h: ExchangeHarness) -> None:
+    # the exit monitor's pattern: every 2 s, after_ms = the previous poll's now
+    start = h.clock.now_ms()
+    cursor, streamed = start, []
+    for _ in range(300):  # ten minutes
+        h.clock.advance(2)
+        streamed += h.exchange.poll_trades([BTC, "ETH/USDT:USDT"], cursor)
+        cursor = h.clock.now_ms()
+    assert all(t.ts_ms <= cursor for t in streamed)
+    assert len({(t.symbol, t.trade_id) for t in streamed}) == len(streamed)  # no repeats
+    bar_open = start - start % MINUTE_MS  # the first bar that closed during the loop
+    history = [
+        t
+        for sym in (BTC, "ETH/USDT:USDT")
+        for t in h.exchange.fetch_trades(sym, bar_open, limit=10_000)
+    ]
+    assert sorted(streamed, key=lambda t: (t.symbol, t.ts_ms)) == sorted(
+        history, key=lambda t: (t.symbol, t.ts_ms)
+    )
+    assert len(streamed) == 2 * 4 * 10
+
+
 def test_recorded_trades_are_served_as_of_now(
     truth: tuple[DuckDBMarketStore, list[Trade]],
 ) -> None:

@@ -270,3 +270,31 @@ def test_latest_tickers_as_of(market_store: MarketStore) -> None:
         ("ETH/USDT:USDT", "perp", 10.0),
     ]
     assert market_store.latest_tickers("bybit", T0 + 10 * MIN) == []
+
+
+def test_batched_reads_equal_the_single_reads(market_store: MarketStore) -> None:
+    """candles_many / funding_many / open_interest_many = one call per key, in one query."""
+    eight_h = 8 * 60 * MIN
+    market_store.write_candles(
+        [candle(k, T0 + i * MIN, 100 + i) for k in (BTC, ETH) for i in range(5)]
+    )
+    market_store.write_candles([candle(BTC_SPOT, T0, 99.0)])
+    market_store.write_funding(
+        [funding(k, T0 + i * eight_h, i * 1e-5) for k in (BTC, ETH) for i in range(3)]
+    )
+    market_store.write_open_interest([oi(BTC, T0 + i * MIN, 10.0 + i) for i in range(3)])
+    keys = [BTC, ETH, BTC_SPOT]
+    many = market_store.candles_many(keys, "1m", T0 + MIN, T0 + 4 * MIN)
+    assert list(many) == keys
+    for k in keys:
+        single = market_store.candles(k, "1m", T0 + MIN, T0 + 4 * MIN)
+        assert many[k].ts_ms.tolist() == single.ts_ms.tolist()
+        assert many[k].close.tolist() == single.close.tolist()
+    assert len(many[BTC_SPOT]) == 0 and len(many[BTC]) == 3
+    rates = market_store.funding_many(keys, T0, T0 + eight_h)
+    assert {k: [r.rate for r in v] for k, v in rates.items()} == {
+        k: [r.rate for r in market_store.funding(k, T0, T0 + eight_h)] for k in keys
+    }
+    assert [r.rate for r in rates[ETH]] == [0.0, 1e-5] and rates[BTC_SPOT] == []
+    interest = market_store.open_interest_many([BTC, ETH], T0, T0 + MIN)
+    assert [p.amount for p in interest[BTC]] == [10.0, 11.0] and interest[ETH] == []

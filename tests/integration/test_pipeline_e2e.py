@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support import run_cli
 
 pytestmark = pytest.mark.integration
-
-
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``prometheus-trader`` as a user would (a fresh process, its own cwd)."""
-    return subprocess.run(
-        [sys.executable, "-m", "prometheus_trader", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +101,11 @@ def test_reports_and_logs_are_written(sample_run: dict[str, Any]) -> None:
     assert lines
     entries = [json.loads(line) for line in lines]
     assert all({"severity", "message"} <= e.keys() for e in entries)
-    staged = {e["logging.googleapis.com/labels"]["stage"] for e in entries if "logging.googleapis.com/labels" in e}
+    staged = {
+        e["logging.googleapis.com/labels"]["stage"]
+        for e in entries
+        if "logging.googleapis.com/labels" in e
+    }
     assert {"rank", "dispatch", "execute", "monitor", "evaluate"} <= staged
 
 
@@ -130,7 +119,9 @@ def test_same_input_gives_the_same_ledger(sample_run: dict[str, Any], tmp_path: 
 def test_bad_data_folder_is_a_clear_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty-store"
     empty.mkdir()
-    done = run_cli("run", "--quiet", "--data", str(empty), "--var", str(tmp_path / "v"), cwd=tmp_path)
+    done = run_cli(
+        "run", "--quiet", "--data", str(empty), "--var", str(tmp_path / "v"), cwd=tmp_path
+    )
     assert done.returncode == 2
     assert "no 1m candles" in done.stderr
     assert "Traceback" not in done.stderr

@@ -204,6 +204,9 @@ def test_hierarchical_short_circuits_at_each_level(overrides: dict[str, Any], le
 def test_policy_from_name() -> None:
     consensus = policy_from_name("consensus", min_confidence=0.7, min_agreeing=4)
     assert isinstance(consensus, ConsensusPolicy) and consensus.config.min_agreeing == 4
+    assert consensus.config.min_confidence == 0.7 and not consensus.config.scale_to_available
+    scaled = policy_from_name("consensus", scale_to_available=True)
+    assert isinstance(scaled, ConsensusPolicy) and scaled.config.scale_to_available
     assert isinstance(policy_from_name("hierarchical"), HierarchicalPolicy)
     with pytest.raises(ValueError, match="unknown synthesizer"):
         policy_from_name("vibes")

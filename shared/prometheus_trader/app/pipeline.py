@@ -12,8 +12,10 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -155,9 +157,13 @@ def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> EmbeddedR
     )
     monitor = ExitMonitor(state, exchange, bus, blobs, clock, ExitConfig())
     executor = ExecuteSignalForUser(state, exchange, market, bus, blobs, clock)
-    bus.subscribe(Topics.SIGNALS, Subscriptions.DISPATCHER, DispatchSignal(state, bus, clock).handle)
+    bus.subscribe(
+        Topics.SIGNALS, Subscriptions.DISPATCHER, DispatchSignal(state, bus, clock).handle
+    )
     bus.subscribe(Topics.EXECUTIONS, Subscriptions.EXECUTOR, executor.handle)
-    bus.subscribe(Topics.EVENTS, Subscriptions.EVALUATOR, EvaluateClosedPosition(state, clock).handle)
+    bus.subscribe(
+        Topics.EVENTS, Subscriptions.EVALUATOR, EvaluateClosedPosition(state, clock).handle
+    )
     bus.subscribe(Topics.EVENTS, Subscriptions.NOTIFIER, NotifyEvent(notifier, state).handle)
     return EmbeddedRuntime(
         settings=settings,
@@ -207,7 +213,8 @@ def run_pipeline(settings: Settings, progress: Progress | None = None) -> dict[s
     with DuckDBMarketStore(settings.data_dir, read_only=True) as probe:
         first_ms, data_end_ms = data_window(probe, settings)
     start_ms = _floor_minute(
-        _ms(settings.replay_start) if settings.replay_start
+        _ms(settings.replay_start)
+        if settings.replay_start
         else first_ms + int(settings.warmup_hours * 3600_000)
     )
     data_end_ms = min(data_end_ms, _ms(settings.replay_end)) if settings.replay_end else data_end_ms
@@ -220,12 +227,49 @@ def run_pipeline(settings: Settings, progress: Progress | None = None) -> dict[s
     rt = build_runtime(settings, start_ms, run_dir)
     try:
         seed_users(rt)
-        _replay(rt, start_ms, trade_until_ms, data_end_ms, progress)
+        timer = StageTimer()
+        began = time.perf_counter()
+        _replay(rt, start_ms, trade_until_ms, data_end_ms, progress, timer)
         summary = _summarize(rt, run_dir, start_ms, data_end_ms)
+        timings = {
+            "total_seconds": round(time.perf_counter() - began, 3),
+            "simulated_minutes": (data_end_ms - start_ms) // MINUTE_MS,
+            "stages": timer.as_dict(),
+        }
+        (run_dir / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     finally:
         rt.close()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+class StageTimer:
+    """Wall-clock seconds and calls per stage (written to timings.json, never hashed)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time one call of ``name``."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - began
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        """{stage: {seconds, calls, ms_per_call}} sorted by stage."""
+        return {
+            name: {
+                "seconds": round(self.seconds[name], 3),
+                "calls": self.calls[name],
+                "ms_per_call": round(self.seconds[name] / self.calls[name] * 1000, 3),
+            }
+            for name in sorted(self.seconds)
+        }
 
 
 def _replay(
@@ -234,6 +278,7 @@ def _replay(
     trade_until_ms: int,
     end_ms: int,
     progress: Progress | None,
+    timer: StageTimer,
 ) -> None:
     s = rt.settings
     monitor_step = int(s.monitor_interval_seconds * 1000)
@@ -245,21 +290,28 @@ def _replay(
         rt.clock.set_ms(t)
         minute = t // MINUTE_MS
         if _day(t) != day:  # reporter at 00:00 UTC for the day that ended
-            rt.reporter.run(datetime.fromtimestamp(day * 86_400, UTC).date())
-            rt.bus.drain()
+            with timer.stage("report"):
+                rt.reporter.run(datetime.fromtimestamp(day * 86_400, UTC).date())
+                rt.bus.drain()
             day = _day(t)
         if minute % s.collect_interval_minutes == 0:
-            rt.collector.run()
-        rt.housekeeping.run()
+            with timer.stage("collect"):
+                rt.collector.run()
+        with timer.stage("housekeeping"):
+            rt.housekeeping.run()
         if t < trade_until_ms and minute % s.rank_interval_minutes == 0:
-            rt.ranker.run()
-            rt.bus.drain()
+            with timer.stage("rank"):
+                rt.ranker.run()
+            with timer.stage("dispatch+execute"):
+                rt.bus.drain()
         # the worker: a cycle every monitor step while positions are open
         step = t
         while step < t + MINUTE_MS:
             rt.clock.set_ms(step)
-            report = rt.monitor.cycle()
-            rt.bus.drain()
+            with timer.stage("monitor_cycle"):
+                report = rt.monitor.cycle()
+            with timer.stage("evaluate+notify"):
+                rt.bus.drain()
             if report.positions == 0 or report.positions == len(report.closed):
                 break
             step += monitor_step
@@ -297,7 +349,9 @@ def _summarize(rt: EmbeddedRuntime, run_dir: Path, start_ms: int, end_ms: int) -
         },
         "signals_published": len(signals),
         "users": len(users),
-        "decisions": dict(sorted(Counter(e.get("outcome") or "incomplete" for e in executions).items())),
+        "decisions": dict(
+            sorted(Counter(e.get("outcome") or "incomplete" for e in executions).items())
+        ),
         "rejection_reasons": dict(sorted(rejections.items())),
         "signals_with_divergent_decisions": sum(
             1 for per_user in outcomes.values() if len(set(per_user.values())) > 1
@@ -316,21 +370,36 @@ def _summarize(rt: EmbeddedRuntime, run_dir: Path, start_ms: int, end_ms: int) -
     }
 
 
+LEDGER_POSITION_FIELDS = (
+    "id",
+    "user_id",
+    "signal_id",
+    "symbol",
+    "direction",
+    "amount",
+    "entry_price",
+    "stop_loss",
+    "stop_order_id",
+    "entry_order_id",
+    "opened_ms",
+    "closed_ms",
+    "exit_price",
+    "exit_reason",
+    "realized_pnl",
+    "pnl_pct",
+    "status",
+)
+
+
 def build_ledger(rt: EmbeddedRuntime) -> dict[str, Any]:
     """The canonical trade ledger: every order, fill and position, in a stable order."""
     accounts = sorted(u["exchange_account"] for u in rt.state.query(Collections.USERS))
     orders = [
-        {"account": a, **o.model_dump(mode="json")}
-        for a in accounts
-        for o in rt.exchange.orders(a)
+        {"account": a, **o.model_dump(mode="json")} for a in accounts for o in rt.exchange.orders(a)
     ]
     fills = [f.model_dump(mode="json") for a in accounts for f in rt.exchange.fills(a)]
-    position_fields = (
-        "id user_id signal_id symbol direction amount entry_price stop_loss stop_order_id "
-        "entry_order_id opened_ms closed_ms exit_price exit_reason realized_pnl pnl_pct status"
-    ).split()
     positions = [
-        {f: p.get(f) for f in position_fields}
+        {f: p.get(f) for f in LEDGER_POSITION_FIELDS}
         for p in sorted(rt.state.query(Collections.POSITIONS), key=lambda d: d["id"])
     ]
     decisions = [

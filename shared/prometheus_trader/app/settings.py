@@ -13,7 +13,6 @@ from prometheus_trader.domain.market import MarketType
 from prometheus_trader.sample import SAMPLE_STORE_DIR
 
 
-
 class Settings(BaseSettings):
     """Every knob of a run. Override with ``PROMETHEUS_<NAME>`` or a ``.env`` file."""
 

@@ -423,12 +423,20 @@ def _num(x: float | None) -> str:
 
 
 def policy_from_name(
-    name: str, *, min_confidence: float = 0.65, min_agreeing: int = 5
+    name: str,
+    *,
+    min_confidence: float = 0.65,
+    min_agreeing: int = 5,
+    scale_to_available: bool = False,
 ) -> SynthesisPolicy:
-    """The named policy; ``min_confidence``/``min_agreeing`` apply to consensus only."""
+    """The named policy; the keyword knobs apply to consensus only."""
     if name == ConsensusPolicy.name:
         return ConsensusPolicy(
-            ConsensusConfig(min_confidence=min_confidence, min_agreeing=min_agreeing)
+            ConsensusConfig(
+                min_confidence=min_confidence,
+                min_agreeing=min_agreeing,
+                scale_to_available=scale_to_available,
+            )
         )
     if name == HierarchicalPolicy.name:
         return HierarchicalPolicy()

@@ -90,8 +90,11 @@ class Exchange(Protocol):
         ...
 
     def poll_trades(self, symbols: Sequence[str], after_ms: int) -> list[Trade]:
-        """The trade stream: every trade of ``symbols`` with ``after_ms < ts_ms <= now``,
-        ordered by (ts_ms, symbol, trade_id)."""
+        """The trade stream: every trade of ``symbols`` that became visible in
+        ``(after_ms, now]``, ordered by (ts_ms, symbol, trade_id); every one has
+        ``ts_ms <= now``. A recorded trade is visible at its own time; a trade derived from
+        a bar only once the bar has closed (so it can carry an earlier intra-bar stamp).
+        Polling with the previous ``now`` as ``after_ms`` misses and repeats nothing."""
         ...
 
     def fetch_balance(self, account: str) -> Balance:
@@ -310,9 +313,7 @@ class MarketStore(Protocol):
         """Every instrument with stored candles, sorted."""
         ...
 
-    def candles(
-        self, key: SeriesKey, timeframe: str, start_ms: int, end_ms: int
-    ) -> CandleSeries:
+    def candles(self, key: SeriesKey, timeframe: str, start_ms: int, end_ms: int) -> CandleSeries:
         """Candles with ``start_ms <= ts_ms`` and close time ``<= end_ms``, oldest first."""
         ...
 
@@ -340,6 +341,18 @@ class MarketStore(Protocol):
 
     def open_interest(self, key: SeriesKey, start_ms: int, end_ms: int) -> list[OpenInterest]:
         """Open interest points in [start_ms, end_ms]."""
+        ...
+
+    def funding_many(
+        self, keys: Sequence[SeriesKey], start_ms: int, end_ms: int
+    ) -> dict[SeriesKey, list[FundingRate]]:
+        """``funding`` for several instruments in one query."""
+        ...
+
+    def open_interest_many(
+        self, keys: Sequence[SeriesKey], start_ms: int, end_ms: int
+    ) -> dict[SeriesKey, list[OpenInterest]]:
+        """``open_interest`` for several instruments in one query."""
         ...
 
     def latest_tickers(self, exchange: str, as_of_ms: int) -> list[Ticker]:

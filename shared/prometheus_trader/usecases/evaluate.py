@@ -67,15 +67,22 @@ class EvaluateClosedPosition:
         symbol_ref = f"symbol-{entry.symbol}"
         strategy_ref = f"strategy-{entry.strategy}"
         analyst_refs = {
-            name: f"analyst-{name}" for name in sorted({*entry.analysts_right, *entry.analysts_wrong})
+            name: f"analyst-{name}"
+            for name in sorted({*entry.analysts_right, *entry.analysts_wrong})
         }
         # all reads before writes (Firestore transaction rule)
         user_doc = tx.get(Collections.STATS, user_ref)
         symbol_doc = tx.get(Collections.STATS, symbol_ref) or {
-            "kind": "symbol", "symbol": entry.symbol, "trades": 0, "wins": 0,
+            "kind": "symbol",
+            "symbol": entry.symbol,
+            "trades": 0,
+            "wins": 0,
         }
         strategy_doc = tx.get(Collections.STATS, strategy_ref) or {
-            "kind": "strategy", "strategy": entry.strategy, "trades": 0, "wins": 0,
+            "kind": "strategy",
+            "strategy": entry.strategy,
+            "trades": 0,
+            "wins": 0,
             "sum_pnl_pct": 0.0,
         }
         analyst_docs = {
@@ -99,8 +106,11 @@ class EvaluateClosedPosition:
             }
         )
         tx.set(Collections.STATS, user_ref, stats.model_dump(mode="json"))
-        symbol_doc = {**symbol_doc, "trades": symbol_doc["trades"] + 1,
-                      "wins": symbol_doc["wins"] + int(won)}
+        symbol_doc = {
+            **symbol_doc,
+            "trades": symbol_doc["trades"] + 1,
+            "wins": symbol_doc["wins"] + int(won),
+        }
         tx.set(Collections.STATS, symbol_ref, symbol_doc)
         strategy_doc = {
             **strategy_doc,

@@ -331,12 +331,22 @@ class ExecuteSignalForUser:
             }
             now = self._clock.now()
             publish_event(
-                self._bus, self._state, EventType.TRADE_EXECUTED, key=entry.id,
-                now=now, user_id=user.user_id, payload=payload,
+                self._bus,
+                self._state,
+                EventType.TRADE_EXECUTED,
+                key=entry.id,
+                now=now,
+                user_id=user.user_id,
+                payload=payload,
             )
             publish_event(
-                self._bus, self._state, EventType.POSITION_OPENED, key=position.id,
-                now=now, user_id=user.user_id, payload=payload,
+                self._bus,
+                self._state,
+                EventType.POSITION_OPENED,
+                key=position.id,
+                now=now,
+                user_id=user.user_id,
+                payload=payload,
             )
         return position
 

@@ -39,7 +39,11 @@ class NotifyEvent:
             event_type=event.type.value,
             severity=event.severity.value,
             title=_title(event),
-            body={"event_id": event.id, "created_at": event.created_at.isoformat(), **event.payload},
+            body={
+                "event_id": event.id,
+                "created_at": event.created_at.isoformat(),
+                **event.payload,
+            },
             user_id=event.user_id,
         )
         record = self._state.get(Collections.NOTIFICATIONS, event.id)

@@ -10,7 +10,7 @@ from datetime import datetime
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst
 from prometheus_trader.domain.features import SymbolFeatures, compute_features
 from prometheus_trader.domain.ids import stable_id
-from prometheus_trader.domain.market import MINUTE_MS, CandleSeries, MarketType
+from prometheus_trader.domain.market import MINUTE_MS, MarketType
 from prometheus_trader.domain.ranking import rank_symbols
 from prometheus_trader.domain.signals import OpportunitySignal, SignalStatus
 from prometheus_trader.domain.synthesizer import SignalParams, SynthesisPolicy, build_signal
@@ -78,23 +78,28 @@ class RankAndPublishSignals:
             if k.exchange == cfg.exchange and k.market_type == cfg.market_type
         ]
         series = {
-            k.symbol: bars for k, bars in self._store.candles_many(keys, "1m", start, now_ms).items()
+            k.symbol: bars
+            for k, bars in self._store.candles_many(keys, "1m", start, now_ms).items()
         }
         btc = series.get(cfg.btc_symbol)
-        features: dict[str, SymbolFeatures] = {}
-        for key in keys:
-            features[key.symbol] = compute_features(
+        day_ago = now_ms - 24 * 60 * MINUTE_MS
+        funding = self._store.funding_many(keys, day_ago, now_ms)
+        interest = self._store.open_interest_many(keys, now_ms - 60 * MINUTE_MS, now_ms)
+        features: dict[str, SymbolFeatures] = {
+            key.symbol: compute_features(
                 series[key.symbol],
                 btc_1m=None if key.symbol == cfg.btc_symbol else btc,
-                funding=self._store.funding(key, now_ms - 24 * 60 * MINUTE_MS, now_ms),
-                open_interest=self._store.open_interest(key, now_ms - 60 * MINUTE_MS, now_ms),
+                funding=funding[key],
+                open_interest=interest[key],
                 now_ms=now_ms,
             )
+            for key in keys
+        }
         ranking = rank_symbols(features, self._success_rates(), top_n=cfg.top_n)
         report = RankReport(
             ranked=len(ranking.ranked),
             excluded=len(ranking.excluded),
-            top_movers=[r.symbol for r in ranking.ranked if r.top_mover],
+            top_movers=list(ranking.top_movers),
         )
         run_id = stable_id("ranking", cfg.exchange, cfg.market_type, now_ms)
         self._state.set(
@@ -109,8 +114,12 @@ class RankAndPublishSignals:
             },
         )
         active = self._symbols_with_live_signals(now)
-        for ranked in ranking.ranked:
-            symbol = ranked.symbol
+        scores = {r.symbol: r.score for r in ranking.ranked}
+        # the top N, then top movers outside it (SPEC: flagged for immediate re-analysis)
+        candidates = [r.symbol for r in ranking.ranked] + [
+            s for s in ranking.top_movers if s not in scores
+        ]
+        for symbol in candidates:
             if symbol in active:
                 report.skipped[symbol] = "a live signal for this symbol exists"
                 continue
@@ -125,19 +134,23 @@ class RankAndPublishSignals:
             if not synthesis.publish or synthesis.direction is None:
                 report.skipped[symbol] = synthesis.skipped_reason or "no direction"
                 continue
+            last_price = features[symbol].last_price
+            if last_price is None:
+                report.skipped[symbol] = "no closed bar to price the signal"
+                continue
             signal = build_signal(
                 symbol=symbol,
                 exchange=cfg.exchange,
                 market_type=cfg.market_type,
                 direction=synthesis.direction,
-                last_price=_last_close(series[symbol]),
+                last_price=last_price,
                 features=features[symbol],
                 views=views,
                 synthesis=synthesis,
                 now=now,
                 ttl_minutes=cfg.signal_ttl_minutes,
                 strategy=cfg.strategy,
-                rank_score=ranked.score,
+                rank_score=scores.get(symbol, 0.0),
                 params=cfg.signal_params,
             )
             self._publish(signal)
@@ -173,13 +186,7 @@ class RankAndPublishSignals:
     def _success_rates(self) -> Mapping[str, float]:
         """Historical win rate per symbol from the evaluator's statistics."""
         docs = self._state.query(Collections.STATS, [Filter("kind", "==", "symbol")])
-        return {
-            d["symbol"]: d["wins"] / d["trades"] for d in docs if d.get("trades", 0) > 0
-        }
-
-
-def _last_close(series: CandleSeries) -> float:
-    return float(series.close[-1])
+        return {d["symbol"]: d["wins"] / d["trades"] for d in docs if d.get("trades", 0) > 0}
 
 
 __all__ = ["RankAndPublishSignals", "RankReport", "RankerConfig", "SeriesKey"]

@@ -208,13 +208,30 @@ def _tax_csv(entries: list[JournalEntry]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["closed_at", "opened_at", "symbol", "direction", "entry_price", "exit_price",
-         "pnl_pct", "equity_pnl_pct", "position_id"]
+        [
+            "closed_at",
+            "opened_at",
+            "symbol",
+            "direction",
+            "entry_price",
+            "exit_price",
+            "pnl_pct",
+            "equity_pnl_pct",
+            "position_id",
+        ]
     )
     for e in entries:
         writer.writerow(
-            [e.closed_at.isoformat(), e.opened_at.isoformat(), e.symbol, e.direction.value,
-             e.entry_price, e.exit_price, f"{e.pnl_pct:.6f}", f"{e.equity_pnl_pct:.6f}",
-             e.position_id]
+            [
+                e.closed_at.isoformat(),
+                e.opened_at.isoformat(),
+                e.symbol,
+                e.direction.value,
+                e.entry_price,
+                e.exit_price,
+                f"{e.pnl_pct:.6f}",
+                f"{e.equity_pnl_pct:.6f}",
+                e.position_id,
+            ]
         )
     return buffer.getvalue()

@@ -477,6 +477,44 @@ class DuckDBMarketStore:
         rows = self._rows("open_interest", key, start_ms, end_ms, "ts_ms")
         return [OpenInterest(**r) for r in rows]
 
+    def funding_many(
+        self, keys: Sequence[SeriesKey], start_ms: int, end_ms: int
+    ) -> dict[SeriesKey, list[FundingRate]]:
+        """``funding`` for several instruments in one query."""
+        return {
+            k: [FundingRate(**r) for r in rows]
+            for k, rows in self._rows_many("funding", keys, start_ms, end_ms).items()
+        }
+
+    def open_interest_many(
+        self, keys: Sequence[SeriesKey], start_ms: int, end_ms: int
+    ) -> dict[SeriesKey, list[OpenInterest]]:
+        """``open_interest`` for several instruments in one query."""
+        return {
+            k: [OpenInterest(**r) for r in rows]
+            for k, rows in self._rows_many("open_interest", keys, start_ms, end_ms).items()
+        }
+
+    def _rows_many(
+        self, table: TableName, keys: Sequence[SeriesKey], start_ms: int, end_ms: int
+    ) -> dict[SeriesKey, list[dict[str, Any]]]:
+        result: dict[SeriesKey, list[dict[str, Any]]] = {k: [] for k in keys}
+        if not keys:
+            return result
+        wanted = {(k.exchange, k.market_type.value, k.symbol): k for k in keys}
+        with self._lock:
+            data = self._con.sql(
+                f"SELECT {', '.join(TABLES[table].columns)} FROM {table} "
+                "WHERE symbol IN (SELECT unnest(?)) AND ts_ms BETWEEN ? AND ? "
+                "ORDER BY exchange, market_type, symbol, ts_ms",
+                params=[sorted({k.symbol for k in keys}), start_ms, end_ms],
+            ).to_arrow_table()
+        for row in data.to_pylist():
+            key = wanted.get((row["exchange"], row["market_type"], row["symbol"]))
+            if key is not None:
+                result[key].append(row)
+        return result
+
     def latest_tickers(self, exchange: str, as_of_ms: int) -> list[Ticker]:
         """The newest ticker per (market type, symbol) with ``ts_ms <= as_of_ms``, sorted by
         symbol then market type."""

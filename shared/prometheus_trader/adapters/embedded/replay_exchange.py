@@ -20,7 +20,11 @@ stream cursor: it returns the trades that *became visible* in ``(after_ms, now]`
 recorded trades that is exactly ``after_ms < ts_ms <= now``, for derived ones a poll at
 ``b + 60 s`` also returns the bar's trades stamped before ``after_ms``, so a consumer
 polling every 2 s with ``after_ms`` = its previous now never misses a trade. Every
-returned trade has ``ts_ms <= now``.
+returned trade has ``ts_ms <= now``. Trade reads reach back one day at most.
+
+Speed: bars are cached per UTC day for all symbols (one ``candles_many`` query), the trade
+stream per symbol and UTC hour, funding per symbol and open interest per symbol and day, so
+the 2-second ``poll_trades`` of the exit monitor never queries the store once warm.
 
 Paper trading (SPEC §5 paper executor): accounts are created on first use with
 ``starting_balance`` USDT, one-way net positions, isolated per-position margin
@@ -335,7 +339,10 @@ class ReplayExchange:
         self._sync()
         for symbol in symbols:
             self._instrument(symbol)
-        return self._visible_between(sorted(set(symbols)), after_ms, self._clock.now_ms())
+        now = self._clock.now_ms()
+        return self._visible_between(
+            sorted(set(symbols)), max(after_ms, now - TRADE_HISTORY_MS), now
+        )
 
     # ============================================================ paper accounts
     def fetch_balance(self, account: str) -> Balance:
@@ -826,7 +833,6 @@ class ReplayExchange:
         out: list[Trade] = []
         if now_ms <= after_ms:
             return out
-        after_ms = max(after_ms, now_ms - TRADE_HISTORY_MS)
         # a trade is visible at most one minute after its stamp
         first_hour = (after_ms - MINUTE_MS) // HOUR_MS
         for symbol in symbols:
