@@ -21,7 +21,7 @@ $(VENV)/.installed: $(BIN)/python $(PKG_SOURCES)
 	@touch $@
 
 $(VENV)/.installed-dev: $(BIN)/python $(PKG_SOURCES)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,gcp]'
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

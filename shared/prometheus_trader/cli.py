@@ -22,8 +22,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Market data: import recorded files into a market store.")
 app.add_typer(data_app, name="data")
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def _parse_time(value: str | None) -> datetime | None:
