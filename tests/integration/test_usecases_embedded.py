@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn, cast
 
 import pytest
 
@@ -27,7 +28,7 @@ from prometheus_trader.domain.signals import Direction, OpportunitySignal, TakeP
 from prometheus_trader.domain.trading import DecisionOutcome, RiskCode
 from prometheus_trader.domain.users import RiskProfile, User
 from prometheus_trader.domain.watchlist import WatchlistEntry
-from prometheus_trader.ports import BusMessage, Filter
+from prometheus_trader.ports import BusMessage, Exchange, Filter, OrderRejected
 from prometheus_trader.sample import SAMPLE_STORE_DIR
 from prometheus_trader.usecases.collect import CollectMarketData
 from prometheus_trader.usecases.dispatch import DispatchSignal, ExecutionRequest
@@ -287,3 +288,35 @@ def test_kill_switch_closes_open_positions(world: World) -> None:
     assert list(report.closed.values()) == ["kill_switch"]
     assert world.exchange.fetch_positions(user.exchange_account) == []
     assert world.exchange.fetch_open_orders(user.exchange_account) == []
+
+
+class RefusingExchange:
+    """The real replay exchange, except that it refuses every order (as a venue may)."""
+
+    def __init__(self, inner: ReplayExchange) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def create_order(self, account: str, request: object) -> NoReturn:
+        raise OrderRejected("insufficient margin (code -2019)")
+
+
+def test_exchange_rejection_is_a_final_recorded_decision(world: World) -> None:
+    user = world.add_user(User.with_profile("refused", RiskProfile.AGGRESSIVE))
+    signal = world.signal()
+    refusing = RefusingExchange(world.exchange)
+    executor = ExecuteSignalForUser(
+        world.state, cast(Exchange, refusing), world.market, world.bus, world.blobs, world.clock
+    )
+    execution = executor.handle(world.execution_message(signal.id, user.user_id))
+    assert execution.outcome is DecisionOutcome.REJECTED
+    assert execution.error is not None and "insufficient margin" in execution.error
+    assert execution.completed_at is not None
+    # a redelivery finds the completed record and does not try again
+    again = executor.handle(world.execution_message(signal.id, user.user_id, attempt=2))
+    assert again == execution
+    errors = world.state.query(Collections.EVENTS, [Filter("type", "==", "system_error")])
+    assert len(errors) == 1 and errors[0]["payload"]["symbol"] == SYMBOL
+    assert world.state.query(Collections.POSITIONS) == []

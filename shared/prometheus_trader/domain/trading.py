@@ -228,6 +228,7 @@ class Execution(BaseModel):
     decision: RiskDecision | None = None
     order_ids: list[str] = Field(default_factory=list)
     position_id: str | None = None
+    error: str | None = Field(default=None, description="why the exchange refused, if it did")
     created_at: datetime
     completed_at: datetime | None = None
 

@@ -32,6 +32,7 @@ from prometheus_trader.ports import (
     Exchange,
     Filter,
     MarketStore,
+    OrderRejected,
     SeriesKey,
     StateStore,
 )
@@ -117,7 +118,22 @@ class ExecuteSignalForUser:
         signal = OpportunitySignal.model_validate(signal_doc)
         user = User.model_validate(user_doc)
         decision = self._decide(signal, user)
-        outcome, order_ids, position_id = self._act(signal, user, decision, exec_id)
+        error: str | None = None
+        try:
+            outcome, order_ids, position_id = self._act(signal, user, decision, exec_id)
+        except OrderRejected as exc:
+            # the exchange's "no" is final (retrying cannot change it): record, don't retry
+            outcome, order_ids, position_id, error = DecisionOutcome.REJECTED, [], None, str(exc)
+            publish_event(
+                self._bus,
+                self._state,
+                EventType.SYSTEM_ERROR,
+                key=f"rejected-{exec_id}",
+                now=self._clock.now(),
+                user_id=user.user_id,
+                severity=Severity.WARNING,
+                payload={"signal_id": signal.id, "symbol": signal.symbol, "error": error},
+            )
         done = Execution(
             id=exec_id,
             signal_id=signal.id,
@@ -128,14 +144,16 @@ class ExecuteSignalForUser:
             decision=decision,
             order_ids=order_ids,
             position_id=position_id,
+            error=error,
             created_at=now,
             completed_at=self._clock.now(),
         )
         self._state.set(Collections.EXECUTIONS, exec_id, done.model_dump(mode="json"))
         log.info(
-            "decision %s%s",
+            "decision %s%s%s",
             outcome.value,
             f" ({', '.join(r.value for r in decision.reasons)})" if decision.reasons else "",
+            f" (exchange: {error})" if error else "",
             extra=labels(
                 stage="execute", user=user.user_id, signal=signal.id, symbol=signal.symbol
             ),
