@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -68,7 +69,14 @@ def run(
         overrides["replay_end"] = _parse_time(end)
     if synthesizer is not None:
         overrides["synthesizer"] = synthesizer
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        console.print(f"[red]error:[/red] invalid settings: {problems}")
+        raise typer.Exit(2) from None
     try:
         with _progress(quiet) as bar:
             task = bar.add_task("replay", total=None)

@@ -36,8 +36,6 @@ from prometheus_trader.domain.analysts import default_panel
 from prometheus_trader.domain.exits import ExitConfig
 from prometheus_trader.domain.market import MINUTE_MS
 from prometheus_trader.domain.synthesizer import (
-    ConsensusConfig,
-    ConsensusPolicy,
     SignalParams,
     SynthesisPolicy,
     policy_from_name,
@@ -186,15 +184,12 @@ def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> EmbeddedR
 
 def synthesis_policy(settings: Settings) -> SynthesisPolicy:
     """The configured synthesizer policy."""
-    if settings.synthesizer == "consensus":
-        return ConsensusPolicy(
-            ConsensusConfig(
-                min_confidence=settings.min_confidence,
-                min_agreeing=settings.min_agreeing_analysts,
-                scale_to_available=settings.consensus_scale_to_available,
-            )
-        )
-    return policy_from_name(settings.synthesizer)
+    return policy_from_name(
+        settings.synthesizer,
+        min_confidence=settings.min_confidence,
+        min_agreeing=settings.min_agreeing_analysts,
+        scale_to_available=settings.consensus_scale_to_available,
+    )
 
 
 def seed_users(rt: EmbeddedRuntime, users: tuple[User, ...] = DEMO_USERS) -> None:
@@ -217,12 +212,19 @@ def run_pipeline(settings: Settings, progress: Progress | None = None) -> dict[s
         if settings.replay_start
         else first_ms + int(settings.warmup_hours * 3600_000)
     )
-    data_end_ms = min(data_end_ms, _ms(settings.replay_end)) if settings.replay_end else data_end_ms
-    trade_until_ms = data_end_ms - int(settings.drain_hours * 3600_000)
+    # signals until replay_end (default: data end − drain); then open positions run to
+    # their exits for at most drain_hours, on data that exists
+    trade_until_ms = (
+        _ms(settings.replay_end)
+        if settings.replay_end
+        else data_end_ms - int(settings.drain_hours * 3600_000)
+    )
+    data_end_ms = min(data_end_ms, trade_until_ms + int(settings.drain_hours * 3600_000))
     if trade_until_ms <= start_ms:
         raise DataRangeError(
-            "not enough data: need warm-up "
-            f"{settings.warmup_hours} h + drain {settings.drain_hours} h + some trading time"
+            f"nothing to replay: trading would run from {_iso(start_ms)} to "
+            f"{_iso(trade_until_ms)} (data {_iso(first_ms)} → {_iso(data_end_ms)}, warm-up "
+            f"{settings.warmup_hours} h, drain {settings.drain_hours} h)"
         )
     rt = build_runtime(settings, start_ms, run_dir)
     try:
