@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,14 +42,22 @@ from prometheus_trader.domain.synthesizer import (
 )
 from prometheus_trader.domain.trading import ExitReason
 from prometheus_trader.domain.users import User
-from prometheus_trader.ports import SeriesKey
+from prometheus_trader.ports import (
+    BlobStore,
+    Bus,
+    BusMessage,
+    MarketStore,
+    Notifier,
+    SecretStore,
+    StateStore,
+)
 from prometheus_trader.usecases.collect import CollectMarketData
 from prometheus_trader.usecases.dispatch import DispatchSignal
 from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
 from prometheus_trader.usecases.execute import ExecuteSignalForUser
 from prometheus_trader.usecases.housekeeping import ExpireSignals
 from prometheus_trader.usecases.monitor import ExitMonitor
-from prometheus_trader.usecases.names import Collections, Subscriptions, Topics, labels
+from prometheus_trader.usecases.names import Collections, Subscriptions, Topics
 from prometheus_trader.usecases.notify import NotifyEvent
 from prometheus_trader.usecases.rank import RankAndPublishSignals, RankerConfig
 from prometheus_trader.usecases.report import DailyReporter
@@ -63,30 +71,60 @@ class DataRangeError(ValueError):
 
 
 @dataclass
-class EmbeddedRuntime:
-    """Every adapter and use-case of one embedded run, wired together."""
+class Adapters:
+    """The adapters one run uses (embedded, or the cloud ones against emulators)."""
+
+    clock: SimulatedClock
+    source: MarketStore
+    exchange: ReplayExchange
+    market: MarketStore
+    state: StateStore
+    bus: Bus
+    blobs: BlobStore
+    notifier: Notifier
+    secrets: SecretStore
+
+
+@dataclass
+class Runtime:
+    """Every adapter and use-case of one run, wired together.
+
+    ``handlers`` maps (topic, subscription) to the use-case handler that consumes it;
+    ``settle`` returns once everything published so far has been handled.
+    """
 
     settings: Settings
-    clock: SimulatedClock
-    source: DuckDBMarketStore
-    exchange: ReplayExchange
-    market: DuckDBMarketStore
-    state: SqliteStateStore
-    bus: InMemoryBus
-    blobs: LocalBlobStore
-    notifier: ConsoleNotifier
-    secrets: EncryptedFileSecretStore
+    adapters: Adapters
     collector: CollectMarketData
     ranker: RankAndPublishSignals
     monitor: ExitMonitor
     reporter: DailyReporter
     housekeeping: ExpireSignals
+    handlers: dict[tuple[str, str], Callable[[BusMessage], object]]
+    settle: Callable[[], None]
+    dead_letters: Callable[[], int]
+    locate: Callable[[str], str]
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def clock(self) -> SimulatedClock:
+        """The simulated clock."""
+        return self.adapters.clock
+
+    @property
+    def state(self) -> StateStore:
+        """The state store."""
+        return self.adapters.state
+
+    @property
+    def exchange(self) -> ReplayExchange:
+        """The replay exchange."""
+        return self.adapters.exchange
 
     def close(self) -> None:
-        """Release the stores."""
-        self.market.close()
-        self.source.close()
-        self.state.close()
+        """Release everything (last opened, first closed)."""
+        for closer in reversed(self.closers):
+            closer()
 
 
 def data_window(store: DuckDBMarketStore, settings: Settings) -> tuple[int, int]:
@@ -109,11 +147,11 @@ def data_window(store: DuckDBMarketStore, settings: Settings) -> tuple[int, int]
     return first, last + MINUTE_MS
 
 
-def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> EmbeddedRuntime:
-    """Wire the embedded adapters to the use-cases, starting the clock at ``start_ms``."""
-    clock = SimulatedClock(datetime.fromtimestamp(start_ms / 1000, UTC))
-    source = DuckDBMarketStore(settings.data_dir, read_only=True)
-    exchange = ReplayExchange(
+def replay_exchange(
+    settings: Settings, source: MarketStore, clock: SimulatedClock
+) -> ReplayExchange:
+    """The replay exchange over recorded data with the configured paper fills."""
+    return ReplayExchange(
         source,
         clock,
         exchange_id=settings.exchange,
@@ -124,22 +162,27 @@ def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> EmbeddedR
         latency_ms=settings.latency_ms,
         starting_balance=settings.paper_starting_balance,
     )
-    market = DuckDBMarketStore(run_dir / "market")
-    state = SqliteStateStore(run_dir / "state.sqlite")
-    bus = InMemoryBus(max_delivery_attempts=settings.max_delivery_attempts)
-    blobs = LocalBlobStore(run_dir / "blobs")
-    notifier = ConsoleNotifier(run_dir / "outbox.jsonl")
-    secrets = EncryptedFileSecretStore(
-        run_dir / "secrets.enc", key_file=settings.secret_key_file or run_dir / "secrets.key"
-    )
+
+
+def wire(
+    settings: Settings, a: Adapters
+) -> tuple[
+    CollectMarketData,
+    RankAndPublishSignals,
+    ExitMonitor,
+    DailyReporter,
+    ExpireSignals,
+    dict[tuple[str, str], Callable[[BusMessage], object]],
+]:
+    """The use-cases over ``a``; the last item maps (topic, subscription) to handlers."""
     collector = CollectMarketData(
-        exchange, market, clock, backfill_minutes=int(settings.warmup_hours * 60)
+        a.exchange, a.market, a.clock, backfill_minutes=int(settings.warmup_hours * 60)
     )
     ranker = RankAndPublishSignals(
-        market,
-        state,
-        bus,
-        clock,
+        a.market,
+        a.state,
+        a.bus,
+        a.clock,
         default_panel(),
         synthesis_policy(settings),
         RankerConfig(
@@ -153,18 +196,28 @@ def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> EmbeddedR
             signal_params=SignalParams(take_profit_r=settings.take_profit_r),
         ),
     )
-    monitor = ExitMonitor(state, exchange, bus, blobs, clock, ExitConfig())
-    executor = ExecuteSignalForUser(state, exchange, market, bus, blobs, clock)
-    bus.subscribe(
-        Topics.SIGNALS, Subscriptions.DISPATCHER, DispatchSignal(state, bus, clock).handle
-    )
-    bus.subscribe(Topics.EXECUTIONS, Subscriptions.EXECUTOR, executor.handle)
-    bus.subscribe(
-        Topics.EVENTS, Subscriptions.EVALUATOR, EvaluateClosedPosition(state, clock).handle
-    )
-    bus.subscribe(Topics.EVENTS, Subscriptions.NOTIFIER, NotifyEvent(notifier, state).handle)
-    return EmbeddedRuntime(
-        settings=settings,
+    monitor = ExitMonitor(a.state, a.exchange, a.bus, a.blobs, a.clock, ExitConfig())
+    executor = ExecuteSignalForUser(a.state, a.exchange, a.market, a.bus, a.blobs, a.clock)
+    handlers: dict[tuple[str, str], Callable[[BusMessage], object]] = {
+        (Topics.SIGNALS, Subscriptions.DISPATCHER): DispatchSignal(a.state, a.bus, a.clock).handle,
+        (Topics.EXECUTIONS, Subscriptions.EXECUTOR): executor.handle,
+        (Topics.EVENTS, Subscriptions.EVALUATOR): EvaluateClosedPosition(a.state, a.clock).handle,
+        (Topics.EVENTS, Subscriptions.NOTIFIER): NotifyEvent(a.notifier, a.state).handle,
+    }
+    reporter = DailyReporter(a.state, a.blobs, a.bus, a.clock)
+    return collector, ranker, monitor, reporter, ExpireSignals(a.state, a.clock), handlers
+
+
+def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> Runtime:
+    """The embedded runtime: DuckDB, SQLite, the in-process bus, local folders."""
+    clock = SimulatedClock(datetime.fromtimestamp(start_ms / 1000, UTC))
+    source = DuckDBMarketStore(settings.data_dir, read_only=True)
+    exchange = replay_exchange(settings, source, clock)
+    market = DuckDBMarketStore(run_dir / "market")
+    state = SqliteStateStore(run_dir / "state.sqlite")
+    bus = InMemoryBus(max_delivery_attempts=settings.max_delivery_attempts)
+    blobs = LocalBlobStore(run_dir / "blobs")
+    adapters = Adapters(
         clock=clock,
         source=source,
         exchange=exchange,
@@ -172,13 +225,27 @@ def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> EmbeddedR
         state=state,
         bus=bus,
         blobs=blobs,
-        notifier=notifier,
-        secrets=secrets,
+        notifier=ConsoleNotifier(run_dir / "outbox.jsonl"),
+        secrets=EncryptedFileSecretStore(
+            run_dir / "secrets.enc", key_file=settings.secret_key_file or run_dir / "secrets.key"
+        ),
+    )
+    collector, ranker, monitor, reporter, housekeeping, handlers = wire(settings, adapters)
+    for (topic, subscription), handler in handlers.items():
+        bus.subscribe(topic, subscription, handler)
+    return Runtime(
+        settings=settings,
+        adapters=adapters,
         collector=collector,
         ranker=ranker,
         monitor=monitor,
-        reporter=DailyReporter(state, blobs, bus, clock),
-        housekeeping=ExpireSignals(state, clock),
+        reporter=reporter,
+        housekeeping=housekeeping,
+        handlers=handlers,
+        settle=bus.drain_all,
+        dead_letters=lambda: len(bus.dead_letters),
+        locate=lambda key: str(blobs.path_for(key)),
+        closers=[source.close, state.close, market.close],
     )
 
 
@@ -192,13 +259,17 @@ def synthesis_policy(settings: Settings) -> SynthesisPolicy:
     )
 
 
-def seed_users(rt: EmbeddedRuntime, users: tuple[User, ...] = DEMO_USERS) -> None:
+def seed_users(rt: Runtime, users: tuple[User, ...] = DEMO_USERS) -> None:
     """Create the demo users (create-if-absent)."""
     for user in users:
         rt.state.create(Collections.USERS, user.user_id, user.model_dump(mode="json"))
 
 
-def run_pipeline(settings: Settings, progress: Progress | None = None) -> dict[str, Any]:
+def run_pipeline(
+    settings: Settings,
+    progress: Progress | None = None,
+    runtime_factory: Callable[[Settings, int, Path], Runtime] = build_runtime,
+) -> dict[str, Any]:
     """Run the whole pipeline; write ``<var>/run/summary.json`` and return the summary."""
     run_dir = settings.run_dir
     if run_dir.exists():
@@ -226,7 +297,7 @@ def run_pipeline(settings: Settings, progress: Progress | None = None) -> dict[s
             f"{_iso(trade_until_ms)} (data {_iso(first_ms)} → {_iso(data_end_ms)}, warm-up "
             f"{settings.warmup_hours} h, drain {settings.drain_hours} h)"
         )
-    rt = build_runtime(settings, start_ms, run_dir)
+    rt = runtime_factory(settings, start_ms, run_dir)
     try:
         seed_users(rt)
         timer = StageTimer()
@@ -275,7 +346,7 @@ class StageTimer:
 
 
 def _replay(
-    rt: EmbeddedRuntime,
+    rt: Runtime,
     start_ms: int,
     trade_until_ms: int,
     end_ms: int,
@@ -294,7 +365,7 @@ def _replay(
         if _day(t) != day:  # reporter at 00:00 UTC for the day that ended
             with timer.stage("report"):
                 rt.reporter.run(datetime.fromtimestamp(day * 86_400, UTC).date())
-                rt.bus.drain()
+                rt.settle()
             day = _day(t)
         if minute % s.collect_interval_minutes == 0:
             with timer.stage("collect"):
@@ -305,7 +376,7 @@ def _replay(
             with timer.stage("rank"):
                 rt.ranker.run()
             with timer.stage("dispatch+execute"):
-                rt.bus.drain()
+                rt.settle()
         # the worker: a cycle every monitor step while positions are open
         step = t
         while step < t + MINUTE_MS:
@@ -313,7 +384,7 @@ def _replay(
             with timer.stage("monitor_cycle"):
                 report = rt.monitor.cycle()
             with timer.stage("evaluate+notify"):
-                rt.bus.drain()
+                rt.settle()
             if report.positions == 0 or report.positions == len(report.closed):
                 break
             step += monitor_step
@@ -322,13 +393,13 @@ def _replay(
             progress((t - start_ms) // MINUTE_MS, total, "replay")
     rt.clock.set_ms(max(end_ms, rt.clock.now_ms()))
     rt.monitor.close_all(ExitReason.END_OF_DATA, {"end_ms": end_ms})
-    rt.bus.drain()
+    rt.settle()
     rt.reporter.run(datetime.fromtimestamp(day * 86_400, UTC).date())
-    rt.bus.drain()
-    rt.market.flush()
+    rt.settle()
+    rt.adapters.market.flush()
 
 
-def _summarize(rt: EmbeddedRuntime, run_dir: Path, start_ms: int, end_ms: int) -> dict[str, Any]:
+def _summarize(rt: Runtime, run_dir: Path, start_ms: int, end_ms: int) -> dict[str, Any]:
     state = rt.state
     signals = state.query(Collections.SIGNALS)
     executions = state.query(Collections.EXECUTIONS)
@@ -340,7 +411,8 @@ def _summarize(rt: EmbeddedRuntime, run_dir: Path, start_ms: int, end_ms: int) -
     ledger = build_ledger(rt)
     ledger_bytes = canonical_json(ledger)
     (run_dir / "ledger.json").write_bytes(ledger_bytes)
-    reports = sorted(str(run_dir / "blobs" / k) for k in rt.blobs.list("reports/"))
+    blobs = rt.adapters.blobs
+    reports = sorted(rt.locate(k) for k in blobs.list("reports/"))
     rejections = Counter(r for e in executions for r in e.get("reasons", []))
     return {
         "run": {
@@ -364,11 +436,11 @@ def _summarize(rt: EmbeddedRuntime, run_dir: Path, start_ms: int, end_ms: int) -
         "closed_by_reason": dict(
             sorted(Counter(p["exit_reason"] for p in positions if p.get("exit_reason")).items())
         ),
-        "dead_letters": len(rt.bus.dead_letters),
+        "dead_letters": rt.dead_letters(),
         "ledger_sha256": hashlib.sha256(ledger_bytes).hexdigest(),
         "ledger_path": str(run_dir / "ledger.json"),
         "reports": reports,
-        "audit_log": sorted(str(run_dir / "blobs" / k) for k in rt.blobs.list("audit/")),
+        "audit_log": sorted(rt.locate(k) for k in blobs.list("audit/")),
     }
 
 
@@ -393,7 +465,7 @@ LEDGER_POSITION_FIELDS = (
 )
 
 
-def build_ledger(rt: EmbeddedRuntime) -> dict[str, Any]:
+def build_ledger(rt: Runtime) -> dict[str, Any]:
     """The canonical trade ledger: every order, fill and position, in a stable order."""
     accounts = sorted(u["exchange_account"] for u in rt.state.query(Collections.USERS))
     orders = [
@@ -441,4 +513,4 @@ def _iso(ms: int) -> str:
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).isoformat()
 
 
-__all__ = ["EmbeddedRuntime", "SeriesKey", "build_runtime", "labels", "run_pipeline"]
+__all__ = ["Adapters", "Runtime", "build_runtime", "run_pipeline", "wire"]

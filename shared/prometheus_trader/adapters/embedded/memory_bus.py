@@ -152,6 +152,10 @@ class InMemoryBus:
             self._by_topic.setdefault(topic, []).append(sub)
 
     # ------------------------------------------------------------------ delivery
+    def drain_all(self) -> None:
+        """``drain`` without the count (a settle hook)."""
+        self.drain()
+
     def pending(self) -> int:
         """Deliveries not yet done (queued, retrying or waiting behind an ordering key)."""
         with self._lock:

@@ -209,6 +209,11 @@ class ReplayExchange:
 
     # ============================================================ market data
     @property
+    def store(self) -> MarketStore:
+        """The recorded market data this exchange replays."""
+        return self._store
+
+    @property
     def exchange_id(self) -> str:
         """Our exchange name, e.g. ``binance``."""
         return self._exchange_id
