@@ -43,10 +43,22 @@ imports: install-dev
 pytest: install-dev
 	$(BIN)/pytest -n 2 --dist loadfile
 
-test: lint typecheck imports pytest
+test: lint typecheck imports pytest checkov
 
 clean:
 	rm -rf $(VENV) var build .pytest_cache .mypy_cache .ruff_cache
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py
+
+.PHONY: stage
+stage: install-dev
+	$(BIN)/python scripts/stage.py
+
+.PHONY: checkov
+checkov:
+	PYTHON=$(PYTHON) scripts/checkov.sh
+
+.PHONY: cost
+cost: install-dev
+	$(BIN)/python scripts/cost.py --json var/cost.json
