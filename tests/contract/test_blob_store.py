@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from google.cloud import storage  # type: ignore[attr-defined]  # no py.typed
 
 from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
+from prometheus_trader.adapters.gcp.gcs_blob_store import GcsBlobStore
 from prometheus_trader.ports import BlobStore
 
 pytestmark = pytest.mark.contract
 
-# Add cloud adapters here (e.g. a GCS-emulator factory) to run the same suite on them.
+
+def _gcs(_tmp: Path) -> BlobStore:
+    """A fresh bucket per test on the storage emulator (STORAGE_EMULATOR_HOST is set)."""
+    client = storage.Client(project="demo-prometheus")
+    bucket = f"blobs-{uuid.uuid4().hex[:20]}"
+    GcsBlobStore.ensure_bucket(bucket, client)
+    return GcsBlobStore(bucket, client=client, prefix="env/test")
+
+
+# Add cloud adapters here to run the same suite on them.
 FACTORIES: list[tuple[str, Callable[[Path], BlobStore]]] = [
     ("local", lambda tmp: LocalBlobStore(tmp / "blobs")),
+    ("gcs", _gcs),
 ]
+# Factories that need the emulators: the fixture starts them only for these.
+NEEDS_EMULATORS = {"gcs"}
 
 
-@pytest.fixture(params=[f for _, f in FACTORIES], ids=[i for i, _ in FACTORIES])
+@pytest.fixture(params=[i for i, _ in FACTORIES])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
-    factory: Callable[[Path], BlobStore] = request.param
-    return factory(tmp_path)
+    name: str = request.param
+    if name in NEEDS_EMULATORS:
+        request.getfixturevalue("emulators")
+    return dict(FACTORIES)[name](tmp_path)
 
 
 def test_implements_port(blobs: BlobStore) -> None:

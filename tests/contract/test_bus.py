@@ -1,19 +1,31 @@
-"""Contract suite for the ``Bus`` port: at-least-once, ordering keys, dead letters."""
+"""Contract suite for the ``Bus`` port: at-least-once, ordering keys, dead letters.
+
+Pub/Sub delivers on its own threads: its harness waits (with a deadline) until every
+message published through the bus has been settled on every subscription that existed
+when it was published: handled, or dead-lettered and then handled on each subscription
+of the dead-letter topic.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
+from prometheus_trader.adapters.embedded.memory_bus import AnyHandler, InMemoryBus
 from prometheus_trader.ports import Bus, BusMessage
 
 pytestmark = pytest.mark.contract
 
-MAX_ATTEMPTS = 3
+# Pub/Sub accepts 5..100 delivery attempts (the emulator rejects fewer than 5).
+MAX_ATTEMPTS = 5
 DEAD_LETTER_SUFFIX = "-dead-letter"
+DELIVERY_DEADLINE_S = 60.0
 
 
 @dataclass
@@ -22,21 +34,113 @@ class BusHarness:
 
     bus: Bus
     deliver: Callable[[], object]
+    close: Callable[[], object] = lambda: None
 
 
-def _in_memory() -> BusHarness:
+def _in_memory(request: pytest.FixtureRequest) -> BusHarness:
     bus = InMemoryBus(max_delivery_attempts=MAX_ATTEMPTS, dead_letter_suffix=DEAD_LETTER_SUFFIX)
     return BusHarness(bus, bus.drain)
 
 
-# Add cloud adapters here (e.g. a Pub/Sub-emulator harness) to run the same suite on them.
-FACTORIES: list[tuple[str, Callable[[], BusHarness]]] = [("in-memory", _in_memory)]
+def _pubsub(request: pytest.FixtureRequest) -> BusHarness:
+    from prometheus_trader.adapters.gcp.pubsub_bus import PubSubBus
+
+    class SettlingPubSubBus(PubSubBus):
+        """PubSubBus that records what it still owes its subscriptions."""
+
+        def __init__(self, project: str, **options: Any) -> None:
+            super().__init__(project, **options)
+            self._settled = threading.Condition()
+            self._topic_subs: dict[str, list[str]] = {}
+            self._expected: set[tuple[str, str, str]] = set()  # (topic, subscription, key)
+            self._done: set[tuple[str, str, str]] = set()
+
+        def publish(
+            self,
+            topic: str,
+            data: Mapping[str, Any],
+            *,
+            dedupe_key: str,
+            ordering_key: str = "",
+            attributes: Mapping[str, str] | None = None,
+        ) -> str:
+            with self._settled:
+                subs = list(self._topic_subs.get(topic, []))
+            message_id = super().publish(
+                topic, data, dedupe_key=dedupe_key, ordering_key=ordering_key, attributes=attributes
+            )
+            with self._settled:
+                self._expected.update((topic, sub, message_id) for sub in subs)
+            return message_id
+
+        def subscribe(self, topic: str, subscription: str, handler: AnyHandler) -> None:
+            def settle(message: BusMessage) -> None:
+                # A dead-lettered copy is owed per source message, not per its own id.
+                source = message.attributes.get("dead_letter_source_message_id")
+                key = (
+                    f"dead:{message.attributes['dead_letter_source_subscription']}:{source}"
+                    if source
+                    else message.message_id
+                )
+                try:
+                    handler(message)
+                except Exception:
+                    if message.delivery_attempt >= MAX_ATTEMPTS:
+                        with self._settled:
+                            dead_topic = topic + DEAD_LETTER_SUFFIX
+                            dead_key = f"dead:{subscription}:{message.message_id}"
+                            self._expected.update(
+                                (dead_topic, sub, dead_key)
+                                for sub in self._topic_subs.get(dead_topic, [])
+                            )
+                            self._done.add((topic, subscription, key))
+                            self._settled.notify_all()
+                    raise
+                with self._settled:
+                    self._done.add((topic, subscription, key))
+                    self._settled.notify_all()
+
+            super().subscribe(topic, subscription, settle)
+            with self._settled:
+                self._topic_subs.setdefault(topic, []).append(subscription)
+
+        def wait_settled(self, timeout: float = DELIVERY_DEADLINE_S) -> None:
+            deadline = time.monotonic() + timeout
+            with self._settled:
+                while not self._expected <= self._done:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        missing = sorted(self._expected - self._done)
+                        raise AssertionError(f"not delivered within {timeout:.0f} s: {missing}")
+                    self._settled.wait(left)
+
+    emulators = request.getfixturevalue("emulators")
+    bus = SettlingPubSubBus(
+        emulators.project,
+        topic_prefix=f"c{uuid.uuid4().hex[:12]}-",
+        max_delivery_attempts=MAX_ATTEMPTS,
+        dead_letter_suffix=DEAD_LETTER_SUFFIX,
+        ack_deadline_s=10,
+        min_backoff_s=0.1,
+        max_backoff_s=1.0,
+    )
+    return BusHarness(bus, bus.wait_settled, bus.close)
+
+
+FACTORIES: list[tuple[str, Callable[[pytest.FixtureRequest], BusHarness]]] = [
+    ("in-memory", _in_memory),
+    ("pubsub-emulator", _pubsub),
+]
 
 
 @pytest.fixture(params=[f for _, f in FACTORIES], ids=[i for i, _ in FACTORIES])
-def harness(request: pytest.FixtureRequest) -> BusHarness:
-    factory: Callable[[], BusHarness] = request.param
-    return factory()
+def harness(request: pytest.FixtureRequest) -> Iterator[BusHarness]:
+    factory: Callable[[pytest.FixtureRequest], BusHarness] = request.param
+    built = factory(request)
+    try:
+        yield built
+    finally:
+        built.close()
 
 
 class Recorder:

@@ -7,13 +7,18 @@ same data.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from google.cloud import storage  # type: ignore[attr-defined]  # no py.typed
 
 from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
+from prometheus_trader.adapters.gcp.gcs_blob_store import GcsBlobStore
+from prometheus_trader.adapters.gcp.gcs_market_store import GcsMarketStore
 from prometheus_trader.domain.market import (
     Candle,
     FundingRate,
@@ -28,7 +33,24 @@ from prometheus_trader.ports import MarketStore, SeriesKey
 pytestmark = pytest.mark.contract
 
 StoreFactory = Callable[[Path], MarketStore]
-FACTORIES: dict[str, StoreFactory] = {"duckdb": lambda path: DuckDBMarketStore(path / "market")}
+
+
+def _gcs(path: Path) -> MarketStore:
+    """One bucket per test folder on the storage emulator, and a fresh cache folder per
+    open: a reopen must get its data from the bucket, not from a local leftover."""
+    client = storage.Client(project="demo-prometheus")
+    bucket = "market-" + hashlib.sha256(str(path).encode()).hexdigest()[:24]
+    GcsBlobStore.ensure_bucket(bucket, client)
+    cache = path / "gcs-cache" / uuid.uuid4().hex
+    return GcsMarketStore(bucket, cache, client=client, prefix="market")
+
+
+FACTORIES: dict[str, StoreFactory] = {
+    "duckdb": lambda path: DuckDBMarketStore(path / "market"),
+    "gcs": _gcs,
+}
+# Factories that need the emulators: the fixture starts them only for these.
+NEEDS_EMULATORS = {"gcs"}
 
 T0 = 1_747_785_600_000  # 2025-05-21T00:00Z
 MIN = 60_000
@@ -39,6 +61,8 @@ BTC_SPOT = SeriesKey("binance", MarketType.SPOT, "BTC/USDT")
 
 @pytest.fixture(params=sorted(FACTORIES))
 def store_factory(request: pytest.FixtureRequest) -> StoreFactory:
+    if request.param in NEEDS_EMULATORS:
+        request.getfixturevalue("emulators")
     return FACTORIES[request.param]
 
 

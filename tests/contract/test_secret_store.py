@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from tests.integration.secret_manager_standin import shared_standin
 
 from prometheus_trader.adapters.embedded.encrypted_secret_store import (
     EncryptedFileSecretStore,
     SecretStoreError,
 )
+from prometheus_trader.adapters.gcp.secret_manager_store import SecretManagerSecretStore
 from prometheus_trader.ports import SecretNotFound, SecretStore
 
 pytestmark = pytest.mark.contract
@@ -38,10 +41,21 @@ def _encrypted_file_with_key_file(tmp: Path) -> SecretHarness:
     )
 
 
-# Add cloud adapters here (e.g. a Secret Manager harness) to run the same suite on them.
+def _secret_manager(_tmp: Path) -> SecretHarness:
+    """The real Secret Manager client (REST) against the local stand-in; one project per
+    test keeps tests apart. Each open() is a new client and a new (empty) cache."""
+    standin = shared_standin()
+    project = f"p{uuid.uuid4().hex[:20]}"
+    return SecretHarness(
+        lambda: SecretManagerSecretStore(project, client=standin.client(), prefix="prom-")
+    )
+
+
+# Add cloud adapters here to run the same suite on them.
 FACTORIES: list[tuple[str, Callable[[Path], SecretHarness]]] = [
     ("fernet-key", _encrypted_file),
     ("fernet-key-file", _encrypted_file_with_key_file),
+    ("secret-manager", _secret_manager),
 ]
 
 

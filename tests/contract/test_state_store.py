@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -18,18 +19,30 @@ from prometheus_trader.ports import AlreadyExists, Filter, StateStore, StateTran
 
 pytestmark = pytest.mark.contract
 
-StoreFactory = Callable[[Path], StateStore]
+# A factory gets the test's request (cloud factories ask it for the `emulators` fixture,
+# so embedded-only runs start no emulator) and a temporary folder.
+StoreFactory = Callable[[pytest.FixtureRequest, Path], StateStore]
 
-# Add cloud adapters here (e.g. a Firestore-emulator factory) to run the same suite on them.
+
+def _firestore(request: pytest.FixtureRequest, tmp: Path) -> StateStore:
+    request.getfixturevalue("emulators")
+    # imported here: the embedded-only run needs no Google client library
+    from prometheus_trader.adapters.gcp.firestore_state_store import FirestoreStateStore
+
+    # one emulator serves the whole session: a unique collection prefix isolates each test
+    return FirestoreStateStore(prefix=f"t{uuid.uuid4().hex[:12]}-")
+
+
 FACTORIES: list[tuple[str, StoreFactory]] = [
-    ("sqlite-memory", lambda tmp: SqliteStateStore()),
-    ("sqlite-file", lambda tmp: SqliteStateStore(tmp / "state.sqlite")),
+    ("sqlite-memory", lambda request, tmp: SqliteStateStore()),
+    ("sqlite-file", lambda request, tmp: SqliteStateStore(tmp / "state.sqlite")),
+    ("firestore-emulator", _firestore),
 ]
 
 
 @pytest.fixture(params=[f for _, f in FACTORIES], ids=[i for i, _ in FACTORIES])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    instance = request.param(tmp_path)
+    instance = request.param(request, tmp_path)
     yield instance
     close = getattr(instance, "close", None)
     if close is not None:
@@ -150,6 +163,11 @@ def people(store: StateStore) -> StateStore:
         (Filter("profile.tier", "!=", "gold"), ["p5"]),
         (Filter("profile", "==", {"tier": "silver"}), ["p5"]),
         (Filter("missing", "==", None), []),
+        # an explicit null is a value: != keeps it, `in` can match it
+        (Filter("color", "!=", "red"), ["p2", "p3"]),
+        (Filter("color", "in", [None, "red"]), ["p1", "p3"]),
+        # longer than Firestore's 30-value `in` limit
+        (Filter("age", "in", [25, *range(31, 70)]), ["p2", "p3"]),
     ],
     ids=lambda v: repr(v) if isinstance(v, Filter) else None,
 )
@@ -188,6 +206,59 @@ def test_query_order_by_skips_documents_without_the_field(people: StateStore) ->
 
 def test_query_order_by_nested_descending(people: StateStore) -> None:
     assert ids(people.query("people", order_by="profile.tier", descending=True)) == ["p5", "p4"]
+
+
+def test_query_range_on_another_field_than_order_by(people: StateStore) -> None:
+    docs = people.query("people", [Filter("score", ">", 1.0)], order_by="name", descending=True)
+    assert ids(docs) == ["p4", "p2", "p1"]
+    limited = people.query(
+        "people", [Filter("score", ">", 1.0)], order_by="name", descending=True, limit=2
+    )
+    assert ids(limited) == ["p4", "p2"]
+
+
+def test_query_range_without_order_still_sorts_by_id(people: StateStore) -> None:
+    # Firestore itself would sort by the range field first (p2 has the lowest age)
+    assert ids(people.query("people", [Filter("age", ">", 24)], limit=2)) == ["p1", "p2"]
+    assert ids(people.query("people", [Filter("score", "<", 3)], descending=True)) == [
+        "p3",
+        "p2",
+        "p1",
+    ]
+
+
+def test_query_descending_without_order_by_sorts_by_id(people: StateStore) -> None:
+    assert ids(people.query("people", descending=True, limit=2)) == ["p5", "p4"]
+
+
+ODD_IDS = ["a", "a/b", "a.b", "a/", "a.", "a..", "a0", "a-", "a%2F", ".x", "/x", "a~b", "é/ü"]
+
+
+def test_odd_ids_round_trip_and_sort_by_id(store: StateStore) -> None:
+    for doc_id in ODD_IDS:
+        store.set("odd", doc_id, {"id": doc_id})
+    for doc_id in ODD_IDS:
+        assert store.get("odd", doc_id) == {"id": doc_id}
+    assert ids(store.query("odd")) == sorted(ODD_IDS)
+    assert ids(store.query("odd", descending=True, limit=3)) == sorted(ODD_IDS)[::-1][:3]
+    store.delete("odd", "a/b")
+    assert store.get("odd", "a/b") is None
+    assert store.get("odd", "a.b") == {"id": "a.b"}
+
+
+def test_update_with_no_changes_still_needs_the_document(store: StateStore) -> None:
+    store.set("things", "a", {"v": 1})
+    store.update("things", "a", {})
+    assert store.get("things", "a") == {"v": 1}
+    with pytest.raises(KeyError):
+        store.update("things", "ghost", {})
+
+
+def test_update_rejects_dotted_field_names(store: StateStore) -> None:
+    store.set("things", "a", {"v": 1})
+    with pytest.raises(ValueError):
+        store.update("things", "a", {"nested.x": 1})
+    assert store.get("things", "a") == {"v": 1}
 
 
 # ---------------------------------------------------------------- transactions

@@ -33,6 +33,25 @@ class EmulatorError(RuntimeError):
     """An emulator could not be started."""
 
 
+def kill_group(pgid: int) -> None:
+    """SIGTERM, then SIGKILL, a process group (a no-op when it is gone)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _group_alive(pgid):
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def free_port() -> int:
     """A TCP port free on loopback right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -73,7 +92,13 @@ class EmulatorProcess:
 
 
 def _launch(
-    name: str, argv: list[str], port: int, log_dir: Path, ready_path: str, timeout: float
+    name: str,
+    argv: list[str],
+    port: int,
+    log_dir: Path,
+    ready_path: str,
+    timeout: float,
+    detached: bool = False,
 ) -> EmulatorProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
@@ -82,7 +107,8 @@ def _launch(
             argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     emulator = EmulatorProcess(name=name, port=port, process=process, log_path=log_path)
-    _RUNNING.append(emulator)
+    if not detached:  # detached ones (``stack up``) must outlive this interpreter
+        _RUNNING.append(emulator)
     deadline = time.monotonic() + timeout
     url = f"http://{LOOPBACK}:{port}{ready_path}"
     while time.monotonic() < deadline:
@@ -114,16 +140,20 @@ def _gcloud() -> str:
 
 
 def start_firestore(
-    data_dir: Path, port: int | None = None, timeout: float = 90.0
+    data_dir: Path, port: int | None = None, timeout: float = 90.0, detached: bool = False
 ) -> EmulatorProcess:
     """The Firestore emulator (gcloud) on loopback."""
     port = port or free_port()
     argv = [_gcloud(), "emulators", "firestore", "start", f"--host-port={LOOPBACK}:{port}"]
-    return _launch("firestore", argv, port, data_dir, "/", timeout)
+    return _launch("firestore", argv, port, data_dir, "/", timeout, detached)
 
 
 def start_pubsub(
-    data_dir: Path, project: str = DEFAULT_PROJECT, port: int | None = None, timeout: float = 90.0
+    data_dir: Path,
+    project: str = DEFAULT_PROJECT,
+    port: int | None = None,
+    timeout: float = 90.0,
+    detached: bool = False,
 ) -> EmulatorProcess:
     """The Pub/Sub emulator (gcloud) on loopback."""
     port = port or free_port()
@@ -139,11 +169,11 @@ def start_pubsub(
         f"--host-port={LOOPBACK}:{port}",
         f"--data-dir={pubsub_dir}",
     ]
-    return _launch("pubsub", argv, port, data_dir, "/", timeout)
+    return _launch("pubsub", argv, port, data_dir, "/", timeout, detached)
 
 
 def start_storage(
-    data_dir: Path, port: int | None = None, timeout: float = 30.0
+    data_dir: Path, port: int | None = None, timeout: float = 30.0, detached: bool = False
 ) -> EmulatorProcess:
     """fake-gcs-server on loopback, storing objects under ``data_dir``."""
     port = port or free_port()
@@ -177,7 +207,7 @@ def start_storage(
         "-log-level",
         "warn",
     ]
-    return _launch("storage", argv, port, data_dir, "/storage/v1/b", timeout)
+    return _launch("storage", argv, port, data_dir, "/storage/v1/b", timeout, detached)
 
 
 @dataclass
@@ -187,17 +217,20 @@ class EmulatorStack:
     data_dir: Path
     project: str = DEFAULT_PROJECT
     services: tuple[str, ...] = ("firestore", "pubsub", "storage")
+    detached: bool = False
     running: dict[str, EmulatorProcess] = field(default_factory=dict)
 
     def start(self) -> EmulatorStack:
         """Start every service (in parallel-friendly order: slow Java ones first)."""
         try:
             if "firestore" in self.services:
-                self.running["firestore"] = start_firestore(self.data_dir)
+                self.running["firestore"] = start_firestore(self.data_dir, detached=self.detached)
             if "pubsub" in self.services:
-                self.running["pubsub"] = start_pubsub(self.data_dir, self.project)
+                self.running["pubsub"] = start_pubsub(
+                    self.data_dir, self.project, detached=self.detached
+                )
             if "storage" in self.services:
-                self.running["storage"] = start_storage(self.data_dir)
+                self.running["storage"] = start_storage(self.data_dir, detached=self.detached)
         except BaseException:
             self.stop()
             raise

@@ -170,10 +170,13 @@ class RankAndPublishSignals:
             )
         # publish even when the document existed: a crash between create and publish
         # must not lose the message; consumers dedupe on the signal id.
+        # one ordering key per exchange: the dispatcher sees signals in publish order, so
+        # each user's executions are queued in the order the ranker found them
         self._bus.publish(
             Topics.SIGNALS,
             doc,
             dedupe_key=signal.id,
+            ordering_key=signal.exchange,
             attributes={"type": "signal", "symbol": signal.symbol},
         )
 

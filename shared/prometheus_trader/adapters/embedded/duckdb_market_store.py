@@ -309,12 +309,17 @@ class DuckDBMarketStore:
 
     def flush(self) -> None:
         """Rewrite the dirty date partitions as zstd Parquet (atomic per file)."""
-        with self._lock:
-            for part in sorted(self._dirty):
-                self._write_partition(part)
-            self._dirty.clear()
+        self.flush_partitions()
 
-    def _write_partition(self, part: _Partition) -> None:
+    def flush_partitions(self) -> list[Path]:
+        """``flush()``, returning the Parquet files it rewrote (relative to ``root``, sorted),
+        so a wrapper that mirrors the folder elsewhere knows what to upload."""
+        with self._lock:
+            written = [self._write_partition(part) for part in sorted(self._dirty)]
+            self._dirty.clear()
+        return sorted(path.relative_to(self._root) for path in written)
+
+    def _write_partition(self, part: _Partition) -> Path:
         name, exchange, market_type, timeframe, day = part
         spec = TABLES[name]  # type: ignore[index]
         folder = (
@@ -338,6 +343,7 @@ class DuckDBMarketStore:
             f"TO {_quote(str(tmp))} (FORMAT parquet, COMPRESSION zstd)"
         ).fetchall()
         os.replace(tmp, target)
+        return target
 
     # ---------------------------------------------------------------------- reads
     def series_keys(self) -> list[SeriesKey]:

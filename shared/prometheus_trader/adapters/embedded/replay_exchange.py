@@ -49,10 +49,13 @@ must not change while the exchange caches it, and the clock must not run backwar
 from __future__ import annotations
 
 import bisect
+import functools
 import math
+import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -161,6 +164,21 @@ class _Account:
         self.open_orders.pop(state.order.id, None)
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _serialized(method: _F) -> _F:
+    """Run the method under the exchange's lock: like a real venue, the replay exchange
+    serves concurrent clients (racing executors, the worker) one request at a time."""
+
+    @functools.wraps(method)
+    def locked(self: ReplayExchange, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(_F, locked)
+
+
 class ReplayExchange:
     """``Exchange`` over a ``MarketStore`` replayed on a ``Clock``, with paper accounts."""
 
@@ -182,6 +200,7 @@ class ReplayExchange:
     ) -> None:
         if taker_fee < 0 or maker_fee < 0 or slippage_bps < 0 or latency_ms < 0:
             raise ValueError("fees, slippage and latency must not be negative")
+        self._lock = threading.RLock()
         self._store = store
         self._clock = clock
         self._exchange_id = exchange_id
@@ -218,6 +237,7 @@ class ReplayExchange:
         """Our exchange name, e.g. ``binance``."""
         return self._exchange_id
 
+    @_serialized
     def load_markets(self) -> list[Instrument]:
         """One instrument per stored series of this exchange and market type, by symbol.
 
@@ -231,6 +251,7 @@ class ReplayExchange:
         self._sync()
         return sorted(self._instrument_map().values(), key=lambda i: i.symbol)
 
+    @_serialized
     def fetch_tickers(self, symbols: Sequence[str] | None = None) -> list[Ticker]:
         """Tickers from the last closed 1m bar of each symbol (none for a symbol with no bar
         yet), sorted by symbol."""
@@ -263,6 +284,7 @@ class ReplayExchange:
             )
         return tickers
 
+    @_serialized
     def fetch_ohlcv(
         self, symbol: str, timeframe: str, since_ms: int | None = None, limit: int = 1000
     ) -> list[Candle]:
@@ -292,6 +314,7 @@ class ReplayExchange:
         lo, hi = (max(0, len(series) - limit), len(series)) if since_ms is None else (0, limit)
         return _candles(series, self._exchange_id, self._market_type, lo, hi)
 
+    @_serialized
     def fetch_funding_rate(self, symbol: str) -> FundingRate | None:
         """Latest funding rate at or before now (None for spot or when unknown)."""
         self._sync()
@@ -306,6 +329,7 @@ class ReplayExchange:
         i = bisect.bisect_right(stamps, self._clock.now_ms())
         return rates[i - 1] if i else None
 
+    @_serialized
     def fetch_open_interest(self, symbol: str) -> OpenInterest | None:
         """Latest open interest at or before now, looking back to the previous UTC day (None
         when the store has none)."""
@@ -318,6 +342,7 @@ class ReplayExchange:
                 return points[i - 1]
         return None
 
+    @_serialized
     def fetch_trades(self, symbol: str, since_ms: int, limit: int = 1000) -> list[Trade]:
         """Visible trades with ``since_ms <= ts_ms <= now``, oldest first, at most ``limit``
         (history reaches back one day at most)."""
@@ -337,6 +362,7 @@ class ReplayExchange:
                 break
         return out[:limit]
 
+    @_serialized
     def poll_trades(self, symbols: Sequence[str], after_ms: int) -> list[Trade]:
         """Trades of ``symbols`` that became visible in ``(after_ms, now]`` (see the module
         docstring), ordered by (ts_ms, symbol, trade_id). Every one has ``ts_ms <= now``;
@@ -350,11 +376,13 @@ class ReplayExchange:
         )
 
     # ============================================================ paper accounts
+    @_serialized
     def fetch_balance(self, account: str) -> Balance:
         """Wallet (start + realized PnL − fees), unrealized PnL at the last price, margin."""
         self._sync()
         return self._balance(self._account(account))
 
+    @_serialized
     def create_order(self, account: str, request: OrderRequest) -> Order:
         """Place an order; the same ``client_order_id`` returns the existing order unchanged.
 
@@ -415,16 +443,19 @@ class ReplayExchange:
         acct.record(state)
         return state.order.model_copy()
 
+    @_serialized
     def fetch_order(self, account: str, order_id: str) -> Order:
         """One order by exchange id (``ExchangeError`` if unknown)."""
         self._sync()
         return self._order(account, order_id).order.model_copy()
 
+    @_serialized
     def fetch_open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
         """Resting orders, in creation order."""
         self._sync()
         return [s.order.model_copy() for s in self._account(account).resting(symbol)]
 
+    @_serialized
     def cancel_order(self, account: str, order_id: str) -> Order:
         """Cancel a resting order (no-op on a filled or cancelled one)."""
         self._sync()
@@ -433,6 +464,7 @@ class ReplayExchange:
             self._account(account).finish(state, OrderStatus.CANCELED, self._clock.now_ms())
         return state.order.model_copy()
 
+    @_serialized
     def fetch_positions(self, account: str) -> list[ExchangePosition]:
         """Open net positions, by symbol."""
         self._sync()
@@ -449,16 +481,19 @@ class ReplayExchange:
         ]
 
     # --------------------------------------------------------- not in the port
+    @_serialized
     def fills(self, account: str) -> list[Fill]:
         """Every fill of ``account`` in execution order (for the ledger)."""
         self._sync()
         return list(self._account(account).fills)
 
+    @_serialized
     def orders(self, account: str) -> list[Order]:
         """Every order of ``account`` (any status) in creation order (for the ledger)."""
         self._sync()
         return [s.order.model_copy() for s in self._account(account).orders.values()]
 
+    @_serialized
     def accounts(self) -> list[str]:
         """Names of the paper accounts created so far, sorted."""
         return sorted(self._accounts)
