@@ -31,8 +31,8 @@ run: install
 	$(BIN)/prometheus-trader run
 
 lint: install-dev
-	$(BIN)/ruff check shared tests bench scripts
-	$(BIN)/ruff format --check shared tests bench scripts
+	$(BIN)/ruff check shared tests functions bench scripts
+	$(BIN)/ruff format --check shared tests functions bench scripts
 
 typecheck: install-dev
 	$(BIN)/mypy

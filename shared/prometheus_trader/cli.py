@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -23,6 +24,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Market data: import recorded files into a market store.")
 app.add_typer(data_app, name="data")
+stack_app = typer.Typer(help="The emulated Google Cloud stack on 127.0.0.1.")
+app.add_typer(stack_app, name="stack")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -36,26 +39,25 @@ def _parse_time(value: str | None) -> datetime | None:
         raise typer.BadParameter(f"not an ISO time: {value!r} (e.g. 2025-05-21T06:00Z)") from None
 
 
-@app.command()
-def run(
-    data: Annotated[
-        Path | None,
-        typer.Option(help="market store folder made by `data import` (default: bundled sample)"),
-    ] = None,
-    var_dir: Annotated[
-        Path | None, typer.Option("--var", help="output folder (default: var)")
-    ] = None,
-    start: Annotated[str | None, typer.Option(help="replay start, ISO UTC")] = None,
-    end: Annotated[str | None, typer.Option(help="replay end, ISO UTC")] = None,
-    synthesizer: Annotated[str | None, typer.Option(help="consensus | hierarchical")] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
-) -> None:
-    """Run the whole pipeline on the embedded default, replaying recorded market data.
+DataOption = Annotated[
+    Path | None,
+    typer.Option(help="market store folder made by `data import` (default: bundled sample)"),
+]
+VarOption = Annotated[Path | None, typer.Option("--var", help="output folder (default: var)")]
+StartOption = Annotated[str | None, typer.Option(help="replay start, ISO UTC")]
+EndOption = Annotated[str | None, typer.Option(help="last time a signal may be published, ISO UTC")]
+SynthesizerOption = Annotated[str | None, typer.Option(help="consensus | hierarchical")]
+QuietOption = Annotated[bool, typer.Option(help="no progress bar")]
 
-    Writes var/run/summary.json, the ledger, reports and JSON logs under var/run/.
-    """
-    from prometheus_trader.app.pipeline import DataRangeError, run_pipeline
 
+def _settings(
+    data: Path | None = None,
+    var_dir: Path | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    synthesizer: str | None = None,
+) -> Settings:
+    """Settings from the environment / .env, with the command line's overrides."""
     overrides: dict[str, object] = {}
     if data is not None:
         if not data.is_dir():
@@ -70,13 +72,19 @@ def run(
     if synthesizer is not None:
         overrides["synthesizer"] = synthesizer
     try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         console.print(f"[red]error:[/red] invalid settings: {problems}")
         raise typer.Exit(2) from None
+
+
+def _replay(settings: Settings, quiet: bool, runner: Callable[..., dict[str, Any]]) -> None:
+    """Run a replay with a progress bar; print the summary table."""
+    from prometheus_trader.app.pipeline import DataRangeError
+
     try:
         with _progress(quiet) as bar:
             task = bar.add_task("replay", total=None)
@@ -84,12 +92,99 @@ def run(
             def report(done: int, total: int, stage: str) -> None:
                 bar.update(task, completed=done, total=total, description=stage)
 
-            summary = run_pipeline(settings, report)
+            summary = runner(settings, report)
     except DataRangeError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     _print_summary(summary)
     out.print(f"summary written to {settings.run_dir / 'summary.json'}")
+
+
+@app.command()
+def run(
+    data: DataOption = None,
+    var_dir: VarOption = None,
+    start: StartOption = None,
+    end: EndOption = None,
+    synthesizer: SynthesizerOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Run the whole pipeline on the embedded default, replaying recorded market data.
+
+    Writes var/run/summary.json, the ledger, reports and JSON logs under var/run/.
+    """
+    from prometheus_trader.app.pipeline import run_pipeline
+
+    _replay(_settings(data, var_dir, start, end, synthesizer), quiet, run_pipeline)
+
+
+@stack_app.command("up")
+def stack_up(var_dir: VarOption = None) -> None:
+    """Start the emulators, serve every function locally behind push subscriptions, start
+    the worker; everything on 127.0.0.1, recorded in var/stack/stack.json."""
+    from prometheus_trader.app.emulators import EmulatorError
+    from prometheus_trader.app.stack import StackError
+    from prometheus_trader.app.stack import stack_up as up
+
+    try:
+        up(_settings(var_dir=var_dir), say=out.print)
+    except (StackError, EmulatorError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@stack_app.command("down")
+def stack_down(var_dir: VarOption = None) -> None:
+    """Stop every process `stack up` started (whole process groups)."""
+    from prometheus_trader.app.stack import stack_down as down
+
+    stopped = down(_settings(var_dir=var_dir))
+    out.print(f"stopped: {', '.join(stopped)}" if stopped else "no stack was up")
+
+
+@stack_app.command("status")
+def stack_status(var_dir: VarOption = None) -> None:
+    """Show what `stack up` started."""
+    from prometheus_trader.app.stack import read_info
+
+    info = read_info(_settings(var_dir=var_dir))
+    if info is None:
+        out.print("no stack is up")
+        raise typer.Exit(1)
+    out.print_json(info.model_dump_json())
+
+
+@stack_app.command("run")
+def stack_run(
+    data: DataOption = None,
+    var_dir: VarOption = None,
+    start: StartOption = None,
+    end: EndOption = None,
+    synthesizer: SynthesizerOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """The `run` scenario on the emulated stack (Firestore, Pub/Sub push to the functions,
+    Cloud Storage): same summary fields, same ledger. Uses an up stack's emulators, or
+    starts (and stops) its own."""
+    from prometheus_trader.app.emulators import EmulatorError
+    from prometheus_trader.app.stack import stack_run as run_on_stack
+
+    try:
+        _replay(_settings(data, var_dir, start, end, synthesizer), quiet, run_on_stack)
+    except EmulatorError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def worker() -> None:
+    """Run the always-on exit-monitor worker service (GET /healthz on $PORT, stops on SIGTERM).
+
+    Adapters come from the environment (PROMETHEUS_BACKEND=gcp for the cloud ones).
+    """
+    from prometheus_trader.app.worker import main
+
+    raise typer.Exit(main())
 
 
 @data_app.command("import")

@@ -125,3 +125,27 @@ def test_bad_data_folder_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "no 1m candles" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_stack_run_on_the_emulators_gives_the_same_summary_and_ledger(
+    sample_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """Issue 3: Firestore, Pub/Sub push to the functions' main.py, Cloud Storage."""
+    done = run_cli("stack", "run", "--quiet", "--var", str(tmp_path / "var"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    stacked = json.loads((tmp_path / "var" / "run" / "summary.json").read_text())
+    embedded = sample_run["summary"]
+    assert stacked["run"]["backend"] == "emulated"
+    for field in (
+        "signals_published",
+        "users",
+        "decisions",
+        "rejection_reasons",
+        "orders",
+        "positions_opened",
+        "positions_closed",
+        "closed_by_reason",
+        "ledger_sha256",
+    ):
+        assert stacked[field] == embedded[field], field
+    assert all(r.startswith("gs://") for r in stacked["reports"])

@@ -81,6 +81,47 @@ class Settings(BaseSettings):
     # secrets (embedded): Fernet key file for the encrypted local secret store
     secret_key_file: Path | None = None
 
+    # services (functions + worker): which adapters app.cloud wires
+    backend: Literal["embedded", "gcp"] = Field(
+        default="embedded",
+        description="embedded = SQLite/in-process bus/local folders under var_dir/service; "
+        "gcp = Firestore, Pub/Sub, Cloud Storage, Secret Manager",
+    )
+    gcp_project: str | None = Field(
+        default=None, description="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT)"
+    )
+    firestore_database: str = "(default)"
+    state_prefix: str = Field(default="", description="prepended to every collection name")
+    topic_prefix: str = Field(default="", description="prepended to every topic/subscription")
+    blob_bucket: str | None = Field(default=None, description="reports and the audit log")
+    blob_prefix: str = ""
+    market_bucket: str | None = Field(
+        default=None, description="market store bucket (default: blob_bucket)"
+    )
+    market_prefix: str = "market"
+    market_cache_dir: Path = Field(
+        default=Path("/tmp/prometheus-market"),
+        description="local cache of market partitions (functions may only write /tmp)",
+    )
+    secret_prefix: str = ""
+    exchange_mode: Literal["replay"] = Field(
+        default="replay",
+        description="replay = paper fills over recorded data in the market store (a live "
+        "ccxt exchange is a later issue)",
+    )
+    replay_source_prefix: str = Field(
+        default="replay", description="market-store prefix (same bucket) the replay exchange reads"
+    )
+    clock_start: datetime | None = Field(
+        default=None,
+        description="pin the service clock: it reads this instant when the process builds its "
+        "runtime and runs at real speed from there (replaying recorded data); None = real time",
+    )
+    worker_port: int = Field(default=8080, ge=1, le=65535, description="overridden by $PORT")
+    worker_stale_after_seconds: float = Field(
+        default=30.0, gt=0, description="/healthz turns 503 when the last cycle is older"
+    )
+
     @property
     def run_dir(self) -> Path:
         """Folder of the current embedded run."""

@@ -441,7 +441,12 @@ class FirestoreStateStore:
             except gexc.NotFound as exc:
                 raise KeyError(str(exc)) from exc
             except (gexc.Aborted, ValueError) as exc:
-                aborted = isinstance(exc, gexc.Aborted) or isinstance(exc.__cause__, gexc.Aborted)
+                # the client gives up on commit contention with a plain ValueError
+                aborted = (
+                    isinstance(exc, gexc.Aborted)
+                    or isinstance(exc.__cause__, gexc.Aborted)
+                    or str(exc).startswith("Failed to commit transaction")
+                )
                 if not aborted or n == self.max_attempts - 1:
                     raise
                 time.sleep(random.uniform(0, min(0.5, 0.01 * 2**n)))

@@ -1,0 +1,497 @@
+"""Composition root of the services (Cloud Functions and the exit-monitor worker).
+
+``get_runtime()`` builds one :class:`CloudRuntime` per process from :class:`Settings` and
+caches it: a function instance reuses its clients, caches and use-cases between
+invocations. Every adapter and use-case is built lazily on first use, so the collector
+never opens a Secret Manager client and importing a function's ``main.py`` does no I/O.
+
+``settings.backend`` picks the adapters:
+
+* ``gcp``: Firestore, Pub/Sub, Cloud Storage (blobs and the market store, cached under
+  ``market_cache_dir``), Secret Manager;
+* ``embedded``: SQLite, the in-process bus, local folders under ``var_dir/service`` (one
+  process only: the worker run locally, tests).
+
+The exchange is, for now, the :class:`ReplayExchange` (paper fills over recorded data in
+the market store, ``exchange_mode="replay"``); a live ccxt adapter is a later issue.
+Paper accounts live in the exchange object's memory, so in the cloud each function
+instance and the worker have their own paper accounts: good enough for staging, not for
+reconciling orders across processes. The notifier is the console one (one line on stdout
+per notification) until the webhook / SendGrid notifiers land.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from prometheus_trader.adapters.embedded.clocks import SystemClock
+from prometheus_trader.adapters.embedded.console_notifier import ConsoleNotifier
+from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
+from prometheus_trader.app.settings import Settings
+from prometheus_trader.domain.analysts import default_panel
+from prometheus_trader.domain.exits import ExitConfig
+from prometheus_trader.domain.synthesizer import SignalParams, policy_from_name
+from prometheus_trader.domain.trading import Execution
+from prometheus_trader.ports import (
+    BlobStore,
+    Bus,
+    BusMessage,
+    Clock,
+    MarketStore,
+    Notifier,
+    SecretStore,
+    StateStore,
+)
+from prometheus_trader.usecases.collect import CollectMarketData, CollectReport
+from prometheus_trader.usecases.dispatch import DispatchSignal
+from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
+from prometheus_trader.usecases.execute import ExecuteSignalForUser
+from prometheus_trader.usecases.housekeeping import ExpireSignals
+from prometheus_trader.usecases.monitor import ExitMonitor
+from prometheus_trader.usecases.notify import NotifyEvent
+from prometheus_trader.usecases.rank import RankAndPublishSignals, RankerConfig, RankReport
+from prometheus_trader.usecases.report import DailyReporter
+
+T = TypeVar("T")
+
+
+class ConfigurationError(RuntimeError):
+    """The settings lack something the requested adapter needs."""
+
+
+class ShiftedClock:
+    """Real time moved by a fixed offset: recorded data replays at real speed.
+
+    The offset is fixed when the clock is made (``start`` is "now" at that moment).
+    """
+
+    def __init__(self, start: datetime, base: Clock | None = None) -> None:
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+        self._base = base or SystemClock()
+        self._offset: timedelta = start - self._base.now()
+
+    def __repr__(self) -> str:
+        return f"ShiftedClock(offset={self._offset})"
+
+    def now(self) -> datetime:
+        """Shifted UTC time, timezone-aware."""
+        return (self._base.now() + self._offset).astimezone(UTC)
+
+    def now_ms(self) -> int:
+        """Shifted time in epoch milliseconds."""
+        return self._base.now_ms() + self._offset // timedelta(milliseconds=1)
+
+
+class CloudRuntime:
+    """Adapters and use-cases of one service process, each built on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._built: dict[str, object] = {}
+        self._closers: list[Callable[[], None]] = []
+        # re-entrant: building a use-case builds the adapters it needs
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"CloudRuntime(backend={self.settings.backend!r}, built={sorted(self._built)})"
+
+    def _once(self, name: str, factory: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = factory()
+            return self._built[name]  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Close what was opened (last opened, first closed)."""
+        with self._lock:
+            for closer in reversed(self._closers):
+                closer()
+            self._closers.clear()
+            self._built.clear()
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def project(self) -> str:
+        """The Google Cloud project (settings, else $GOOGLE_CLOUD_PROJECT)."""
+        project = self.settings.gcp_project or os.environ.get("GOOGLE_CLOUD_PROJECT")
+        if not project:
+            raise ConfigurationError(
+                "no Google Cloud project: set PROMETHEUS_GCP_PROJECT or GOOGLE_CLOUD_PROJECT"
+            )
+        return project
+
+    def _bucket(self, name: str | None, what: str) -> str:
+        bucket = name or self.settings.blob_bucket
+        if not bucket:
+            raise ConfigurationError(f"no bucket for {what}: set PROMETHEUS_BLOB_BUCKET")
+        return bucket
+
+    @property
+    def _gcp(self) -> bool:
+        return self.settings.backend == "gcp"
+
+    @property
+    def _service_dir(self) -> Path:
+        return self.settings.var_dir / "service"
+
+    # ------------------------------------------------------------------ adapters
+    @property
+    def clock(self) -> Clock:
+        """System time, or shifted to ``settings.clock_start`` (replays)."""
+
+        def make() -> Clock:
+            start = self.settings.clock_start
+            return SystemClock() if start is None else ShiftedClock(start)
+
+        return self._once("clock", make)
+
+    @property
+    def state(self) -> StateStore:
+        """The state store."""
+
+        def make() -> StateStore:
+            if self._gcp:
+                from prometheus_trader.adapters.gcp.firestore_state_store import (
+                    FirestoreStateStore,
+                )
+
+                firestore = FirestoreStateStore(
+                    project=self.project,
+                    database=self.settings.firestore_database,
+                    prefix=self.settings.state_prefix,
+                )
+                self._closers.append(firestore.close)
+                return firestore
+            from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
+
+            sqlite = SqliteStateStore(self._service_dir / "state.sqlite")
+            self._closers.append(sqlite.close)
+            return sqlite
+
+        return self._once("state", make)
+
+    @property
+    def bus(self) -> Bus:
+        """The message bus (publishing only: subscriptions push to the functions)."""
+
+        def make() -> Bus:
+            if self._gcp:
+                from prometheus_trader.adapters.gcp.pubsub_bus import PubSubBus
+
+                return PubSubBus(
+                    self.project,
+                    topic_prefix=self.settings.topic_prefix,
+                    max_delivery_attempts=self.settings.max_delivery_attempts,
+                )
+            from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
+
+            return InMemoryBus(max_delivery_attempts=self.settings.max_delivery_attempts)
+
+        return self._once("bus", make)
+
+    @property
+    def storage_client(self) -> Any:
+        """One Cloud Storage client shared by the blob and market stores."""
+
+        # Any: google-cloud-storage ships no type information mypy can see
+        def make() -> Any:
+            from google.cloud import storage  # type: ignore[attr-defined,unused-ignore]
+
+            return storage.Client(project=self.project)
+
+        return self._once("storage_client", make)
+
+    @property
+    def blobs(self) -> BlobStore:
+        """Reports and the append-only audit log."""
+
+        def make() -> BlobStore:
+            if self._gcp:
+                from prometheus_trader.adapters.gcp.gcs_blob_store import GcsBlobStore
+
+                return GcsBlobStore(
+                    self._bucket(None, "blobs"),
+                    client=self.storage_client,
+                    prefix=self.settings.blob_prefix,
+                )
+            from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
+
+            return LocalBlobStore(self._service_dir / "blobs")
+
+        return self._once("blobs", make)
+
+    def _market_store(self, prefix: str, cache: str, *, read_only: bool) -> MarketStore:
+        if self._gcp:
+            from prometheus_trader.adapters.gcp.gcs_market_store import GcsMarketStore
+
+            gcs = GcsMarketStore(
+                self._bucket(self.settings.market_bucket, "the market store"),
+                self.settings.market_cache_dir / cache,
+                client=self.storage_client,
+                prefix=prefix,
+                read_only=read_only,
+            )
+            self._closers.append(gcs.close)
+            return gcs
+        from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
+
+        root = self.settings.data_dir if read_only else self._service_dir / "market"
+        duck = DuckDBMarketStore(root, read_only=read_only)
+        self._closers.append(duck.close)
+        return duck
+
+    @property
+    def market(self) -> MarketStore:
+        """The market store the collector fills and the ranker/executor read."""
+        return self._once(
+            "market",
+            lambda: self._market_store(self.settings.market_prefix, "market", read_only=False),
+        )
+
+    @property
+    def replay_source(self) -> MarketStore:
+        """Recorded data the replay exchange serves (read-only)."""
+        return self._once(
+            "replay_source",
+            lambda: self._market_store(
+                self.settings.replay_source_prefix, "replay", read_only=True
+            ),
+        )
+
+    @property
+    def exchange(self) -> ReplayExchange:
+        """The exchange: paper fills over recorded data (``exchange_mode="replay"``)."""
+
+        def make() -> ReplayExchange:
+            s = self.settings
+            return ReplayExchange(
+                self.replay_source,
+                self.clock,
+                exchange_id=s.exchange,
+                market_type=s.market_type,
+                taker_fee=s.taker_fee_pct / 100,
+                maker_fee=s.maker_fee_pct / 100,
+                slippage_bps=s.slippage_bps,
+                latency_ms=s.latency_ms,
+                starting_balance=s.paper_starting_balance,
+            )
+
+        return self._once("exchange", make)
+
+    @property
+    def notifier(self) -> Notifier:
+        """Console notifier (stdout) until the webhook / SendGrid notifiers land."""
+        return self._once("notifier", lambda: ConsoleNotifier(None, console=True))
+
+    @property
+    def secrets(self) -> SecretStore:
+        """Per-user exchange keys."""
+
+        def make() -> SecretStore:
+            if self._gcp:
+                from prometheus_trader.adapters.gcp.secret_manager_store import (
+                    SecretManagerSecretStore,
+                )
+
+                return SecretManagerSecretStore(self.project, prefix=self.settings.secret_prefix)
+            from prometheus_trader.adapters.embedded.encrypted_secret_store import (
+                EncryptedFileSecretStore,
+            )
+
+            return EncryptedFileSecretStore(
+                self._service_dir / "secrets.enc",
+                key_file=self.settings.secret_key_file or self._service_dir / "secrets.key",
+            )
+
+        return self._once("secrets", make)
+
+    # ----------------------------------------------------------------- use-cases
+    @property
+    def collector(self) -> CollectMarketData:
+        """Scheduler, every minute."""
+        return self._once(
+            "collector",
+            lambda: CollectMarketData(
+                self.exchange,
+                self.market,
+                self.clock,
+                backfill_minutes=int(self.settings.warmup_hours * 60),
+            ),
+        )
+
+    @property
+    def ranker(self) -> RankAndPublishSignals:
+        """Scheduler, every few minutes."""
+
+        def make() -> RankAndPublishSignals:
+            s = self.settings
+            return RankAndPublishSignals(
+                self.market,
+                self.state,
+                self.bus,
+                self.clock,
+                default_panel(),
+                policy_from_name(
+                    s.synthesizer,
+                    min_confidence=s.min_confidence,
+                    min_agreeing=s.min_agreeing_analysts,
+                    scale_to_available=s.consensus_scale_to_available,
+                ),
+                RankerConfig(
+                    exchange=s.exchange,
+                    market_type=s.market_type,
+                    btc_symbol=s.btc_symbol,
+                    window_hours=s.analysis_window_hours,
+                    top_n=s.top_n,
+                    signal_ttl_minutes=s.signal_ttl_minutes,
+                    strategy=s.synthesizer,
+                    signal_params=SignalParams(take_profit_r=s.take_profit_r),
+                ),
+            )
+
+        return self._once("ranker", make)
+
+    @property
+    def dispatcher(self) -> DispatchSignal:
+        """``signals`` → one ``executions`` message per admitted user."""
+        return self._once("dispatcher", lambda: DispatchSignal(self.state, self.bus, self.clock))
+
+    @property
+    def executor(self) -> ExecuteSignalForUser:
+        """``executions`` → plan, risk gate, orders, position."""
+        return self._once(
+            "executor",
+            lambda: ExecuteSignalForUser(
+                self.state, self.exchange, self.market, self.bus, self.blobs, self.clock
+            ),
+        )
+
+    @property
+    def evaluator(self) -> EvaluateClosedPosition:
+        """``events`` → journal and statistics of closed positions."""
+        return self._once("evaluator", lambda: EvaluateClosedPosition(self.state, self.clock))
+
+    @property
+    def notify(self) -> NotifyEvent:
+        """``events`` → user notifications."""
+        return self._once("notify", lambda: NotifyEvent(self.notifier, self.state))
+
+    @property
+    def monitor(self) -> ExitMonitor:
+        """The worker's loop body."""
+        return self._once(
+            "monitor",
+            lambda: ExitMonitor(
+                self.state, self.exchange, self.bus, self.blobs, self.clock, ExitConfig()
+            ),
+        )
+
+    @property
+    def reporter(self) -> DailyReporter:
+        """Scheduler, 00:00 UTC."""
+        return self._once(
+            "reporter", lambda: DailyReporter(self.state, self.blobs, self.bus, self.clock)
+        )
+
+    @property
+    def housekeeping(self) -> ExpireSignals:
+        """Scheduler: expire signals whose TTL ran out."""
+        return self._once("housekeeping", lambda: ExpireSignals(self.state, self.clock))
+
+    # ------------------------------------------------------- one invocation each
+    def refresh_market(self) -> None:
+        """Make the next market read see the bucket as it is now.
+
+        ``GcsMarketStore`` mirrors the bucket when it opens; a warm function instance
+        would otherwise read the partitions of its first invocation. Reopening re-lists
+        the bucket and downloads only changed partitions (the cache stays in /tmp).
+        Dependent use-cases are rebuilt with it. Embedded: nothing to do.
+        """
+        if not self._gcp:
+            return
+        with self._lock:
+            store = self._built.pop("market", None)
+            for dependent in ("collector", "ranker", "executor"):
+                self._built.pop(dependent, None)
+            if store is not None:
+                close = store.close  # type: ignore[attr-defined]
+                self._closers.remove(close)
+                close()
+
+    def collect(self) -> CollectReport:
+        """Collector: one round, written to the market store."""
+        with self._lock:
+            self.refresh_market()
+            report = self.collector.run()
+            self.market.flush()
+            return report
+
+    def rank(self) -> RankReport:
+        """Ranker over the current market store."""
+        with self._lock:
+            self.refresh_market()
+            return self.ranker.run()
+
+    def execute(self, message: BusMessage) -> Execution:
+        """Executor over the current market store."""
+        with self._lock:
+            self.refresh_market()
+            return self.executor.handle(message)
+
+
+_runtime: CloudRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime(settings_factory: Callable[[], Settings] = Settings) -> CloudRuntime:
+    """This process's runtime, built on first call (settings read from the environment)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = CloudRuntime(settings_factory())
+        return _runtime
+
+
+def install_runtime(runtime: object) -> None:
+    """Make ``get_runtime()`` return ``runtime`` (``stack run``, tests).
+
+    Duck-typed: any object with the attributes the functions reach (``execute``,
+    ``dispatcher.handle``, ...). The previous runtime is closed.
+    """
+    global _runtime
+    reset_runtime()
+    with _runtime_lock:
+        _runtime = cast(CloudRuntime, runtime)
+
+
+def reset_runtime() -> None:
+    """Close (when it can) and forget the cached runtime (tests; a changed environment)."""
+    global _runtime
+    with _runtime_lock:
+        close = getattr(_runtime, "close", None)
+        if callable(close):
+            close()
+        _runtime = None
+
+
+def describe(runtime: CloudRuntime) -> dict[str, Any]:
+    """What the runtime is configured to use (health endpoints)."""
+    s = runtime.settings
+    return {"backend": s.backend, "exchange_mode": s.exchange_mode, "exchange": s.exchange}
+
+
+__all__ = [
+    "CloudRuntime",
+    "ConfigurationError",
+    "ShiftedClock",
+    "describe",
+    "get_runtime",
+    "install_runtime",
+    "reset_runtime",
+]
