@@ -32,10 +32,8 @@ from typing import Any, TypeVar, cast
 from prometheus_trader.adapters.embedded.clocks import SystemClock
 from prometheus_trader.adapters.embedded.console_notifier import ConsoleNotifier
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
+from prometheus_trader.app.pipeline import UseCases, wire
 from prometheus_trader.app.settings import Settings
-from prometheus_trader.domain.analysts import default_panel
-from prometheus_trader.domain.exits import ExitConfig
-from prometheus_trader.domain.synthesizer import SignalParams, policy_from_name
 from prometheus_trader.domain.trading import Execution
 from prometheus_trader.ports import (
     BlobStore,
@@ -47,14 +45,13 @@ from prometheus_trader.ports import (
     SecretStore,
     StateStore,
 )
-from prometheus_trader.usecases.collect import CollectMarketData, CollectReport
+from prometheus_trader.usecases.collect import CollectReport
 from prometheus_trader.usecases.dispatch import DispatchSignal
 from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
-from prometheus_trader.usecases.execute import ExecuteSignalForUser
 from prometheus_trader.usecases.housekeeping import ExpireSignals
 from prometheus_trader.usecases.monitor import ExitMonitor
 from prometheus_trader.usecases.notify import NotifyEvent
-from prometheus_trader.usecases.rank import RankAndPublishSignals, RankerConfig, RankReport
+from prometheus_trader.usecases.rank import RankReport
 from prometheus_trader.usecases.report import DailyReporter
 
 T = TypeVar("T")
@@ -313,96 +310,51 @@ class CloudRuntime:
 
     # ----------------------------------------------------------------- use-cases
     @property
-    def collector(self) -> CollectMarketData:
-        """Scheduler, every minute."""
+    def usecases(self) -> UseCases:
+        """Every use-case over this runtime's adapters (wired as the pipeline wires them)."""
         return self._once(
-            "collector",
-            lambda: CollectMarketData(
-                self.exchange,
-                self.market,
-                self.clock,
-                backfill_minutes=int(self.settings.warmup_hours * 60),
+            "usecases",
+            lambda: wire(
+                self.settings,
+                clock=self.clock,
+                exchange=self.exchange,
+                market=self.market,
+                state=self.state,
+                bus=self.bus,
+                blobs=self.blobs,
+                notifier=self.notifier,
             ),
         )
-
-    @property
-    def ranker(self) -> RankAndPublishSignals:
-        """Scheduler, every few minutes."""
-
-        def make() -> RankAndPublishSignals:
-            s = self.settings
-            return RankAndPublishSignals(
-                self.market,
-                self.state,
-                self.bus,
-                self.clock,
-                default_panel(),
-                policy_from_name(
-                    s.synthesizer,
-                    min_confidence=s.min_confidence,
-                    min_agreeing=s.min_agreeing_analysts,
-                    scale_to_available=s.consensus_scale_to_available,
-                ),
-                RankerConfig(
-                    exchange=s.exchange,
-                    market_type=s.market_type,
-                    btc_symbol=s.btc_symbol,
-                    window_hours=s.analysis_window_hours,
-                    top_n=s.top_n,
-                    signal_ttl_minutes=s.signal_ttl_minutes,
-                    strategy=s.synthesizer,
-                    signal_params=SignalParams(take_profit_r=s.take_profit_r),
-                ),
-            )
-
-        return self._once("ranker", make)
 
     @property
     def dispatcher(self) -> DispatchSignal:
         """``signals`` → one ``executions`` message per admitted user."""
-        return self._once("dispatcher", lambda: DispatchSignal(self.state, self.bus, self.clock))
-
-    @property
-    def executor(self) -> ExecuteSignalForUser:
-        """``executions`` → plan, risk gate, orders, position."""
-        return self._once(
-            "executor",
-            lambda: ExecuteSignalForUser(
-                self.state, self.exchange, self.market, self.bus, self.blobs, self.clock
-            ),
-        )
+        return self.usecases.dispatcher
 
     @property
     def evaluator(self) -> EvaluateClosedPosition:
         """``events`` → journal and statistics of closed positions."""
-        return self._once("evaluator", lambda: EvaluateClosedPosition(self.state, self.clock))
+        return self.usecases.evaluator
 
     @property
     def notify(self) -> NotifyEvent:
         """``events`` → user notifications."""
-        return self._once("notify", lambda: NotifyEvent(self.notifier, self.state))
+        return self.usecases.notifier
 
     @property
     def monitor(self) -> ExitMonitor:
         """The worker's loop body."""
-        return self._once(
-            "monitor",
-            lambda: ExitMonitor(
-                self.state, self.exchange, self.bus, self.blobs, self.clock, ExitConfig()
-            ),
-        )
+        return self.usecases.monitor
 
     @property
     def reporter(self) -> DailyReporter:
         """Scheduler, 00:00 UTC."""
-        return self._once(
-            "reporter", lambda: DailyReporter(self.state, self.blobs, self.bus, self.clock)
-        )
+        return self.usecases.reporter
 
     @property
     def housekeeping(self) -> ExpireSignals:
         """Scheduler: expire signals whose TTL ran out."""
-        return self._once("housekeeping", lambda: ExpireSignals(self.state, self.clock))
+        return self.usecases.housekeeping
 
     # ------------------------------------------------------- one invocation each
     def refresh_market(self) -> None:
@@ -417,8 +369,7 @@ class CloudRuntime:
             return
         with self._lock:
             store = self._built.pop("market", None)
-            for dependent in ("collector", "ranker", "executor"):
-                self._built.pop(dependent, None)
+            self._built.pop("usecases", None)  # rebuilt over the reopened store
             if store is not None:
                 close = store.close  # type: ignore[attr-defined]
                 self._closers.remove(close)
@@ -428,7 +379,7 @@ class CloudRuntime:
         """Collector: one round, written to the market store."""
         with self._lock:
             self.refresh_market()
-            report = self.collector.run()
+            report = self.usecases.collector.run()
             self.market.flush()
             return report
 
@@ -436,13 +387,13 @@ class CloudRuntime:
         """Ranker over the current market store."""
         with self._lock:
             self.refresh_market()
-            return self.ranker.run()
+            return self.usecases.ranker.run()
 
     def execute(self, message: BusMessage) -> Execution:
         """Executor over the current market store."""
         with self._lock:
             self.refresh_market()
-            return self.executor.handle(message)
+            return self.usecases.executor.handle(message)
 
 
 _runtime: CloudRuntime | None = None

@@ -46,6 +46,8 @@ from prometheus_trader.ports import (
     BlobStore,
     Bus,
     BusMessage,
+    Clock,
+    Exchange,
     MarketStore,
     Notifier,
     SecretStore,
@@ -89,18 +91,12 @@ class Adapters:
 class Runtime:
     """Every adapter and use-case of one run, wired together.
 
-    ``handlers`` maps (topic, subscription) to the use-case handler that consumes it;
     ``settle`` returns once everything published so far has been handled.
     """
 
     settings: Settings
     adapters: Adapters
-    collector: CollectMarketData
-    ranker: RankAndPublishSignals
-    monitor: ExitMonitor
-    reporter: DailyReporter
-    housekeeping: ExpireSignals
-    handlers: dict[tuple[str, str], Callable[[BusMessage], object]]
+    usecases: UseCases
     settle: Callable[[], None]
     dead_letters: Callable[[], int]
     locate: Callable[[str], str]
@@ -164,48 +160,86 @@ def replay_exchange(
     )
 
 
+@dataclass(frozen=True)
+class UseCases:
+    """Every use-case, wired to one set of adapters."""
+
+    collector: CollectMarketData
+    ranker: RankAndPublishSignals
+    dispatcher: DispatchSignal
+    executor: ExecuteSignalForUser
+    evaluator: EvaluateClosedPosition
+    notifier: NotifyEvent
+    monitor: ExitMonitor
+    reporter: DailyReporter
+    housekeeping: ExpireSignals
+
+    def handlers(self) -> dict[tuple[str, str], Callable[[BusMessage], object]]:
+        """(topic, subscription) → the handler that consumes it."""
+        return {
+            (Topics.SIGNALS, Subscriptions.DISPATCHER): self.dispatcher.handle,
+            (Topics.EXECUTIONS, Subscriptions.EXECUTOR): self.executor.handle,
+            (Topics.EVENTS, Subscriptions.EVALUATOR): self.evaluator.handle,
+            (Topics.EVENTS, Subscriptions.NOTIFIER): self.notifier.handle,
+        }
+
+
 def wire(
-    settings: Settings, a: Adapters
-) -> tuple[
-    CollectMarketData,
-    RankAndPublishSignals,
-    ExitMonitor,
-    DailyReporter,
-    ExpireSignals,
-    dict[tuple[str, str], Callable[[BusMessage], object]],
-]:
-    """The use-cases over ``a``; the last item maps (topic, subscription) to handlers."""
-    collector = CollectMarketData(
-        a.exchange, a.market, a.clock, backfill_minutes=int(settings.warmup_hours * 60)
-    )
-    ranker = RankAndPublishSignals(
-        a.market,
-        a.state,
-        a.bus,
-        a.clock,
-        default_panel(),
-        synthesis_policy(settings),
-        RankerConfig(
-            exchange=settings.exchange,
-            market_type=settings.market_type,
-            btc_symbol=settings.btc_symbol,
-            window_hours=settings.analysis_window_hours,
-            top_n=settings.top_n,
-            signal_ttl_minutes=settings.signal_ttl_minutes,
-            strategy=settings.synthesizer,
-            signal_params=SignalParams(take_profit_r=settings.take_profit_r),
+    settings: Settings,
+    *,
+    clock: Clock,
+    exchange: Exchange,
+    market: MarketStore,
+    state: StateStore,
+    bus: Bus,
+    blobs: BlobStore,
+    notifier: Notifier,
+) -> UseCases:
+    """The use-cases over these adapters (the one place they are wired)."""
+    return UseCases(
+        collector=CollectMarketData(
+            exchange, market, clock, backfill_minutes=int(settings.warmup_hours * 60)
         ),
+        ranker=RankAndPublishSignals(
+            market,
+            state,
+            bus,
+            clock,
+            default_panel(),
+            synthesis_policy(settings),
+            RankerConfig(
+                exchange=settings.exchange,
+                market_type=settings.market_type,
+                btc_symbol=settings.btc_symbol,
+                window_hours=settings.analysis_window_hours,
+                top_n=settings.top_n,
+                signal_ttl_minutes=settings.signal_ttl_minutes,
+                strategy=settings.synthesizer,
+                signal_params=SignalParams(take_profit_r=settings.take_profit_r),
+            ),
+        ),
+        dispatcher=DispatchSignal(state, bus, clock),
+        executor=ExecuteSignalForUser(state, exchange, market, bus, blobs, clock),
+        evaluator=EvaluateClosedPosition(state, clock),
+        notifier=NotifyEvent(notifier, state),
+        monitor=ExitMonitor(state, exchange, bus, blobs, clock, ExitConfig()),
+        reporter=DailyReporter(state, blobs, bus, clock),
+        housekeeping=ExpireSignals(state, clock),
     )
-    monitor = ExitMonitor(a.state, a.exchange, a.bus, a.blobs, a.clock, ExitConfig())
-    executor = ExecuteSignalForUser(a.state, a.exchange, a.market, a.bus, a.blobs, a.clock)
-    handlers: dict[tuple[str, str], Callable[[BusMessage], object]] = {
-        (Topics.SIGNALS, Subscriptions.DISPATCHER): DispatchSignal(a.state, a.bus, a.clock).handle,
-        (Topics.EXECUTIONS, Subscriptions.EXECUTOR): executor.handle,
-        (Topics.EVENTS, Subscriptions.EVALUATOR): EvaluateClosedPosition(a.state, a.clock).handle,
-        (Topics.EVENTS, Subscriptions.NOTIFIER): NotifyEvent(a.notifier, a.state).handle,
-    }
-    reporter = DailyReporter(a.state, a.blobs, a.bus, a.clock)
-    return collector, ranker, monitor, reporter, ExpireSignals(a.state, a.clock), handlers
+
+
+def wire_adapters(settings: Settings, a: Adapters) -> UseCases:
+    """``wire`` over a run's adapters."""
+    return wire(
+        settings,
+        clock=a.clock,
+        exchange=a.exchange,
+        market=a.market,
+        state=a.state,
+        bus=a.bus,
+        blobs=a.blobs,
+        notifier=a.notifier,
+    )
 
 
 def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> Runtime:
@@ -230,18 +264,13 @@ def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> Runtime:
             run_dir / "secrets.enc", key_file=settings.secret_key_file or run_dir / "secrets.key"
         ),
     )
-    collector, ranker, monitor, reporter, housekeeping, handlers = wire(settings, adapters)
-    for (topic, subscription), handler in handlers.items():
+    usecases = wire_adapters(settings, adapters)
+    for (topic, subscription), handler in usecases.handlers().items():
         bus.subscribe(topic, subscription, handler)
     return Runtime(
         settings=settings,
         adapters=adapters,
-        collector=collector,
-        ranker=ranker,
-        monitor=monitor,
-        reporter=reporter,
-        housekeeping=housekeeping,
-        handlers=handlers,
+        usecases=usecases,
         settle=bus.drain_all,
         dead_letters=lambda: len(bus.dead_letters),
         locate=lambda key: str(blobs.path_for(key)),
@@ -356,7 +385,7 @@ def _replay(
     s = rt.settings
     monitor_step = int(s.monitor_interval_seconds * 1000)
     total = (end_ms - start_ms) // MINUTE_MS
-    rt.monitor.reconcile()
+    rt.usecases.monitor.reconcile()
     day = _day(start_ms)
     t = start_ms
     while t < end_ms:
@@ -364,17 +393,17 @@ def _replay(
         minute = t // MINUTE_MS
         if _day(t) != day:  # reporter at 00:00 UTC for the day that ended
             with timer.stage("report"):
-                rt.reporter.run(datetime.fromtimestamp(day * 86_400, UTC).date())
+                rt.usecases.reporter.run(datetime.fromtimestamp(day * 86_400, UTC).date())
                 rt.settle()
             day = _day(t)
         if minute % s.collect_interval_minutes == 0:
             with timer.stage("collect"):
-                rt.collector.run()
+                rt.usecases.collector.run()
         with timer.stage("housekeeping"):
-            rt.housekeeping.run()
+            rt.usecases.housekeeping.run()
         if t < trade_until_ms and minute % s.rank_interval_minutes == 0:
             with timer.stage("rank"):
-                rt.ranker.run()
+                rt.usecases.ranker.run()
             with timer.stage("dispatch+execute"):
                 rt.settle()
         # the worker: a cycle every monitor step while positions are open
@@ -382,7 +411,7 @@ def _replay(
         while step < t + MINUTE_MS:
             rt.clock.set_ms(step)
             with timer.stage("monitor_cycle"):
-                report = rt.monitor.cycle()
+                report = rt.usecases.monitor.cycle()
             with timer.stage("evaluate+notify"):
                 rt.settle()
             if report.positions == 0 or report.positions == len(report.closed):
@@ -392,9 +421,9 @@ def _replay(
         if progress is not None:
             progress((t - start_ms) // MINUTE_MS, total, "replay")
     rt.clock.set_ms(max(end_ms, rt.clock.now_ms()))
-    rt.monitor.close_all(ExitReason.END_OF_DATA, {"end_ms": end_ms})
+    rt.usecases.monitor.close_all(ExitReason.END_OF_DATA, {"end_ms": end_ms})
     rt.settle()
-    rt.reporter.run(datetime.fromtimestamp(day * 86_400, UTC).date())
+    rt.usecases.reporter.run(datetime.fromtimestamp(day * 86_400, UTC).date())
     rt.settle()
     rt.adapters.market.flush()
 
@@ -513,4 +542,4 @@ def _iso(ms: int) -> str:
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).isoformat()
 
 
-__all__ = ["Adapters", "Runtime", "build_runtime", "run_pipeline", "wire"]
+__all__ = ["Adapters", "Runtime", "UseCases", "build_runtime", "run_pipeline", "wire"]

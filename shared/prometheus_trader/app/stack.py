@@ -50,9 +50,10 @@ from prometheus_trader.app.pipeline import (
     Adapters,
     Progress,
     Runtime,
+    UseCases,
     replay_exchange,
     run_pipeline,
-    wire,
+    wire_adapters,
 )
 from prometheus_trader.app.quiescence import CountingBus
 from prometheus_trader.app.settings import Settings
@@ -251,9 +252,9 @@ class StackFunctions:
     """What ``functions/*/main.py`` reach through ``get_runtime()`` during ``stack run``:
     the run's own use-cases, each counted for the quiescence wait."""
 
-    def __init__(
-        self, bus: CountingBus, handlers: dict[tuple[str, str], Callable[[BusMessage], object]]
-    ) -> None:
+    def __init__(self, bus: CountingBus, usecases: UseCases) -> None:
+        handlers = usecases.handlers()
+
         def counted(name: str) -> Callable[[BusMessage], None]:
             topic, subscription = PUBSUB_FUNCTIONS[name]
             return bus.counted(subscription, handlers[(topic, subscription)])
@@ -352,8 +353,8 @@ def stack_runtime_factory(
                 run_dir / "secrets.enc", key_file=run_dir / "secrets.key"
             ),
         )
-        collector, ranker, monitor, reporter, housekeeping, handlers = wire(settings, adapters)
-        cloud.install_runtime(StackFunctions(bus, handlers))
+        usecases = wire_adapters(settings, adapters)
+        cloud.install_runtime(StackFunctions(bus, usecases))
         server, urls = _serve_functions()
         for name, (topic, subscription) in PUBSUB_FUNCTIONS.items():
             bus.track(topic, subscription)
@@ -368,12 +369,7 @@ def stack_runtime_factory(
         return Runtime(
             settings=settings,
             adapters=adapters,
-            collector=collector,
-            ranker=ranker,
-            monitor=monitor,
-            reporter=reporter,
-            housekeeping=housekeeping,
-            handlers=handlers,
+            usecases=usecases,
             settle=lambda: bus.wait_idle(timeout=300),
             dead_letters=lambda: 0,
             locate=lambda key: f"gs://{bucket}/{key}",

@@ -224,6 +224,23 @@ class BusMessage:
 Handler = Callable[[BusMessage], None]
 
 
+def publish_attributes(
+    topic: str, dedupe_key: str, attributes: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The attributes a Bus adapter sends: the caller's plus ``dedupe_key``, validated the
+    same way by every adapter (non-empty topic and key, string to string)."""
+    if not topic:
+        raise ValueError("topic must not be empty")
+    if not dedupe_key:
+        raise ValueError("dedupe_key must not be empty")
+    attrs = dict(attributes or {})
+    attrs["dedupe_key"] = dedupe_key
+    for name, value in attrs.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"attribute {name!r} must map a string to a string")
+    return attrs
+
+
 @runtime_checkable
 class Bus(Protocol):
     """Topics with at-least-once delivery, ordering keys and dead letters.
@@ -431,4 +448,5 @@ __all__ = [
     "SeriesKey",
     "StateStore",
     "StateTransaction",
+    "publish_attributes",
 ]

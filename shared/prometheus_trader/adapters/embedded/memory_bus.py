@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_trader.ports import BusMessage
+from prometheus_trader.ports import BusMessage, publish_attributes
 
 log = logging.getLogger("prometheus_trader.bus")
 
@@ -112,15 +112,7 @@ class InMemoryBus:
         attributes: Mapping[str, str] | None = None,
     ) -> str:
         """Publish to every current subscription of ``topic``; returns the message id."""
-        if not topic:
-            raise ValueError("topic must not be empty")
-        if not dedupe_key:
-            raise ValueError("dedupe_key must not be empty")
-        attrs = dict(attributes or {})
-        attrs["dedupe_key"] = dedupe_key
-        for name, value in attrs.items():
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise TypeError(f"attribute {name!r} must map a string to a string")
+        attrs = publish_attributes(topic, dedupe_key, attributes)
         payload = json.dumps(dict(data), allow_nan=False)
         with self._lock:
             self._message_count += 1

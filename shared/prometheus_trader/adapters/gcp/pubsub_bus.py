@@ -44,7 +44,7 @@ from google.cloud.pubsub_v1.subscriber.message import (  # type: ignore[import-u
 )
 
 from prometheus_trader.adapters.gcp.envelopes import subscription_id
-from prometheus_trader.ports import BusMessage
+from prometheus_trader.ports import BusMessage, publish_attributes
 
 log = logging.getLogger("prometheus_trader.bus")
 
@@ -356,15 +356,7 @@ class PubSubBus:
         attributes: Mapping[str, str] | None = None,
     ) -> str:
         """Publish JSON ``data``; waits for Pub/Sub and returns its message id."""
-        if not topic:
-            raise ValueError("topic must not be empty")
-        if not dedupe_key:
-            raise ValueError("dedupe_key must not be empty")
-        attrs = dict(attributes or {})
-        attrs["dedupe_key"] = dedupe_key
-        for name, value in attrs.items():
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise TypeError(f"attribute {name!r} must map a string to a string")
+        attrs = publish_attributes(topic, dedupe_key, attributes)
         payload = json.dumps(dict(data), allow_nan=False, separators=(",", ":"))
         return self._publish_bytes(topic, payload.encode("utf-8"), ordering_key, attrs)
 
