@@ -33,23 +33,35 @@ class EmulatorError(RuntimeError):
     """An emulator could not be started."""
 
 
-def kill_group(pgid: int) -> None:
-    """SIGTERM, then SIGKILL, a process group (a no-op when it is gone)."""
+def kill_group(pgid: int, timeout: float = 10.0) -> None:
+    """SIGTERM a process group, SIGKILL what is left, and wait until no member lives.
+
+    The group may hold children that outlive the leader (gcloud's Java emulator); a
+    killed process takes a moment to die, so the wait is what makes "stopped" true.
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _group_alive(pgid):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and live_members(pgid):
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and live_members(pgid):
+        time.sleep(0.05)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+def live_members(pgid: int) -> list[int]:
+    """Pids of process group ``pgid`` that are alive (zombies excluded; Linux /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
 
 
 def free_port() -> int:
@@ -74,19 +86,10 @@ class EmulatorProcess:
         return f"{LOOPBACK}:{self.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Terminate the emulator's whole process group (idempotent)."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=timeout)
-        # the group may hold children that outlive the leader (gcloud → java)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        """Terminate the emulator's whole process group and wait for it (idempotent)."""
+        kill_group(self.process.pid, timeout)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=timeout)  # reap our own child
         if self in _RUNNING:
             _RUNNING.remove(self)
 
