@@ -31,6 +31,7 @@ class FakeRequest:
     path: str = "/"
     args: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def get_data(self) -> bytes:
         return self.body
@@ -171,3 +172,48 @@ def test_install_runtime_replaces_the_cached_one_and_reset_forgets_it(tmp_path: 
     fresh = cloud.get_runtime(lambda: Settings(var_dir=tmp_path))
     assert isinstance(fresh, CloudRuntime)
     cloud.reset_runtime()
+
+
+def test_scheduled_logs_carry_the_cloud_trace_of_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+    import json
+    import logging
+
+    from prometheus_trader.app.logging import configure_logging
+
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "proj-1")
+    monkeypatch.delenv("PROMETHEUS_GCP_PROJECT", raising=False)
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)  # restored by the autouse fixture
+    job_log = logging.getLogger("prometheus_trader.test_job")
+    request = FakeRequest(
+        method="POST",
+        headers={"X-Cloud-Trace-Context": "105445aa7843bc8bf206b12000100000/1;o=1"},
+    )
+    body, status = triggers.scheduled(
+        request, lambda _: job_log.info("inside the job"), stage="collector"
+    )
+    job_log.info("after the request")
+    assert status == 200 and body["stage"] == "collector"
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    traced = [line for line in lines if line["message"] in ("inside the job", "collector done")]
+    assert len(traced) == 2
+    for line in traced:
+        assert line["logging.googleapis.com/trace"] == (
+            "projects/proj-1/traces/105445aa7843bc8bf206b12000100000"
+        )
+    after = next(line for line in lines if line["message"] == "after the request")
+    assert "logging.googleapis.com/trace" not in after
+
+
+def test_trace_resource_refuses_malformed_headers() -> None:
+    from prometheus_trader.app.logging import trace_resource
+
+    good = "105445aa7843bc8bf206b12000100000"
+    assert trace_resource(f"{good}/7;o=1", "p") == f"projects/p/traces/{good}"
+    assert trace_resource(good, "p") == f"projects/p/traces/{good}"
+    assert trace_resource("not-a-trace/1", "p") is None
+    assert trace_resource(f"{good}/1", None) is None
+    assert trace_resource(None, "p") is None

@@ -23,6 +23,7 @@ per notification) until the webhook / SendGrid notifiers land.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from typing import Any, TypeVar, cast
 from prometheus_trader.adapters.embedded.clocks import SystemClock
 from prometheus_trader.adapters.embedded.console_notifier import ConsoleNotifier
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
+from prometheus_trader.app.logging import configure_logging
 from prometheus_trader.app.pipeline import UseCases, wire
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.domain.trading import Execution
@@ -405,7 +407,10 @@ def get_runtime(settings_factory: Callable[[], Settings] = Settings) -> CloudRun
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = CloudRuntime(settings_factory())
+            settings = settings_factory()
+            # Cloud Functions parse one JSON object per stdout line into Cloud Logging
+            configure_logging(settings.log_level, stream=sys.stdout)
+            _runtime = CloudRuntime(settings)
         return _runtime
 
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -21,6 +25,32 @@ _SEVERITY = {
     logging.ERROR: "ERROR",
     logging.CRITICAL: "CRITICAL",
 }
+
+
+_TRACE: ContextVar[str | None] = ContextVar("prometheus_trace", default=None)
+_TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
+
+
+def trace_resource(header: str | None, project: str | None) -> str | None:
+    """The Cloud Logging trace name for an ``X-Cloud-Trace-Context`` header
+    (``TRACE_ID/SPAN_ID;o=1``), or None when either is missing or malformed."""
+    if not header or not project:
+        return None
+    trace_id = header.split("/", 1)[0].split(";", 1)[0].strip()
+    if not _TRACE_ID.fullmatch(trace_id):
+        return None
+    return f"projects/{project}/traces/{trace_id}"
+
+
+@contextmanager
+def request_trace(header: str | None, project: str | None) -> Iterator[None]:
+    """Every log line written inside carries the request's trace (one request's lines
+    group together in the Cloud console)."""
+    token = _TRACE.set(trace_resource(header, project))
+    try:
+        yield
+    finally:
+        _TRACE.reset(token)
 
 
 class CloudLoggingFormatter(logging.Formatter):
@@ -36,7 +66,7 @@ class CloudLoggingFormatter(logging.Formatter):
         labels = getattr(record, "labels", None)
         if isinstance(labels, dict) and labels:
             entry["logging.googleapis.com/labels"] = {k: str(v) for k, v in labels.items()}
-        trace = getattr(record, "trace", None)
+        trace = getattr(record, "trace", None) or _TRACE.get()
         if trace:
             entry["logging.googleapis.com/trace"] = str(trace)
         fields = getattr(record, "json_fields", None)

@@ -14,9 +14,11 @@ files stay a few lines and hold no logic.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping
 from datetime import date, timedelta
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 from cloudevents.abstract import CloudEvent
 from pydantic import BaseModel, ValidationError
 
+from prometheus_trader.app.logging import request_trace
 from prometheus_trader.ports import BusMessage, Filter, StateStore
 from prometheus_trader.usecases.names import Collections, Topics, labels
 
@@ -54,7 +57,16 @@ class HttpRequest(Protocol):
     @property
     def args(self) -> Mapping[str, str]: ...
 
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
     def get_data(self) -> bytes: ...
+
+
+def traced(request: HttpRequest) -> contextlib.AbstractContextManager[None]:
+    """Log lines inside carry the request's Cloud Trace (``X-Cloud-Trace-Context``)."""
+    project = os.environ.get("PROMETHEUS_GCP_PROJECT") or os.environ.get("GOOGLE_CLOUD_PROJECT")
+    return request_trace(request.headers.get("X-Cloud-Trace-Context"), project)
 
 
 class BadRequest(ValueError):
@@ -122,6 +134,13 @@ def scheduled(
     request: HttpRequest, job: Callable[[dict[str, Any]], object], *, stage: str
 ) -> JsonResponse:
     """Run a scheduled job with the request's optional JSON body; 400 on a bad body."""
+    with traced(request):
+        return _scheduled(request, job, stage=stage)
+
+
+def _scheduled(
+    request: HttpRequest, job: Callable[[dict[str, Any]], object], *, stage: str
+) -> JsonResponse:
     try:
         body = request_body(request)
         result = job(body)
@@ -160,6 +179,13 @@ def api(
     → the user's positions sorted by id; 400 on bad input, 404 for other paths, 405 for
     other methods on these paths. ``state`` is called only when the store is needed.
     """
+    with traced(request):
+        return _api(request, state, info)
+
+
+def _api(
+    request: HttpRequest, state: Callable[[], StateStore], info: Callable[[], dict[str, Any]]
+) -> JsonResponse:
     routes = {"/api/v1/health", "/api/v1/positions"}
     path = request.path.rstrip("/") or "/"
     if path not in routes:
