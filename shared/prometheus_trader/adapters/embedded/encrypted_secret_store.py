@@ -7,6 +7,7 @@ atomic (temporary file + rename). No error message, log line or repr contains a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -23,10 +24,8 @@ class SecretStoreError(RuntimeError):
 
 
 def _load_or_create_key(key_file: Path) -> bytes:
-    try:
+    with contextlib.suppress(FileNotFoundError):  # first use: create the key below
         return key_file.read_bytes().strip()
-    except FileNotFoundError:
-        pass
     key_file.parent.mkdir(parents=True, exist_ok=True)
     key = Fernet.generate_key()
     try:

@@ -235,7 +235,7 @@ class SecretManagerSecretStore:
         try:
             self._client.delete_secret(name=self._secret_path(name))
         except gexc.NotFound:
-            pass
+            return  # already gone: deleting is idempotent
         except gexc.GoogleAPICallError as err:
             raise SecretManagerError(
                 f"deleting secret {name!r} failed: {type(err).__name__} ({err.code})"
