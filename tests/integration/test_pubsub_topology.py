@@ -117,3 +117,28 @@ def test_settings_outside_pubsub_limits_are_refused(options: dict[str, object]) 
     # Checked before any client is built: no emulator needed.
     with pytest.raises(ValueError):
         PubSubBus("demo-prometheus", **options)  # type: ignore[arg-type]
+
+
+def test_concurrent_first_publishes_on_one_ordering_key_all_succeed(bus: PubSubBus) -> None:
+    """8 publishers, one ordering key, a topic nobody created yet: every first publish
+    fails and pauses the key together; each must recover, none may surface an error."""
+    import threading
+
+    barrier = threading.Barrier(8)
+    ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def publish(n: int) -> None:
+        barrier.wait()
+        try:
+            ids.append(bus.publish("racing", {"n": n}, dedupe_key=f"k{n}", ordering_key="user-1"))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(set(ids)) == 8

@@ -39,6 +39,9 @@ from google.api_core import exceptions as gexc
 
 # google.cloud.pubsub_v1 ships no type information (google.pubsub_v1 does).
 from google.cloud import pubsub_v1  # type: ignore[attr-defined, unused-ignore]
+from google.cloud.pubsub_v1.publisher.exceptions import (  # type: ignore[import-untyped, unused-ignore]
+    PublishToPausedOrderingKeyException,
+)
 from google.cloud.pubsub_v1.subscriber.message import (  # type: ignore[import-untyped, unused-ignore]
     Message,
 )
@@ -367,13 +370,19 @@ class PubSubBus:
         if reserved:
             raise ValueError(f"attribute names reserved by the client: {sorted(reserved)}")
         path = self.topic_path(topic)
-        try:
-            return self._publish_once(path, payload, ordering_key, attributes)
-        except gexc.NotFound:
-            # First publish to a topic nobody has provisioned (local runs only: in the
-            # cloud Terraform creates every topic).
-            self.ensure_topic(topic)
-            return self._publish_once(path, payload, ordering_key, attributes)
+        for attempt in range(3):
+            try:
+                return self._publish_once(path, payload, ordering_key, attributes)
+            except gexc.NotFound:
+                # First publish to a topic nobody has provisioned (local runs only: in
+                # the cloud Terraform creates every topic).
+                self.ensure_topic(topic)
+            except PublishToPausedOrderingKeyException:
+                # another publish on this key failed at the same moment and paused it;
+                # it has been resumed (see _publish_once): try again
+                if attempt == 2:
+                    raise
+        return self._publish_once(path, payload, ordering_key, attributes)
 
     def _publish_once(
         self, path: str, payload: bytes, ordering_key: str, attributes: Mapping[str, str]
@@ -385,8 +394,11 @@ class PubSubBus:
             return str(future.result(timeout=PUBLISH_TIMEOUT_S))
         except Exception:
             if ordering_key:
-                # A failed publish pauses its ordering key until resumed.
-                self.publisher.resume_publish(path, ordering_key)
+                # A failed publish pauses its ordering key until resumed. Concurrent
+                # publishers on the same key all fail together; only the first resume
+                # finds the key paused, the others' "not paused" is the same outcome.
+                with contextlib.suppress(RuntimeError):
+                    self.publisher.resume_publish(path, ordering_key)
             raise
 
     def subscribe(self, topic: str, subscription: str, handler: AnyHandler) -> None:
