@@ -242,6 +242,19 @@ def wire_adapters(settings: Settings, a: Adapters) -> UseCases:
     )
 
 
+def run_outbox_and_secrets(
+    settings: Settings, run_dir: Path
+) -> tuple[ConsoleNotifier, EncryptedFileSecretStore]:
+    """The run's notifier (an outbox file) and secret store (an encrypted local file);
+    every runtime keeps these in its run folder."""
+    return (
+        ConsoleNotifier(run_dir / "outbox.jsonl"),
+        EncryptedFileSecretStore(
+            run_dir / "secrets.enc", key_file=settings.secret_key_file or run_dir / "secrets.key"
+        ),
+    )
+
+
 def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> Runtime:
     """The embedded runtime: DuckDB, SQLite, the in-process bus, local folders."""
     clock = SimulatedClock(datetime.fromtimestamp(start_ms / 1000, UTC))
@@ -251,6 +264,7 @@ def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> Runtime:
     state = SqliteStateStore(run_dir / "state.sqlite")
     bus = InMemoryBus(max_delivery_attempts=settings.max_delivery_attempts)
     blobs = LocalBlobStore(run_dir / "blobs")
+    notifier, secrets = run_outbox_and_secrets(settings, run_dir)
     adapters = Adapters(
         clock=clock,
         source=source,
@@ -259,10 +273,8 @@ def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> Runtime:
         state=state,
         bus=bus,
         blobs=blobs,
-        notifier=ConsoleNotifier(run_dir / "outbox.jsonl"),
-        secrets=EncryptedFileSecretStore(
-            run_dir / "secrets.enc", key_file=settings.secret_key_file or run_dir / "secrets.key"
-        ),
+        notifier=notifier,
+        secrets=secrets,
     )
     usecases = wire_adapters(settings, adapters)
     for (topic, subscription), handler in usecases.handlers().items():

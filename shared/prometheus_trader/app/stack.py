@@ -36,9 +36,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
-from prometheus_trader.adapters.embedded.console_notifier import ConsoleNotifier
 from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
-from prometheus_trader.adapters.embedded.encrypted_secret_store import EncryptedFileSecretStore
 from prometheus_trader.app.emulators import (
     DEFAULT_PROJECT,
     LOOPBACK,
@@ -52,6 +50,7 @@ from prometheus_trader.app.pipeline import (
     Runtime,
     UseCases,
     replay_exchange,
+    run_outbox_and_secrets,
     run_pipeline,
     wire_adapters,
 )
@@ -339,6 +338,8 @@ def stack_runtime_factory(
         bus = CountingBus(pubsub)
         blobs = GcsBlobStore(bucket)
         market = GcsMarketStore(bucket, run_dir / "market-cache")
+        # Secret Manager has no emulator: the run's secrets stay in the local file
+        notifier, secrets = run_outbox_and_secrets(settings, run_dir)
         adapters = Adapters(
             clock=clock,
             source=source,
@@ -347,11 +348,8 @@ def stack_runtime_factory(
             state=state,
             bus=bus,
             blobs=blobs,
-            notifier=ConsoleNotifier(run_dir / "outbox.jsonl"),
-            # Secret Manager has no emulator: the run's secrets stay in the local file
-            secrets=EncryptedFileSecretStore(
-                run_dir / "secrets.enc", key_file=run_dir / "secrets.key"
-            ),
+            notifier=notifier,
+            secrets=secrets,
         )
         usecases = wire_adapters(settings, adapters)
         cloud.install_runtime(StackFunctions(bus, usecases))

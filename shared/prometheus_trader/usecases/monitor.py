@@ -71,6 +71,8 @@ class ExitMonitor:
         self._windows: dict[str, TradeWindow] = {}
         self._cursor_ms: int | None = None
         self._cycles = 0
+        # users of the positions being handled, read once per pass (not per check)
+        self._users: dict[str, User | None] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def open_positions(self) -> list[Position]:
@@ -84,6 +86,7 @@ class ExitMonitor:
         """Before acting: compare stored open positions with the exchange."""
         report = ReconcileReport()
         positions = self.open_positions()
+        self._load_users(positions)
         accounts = sorted({self._account(p.user_id) for p in positions})
         held = {
             (a, ep.symbol, ep.direction)
@@ -108,6 +111,7 @@ class ExitMonitor:
         """One pass: new trades in, every open position checked, heartbeat out."""
         now_ms = self._clock.now_ms()
         positions = self.open_positions()
+        self._load_users(positions)
         report = CycleReport(positions=len(positions))
         if positions:
             symbols = sorted({p.symbol for p in positions})
@@ -140,7 +144,9 @@ class ExitMonitor:
     def close_all(self, reason: ExitReason, detail: dict[str, float | str] | None = None) -> int:
         """Close every open position now (kill switch, end of data)."""
         closed = 0
-        for position in self.open_positions():
+        positions = self.open_positions()
+        self._load_users(positions)
+        for position in positions:
             if not self._closed_on_exchange(position):
                 self._close(position, reason, detail or {})
             closed += 1
@@ -150,8 +156,8 @@ class ExitMonitor:
     def _check(self, position: Position, now_ms: int, since_ms: int) -> str | None:
         if self._closed_on_exchange(position):
             return "exchange-side exit"
-        user_doc = self._state.get(Collections.USERS, position.user_id)
-        if user_doc is not None and User.model_validate(user_doc).kill_switch:
+        user = self._users.get(position.user_id)
+        if user is not None and user.kill_switch:
             self._close(position, ExitReason.KILL_SWITCH, {"kill_switch": "on"})
             return ExitReason.KILL_SWITCH.value
         window = self._windows.get(position.symbol)
@@ -289,9 +295,15 @@ class ExitMonitor:
             ),
         )
 
+    def _load_users(self, positions: list[Position]) -> None:
+        self._users = {}
+        for user_id in sorted({p.user_id for p in positions}):
+            doc = self._state.get(Collections.USERS, user_id)
+            self._users[user_id] = User.model_validate(doc) if doc else None
+
     def _account(self, user_id: str) -> str:
-        doc = self._state.get(Collections.USERS, user_id)
-        return str(doc["exchange_account"]) if doc else user_id
+        user = self._users.get(user_id)
+        return user.exchange_account if user else user_id
 
 
 def _better(position: Position, price: float, current: float) -> float:

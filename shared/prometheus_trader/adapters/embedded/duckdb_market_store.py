@@ -19,7 +19,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import duckdb
@@ -27,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prometheus_trader.adapters import ClosesOnExit
 from prometheus_trader.domain.market import (
     TIMEFRAME_MS,
     Candle,
@@ -165,7 +165,7 @@ def _day_label(day: int) -> str:
     return datetime.fromtimestamp(day * DAY_MS / 1000, tz=UTC).strftime("%Y-%m-%d")
 
 
-class DuckDBMarketStore:
+class DuckDBMarketStore(ClosesOnExit):
     """``MarketStore`` over partitioned Parquet under ``root`` (see module docstring)."""
 
     def __init__(self, root: Path | str, *, read_only: bool = False) -> None:
@@ -202,17 +202,6 @@ class DuckDBMarketStore:
         with self._lock:
             self.flush()
             self._con.close()
-
-    def __enter__(self) -> DuckDBMarketStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _load(self, spec: _TableSpec) -> None:
         pattern = f"{spec.name}_*" if spec.per_timeframe else spec.name

@@ -24,9 +24,9 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
+from prometheus_trader.adapters import ClosesOnExit
 from prometheus_trader.ports import AlreadyExists, Document, Filter, StateTransaction
 
 T = TypeVar("T")
@@ -202,7 +202,7 @@ class _Transaction:
         self._store._merge(collection, doc_id, changes)
 
 
-class SqliteStateStore:
+class SqliteStateStore(ClosesOnExit):
     """``StateStore`` on SQLite; ``path`` is a file or ``":memory:"``."""
 
     def __init__(self, path: Path | str = ":memory:") -> None:
@@ -230,17 +230,6 @@ class SqliteStateStore:
         """Close the connection."""
         with self._lock:
             self._conn.close()
-
-    def __enter__(self) -> SqliteStateStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ primitives
     def _rollback(self) -> None:

@@ -37,7 +37,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
-from types import TracebackType
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
@@ -45,6 +44,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
+from prometheus_trader.adapters import ClosesOnExit
 from prometheus_trader.ports import AlreadyExists, Document, Filter, StateTransaction
 
 T = TypeVar("T")
@@ -272,7 +272,7 @@ def _update_paths(changes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the store
-class FirestoreStateStore:
+class FirestoreStateStore(ClosesOnExit):
     """``StateStore`` on Firestore; ``prefix`` is prepended to every collection name."""
 
     def __init__(
@@ -305,17 +305,6 @@ class FirestoreStateStore:
         """Close the client if this store created it."""
         if self._owns_client:
             self._client.close()  # type: ignore[no-untyped-call]
-
-    def __enter__(self) -> FirestoreStateStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ helpers
     def _collection(self, collection: str) -> firestore.CollectionReference:

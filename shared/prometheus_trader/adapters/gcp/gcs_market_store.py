@@ -20,12 +20,12 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from types import TracebackType
 
 import pyarrow.parquet as pq
 from google.api_core import exceptions as gexc
 from google.cloud import storage  # type: ignore[attr-defined]  # no py.typed
 
+from prometheus_trader.adapters import ClosesOnExit
 from prometheus_trader.adapters.embedded.duckdb_market_store import (
     TABLES,
     DuckDBMarketStore,
@@ -71,7 +71,7 @@ def _table_of(relative: PurePosixPath) -> TableName:
     raise MarketSyncError(f"unexpected partition path {relative}")
 
 
-class GcsMarketStore:
+class GcsMarketStore(ClosesOnExit):
     """``MarketStore`` kept as partitioned Parquet in a Cloud Storage bucket."""
 
     def __init__(
@@ -194,17 +194,6 @@ class GcsMarketStore:
         with self._lock:
             self.flush()
             self._local.close()
-
-    def __enter__(self) -> GcsMarketStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def local_store(self) -> DuckDBMarketStore:

@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import TracebackType
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -46,6 +45,7 @@ from google.cloud.pubsub_v1.subscriber.message import (  # type: ignore[import-u
     Message,
 )
 
+from prometheus_trader.adapters import ClosesOnExit
 from prometheus_trader.adapters.gcp.envelopes import subscription_id
 from prometheus_trader.ports import BusMessage, publish_attributes
 
@@ -278,7 +278,7 @@ def _duration(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)  # proto-plus turns it into a protobuf Duration
 
 
-class PubSubBus:
+class PubSubBus(ClosesOnExit):
     """``Bus`` on Google Cloud Pub/Sub (or its emulator, via ``PUBSUB_EMULATOR_HOST``)."""
 
     def __init__(
@@ -532,14 +532,3 @@ class PubSubBus:
             self.subscriber.close()
         if self._owns_publisher:
             self.publisher.stop()
-
-    def __enter__(self) -> PubSubBus:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
