@@ -3,7 +3,6 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-PKG_SOURCES := pyproject.toml
 
 .PHONY: run test lint typecheck imports pytest install install-dev clean help bench
 
@@ -12,17 +11,31 @@ help:
 	@echo "make test  - lint, type check, import contracts and the whole test suite"
 	@echo "make clean - remove the virtual env and run outputs"
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+# Installs come from uv.lock (exact versions and hashes). uv itself is pinned and lives in
+# its own small venv, so a fresh machine needs only python3. `--locked` fails when
+# pyproject.toml and uv.lock disagree: run `make lock` after changing dependencies.
+UV_VERSION := 0.13.9
+UV_TOOLS   := .venv-tools
+UV         := UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV) $(UV_TOOLS)/bin/uv
 
-$(VENV)/.installed: $(BIN)/python $(PKG_SOURCES)
-	$(BIN)/pip install --quiet -e .
+$(UV_TOOLS)/bin/uv:
+	$(PYTHON) -m venv $(UV_TOOLS)
+	$(UV_TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: $(UV_TOOLS)/bin/uv pyproject.toml uv.lock
+	$(UV) sync --quiet --locked --inexact --python $(PYTHON)
 	@touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python $(PKG_SOURCES)
-	$(BIN)/pip install --quiet -e '.[dev,gcp]'
+$(VENV)/.installed-dev: $(UV_TOOLS)/bin/uv pyproject.toml uv.lock
+	$(UV) sync --quiet --locked --extra dev --python $(PYTHON)
 	@touch $@ $(VENV)/.installed
+
+.PHONY: lock lock-check
+lock: $(UV_TOOLS)/bin/uv   ## re-resolve uv.lock after editing dependencies (add --upgrade to move pins)
+	$(UV) lock --python $(PYTHON) $(UV_LOCK_ARGS)
+
+lock-check: $(UV_TOOLS)/bin/uv
+	$(UV) lock --check --python $(PYTHON)
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -43,10 +56,10 @@ imports: install-dev
 pytest: install-dev
 	$(BIN)/pytest -n 2 --dist loadfile
 
-test: lint typecheck imports pytest checkov
+test: lock-check lint typecheck imports pytest checkov
 
 clean:
-	rm -rf $(VENV) var build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(UV_TOOLS) var build .pytest_cache .mypy_cache .ruff_cache
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py
