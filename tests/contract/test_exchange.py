@@ -37,7 +37,8 @@ from prometheus_trader.ports import Exchange, ExchangeError, OrderRejected, Seri
 pytestmark = pytest.mark.contract
 
 SAMPLE_STORE = Path(prometheus_trader.sample.__file__).parent / "store"
-TICKS_CSV = Path("/work/shared/data/binance-ticks-2024-08/normalized")
+# a committed excerpt of ../shared/data/binance-ticks-2024-08/normalized (see its README)
+TICKS_CSV = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "exchange"
 TICKS_FILE = "usdm_btcusdt_20240808_trades.csv"
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT")
 BTC = SYMBOLS[0]

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "data"
-USDM = Path("/work/shared/data/binance-usdm-2025-05")
+# the full month, when the provided data folder sits beside the clone (optional)
+USDM = ROOT.parent / "shared" / "data" / "binance-usdm-2025-05"
 FEATHER_SOURCES = [FIXTURES] + ([USDM] if USDM.is_dir() else [])
 SOURCE_IDS = ["fixtures", "shared"][: len(FEATHER_SOURCES)]
 

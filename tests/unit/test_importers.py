@@ -29,7 +29,8 @@ from prometheus_trader.ports import SeriesKey
 pytestmark = pytest.mark.unit
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
-SHARED = Path("/work/shared/data")
+# the full recordings, when the provided data folder sits beside the clone (optional)
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 BTC = SeriesKey("binance", MarketType.PERP, "BTC/USDT:USDT")
 BTC_SPOT = SeriesKey("binance", MarketType.SPOT, "BTC/USDT")
 ALL_TIME = (0, 2**62)
