@@ -63,33 +63,12 @@ class EvaluateClosedPosition:
         return doc
 
     def _record(self, tx: StateTransaction, entry: JournalEntry) -> None:
+        """The journal entry (the per-trade fact, written once) and the user's own running
+        stats. Nothing shared across users is written here: symbol, strategy and analyst
+        aggregates are computed from journal entries when read (``usecases.stats``), so
+        evaluators closing trades of many users never contend on one document."""
         user_ref = user_stats_id(entry.user_id)
-        symbol_ref = f"symbol-{entry.symbol}"
-        strategy_ref = f"strategy-{entry.strategy}"
-        analyst_refs = {
-            name: f"analyst-{name}"
-            for name in sorted({*entry.analysts_right, *entry.analysts_wrong})
-        }
-        # all reads before writes (Firestore transaction rule)
-        user_doc = tx.get(Collections.STATS, user_ref)
-        symbol_doc = tx.get(Collections.STATS, symbol_ref) or {
-            "kind": "symbol",
-            "symbol": entry.symbol,
-            "trades": 0,
-            "wins": 0,
-        }
-        strategy_doc = tx.get(Collections.STATS, strategy_ref) or {
-            "kind": "strategy",
-            "strategy": entry.strategy,
-            "trades": 0,
-            "wins": 0,
-            "sum_pnl_pct": 0.0,
-        }
-        analyst_docs = {
-            name: tx.get(Collections.STATS, ref)
-            or {"kind": "analyst", "analyst": name, "right": 0, "wrong": 0}
-            for name, ref in analyst_refs.items()
-        }
+        user_doc = tx.get(Collections.STATS, user_ref)  # reads before writes (Firestore)
         tx.create(Collections.JOURNAL, entry.position_id, entry.model_dump(mode="json"))
 
         won = entry.pnl_pct > 0
@@ -106,23 +85,3 @@ class EvaluateClosedPosition:
             }
         )
         tx.set(Collections.STATS, user_ref, stats.model_dump(mode="json"))
-        symbol_doc = {
-            **symbol_doc,
-            "trades": symbol_doc["trades"] + 1,
-            "wins": symbol_doc["wins"] + int(won),
-        }
-        tx.set(Collections.STATS, symbol_ref, symbol_doc)
-        strategy_doc = {
-            **strategy_doc,
-            "trades": strategy_doc["trades"] + 1,
-            "wins": strategy_doc["wins"] + int(won),
-            "sum_pnl_pct": strategy_doc["sum_pnl_pct"] + entry.pnl_pct,
-        }
-        tx.set(Collections.STATS, strategy_ref, strategy_doc)
-        for name, doc in analyst_docs.items():
-            right = name in entry.analysts_right
-            tx.set(
-                Collections.STATS,
-                analyst_refs[name],
-                {**doc, "right": doc["right"] + int(right), "wrong": doc["wrong"] + int(not right)},
-            )

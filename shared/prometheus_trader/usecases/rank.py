@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst
 from prometheus_trader.domain.features import SymbolFeatures, compute_features
@@ -16,6 +16,7 @@ from prometheus_trader.domain.signals import OpportunitySignal, SignalStatus
 from prometheus_trader.domain.synthesizer import SignalParams, SynthesisPolicy, build_signal
 from prometheus_trader.ports import Bus, Clock, Filter, MarketStore, SeriesKey, StateStore
 from prometheus_trader.usecases.names import Collections, Topics, labels
+from prometheus_trader.usecases.stats import symbol_success_rates
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class RankerConfig:
     signal_ttl_minutes: int = 20
     strategy: str = "consensus"
     signal_params: SignalParams = field(default_factory=SignalParams)
+    success_lookback_days: float = 30.0  # the journal window behind "historical success"
 
 
 @dataclass
@@ -95,7 +97,7 @@ class RankAndPublishSignals:
             )
             for key in keys
         }
-        ranking = rank_symbols(features, self._success_rates(), top_n=cfg.top_n)
+        ranking = rank_symbols(features, self._success_rates(now), top_n=cfg.top_n)
         report = RankReport(
             ranked=len(ranking.ranked),
             excluded=len(ranking.excluded),
@@ -186,10 +188,10 @@ class RankAndPublishSignals:
         )
         return {d["symbol"] for d in docs if datetime.fromisoformat(d["expires_at"]) > now}
 
-    def _success_rates(self) -> Mapping[str, float]:
-        """Historical win rate per symbol from the evaluator's statistics."""
-        docs = self._state.query(Collections.STATS, [Filter("kind", "==", "symbol")])
-        return {d["symbol"]: d["wins"] / d["trades"] for d in docs if d.get("trades", 0) > 0}
+    def _success_rates(self, now: datetime) -> Mapping[str, float]:
+        """Historical win rate per symbol, from the journal's per-trade facts."""
+        lookback = timedelta(days=self._config.success_lookback_days)
+        return symbol_success_rates(self._state, now, lookback)
 
 
 __all__ = ["RankAndPublishSignals", "RankReport", "RankerConfig", "SeriesKey"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 
-from prometheus_trader.ports import StateStore
+from prometheus_trader.ports import Document, Filter, StateStore
 from prometheus_trader.usecases.names import Collections
 
 
@@ -51,3 +53,43 @@ def load_user_stats(state: StateStore, user_id: str, now: datetime, equity: floa
     doc = state.get(Collections.STATS, user_stats_id(user_id))
     stats = UserStats.model_validate(doc) if doc else UserStats(user_id=user_id)
     return stats.rolled_to(now, equity)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Closed trades and wins of one group (a symbol, a strategy...)."""
+
+    trades: int = 0
+    wins: int = 0
+
+    @property
+    def win_rate(self) -> float:
+        """Wins ÷ trades (0 when there is no trade)."""
+        return self.wins / self.trades if self.trades else 0.0
+
+
+def journal_since(state: StateStore, since: datetime) -> list[Document]:
+    """Journal entries (one per closed trade) closed at or after ``since``."""
+    # the journal stores closed_at as ISO-8601 UTC text, which sorts like the instant
+    bound = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return state.query(Collections.JOURNAL, [Filter("closed_at", ">=", bound)])
+
+
+def tally_by(entries: Iterable[Mapping[str, object]], field: str) -> dict[str, Tally]:
+    """Trades and wins per value of ``field`` (``symbol``, ``strategy``...), from journal
+    entries: aggregates are derived from per-trade facts, never kept in a shared counter."""
+    counts: dict[str, list[int]] = {}
+    for entry in entries:
+        pnl = entry.get("pnl_pct")
+        bucket = counts.setdefault(str(entry[field]), [0, 0])
+        bucket[0] += 1
+        bucket[1] += int(isinstance(pnl, int | float) and pnl > 0)
+    return {key: Tally(trades=t, wins=w) for key, (t, w) in sorted(counts.items())}
+
+
+def symbol_success_rates(state: StateStore, now: datetime, lookback: timedelta) -> dict[str, float]:
+    """Win rate per symbol over the journal's last ``lookback`` (the ranker's 20 % input)."""
+    return {
+        symbol: tally.win_rate
+        for symbol, tally in tally_by(journal_since(state, now - lookback), "symbol").items()
+    }
