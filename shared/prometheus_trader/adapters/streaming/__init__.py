@@ -1,0 +1,1 @@
+"""Live market-data streams (websocket) behind the ``Exchange`` port's trade stream."""
