@@ -107,13 +107,15 @@ class SendGridNotifier:
         summary = notification.event_type == EventType.DAILY_SUMMARY.value
         if notification.severity in self._digest and not summary:
             doc_id = f"{short_hash(to)}-{short_hash(delivery_id(notification))}"
-            self._state.set(
+            # create, not set: a redelivered event keeps its first place in the digest
+            self._state.create(
                 NotifyCollections.DIGEST_QUEUE,
                 doc_id,
                 {
                     "id": doc_id,
                     "recipient": to,
                     "queued_at": self._clock.now().isoformat(),
+                    "seq": time.time_ns(),  # order within one clock instant
                     "notification": notification_to_dict(notification),
                 },
             )
@@ -133,7 +135,7 @@ class SendGridNotifier:
         """One digest email per recipient with everything queued; returns emails sent."""
         queued = sorted(
             self._state.query(NotifyCollections.DIGEST_QUEUE),
-            key=lambda d: (str(d["queued_at"]), str(d["id"])),
+            key=lambda d: (str(d["queued_at"]), int(d.get("seq", 0)), str(d["id"])),
         )
         by_recipient: dict[str, list[dict[str, Any]]] = {}
         for doc in queued:
