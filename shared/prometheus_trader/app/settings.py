@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     notify_from_email: str = "alerts@prometheus.invalid"
     telegram_api_base: str = "https://api.telegram.org"
     telegram_bot_token_secret: str = "telegram-bot-token"
-    telegram_webhook_secret_name: str = "telegram-webhook-secret"
+    telegram_webhook_secret_name: str = "telegram-hook-token"
     worker_port: int = Field(default=8080, ge=1, le=65535, description="overridden by $PORT")
     worker_stale_after_seconds: float = Field(
         default=30.0, gt=0, description="/healthz turns 503 when the last cycle is older"

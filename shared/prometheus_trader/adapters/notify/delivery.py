@@ -59,6 +59,10 @@ class TransientError(Exception):
     """A transport failure outside httpx (e.g. urllib under the sendgrid client)."""
 
 
+class MissingCredential(Exception):
+    """The channel's API key or token is not in the SecretStore: retrying cannot help."""
+
+
 class PermanentStatus(Exception):
     """Any other non-2xx answer: retrying cannot help."""
 
@@ -100,6 +104,8 @@ def describe(exc: BaseException) -> str:
     """A loggable failure reason: status or exception type, never a message or a URL."""
     if isinstance(exc, RetryableStatus | PermanentStatus):
         return f"HTTP {exc.status}"
+    if isinstance(exc, MissingCredential):
+        return "missing credential"
     if isinstance(exc, TransientError):
         return str(exc)  # built by our adapters from an exception type name
     return type(exc).__name__
@@ -146,7 +152,13 @@ def call_with_retries(
 
     try:
         retrying(counted)
-    except (httpx.HTTPError, RetryableStatus, PermanentStatus, TransientError) as exc:
+    except (
+        httpx.HTTPError,
+        RetryableStatus,
+        PermanentStatus,
+        TransientError,
+        MissingCredential,
+    ) as exc:
         raise DeliveryFailed(describe(exc), attempts) from None
     return attempts
 

@@ -34,6 +34,7 @@ from prometheus_trader.adapters.notify.delivery import (
     RETRYABLE,
     DeadLetters,
     DeliveryFailed,
+    MissingCredential,
     PermanentStatus,
     RetryableStatus,
     RetryPolicy,
@@ -44,7 +45,7 @@ from prometheus_trader.adapters.notify.delivery import (
     short_hash,
 )
 from prometheus_trader.domain.events import EventType, Severity
-from prometheus_trader.ports import BlobStore, Clock, Notification, StateStore
+from prometheus_trader.ports import BlobStore, Clock, Notification, SecretNotFound, StateStore
 from prometheus_trader.usecases.names import labels
 from prometheus_trader.usecases.notify import NotifyCollections
 
@@ -174,7 +175,11 @@ class SendGridNotifier:
 
     def _sendgrid(self) -> SendGridAPIClient:
         if self._client is None:
-            self._client = SendGridAPIClient(api_key=self._api_key(), host=self._host)
+            try:
+                key = self._api_key()
+            except SecretNotFound:
+                raise MissingCredential from None
+            self._client = SendGridAPIClient(api_key=key, host=self._host)
             self._client.client.timeout = self._timeout  # the library waits forever by default
         return self._client
 

@@ -16,6 +16,7 @@ import httpx
 from prometheus_trader.adapters.notify.delivery import (
     DeadLetters,
     DeliveryFailed,
+    MissingCredential,
     RateLimiter,
     RetryPolicy,
     Sleep,
@@ -23,7 +24,7 @@ from prometheus_trader.adapters.notify.delivery import (
     check_status,
     retry_after_header,
 )
-from prometheus_trader.ports import Clock, Notification
+from prometheus_trader.ports import Clock, Notification, SecretNotFound
 
 CHANNEL = "telegram"
 MAX_TEXT = 4096  # Telegram's limit per message
@@ -114,7 +115,11 @@ class TelegramNotifier:
         }
 
         def attempt() -> None:
-            url = f"{self._base}/bot{self._token()}/sendMessage"
+            try:
+                token = self._token()
+            except SecretNotFound:
+                raise MissingCredential from None
+            url = f"{self._base}/bot{token}/sendMessage"
             response = self._client.post(url, json=payload)
             check_status(
                 response, _retry_after(response, retry_after_header(response, self._clock.now()))
