@@ -20,6 +20,7 @@ from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.encrypted_secret_store import EncryptedFileSecretStore
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.adapters.notify.delivery import DeadLetters, RateLimiter, RetryPolicy
+from prometheus_trader.adapters.notify.routing import RoutingNotifier
 from prometheus_trader.adapters.notify.webhook import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -30,6 +31,7 @@ from prometheus_trader.adapters.notify.webhook import (
     verify,
 )
 from prometheus_trader.ports import Notification
+from prometheus_trader.usecases.notify import NotifyCollections
 
 pytestmark = pytest.mark.integration
 
@@ -202,3 +204,20 @@ def test_rate_limited_beyond_the_wait_budget_is_dead_lettered(world: World) -> N
     assert len(receiver.accepted) == 1
     (dead,) = world.dead.list()
     assert (dead["delivery_id"], dead["reason"]) == ("evt-2", "rate limited")
+
+
+def test_dead_letters_are_replayed_once_the_endpoint_recovers(world: World) -> None:
+    with WebhookReceiver(fail_first=10_000) as down:
+        url = down.url
+        for n in range(3):
+            world.notifier(url).send(event(n))
+    assert len(world.dead.list()) == 3
+    router = RoutingNotifier(world.state, webhook=world.notifier("http://unused.invalid"))
+    assert router.replay_dead_letters(world.dead) == (0, 3)  # still down: all kept
+    assert len(world.dead.list()) == 3
+    with WebhookReceiver() as up:
+        for d in world.dead.list():  # the endpoint moved to a working receiver
+            world.state.update(NotifyCollections.DEAD_LETTERS, d["id"], {"destination": up.url})
+        assert router.replay_dead_letters(world.dead) == (3, 0)
+    assert sorted(r.headers[DELIVERY_HEADER] for r in up.accepted) == ["evt-0", "evt-1", "evt-2"]
+    assert world.dead.list() == []

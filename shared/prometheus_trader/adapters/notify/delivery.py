@@ -163,6 +163,17 @@ def call_with_retries(
     return attempts
 
 
+def notification_from_dict(data: dict[str, Any]) -> Notification:
+    """The inverse of ``notification_to_dict``."""
+    return Notification(
+        event_type=data["event_type"],
+        severity=data["severity"],
+        title=data["title"],
+        body=data["body"],
+        user_id=data["user_id"],
+    )
+
+
 def short_hash(*parts: str) -> str:
     """A stable 24-hex id for a destination or a delivery."""
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
@@ -223,6 +234,18 @@ class DeadLetters:
             extra=labels(stage="notify", channel=channel, user=notification.user_id),
         )
         return doc_id
+
+    def remove(self, doc_id: str) -> None:
+        """Delete one record (before a replay)."""
+        self._state.delete(NotifyCollections.DEAD_LETTERS, doc_id)
+
+    def restore(self, doc: dict[str, Any]) -> None:
+        """Put a removed record back unchanged."""
+        self._state.set(NotifyCollections.DEAD_LETTERS, str(doc["id"]), doc)
+
+    def exists(self, doc_id: str) -> bool:
+        """True if the record is there."""
+        return self._state.get(NotifyCollections.DEAD_LETTERS, doc_id) is not None
 
     def list(self, channel: str | None = None) -> list[dict[str, Any]]:
         """Every dead letter (of one channel), sorted by id."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from prometheus_trader.adapters.notify.delivery import DeadLetters, notification_from_dict
 from prometheus_trader.adapters.notify.sendgrid_email import SendGridNotifier
 from prometheus_trader.adapters.notify.telegram import TelegramNotifier
 from prometheus_trader.adapters.notify.webhook import (
@@ -88,6 +89,32 @@ class RoutingNotifier:
                     channel.value,
                     extra=labels(stage="notify", channel=channel.value),
                 )
+
+    def replay_dead_letters(self, dead_letters: DeadLetters) -> tuple[int, int]:
+        """Resend every dead letter to its recorded destination: (delivered, still failing).
+
+        Each record is removed before its resend; a resend that fails again is recorded
+        again by the channel (same id), so nothing is lost either way.
+        """
+        delivered = failing = 0
+        for doc in dead_letters.list():
+            notification = notification_from_dict(doc["notification"])
+            dead_letters.remove(str(doc["id"]))
+            channel, target = doc["channel"], str(doc["destination"])
+            if channel == Channel.WEBHOOK.value and self._webhook is not None:
+                secret = webhook_secret_name(notification.user_id)
+                self._webhook.send_to(WebhookEndpoint(target, secret), notification)
+            elif channel == Channel.EMAIL.value and self._email is not None:
+                self._email.send_to(target, notification)
+            elif channel == Channel.TELEGRAM.value and self._telegram is not None:
+                self._telegram.send_to(int(target), notification)
+            else:
+                dead_letters.restore(doc)
+            if dead_letters.exists(str(doc["id"])):
+                failing += 1
+            else:
+                delivered += 1
+        return delivered, failing
 
     def flush_digests(self) -> int:
         """Flush the email digests (the housekeeping schedule calls this)."""

@@ -42,6 +42,7 @@ from prometheus_trader.adapters.notify.delivery import (
     TransientError,
     call_with_retries,
     delivery_id,
+    notification_from_dict,
     short_hash,
 )
 from prometheus_trader.domain.events import EventType, Severity
@@ -143,7 +144,7 @@ class SendGridNotifier:
             by_recipient.setdefault(str(doc["recipient"]), []).append(doc)
         sent = 0
         for to, docs in sorted(by_recipient.items()):
-            items = [_from_dict(d["notification"]) for d in docs]
+            items = [notification_from_dict(d["notification"]) for d in docs]
             subject = f"Prometheus digest: {len(items)} notification{'s' * (len(items) != 1)}"
             try:
                 self._deliver(to, subject, _render(items), items, "notifications.json")
@@ -228,16 +229,6 @@ class SendGridNotifier:
 def _retry_after(headers: Any) -> float | None:
     value = headers.get("Retry-After") if headers is not None else None
     return float(value) if isinstance(value, str) and value.strip().isdigit() else None
-
-
-def _from_dict(data: dict[str, Any]) -> Notification:
-    return Notification(
-        event_type=data["event_type"],
-        severity=data["severity"],
-        title=data["title"],
-        body=data["body"],
-        user_id=data["user_id"],
-    )
 
 
 def _plain(items: Sequence[Notification]) -> str:
