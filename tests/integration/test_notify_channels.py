@@ -233,6 +233,7 @@ def test_routes_by_event_type_and_severity(world: W) -> None:
         clock=b.clock,
         policy=POLICY,
         sleep=sleeps.append,
+        allow_private_hosts=True,
     )
     router = RoutingNotifier(
         b.state,
@@ -261,6 +262,7 @@ def test_user_fields_are_the_fallback_and_strangers_get_nothing(world: W) -> Non
         clock=b.clock,
         policy=POLICY,
         sleep=sleeps.append,
+        allow_private_hosts=True,
     )
     router = RoutingNotifier(b.state, webhook=webhook)
     router.send(note(1))

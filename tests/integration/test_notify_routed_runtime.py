@@ -38,6 +38,7 @@ def test_routed_runtime_delivers_to_every_channel_once(
             "PROMETHEUS_NOTIFIER": "routed",
             "PROMETHEUS_SENDGRID_HOST": sendgrid.url,
             "PROMETHEUS_TELEGRAM_API_BASE": telegram.url,
+            "PROMETHEUS_WEBHOOK_ALLOW_PRIVATE_HOSTS": "true",  # the receiver is on loopback
         }.items():
             monkeypatch.setenv(key, value)
         cloud.reset_runtime()

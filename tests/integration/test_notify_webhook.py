@@ -65,6 +65,7 @@ class World:
             limiter=limiter,
             policy=policy,
             sleep=self.sleep,
+            allow_private_hosts=True,  # the receiver is on loopback
         )
 
 
@@ -221,3 +222,30 @@ def test_dead_letters_are_replayed_once_the_endpoint_recovers(world: World) -> N
         assert router.replay_dead_letters(world.dead) == (3, 0)
     assert sorted(r.headers[DELIVERY_HEADER] for r in up.accepted) == ["evt-0", "evt-1", "evt-2"]
     assert world.dead.list() == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/hook",
+        "http://localhost:{port}/hook",
+        "http://169.254.169.254/computeMetadata/v1/",
+        "http://10.1.2.3/hook",
+        "http://[::1]:{port}/hook",
+    ],
+)
+def test_private_destinations_are_refused_by_default(world: World, url: str) -> None:
+    with WebhookReceiver() as receiver:
+        port = receiver.url.rsplit(":", 1)[1]
+        notifier = WebhookNotifier(
+            WebhookEndpoint(url.format(port=port), "notify/u1/webhook"),
+            secrets=world.secrets,
+            dead_letters=world.dead,
+            clock=world.clock,
+            policy=FAST,
+            sleep=world.sleep,
+        )
+        notifier.send(event(1))
+    assert receiver.requests == []
+    (dead,) = world.dead.list()
+    assert (dead["reason"], dead["attempts"]) == ("destination not allowed", 0)

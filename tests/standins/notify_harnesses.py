@@ -79,6 +79,7 @@ def webhook_notifier(b: Base) -> WebhookNotifier:
         clock=b.clock,
         policy=FAST,
         sleep=lambda _s: None,
+        allow_private_hosts=True,
     )
 
 
@@ -92,6 +93,7 @@ def webhook(tmp: Path, stack: contextlib.ExitStack) -> NotifierHarness:
         clock=b.clock,
         policy=FAST,
         sleep=lambda _s: None,
+        allow_private_hosts=True,
     )
     return NotifierHarness(notifier, lambda: [r.json() for r in receiver.accepted])
 

@@ -38,6 +38,7 @@ def routed_notifier(
             clock=clock,
             limiter=limiter,
             policy=policy,
+            allow_private_hosts=settings.webhook_allow_private_hosts,
         ),
         email=SendGridNotifier(
             api_key=lambda: secrets.get_secret(settings.sendgrid_api_key_secret),

@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     )
     webhook_max_attempts: int = Field(default=5, ge=1, le=10)
     webhook_rate_per_minute: int = Field(default=30, ge=1, description="per endpoint or chat")
+    webhook_allow_private_hosts: bool = Field(
+        default=False, description="let webhooks reach loopback/private addresses (tests only)"
+    )
     sendgrid_api_key_secret: str = "sendgrid-api-key"
     sendgrid_host: str = "https://api.sendgrid.com"
     notify_from_email: str = "alerts@prometheus.invalid"

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -68,6 +71,20 @@ def verify(
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
+def is_public_destination(url: str) -> bool:
+    """False when the URL's host resolves to a loopback, private, link-local or otherwise
+    non-global address: a user's webhook must not reach the metadata server or internal
+    services (SSRF). A name that does not resolve is left to fail on connect."""
+    host = urlsplit(url).hostname
+    if not host:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return True
+    return all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_global for info in infos)
+
+
 def webhook_secret_name(user_id: str | None) -> str:
     """Where a user's (or the operator's) webhook signing secret lives in the SecretStore."""
     return f"notify/{user_id or '_operator'}/webhook"
@@ -92,9 +109,11 @@ class WebhookNotifier:
     """``Notifier`` that POSTs signed JSON to an endpoint.
 
     ``endpoint`` is fixed or chosen per notification (None: this notification has no
-    webhook). A delivery that fails every attempt, hits a permanent status, has no signing
-    secret or stays rate-limited goes to the dead letter and ``send`` returns: the event is
-    kept, and one bad endpoint never blocks the user's other channels.
+    webhook). Endpoints on loopback/private/link-local addresses are refused unless
+    ``allow_private_hosts`` (tests, a trusted internal receiver). A delivery that fails
+    every attempt, hits a permanent status, has no signing secret, is refused or stays
+    rate-limited goes to the dead letter and ``send`` returns: the event is kept, and one
+    bad endpoint never blocks the user's other channels.
     """
 
     def __init__(
@@ -109,8 +128,10 @@ class WebhookNotifier:
         client: httpx.Client | None = None,
         sleep: Sleep = time.sleep,
         timeout_seconds: float = 10.0,
+        allow_private_hosts: bool = False,
     ) -> None:
         self._endpoint = endpoint
+        self._allow_private = allow_private_hosts
         self._secrets = secrets
         self._dead = dead_letters
         self._clock = clock
@@ -138,6 +159,11 @@ class WebhookNotifier:
 
     def send_to(self, endpoint: WebhookEndpoint, notification: Notification) -> None:
         """Deliver to one endpoint (or dead-letter it)."""
+        if not self._allow_private and not is_public_destination(endpoint.url):
+            self._dead.add(
+                CHANNEL, endpoint.url, notification, attempts=0, reason="destination not allowed"
+            )
+            return
         try:
             secret = self._secrets.get_secret(endpoint.secret_name)
         except SecretNotFound:
