@@ -34,7 +34,7 @@ locals {
 
   # Static secret (secrets.tf) -> identities that read it.
   secret_readers = {
-    sendgrid-api-key    = ["notifier"]
+    sendgrid-api-key    = ["notifier", "housekeeping"] # housekeeping flushes email digests
     telegram-bot-token  = ["notifier"]
     webhook-signing-key = ["notifier"]
     api-admin-token     = ["api"]
