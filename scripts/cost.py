@@ -102,6 +102,7 @@ ASSUMPTIONS: dict[str, float] = {
     "evaluator_seconds": 0.5,
     "notifier_seconds": 0.5,
     "api_seconds": 0.2,
+    "telegram_seconds": 0.2,
     "api_requests_per_user_day": 100.0,
     "accept_rate": 0.5,  # share of (signal, user) executions that open a position
     "hold_hours": 0.5,  # average time a position stays open
@@ -277,6 +278,8 @@ def invocations(dep: Deployment, sc: Scenario) -> dict[str, float]:
         evaluator=events,
         notifier=events,
         api=a["api_requests_per_user_day"] * sc.users * DAYS_PER_MONTH,
+        # Telegram bot commands: assume as many as a fifth of the API's requests
+        telegram=a["api_requests_per_user_day"] * sc.users * DAYS_PER_MONTH / 5,
     )
     return {name: counts[name] for name in dep.functions}
 

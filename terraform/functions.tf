@@ -19,6 +19,7 @@ locals {
     reporter     = { trigger = "schedule", schedule = "0 0 * * *", topic = null, subscription = null, ordered = false }
     housekeeping = { trigger = "schedule", schedule = var.housekeeping_schedule, topic = null, subscription = null, ordered = false }
     api          = { trigger = "http", schedule = null, topic = null, subscription = null, ordered = false }
+    telegram     = { trigger = "http", schedule = null, topic = null, subscription = null, ordered = false }
   }
 
   scheduled_functions = { for name, f in local.functions : name => f if f.trigger == "schedule" }

@@ -24,20 +24,21 @@ locals {
   bucket_grants = {
     market = {
       "roles/storage.objectUser"   = ["collector"]
-      "roles/storage.objectViewer" = ["ranker", "executor", "worker"]
+      "roles/storage.objectViewer" = ["ranker", "executor", "worker", "housekeeping"]
     }
     blobs = {
       "roles/storage.objectUser"   = ["executor", "reporter", "worker"]
-      "roles/storage.objectViewer" = ["api"]
+      "roles/storage.objectViewer" = ["api", "notifier"]
     }
   }
 
   # Static secret (secrets.tf) -> identities that read it.
   secret_readers = {
-    sendgrid-api-key    = ["notifier"]
+    sendgrid-api-key    = ["notifier", "housekeeping"] # housekeeping flushes email digests
     telegram-bot-token  = ["notifier"]
     webhook-signing-key = ["notifier"]
     api-admin-token     = ["api"]
+    telegram-hook-token = ["telegram"]
   }
 
   # Per-user exchange keys: the API writes them, only the executor and the worker read them.
@@ -280,4 +281,14 @@ resource "google_cloud_run_v2_service_iam_member" "api_invoker" {
   name     = google_cloudfunctions2_function.fn["api"].name
   role     = "roles/run.invoker"
   member   = each.key
+}
+
+# Telegram calls the bot webhook without Google credentials: the function authenticates it
+# by the X-Telegram-Bot-Api-Secret-Token header (constant-time compare, docs/notifications.md).
+resource "google_cloud_run_v2_service_iam_member" "telegram_invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.fn["telegram"].name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
 }

@@ -9,6 +9,7 @@ locals {
     telegram-bot-token  = "Telegram bot token (optional notifications)."
     webhook-signing-key = "Default HMAC-SHA256 key for signed webhooks."
     api-admin-token     = "Token for the API's admin routes."
+    telegram-hook-token = "Secret token given to Telegram's setWebhook; the telegram function checks it."
   }
 }
 

@@ -87,6 +87,7 @@ variable "function_settings" {
     reporter     = { memory = "1Gi", cpu = "1", timeout_seconds = 540, min_instance_count = 0, max_instance_count = 1, concurrency = 1 }
     housekeeping = { memory = "512Mi", cpu = "1", timeout_seconds = 300, min_instance_count = 0, max_instance_count = 1, concurrency = 1 }
     api          = { memory = "512Mi", cpu = "1", timeout_seconds = 60, min_instance_count = 0, max_instance_count = 10, concurrency = 20 }
+    telegram     = { memory = "256Mi", cpu = "0.333", timeout_seconds = 30, min_instance_count = 0, max_instance_count = 2, concurrency = 1 }
   }
 }
 

@@ -1,4 +1,5 @@
-"""Housekeeping (Cloud Scheduler, every minute): expire signals past their TTL."""
+"""Housekeeping (Cloud Scheduler, every minute): expire signals and watchlist entries,
+"expires in 1 h" notices, the daily top-liquid list, email digests."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from prometheus_trader.app.cloud import get_runtime
 
 @functions_framework.http
 def housekeeping(request: triggers.HttpRequest) -> triggers.JsonResponse:
-    """Expire what is due; the body must be empty or {}."""
+    """One housekeeping pass; the body must be empty or {}."""
 
     def job(body: dict[str, Any]) -> object:
         triggers.no_body(body)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.standins import notify_harnesses
+from tests.standins.notify_harnesses import NotifierHarness
 
 from prometheus_trader.adapters.embedded.console_notifier import ConsoleNotifier
 from prometheus_trader.ports import Notification, Notifier
@@ -16,15 +18,7 @@ from prometheus_trader.ports import Notification, Notifier
 pytestmark = pytest.mark.contract
 
 
-@dataclass
-class NotifierHarness:
-    """A notifier plus what actually reached the channel, as JSON-ready dicts."""
-
-    notifier: Notifier
-    delivered: Callable[[], list[dict[str, Any]]]
-
-
-def _console(tmp: Path) -> NotifierHarness:
+def _console(tmp: Path, _stack: contextlib.ExitStack) -> NotifierHarness:
     outbox = tmp / "out" / "outbox.jsonl"
     notifier = ConsoleNotifier(outbox)
 
@@ -36,14 +30,22 @@ def _console(tmp: Path) -> NotifierHarness:
     return NotifierHarness(notifier, delivered)
 
 
-# Add webhook / email adapters here (with a local capturing endpoint).
-FACTORIES: list[tuple[str, Callable[[Path], NotifierHarness]]] = [("console-outbox", _console)]
+Factory = Callable[[Path, contextlib.ExitStack], NotifierHarness]
+# every adapter of the port; the HTTP ones deliver to loopback stand-ins (tests/standins)
+FACTORIES: list[tuple[str, Factory]] = [
+    ("console-outbox", _console),
+    ("webhook", notify_harnesses.webhook),
+    ("sendgrid", notify_harnesses.sendgrid),
+    ("telegram", notify_harnesses.telegram),
+    ("routing", notify_harnesses.routing),
+]
 
 
 @pytest.fixture(params=[f for _, f in FACTORIES], ids=[i for i, _ in FACTORIES])
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> NotifierHarness:
-    factory: Callable[[Path], NotifierHarness] = request.param
-    return factory(tmp_path)
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotifierHarness]:
+    factory: Factory = request.param
+    with contextlib.ExitStack() as stack:
+        yield factory(tmp_path, stack)
 
 
 def make(n: int, user_id: str | None = "u1") -> Notification:

@@ -83,6 +83,7 @@ def test_every_spec_function_has_a_folder() -> None:
         "reporter",
         "housekeeping",
         "api",
+        "telegram",  # the Telegram bot webhook (issue 10)
     }
     assert {p.parent.name for p in FUNCTIONS.glob("*/main.py")} == expected
 
@@ -300,7 +301,7 @@ def test_housekeeping_expires_due_signals_and_refuses_unknown_fields(world: Clou
     assert world.state.get(Collections.SIGNALS, signal.id)["status"] == "pending"  # type: ignore[index]
     response = client.post("/")  # the clock (08:00) is before expiry (08:20)
     assert response.status_code == 200
-    assert response.get_json()["report"] == []
+    assert response.get_json()["report"]["expired_signals"] == []
 
 
 def test_api_health_positions_and_errors(world: CloudWorld) -> None:

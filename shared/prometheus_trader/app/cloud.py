@@ -17,7 +17,7 @@ the market store, ``exchange_mode="replay"``); a live ccxt adapter is a later is
 Paper accounts live in the exchange object's memory, so in the cloud each function
 instance and the worker have their own paper accounts: good enough for staging, not for
 reconciling orders across processes. The notifier is the console one (one line on stdout
-per notification) until the webhook / SendGrid notifiers land.
+per notification), plus webhooks / SendGrid / Telegram with ``notifier="routed"``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from prometheus_trader.ports import (
 from prometheus_trader.usecases.collect import CollectReport
 from prometheus_trader.usecases.dispatch import DispatchSignal
 from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
-from prometheus_trader.usecases.housekeeping import ExpireSignals
+from prometheus_trader.usecases.housekeeping import Housekeeping
 from prometheus_trader.usecases.monitor import ExitMonitor
 from prometheus_trader.usecases.notify import NotifyEvent
 from prometheus_trader.usecases.rank import RankReport
@@ -285,8 +285,25 @@ class CloudRuntime:
 
     @property
     def notifier(self) -> Notifier:
-        """Console notifier (stdout) until the webhook / SendGrid notifiers land."""
-        return self._once("notifier", lambda: ConsoleNotifier(None, console=True))
+        """Console notifier (stdout); with ``notifier="routed"`` also each user's webhook,
+        email and Telegram endpoints (issue 10, docs/notifications.md)."""
+
+        def make() -> Notifier:
+            console = ConsoleNotifier(None, console=True)
+            if self.settings.notifier != "routed":
+                return console
+            from prometheus_trader.app.notifications import routed_notifier
+
+            return routed_notifier(
+                self.settings,
+                state=self.state,
+                secrets=self.secrets,
+                clock=self.clock,
+                blobs=self.blobs,
+                always=console,
+            )
+
+        return self._once("notifier", make)
 
     @property
     def secrets(self) -> SecretStore:
@@ -354,8 +371,8 @@ class CloudRuntime:
         return self.usecases.reporter
 
     @property
-    def housekeeping(self) -> ExpireSignals:
-        """Scheduler: expire signals whose TTL ran out."""
+    def housekeeping(self) -> Housekeeping:
+        """Scheduler: expiries, watchlist notices, top-liquid list, email digests."""
         return self.usecases.housekeeping
 
     # ------------------------------------------------------- one invocation each

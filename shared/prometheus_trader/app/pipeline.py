@@ -57,7 +57,7 @@ from prometheus_trader.usecases.collect import CollectMarketData
 from prometheus_trader.usecases.dispatch import DispatchSignal
 from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
 from prometheus_trader.usecases.execute import ExecuteSignalForUser
-from prometheus_trader.usecases.housekeeping import ExpireSignals
+from prometheus_trader.usecases.housekeeping import Housekeeping, TopLiquidConfig
 from prometheus_trader.usecases.monitor import ExitMonitor
 from prometheus_trader.usecases.names import Collections, Subscriptions, Topics
 from prometheus_trader.usecases.notify import NotifyEvent
@@ -172,7 +172,7 @@ class UseCases:
     notifier: NotifyEvent
     monitor: ExitMonitor
     reporter: DailyReporter
-    housekeeping: ExpireSignals
+    housekeeping: Housekeeping
 
     def handlers(self) -> dict[tuple[str, str], Callable[[BusMessage], object]]:
         """(topic, subscription) → the handler that consumes it."""
@@ -224,7 +224,9 @@ def wire(
         notifier=NotifyEvent(notifier, state),
         monitor=ExitMonitor(state, exchange, bus, blobs, clock, ExitConfig()),
         reporter=DailyReporter(state, blobs, bus, clock),
-        housekeeping=ExpireSignals(state, clock),
+        housekeeping=Housekeeping(
+            state, market, bus, clock, notifier, TopLiquidConfig(exchange=settings.exchange)
+        ),
     )
 
 

@@ -117,6 +117,23 @@ class Settings(BaseSettings):
         description="pin the service clock: it reads this instant when the process builds its "
         "runtime and runs at real speed from there (replaying recorded data); None = real time",
     )
+    # notifications (docs/notifications.md); secrets are SecretStore names, never values
+    notifier: Literal["console", "routed"] = Field(
+        default="console",
+        description="console = outbox/stdout only (no network); routed = each user's "
+        "webhook / email / Telegram endpoints, plus the console record",
+    )
+    webhook_max_attempts: int = Field(default=5, ge=1, le=10)
+    webhook_rate_per_minute: int = Field(default=30, ge=1, description="per endpoint or chat")
+    webhook_allow_private_hosts: bool = Field(
+        default=False, description="let webhooks reach loopback/private addresses (tests only)"
+    )
+    sendgrid_api_key_secret: str = "sendgrid-api-key"
+    sendgrid_host: str = "https://api.sendgrid.com"
+    notify_from_email: str = "alerts@prometheus.invalid"
+    telegram_api_base: str = "https://api.telegram.org"
+    telegram_bot_token_secret: str = "telegram-bot-token"
+    telegram_webhook_secret_name: str = "telegram-hook-token"
     worker_port: int = Field(default=8080, ge=1, le=65535, description="overridden by $PORT")
     worker_stale_after_seconds: float = Field(
         default=30.0, gt=0, description="/healthz turns 503 when the last cycle is older"

@@ -68,7 +68,7 @@ PUBSUB_FUNCTIONS: dict[str, tuple[str, str]] = {
     "evaluator": (Topics.EVENTS, Subscriptions.EVALUATOR),
     "notifier": (Topics.EVENTS, Subscriptions.NOTIFIER),
 }
-HTTP_FUNCTIONS = ("collector", "ranker", "reporter", "housekeeping", "api")
+HTTP_FUNCTIONS = ("collector", "ranker", "reporter", "housekeeping", "api", "telegram")
 
 
 class StackError(RuntimeError):

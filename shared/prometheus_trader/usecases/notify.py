@@ -2,9 +2,44 @@
 
 from __future__ import annotations
 
+from typing import Final, Protocol, runtime_checkable
+
 from prometheus_trader.domain.events import Event, EventType
 from prometheus_trader.ports import BusMessage, Notification, Notifier, StateStore
 from prometheus_trader.usecases.names import Collections
+
+
+class NotifyCollections:
+    """State-store collections of the notification channels (docs/notifications.md)."""
+
+    PREFERENCES: Final = "notify_preferences"  # per user: endpoints and routes
+    DEAD_LETTERS: Final = "notify_dead_letters"  # deliveries that failed every attempt
+    RATE_LIMITS: Final = "notify_rate_limits"  # per-destination counters, shared
+    DIGEST_QUEUE: Final = "notify_digest_queue"  # email waiting for the next digest
+    TELEGRAM_LINKS: Final = "telegram_links"  # chat id → user id
+
+
+@runtime_checkable
+class DigestNotifier(Protocol):
+    """A notifier that holds some notifications back for a periodic digest."""
+
+    def flush_digests(self) -> int:
+        """Send every queued digest; returns how many messages went out."""
+        ...
+
+
+class FlushDigests:
+    """Scheduled (housekeeping): send the queued digests of a notifier that keeps them."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+
+    def run(self) -> int:
+        """Digests sent (0 when the notifier keeps none)."""
+        if isinstance(self._notifier, DigestNotifier):
+            return self._notifier.flush_digests()
+        return 0
+
 
 USER_FACING = {
     EventType.SIGNAL_PUBLISHED,

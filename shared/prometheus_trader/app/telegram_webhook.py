@@ -1,0 +1,81 @@
+"""The Telegram bot webhook (``functions/telegram``): authenticate, parse, run a command.
+
+Telegram sends ``X-Telegram-Bot-Api-Secret-Token`` with the secret given to
+``setWebhook``; it is compared in constant time with the SecretStore's copy. The reply
+goes back in the webhook response itself (``{"method": "sendMessage", …}``), which the
+Bot API executes, so answering needs no outbound call. Anything that is not a command
+gets an empty 200: a non-2xx makes Telegram redeliver the same update again and again.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from prometheus_trader.app.settings import Settings
+from prometheus_trader.app.triggers import HttpRequest, JsonResponse, traced
+from prometheus_trader.ports import Clock, SecretNotFound, SecretStore, StateStore
+from prometheus_trader.usecases.names import labels
+from prometheus_trader.usecases.telegram_commands import HandleTelegramCommand, TelegramUpdate
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+MAX_BODY_BYTES = 64 * 1024  # an update with a command is a few hundred bytes
+
+
+class TelegramRuntime(Protocol):
+    """What the webhook needs from the runtime (``CloudRuntime`` has it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def state(self) -> StateStore: ...
+
+    @property
+    def secrets(self) -> SecretStore: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+
+def handle(request: HttpRequest, runtime: TelegramRuntime) -> JsonResponse:
+    """Answer one webhook call."""
+    with traced(request):
+        return _handle(request, runtime)
+
+
+def _handle(request: HttpRequest, runtime: TelegramRuntime) -> JsonResponse:
+    if request.method != "POST":
+        return {"error": f"method {request.method} not allowed"}, 405
+    try:
+        expected = runtime.secrets.get_secret(runtime.settings.telegram_webhook_secret_name)
+    except SecretNotFound:
+        log.error("telegram webhook secret is not configured", extra=labels(stage="telegram"))
+        return {"error": "telegram webhook not configured"}, 503
+    given = request.headers.get(SECRET_HEADER, "")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        return {"error": "bad or missing secret token"}, 403
+    length = request.headers.get("Content-Length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        return {"error": f"body larger than {MAX_BODY_BYTES} bytes"}, 413
+    raw = request.get_data()
+    if len(raw) > MAX_BODY_BYTES:
+        return {"error": f"body larger than {MAX_BODY_BYTES} bytes"}, 413
+    try:
+        data: Any = json.loads(raw)
+        update = TelegramUpdate.model_validate(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValidationError) as exc:
+        log.warning(
+            "telegram update rejected: %s", type(exc).__name__, extra=labels(stage="telegram")
+        )
+        return {"error": "body is not a Telegram update"}, 400
+    reply = HandleTelegramCommand(runtime.state, runtime.clock).handle(update)
+    if reply is None:
+        return {}, 200
+    return {"method": "sendMessage", "chat_id": reply.chat_id, "text": reply.text}, 200
