@@ -26,6 +26,7 @@ from threading import Thread
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from prometheus_trader.domain.market import TIMEFRAME_MS
 from tests.standins.engine import Engine, Order, VenueError
 
 Handler = Callable[["Request"], Any]
@@ -237,13 +238,18 @@ class BinanceUsdm:
 
     def klines(self, r: Request) -> Any:
         symbol = self._symbol(r)
-        if r.params.get("interval", "1m") != "1m":
+        interval = r.params.get("interval", "1m")
+        if interval not in TIMEFRAME_MS:
             raise VenueError("-1120", "Invalid interval.")
+        step = TIMEFRAME_MS[interval]
         now = self.engine.now_ms
         limit = int(r.params.get("limit", "500"))
-        start = int(r.params.get("startTime", now - limit * 60_000))
+        start = int(r.params.get("startTime", now - limit * step))
+        start -= start % step
         end = min(int(r.params.get("endTime", now)), now)
         bars = self.engine.bars(symbol, start, end)
+        if interval != "1m":
+            bars = bars.resample(interval)
         rows = []
         for i in range(len(bars))[:limit]:
             ts = int(bars.ts_ms[i])
@@ -255,7 +261,7 @@ class BinanceUsdm:
                     _num(float(bars.low[i])),
                     _num(float(bars.close[i])),
                     _num(float(bars.volume[i])),
-                    ts + 59_999,
+                    ts + step - 1,
                     _num(float(bars.close[i] * bars.volume[i])),
                     100,
                     "0",
@@ -268,7 +274,7 @@ class BinanceUsdm:
     def premium_index(self, r: Request) -> Any:
         symbol = self._symbol(r)
         now = self.engine.now_ms
-        rates = self.engine.store.funding(self.engine.key(symbol), now - 86_400_000, now)
+        rates = self.engine.market.funding(symbol, now - 86_400_000, now)
         rate = rates[-1].rate if rates else 0.0
         last = self.engine.last_price(symbol)
         return {
@@ -285,7 +291,7 @@ class BinanceUsdm:
     def funding_history(self, r: Request) -> Any:
         symbol = self._symbol(r)
         now = self.engine.now_ms
-        rates = self.engine.store.funding(self.engine.key(symbol), now - 7 * 86_400_000, now)
+        rates = self.engine.market.funding(symbol, now - 7 * 86_400_000, now)
         return [
             {
                 "symbol": market_id(symbol),

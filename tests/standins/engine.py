@@ -10,6 +10,7 @@ close, a resting order or trigger fires when a later bar trades through its pric
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import threading
@@ -18,11 +19,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import prometheus_trader.sample
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
-from prometheus_trader.domain.market import MINUTE_MS, CandleSeries, Instrument, MarketType
+from prometheus_trader.domain.market import (
+    MINUTE_MS,
+    CandleSeries,
+    FundingRate,
+    Instrument,
+    MarketType,
+)
 from prometheus_trader.ports import SeriesKey
 
 SAMPLE_STORE = Path(prometheus_trader.sample.__file__).parent / "store"
@@ -100,6 +109,54 @@ class FaultPlan:
         return None
 
 
+@dataclass(frozen=True)
+class RecordedMarket:
+    """The bundled sample: store, instruments and every symbol's 1m bars in memory."""
+
+    store: DuckDBMarketStore
+    instruments: dict[str, Instrument]
+    series: dict[str, CandleSeries]
+    funding_rates: dict[str, list[FundingRate]]
+
+    def funding(self, symbol: str, start_ms: int, end_ms: int) -> list[FundingRate]:
+        """Recorded funding rates in [start_ms, end_ms]."""
+        return [f for f in self.funding_rates[symbol] if start_ms <= f.ts_ms <= end_ms]
+
+    def bars(self, symbol: str, start_ms: int, end_ms: int) -> CandleSeries:
+        """Bars with ``start_ms <= ts`` that closed by ``end_ms``."""
+        s = self.series[symbol]
+        lo = int(np.searchsorted(s.ts_ms, start_ms, side="left"))
+        hi = int(np.searchsorted(s.ts_ms, end_ms - MINUTE_MS, side="right"))
+        sl = slice(lo, max(lo, hi))
+        return CandleSeries(
+            s.symbol,
+            s.timeframe,
+            s.ts_ms[sl],
+            s.open[sl],
+            s.high[sl],
+            s.low[sl],
+            s.close[sl],
+            s.volume[sl],
+            s.taker_buy_volume[sl],
+        )
+
+
+@functools.cache
+def recorded_market() -> RecordedMarket:
+    """The bundled sample store and its instruments (precision inferred as the replay
+    exchange does), loaded once per process."""
+    store = DuckDBMarketStore(SAMPLE_STORE)
+    clock = SimulatedClock(datetime.fromtimestamp(DEFAULT_NOW_MS / 1000, UTC))
+    instruments = {i.symbol: i for i in ReplayExchange(store, clock).load_markets()}
+    series, funding = {}, {}
+    for symbol in instruments:
+        key = SeriesKey("binance", MarketType.PERP, symbol)
+        first, last = store.candle_range(key, "1m") or (0, 0)
+        series[symbol] = store.candles(key, "1m", first, last + MINUTE_MS)
+        funding[symbol] = store.funding(key, first, last + MINUTE_MS)
+    return RecordedMarket(store, instruments, series, funding)
+
+
 class Engine:
     """Accounts, orders and recorded prices behind every stand-in; thread-safe."""
 
@@ -128,11 +185,9 @@ class Engine:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request seen
         self.faults = FaultPlan()
         self._ids = itertools.count(8_389_765_000)
-        self.store = DuckDBMarketStore(SAMPLE_STORE)
-        replay = ReplayExchange(
-            self.store, SimulatedClock(datetime.fromtimestamp(now_ms / 1000, UTC))
-        )
-        self.instruments: dict[str, Instrument] = {i.symbol: i for i in replay.load_markets()}
+        self.market = recorded_market()
+        self.store = self.market.store
+        self.instruments: dict[str, Instrument] = dict(self.market.instruments)
 
     # ---------------------------------------------------------------- market data
     def key(self, symbol: str) -> SeriesKey:
@@ -142,7 +197,7 @@ class Engine:
         """Recorded 1m bars closed by ``end_ms``."""
         if symbol not in self.instruments:
             raise VenueError("-1121", "Invalid symbol.")
-        return self.store.candles(self.key(symbol), "1m", start_ms, end_ms)
+        return self.market.bars(symbol, start_ms, end_ms)
 
     def last_price(self, symbol: str) -> float:
         bars = self.bars(symbol, self.now_ms - 3_600_000, self.now_ms)

@@ -8,6 +8,7 @@ the environment's set never leaves the process (``guard_hosts``).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -107,6 +108,12 @@ def _hosts(urls: Any, hostname: str) -> set[str]:
 
 def env_hosts(spec: VenueSpec) -> dict[Env, frozenset[str]]:
     """The hosts each environment may reach, from ccxt's own URL tables."""
+    return _env_hosts(spec.exchange_id)
+
+
+@functools.cache
+def _env_hosts(exchange_id: str) -> dict[Env, frozenset[str]]:
+    spec = VENUES[exchange_id]
     client = spec.new_client()
     hostname = str(getattr(client, "hostname", "") or "")
     live = _hosts(client.urls["api"], hostname)

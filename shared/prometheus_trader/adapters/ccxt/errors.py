@@ -99,9 +99,15 @@ def translate(
         return OrderRejected(f"insufficient margin: {msg}") if placing else ExchangeError(msg)
     if isinstance(exc, ccxt.InvalidOrder | ccxt.BadRequest | ccxt.OperationRejected):
         return OrderRejected(msg) if placing else ExchangeError(msg)
+    if (
+        placing
+        and isinstance(exc, ccxt.ExchangeError)
+        and not isinstance(exc, ccxt.AuthenticationError | ccxt.NotSupported)
+    ):
+        # the order endpoint answered with an error: nothing was placed, retrying the same
+        # request gets the same answer (codes ccxt leaves generic, e.g. -2021, land here)
+        return OrderRejected(msg)
     if isinstance(exc, ccxt.BaseError):
-        if placing and is_duplicate_client_id(exc):
-            return OrderRejected(msg)
         return ExchangeError(msg)
     return exc if isinstance(exc, Exception) else ExchangeError(msg)
 

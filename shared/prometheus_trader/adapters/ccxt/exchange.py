@@ -81,6 +81,7 @@ class CcxtExchange:
         margin_mode: str = "isolated",
         retry: RetryPolicy | None = None,
         timeout_ms: int = 10_000,
+        rate_limit: bool = True,
         sleep: Callable[[float], None] = time.sleep,
         clock: Clock | Any = None,
     ) -> None:
@@ -97,6 +98,7 @@ class CcxtExchange:
         self._margin_mode = margin_mode
         self._retry = retry or RetryPolicy()
         self._timeout_ms = timeout_ms
+        self._rate_limit = rate_limit  # ccxt's client-side throttle (off only for stand-ins)
         self._sleep = sleep
         self._clock = clock or _SystemClock()
         self._lock = threading.RLock()
@@ -112,7 +114,10 @@ class CcxtExchange:
         return self.spec.exchange_id
 
     def _new_client(self, creds: Credentials | None) -> Any:
-        config: dict[str, Any] = {"timeout": self._timeout_ms}
+        config: dict[str, Any] = {
+            "timeout": self._timeout_ms,
+            "enableRateLimit": self._rate_limit,
+        }
         if creds is not None:
             config |= {"apiKey": creds.api_key, "secret": creds.secret}
             if creds.password:
@@ -121,7 +126,7 @@ class CcxtExchange:
         if self.env == "demo":
             client.enable_demo_trading(True)
         if self._urls:
-            client.urls["api"] = dict(self._urls)
+            _point_at(client, self._urls)
         guard_hosts(client, self._allowed, f"{self.spec.exchange_id} {self.env}")
         return client
 
@@ -441,6 +446,30 @@ class CcxtExchange:
         if order.status is OrderStatus.OPEN:
             raise ExchangeError(f"order {order_id} is still open after cancel")
         return order
+
+
+def _point_at(client: Any, urls: Mapping[str, str]) -> None:
+    """Send every request to ``urls`` (a stand-in). ccxt picks its error tables by URL
+    (e.g. Binance's linear-futures codes by ``https://demo-fapi...``), so the lookup still
+    sees the endpoint each overridden URL replaces."""
+    real = {
+        urls[k].rstrip("/"): str(v).rstrip("/")
+        for k, v in dict(client.urls["api"]).items()
+        if k in urls and isinstance(v, str)
+    }
+    client.urls["api"] = dict(urls)
+    lookup = getattr(client, "get_exceptions_by_url", None)
+    if lookup is None:
+        return
+
+    def by_url(url: str | None, kind: str) -> Any:
+        for fake in sorted(real, key=len, reverse=True):
+            if url is not None and url.startswith(fake):
+                url = real[fake] + url[len(fake) :]
+                break
+        return lookup(url, kind)
+
+    client.get_exceptions_by_url = by_url
 
 
 def _wait(policy: RetryPolicy, attempt: int, err: TransientFailure) -> float:
