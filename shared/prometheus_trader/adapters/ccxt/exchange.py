@@ -280,6 +280,24 @@ class CcxtExchange:
         out = [parse.position(account, p) for p in raw]
         return sorted((p for p in out if p is not None), key=lambda p: p.symbol)
 
+    def withdrawals_enabled(self, account: str) -> bool | None:
+        """Whether the account's key may withdraw; None where the venue does not say
+        (Binance reports it on the spot API only, which demo trading does not serve)."""
+
+        def ask(c: Any) -> bool | None:
+            if self.spec.ccxt_id.startswith("binance"):
+                if "sapi" not in c.urls["api"]:
+                    return None
+                return bool(c.sapiGetAccountApiRestrictions().get("enableWithdrawals"))
+            if self.spec.ccxt_id == "bybit":
+                info = c.privateGetV5UserQueryApi().get("result") or {}
+                wallet = (info.get("permissions") or {}).get("Wallet") or []
+                return "Withdraw" in wallet
+            return None
+
+        result: bool | None = self._private(account, ask)
+        return result
+
     # ------------------------------------------------------------------ orders
     def _params(self, conditional: bool) -> dict[str, Any]:
         return dict(self.spec.trigger_params) if conditional else {}
