@@ -2,9 +2,10 @@
 
 - ``InsufficientFunds``, ``InvalidOrder``, ``BadRequest`` (bad symbol, size, precision)
   on an order → ``OrderRejected``: final, never retried.
-- ``NetworkError`` and its kinds (``RequestTimeout``, ``ExchangeNotAvailable``,
-  ``DDoSProtection``, ``RateLimitExceeded``, ``InvalidNonce``) → retried a bounded number of
-  times with exponential backoff; a ``Retry-After`` header (429/418) sets the wait.
+- ``OperationFailed``: ``NetworkError`` and its kinds (``RequestTimeout``,
+  ``ExchangeNotAvailable``, ``DDoSProtection``, ``RateLimitExceeded``, ``InvalidNonce``) and
+  answers whose outcome is unknown (Binance 503/-1001) → retried a bounded number of times
+  with exponential backoff; a ``Retry-After`` header (429/418) sets the wait.
 - everything else → ``ExchangeError``.
 
 Messages are scrubbed: a ccxt message may quote the signed URL or the response body; ours
@@ -93,7 +94,9 @@ def translate(
     msg = scrub(f"{type(exc).__name__}: {exc}", *secrets)
     if isinstance(exc, ccxt.OrderNotFound):
         return OrderMissing(msg)
-    if isinstance(exc, ccxt.NetworkError):
+    if isinstance(exc, ccxt.OperationFailed):
+        # network errors, and answers like Binance's 503/-1001 "unable to process": the
+        # outcome is unknown, so retry (orders: after a lookup by client id)
         return TransientFailure(msg, retry_after(client))
     if isinstance(exc, ccxt.InsufficientFunds):
         return OrderRejected(f"insufficient margin: {msg}") if placing else ExchangeError(msg)
