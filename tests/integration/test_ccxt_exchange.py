@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from tests.standins.binance_usdm import Stand, serve_binance
+from tests.standins.engine import Engine
 
 from prometheus_trader.adapters.ccxt import (
     CcxtExchange,
@@ -25,8 +27,6 @@ from prometheus_trader.adapters.embedded.encrypted_secret_store import Encrypted
 from prometheus_trader.domain.market import Side
 from prometheus_trader.domain.trading import OrderRequest, OrderStatus, OrderType
 from prometheus_trader.ports import ExchangeError, OrderRejected
-from tests.standins.binance_usdm import Stand, serve_binance
-from tests.standins.engine import Engine
 
 pytestmark = pytest.mark.integration
 BTC = "BTC/USDT:USDT"
@@ -188,7 +188,7 @@ def test_a_demo_key_never_reaches_a_live_url(stand: Stand, monkeypatch: pytest.M
     n_sent, n_seen = len(sent), len(stand.engine.requests)
     client = good._account("alice")[0]
     client.urls["api"] = dict(LIVE_BINANCE)
-    with pytest.raises(EndpointRefused, match="fapi.binance.com"):
+    with pytest.raises(EndpointRefused, match=r"fapi\.binance\.com"):
         good.create_order("alice", buy("e2"))
     with pytest.raises(EndpointRefused):
         good.fetch_balance("alice")
