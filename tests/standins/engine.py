@@ -167,7 +167,7 @@ class Engine:
         now_ms: int = DEFAULT_NOW_MS,
         starting_balance: float = 10_000.0,
         slippage_bps: float = 2.0,
-        duplicate_scope: str = "all",
+        duplicate_scope: str = "open",
         withdraw_keys: frozenset[str] = frozenset(),
     ) -> None:
         self.lock = threading.RLock()

@@ -2,11 +2,13 @@
 
 - ``config``: venues, environments and their hosts, keys in the secret store
 - ``errors``: the one error mapping and retry policy
+- ``claims``: one sender per client order id across processes (state-store claims)
 - ``parse``: ccxt dicts → domain models
 - ``exchange``: ``CcxtExchange``, the ``Exchange`` port
 - ``keys``: add / check / remove a user's keys
 """
 
+from prometheus_trader.adapters.ccxt.claims import ClaimPolicy, OrderClaims
 from prometheus_trader.adapters.ccxt.config import (
     Credentials,
     EndpointRefused,
@@ -21,11 +23,13 @@ from prometheus_trader.adapters.ccxt.exchange import CcxtExchange
 
 __all__ = [
     "CcxtExchange",
+    "ClaimPolicy",
     "Credentials",
     "EndpointRefused",
     "Env",
     "KeysMissing",
     "LiveTradingRefused",
+    "OrderClaims",
     "RetryPolicy",
     "keys_from_store",
     "secret_name",

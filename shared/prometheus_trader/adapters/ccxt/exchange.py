@@ -8,7 +8,9 @@ requests are host-checked against the environment, and every call goes through
 
 ``create_order`` is idempotent on the client order id: it looks the id up first, sends
 once, and after a transient failure (a response that may have been lost) looks the id up
-again before anything is re-sent; a duplicate-id refusal returns the existing order.
+again before anything is re-sent; a duplicate-id refusal returns the existing order. With
+``claims`` (a state store shared by every instance) only one instance ever sends a given
+client order id, which Binance's own duplicate check (open orders only) does not ensure.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import ccxt
 
 from prometheus_trader.adapters.ccxt import parse
+from prometheus_trader.adapters.ccxt.claims import OrderClaims
 from prometheus_trader.adapters.ccxt.config import (
     Credentials,
     Env,
@@ -84,6 +87,7 @@ class CcxtExchange:
         rate_limit: bool = True,
         sleep: Callable[[float], None] = time.sleep,
         clock: Clock | Any = None,
+        claims: OrderClaims | None = None,
     ) -> None:
         self.spec = venue(exchange)
         if env == "live" and not allow_live:
@@ -101,6 +105,7 @@ class CcxtExchange:
         self._rate_limit = rate_limit  # ccxt's client-side throttle (off only for stand-ins)
         self._sleep = sleep
         self._clock = clock or _SystemClock()
+        self._claims = claims  # one sender per client order id across processes
         self._lock = threading.RLock()
         self._clients: dict[str, tuple[Any, threading.Lock, tuple[str, ...]]] = {}
         self._prepared: dict[tuple[str, str], tuple[str, int]] = {}
@@ -368,6 +373,18 @@ class CcxtExchange:
         existing = self.fetch_order_by_client_id(account, request)
         if existing is not None:
             return existing
+        if self._claims is None:
+            return self._send(account, request)
+        return self._claims.run(
+            f"{self.spec.exchange_id}:{self.env}",
+            account,
+            request.client_order_id,
+            lambda: self._send(account, request),
+            lambda: self.fetch_order_by_client_id(account, request),
+        )
+
+    def _send(self, account: str, request: OrderRequest) -> Order:
+        """Send one order; after an unknown outcome, look it up before sending again."""
         self._prepare(account, request)
         conditional = request.type in _CONDITIONAL
         params: dict[str, Any] = {
