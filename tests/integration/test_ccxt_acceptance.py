@@ -31,7 +31,6 @@ from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateSt
 from prometheus_trader.domain.ids import client_order_id, execution_id
 from prometheus_trader.domain.market import Side
 from prometheus_trader.domain.trading import (
-    DecisionOutcome,
     Execution,
     OrderRequest,
     OrderType,
