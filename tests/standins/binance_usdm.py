@@ -599,13 +599,16 @@ def _make_handler(venue: BinanceUsdm) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up waiting (its timeout)
 
         def _handle(self) -> None:
             parts = urlsplit(self.path)

@@ -314,12 +314,11 @@ class Engine:
             self.orders[order.id] = order
             self._record("create", order, price=order.price, trigger=order.trigger)
             if order.type == "MARKET":
-                part = fault == "partial"
-                self._fill(order, last, qty / 2 if part else None)
-                if part:
-                    inst_qty = inst.round_amount(order.filled)
-                    order.filled = inst_qty
-                    order.status = "EXPIRED"
+                # a partial fill is on the amount grid, like every real fill
+                half = inst.round_amount(qty / 2) if fault == "partial" else 0.0
+                self._fill(order, last, half or None)
+                if half and order.live:
+                    order.status = "EXPIRED"  # the rest found no liquidity (IOC-like)
                     self._record("expire", order)
             elif order.type == "LIMIT" and fault == "partial":
                 self._fill(order, float(order.price or last), inst.round_amount(qty / 2) or None)
