@@ -82,3 +82,22 @@ def ccxt_binance() -> Iterator[PortHarness]:
             rate_limit=False,
         )
         yield PortHarness("ccxt-binanceusdm-standin", exchange, engine.advance)
+
+
+@register("ccxt-bybit-standin")
+@contextmanager
+def ccxt_bybit() -> Iterator[PortHarness]:
+    from tests.standins.bybit import serve_bybit
+
+    engine = Engine(keys={a: f"{a}-secret" for a in ACCOUNTS}, now_ms=START_MS)
+    with serve_bybit(engine) as stand:
+        exchange = CcxtExchange(
+            "bybit",
+            "demo",
+            standin_keys("bybit"),
+            urls=stand.urls,
+            retry=FAST_RETRY,
+            timeout_ms=3_000,
+            rate_limit=False,
+        )
+        yield PortHarness("ccxt-bybit-standin", exchange, engine.advance, exchange_id="bybit")

@@ -131,7 +131,17 @@ def test_partial_fill_is_reported_as_such(stand: Stand) -> None:
 def test_duplicate_client_id_returns_the_existing_order(
     stand: Stand, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = make(stand).create_order("alice", buy("e1"))
+    # Binance refuses a duplicate id among *open* orders (-4116): a resting limit order
+    price = round(stand.engine.last_price(BTC) * 0.5, 1)
+    resting = OrderRequest(
+        client_order_id="e1",
+        symbol=BTC,
+        side=Side.BUY,
+        type=OrderType.LIMIT,
+        amount=0.01,
+        price=price,
+    )
+    first = make(stand).create_order("alice", resting)
     other = make(stand)  # another process that missed the first order in its lookup
     real = other.fetch_order_by_client_id
     calls = []
@@ -141,8 +151,9 @@ def test_duplicate_client_id_returns_the_existing_order(
         return None if len(calls) == 1 else real(account, request)
 
     monkeypatch.setattr(other, "fetch_order_by_client_id", miss_once)
-    again = other.create_order("alice", buy("e1"))
+    again = other.create_order("alice", resting)
     assert again.id == first.id and creates(stand, "e1") == 1
+    assert len(calls) == 2  # the refusal was resolved by a second lookup
 
 
 def test_a_wrong_secret_is_refused_and_never_quoted(stand: Stand) -> None:

@@ -47,6 +47,11 @@ class VenueSpec:
     trigger_params: Mapping[str, Any]  # how ccxt addresses conditional orders
     client_id_param: str = "clientOrderId"
     default_max_leverage: float = 20.0
+    # "type": STOP_MARKET / TAKE_PROFIT_MARKET order types with stopPrice (Binance);
+    # "sltp": a market order with stopLossPrice / takeProfitPrice (Bybit's conditional orders)
+    conditional_style: str = "type"
+    plain_params: Mapping[str, Any] = field(default_factory=dict)  # non-conditional listing
+    fetch_params: Mapping[str, Any] = field(default_factory=dict)  # fetch_order by id
 
     def new_client(self, config: Mapping[str, Any] | None = None) -> Any:
         """A fresh ccxt client with this venue's options (no network)."""
@@ -82,6 +87,9 @@ VENUES: dict[str, VenueSpec] = {
         },
         demo_urls_key="demotrading",
         trigger_params={"trigger": True},
+        conditional_style="sltp",
+        plain_params={"orderFilter": "Order"},
+        fetch_params={"acknowledged": True},
     ),
 }
 

@@ -269,12 +269,12 @@ class CcxtExchange:
         """USDT balance: equity, margin in use, unrealized PnL."""
         raw = self._private(account, lambda c: c.fetch_balance())
         usdt = raw.get("USDT") or {}
-        info = raw.get("info") or {}
-        upnl = _upnl(info)
-        equity = float(usdt.get("total") or 0.0)
+        wallet, upnl = _wallet_upnl(raw.get("info") or {})
+        if wallet is None:
+            wallet = float(usdt.get("total") or 0.0) - upnl
         return Balance(
             currency="USDT",
-            wallet=equity - upnl,
+            wallet=wallet,
             unrealized_pnl=upnl,
             used_margin=float(usdt.get("used") or 0.0),
         )
@@ -307,6 +307,27 @@ class CcxtExchange:
     def _params(self, conditional: bool) -> dict[str, Any]:
         return dict(self.spec.trigger_params) if conditional else {}
 
+    def _lookup_raw(self, c: Any, request: OrderRequest, conditional: bool) -> dict[str, Any]:
+        """The venue's order under ``request.client_order_id`` (ccxt's unified dict)."""
+        if self.spec.ccxt_id == "bybit":
+            # ccxt's bybit fetchOrder needs the exchange id; the v5 order endpoints also
+            # answer by orderLinkId: open and recent orders first, then the history
+            market = c.market(request.symbol)
+            query = {
+                "category": "linear",
+                "symbol": market["id"],
+                "orderLinkId": request.client_order_id,
+            }
+            for endpoint in (c.privateGetV5OrderRealtime, c.privateGetV5OrderHistory):
+                rows = ((endpoint(query) or {}).get("result") or {}).get("list") or []
+                if rows:
+                    parsed: dict[str, Any] = c.parse_order(rows[0], market)
+                    return parsed
+            raise ccxt.OrderNotFound(f"order {request.client_order_id} not found")
+        params = {**self._params(conditional), "clientOrderId": request.client_order_id}
+        found: dict[str, Any] = c.fetch_order(None, request.symbol, params)
+        return found
+
     def _to_order(self, account: str, client: Any, raw: dict[str, Any], conditional: bool) -> Order:
         """Parse; a triggered conditional order reports the fill of the order it became."""
         info = raw.get("info") or {}
@@ -325,11 +346,11 @@ class CcxtExchange:
     def fetch_order_by_client_id(self, account: str, request: OrderRequest) -> Order | None:
         """The order placed under ``request.client_order_id``, or None if there is none."""
         conditional = request.type in _CONDITIONAL
-        params = {**self._params(conditional), "clientOrderId": request.client_order_id}
 
         def fetch(c: Any) -> Order:
-            raw = c.fetch_order(None, request.symbol, params)
-            return self._to_order(account, c, raw, conditional)
+            return self._to_order(
+                account, c, self._lookup_raw(c, request, conditional), conditional
+            )
 
         try:
             found: Order = self._private(account, fetch)
@@ -394,7 +415,10 @@ class CcxtExchange:
         if request.reduce_only:
             params["reduceOnly"] = True
         ccxt_type = "limit" if request.type is OrderType.LIMIT else "market"
-        if conditional:
+        if conditional and self.spec.conditional_style == "sltp":
+            key = "stopLossPrice" if request.type is OrderType.STOP_MARKET else "takeProfitPrice"
+            params[key] = request.stop_price
+        elif conditional:
             ccxt_type = request.type.value.upper()
             params["stopPrice"] = request.stop_price
         client, lock, secrets = self._account(account)
@@ -410,6 +434,9 @@ class CcxtExchange:
                         request.price if request.type is OrderType.LIMIT else None,
                         params,
                     )
+                    if not raw.get("side") or not raw.get("status"):
+                        # an acknowledgement only (Bybit: ids): read the order itself
+                        raw = self._lookup_raw(client, request, conditional)
                     order = self._to_order(account, client, raw, conditional)
                 if not order.client_order_id:
                     order = order.model_copy(update={"client_order_id": request.client_order_id})
@@ -441,9 +468,8 @@ class CcxtExchange:
         ex_id, symbol, conditional = parse.decode_order_id(order_id)
 
         def fetch(c: Any) -> Order:
-            return self._to_order(
-                account, c, c.fetch_order(ex_id, symbol, self._params(conditional)), conditional
-            )
+            params = {**self.spec.fetch_params, **self._params(conditional)}
+            return self._to_order(account, c, c.fetch_order(ex_id, symbol, params), conditional)
 
         try:
             found: Order = self._private(account, fetch)
@@ -455,7 +481,8 @@ class CcxtExchange:
         """Resting orders, plain and conditional."""
 
         def fetch(c: Any) -> list[Order]:
-            out = [parse.order(account, o, False) for o in c.fetch_open_orders(symbol)]
+            plain = c.fetch_open_orders(symbol, None, None, dict(self.spec.plain_params))
+            out = [parse.order(account, o, False) for o in plain]
             out += [
                 parse.order(account, o, True)
                 for o in c.fetch_open_orders(symbol, None, None, self._params(True))
@@ -514,18 +541,21 @@ def _wait(policy: RetryPolicy, attempt: int, err: TransientFailure) -> float:
     return backoff
 
 
-def _upnl(info: Any) -> float:
-    """Unrealized PnL from the venue's raw balance (Binance account, Bybit wallet)."""
-    if isinstance(info, dict):
-        for key in ("totalUnrealizedProfit", "totalPerpUPL"):
-            if info.get(key) not in (None, ""):
-                return float(str(info[key]))
-        result = info.get("result")
-        if isinstance(result, dict):
-            for acct in result.get("list") or []:
-                if acct.get("totalPerpUPL") not in (None, ""):
-                    return float(str(acct["totalPerpUPL"]))
-    return 0.0
+def _wallet_upnl(info: Any) -> tuple[float | None, float]:
+    """Wallet balance and unrealized PnL from the venue's raw account (Binance
+    ``fapi/v3/account``, Bybit ``v5/account/wallet-balance``); ccxt's unified ``total``
+    means wallet on one venue and equity on the other."""
+    if not isinstance(info, dict):
+        return None, 0.0
+    result = info.get("result")
+    if isinstance(result, dict) and result.get("list"):
+        info = result["list"][0]
+    wallet = info.get("totalWalletBalance")
+    upnl = info.get("totalUnrealizedProfit", info.get("totalPerpUPL"))
+    return (
+        float(str(wallet)) if wallet not in (None, "") else None,
+        float(str(upnl)) if upnl not in (None, "") else 0.0,
+    )
 
 
 __all__ = ["CcxtExchange", "scrub"]
