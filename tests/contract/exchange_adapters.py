@@ -1,9 +1,19 @@
 """The ``Exchange`` adapters under contract, one factory each.
 
-A factory is a context manager yielding a ``PortHarness``: a fresh exchange whose
-accounts start with 10 000 USDT, at 2025-05-21 06:00:30 UTC of the bundled sample (the
-same recorded Binance USD-M bars behind every adapter), and a way to move its market time.
-Add an adapter with ``@register("name")``; ``test_exchange_port.py`` runs every test on it.
+A factory takes the test's ``pytest.FixtureRequest`` (for fixtures such as ``emulators``:
+``request.getfixturevalue("emulators")``) and is a context manager yielding a
+``PortHarness``: a fresh exchange whose accounts start with 10 000 USDT, at 2025-05-21
+06:00:30 UTC of the bundled sample (the same recorded Binance USD-M bars behind every
+adapter), and a way to move its market time. Add an adapter with ``@register("name")``;
+``test_exchange_port.py`` runs every test on it. For example a persisted paper exchange::
+
+    @register("paper-sqlite")
+    @contextmanager
+    def paper_sqlite(request: pytest.FixtureRequest) -> Iterator[PortHarness]:
+        tmp = request.getfixturevalue("tmp_path")
+        clock = SimulatedClock(datetime.fromtimestamp(START_MS / 1000, UTC))
+        exchange = PaperExchange(SqliteStateStore(tmp / "s.sqlite"), recorded_market().store, clock)
+        yield PortHarness("paper-sqlite", exchange, lambda ms: clock.advance(ms / 1000))
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pytest
 from tests.standins.engine import DEFAULT_NOW_MS, Engine, recorded_market
 
 from prometheus_trader.adapters.ccxt import CcxtExchange, Credentials, RetryPolicy
@@ -34,7 +45,7 @@ class PortHarness:
     exchange_id: str = "binance"
 
 
-Factory = Callable[[], AbstractContextManager[PortHarness]]
+Factory = Callable[[pytest.FixtureRequest], AbstractContextManager[PortHarness]]
 ADAPTERS: dict[str, Factory] = {}
 
 
@@ -50,7 +61,7 @@ def register(name: str) -> Callable[[Factory], Factory]:
 
 @register("replay")
 @contextmanager
-def replay() -> Iterator[PortHarness]:
+def replay(request: pytest.FixtureRequest) -> Iterator[PortHarness]:
     store = recorded_market().store
     clock = SimulatedClock(datetime.fromtimestamp(START_MS / 1000, UTC))
     exchange = ReplayExchange(store, clock, starting_balance=10_000.0)
@@ -67,7 +78,7 @@ FAST_RETRY = RetryPolicy(attempts=5, base_s=0.01, max_wait_s=0.05)
 
 @register("ccxt-binanceusdm-standin")
 @contextmanager
-def ccxt_binance() -> Iterator[PortHarness]:
+def ccxt_binance(request: pytest.FixtureRequest) -> Iterator[PortHarness]:
     from tests.standins.binance_usdm import serve_binance
 
     engine = Engine(keys={a: f"{a}-secret" for a in ACCOUNTS}, now_ms=START_MS)
@@ -86,7 +97,7 @@ def ccxt_binance() -> Iterator[PortHarness]:
 
 @register("ccxt-bybit-standin")
 @contextmanager
-def ccxt_bybit() -> Iterator[PortHarness]:
+def ccxt_bybit(request: pytest.FixtureRequest) -> Iterator[PortHarness]:
     from tests.standins.bybit import serve_bybit
 
     engine = Engine(keys={a: f"{a}-secret" for a in ACCOUNTS}, now_ms=START_MS)

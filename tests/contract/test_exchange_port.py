@@ -25,7 +25,7 @@ BTC = "BTC/USDT:USDT"
 
 @pytest.fixture(params=sorted(ADAPTERS))
 def h(request: pytest.FixtureRequest) -> Iterator[PortHarness]:
-    with ADAPTERS[request.param]() as harness:
+    with ADAPTERS[request.param](request) as harness:
         yield harness
 
 
