@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from tests.standins.binance_usdm import Stand, serve_binance
+from tests.standins.bybit import serve_bybit
 from tests.standins.engine import Engine
 
 from prometheus_trader.adapters.ccxt import (
@@ -307,3 +308,40 @@ def test_keys_cli_reads_the_secret_from_stdin_only(stand: Stand, tmp_path: Path)
         timeout=120,
     )
     assert again.returncode == 2 and "no demo keys" in again.stderr
+
+
+def test_demo_clients_point_at_the_exchanges_demo_trading() -> None:
+    def creds(exchange: str, env: str) -> Callable[[str], Credentials]:
+        return lambda a: Credentials(exchange, env, a, "s")  # type: ignore[arg-type]
+
+    binance = CcxtExchange("binance", "demo", creds("binance", "demo"))
+    assert binance._public.urls["api"]["fapiPrivate"].startswith("https://demo-fapi.binance.com")
+    bybit = CcxtExchange("bybit", "demo", creds("bybit", "demo"))
+    assert "api-demo." in bybit._public.urls["api"]["private"]
+    live = CcxtExchange("binance", "live", creds("binance", "live"), allow_live=True)
+    assert live._public.urls["api"]["fapiPrivate"].startswith("https://fapi.binance.com")
+
+
+def test_bybit_retries_rate_limits_and_resolves_lost_answers() -> None:
+    engine = Engine(keys={"alice": "alice-secret"})
+    with serve_bybit(engine, timeout_s=0.6) as stand:
+        sleeps = Sleeps()
+        ex = CcxtExchange(
+            "bybit",
+            "demo",
+            lambda a: Credentials("bybit", "demo", a, f"{a}-secret"),
+            urls=stand.urls,
+            retry=RetryPolicy(attempts=5, base_s=0.01, max_wait_s=5.0),
+            timeout_ms=300,
+            rate_limit=False,
+            sleep=sleeps,
+        )
+        engine.faults.retry_after_s = 2
+        engine.faults.queue += ["429", "lost", "5xx"]
+        order = ex.create_order("alice", buy("e1"))
+        assert order.status is OrderStatus.FILLED and order.client_order_id == "e1"
+        made = [e for e in engine.log if e["action"] == "create" and e["client_id"] == "e1"]
+        assert len(made) == 1 and 2.0 in sleeps
+        engine.faults.queue.append("margin")
+        with pytest.raises(OrderRejected, match="insufficient margin"):
+            ex.create_order("alice", buy("e2"))

@@ -1,7 +1,9 @@
 """The one place where ccxt's exceptions become ours, and where transient ones are retried.
 
-- ``InsufficientFunds``, ``InvalidOrder``, ``BadRequest`` (bad symbol, size, precision)
-  on an order → ``OrderRejected``: final, never retried.
+- ``InsufficientFunds``, ``InvalidOrder``, ``BadRequest`` (bad symbol, size, precision),
+  ``OperationRejected`` on an order → ``OrderRejected``: final, never retried.
+- a plain ``ExchangeError`` on an order (a code ccxt has no class for) → retried like a
+  transient failure, after a lookup by client order id (an unknown outcome, not a "no").
 - ``OperationFailed``: ``NetworkError`` and its kinds (``RequestTimeout``,
   ``ExchangeNotAvailable``, ``DDoSProtection``, ``RateLimitExceeded``, ``InvalidNonce``) and
   answers whose outcome is unknown (Binance 503/-1001) → retried a bounded number of times
@@ -102,14 +104,11 @@ def translate(
         return OrderRejected(f"insufficient margin: {msg}") if placing else ExchangeError(msg)
     if isinstance(exc, ccxt.InvalidOrder | ccxt.BadRequest | ccxt.OperationRejected):
         return OrderRejected(msg) if placing else ExchangeError(msg)
-    if (
-        placing
-        and isinstance(exc, ccxt.ExchangeError)
-        and not isinstance(exc, ccxt.AuthenticationError | ccxt.NotSupported)
-    ):
-        # the order endpoint answered with an error: nothing was placed, retrying the same
-        # request gets the same answer (codes ccxt leaves generic, e.g. -2021, land here)
-        return OrderRejected(msg)
+    if placing and type(exc) is ccxt.ExchangeError:
+        # a code ccxt has no class for (e.g. Bybit 10016 "server error" on a 503): the
+        # outcome is unknown, so it is retried after a lookup by client order id, never
+        # taken for a final "no"
+        return TransientFailure(msg, retry_after(client))
     if isinstance(exc, ccxt.BaseError):
         return ExchangeError(msg)
     return exc if isinstance(exc, Exception) else ExchangeError(msg)
