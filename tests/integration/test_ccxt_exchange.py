@@ -345,3 +345,26 @@ def test_bybit_retries_rate_limits_and_resolves_lost_answers() -> None:
         engine.faults.queue.append("margin")
         with pytest.raises(OrderRejected, match="insufficient margin"):
             ex.create_order("alice", buy("e2"))
+
+
+def test_standin_checks_signature_and_recv_window_like_binance(stand: Stand) -> None:
+    import hashlib
+    import hmac
+    import time
+
+    def signed(query: str, secret: str = "alice-secret") -> str:
+        sig = hmac.new(secret.encode(), query.encode(), hashlib.sha256).hexdigest()
+        return f"{stand.base}/fapi/v2/balance?{query}&signature={sig}"
+
+    headers = {"X-MBX-APIKEY": "alice"}
+    now = int(time.time() * 1000)
+    ok = requests.get(signed(f"timestamp={now}&recvWindow=5000"), headers=headers, timeout=5)
+    assert ok.status_code == 200 and ok.json()[0]["asset"] == "USDT"
+    stale = requests.get(
+        signed(f"timestamp={now - 60_000}&recvWindow=5000"), headers=headers, timeout=5
+    )
+    assert stale.status_code == 400 and stale.json()["code"] == -1021
+    forged = requests.get(signed(f"timestamp={now}", "guess"), headers=headers, timeout=5)
+    assert forged.status_code == 400 and forged.json()["code"] == -1022
+    anonymous = requests.get(signed(f"timestamp={now}"), timeout=5)
+    assert anonymous.status_code == 401 and anonymous.json()["code"] == -2015
