@@ -33,7 +33,8 @@ class ClaimPolicy:
     """How long a waiter waits and when an unanswered claim counts as abandoned."""
 
     wait_s: float = 60.0
-    poll_s: float = 0.05
+    poll_s: float = 0.05  # first look-up delay; doubles up to max_poll_s (API weight)
+    max_poll_s: float = 1.0
     stale_after_s: float = 30.0
 
 
@@ -69,6 +70,7 @@ class OrderClaims:
         """``send`` once across every instance sharing the store; others get ``lookup``."""
         doc = self.doc_id(scope, account, client_order_id)
         deadline = self._now() + self._policy.wait_s
+        poll = self._policy.poll_s
         while True:
             claim = {"owner": self._token, "at_s": self._now(), "account": account}
             if self._state.create(COLLECTION, doc, claim) or self._take_over_stale(doc):
@@ -87,7 +89,8 @@ class OrderClaims:
                     f"order {client_order_id}: another instance is sending it and it has not "
                     f"appeared within {self._policy.wait_s:.0f}s"
                 )
-            self._sleep(self._policy.poll_s)
+            self._sleep(poll)
+            poll = min(poll * 2, self._policy.max_poll_s)
 
     def _take_over_stale(self, doc: str) -> bool:
         stale_before = self._now() - self._policy.stale_after_s
