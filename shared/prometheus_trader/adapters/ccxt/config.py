@@ -153,6 +153,30 @@ def guard_hosts(client: Any, allowed: frozenset[str], label: str) -> None:
     client.fetch = fetch
 
 
+def point_at(client: Any, urls: Mapping[str, str]) -> None:
+    """Send every request to ``urls`` (a stand-in). ccxt picks its error tables by URL
+    (e.g. Binance's linear-futures codes by ``https://demo-fapi...``), so the lookup still
+    sees the endpoint each overridden URL replaces."""
+    real = {
+        urls[k].rstrip("/"): str(v).rstrip("/")
+        for k, v in dict(client.urls["api"]).items()
+        if k in urls and isinstance(v, str)
+    }
+    client.urls["api"] = dict(urls)
+    lookup = getattr(client, "get_exceptions_by_url", None)
+    if lookup is None:
+        return
+
+    def by_url(url: str | None, kind: str) -> Any:
+        for fake in sorted(real, key=len, reverse=True):
+            if url is not None and url.startswith(fake):
+                url = real[fake] + url[len(fake) :]
+                break
+        return lookup(url, kind)
+
+    client.get_exceptions_by_url = by_url
+
+
 # ------------------------------------------------------------------------- keys
 @dataclass(frozen=True)
 class Credentials:

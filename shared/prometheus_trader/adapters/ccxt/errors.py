@@ -52,6 +52,13 @@ class RetryPolicy:
     base_s: float = 0.5
     max_wait_s: float = 30.0
 
+    def wait_after(self, attempt: int, err: TransientFailure) -> float:
+        """Seconds to wait after the failed attempt number ``attempt`` (0-based)."""
+        backoff: float = min(self.base_s * 2.0**attempt, self.max_wait_s)
+        if err.retry_after is not None:
+            return min(max(err.retry_after, backoff), self.max_wait_s)
+        return backoff
+
     def wait(self, state: RetryCallState) -> float:
         """Seconds before the next attempt."""
         backoff: float = min(self.base_s * 2.0 ** (state.attempt_number - 1), self.max_wait_s)

@@ -31,6 +31,7 @@ from prometheus_trader.adapters.ccxt.config import (
     LiveTradingRefused,
     allowed_hosts,
     guard_hosts,
+    point_at,
     venue,
 )
 from prometheus_trader.adapters.ccxt.errors import (
@@ -131,7 +132,7 @@ class CcxtExchange:
         if self.env == "demo":
             client.enable_demo_trading(True)
         if self._urls:
-            _point_at(client, self._urls)
+            point_at(client, self._urls)
         guard_hosts(client, self._allowed, f"{self.spec.exchange_id} {self.env}")
         return client
 
@@ -269,7 +270,7 @@ class CcxtExchange:
         """USDT balance: equity, margin in use, unrealized PnL."""
         raw = self._private(account, lambda c: c.fetch_balance())
         usdt = raw.get("USDT") or {}
-        wallet, upnl = _wallet_upnl(raw.get("info") or {})
+        wallet, upnl = parse.wallet_upnl(raw.get("info") or {})
         if wallet is None:
             wallet = float(usdt.get("total") or 0.0) - upnl
         return Balance(
@@ -453,7 +454,7 @@ class CcxtExchange:
                     raise err from None
                 last_error = err
                 if attempt + 1 < self._retry.attempts:
-                    self._sleep(_wait(self._retry, attempt, err))
+                    self._sleep(self._retry.wait_after(attempt, err))
                 # the request may have been applied with its answer lost: look before resending
                 found = self.fetch_order_by_client_id(account, request)
                 if found is not None:
@@ -508,54 +509,6 @@ class CcxtExchange:
         if order.status is OrderStatus.OPEN:
             raise ExchangeError(f"order {order_id} is still open after cancel")
         return order
-
-
-def _point_at(client: Any, urls: Mapping[str, str]) -> None:
-    """Send every request to ``urls`` (a stand-in). ccxt picks its error tables by URL
-    (e.g. Binance's linear-futures codes by ``https://demo-fapi...``), so the lookup still
-    sees the endpoint each overridden URL replaces."""
-    real = {
-        urls[k].rstrip("/"): str(v).rstrip("/")
-        for k, v in dict(client.urls["api"]).items()
-        if k in urls and isinstance(v, str)
-    }
-    client.urls["api"] = dict(urls)
-    lookup = getattr(client, "get_exceptions_by_url", None)
-    if lookup is None:
-        return
-
-    def by_url(url: str | None, kind: str) -> Any:
-        for fake in sorted(real, key=len, reverse=True):
-            if url is not None and url.startswith(fake):
-                url = real[fake] + url[len(fake) :]
-                break
-        return lookup(url, kind)
-
-    client.get_exceptions_by_url = by_url
-
-
-def _wait(policy: RetryPolicy, attempt: int, err: TransientFailure) -> float:
-    backoff: float = min(policy.base_s * 2.0**attempt, policy.max_wait_s)
-    if err.retry_after is not None:
-        return min(max(err.retry_after, backoff), policy.max_wait_s)
-    return backoff
-
-
-def _wallet_upnl(info: Any) -> tuple[float | None, float]:
-    """Wallet balance and unrealized PnL from the venue's raw account (Binance
-    ``fapi/v3/account``, Bybit ``v5/account/wallet-balance``); ccxt's unified ``total``
-    means wallet on one venue and equity on the other."""
-    if not isinstance(info, dict):
-        return None, 0.0
-    result = info.get("result")
-    if isinstance(result, dict) and result.get("list"):
-        info = result["list"][0]
-    wallet = info.get("totalWalletBalance")
-    upnl = info.get("totalUnrealizedProfit", info.get("totalPerpUPL"))
-    return (
-        float(str(wallet)) if wallet not in (None, "") else None,
-        float(str(upnl)) if upnl not in (None, "") else 0.0,
-    )
 
 
 __all__ = ["CcxtExchange", "scrub"]

@@ -193,3 +193,20 @@ def position(account: str, p: dict[str, Any]) -> ExchangePosition | None:
         amount=contracts,
         entry_price=_f(p.get("entryPrice")),
     )
+
+
+def wallet_upnl(info: Any) -> tuple[float | None, float]:
+    """Wallet balance and unrealized PnL from the venue's raw account (Binance
+    ``fapi/v3/account``, Bybit ``v5/account/wallet-balance``); ccxt's unified ``total``
+    means wallet on one venue and equity on the other."""
+    if not isinstance(info, dict):
+        return None, 0.0
+    result = info.get("result")
+    if isinstance(result, dict) and result.get("list"):
+        info = result["list"][0]
+    wallet = info.get("totalWalletBalance")
+    upnl = info.get("totalUnrealizedProfit", info.get("totalPerpUPL"))
+    return (
+        float(str(wallet)) if wallet not in (None, "") else None,
+        float(str(upnl)) if upnl not in (None, "") else 0.0,
+    )
