@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     # secrets (embedded): Fernet key file for the encrypted local secret store
     secret_key_file: Path | None = None
 
+    # exchanges (issue 8): live orders need this AND the user's own mode=live
+    allow_live: bool = Field(
+        default=False,
+        description="deployment-wide switch for live trading (PROMETHEUS_ALLOW_LIVE); off = "
+        "only demo keys are ever used, live keys cannot even be added",
+    )
+
     # services (functions + worker): which adapters app.cloud wires
     backend: Literal["embedded", "gcp"] = Field(
         default="embedded",
