@@ -8,6 +8,7 @@ digits so JSON files carry no noise either, while staying exact enough to recomp
 from __future__ import annotations
 
 import math
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 DASH = "–"  # shown where a metric is undefined (no trades, no losses, …)
@@ -67,9 +68,16 @@ def qty(value: float | None) -> str:
     return text or "0"
 
 
+def to_cents(value: float) -> Decimal:
+    """``value`` to the cent, half away from zero, after dropping float noise (so 0.215
+    built as 0.10 + 0.055 + 0.06 is 0.22, as on paper)."""
+    exact = Decimal(repr(sig(value, 12))).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    return exact + 0 if exact else Decimal("0.00")  # no "-0.00"
+
+
 def cents(value: float) -> str:
     """Plain two-decimal text for CSV columns (no thousands separator)."""
-    return num(value, 2).replace(",", "")
+    return str(to_cents(value))
 
 
 def sig(value: float, digits: int = 10) -> float:
