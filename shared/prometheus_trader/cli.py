@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from prometheus_trader.app.settings import Settings
+from prometheus_trader.app.summary import summary_tables
 
 app = typer.Typer(
     help="Prometheus trader: global market analysis, per-user risk-gated execution.",
@@ -270,6 +271,8 @@ def _print_summary(summary: dict[str, object]) -> None:
         value = summary.get(key)
         table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
     out.print(table)
+    for extra in summary_tables(summary):  # per-user PnL and explained rejections (i13)
+        out.print(extra)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,9 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from prometheus_trader.domain.market import TIMEFRAME_MS, MarketType
 from prometheus_trader.domain.metrics import ClosedTrade
 from prometheus_trader.domain.trading import RiskCode
-from prometheus_trader.ports import Filter, StateStore
+from prometheus_trader.ports import Filter, MarketStore, SeriesKey, StateStore
 from prometheus_trader.usecases.names import Collections
 
 Doc = Mapping[str, Any]
@@ -154,3 +155,48 @@ def load_user_docs(state: StateStore, collection: str, user_id: str) -> Sequence
 
 def _ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+# one line per risk code, for summaries and reports (SPEC §5 has the rules)
+REASON_EXPLANATIONS: dict[str, str] = {
+    "signal_expired": "the signal's time to live ran out before the executor saw it",
+    "user_paused": "the user is paused (by hand or by a breaker) and takes no new trades",
+    "kill_switch": "the user's kill switch is on: no new trades, open ones closed",
+    "no_stop_loss": "the plan had no usable stop-loss (missing, or on the wrong side)",
+    "reward_risk_too_low": "distance to the targets ÷ distance to the stop is below the minimum",
+    "position_too_large": "the position would exceed the user's maximum % of equity",
+    "exposure_cap": "open positions plus this one would exceed the total exposure cap",
+    "max_open_positions": "the user already holds the maximum number of positions",
+    "already_in_symbol": "the user already has a position in this symbol",
+    "daily_loss_breaker": "breaker: today's realized loss reached the daily loss limit",
+    "consecutive_loss_breaker": "breaker: too many losing trades in a row (paused for review)",
+    "max_drawdown": "breaker: equity fell from its peak by more than the allowed drawdown",
+    "symbol_excluded": "the user excluded this symbol",
+    "insufficient_margin": "free margin does not cover the margin and entry fee",
+    "stale_data": "market data was too old or failed quality checks",
+    "below_min_size": "the sized order is below the exchange's minimum amount or notional",
+}
+
+
+def explain(code: str) -> str:
+    """The one-line explanation of a risk code (codes added later say so)."""
+    return REASON_EXPLANATIONS.get(code, "no explanation recorded for this code yet")
+
+
+def load_marks(
+    market: MarketStore,
+    exchange: str,
+    market_type: MarketType,
+    trades: Sequence[ClosedTrade],
+    timeframe: str = "1m",
+) -> dict[str, list[tuple[int, float]]]:
+    """Close prices (at each bar's close time) while each trade was open, per symbol."""
+    marks: dict[str, dict[int, float]] = {}
+    for t in trades:
+        key = SeriesKey(exchange, market_type, t.symbol)
+        series = market.candles(key, timeframe, t.opened_ms, t.closed_ms)
+        step = TIMEFRAME_MS.get(timeframe, 60_000)
+        points = marks.setdefault(t.symbol, {})
+        for ts, close in zip(series.ts_ms.tolist(), series.close.tolist(), strict=True):
+            points[int(ts) + step] = float(close)
+    return {s: sorted(p.items()) for s, p in sorted(marks.items())}
