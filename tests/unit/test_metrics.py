@@ -88,12 +88,12 @@ def test_metrics_match_an_independent_computation_on_a_real_run(state: dict[str,
         mine = [t for t in trades if t.user_id == user]
         start = starting_equity(state["executions"], user)
         assert start is not None
-        # a real run spans < 2 days: spread it over 5 days so the daily series has spread
+        # a real run spans < 2 days: a trade every 2 days gives a daily series long enough
         stretched = [
             t.model_copy(
                 update={
-                    "opened_ms": t.opened_ms + i * 86_400_000,
-                    "closed_ms": t.closed_ms + i * 86_400_000,
+                    "opened_ms": t.opened_ms + 2 * i * 86_400_000,
+                    "closed_ms": t.closed_ms + 2 * i * 86_400_000,
                 }
             )
             for i, t in enumerate(mine)

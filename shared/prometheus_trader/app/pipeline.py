@@ -224,7 +224,15 @@ def wire(
         evaluator=EvaluateClosedPosition(state, clock),
         notifier=NotifyEvent(notifier, state),
         monitor=ExitMonitor(state, exchange, bus, blobs, clock, ExitConfig()),
-        reporter=DailyReporter(state, blobs, bus, clock),
+        reporter=DailyReporter(
+            state,
+            blobs,
+            bus,
+            clock,
+            market,
+            exchange=settings.exchange,
+            market_type=settings.market_type,
+        ),
         housekeeping=ExpireSignals(state, clock),
     )
 

@@ -19,7 +19,7 @@ Definitions (docs/reports.md repeats them for readers):
 - **Sharpe** = mean ÷ sample standard deviation (ddof 1) of daily returns × √365;
   **Sortino** = mean ÷ downside deviation √mean(min(r, 0)²) × √365 (risk-free rate 0;
   crypto trades every day). Daily returns come from the equity at each UTC day's last
-  point, days without points carried forward.
+  point, days without points carried forward; None for fewer than ``MIN_RATIO_DAYS``.
 - **max drawdown** = largest fall from a running peak of the equity curve, in % of that
   peak. The curve is marked to market when prices are given (``equity_curve``).
 - **exposure** = % of the period with at least one position open (overlaps once).
@@ -44,6 +44,7 @@ from prometheus_trader.domain.performance import (
 )
 
 MIN_ANNUALISE_DAYS = 7.0
+MIN_RATIO_DAYS = 7  # Sharpe/Sortino need at least this many daily returns
 Marks = Mapping[str, Sequence[tuple[int, float]]]  # symbol → [(ts_ms, price)], oldest first
 
 
@@ -71,6 +72,7 @@ class ClosedTrade(BaseModel):
     exit_reason: str = ""
     analysts_right: list[str] = Field(default_factory=list)
     analysts_wrong: list[str] = Field(default_factory=list)
+    category: str = Field("", description="the evaluator's post-trade class, if any")
 
     @property
     def sign(self) -> int:
@@ -213,8 +215,8 @@ def compute_metrics(
         end_equity=last,
         total_return_pct=None if total is None else total * 100,
         annualised_return_pct=annualised_pct(total, days),
-        sharpe=_times(sharpe_ratio(daily), root),
-        sortino=_times(sortino_ratio(daily), root),
+        sharpe=_times(sharpe_ratio(daily), root) if len(daily) >= MIN_RATIO_DAYS else None,
+        sortino=_times(sortino_ratio(daily), root) if len(daily) >= MIN_RATIO_DAYS else None,
         max_drawdown_pct=max_drawdown_pct([e for _, e in curve]),
         exposure_pct=exposure_pct(trades, span),
         period_days=days,

@@ -83,6 +83,7 @@ def closed_trades(
                 exit_reason=p.get("exit_reason") or "",
                 analysts_right=list(j.get("analysts_right", [])),
                 analysts_wrong=list(j.get("analysts_wrong", [])),
+                category=j.get("category", ""),
             )
         )
     return sorted(out, key=lambda t: (t.closed_ms, t.trade_id))
