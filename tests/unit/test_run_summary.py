@@ -40,10 +40,11 @@ def test_rejections_counted_once_and_explained_with_per_user_pnl() -> None:
     fired = s["breakers_fired"]
     assert sum(b["count"] for b in fired.values()) == 49
     assert fired["consecutive_loss_breaker"]["values"]["max_consecutive_losses"] > 0
-    console = Console(record=True, width=160)
+    console = Console(record=True, width=200)
     for table in summary_tables(s):
         console.print(table)
     text = console.export_text()
-    assert "consecutive_loss_breaker ×" in text
+    assert "consecutive_loss_breaker" in text and "demo-conservative" in text
     assert REASON_EXPLANATIONS["consecutive_loss_breaker"] in text
-    assert "USDT" in text and "0000000" not in text  # formatted, no float noise
+    assert "Per user (USDT)" in text and "0000000" not in text  # formatted, no float noise
+    assert "-368.18" in text  # demo-aggressive's net PnL to the cent

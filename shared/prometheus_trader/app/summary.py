@@ -116,20 +116,28 @@ def _breaker_counts(trips: Sequence[BreakerTrip]) -> dict[str, Any]:
 
 
 def summary_tables(summary: Mapping[str, Any], currency: str = "USDT") -> list[Table]:
-    """Per-user performance and explained rejections, for the terminal."""
-    users = Table(title="Per user")
-    for col in ("user", "trades", "net PnL", "fees", "win rate", "max drawdown", "breakers fired"):
-        users.add_column(col, justify="left" if col in ("user", "breakers fired") else "right")
+    """Per-user performance, breakers fired and explained rejections, for the terminal."""
+    users = Table(title=f"Per user ({currency})")
+    for col in ("user", "trades", "net PnL", "fees", "win rate", "max DD"):
+        users.add_column(col, justify="left" if col == "user" else "right", no_wrap=True)
+    breakers = Table(title="Breakers fired")
+    breakers.add_column("user", no_wrap=True)
+    breakers.add_column("breaker", no_wrap=True)
+    breakers.add_column("blocked", justify="right")
+    breakers.add_column("first trip (UTC)")
     for user, row in (summary.get("per_user") or {}).items():
         users.add_row(
             user,
             str(row["trades"]),
-            fmt.money(row["net_pnl"], currency, signed=True),
-            fmt.money(row["fees"], currency),
+            fmt.num(row["net_pnl"]),
+            fmt.num(row["fees"]),
             fmt.pct(row["win_rate_pct"], 1),
             fmt.pct(row["max_drawdown_pct"]),
-            ", ".join(f"{c} ×{b['count']}" for c, b in row["breakers"].items()) or "none",
         )
+        for code, b in row["breakers"].items():
+            breakers.add_row(
+                user, code, str(b["count"]), f"{b['first'][5:16].replace('T', ' ')}: {b['detail']}"
+            )
     reasons = Table(title=f"Rejections: {summary.get('rejections', 0)} (each counted once)")
     for col in ("primary reason", "count", "listed in", "what it means"):
         reasons.add_column(col, justify="right" if col in ("count", "listed in") else "left")
@@ -140,4 +148,4 @@ def summary_tables(summary: Mapping[str, Any], currency: str = "USDT") -> list[T
         reasons.add_row(
             code, str(primary.get(code, 0)), str(every.get(code, 0)), explained.get(code, "")
         )
-    return [users, reasons]
+    return [users, breakers, reasons] if breakers.row_count else [users, reasons]
