@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from prometheus_trader.domain.tax import rows_from_fills, tax_csv, yearly_summary_csv
+from prometheus_trader.domain.tax import (
+    row_from_trade,
+    rows_from_fills,
+    tax_csv,
+    yearly_summary_csv,
+)
+from prometheus_trader.usecases.trades import closed_trades
 
 pytestmark = pytest.mark.unit
 RUN = Path(__file__).parents[1] / "fixtures" / "data" / "run"
@@ -108,3 +114,26 @@ def test_the_pnl_column_sums_to_the_ledger_realized_pnl_to_the_cent() -> None:
     assert sorted(round(r.realized_pnl, 2) for r in rows) == sorted(
         round(p["realized_pnl"], 2) for p in by_close
     )
+
+
+def test_rows_from_positions_match_rows_from_the_exchange_fills() -> None:
+    """The daily reporter's rows (from positions) and the run's (from fills) agree."""
+    ledger = json.loads((RUN / "ledger.json").read_text())
+    state = json.loads((RUN / "state.json").read_text())
+    from_fills = rows_from_fills(ledger["fills"])
+    from_positions = sorted(
+        (row_from_trade(t) for t in closed_trades(state["positions"], state["journal"])),
+        key=lambda r: (r.closed_ms, r.account, r.symbol),
+    )
+    assert len(from_fills) == len(from_positions) == 17
+    for a, b in zip(from_fills, from_positions, strict=True):
+        assert (a.account, a.symbol, a.side, a.opened_ms, a.closed_ms, a.quantity) == (
+            b.account,
+            b.symbol,
+            b.side,
+            b.opened_ms,
+            b.closed_ms,
+            b.quantity,
+        )
+        for field in ("proceeds", "cost_basis", "fees", "funding", "realized_pnl"):
+            assert getattr(a, field) == pytest.approx(getattr(b, field), abs=1e-6), field

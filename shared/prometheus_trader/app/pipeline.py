@@ -490,7 +490,9 @@ def _summarize(rt: Runtime, run_dir: Path, start_ms: int, end_ms: int) -> dict[s
         "reports": reports,
         "audit_log": sorted(rt.locate(k) for k in blobs.list("audit/")),
         # PnL, fees, win rate, drawdown per user; breakers; rejections explained (i13)
-        **performance_summary(state, rt.adapters.market, rt.settings),
+        **performance_summary(
+            state, rt.adapters.market, rt.settings, ledger=ledger, run_dir=run_dir
+        ),
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -16,6 +17,7 @@ from rich.table import Table
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.domain import formatting as fmt
 from prometheus_trader.domain.metrics import ClosedTrade, Metrics, compute_metrics, equity_curve
+from prometheus_trader.domain.tax import rows_from_fills, tax_csv, yearly_summary_csv
 from prometheus_trader.ports import MarketStore, StateStore
 from prometheus_trader.usecases.names import Collections
 from prometheus_trader.usecases.trades import (
@@ -31,15 +33,28 @@ Doc = Mapping[str, Any]
 
 
 def performance_summary(
-    state: StateStore, market: MarketStore | None, settings: Settings
+    state: StateStore,
+    market: MarketStore | None,
+    settings: Settings,
+    *,
+    ledger: Mapping[str, Any] | None = None,
+    run_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The summary fields computed from a finished run's state (and its candles)."""
+    """The summary fields computed from a finished run's state (and its candles). With
+    the ledger and the run folder, also writes the run's tax CSVs from the exchange's
+    fills (``tax.csv``, ``tax-summary.csv``) and names them in the summary."""
+    paths: dict[str, str] = {}
+    if ledger is not None and run_dir is not None:
+        rows = rows_from_fills(ledger["fills"])
+        (run_dir / "tax.csv").write_text(tax_csv(rows))
+        (run_dir / "tax-summary.csv").write_text(yearly_summary_csv(rows))
+        paths = {"tax_csv": str(run_dir / "tax.csv")}
     executions = state.query(Collections.EXECUTIONS)
     trades = closed_trades(state.query(Collections.POSITIONS), state.query(Collections.JOURNAL))
     users = sorted(u["user_id"] for u in state.query(Collections.USERS))
     marks = load_marks(market, settings.exchange, settings.market_type, trades) if market else None
     trips = breaker_trips(executions, state.query(Collections.EVENTS))
-    return summarize(users, trades, executions, trips, marks)
+    return summarize(users, trades, executions, trips, marks) | paths
 
 
 def summarize(
