@@ -7,15 +7,14 @@ a fixed div id, so the same report renders byte-identically. Input is the report
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import plotly.graph_objects as go
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
-from plotly.subplots import make_subplots
 
 from prometheus_trader.domain import formatting as fmt
 
@@ -24,8 +23,21 @@ _templates = Environment(
     autoescape=select_autoescape(["html", "j2"]),
 )
 _CONFIG = {"responsive": True, "displaylogo": False, "displayModeBar": False}
+# figures are plotly.js JSON built here (plotly's Python objects validate every property:
+# seconds per report); a small template of our own keeps the look plain
+_AXIS = {"gridcolor": "#e9ecf3", "zerolinecolor": "#cfd4e0", "linecolor": "#cfd4e0"}
+_TEMPLATE = {
+    "layout": {
+        "paper_bgcolor": "#ffffff",
+        "plot_bgcolor": "#ffffff",
+        "xaxis": _AXIS,
+        "yaxis": _AXIS,
+        "hovermode": "closest",
+    }
+}
 _GREEN, _RED, _BLUE, _GREY, _ORANGE = "#0a7d32", "#b3261e", "#3457d5", "#8a90a0", "#c26a00"
 Prices = Mapping[str, Sequence[tuple[int, float]]]  # symbol → [(ts_ms, price)]
+Figure = dict[str, Any]  # a plotly.js figure: {"data": [...], "layout": {...}}
 
 
 def render_report(body: Mapping[str, Any], prices: Prices) -> str:
@@ -58,180 +70,186 @@ def render_report(body: Mapping[str, Any], prices: Prices) -> str:
     )
 
 
-def _chart(div_id: str, title: str, fig: go.Figure) -> dict[str, Any]:
-    fig.update_layout(
-        template="plotly_white",
-        autosize=True,
-        height=340,
-        margin={"l": 48, "r": 12, "t": 28, "b": 36},
-        legend={"orientation": "h", "y": 1.12, "x": 0},
-        font={"size": 12},
+def _chart(div_id: str, title: str, fig: Figure) -> dict[str, Any]:
+    """One chart: its div and the ``Plotly.newPlot`` call (figure as plotly.js JSON)."""
+    layout = {
+        "template": _TEMPLATE,
+        "autosize": True,
+        "height": 340,
+        "margin": {"l": 52, "r": 12, "t": 28, "b": 36},
+        "legend": {"orientation": "h", "y": 1.14, "x": 0},
+        "font": {"size": 12},
+        **fig["layout"],
+    }
+    args = ", ".join(_js(x) for x in (div_id, fig["data"], layout, _CONFIG))
+    html = (
+        f'<div id="{div_id}" class="plotly-graph-div" style="height:340px; width:100%;"></div>'
+        f"<script>Plotly.newPlot({args});</script>"
     )
-    html = fig.to_html(
-        include_plotlyjs=False, full_html=False, div_id=div_id, config=_CONFIG, default_height=340
-    )
-    return {"id": div_id, "title": title, "html": Markup(html)}
+    return {"id": div_id, "title": title, "html": Markup(html)}  # our JSON, escaped below
 
 
-def _equity_figure(body: Mapping[str, Any]) -> go.Figure:
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32])
+def _js(value: Any) -> str:
+    """JSON safe inside <script> (no "</" to end it early)."""
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    return text.replace("</", "<\\/")
+
+
+def _equity_figure(body: Mapping[str, Any]) -> Figure:
     curve = body["equity_curve"]
     xs = [_dt(ts) for ts, _ in curve]
-    fig.add_trace(
-        go.Scatter(
-            x=xs,
-            y=[eq for _, eq in curve],
-            name="equity (marked to market)",
-            mode="lines",
-            line={"color": _BLUE, "width": 2},
-        ),
-        row=1,
-        col=1,
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=xs,
-            y=[dd for _, dd in body["drawdown"]],
-            name="drawdown %",
-            mode="lines",
-            fill="tozeroy",
-            line={"color": _RED, "width": 1},
-        ),
-        row=2,
-        col=1,
-    )
+    data: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "x": xs,
+            "y": [eq for _, eq in curve],
+            "name": "equity (marked to market)",
+            "mode": "lines",
+            "line": {"color": _BLUE, "width": 2},
+        },
+        {
+            "type": "scatter",
+            "x": xs,
+            "y": [dd for _, dd in body["drawdown"]],
+            "name": "drawdown %",
+            "mode": "lines",
+            "fill": "tozeroy",
+            "line": {"color": _RED, "width": 1},
+            "yaxis": "y2",
+        },
+    ]
     trips = body["breaker_trips"]
     if trips:
-        fig.add_trace(
-            go.Scatter(
-                x=[_dt(t["ts_ms"]) for t in trips],
-                y=[_value_at(curve, t["ts_ms"]) for t in trips],
-                name="breaker trips",
-                mode="markers",
-                marker={"symbol": "x", "size": 10, "color": _ORANGE},
-                text=[f"{t['code']}: {t['detail']}" for t in trips],
-                hoverinfo="text+x",
-            ),
-            row=1,
-            col=1,
+        data.append(
+            {
+                "type": "scatter",
+                "x": [_dt(t["ts_ms"]) for t in trips],
+                "y": [_value_at(curve, t["ts_ms"]) for t in trips],
+                "name": "breaker trips",
+                "mode": "markers",
+                "marker": {"symbol": "x", "size": 10, "color": _ORANGE},
+                "text": [f"{t['code']}: {t['detail']}" for t in trips],
+                "hoverinfo": "text+x",
+            }
         )
-    fig.update_yaxes(title_text=body.get("currency", "USDT"), row=1, col=1)
-    fig.update_yaxes(title_text="%", row=2, col=1)
-    return fig
+    layout = {
+        "xaxis": {"type": "date", "anchor": "y2"},
+        "yaxis": {"domain": [0.36, 1], "title": {"text": body.get("currency", "USDT")}},
+        "yaxis2": {"domain": [0, 0.28], "title": {"text": "drawdown %"}},
+    }
+    return {"data": data, "layout": layout}
 
 
 def _trades_figure(
     symbol: str, trades: Sequence[Mapping[str, Any]], prices: Sequence[tuple[int, float]]
-) -> go.Figure:
-    fig = go.Figure()
+) -> Figure:
+    data: list[dict[str, Any]] = []
     if prices:
-        fig.add_trace(
-            go.Scatter(
-                x=[_dt(ts) for ts, _ in prices],
-                y=[p for _, p in prices],
-                name=f"{symbol} price",
-                mode="lines",
-                line={"color": _GREY, "width": 1},
-            )
+        data.append(
+            {
+                "type": "scatter",
+                "x": [_dt(ts) for ts, _ in prices],
+                "y": [p for _, p in prices],
+                "name": f"{symbol} price",
+                "mode": "lines",
+                "line": {"color": _GREY, "width": 1},
+            }
         )
     for i, t in enumerate(trades):
         span = [_dt(t["opened_ms"]), _dt(t["closed_ms"])]
         long = t["direction"] == "long"
         label = f"#{i + 1} {t['direction']}"
-        fig.add_trace(
-            go.Scatter(
-                x=[span[0]],
-                y=[t["entry_price"]],
-                name=f"{label} entry",
-                mode="markers",
-                marker={"symbol": "triangle-up" if long else "triangle-down", "size": 12},
-                marker_color=_BLUE,
-                text=[f"entry {fmt.price(t['entry_price'])}"],
-            )
+        data.append(
+            {
+                "type": "scatter",
+                "x": [span[0]],
+                "y": [t["entry_price"]],
+                "name": f"{label} entry",
+                "mode": "markers",
+                "marker": {
+                    "symbol": "triangle-up" if long else "triangle-down",
+                    "size": 12,
+                    "color": _BLUE,
+                },
+                "text": [f"entry {fmt.price(t['entry_price'])}"],
+            }
         )
         if t.get("stop_loss"):
-            fig.add_trace(
-                go.Scatter(
-                    x=span,
-                    y=[t["stop_loss"]] * 2,
-                    name=f"{label} stop",
-                    mode="lines",
-                    line={"color": _RED, "dash": "dash"},
-                )
-            )
+            data.append(_level(span, t["stop_loss"], f"{label} stop", _RED, "dash"))
         for k, target in enumerate(t.get("take_profits") or []):
-            fig.add_trace(
-                go.Scatter(
-                    x=span,
-                    y=[target] * 2,
-                    name=f"{label} target {k + 1}",
-                    mode="lines",
-                    line={"color": _GREEN, "dash": "dot"},
-                )
-            )
-        fig.add_trace(
-            go.Scatter(
-                x=[span[1]],
-                y=[t["exit_price"]],
-                name=f"{label} exit ({t['exit_reason']})",
-                mode="markers",
-                marker={"symbol": "x", "size": 12, "color": _GREEN if t["pnl"] > 0 else _RED},
-                text=[f"exit {fmt.price(t['exit_price'])}, {fmt.money(t['pnl'], signed=True)}"],
-            )
+            data.append(_level(span, target, f"{label} target {k + 1}", _GREEN, "dot"))
+        data.append(
+            {
+                "type": "scatter",
+                "x": [span[1]],
+                "y": [t["exit_price"]],
+                "name": f"{label} exit ({t['exit_reason']})",
+                "mode": "markers",
+                "marker": {"symbol": "x", "size": 12, "color": _GREEN if t["pnl"] > 0 else _RED},
+                "text": [f"exit {fmt.price(t['exit_price'])}, {fmt.money(t['pnl'], signed=True)}"],
+            }
         )
-    fig.update_yaxes(title_text="price")
-    return fig
+    return {
+        "data": data,
+        "layout": {"xaxis": {"type": "date"}, "yaxis": {"title": {"text": "price"}}},
+    }
 
 
-def _exits_figure(month: Mapping[str, Any], currency: str) -> go.Figure:
+def _level(span: list[str], price: float, name: str, color: str, dash: str) -> dict[str, Any]:
+    return {
+        "type": "scatter",
+        "x": span,
+        "y": [price, price],
+        "name": name,
+        "mode": "lines",
+        "line": {"color": color, "dash": dash},
+    }
+
+
+def _exits_figure(month: Mapping[str, Any], currency: str) -> Figure:
     reasons = sorted(month["by_exit_reason"])
     rows = [month["by_exit_reason"][r] for r in reasons]
-    fig = go.Figure(
-        go.Bar(
-            x=reasons,
-            y=[r["trades"] for r in rows],
-            name="trades",
-            marker_color=[_GREEN if r["net_pnl"] > 0 else _RED for r in rows],
-            text=[fmt.money(r["net_pnl"], currency, signed=True) for r in rows],
-            textposition="auto",
-        )
-    )
-    fig.update_yaxes(title_text="trades")
-    return fig
+    bar = {
+        "type": "bar",
+        "x": reasons,
+        "y": [r["trades"] for r in rows],
+        "name": "trades",
+        "marker": {"color": [_GREEN if r["net_pnl"] > 0 else _RED for r in rows]},
+        "text": [fmt.money(r["net_pnl"], currency, signed=True) for r in rows],
+        "textposition": "auto",
+    }
+    return {"data": [bar], "layout": {"yaxis": {"title": {"text": "trades"}}}}
 
 
-def _analysts_figure(month: Mapping[str, Any]) -> go.Figure:
+def _analysts_figure(month: Mapping[str, Any]) -> Figure:
     names = sorted(month["analyst_accuracy"])
     acc = [month["analyst_accuracy"][n] for n in names]
-    fig = go.Figure(
-        go.Bar(
-            x=names,
-            y=[a["accuracy_pct"] for a in acc],
-            name="accuracy %",
-            marker_color=_BLUE,
-            text=[f"{a['right']}/{a['right'] + a['wrong']}" for a in acc],
-            textposition="auto",
-        )
-    )
-    fig.update_yaxes(title_text="% right", range=[0, 100])
-    return fig
+    bar = {
+        "type": "bar",
+        "x": names,
+        "y": [a["accuracy_pct"] for a in acc],
+        "name": "accuracy %",
+        "marker": {"color": _BLUE},
+        "text": [f"{a['right']}/{a['right'] + a['wrong']}" for a in acc],
+        "textposition": "auto",
+    }
+    return {"data": [bar], "layout": {"yaxis": {"title": {"text": "% right"}, "range": [0, 100]}}}
 
 
-def _breakers_figure(body: Mapping[str, Any]) -> go.Figure:
+def _breakers_figure(body: Mapping[str, Any]) -> Figure:
     trips = body["breaker_trips"]
-    fig = go.Figure(
-        go.Scatter(
-            x=[_dt(t["ts_ms"]) for t in trips],
-            y=[t["code"] for t in trips],
-            name="breaker trips",
-            mode="markers",
-            marker={"symbol": "x", "size": 11, "color": _ORANGE},
-            text=[f"{t['symbol']}: {t['detail']}" for t in trips],
-            hoverinfo="text+x",
-        )
-    )
-    fig.update_layout(showlegend=False)
-    return fig
+    points = {
+        "type": "scatter",
+        "x": [_dt(t["ts_ms"]) for t in trips],
+        "y": [t["code"] for t in trips],
+        "name": "breaker trips",
+        "mode": "markers",
+        "marker": {"symbol": "x", "size": 11, "color": _ORANGE},
+        "text": [f"{t['symbol']}: {t['detail']}" for t in trips],
+        "hoverinfo": "text+x",
+    }
+    layout = {"showlegend": False, "xaxis": {"type": "date"}, "yaxis": {"automargin": True}}
+    return {"data": [points], "layout": layout}
 
 
 def _view(body: Mapping[str, Any], currency: str) -> dict[str, Any]:
