@@ -132,3 +132,23 @@ def test_the_report_is_rebuilt_byte_identically(reports: Path, tmp_path: Path) -
         for ext in (".json", ".html", ".csv"):
             name = Path("reports") / user / f"{BREAKER_DAY.isoformat()}{ext}"
             assert (again / name).read_bytes() == (reports / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_drawdown_and_return_of_the_marked_curve_match_an_independent_computation(
+    reports: Path, user: str
+) -> None:
+    """On the real run's marked-to-market curve (1m closes while trades are open)."""
+    body = json.loads((reports / "reports" / user / f"{BREAKER_DAY}.json").read_text())
+    equity = [eq for _, eq in body["equity_curve"]]
+    assert len(equity) > 50  # marked every minute a trade was open, not just at closes
+    peak, worst = equity[0], 0.0
+    for eq in equity:
+        peak = max(peak, eq)
+        worst = max(worst, (peak - eq) / peak)
+    month = body["metrics"]["month"]
+    assert month["max_drawdown_pct"] == pytest.approx(worst * 100, rel=1e-6)
+    assert month["total_return_pct"] == pytest.approx((equity[-1] / equity[0] - 1) * 100, rel=1e-6)
+    realized = sum(t["pnl"] for t in body["trades"])
+    assert month["net_pnl"] == pytest.approx(realized, rel=1e-6)  # the run's first day
+    assert equity[-1] - equity[0] == pytest.approx(realized, rel=1e-6)  # all closed by then
