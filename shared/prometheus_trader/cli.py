@@ -16,7 +16,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from prometheus_trader.app.settings import Settings
-from prometheus_trader.app.summary import summary_tables
 
 app = typer.Typer(
     help="Prometheus trader: global market analysis, per-user risk-gated execution.",
@@ -271,6 +270,8 @@ def _print_summary(summary: dict[str, object]) -> None:
         value = summary.get(key)
         table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
     out.print(table)
+    from prometheus_trader.app.summary import summary_tables
+
     for extra in summary_tables(summary):  # per-user PnL and explained rejections (i13)
         out.print(extra)
 
