@@ -168,3 +168,16 @@ def test_formatting_has_no_float_noise() -> None:
     assert fmt.price(0.39827964) == "0.398280"
     assert fmt.pct(None) == fmt.DASH
     assert fmt.clean({"a": [0.1 + 0.2]}) == {"a": [0.3]}
+
+
+def test_overlapping_trades_and_combined_curves() -> None:
+    a = _trade(10.0, 0, 100, trade_id="a")
+    b = _trade(-4.0, 50, 150, trade_id="b", symbol="ETH/USDT:USDT")
+    curve = equity_curve(100.0, [a, b])  # realized-only: open trades at their entry price
+    assert curve == [(0, 100.0), (50, 100.0), (100, 110.0), (150, 106.0)]
+    assert compute_metrics([a, b], curve).exposure_pct == pytest.approx(100.0)
+    assert compute_metrics([a], period_ms=(0, 200)).exposure_pct == pytest.approx(50.0)
+    other = [(25, 50.0), (120, 60.0)]
+    combined = metrics_report([a, b], {"u1": curve, "u2": other}).overall
+    assert combined.start_equity == pytest.approx(150.0)  # u2 counts from its first value
+    assert combined.end_equity == pytest.approx(166.0)
