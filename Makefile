@@ -53,8 +53,12 @@ typecheck: install-dev
 imports: install-dev
 	$(BIN)/lint-imports
 
-pytest: install-dev
+pytest: install-dev chromium
 	$(BIN)/pytest -n 2 --dist loadfile
+
+.PHONY: chromium
+chromium:   ## headless Chromium for the HTML report test (installed once, quiet when present)
+	@scripts/ensure_chromium.sh
 
 test: lock-check lint typecheck imports pytest checkov
 

@@ -272,6 +272,10 @@ def _print_summary(summary: dict[str, object]) -> None:
         value = summary.get(key)
         table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
     out.print(table)
+    from prometheus_trader.app.summary import summary_tables
+
+    for extra in summary_tables(summary):  # per-user PnL and explained rejections (i13)
+        out.print(extra)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,6 +32,7 @@ from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateSt
 from prometheus_trader.app.demo import DEMO_USERS
 from prometheus_trader.app.logging import configure_logging
 from prometheus_trader.app.settings import Settings
+from prometheus_trader.app.summary import performance_summary
 from prometheus_trader.domain.analysts import default_panel
 from prometheus_trader.domain.exits import ExitConfig
 from prometheus_trader.domain.market import MINUTE_MS
@@ -223,7 +224,15 @@ def wire(
         evaluator=EvaluateClosedPosition(state, clock),
         notifier=NotifyEvent(notifier, state),
         monitor=ExitMonitor(state, exchange, bus, blobs, clock, ExitConfig()),
-        reporter=DailyReporter(state, blobs, bus, clock),
+        reporter=DailyReporter(
+            state,
+            blobs,
+            bus,
+            clock,
+            market,
+            exchange=settings.exchange,
+            market_type=settings.market_type,
+        ),
         housekeeping=Housekeeping(
             state, market, bus, clock, notifier, TopLiquidConfig(exchange=settings.exchange)
         ),
@@ -456,7 +465,6 @@ def _summarize(rt: Runtime, run_dir: Path, start_ms: int, end_ms: int) -> dict[s
     (run_dir / "ledger.json").write_bytes(ledger_bytes)
     blobs = rt.adapters.blobs
     reports = sorted(rt.locate(k) for k in blobs.list("reports/"))
-    rejections = Counter(r for e in executions for r in e.get("reasons", []))
     return {
         "run": {
             "data_dir": str(rt.settings.data_dir),
@@ -469,7 +477,6 @@ def _summarize(rt: Runtime, run_dir: Path, start_ms: int, end_ms: int) -> dict[s
         "decisions": dict(
             sorted(Counter(e.get("outcome") or "incomplete" for e in executions).items())
         ),
-        "rejection_reasons": dict(sorted(rejections.items())),
         "signals_with_divergent_decisions": sum(
             1 for per_user in outcomes.values() if len(set(per_user.values())) > 1
         ),
@@ -484,6 +491,10 @@ def _summarize(rt: Runtime, run_dir: Path, start_ms: int, end_ms: int) -> dict[s
         "ledger_path": str(run_dir / "ledger.json"),
         "reports": reports,
         "audit_log": sorted(rt.locate(k) for k in blobs.list("audit/")),
+        # PnL, fees, win rate, drawdown per user; breakers; rejections explained (i13)
+        **performance_summary(
+            state, rt.adapters.market, rt.settings, ledger=ledger, run_dir=run_dir
+        ),
     }
 
 
