@@ -1,4 +1,4 @@
-"""Builds a real run's daily report from tests/fixtures/data/run (no pipeline run)."""
+"""Builds a real run's daily report from tests/fixtures/run (no pipeline run)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateSt
 from prometheus_trader.sample import SAMPLE_STORE_DIR
 from prometheus_trader.usecases.report import DailyReporter
 
-RUN = Path(__file__).parent / "fixtures" / "data" / "run"
+RUN = Path(__file__).parent / "fixtures" / "run"
 BREAKER_DAY = date(2025, 5, 21)  # the real run's day with trades and 49 breaker trips
 _IDS = {"users": "user_id", "journal": "position_id"}
 

@@ -1,4 +1,4 @@
-"""Metrics against an independent computation on a real run (tests/fixtures/data/run)."""
+"""Metrics against an independent computation on a real run (tests/fixtures/run)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from prometheus_trader.domain.metrics import (
 from prometheus_trader.usecases.trades import breaker_trips, closed_trades, starting_equity
 
 pytestmark = pytest.mark.unit
-RUN = Path(__file__).parents[1] / "fixtures" / "data" / "run"
+RUN = Path(__file__).parents[1] / "fixtures" / "run"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The run summary's trading part on a real run's state (tests/fixtures/data/run)."""
+"""The run summary's trading part on a real run's state (tests/fixtures/run)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from prometheus_trader.app.summary import summarize, summary_tables
 from prometheus_trader.usecases.trades import REASON_EXPLANATIONS, breaker_trips, closed_trades
 
 pytestmark = pytest.mark.unit
-RUN = Path(__file__).parents[1] / "fixtures" / "data" / "run"
+RUN = Path(__file__).parents[1] / "fixtures" / "run"
 
 
 def test_rejections_counted_once_and_explained_with_per_user_pnl() -> None:

@@ -19,7 +19,7 @@ from prometheus_trader.domain.tax import (
 from prometheus_trader.usecases.trades import closed_trades
 
 pytestmark = pytest.mark.unit
-RUN = Path(__file__).parents[1] / "fixtures" / "data" / "run"
+RUN = Path(__file__).parents[1] / "fixtures" / "run"
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 
 
