@@ -304,19 +304,33 @@ def test_housekeeping_expires_due_signals_and_refuses_unknown_fields(world: Clou
 
 
 def test_api_health_positions_and_errors(world: CloudWorld) -> None:
+    from prometheus_trader.app.api import function
+    from prometheus_trader.usecases.users import UserAccounts
+
     user, signal = seed_user_and_signal(world)
     world.bus.ensure_topic(Topics.EVENTS)
     world.client("executor").post("/", json=execution_body(signal.id, user.user_id, "5"))
+    accounts = UserAccounts(world.state, SimulatedClock(START))
+    accounts.add("bob")
+    alice_token, _ = accounts.issue_token(user.user_id)
+    bob_token, _ = accounts.issue_token("bob")
+    function.reset()  # the app binds to this test's runtime
     api = world.client("api")
+    alice = {"Authorization": f"Bearer {alice_token}"}
 
     health = api.get("/api/v1/health")
     assert (health.status_code, health.get_json()["status"]) == (200, "ok")
-    mine = api.get(f"/api/v1/positions?user_id={user.user_id}")
-    assert mine.status_code == 200
+    assert api.get("/api/v1/openapi.json").get_json()["openapi"].startswith("3.")
+    mine = api.get("/api/v1/users/me/positions", headers=alice)
+    assert mine.status_code == 200, mine.get_data(as_text=True)
     assert [p["signal_id"] for p in mine.get_json()["positions"]] == [signal.id]
-    assert api.get("/api/v1/positions?user_id=nobody").get_json()["positions"] == []
-    assert api.get("/api/v1/positions?user_id=bad%20id").status_code == 400
-    assert api.get("/api/v1/positions").status_code == 400
-    assert api.get("/api/v1/positions?user_id=alice&status=maybe").status_code == 400
+    # no token, another user's token, bad input, unknown path, wrong method
+    assert api.get(f"/api/v1/users/{user.user_id}/positions").status_code == 401
+    bob = {"Authorization": f"Bearer {bob_token}"}
+    assert api.get(f"/api/v1/users/{user.user_id}/positions", headers=bob).status_code == 403
+    assert api.get("/api/v1/users/me/positions", headers=bob).get_json()["positions"] == []
+    assert api.get("/api/v1/users/bad%20id/positions", headers=alice).status_code == 422
+    assert api.get("/api/v1/users/me/positions?status=maybe", headers=alice).status_code == 422
     assert api.get("/api/v1/nope").status_code == 404
     assert api.post("/api/v1/health").status_code == 405
+    function.reset()

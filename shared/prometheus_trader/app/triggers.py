@@ -9,7 +9,7 @@ files stay a few lines and hold no logic.
   and would loop until the dead-letter topic. Any other error propagates: the framework
   answers 500, Pub/Sub redelivers (transient failures: Firestore contention, a timeout).
 * Scheduler (``scheduled``): an optional JSON object body; a bad body is a 400.
-* API (``api``): a minimal, read-only surface (health, a user's positions).
+* API: the FastAPI app in ``app.api`` (served by ``app.api.function``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping
 from datetime import date, timedelta
 from typing import Any, Protocol
@@ -28,8 +27,8 @@ from cloudevents.abstract import CloudEvent
 from pydantic import BaseModel, ValidationError
 
 from prometheus_trader.app.logging import request_trace
-from prometheus_trader.ports import BusMessage, Filter, StateStore
-from prometheus_trader.usecases.names import Collections, Topics, labels
+from prometheus_trader.ports import BusMessage
+from prometheus_trader.usecases.names import Topics, labels
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +40,6 @@ TOPIC_OF = {
     "evaluator": Topics.EVENTS,
     "notifier": Topics.EVENTS,
 }
-USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # the User.user_id pattern
-POSITION_STATUSES = ("open", "closed")
 
 
 class HttpRequest(Protocol):
@@ -169,51 +166,11 @@ def no_body(body: Mapping[str, Any]) -> None:
         raise BadRequest(f"unexpected fields: {', '.join(sorted(body))}")
 
 
-# -------------------------------------------------------------------------- API
-def api(
-    request: HttpRequest, state: Callable[[], StateStore], info: Callable[[], dict[str, Any]]
-) -> JsonResponse:
-    """The minimal read-only API (the full API is a later issue).
-
-    ``GET /api/v1/health`` → 200; ``GET /api/v1/positions?user_id=U[&status=open|closed]``
-    → the user's positions sorted by id; 400 on bad input, 404 for other paths, 405 for
-    other methods on these paths. ``state`` is called only when the store is needed.
-    """
-    with traced(request):
-        return _api(request, state, info)
-
-
-def _api(
-    request: HttpRequest, state: Callable[[], StateStore], info: Callable[[], dict[str, Any]]
-) -> JsonResponse:
-    routes = {"/api/v1/health", "/api/v1/positions"}
-    path = request.path.rstrip("/") or "/"
-    if path not in routes:
-        return {"error": f"not found: {request.path}"}, 404
-    if request.method != "GET":
-        return {"error": f"method {request.method} not allowed"}, 405
-    if path == "/api/v1/health":
-        return {"status": "ok", **info()}, 200
-    user_id = request.args.get("user_id", "")
-    if not USER_ID.fullmatch(user_id):
-        return {"error": "user_id is required: 1-64 of A-Z a-z 0-9 _ -"}, 400
-    filters = [Filter("user_id", "==", user_id)]
-    status = request.args.get("status")
-    if status is not None:
-        if status not in POSITION_STATUSES:
-            return {"error": f"status must be one of {', '.join(POSITION_STATUSES)}"}, 400
-        filters.append(Filter("status", "==", status))
-    docs = state().query(Collections.POSITIONS, filters)
-    positions = sorted(docs, key=lambda d: str(d["id"]))
-    return {"user_id": user_id, "positions": to_json(positions)}, 200
-
-
 __all__ = [
     "BadRequest",
     "CloudEvent",
     "HttpRequest",
     "JsonResponse",
-    "api",
     "deliver",
     "no_body",
     "report_day",

@@ -1,0 +1,61 @@
+"""The ``api`` Cloud Function: the FastAPI app behind functions-framework.
+
+Cloud Functions run functions-framework's Flask (WSGI) server; its ASGI mode (``--asgi``,
+``functions_framework.aio``) exists in the installed version but the managed runtime
+starts the WSGI server, so the FastAPI (ASGI) app is bridged with ``a2wsgi``: the Flask
+request's WSGI environ goes to the app unchanged and its response comes back whole.
+The app is built once per instance, over the process's ``CloudRuntime``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from a2wsgi import ASGIMiddleware
+from flask import Request
+from werkzeug import Response
+
+from prometheus_trader.app.api import ApiDeps, create_app
+from prometheus_trader.app.cloud import CloudRuntime, describe, get_runtime
+
+_wsgi: ASGIMiddleware | None = None
+_lock = threading.Lock()
+
+
+def api_deps(runtime: CloudRuntime) -> ApiDeps:
+    """The API's providers over a runtime (each adapter built on first use)."""
+    return ApiDeps(
+        state=lambda: runtime.state,
+        clock=lambda: runtime.clock,
+        secrets=lambda: runtime.secrets,
+        blobs=lambda: runtime.blobs,
+        balance=lambda account: runtime.exchange.fetch_balance(account),
+        exchange=runtime.settings.exchange,
+        info=lambda: describe(runtime),
+        rate_per_minute=runtime.settings.api_rate_per_minute,
+        max_body_bytes=runtime.settings.api_max_body_bytes,
+    )
+
+
+def wsgi_app() -> ASGIMiddleware:
+    """This instance's app as a WSGI callable (built on first request)."""
+    global _wsgi
+    with _lock:
+        if _wsgi is None:
+            _wsgi = ASGIMiddleware(create_app(api_deps(get_runtime())))  # type: ignore[arg-type]
+        return _wsgi
+
+
+def reset() -> None:
+    """Forget the app (tests install another runtime)."""
+    global _wsgi
+    with _lock:
+        _wsgi = None
+
+
+def serve(request: Request) -> Response:
+    """Answer one Flask request with the FastAPI app."""
+    return Response.from_app(wsgi_app(), request.environ)  # type: ignore[arg-type]
+
+
+__all__ = ["Request", "Response", "api_deps", "reset", "serve", "wsgi_app"]
