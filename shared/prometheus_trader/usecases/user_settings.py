@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic.json_schema import SkipJsonSchema
 
 from prometheus_trader.domain.users import PROFILE_LIMITS, RiskProfile, TradingMode, User
 from prometheus_trader.ports import StateStore
+from prometheus_trader.usecases.json_types import JSON_NUMBER
 from prometheus_trader.usecases.names import Collections
 from prometheus_trader.usecases.users import Conflict, Invalid, NotFound
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,20}(/[A-Za-z0-9]{1,20}(:[A-Za-z0-9]{1,20})?)?$"
 WEBHOOK_PATTERN = r"^https://[^\s/$.?#][^\s]{0,490}$"
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}$"
+Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN)]
 
 
 class UserSettings(BaseModel):
@@ -59,12 +63,14 @@ class SettingsUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    display_name: str | None = Field(default=None, max_length=100)
-    risk_profile: RiskProfile | None = None
-    leverage: float | None = Field(default=None, ge=1, le=125)
-    mode: TradingMode | None = None
-    excluded_symbols: list[str] | None = Field(default=None, max_length=200)
-    watch_all: bool | None = None
+    # optional but not nullable: SkipJsonSchema keeps `null` out of the schema; a null
+    # that arrives anyway is refused in ``Settings.update`` (400)
+    display_name: Annotated[str, Field(max_length=100)] | SkipJsonSchema[None] = None
+    risk_profile: RiskProfile | SkipJsonSchema[None] = None
+    leverage: Annotated[float, Field(ge=1, le=125), JSON_NUMBER] | SkipJsonSchema[None] = None
+    mode: TradingMode | SkipJsonSchema[None] = None
+    excluded_symbols: Annotated[list[Symbol], Field(max_length=200)] | SkipJsonSchema[None] = None
+    watch_all: StrictBool | SkipJsonSchema[None] = None
     notify_webhook: str | None = Field(default=None, pattern=WEBHOOK_PATTERN)
     notify_email: str | None = Field(default=None, pattern=EMAIL_PATTERN)
 

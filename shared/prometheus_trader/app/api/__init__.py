@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prometheus_trader.app.api.deps import ApiDeps
 from prometheus_trader.app.api.middleware import BodyLimit
@@ -65,6 +67,21 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def refused(_: Request, exc: UseCaseError) -> JSONResponse:
         code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), 400)
         return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            # Allow lists every method of the path (Starlette names only one route's)
+            path = request.url.path
+            methods = {
+                m
+                for r in app.routes
+                if isinstance(r, APIRoute) and r.path_regex.match(path)
+                for m in r.methods or ()
+            }
+            headers["Allow"] = ", ".join(sorted(methods))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     app.add_middleware(BodyLimit, max_bytes=deps.max_body_bytes)
     return app

@@ -3,7 +3,7 @@ user" rule, as FastAPI dependencies."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -89,3 +89,25 @@ def target_user(
 
 
 TargetUser = Annotated[str, Depends(target_user)]
+
+
+def known_query_only(request: Request) -> None:
+    """A query parameter the route does not declare is a 400: a typo (``?stauts=open``)
+    must not pass silently as if it were absent."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    declared = {p.alias for p in _all_query_params(dependant)}
+    unknown = sorted(set(request.query_params) - declared)
+    if unknown:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"unknown query parameter(s): {', '.join(unknown)}"
+        )
+
+
+def _all_query_params(dependant: Any) -> list[Any]:
+    params = list(dependant.query_params)
+    for sub in dependant.dependencies:
+        params.extend(_all_query_params(sub))
+    return params

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,10 +12,17 @@ from prometheus_trader.domain.trading import Position
 from prometheus_trader.domain.users import RiskProfile, TradingMode
 from prometheus_trader.domain.watchlist import WatchlistEntry
 from prometheus_trader.usecases.controls import OrderRecord, ReportLink
+from prometheus_trader.usecases.json_types import JSON_NUMBER
 from prometheus_trader.usecases.user_settings import SYMBOL_PATTERN, UserSettings
 from prometheus_trader.usecases.users import Role
 
 EXCHANGE_PATTERN = r"^[a-z0-9]{2,32}$"
+Hours = Annotated[float, Field(gt=0, le=24 * 30), JSON_NUMBER]
+
+
+# Request bodies take numbers and booleans as JSON has them: `"24"` or `false` where the
+# schema says number is refused (422), not coerced, so what passes is what the schema
+# documents (JSON_NUMBER; booleans strict).
 
 
 class ErrorBody(BaseModel):
@@ -63,14 +70,14 @@ class InstrumentRef(BaseModel):
 class WatchlistAdd(InstrumentRef):
     """``POST /watchlist/add``."""
 
-    duration_hours: float = Field(default=24, gt=0, le=24 * 30)
-    priority: int = Field(default=0, ge=0, le=10)
+    duration_hours: Hours = 24
+    priority: Annotated[int, Field(ge=0, le=10), JSON_NUMBER] = 0
 
 
 class WatchlistRenew(InstrumentRef):
     """``POST /watchlist/renew``."""
 
-    hours: float = Field(default=24, gt=0, le=24 * 30)
+    hours: Hours = 24
 
 
 class WatchlistView(BaseModel):
@@ -114,7 +121,7 @@ class KillBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    on: bool = True
+    on: bool = Field(default=True, strict=True)
 
 
 class NewUser(BaseModel):

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Path, Query, Request, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, status
 
-from prometheus_trader.app.api.auth import USER_ID_PATTERN, Admin, Caller, TargetUser, deps_of
+from prometheus_trader.app.api.auth import (
+    USER_ID_PATTERN,
+    Admin,
+    Caller,
+    TargetUser,
+    deps_of,
+    known_query_only,
+)
 from prometheus_trader.app.api.auth import resolve_user as _resolve
 from prometheus_trader.app.api.models import (
     ERRORS,
@@ -41,7 +48,7 @@ from prometheus_trader.usecases.user_settings import (
 from prometheus_trader.usecases.users import ApiToken, Role, UserAccounts
 from prometheus_trader.usecases.watchlist import TopLiquid, TopLiquidList, Watchlist
 
-router = APIRouter(prefix="/api/v1", responses=ERRORS)
+router = APIRouter(prefix="/api/v1", responses=ERRORS, dependencies=[Depends(known_query_only)])
 
 
 # ------------------------------------------------------------------- builders
@@ -265,7 +272,7 @@ def tokens(request: Request, user: TargetUser) -> TokensView:
 
 
 @router.post(
-    "/users/{user_id}/tokens/rotate",
+    "/users/{user_id}/tokens",
     response_model=IssuedToken,
     status_code=status.HTTP_201_CREATED,
     tags=["tokens"],
