@@ -25,7 +25,7 @@ pytestmark = pytest.mark.unit
 
 @dataclass
 class FakeRequest:
-    method: str = "GET"
+    method: str = "POST"  # Cloud Scheduler and Pub/Sub push POST
     path: str = "/"
     args: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
@@ -37,6 +37,8 @@ class FakeRequest:
 
 def test_request_body_accepts_empty_and_objects_only() -> None:
     assert triggers.request_body(FakeRequest(body=b"  ")) == {}
+    # a GET's body is never read (a chunked GET that sends nothing must not hang)
+    assert triggers.request_body(FakeRequest(method="GET", body=b'{"day": 1}')) == {}
     assert triggers.request_body(FakeRequest(body=b'{"day": "2025-05-21"}')) == {
         "day": "2025-05-21"
     }
@@ -67,6 +69,7 @@ def test_scheduled_maps_bad_bodies_to_400_and_serializes_reports() -> None:
     ok = triggers.scheduled(FakeRequest(body=b""), job, stage="x")
     assert ok == ({"stage": "x", "report": {"done": ["b", "a"], "when": "2025-05-21"}}, 200)
     assert triggers.scheduled(FakeRequest(body=b'{"typo": 1}'), job, stage="x")[1] == 400
+    assert triggers.scheduled(FakeRequest(method="GET"), job, stage="x")[1] == 405
 
 
 def pubsub_event(data: object) -> dict[str, Any]:

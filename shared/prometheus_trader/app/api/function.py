@@ -17,6 +17,7 @@ from werkzeug import Response
 
 from prometheus_trader.app.api import ApiDeps, create_app
 from prometheus_trader.app.cloud import CloudRuntime, describe, get_runtime
+from prometheus_trader.app.inbound import neutralize_bodyless
 
 _wsgi: ASGIMiddleware | None = None
 _lock = threading.Lock()
@@ -55,6 +56,7 @@ def reset() -> None:
 
 def serve(request: Request) -> Response:
     """Answer one Flask request with the FastAPI app."""
+    neutralize_bodyless(request)  # a GET never waits for a body it announced
     return Response.from_app(wsgi_app(), request.environ)  # type: ignore[arg-type]
 
 
