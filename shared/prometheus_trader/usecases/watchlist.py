@@ -155,12 +155,10 @@ def rank_liquid(tickers: list[Ticker], n: int = TOP_LIQUID_N) -> list[LiquidSymb
 
 
 class TopLiquid:
-    """The daily top-liquid list: ``refresh()`` (housekeeping) computes and stores it,
-    ``get()`` (the API) reads the stored one."""
+    """The daily top-liquid list: ``refresh()`` (housekeeping, daily) computes and stores
+    it from the market store's latest tickers."""
 
-    def __init__(
-        self, state: StateStore, clock: Clock, market: MarketStore | None, exchange: str
-    ) -> None:
+    def __init__(self, state: StateStore, clock: Clock, market: MarketStore, exchange: str) -> None:
         self._state = state
         self._clock = clock
         self._market = market
@@ -168,8 +166,6 @@ class TopLiquid:
 
     def refresh(self) -> TopLiquidList:
         """Recompute from the market store's latest tickers and store the result."""
-        if self._market is None:
-            raise RuntimeError("top-liquid refresh needs the market store")
         now_ms = self._clock.now_ms()
         tickers = self._market.latest_tickers(self._exchange, now_ms)
         result = TopLiquidList(
@@ -180,6 +176,18 @@ class TopLiquid:
         )
         self._state.set(Collections.RANKINGS, TOP_LIQUID_DOC, result.model_dump(mode="json"))
         return result
+
+    def get(self) -> TopLiquidList:
+        """The stored list (see ``StoredTopLiquid``)."""
+        return StoredTopLiquid(self._state, self._exchange).get()
+
+
+class StoredTopLiquid:
+    """Reads the stored top-liquid list (the API: no market store needed)."""
+
+    def __init__(self, state: StateStore, exchange: str) -> None:
+        self._state = state
+        self._exchange = exchange
 
     def get(self) -> TopLiquidList:
         """The stored list (empty with ``computed_at`` None before the first refresh)."""

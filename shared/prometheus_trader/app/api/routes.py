@@ -46,7 +46,7 @@ from prometheus_trader.usecases.user_settings import (
     UserSettings,
 )
 from prometheus_trader.usecases.users import ApiToken, Role, UserAccounts
-from prometheus_trader.usecases.watchlist import TopLiquid, TopLiquidList, Watchlist
+from prometheus_trader.usecases.watchlist import StoredTopLiquid, TopLiquidList, Watchlist
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS, dependencies=[Depends(known_query_only)])
 
@@ -166,7 +166,7 @@ def watchlist_renew(
 def watchlist_top_liquid(request: Request, caller: Caller) -> TopLiquidList:
     """The 15 most liquid instruments (24 h quote volume, spread), refreshed daily."""
     deps = deps_of(request)
-    return TopLiquid(deps.state(), deps.clock(), None, deps.exchange).get()
+    return StoredTopLiquid(deps.state(), deps.exchange).get()
 
 
 # ----------------------------------------------------------------------- user
