@@ -20,7 +20,7 @@ _WORLD: ApiWorld = api_world(Path(__import__("tempfile").mkdtemp(prefix="api-st-
 _TOKENS = {"user": _WORLD.alice, "admin": _WORLD.admin}
 schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", _WORLD.app())
 _COUNT = {"requests": 0, "5xx": 0}
-EXAMPLES_PER_OPERATION = 50
+EXAMPLES_PER_OPERATION = 35
 
 
 @pytest.fixture(scope="module", autouse=True)
