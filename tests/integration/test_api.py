@@ -305,3 +305,25 @@ def test_rate_limit_is_shared_across_processes(tmp_path: Path) -> None:
         assert client.get("/api/v1/users/me/stats", headers=auth(world.alice)).status_code == 200
     finally:
         world.close()
+
+
+def test_a_refused_key_check_stores_nothing(world: ApiWorld) -> None:
+    from prometheus_trader.usecases.controls import ExchangeKeys, KeyCheckFailed
+
+    checked: list[tuple[str, str]] = []
+
+    def check(user_id: str, keys: ExchangeKeys) -> None:
+        checked.append((user_id, keys.env))
+        if keys.api_key.get_secret_value().startswith("bad"):
+            raise KeyCheckFailed("binance: invalid API key")
+
+    world.deps.key_check = check
+    client = TestClient(world.app())
+    url = "/api/v1/users/me/exchange"
+    refused = client.put(url, headers=auth(world.alice), json={**KEYS, "api_key": "bad-key-123"})
+    assert refused.status_code == 400 and "invalid API key" in refused.json()["detail"]
+    assert "bad-key-123" not in refused.text
+    assert world.secrets.list_secrets() == []
+    ok = client.put(url, headers=auth(world.alice), json=KEYS)
+    assert ok.status_code == 200 and ok.json()["checked"] is True
+    assert checked == [("alice", "live"), ("alice", "live")]

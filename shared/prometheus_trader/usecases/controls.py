@@ -66,9 +66,10 @@ class KeyCheckFailed(Exception):
 
 
 class KeyCheck(Protocol):
-    """Optional: an exchange adapter's check that keys work (read-only call)."""
+    """Optional: an exchange adapter's check that keys work (a read-only call); raises
+    KeyCheckFailed when the exchange refuses them."""
 
-    def __call__(self, keys: ExchangeKeys) -> None: ...
+    def __call__(self, user_id: str, keys: ExchangeKeys) -> None: ...
 
 
 class KeyStatus(BaseModel):
@@ -242,7 +243,7 @@ class Controls:
         checked = False
         if self._key_check is not None:
             try:
-                self._key_check(keys)
+                self._key_check(user_id, keys)
             except KeyCheckFailed as exc:
                 raise Invalid(f"the exchange refused the keys: {exc}") from None
             checked = True

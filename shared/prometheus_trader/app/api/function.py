@@ -9,6 +9,7 @@ The app is built once per instance, over the process's ``CloudRuntime``.
 
 from __future__ import annotations
 
+import importlib
 import threading
 
 from a2wsgi import ASGIMiddleware
@@ -18,9 +19,39 @@ from werkzeug import Response
 from prometheus_trader.app.api import ApiDeps, create_app
 from prometheus_trader.app.cloud import CloudRuntime, describe, get_runtime
 from prometheus_trader.app.inbound import neutralize_bodyless
+from prometheus_trader.ports import ExchangeError
+from prometheus_trader.usecases.controls import ExchangeKeys, KeyCheck, KeyCheckFailed
 
 _wsgi: ASGIMiddleware | None = None
 _lock = threading.Lock()
+
+
+def ccxt_key_check(runtime: CloudRuntime) -> KeyCheck | None:
+    """The ccxt adapter's key check (a balance read, keys that can withdraw refused), when
+    this build has the adapter; None otherwise (keys are then stored unchecked)."""
+    try:
+        config = importlib.import_module("prometheus_trader.adapters.ccxt.config")
+        keys_module = importlib.import_module("prometheus_trader.adapters.ccxt.keys")
+    except ImportError:
+        return None
+    factory = keys_module.default_factory(
+        allow_live=bool(getattr(runtime.settings, "allow_live", False))
+    )
+
+    def check(user_id: str, keys: ExchangeKeys) -> None:
+        creds = config.Credentials(
+            exchange=keys.exchange,
+            env=keys.env,
+            api_key=keys.api_key.get_secret_value(),
+            secret=keys.secret.get_secret_value(),
+            password=keys.password.get_secret_value() if keys.password else None,
+        )
+        try:
+            keys_module.check_credentials(user_id, creds, factory)
+        except (ExchangeError, ValueError) as exc:  # messages carry no key material
+            raise KeyCheckFailed(str(exc)) from None
+
+    return check
 
 
 def api_deps(runtime: CloudRuntime) -> ApiDeps:
@@ -31,6 +62,7 @@ def api_deps(runtime: CloudRuntime) -> ApiDeps:
         secrets=lambda: runtime.secrets,
         blobs=lambda: runtime.blobs,
         balance=lambda account: runtime.exchange.fetch_balance(account),
+        key_check=ccxt_key_check(runtime),
         exchange=runtime.settings.exchange,
         info=lambda: describe(runtime),
         rate_per_minute=runtime.settings.api_rate_per_minute,
