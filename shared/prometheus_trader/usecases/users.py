@@ -166,12 +166,12 @@ class UserAccounts:
 
     def tokens(self, user_id: str | None, *, role: Role = Role.USER) -> list[ApiToken]:
         """The token records of a user (or every admin token), oldest first."""
-        filters = [Filter("role", "==", role.value)]
+        # one equality per query: no composite index (role is filtered here)
         if user_id is not None:
-            filters.append(Filter("user_id", "==", user_id))
-        records = [
-            ApiToken.model_validate(d) for d in self._state.query(Collections.API_TOKENS, filters)
-        ]
+            docs = self._state.query(Collections.API_TOKENS, [Filter("user_id", "==", user_id)])
+        else:
+            docs = self._state.query(Collections.API_TOKENS, [Filter("role", "==", role.value)])
+        records = [r for r in map(ApiToken.model_validate, docs) if r.role is role]
         return sorted(records, key=lambda r: (r.created_at, r.token_id))
 
     def revoke_token(self, token_id: str, *, user_id: str | None = None) -> ApiToken:
