@@ -327,3 +327,18 @@ def test_a_refused_key_check_stores_nothing(world: ApiWorld) -> None:
     ok = client.put(url, headers=auth(world.alice), json=KEYS)
     assert ok.status_code == 200 and ok.json()["checked"] is True
     assert checked == [("alice", "live"), ("alice", "live")]
+
+
+def test_an_unavailable_balance_is_a_409_not_a_500(world: ApiWorld) -> None:
+    from types import SimpleNamespace
+
+    from prometheus_trader.app.api.function import exchange_balance
+
+    def forbidden(account: str) -> object:
+        raise PermissionError("403 GET market bucket")  # e.g. a grant the API lacks
+
+    runtime = SimpleNamespace(exchange=SimpleNamespace(fetch_balance=forbidden))
+    world.deps.balance = exchange_balance(runtime)  # type: ignore[arg-type]
+    response = TestClient(world.app()).get("/api/v1/users/me/balance", headers=auth(world.alice))
+    assert response.status_code == 409
+    assert "balance unavailable (PermissionError)" in response.json()["detail"]

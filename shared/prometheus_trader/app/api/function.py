@@ -10,7 +10,9 @@ The app is built once per instance, over the process's ``CloudRuntime``.
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
+from collections.abc import Callable
 
 from a2wsgi import ASGIMiddleware
 from flask import Request
@@ -19,9 +21,11 @@ from werkzeug import Response
 from prometheus_trader.app.api import ApiDeps, create_app
 from prometheus_trader.app.cloud import CloudRuntime, describe, get_runtime
 from prometheus_trader.app.inbound import neutralize_bodyless
+from prometheus_trader.domain.trading import Balance
 from prometheus_trader.ports import ExchangeError
 from prometheus_trader.usecases.controls import ExchangeKeys, KeyCheck, KeyCheckFailed
 
+log = logging.getLogger(__name__)
 _wsgi: ASGIMiddleware | None = None
 _lock = threading.Lock()
 
@@ -54,6 +58,23 @@ def ccxt_key_check(runtime: CloudRuntime) -> KeyCheck | None:
     return check
 
 
+def exchange_balance(runtime: CloudRuntime) -> Callable[[str], Balance]:
+    """Balances through the runtime's exchange. Whatever goes wrong there (the exchange,
+    its data, a permission the API does not hold) is an ExchangeError, which the API
+    answers with a 409 saying so, not a 500."""
+
+    def read(account: str) -> Balance:
+        try:
+            return runtime.exchange.fetch_balance(account)
+        except ExchangeError:
+            raise
+        except Exception as exc:  # boundary: the caller gets a 4xx, the log the detail
+            log.warning("balance unavailable: %r", exc)
+            raise ExchangeError(f"balance unavailable ({type(exc).__name__})") from None
+
+    return read
+
+
 def api_deps(runtime: CloudRuntime) -> ApiDeps:
     """The API's providers over a runtime (each adapter built on first use)."""
     return ApiDeps(
@@ -61,7 +82,7 @@ def api_deps(runtime: CloudRuntime) -> ApiDeps:
         clock=lambda: runtime.clock,
         secrets=lambda: runtime.secrets,
         blobs=lambda: runtime.blobs,
-        balance=lambda account: runtime.exchange.fetch_balance(account),
+        balance=exchange_balance(runtime),
         key_check=ccxt_key_check(runtime),
         exchange=runtime.settings.exchange,
         info=lambda: describe(runtime),
