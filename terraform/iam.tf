@@ -2,19 +2,33 @@
 # one for the worker; two invoker identities (Cloud Scheduler, Pub/Sub push); one for
 # building function sources. No identity gets a basic role (owner/editor/viewer); every
 # grant except Firestore's and log writing is on a single topic, bucket, secret or service.
+# tests/infra/test_iam_least_privilege.py derives what each identity's code uses (the
+# use-cases its entry point runs and the ports they take) and fails on any extra grant.
 
 locals {
   runtime_identities = concat(keys(local.functions), ["worker"])
 
-  # Firestore has no finer-grained IAM than the database: every component reads and
-  # writes its own collections through the port.
-  firestore_users = local.runtime_identities
+  # Firestore has no finer-grained IAM than the database: every component that has a
+  # state store reads and writes its own collections through the port. The collector has
+  # none (exchange -> market store only).
+  firestore_users = [
+    "ranker", "dispatcher", "executor", "evaluator", "notifier", "reporter", "housekeeping",
+    "api", "worker", "telegram",
+  ]
 
   # Topic -> identities that publish to it (SPEC §1 data flow).
   topic_publishers = {
     signals    = ["ranker"]
     executions = ["dispatcher"]
-    events     = ["executor", "reporter", "housekeeping", "worker"]
+    events     = ["executor", "reporter", "worker", "housekeeping"]
+  }
+
+  # Topic -> push consumers that dead-letter a message they cannot read yet (an unknown
+  # schema_version) to "<topic>-dead-letter" themselves (app.triggers.push).
+  dead_letter_publishers = {
+    signals    = ["dispatcher"]
+    executions = ["executor"]
+    events     = ["evaluator", "notifier"]
   }
 
   # Bucket key (storage.tf) -> role -> identities. objectUser where a component writes
@@ -24,7 +38,7 @@ locals {
   bucket_grants = {
     market = {
       "roles/storage.objectUser"   = ["collector"]
-      "roles/storage.objectViewer" = ["ranker", "executor", "worker", "housekeeping"]
+      "roles/storage.objectViewer" = ["ranker", "executor", "worker", "housekeeping", "reporter"]
     }
     blobs = {
       "roles/storage.objectUser"   = ["executor", "reporter", "worker"]
@@ -37,13 +51,16 @@ locals {
     sendgrid-api-key    = ["notifier", "housekeeping"] # housekeeping flushes email digests
     telegram-bot-token  = ["notifier"]
     webhook-signing-key = ["notifier"]
-    api-admin-token     = ["api"]
     telegram-hook-token = ["telegram"]
   }
 
-  # Per-user exchange keys: the API writes them, only the executor and the worker read them.
+  # Per-user exchange keys: the API writes them, only the executor and the worker read them
+  # (they trade for every user, so the scope is the key-name prefix, not one user).
   user_secret_readers = ["executor", "worker"]
   user_secret_writers = ["api"]
+
+  # Identities that sign URLs with their own key through IAM signBlob (report links).
+  url_signers = ["api"]
 
   topic_publisher_grants = merge([
     for topic, ids in local.topic_publishers : {
@@ -59,6 +76,12 @@ locals {
     ]
   ])...)
 
+  dead_letter_publisher_grants = merge([
+    for topic, ids in local.dead_letter_publishers : {
+      for id in ids : "${topic}/${id}" => { topic = topic, identity = id }
+    }
+  ]...)
+
   secret_reader_grants = merge([
     for secret, ids in local.secret_readers : {
       for id in ids : "${secret}/${id}" => { secret = secret, identity = id }
@@ -66,6 +89,8 @@ locals {
   ]...)
 
   user_secret_name_prefix = "projects/${data.google_project.this.number}/secrets/${var.user_secret_prefix}"
+  # exchange keys only (usecases.controls.exchange_key_secret)
+  exchange_key_name_prefix = "${local.user_secret_name_prefix}exchange-keys-"
 }
 
 resource "google_service_account" "runtime" {
@@ -144,6 +169,15 @@ resource "google_pubsub_topic_iam_member" "publisher" {
   member  = google_service_account.runtime[each.value.identity].member
 }
 
+resource "google_pubsub_topic_iam_member" "dead_letter_runtime_publisher" {
+  for_each = local.dead_letter_publisher_grants
+
+  project = var.project_id
+  topic   = google_pubsub_topic.dead_letter[each.value.topic].name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.runtime[each.value.identity].member
+}
+
 # The Pub/Sub service agent forwards undeliverable messages to the dead-letter topic and
 # must be able to acknowledge them on the source subscription.
 resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
@@ -208,30 +242,22 @@ resource "google_project_iam_member" "user_secret_reader" {
   member  = google_service_account.runtime[each.key].member
 
   condition {
-    title       = "prometheus-user-secrets-only"
-    description = "Only secrets named ${var.user_secret_prefix}*"
-    expression  = "resource.name.startsWith(\"${local.user_secret_name_prefix}\")"
+    title       = "prometheus-exchange-keys-only"
+    description = "Only secrets named ${var.user_secret_prefix}exchange-keys-*"
+    expression  = "resource.name.startsWith(\"${local.exchange_key_name_prefix}\")"
   }
 }
 
-# Creating and listing are checked on the project; everything else on the secret, which
-# must carry the per-user prefix. No permission here reads a secret's value.
+# The API stores and deletes exchange keys: add a version, delete the secret, on key
+# secrets only; nothing here reads a value, lists, or touches any other secret.
 resource "google_project_iam_custom_role" "user_secret_writer" {
   project     = var.project_id
   role_id     = replace("${var.name_prefix}_user_secret_writer", "-", "_")
-  title       = "Prometheus per-user secret writer"
-  description = "Create, replace and delete per-user exchange-key secrets without reading them."
+  title       = "Prometheus exchange-key writer"
+  description = "Add versions to and delete exchange-key secrets without reading them."
   permissions = [
-    "secretmanager.secrets.create",
     "secretmanager.secrets.delete",
-    "secretmanager.secrets.get",
-    "secretmanager.secrets.list",
-    "secretmanager.secrets.update",
     "secretmanager.versions.add",
-    "secretmanager.versions.destroy",
-    "secretmanager.versions.disable",
-    "secretmanager.versions.get",
-    "secretmanager.versions.list",
   ]
 }
 
@@ -243,10 +269,39 @@ resource "google_project_iam_member" "user_secret_writer" {
   member  = google_service_account.runtime[each.key].member
 
   condition {
-    title       = "prometheus-user-secrets-only"
-    description = "Project-level create/list, otherwise only secrets named ${var.user_secret_prefix}*"
-    expression  = "resource.type == \"cloudresourcemanager.googleapis.com/Project\" || resource.name.startsWith(\"${local.user_secret_name_prefix}\")"
+    title       = "prometheus-exchange-keys-only"
+    description = "Only secrets named ${var.user_secret_prefix}exchange-keys-*"
+    expression  = "resource.name.startsWith(\"${local.exchange_key_name_prefix}\")"
   }
+}
+
+# Creating a secret is checked on the project (the new secret's name is not visible to
+# IAM conditions), so it is a role of its own holding only that permission: it cannot
+# read, change or delete any secret.
+resource "google_project_iam_custom_role" "user_secret_creator" {
+  project     = var.project_id
+  role_id     = replace("${var.name_prefix}_user_secret_creator", "-", "_")
+  title       = "Prometheus exchange-key creator"
+  description = "Create (empty) secrets; values and deletion need the writer role."
+  permissions = ["secretmanager.secrets.create"]
+}
+
+resource "google_project_iam_member" "user_secret_creator" {
+  for_each = toset(local.user_secret_writers)
+
+  project = var.project_id
+  role    = google_project_iam_custom_role.user_secret_creator.name
+  member  = google_service_account.runtime[each.key].member
+}
+
+# Report links (V4 signed URLs): a function has no key file, so it signs through IAM
+# signBlob as itself, which needs token creation on its own account only.
+resource "google_service_account_iam_member" "url_signer" {
+  for_each = toset(local.url_signers)
+
+  service_account_id = google_service_account.runtime[each.key].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = google_service_account.runtime[each.key].member
 }
 
 # --- invokers ------------------------------------------------------------------------

@@ -92,7 +92,7 @@ variable "function_settings" {
 }
 
 variable "api_public" {
-  description = "Let anyone reach the API's URL (allUsers run.invoker). Keep false until the API authenticates end users itself; callers then need run.invoker (api_invoker_members)."
+  description = "Let anyone reach the API's URL (allUsers run.invoker): users then authenticate to the app with their bearer tokens (docs/api.md). False: only api_invoker_members reach it (IAM in front of the app's own auth)."
   type        = bool
   default     = false
 }

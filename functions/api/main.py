@@ -1,18 +1,14 @@
-"""API (HTTP): a minimal, read-only surface; the full API is a later issue.
-
-``GET /api/v1/health`` and ``GET /api/v1/positions?user_id=U[&status=open|closed]``.
-There is no end-user authentication yet: deploy it for IAM-authenticated callers only.
-"""
+"""API (HTTP): the users' API under ``/api/v1`` (SPEC §8), FastAPI behind
+functions-framework; bearer tokens per user (see docs/api.md)."""
 
 from __future__ import annotations
 
 import functions_framework
 
-from prometheus_trader.app import triggers
-from prometheus_trader.app.cloud import describe, get_runtime
+from prometheus_trader.app.api import function
 
 
 @functions_framework.http
-def api(request: triggers.HttpRequest) -> triggers.JsonResponse:
+def api(request: function.Request) -> function.Response:
     """Route one request."""
-    return triggers.api(request, lambda: get_runtime().state, lambda: describe(get_runtime()))
+    return function.serve(request)

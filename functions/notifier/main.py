@@ -1,8 +1,9 @@
 """Notifier (Pub/Sub `events`): user notifications for user-facing events.
 
-Serves both an Eventarc trigger and our own push subscription (functions-framework turns
-a raw Pub/Sub push body into a CloudEvent). Poison messages are logged and acked; any
-other error propagates (500) so Pub/Sub redelivers.
+Serves our push subscription and an Eventarc trigger alike (a raw push body or a
+CloudEvent, decoded by ``triggers.push``). A body that is not a push is a 4xx; poison
+messages are logged and acked; an unknown schema version is dead-lettered; any other
+error propagates (500) so Pub/Sub redelivers.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from prometheus_trader.app import triggers
 from prometheus_trader.app.cloud import get_runtime
 
 
-@functions_framework.cloud_event
-def notifier(cloud_event: triggers.CloudEvent) -> None:
-    """Handle one message."""
-    triggers.deliver(
-        cloud_event, lambda message: get_runtime().notify.handle(message), stage="notifier"
+@functions_framework.http
+def notifier(request: triggers.HttpRequest) -> triggers.JsonResponse:
+    """Handle one push."""
+    return triggers.push(
+        request, lambda message: get_runtime().notify.handle(message), stage="notifier"
     )

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.cli_keys import keys_app
+from prometheus_trader.cli_users import users_app
 
 app = typer.Typer(
     help="Prometheus trader: global market analysis, per-user risk-gated execution.",
@@ -28,6 +29,7 @@ app.add_typer(data_app, name="data")
 stack_app = typer.Typer(help="The emulated Google Cloud stack on 127.0.0.1.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(keys_app, name="keys")
+app.add_typer(users_app, name="users")  # issue 10: operator user/token commands
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 from google.cloud import storage  # type: ignore[attr-defined]  # no py.typed
@@ -16,12 +18,36 @@ from prometheus_trader.ports import BlobStore
 pytestmark = pytest.mark.contract
 
 
+def _signing_credentials() -> Any:
+    """A throwaway service-account key: V4 signing is offline, so no Google API is hit."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from google.oauth2 import service_account
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return service_account.Credentials.from_service_account_info(
+        {
+            "type": "service_account",
+            "client_email": "api@demo-prometheus.iam.gserviceaccount.com",
+            "private_key": pem,
+            "token_uri": "https://oauth2.googleapis.com/token",
+        }
+    )
+
+
 def _gcs(_tmp: Path) -> BlobStore:
     """A fresh bucket per test on the storage emulator (STORAGE_EMULATOR_HOST is set)."""
     client = storage.Client(project="demo-prometheus")
     bucket = f"blobs-{uuid.uuid4().hex[:20]}"
     GcsBlobStore.ensure_bucket(bucket, client)
-    return GcsBlobStore(bucket, client=client, prefix="env/test")
+    return GcsBlobStore(
+        bucket, client=client, prefix="env/test", signing_credentials=_signing_credentials()
+    )
 
 
 # Add cloud adapters here to run the same suite on them.
@@ -106,3 +132,24 @@ def test_path_traversal_and_bad_keys_refused(blobs: BlobStore, key: str) -> None
         blobs.get(key)
     with pytest.raises(ValueError):
         blobs.append_line(key, "x")
+
+
+def test_signed_url_names_the_object_and_expires(blobs: BlobStore) -> None:
+    blobs.put("reports/u1/2025-05-20.html", b"<html>report</html>", "text/html")
+    url = blobs.signed_url("reports/u1/2025-05-20.html", 60)
+    parsed = urlparse(url)
+    assert unquote(parsed.path).endswith("reports/u1/2025-05-20.html")
+    if parsed.scheme == "file":  # embedded: the process's own disk
+        assert Path(unquote(parsed.path)).read_bytes() == b"<html>report</html>"
+    else:  # a V4 signature good for exactly the asked lifetime (http: the emulator)
+        query = parse_qs(parsed.query)
+        assert parsed.scheme in ("https", "http")
+        assert query["X-Goog-Expires"] == ["60"]
+        assert query["X-Goog-Signature"][0]
+
+
+def test_signed_url_of_a_missing_object_is_a_key_error(blobs: BlobStore) -> None:
+    with pytest.raises(KeyError):
+        blobs.signed_url("reports/u1/none.html")
+    with pytest.raises(ValueError):
+        blobs.signed_url("../escape.txt")

@@ -350,11 +350,15 @@ def test_no_service_account_holds_a_basic_role(tf: TerraformModel) -> None:
 
 def test_project_level_grants_are_minimal(tf: TerraformModel) -> None:
     # Firestore has no finer scope; builder needs logs + image push; the rest is conditioned.
-    unconditioned_ok = {
+    unconditioned_ok: set[str] = {
         "roles/datastore.user",
         "roles/logging.logWriter",
         "roles/artifactregistry.writer",
     }
+    # creating a secret is checked on the project; a role holding only that may go there
+    creator = tf.resource("google_project_iam_custom_role", "user_secret_creator")
+    assert creator["permissions"] == ["secretmanager.secrets.create"]
+    unconditioned_ok.add("${google_project_iam_custom_role.user_secret_creator.name}")
     for name, body in tf.of_type("google_project_iam_member").items():
         role = body["role"]
         roles = set(_string_list(body["for_each"])) if role == "${each.key}" else {role}
@@ -442,7 +446,8 @@ def test_secrets_have_per_secret_iam(tf: TerraformModel) -> None:
     assert prefix.endswith("/secrets/${var.user_secret_prefix}")
     user_reader = tf.resource("google_project_iam_member", "user_secret_reader")
     expression = block(user_reader, "condition")["expression"]
-    assert "${local.user_secret_name_prefix}" in expression
+    assert "${local.exchange_key_name_prefix}" in expression
+    assert tf.locals["exchange_key_name_prefix"].startswith("${local.user_secret_name_prefix}")
 
 
 # ---------------------------------------------------------------------------- storage

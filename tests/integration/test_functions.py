@@ -257,8 +257,8 @@ def test_poison_message_is_acked_without_side_effects(
 
 
 def test_non_pubsub_body_is_refused_by_the_framework(world: CloudWorld) -> None:
-    # Pub/Sub always pushes a full envelope; anything else never reaches our code:
-    # functions-framework answers 400 (a nack: redelivered until the dead-letter topic)
+    # Pub/Sub always pushes a full envelope; anything else is refused before any use-case
+    # with a 400 (triggers.push)
     response = world.client("executor").post("/", json={"nothing": "here"})
     assert response.status_code == 400
     assert world.state.query(Collections.EXECUTIONS) == []
@@ -305,19 +305,79 @@ def test_housekeeping_expires_due_signals_and_refuses_unknown_fields(world: Clou
 
 
 def test_api_health_positions_and_errors(world: CloudWorld) -> None:
+    from prometheus_trader.app.api import function
+    from prometheus_trader.usecases.users import UserAccounts
+
     user, signal = seed_user_and_signal(world)
     world.bus.ensure_topic(Topics.EVENTS)
     world.client("executor").post("/", json=execution_body(signal.id, user.user_id, "5"))
+    accounts = UserAccounts(world.state, SimulatedClock(START))
+    accounts.add("bob")
+    alice_token, _ = accounts.issue_token(user.user_id)
+    bob_token, _ = accounts.issue_token("bob")
+    function.reset()  # the app binds to this test's runtime
     api = world.client("api")
+    alice = {"Authorization": f"Bearer {alice_token}"}
 
     health = api.get("/api/v1/health")
     assert (health.status_code, health.get_json()["status"]) == (200, "ok")
-    mine = api.get(f"/api/v1/positions?user_id={user.user_id}")
-    assert mine.status_code == 200
+    assert api.get("/api/v1/openapi.json").get_json()["openapi"].startswith("3.")
+    mine = api.get("/api/v1/users/me/positions", headers=alice)
+    assert mine.status_code == 200, mine.get_data(as_text=True)
     assert [p["signal_id"] for p in mine.get_json()["positions"]] == [signal.id]
-    assert api.get("/api/v1/positions?user_id=nobody").get_json()["positions"] == []
-    assert api.get("/api/v1/positions?user_id=bad%20id").status_code == 400
-    assert api.get("/api/v1/positions").status_code == 400
-    assert api.get("/api/v1/positions?user_id=alice&status=maybe").status_code == 400
+    # no token, another user's token, bad input, unknown path, wrong method
+    assert api.get(f"/api/v1/users/{user.user_id}/positions").status_code == 401
+    bob = {"Authorization": f"Bearer {bob_token}"}
+    assert api.get(f"/api/v1/users/{user.user_id}/positions", headers=bob).status_code == 403
+    assert api.get("/api/v1/users/me/positions", headers=bob).get_json()["positions"] == []
+    assert api.get("/api/v1/users/bad%20id/positions", headers=alice).status_code == 422
+    assert api.get("/api/v1/users/me/positions?status=maybe", headers=alice).status_code == 422
     assert api.get("/api/v1/nope").status_code == 404
     assert api.post("/api/v1/health").status_code == 405
+    function.reset()
+
+
+# ------------------------------------------------------------ unknown schema version
+def test_unknown_schema_version_is_dead_lettered_not_dropped(world: CloudWorld) -> None:
+    world.bus.ensure_subscription(Topics.SIGNALS, Subscriptions.DISPATCHER)  # + dead letter
+    world.bus.ensure_subscription(Topics.EXECUTIONS, Subscriptions.EXECUTOR)
+    user, signal = seed_user_and_signal(world)
+    future = {**signal.model_dump(mode="json"), "schema_version": 2}
+    body = push_body(future, "21", {"dedupe_key": signal.id, "k": "v"})
+    response = world.client("dispatcher").post("/", json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert "schema_version" in response.get_json()["dead_lettered"]
+
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        kept_path = world.bus.dead_letter_keep_path(Topics.SIGNALS)
+        kept = subscriber.pull(subscription=kept_path, max_messages=10, timeout=10)
+        executions = subscriber.pull(
+            subscription=world.bus.subscription_path(Topics.EXECUTIONS, Subscriptions.EXECUTOR),
+            max_messages=10,
+            timeout=5,
+        )
+    finally:
+        subscriber.close()
+    dead = [m.message for m in kept.received_messages]
+    assert len(dead) == 1
+    assert json.loads(dead[0].data) == future  # the whole message, for a later replay
+    assert dead[0].attributes["dedupe_key"] == signal.id
+    assert dead[0].attributes["k"] == "v"
+    assert dead[0].attributes["dead_letter_source_topic"] == Topics.SIGNALS
+    assert "schema_version 2" in dead[0].attributes["dead_letter_reason"]
+    assert list(executions.received_messages) == []  # nobody acted on it
+    assert user.user_id  # the user was there to be dispatched to, had it been understood
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[1, 2]", b"[" * 20_000, b'"just a string"', b'{"message": []}'],
+    ids=["array", "nested", "string", "message-not-object"],
+)
+def test_hostile_push_bodies_are_4xx_without_side_effects(world: CloudWorld, body: bytes) -> None:
+    response = world.client("executor").post(
+        "/", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500, response.get_data(as_text=True)
+    assert world.state.query(Collections.EXECUTIONS) == []

@@ -20,7 +20,6 @@ from prometheus_trader.domain.market import MarketType, Ticker
 from prometheus_trader.domain.watchlist import WatchlistEntry
 from prometheus_trader.ports import BusMessage, MarketStore, Notification
 from prometheus_trader.usecases.housekeeping import (
-    TOP_LIQUID_DOC,
     ExpireWatchlist,
     Housekeeping,
     HousekeepingCollections,
@@ -30,6 +29,7 @@ from prometheus_trader.usecases.housekeeping import (
     watchlist_entry_id,
 )
 from prometheus_trader.usecases.names import Collections, Topics
+from prometheus_trader.usecases.watchlist import TOP_LIQUID_DOC
 
 pytestmark = pytest.mark.integration
 

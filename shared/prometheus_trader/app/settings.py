@@ -141,6 +141,13 @@ class Settings(BaseSettings):
     telegram_api_base: str = "https://api.telegram.org"
     telegram_bot_token_secret: str = "telegram-bot-token"
     telegram_webhook_secret_name: str = "telegram-hook-token"
+    # the HTTP API (issue 10)
+    api_rate_per_minute: int = Field(
+        default=120, ge=1, description="requests per token per minute (429 beyond)"
+    )
+    api_max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="larger request bodies get a 413"
+    )
     worker_port: int = Field(default=8080, ge=1, le=65535, description="overridden by $PORT")
     worker_stale_after_seconds: float = Field(
         default=30.0, gt=0, description="/healthz turns 503 when the last cycle is older"

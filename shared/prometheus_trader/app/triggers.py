@@ -9,7 +9,7 @@ files stay a few lines and hold no logic.
   and would loop until the dead-letter topic. Any other error propagates: the framework
   answers 500, Pub/Sub redelivers (transient failures: Firestore contention, a timeout).
 * Scheduler (``scheduled``): an optional JSON object body; a bad body is a 400.
-* API (``api``): a minimal, read-only surface (health, a user's positions).
+* API: the FastAPI app in ``app.api`` (served by ``app.api.function``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping
 from datetime import date, timedelta
 from typing import Any, Protocol
@@ -27,9 +26,15 @@ from typing import Any, Protocol
 from cloudevents.abstract import CloudEvent
 from pydantic import BaseModel, ValidationError
 
+from prometheus_trader.app.inbound import (
+    HttpError,
+    json_object,
+    neutralize_bodyless,
+    read_body,
+)
 from prometheus_trader.app.logging import request_trace
-from prometheus_trader.ports import BusMessage, Filter, StateStore
-from prometheus_trader.usecases.names import Collections, Topics, labels
+from prometheus_trader.ports import BusMessage
+from prometheus_trader.usecases.names import Topics, labels
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +46,6 @@ TOPIC_OF = {
     "evaluator": Topics.EVENTS,
     "notifier": Topics.EVENTS,
 }
-USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # the User.user_id pattern
-POSITION_STATUSES = ("open", "closed")
 
 
 class HttpRequest(Protocol):
@@ -115,19 +118,131 @@ def deliver(
     return True
 
 
-# -------------------------------------------------------------------- scheduler
-def request_body(request: HttpRequest) -> dict[str, Any]:
-    """The JSON object body, ``{}`` when empty; BadRequest otherwise."""
-    raw = request.get_data()
-    if not raw.strip():
-        return {}
+# ------------------------------------------------------------ Pub/Sub over HTTP
+PUSH_MAX_BODY_BYTES = 16 * 1024 * 1024  # a 10 MB Pub/Sub message, base64, in its envelope
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+DEAD_LETTER_SUFFIX = "-dead-letter"  # the Pub/Sub adapter's and Terraform's naming
+DeadLetter = Callable[[BusMessage, str], None]
+
+
+def push(
+    request: HttpRequest,
+    handler: Callable[[BusMessage], object],
+    *,
+    stage: str,
+    dead_letter: DeadLetter | None = None,
+) -> JsonResponse:
+    """A Pub/Sub push (raw push body, or a CloudEvent in binary or structured mode).
+
+    Not a push at all (wrong method, too large, not JSON, not an object, no message):
+    a 4xx at once. A push whose message cannot be decoded or validated: logged and
+    acknowledged (200; a redelivery cannot repair it). A message with a
+    ``schema_version`` this code does not know: published to the topic's dead letter
+    and acknowledged, to be replayed by a consumer that knows it. Other errors
+    propagate (500: Pub/Sub redelivers).
+    """
+    with traced(request):
+        if request.method != "POST":
+            neutralize_bodyless(request)
+            return {"error": f"method {request.method} not allowed: Pub/Sub pushes POST"}, 405
+        try:
+            body = json_object(read_body(request, PUSH_MAX_BODY_BYTES), "push body")
+            event = _event_of(request, body)
+        except HttpError as exc:
+            return {"error": str(exc)}, exc.status
+        version = _schema_version(event)
+        if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
+            return _dead_letter(event, version, stage, dead_letter)
+        ran = deliver(event, handler, stage=stage)
+        return {"stage": stage, "handled": ran}, 200
+
+
+def _event_of(request: HttpRequest, body: dict[str, Any]) -> dict[str, Any]:
+    """The push as the event shape ``deliver`` decodes; HttpError 400 if it is none."""
+    headers = request.headers
+    if headers.get("ce-specversion"):  # binary CloudEvent (Eventarc)
+        attributes = {k.lower()[3:]: v for k, v in headers.items() if k.lower().startswith("ce-")}
+        event: dict[str, Any] = {"attributes": attributes, "data": body}
+        payload: Any = body
+    elif "specversion" in body:  # structured CloudEvent
+        event, payload = body, body.get("data")
+    else:  # a raw push request body
+        event, payload = {"attributes": {}, "data": body}, body
+    if not isinstance(payload, dict) or not isinstance(payload.get("message"), dict):
+        raise HttpError(400, "not a Pub/Sub push: no message object")
+    return event
+
+
+def _schema_version(event: Mapping[str, Any]) -> object | None:
+    """The ``schema_version`` inside the message data, if the data decodes and has one."""
+    from prometheus_trader.adapters.gcp.envelopes import BadEnvelope, message_from_cloud_event
+
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    return body
+        data = message_from_cloud_event(event, topic="-").data
+    except (BadEnvelope, ValidationError):
+        return None  # deliver() acks it as poison
+    return data.get("schema_version")
+
+
+def _dead_letter(
+    event: Mapping[str, Any], version: object, stage: str, dead_letter: DeadLetter | None
+) -> JsonResponse:
+    from prometheus_trader.adapters.gcp.envelopes import message_from_cloud_event
+
+    message = message_from_cloud_event(event, topic=TOPIC_OF[stage])
+    reason = (
+        f"unknown schema_version {version!r} (this code knows {sorted(SUPPORTED_SCHEMA_VERSIONS)})"
+    )
+    (dead_letter or bus_dead_letter(stage))(message, reason)
+    log.error(
+        "message %s dead-lettered: %s",
+        message.message_id,
+        reason,
+        extra=labels(stage=stage, dedupe_key=message.dedupe_key),
+    )
+    return {"stage": stage, "handled": False, "dead_lettered": reason}, 200
+
+
+def bus_dead_letter(stage: str) -> DeadLetter:
+    """Publish to ``<topic>-dead-letter`` on this process's bus (kept by its ``-keep``
+    subscription), with the original attributes and why."""
+
+    def send(message: BusMessage, reason: str) -> None:
+        from prometheus_trader.app.cloud import get_runtime
+
+        attributes = {
+            **message.attributes,
+            "dead_letter_source_topic": message.topic,
+            "dead_letter_source_subscription": stage,
+            "dead_letter_source_message_id": message.message_id,
+            "dead_letter_reason": reason[:500],
+        }
+        get_runtime().bus.publish(
+            message.topic + DEAD_LETTER_SUFFIX,
+            message.data,
+            dedupe_key=message.dedupe_key,
+            ordering_key=message.ordering_key,
+            attributes=attributes,
+        )
+
+    return send
+
+
+# -------------------------------------------------------------------- scheduler
+SCHEDULED_MAX_BODY_BYTES = 64 * 1024
+
+
+def request_body(request: HttpRequest) -> dict[str, Any]:
+    """The JSON object body, ``{}`` when empty; BadRequest (or a 413 HttpError) otherwise."""
+    try:
+        raw = read_body(request, SCHEDULED_MAX_BODY_BYTES)
+        if not raw.strip():
+            return {}
+        return json_object(raw)
+    except HttpError as exc:
+        if exc.status == 400:
+            raise BadRequest(str(exc)) from None
+        raise
 
 
 def scheduled(
@@ -141,11 +256,16 @@ def scheduled(
 def _scheduled(
     request: HttpRequest, job: Callable[[dict[str, Any]], object], *, stage: str
 ) -> JsonResponse:
+    if request.method != "POST":  # Cloud Scheduler POSTs; a stray GET must not run a job
+        neutralize_bodyless(request)
+        return {"error": f"method {request.method} not allowed: POST runs the job"}, 405
     try:
         body = request_body(request)
         result = job(body)
     except BadRequest as exc:
         return {"error": str(exc)}, 400
+    except HttpError as exc:
+        return {"error": str(exc)}, exc.status
     log.info("%s done", stage, extra=labels(stage=stage))
     return {"stage": stage, "report": to_json(result)}, 200
 
@@ -169,53 +289,14 @@ def no_body(body: Mapping[str, Any]) -> None:
         raise BadRequest(f"unexpected fields: {', '.join(sorted(body))}")
 
 
-# -------------------------------------------------------------------------- API
-def api(
-    request: HttpRequest, state: Callable[[], StateStore], info: Callable[[], dict[str, Any]]
-) -> JsonResponse:
-    """The minimal read-only API (the full API is a later issue).
-
-    ``GET /api/v1/health`` → 200; ``GET /api/v1/positions?user_id=U[&status=open|closed]``
-    → the user's positions sorted by id; 400 on bad input, 404 for other paths, 405 for
-    other methods on these paths. ``state`` is called only when the store is needed.
-    """
-    with traced(request):
-        return _api(request, state, info)
-
-
-def _api(
-    request: HttpRequest, state: Callable[[], StateStore], info: Callable[[], dict[str, Any]]
-) -> JsonResponse:
-    routes = {"/api/v1/health", "/api/v1/positions"}
-    path = request.path.rstrip("/") or "/"
-    if path not in routes:
-        return {"error": f"not found: {request.path}"}, 404
-    if request.method != "GET":
-        return {"error": f"method {request.method} not allowed"}, 405
-    if path == "/api/v1/health":
-        return {"status": "ok", **info()}, 200
-    user_id = request.args.get("user_id", "")
-    if not USER_ID.fullmatch(user_id):
-        return {"error": "user_id is required: 1-64 of A-Z a-z 0-9 _ -"}, 400
-    filters = [Filter("user_id", "==", user_id)]
-    status = request.args.get("status")
-    if status is not None:
-        if status not in POSITION_STATUSES:
-            return {"error": f"status must be one of {', '.join(POSITION_STATUSES)}"}, 400
-        filters.append(Filter("status", "==", status))
-    docs = state().query(Collections.POSITIONS, filters)
-    positions = sorted(docs, key=lambda d: str(d["id"]))
-    return {"user_id": user_id, "positions": to_json(positions)}, 200
-
-
 __all__ = [
     "BadRequest",
     "CloudEvent",
     "HttpRequest",
     "JsonResponse",
-    "api",
     "deliver",
     "no_body",
+    "push",
     "report_day",
     "request_body",
     "scheduled",

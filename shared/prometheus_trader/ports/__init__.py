@@ -291,6 +291,11 @@ class BlobStore(Protocol):
         """Append one line to an append-only log object (audit log)."""
         ...
 
+    def signed_url(self, key: str, expires_in_s: int = 900) -> str:
+        """A link that reads the object without credentials until it expires (KeyError if
+        the object is missing). Embedded: a ``file://`` URI (the process's own disk)."""
+        ...
+
 
 # --------------------------------------------------------------------- MarketStore
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ top-liquid list, and the email digests."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -24,6 +23,7 @@ from prometheus_trader.ports import (
 from prometheus_trader.usecases.events import publish_event
 from prometheus_trader.usecases.names import Collections
 from prometheus_trader.usecases.notify import FlushDigests
+from prometheus_trader.usecases.watchlist import StoredTopLiquid, TopLiquid, entry_id
 
 
 class ExpireSignals:
@@ -55,10 +55,8 @@ class HousekeepingCollections:
 
 
 def watchlist_entry_id(entry: WatchlistEntry) -> str:
-    """The document id of a watchlist entry (the watchlist API's ``entry_id``: symbols
-    hold '/', which document ids may not)."""
-    key = f"{entry.exchange}|{entry.market_type.value}|{entry.symbol}"
-    return f"{entry.user_id}-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+    """The document id of a watchlist entry (the watchlist API's ``entry_id``)."""
+    return entry_id(entry.user_id, entry.exchange, entry.market_type, entry.symbol)
 
 
 class ExpireWatchlist:
@@ -171,9 +169,6 @@ class NotifyExpiringWatchlist:
         return self._state.transaction(take_over)
 
 
-TOP_LIQUID_DOC = "top-liquid"  # in the rankings collection, where the API reads it
-
-
 @dataclass(frozen=True)
 class TopLiquidConfig:
     """Which exchange, how many, how wide a spread at most, how often."""
@@ -185,67 +180,25 @@ class TopLiquidConfig:
 
 
 class RefreshTopLiquid:
-    """The top ``count`` instruments by 24 h quote volume among those whose spread (when
-    known) is at most ``max_spread_pct`` (equal volumes: tighter spread first), from the
-    newest stored tickers; recomputed once per ``every``.
-
-    Stored as ``rankings/top-liquid`` in the shape the watchlist API reads (issue 10's
-    ``usecases/watchlist.TopLiquid``: exchange, computed_at, as_of_ms, symbols[rank, …]).
-    """
+    """The daily top-liquid list (``usecases.watchlist.TopLiquid``, which the watchlist API
+    reads), recomputed once per ``every``: the top ``count`` by 24 h quote volume among
+    instruments whose spread is at most ``max_spread_pct``."""
 
     def __init__(
         self, market: MarketStore, state: StateStore, clock: Clock, config: TopLiquidConfig
     ) -> None:
-        self._market = market
         self._state = state
         self._clock = clock
         self._cfg = config
+        self._top = TopLiquid(state, clock, market, config.exchange)
 
     def run(self, force: bool = False) -> list[str] | None:
         """The new list's symbols, or None when the stored one is still fresh."""
-        now = self._clock.now()
-        current = self._state.get(Collections.RANKINGS, TOP_LIQUID_DOC)
-        computed = current.get("computed_at") if current is not None else None
-        if not force and computed and now - datetime.fromisoformat(computed) < self._cfg.every:
+        computed = StoredTopLiquid(self._state, self._cfg.exchange).get().computed_at
+        if not force and computed is not None and self._clock.now() - computed < self._cfg.every:
             return None
-        now_ms = self._clock.now_ms()
-        eligible = [
-            t
-            for t in self._market.latest_tickers(self._cfg.exchange, now_ms)
-            if t.quote_volume_24h is not None
-            and t.quote_volume_24h > 0
-            and (t.spread_pct is None or t.spread_pct <= self._cfg.max_spread_pct)
-        ]
-        eligible.sort(
-            key=lambda t: (
-                -(t.quote_volume_24h or 0.0),
-                t.spread_pct if t.spread_pct is not None else float("inf"),
-                t.symbol,
-            )
-        )
-        top = eligible[: self._cfg.count]
-        self._state.set(
-            Collections.RANKINGS,
-            TOP_LIQUID_DOC,
-            {
-                "exchange": self._cfg.exchange,
-                "computed_at": now.isoformat(),
-                "as_of_ms": now_ms,
-                "symbols": [
-                    {
-                        "rank": i + 1,
-                        "exchange": t.exchange,
-                        "market_type": t.market_type.value,
-                        "symbol": t.symbol,
-                        "quote_volume_24h": float(t.quote_volume_24h or 0.0),
-                        "spread_pct": t.spread_pct,
-                        "last": t.last,
-                    }
-                    for i, t in enumerate(top)
-                ],
-            },
-        )
-        return [t.symbol for t in top]
+        fresh = self._top.refresh(self._cfg.count, self._cfg.max_spread_pct)
+        return [s.symbol for s in fresh.symbols]
 
 
 @dataclass

@@ -37,6 +37,10 @@ class Collections:
     HEARTBEATS: Final = "heartbeats"
     REPORTS: Final = "reports"
     NOTIFICATIONS: Final = "notifications"
+    # the HTTP API (issue 10): hashed bearer tokens, per-token request counters per minute
+    API_TOKENS: Final = "api_tokens"
+    RATE_LIMITS: Final = "rate_limits"
+    EXCHANGE_KEYS: Final = "exchange_keys"  # which exchange is connected; the keys are secrets
 
 
 def labels(**values: object) -> dict[str, dict[str, str]]:

@@ -95,6 +95,16 @@ class LocalBlobStore:
                     keys.append(key)
         return sorted(keys)
 
+    def signed_url(self, key: str, expires_in_s: int = 900) -> str:
+        """The object's ``file://`` URI (a local file needs no signature; KeyError if
+        missing). ``expires_in_s`` is checked but a file link does not expire."""
+        if expires_in_s <= 0:
+            raise ValueError("expires_in_s must be positive")
+        target = self.path_for(key)
+        if not target.is_file():
+            raise KeyError(key)
+        return target.resolve().as_uri()
+
     def append_line(self, key: str, line: str) -> None:
         """Append ``line`` plus a newline, creating the object if needed.
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage  # type: ignore[attr-defined]  # no py.typed
@@ -48,7 +50,11 @@ class GcsBlobStore:
         client: storage.Client | None = None,
         prefix: str = "",
         sleep: Callable[[float], None] = time.sleep,
+        signing_credentials: Any = None,
     ) -> None:
+        # signed URLs: a key-holding credential signs offline; without one (a function's
+        # metadata-server identity) the IAM signBlob API signs as the runtime account
+        self._signing_credentials = signing_credentials
         self._client = client if client is not None else storage.Client()
         self._bucket_name = bucket
         self._bucket = self._client.bucket(bucket)
@@ -99,6 +105,40 @@ class GcsBlobStore:
         skip = len(self._prefix)
         names = self._client.list_blobs(self._bucket_name, prefix=self._prefix + prefix)
         return sorted(blob.name[skip:] for blob in names)
+
+    def signed_url(self, key: str, expires_in_s: int = 900) -> str:
+        """A V4 signed GET URL valid for ``expires_in_s`` seconds (KeyError if missing)."""
+        if expires_in_s <= 0:
+            raise ValueError("expires_in_s must be positive")
+        blob = self._bucket.blob(self._object_name(key))
+        if not blob.exists():
+            raise KeyError(key)
+        expiration = timedelta(seconds=expires_in_s)
+        credentials = self._signing_credentials
+        if credentials is not None:
+            url: str = blob.generate_signed_url(
+                version="v4", expiration=expiration, method="GET", credentials=credentials
+            )
+            return url
+        from google.auth import credentials as auth_credentials
+
+        own = self._client._credentials  # the client's own identity
+        if isinstance(own, auth_credentials.Signing):  # holds a key: signs offline
+            url = blob.generate_signed_url(version="v4", expiration=expiration, method="GET")
+            return url
+        # metadata-server credentials hold no key: sign through IAM signBlob as the runtime
+        # account (it needs roles/iam.serviceAccountTokenCreator on itself)
+        from google.auth.transport import requests as auth_requests
+
+        own.refresh(auth_requests.Request())
+        url = blob.generate_signed_url(
+            version="v4",
+            expiration=expiration,
+            method="GET",
+            service_account_email=own.service_account_email,
+            access_token=own.token,
+        )
+        return url
 
     def append_line(self, key: str, line: str) -> None:
         """Append ``line`` plus a newline, creating the object if needed.
