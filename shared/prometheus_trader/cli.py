@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -11,16 +13,103 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from prometheus_trader.app.settings import Settings
 
-app = typer.Typer(
+
+class CliError(Exception):
+    """A bad input or a failed command: one line on stderr, a non-zero exit code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Interrupted(BaseException):
+    """Ctrl-C, raised by our SIGINT handler (not KeyboardInterrupt, which the command
+    framework would turn into a silent exit)."""
+
+
+class _Guard:
+    """Process-wide CLI state: ``--debug`` and whether Ctrl-C was pressed."""
+
+    debug = False
+    interrupted = False
+
+
+def _on_sigint(_signum: int, _frame: object) -> None:
+    if _Guard.interrupted:
+        return  # a second Ctrl-C while cleaning up: let the cleanup finish
+    _Guard.interrupted = True
+    raise _Interrupted
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line (pydantic errors listed field by field)."""
+    if isinstance(exc, SettingsError):
+        field_name = re.search(r'field "([^"]+)"', str(exc))
+        name = f"PROMETHEUS_{field_name.group(1).upper()}" if field_name else "a setting"
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        text = f"invalid setting {name}: not a valid JSON value{cause}"
+    elif isinstance(exc, ValidationError):
+        text = "invalid settings: " + "; ".join(
+            f"{_setting_name(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+    elif isinstance(exc, CliError | OSError | ValueError | LookupError | RuntimeError):
+        text = str(exc) or type(exc).__name__
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    name = ".".join(str(p) for p in loc)
+    return f"PROMETHEUS_{name.upper()}" if len(loc) == 1 else name or "value"
+
+
+class _GuardedTyper(typer.Typer):
+    """The command, with every error as one line on stderr (a traceback with --debug)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # a SIGINT ignored by the parent (e.g. a `cmd &` in a script) stays ignored
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, _on_sigint)
+        try:
+            return super().__call__(*args, **kwargs)
+        except SystemExit:
+            raise
+        except BaseException as exc:
+            if _Guard.interrupted or isinstance(exc, _Interrupted | KeyboardInterrupt):
+                _fail("interrupted (Ctrl-C)", 130)
+            if _Guard.debug:
+                raise
+            code = exc.code if isinstance(exc, CliError) else 1
+            _fail(
+                one_line(exc) + ("" if isinstance(exc, CliError) else " (--debug shows more)"), code
+            )
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+
+def _fail(message: str, code: int) -> None:
+    console.print(f"[red]error:[/red] {escape(message)}")
+    sys.exit(code)
+
+
+app = _GuardedTyper(
     help="Prometheus trader: global market analysis, per-user risk-gated execution.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Market data: import recorded files into a market store.")
 app.add_typer(data_app, name="data")
@@ -30,13 +119,23 @@ console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show a traceback when a command fails")
+    ] = False,
+) -> None:
+    """Prometheus trader: global market analysis, per-user risk-gated execution."""
+    _Guard.debug = debug
+
+
 def _parse_time(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise typer.BadParameter(f"not an ISO time: {value!r} (e.g. 2025-05-21T06:00Z)") from None
+        raise CliError(f"not an ISO time: {value!r} (e.g. 2025-05-21T06:00Z)") from None
 
 
 DataOption = Annotated[
@@ -61,7 +160,7 @@ def _settings(
     overrides: dict[str, object] = {}
     if data is not None:
         if not data.is_dir():
-            raise typer.BadParameter(f"{data} is not a folder", param_hint="--data")
+            raise CliError(f"--data {data} is not a folder")
         overrides["data_dir"] = data
     if var_dir is not None:
         overrides["var_dir"] = var_dir
@@ -73,17 +172,14 @@ def _settings(
         overrides["synthesizer"] = synthesizer
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        console.print(f"[red]error:[/red] invalid settings: {problems}")
-        raise typer.Exit(2) from None
+    except (ValidationError, SettingsError) as exc:
+        raise CliError(one_line(exc)) from exc
 
 
 def _replay(settings: Settings, quiet: bool, runner: Callable[..., dict[str, Any]]) -> None:
     """Run a replay with a progress bar; print the summary table."""
     from prometheus_trader.app.pipeline import DataRangeError
+    from prometheus_trader.app.run_folder import RunFolderBusy
 
     try:
         with _progress(quiet) as bar:
@@ -93,9 +189,8 @@ def _replay(settings: Settings, quiet: bool, runner: Callable[..., dict[str, Any
                 bar.update(task, completed=done, total=total, description=stage)
 
             summary = runner(settings, report)
-    except DataRangeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    except (DataRangeError, RunFolderBusy) as exc:
+        raise CliError(str(exc)) from exc
     _print_summary(summary)
     out.print(f"summary written to {settings.run_dir / 'summary.json'}")
 
@@ -129,8 +224,7 @@ def stack_up(var_dir: VarOption = None) -> None:
     try:
         up(_settings(var_dir=var_dir), say=out.print)
     except (StackError, EmulatorError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise CliError(str(exc)) from exc
 
 
 @stack_app.command("down")
@@ -172,8 +266,7 @@ def stack_run(
     try:
         _replay(_settings(data, var_dir, start, end, synthesizer), quiet, run_on_stack)
     except EmulatorError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise CliError(str(exc)) from exc
 
 
 @app.command()
@@ -202,8 +295,7 @@ def import_data(
 
     missing = [p for p in paths if not p.exists()]
     if missing:
-        console.print(f"[red]error:[/red] no such file or folder: {', '.join(map(str, missing))}")
-        raise typer.Exit(2)
+        raise CliError(f"no such file or folder: {', '.join(map(str, missing))}")
     start_dt, end_dt = _parse_time(start), _parse_time(end)
     with _progress(False) as bar, DuckDBMarketStore(store) as market:
         task = bar.add_task("import", total=None)
@@ -221,8 +313,7 @@ def import_data(
                 strict=strict,
             )
         except ImportFailed as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+            raise CliError(str(exc)) from exc
     table = Table(title=f"imported into {store}")
     table.add_column("kind")
     table.add_column("new rows", justify="right")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.app.demo import DEMO_USERS
 from prometheus_trader.app.logging import configure_logging
+from prometheus_trader.app.run_folder import fresh_run_folder, relocate
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.domain.analysts import default_panel
 from prometheus_trader.domain.exits import ExitConfig
@@ -310,12 +310,32 @@ def run_pipeline(
     settings: Settings,
     progress: Progress | None = None,
     runtime_factory: Callable[[Settings, int, Path], Runtime] = build_runtime,
+    run_fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the whole pipeline; write ``<var>/run/summary.json`` and return the summary."""
-    run_dir = settings.run_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # every run starts from nothing: determinism
-    run_dir.mkdir(parents=True)
+    """Run the whole pipeline; write ``<var>/run/summary.json`` and return the summary.
+
+    The run writes into a fresh folder that replaces ``<var>/run`` only when it completes
+    (a failed run leaves the previous results as they were); a second run on the same
+    ``<var>`` is refused while this one holds it (``RunFolderBusy``).
+    """
+    with fresh_run_folder(settings.run_dir) as staging:
+        try:
+            summary = _run_into(settings, staging, progress, runtime_factory)
+        except BaseException:
+            log.exception("run failed; the previous results in %s are unchanged", settings.run_dir)
+            raise
+        summary = dict(relocate(summary, staging, settings.run_dir))
+        summary["run"].update(run_fields or {})
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def _run_into(
+    settings: Settings,
+    run_dir: Path,
+    progress: Progress | None,
+    runtime_factory: Callable[[Settings, int, Path], Runtime],
+) -> dict[str, Any]:
     configure_logging(settings.log_level, file=settings.log_file or run_dir / "log.jsonl")
     with DuckDBMarketStore(settings.data_dir, read_only=True) as probe:
         first_ms, data_end_ms = data_window(probe, settings)
@@ -353,7 +373,6 @@ def run_pipeline(
         (run_dir / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     finally:
         rt.close()
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 

@@ -18,7 +18,6 @@ after each step the driver waits until every published message has been handled
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -392,13 +391,14 @@ def stack_run(settings: Settings, progress: Progress | None = None) -> dict[str,
     began = time.perf_counter()
     try:
         with _environment(env):
-            summary = run_pipeline(settings, progress, stack_runtime_factory(env, project))
+            summary = run_pipeline(
+                settings,
+                progress,
+                stack_runtime_factory(env, project),
+                run_fields={"backend": "emulated"},
+            )
     finally:
         if own is not None:
             own.stop()
     log.info("stack run finished in %.1f s", time.perf_counter() - began)
-    summary["run"]["backend"] = "emulated"
-    (settings.run_dir / "summary.json").write_text(
-        json.dumps(summary, indent=2, sort_keys=True) + "\n"
-    )
     return summary

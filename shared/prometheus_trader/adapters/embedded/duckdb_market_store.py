@@ -157,6 +157,10 @@ _SQL_TYPES = {
 _Partition = tuple[str, str, str, str, int]
 
 
+class MarketStoreError(RuntimeError):
+    """A market store folder holds a file that cannot be read (e.g. a truncated Parquet)."""
+
+
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -210,10 +214,15 @@ class DuckDBMarketStore(ClosesOnExit):
         if not files:
             return
         cols = ", ".join(spec.columns)
-        self._con.execute(
-            f"INSERT INTO {spec.name} SELECT {cols} FROM read_parquet(?) ON CONFLICT DO NOTHING",
-            [files],
-        ).fetchall()
+        try:
+            self._con.execute(
+                f"INSERT INTO {spec.name} SELECT {cols} FROM read_parquet(?) "
+                "ON CONFLICT DO NOTHING",
+                [files],
+            ).fetchall()
+        except duckdb.Error as exc:  # say which store and file, in one line
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise MarketStoreError(f"cannot read the market store {self._root}: {reason}") from exc
 
     # --------------------------------------------------------------------- writes
     def write_arrow(self, table: TableName, data: pa.Table) -> int:
