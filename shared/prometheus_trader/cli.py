@@ -324,8 +324,12 @@ def import_data(
         f"imported {len(result.files_imported)} file(s), {result.total_rows} new rows, "
         f"{len(result.skipped)} skipped"
     )
+    if result.derived_candles:
+        out.print(f"built {result.derived_candles} new 1m candles from the trades")
     for skipped in result.skipped:
-        console.print(f"[yellow]skipped[/yellow] {skipped.path}: {skipped.reason}")
+        console.print(f"[yellow]skipped[/yellow] {escape(skipped.path)}: {escape(skipped.reason)}")
+    for path, lines in sorted(result.bad_lines.items()):
+        console.print(f"[yellow]skipped {lines} unreadable line(s)[/yellow] in {escape(path)}")
     if result.skipped and not result.files_imported:
         raise typer.Exit(2)
 

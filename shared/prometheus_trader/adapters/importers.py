@@ -93,6 +93,10 @@ class ImportReport(BaseModel):
     files_imported: list[str] = Field(default_factory=list)
     rows: dict[str, int] = Field(default_factory=dict)
     skipped: list[SkippedFile] = Field(default_factory=list)
+    bad_lines: dict[str, int] = Field(
+        default_factory=dict, description="file -> lines skipped because they did not parse"
+    )
+    derived_candles: int = Field(default=0, description="new 1m candles built from trades")
 
     @property
     def total_rows(self) -> int:
@@ -106,12 +110,17 @@ class _Batch:
 
     table: TableName
     data: pa.Table
+    bad_lines: int = 0  # lines of the file skipped because they did not parse
 
 
 # --------------------------------------------------------------------------- symbols
 def unified_symbol(exchange_symbol: str, market_type: MarketType) -> str:
-    """``BTCUSDT`` -> ``BTC/USDT`` (spot) or ``BTC/USDT:USDT`` (linear perp)."""
+    """``BTCUSDT`` -> ``BTC/USDT`` (spot) or ``BTC/USDT:USDT`` (linear perp); COIN-M
+    ``BTCUSD_PERP`` -> ``BTC/USD:BTC`` (inverse perp, settled in the base coin)."""
     raw = exchange_symbol.upper()
+    if raw.endswith("_PERP") and raw[:-5].endswith("USD") and len(raw) > 8:
+        base = raw[:-8]
+        return f"{base}/USD:{base}"
     for quote in _QUOTES:
         if raw.endswith(quote) and len(raw) > len(quote):
             base = raw[: -len(quote)]
@@ -192,6 +201,67 @@ def _read_feather(path: Path) -> list[_Batch]:
     return [_Batch("mark" if kind == "mark" else "candles", candles)]
 
 
+# ------------------------------------------------------------------ tolerant CSV
+_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+_INTEGER = r"^\s*[-+]?\d+\s*$"
+
+
+def _tolerant_csv(
+    path: Path,
+    raw: bytes,
+    types: dict[str, pa.DataType],
+    names: list[str] | None = None,
+    skip_rows: int = 0,
+) -> tuple[pa.Table, int]:
+    """Read a CSV, skipping (and counting) rows that do not parse: wrong column count, or
+    a non-number where the column holds numbers. One bad line never costs the file."""
+    bad = 0
+
+    def skip(_row: object) -> str:
+        nonlocal bad
+        bad += 1
+        return "skip"
+
+    header = names or [
+        c.strip() for c in raw.split(b"\n", 1)[0].decode("utf-8", "replace").split(",")
+    ]
+    # read as text, then keep the rows whose numbers parse (type inference would turn a
+    # whole block into strings, or fail the file, for one bad value)
+    try:
+        text = pacsv.read_csv(
+            io.BytesIO(raw),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip_rows),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string())),
+        )
+    except (pa.ArrowInvalid, ValueError) as exc:
+        raise CorruptFileError(path, f"unreadable CSV ({exc})") from exc
+    # a column is numeric when most of its values are numbers (the rest are bad lines)
+    numeric = [
+        c
+        for c in text.column_names
+        if types.get(c) != pa.string()
+        and 2 * (pc.sum(pc.match_substring_regex(text.column(c), _NUMBER)).as_py() or 0)
+        > text.num_rows
+    ]
+    keep = None
+    for c in numeric:
+        ok = pc.fill_null(pc.match_substring_regex(text.column(c), _NUMBER), False)
+        keep = ok if keep is None else pc.and_(keep, ok)
+    if keep is not None:
+        before = text.num_rows
+        text = text.filter(keep)
+        bad += before - text.num_rows
+    columns = {}
+    for c in text.column_names:
+        col = text.column(c)
+        if c in numeric:
+            integral = pc.all(pc.match_substring_regex(col, _INTEGER)).as_py()
+            col = pc.cast(pc.utf8_trim_whitespace(col), pa.int64() if integral else pa.float64())
+        columns[c] = col
+    return pa.table(columns), bad
+
+
 # ------------------------------------------------------------------- binance vision
 _KLINE_COLUMNS = [
     "open_time",
@@ -255,16 +325,13 @@ def _read_vision_csv(path: Path, member: str, raw: bytes) -> list[_Batch]:
         names = _KLINE_COLUMNS[:n_columns]
         if what not in TIMEFRAME_MS:
             raise UnsupportedFileError(path, f"timeframe {what!r} is not supported")
-    try:
-        table = pacsv.read_csv(
-            io.BytesIO(raw),
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0),
-            convert_options=pacsv.ConvertOptions(
-                column_types={"is_buyer_maker": pa.string(), "is_best_match": pa.string()}
-            ),
-        )
-    except (pa.ArrowInvalid, ValueError) as exc:
-        raise CorruptFileError(path, f"unreadable CSV ({exc})") from exc
+    table, bad = _tolerant_csv(
+        path,
+        raw,
+        {"is_buyer_maker": pa.string(), "is_best_match": pa.string()},
+        names=names,
+        skip_rows=1 if has_header else 0,
+    )
     n = table.num_rows
     keys = _key_columns(n, market_type, symbol)
     if what in ("aggTrades", "trades"):
@@ -288,7 +355,7 @@ def _read_vision_csv(path: Path, member: str, raw: bytes) -> list[_Batch]:
                 "source": pa.array(["trade"] * n, pa.string()),
             }
         )
-        return [_Batch("trades", data)]
+        return [_Batch("trades", data, bad)]
     if n_columns < 6:
         raise CorruptFileError(path, f"kline rows have {n_columns} columns, expected 12")
     columns: dict[str, Any] = {
@@ -304,7 +371,7 @@ def _read_vision_csv(path: Path, member: str, raw: bytes) -> list[_Batch]:
     ):
         if src in table.column_names:
             columns[dst] = table.column(src)
-    return [_Batch("candles", pa.table(columns))]
+    return [_Batch("candles", pa.table(columns), bad)]
 
 
 def _read_zip(path: Path) -> list[_Batch]:
@@ -325,37 +392,51 @@ def _read_raw_recording(path: Path) -> list[_Batch]:
     tickers: dict[tuple[str, int], tuple[int, float, float, float]] = {}
     last_price: dict[str, float] = {}
     market_type = MarketType.PERP
+    bad = good = 0
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                local_ts, _, payload = line.partition(" ")
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                local_ts, _, payload = line.strip().partition(" ")
                 if not local_ts.isdigit() or not payload.startswith("{"):
-                    raise CorruptFileError(path, f"line {number} is not '<local_ts_ns> <json>'")
+                    bad += 1  # one broken line costs that line, never the file
+                    continue
+                good += 1
                 # depth diffs are most of the bytes: skip them before parsing the JSON
                 if '@trade"' not in payload and '@bookTicker"' not in payload:
                     continue
-                data = json.loads(payload)["data"]
-                if data.get("e") == "trade":
-                    if "M" in data:  # only the spot trade stream carries "M" (best match)
-                        market_type = MarketType.SPOT
-                    trades["symbol"].append(data["s"])
-                    trades["ts_ms"].append(int(data["T"]))
-                    trades["trade_id"].append(str(data["t"]))
-                    trades["p"].append(float(data["p"]))
-                    trades["q"].append(float(data["q"]))
-                    trades["m"].append(bool(data["m"]))
-                    last_price[data["s"]] = float(data["p"])
-                elif "b" in data and "a" in data and data["s"] in last_price:
-                    ts = int(data.get("T") or data["E"])
-                    # one ticker per symbol and second: the last book ticker in it wins
-                    tickers[(data["s"], ts // 1000)] = (
-                        ts,
-                        last_price[data["s"]],
-                        float(data["b"]),
-                        float(data["a"]),
-                    )
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError, KeyError) as exc:
+                try:
+                    message = json.loads(payload)
+                    data = message.get("data", message)
+                    if data.get("e") == "trade":
+                        if "M" in data:  # only the spot trade stream carries "M" (best match)
+                            market_type = MarketType.SPOT
+                        row = (
+                            str(data["s"]),
+                            int(data["T"]),
+                            str(data["t"]),
+                            float(data["p"]),
+                            float(data["q"]),
+                            bool(data["m"]),
+                        )
+                        for column, value in zip(trades, row, strict=True):
+                            trades[column].append(value)
+                        last_price[row[0]] = row[3]
+                    elif "b" in data and "a" in data and data["s"] in last_price:
+                        # spot book tickers carry neither T nor E: the recorder's clock
+                        ts = int(data.get("T") or data.get("E") or int(local_ts) // 1_000_000)
+                        # one ticker per symbol and second: the last book ticker in it wins
+                        tickers[(data["s"], ts // 1000)] = (
+                            ts,
+                            last_price[data["s"]],
+                            float(data["b"]),
+                            float(data["a"]),
+                        )
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                    bad += 1
+    except (OSError, EOFError) as exc:
         raise CorruptFileError(path, f"unreadable websocket recording ({exc})") from exc
+    if not good:
+        raise CorruptFileError(path, "no '<local_ts_ns> <json>' line in the recording")
     batches: list[_Batch] = []
     if trades["ts_ms"]:
         n = len(trades["ts_ms"])
@@ -375,8 +456,10 @@ def _read_raw_recording(path: Path) -> list[_Batch]:
                         "source": ["trade"] * n,
                     }
                 ),
+                bad,
             )
         )
+        bad = 0
     if tickers:
         items = sorted(tickers.items())
         batches.append(
@@ -393,6 +476,7 @@ def _read_raw_recording(path: Path) -> list[_Batch]:
                         "ask": [v[3] for _k, v in items],
                     }
                 ),
+                bad,
             )
         )
     if not batches:
@@ -408,13 +492,8 @@ _TARDIS_HEADER = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount
 _TARDIS_MARKETS = {"binance-futures": MarketType.PERP, "binance": MarketType.SPOT}
 
 
-def _read_csv_table(path: Path, raw: bytes, types: dict[str, pa.DataType]) -> pa.Table:
-    try:
-        return pacsv.read_csv(
-            io.BytesIO(raw), convert_options=pacsv.ConvertOptions(column_types=types)
-        )
-    except (pa.ArrowInvalid, ValueError) as exc:
-        raise CorruptFileError(path, f"unreadable CSV ({exc})") from exc
+def _read_csv_table(path: Path, raw: bytes, types: dict[str, pa.DataType]) -> tuple[pa.Table, int]:
+    return _tolerant_csv(path, raw, types)
 
 
 def _trades_batch(
@@ -426,6 +505,7 @@ def _trades_batch(
     price: pa.ChunkedArray,
     amount: pa.ChunkedArray,
     sides: list[str],
+    bad_lines: int = 0,
 ) -> _Batch:
     cache: dict[tuple[str, MarketType], str] = {}
     symbols = []
@@ -453,6 +533,7 @@ def _trades_batch(
                 "source": ["trade"] * n,
             }
         ),
+        bad_lines,
     )
 
 
@@ -467,7 +548,9 @@ def _read_trades_csv(path: Path) -> list[_Batch]:
             market_type = MarketType.SPOT
         else:
             raise UnsupportedFileError(path, "normalized trades need a usdm_ or spot_ name prefix")
-        table = _read_csv_table(path, raw, {"is_buyer_maker": pa.string(), "symbol": pa.string()})
+        table, bad = _read_csv_table(
+            path, raw, {"is_buyer_maker": pa.string(), "symbol": pa.string()}
+        )
         sold = _bool_column(table.column("is_buyer_maker"))
         return [
             _trades_batch(
@@ -479,20 +562,22 @@ def _read_trades_csv(path: Path) -> list[_Batch]:
                 table.column("price"),
                 table.column("qty"),
                 ["sell" if s else "buy" for s in sold],
+                bad,
             )
         ]
     if header == _TARDIS_HEADER:
-        table = _read_csv_table(
+        table, bad = _read_csv_table(
             path, raw, {"exchange": pa.string(), "symbol": pa.string(), "side": pa.string()}
         )
-        markets = []
-        for venue in table.column("exchange").to_pylist():
-            if venue not in _TARDIS_MARKETS:
-                raise UnsupportedFileError(path, f"Tardis exchange {venue!r} is not supported")
-            markets.append(_TARDIS_MARKETS[venue])
+        venues = set(table.column("exchange").to_pylist()) - set(_TARDIS_MARKETS)
+        if venues:
+            raise UnsupportedFileError(path, f"Tardis exchange(s) {sorted(venues)} not supported")
+        # a row whose side is neither buy nor sell is a bad line: skip it, count it
+        valid = pc.is_in(pc.utf8_lower(table.column("side")), pa.array(["buy", "sell"]))
+        bad += table.num_rows - (pc.sum(valid).as_py() or 0)
+        table = table.filter(valid)
+        markets = [_TARDIS_MARKETS[v] for v in table.column("exchange").to_pylist()]
         sides = [str(s).lower() for s in table.column("side").to_pylist()]
-        if any(s not in ("buy", "sell") for s in sides):
-            raise CorruptFileError(path, "Tardis 'side' must be buy or sell")
         return [
             _trades_batch(
                 path,
@@ -503,11 +588,120 @@ def _read_trades_csv(path: Path) -> list[_Batch]:
                 table.column("price"),
                 table.column("amount"),
                 sides,
+                bad,
             )
         ]
     if _VISION_RE.search(path.name):
         return _read_vision_csv(path, path.name, raw)
+    if {c.strip() for c in header.split(",")} >= _CCXT_TRADE_COLUMNS:
+        table, bad = _read_csv_table(
+            path, raw, {"side": pa.string(), "symbol": pa.string(), "id": pa.string()}
+        )
+        return [_ccxt_trades(path, table, bad)]
     raise UnsupportedFileError(path, f"unknown CSV header {header[:80]!r}")
+
+
+# ------------------------------------------------- ccxt-shaped trades (freqtrade too)
+# ccxt's trade fields; freqtrade stores trades with these columns (feather, json.gz)
+_CCXT_TRADE_COLUMNS = {"timestamp", "side", "price", "amount"}
+_FREQTRADE_TRADES = ["timestamp", "id", "type", "side", "price", "amount", "cost"]
+_PAIR_TRADES_RE = re.compile(
+    r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)(?:_(?P<settle>[A-Z0-9]+))?-trades\.",
+    re.IGNORECASE,
+)
+
+
+def _pair_from_name(path: Path) -> str | None:
+    """freqtrade's ``BTC_USDT_USDT-trades.*`` (perp) / ``BTC_USDT-trades.*`` (spot)."""
+    match = _PAIR_TRADES_RE.match(path.name)
+    if match is None:
+        return None
+    base, quote, settle = match["base"].upper(), match["quote"].upper(), match["settle"]
+    return f"{base}/{quote}:{settle.upper()}" if settle else f"{base}/{quote}"
+
+
+def _ccxt_trades(path: Path, table: pa.Table, bad: int) -> _Batch:
+    """Trades with ccxt's columns (timestamp ms, side, price, amount; id and symbol
+    optional: the symbol then comes from a freqtrade file name)."""
+    missing = _CCXT_TRADE_COLUMNS - set(table.column_names)
+    if missing:
+        raise CorruptFileError(path, f"missing columns {sorted(missing)}")
+    if "symbol" in table.column_names:
+        symbols = [str(v) for v in table.column("symbol").to_pylist()]
+    else:
+        pair = _pair_from_name(path)
+        if pair is None:
+            raise UnsupportedFileError(
+                path, "trades without a symbol column need a freqtrade name (PAIR-trades.*)"
+            )
+        symbols = [pair] * table.num_rows
+    sides = [str(v).lower() for v in table.column("side").to_pylist()]
+    keep = [s in ("buy", "sell") and "/" in sym for s, sym in zip(sides, symbols, strict=True)]
+    if not all(keep):
+        bad += keep.count(False)
+        table = table.filter(pa.array(keep))
+        symbols = [sym for sym, k in zip(symbols, keep, strict=True) if k]
+        sides = [side for side, k in zip(sides, keep, strict=True) if k]
+    n = table.num_rows
+    ts_ms = _to_ms(table.column("timestamp"))
+    ids = (
+        pc.cast(table.column("id"), pa.string())
+        if "id" in table.column_names
+        else pa.array([f"{t}-{i}" for i, t in enumerate(ts_ms.to_pylist())], pa.string())
+    )
+    market = [(MarketType.PERP if ":" in sym else MarketType.SPOT).value for sym in symbols]
+    data = pa.table(
+        {
+            "exchange": pa.array([EXCHANGE] * n, pa.string()),
+            "market_type": pa.array(market, pa.string()),
+            "symbol": pa.array(symbols, pa.string()),
+            "ts_ms": ts_ms,
+            "trade_id": ids,
+            "price": pc.cast(table.column("price"), pa.float64()),
+            "amount": pc.cast(table.column("amount"), pa.float64()),
+            "side": pa.array(sides, pa.string()),
+            "source": pa.array(["trade"] * n, pa.string()),
+        }
+    )
+    return _Batch("trades", data, bad)
+
+
+def _read_freqtrade_trades(path: Path) -> list[_Batch]:
+    """freqtrade's trades: ``PAIR-trades.feather`` or ``PAIR-trades.json.gz`` (a JSON list
+    of [timestamp, id, type, side, price, amount, cost])."""
+    if path.name.lower().endswith(".feather"):
+        try:
+            table = feather.read_table(str(path))
+        except Exception as exc:  # pyarrow raises several types for a broken file
+            raise CorruptFileError(path, f"not a readable feather file ({exc})") from exc
+        if pa.types.is_timestamp(table.column("timestamp").type):
+            ms = pc.cast(pc.cast(table.column("timestamp"), pa.timestamp("ms")), pa.int64())
+            table = table.set_column(table.column_names.index("timestamp"), "timestamp", ms)
+        return [_ccxt_trades(path, table, 0)]
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            rows = json.load(handle)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptFileError(path, f"unreadable freqtrade trades file ({exc})") from exc
+    if not isinstance(rows, list):
+        raise CorruptFileError(path, "freqtrade trades must be a JSON list")
+    good = [r for r in rows if isinstance(r, list) and len(r) >= 6]
+    good = [r for r in good if all(isinstance(r[i], int | float) for i in (0, 4, 5))]
+    columns = {
+        name: [r[i] for r in good] for i, name in enumerate(_FREQTRADE_TRADES[:6]) if name != "type"
+    }
+    columns["id"] = [str(v) for v in columns["id"]]
+    columns["side"] = [str(v) for v in columns["side"]]
+    table = pa.table(
+        {
+            "timestamp": pa.array(columns["timestamp"], pa.int64()),
+            "id": pa.array(columns["id"], pa.string()),
+            "side": pa.array(columns["side"], pa.string()),
+            "price": pa.array(columns["price"], pa.float64()),
+            "amount": pa.array(columns["amount"], pa.float64()),
+        }
+    )
+    return [_ccxt_trades(path, table, len(rows) - len(good))]
 
 
 # ---------------------------------------------------------------------------- API
@@ -519,9 +713,19 @@ def read_file(path: Path) -> list[tuple[TableName, pa.Table]]:
     path = Path(path)
     if not path.is_file():
         raise UnsupportedFileError(path, "not a file")
+    return [(b.table, b.data) for b in _read_batches(path)]
+
+
+def _read_batches(path: Path) -> list[_Batch]:
+    """``read_file`` with each batch's count of skipped bad lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnsupportedFileError(path, "not a file")
     name = path.name.lower()
     try:
-        if name.endswith(".feather"):
+        if _PAIR_TRADES_RE.match(path.name) and name.endswith((".feather", ".json.gz")):
+            batches = _read_freqtrade_trades(path)
+        elif name.endswith(".feather"):
             batches = _read_feather(path)
         elif name.endswith(".zip"):
             batches = _read_zip(path)
@@ -538,7 +742,7 @@ def read_file(path: Path) -> list[tuple[TableName, pa.Table]]:
     except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
         # a value that does not parse (pa.ArrowInvalid is a ValueError) or a missing column
         raise CorruptFileError(path, f"bad value or missing column ({exc})") from exc
-    return [(b.table, b.data) for b in batches]
+    return batches
 
 
 def _iter_files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -597,20 +801,33 @@ def import_paths(
     file twice adds no rows.
     """
     files = list(_iter_files(paths))
+    if not files:
+        raise DataImportError(", ".join(map(str, paths)), "no files to import")
     report = ImportReport(rows={t: 0 for t in TABLES})
+    saw_trades = False
     for index, path in enumerate(files, 1):
         try:
-            parsed = read_file(path)
+            parsed = _read_batches(path)
         except DataImportError as exc:
             if strict:
                 raise
             report.skipped.append(SkippedFile(path=str(path), reason=exc.reason))
         else:
-            for table, data in parsed:
-                report.rows[table] += _write(store, table, _time_filter(data, start_ms, end_ms))
+            for batch in parsed:
+                data = _time_filter(batch.data, start_ms, end_ms)
+                report.rows[batch.table] += _write(store, batch.table, data)
+                saw_trades = saw_trades or (batch.table == "trades" and data.num_rows > 0)
+                if batch.bad_lines:
+                    report.bad_lines[str(path)] = (
+                        report.bad_lines.get(str(path), 0) + batch.bad_lines
+                    )
             report.files_imported.append(str(path))
         if progress is not None:
             progress(str(path), index, len(files))
+    if saw_trades and isinstance(store, DuckDBMarketStore):
+        # a store of trades only must run too: 1m candles (with taker-buy volume) from them
+        report.derived_candles = store.derive_candles_from_trades("1m")
+        report.rows["candles"] += report.derived_candles
     store.flush()
     return report
 

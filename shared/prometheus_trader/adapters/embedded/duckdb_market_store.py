@@ -343,6 +343,30 @@ class DuckDBMarketStore(ClosesOnExit):
         os.replace(tmp, target)
         return target
 
+    def derive_candles_from_trades(self, timeframe: str = "1m") -> int:
+        """Candles of ``timeframe`` built from the stored trades, for every bar that has
+        trades and no stored candle (recorded candles win); returns how many were new.
+
+        open/close are the first/last trade by (time, trade id), volume the summed amounts,
+        ``taker_buy_volume`` the amount of buyer-initiated trades, ``trades`` their count.
+        A bar at the edge of a recording holds only the trades recorded in it.
+        """
+        step = TIMEFRAME_MS[timeframe]
+        order = "ORDER BY ts_ms, TRY_CAST(trade_id AS BIGINT), trade_id"
+        with self._lock:
+            bars = self._con.sql(
+                "SELECT exchange, market_type, symbol, ? AS timeframe, "
+                f"(ts_ms // {step}) * {step} AS ts_ms, "
+                f"first(price {order}) AS open, max(price) AS high, min(price) AS low, "
+                f"last(price {order}) AS close, sum(amount) AS volume, "
+                "sum(price * amount) AS quote_volume, "
+                "sum(CASE WHEN side = 'buy' THEN amount ELSE 0 END) AS taker_buy_volume, "
+                "count(*) AS trades "
+                "FROM trades WHERE source = 'trade' GROUP BY ALL ORDER BY ALL",
+                params=[timeframe],
+            ).to_arrow_table()
+        return self.write_arrow("candles", bars)
+
     # ---------------------------------------------------------------------- reads
     def series_keys(self) -> list[SeriesKey]:
         """Every instrument with stored candles, sorted."""
