@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -182,11 +184,12 @@ def _replay(settings: Settings, quiet: bool, runner: Callable[..., dict[str, Any
     from prometheus_trader.app.run_folder import RunFolderBusy
 
     try:
-        with _progress(quiet) as bar:
+        with _progress(quiet) as bar, _LogLines(quiet, "run") as lines:
             task = bar.add_task("replay", total=None)
 
             def report(done: int, total: int, stage: str) -> None:
                 bar.update(task, completed=done, total=total, description=stage)
+                lines.update(done, total, stage)
 
             summary = runner(settings, report)
     except (DataRangeError, RunFolderBusy) as exc:
@@ -297,11 +300,16 @@ def import_data(
     if missing:
         raise CliError(f"no such file or folder: {', '.join(map(str, missing))}")
     start_dt, end_dt = _parse_time(start), _parse_time(end)
-    with _progress(False) as bar, DuckDBMarketStore(store) as market:
+    with (
+        _progress(False) as bar,
+        _LogLines(False, "import") as lines,
+        DuckDBMarketStore(store) as market,
+    ):
         task = bar.add_task("import", total=None)
 
         def report(name: str, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, description=name[-40:])
+            lines.update(done, total, f"file {done}/{total} {name}")
 
         try:
             result = import_paths(
@@ -328,10 +336,51 @@ def import_data(
         out.print(f"built {result.derived_candles} new 1m candles from the trades")
     for skipped in result.skipped:
         console.print(f"[yellow]skipped[/yellow] {escape(skipped.path)}: {escape(skipped.reason)}")
-    for path, lines in sorted(result.bad_lines.items()):
-        console.print(f"[yellow]skipped {lines} unreadable line(s)[/yellow] in {escape(path)}")
+    for path, count in sorted(result.bad_lines.items()):
+        console.print(f"[yellow]skipped {count} unreadable line(s)[/yellow] in {escape(path)}")
     if result.skipped and not result.files_imported:
         raise typer.Exit(2)
+
+
+class _LogLines:
+    """Progress for a non-terminal stderr (a pipe, a CI log): one plain line every
+    ``PROMETHEUS_PROGRESS_SECONDS`` (default 10) with what is being done, % done and ETA."""
+
+    def __init__(self, quiet: bool, command: str) -> None:
+        self.enabled = not quiet and not sys.stderr.isatty()
+        self.command = command
+        self.every = float(os.environ.get("PROMETHEUS_PROGRESS_SECONDS", "10") or 10)
+        self.began = self.last = time.monotonic()
+
+    def __enter__(self) -> _LogLines:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def update(self, done: int, total: int, what: str) -> None:
+        """Print a line when the interval has passed (and once at 100 %)."""
+        if not self.enabled or total <= 0:
+            return
+        now = time.monotonic()
+        if now - self.last < self.every and done < total:
+            return
+        self.last = now
+        fraction = min(done / total, 1.0)
+        elapsed = now - self.began
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")
+        eta_text = _duration(eta) if eta == eta else "?"
+        print(
+            f"{self.command}: {what} {fraction:.0%} done, {_duration(elapsed)} elapsed, "
+            f"ETA {eta_text}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _progress(quiet: bool) -> Progress:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -195,3 +196,22 @@ def test_two_runs_at_once_one_is_refused(workspace: Path) -> None:
     assert first.returncode == 0, first_err[-3000:]
     assert (workspace / "var-race" / "run" / "summary.json").is_file()
     assert not list((workspace / "var-race").glob(".run-staging-*"))
+
+
+def test_progress_is_logged_when_stderr_is_a_pipe(workspace: Path) -> None:
+    """No terminal (CI, `| tee`): plain lines with the simulated time, % done and ETA."""
+    env = {**SHORT, "PROMETHEUS_PROGRESS_SECONDS": "0"}
+    done = run_cli(
+        "run", "--data", "store", "--var", "var-progress", *SHORT_END, cwd=workspace, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("run: ")]
+    pattern = r"run: replay 2025-05-21T\d\d:\d\dZ \d+% done, \d+s elapsed, ETA (\d+m)?\d+s"
+    assert len(lines) > 10 and all(re.fullmatch(pattern, ln) for ln in lines), lines[:3]
+    assert " 100% done" in lines[-1]
+    imported = run_cli(
+        "data", "import", str(FIXTURE_DATA / "tardis_trades.csv"), "--store", "store-progress",
+        cwd=workspace, env=env,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    assert "import: file 1/1 " in imported.stderr and "100% done" in imported.stderr

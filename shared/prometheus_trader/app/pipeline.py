@@ -450,7 +450,7 @@ def _replay(
             step += monitor_step
         t += MINUTE_MS
         if progress is not None:
-            progress((t - start_ms) // MINUTE_MS, total, "replay")
+            progress((t - start_ms) // MINUTE_MS, total, f"replay {_iso(t)[:16]}Z")
     rt.clock.set_ms(max(end_ms, rt.clock.now_ms()))
     rt.usecases.monitor.close_all(ExitReason.END_OF_DATA, {"end_ms": end_ms})
     rt.settle()
