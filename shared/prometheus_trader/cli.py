@@ -217,7 +217,13 @@ def run(
 
 
 @stack_app.command("up")
-def stack_up(var_dir: VarOption = None) -> None:
+def stack_up(
+    var_dir: VarOption = None,
+    seed_demo: Annotated[
+        bool,
+        typer.Option(help="load the demo users and the bundled sample; services replay it"),
+    ] = False,
+) -> None:
     """Start the emulators, serve every function locally behind push subscriptions, start
     the worker; everything on 127.0.0.1, recorded in var/stack/stack.json."""
     from prometheus_trader.app.emulators import EmulatorError
@@ -225,7 +231,7 @@ def stack_up(var_dir: VarOption = None) -> None:
     from prometheus_trader.app.stack import stack_up as up
 
     try:
-        up(_settings(var_dir=var_dir), say=out.print)
+        up(_settings(var_dir=var_dir), say=out.print, seed=seed_demo)
     except (StackError, EmulatorError) as exc:
         raise CliError(str(exc)) from exc
 

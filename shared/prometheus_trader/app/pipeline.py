@@ -34,7 +34,7 @@ from prometheus_trader.app.run_folder import fresh_run_folder, relocate
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.domain.analysts import default_panel
 from prometheus_trader.domain.exits import ExitConfig
-from prometheus_trader.domain.market import MINUTE_MS
+from prometheus_trader.domain.market import MINUTE_MS, TIMEFRAME_MS
 from prometheus_trader.domain.synthesizer import (
     SignalParams,
     SynthesisPolicy,
@@ -132,15 +132,37 @@ def data_window(store: DuckDBMarketStore, settings: Settings) -> tuple[int, int]
         if (r := store.candle_range(k, "1m")) is not None
     ]
     if not ranges:
-        raise DataRangeError(
-            f"no 1m candles for {settings.exchange}/{settings.market_type} in {store.root}; "
-            "import data with `prometheus-trader data import`"
-        )
+        raise DataRangeError(_no_1m_candles(store, settings))
     first = max(r[0] for r in ranges)
     last = min(r[1] for r in ranges)
     if last <= first:
         raise DataRangeError(f"the symbols in {store.root} share no common time range")
     return first, last + MINUTE_MS
+
+
+def _no_1m_candles(store: DuckDBMarketStore, settings: Settings) -> str:
+    """Why a store cannot be replayed, and what to do, in one line."""
+    wanted = f"{settings.exchange}/{settings.market_type}"
+    keys = store.series_keys()
+    if not keys:
+        return (
+            f"no 1m candles in {store.root} (it holds no data): import recorded data with "
+            "`prometheus-trader data import <files or folders> --store <folder>`"
+        )
+    markets = sorted({f"{k.exchange}/{k.market_type}" for k in keys})
+    if wanted not in markets:
+        return (
+            f"{store.root} holds {', '.join(markets)} data, not {wanted}: set "
+            "PROMETHEUS_EXCHANGE / PROMETHEUS_MARKET_TYPE to match it"
+        )
+    coarse = sorted(
+        {tf for k in keys for tf in TIMEFRAME_MS if store.candle_range(k, tf) is not None},
+        key=TIMEFRAME_MS.__getitem__,
+    )
+    return (
+        f"{store.root} holds {'/'.join(coarse)} candles for {wanted} but no 1m candles or "
+        "trades: a run replays 1m bars (see docs/data.md)"
+    )
 
 
 def replay_exchange(
