@@ -101,6 +101,10 @@ def test_a_truncated_parquet_in_the_store_is_one_line(
         cwd=workspace,
     )  # fmt: skip
     assert_one_line_error(again, "truncated")
+    debug = run_cli(
+        "--debug", "run", "--quiet", "--data", "truncated", "--var", "var", cwd=workspace
+    )
+    assert debug.returncode != 0 and "Traceback" in debug.stderr  # --debug shows it
     assert _digest(workspace / "var" / "run") == previous
 
 
