@@ -10,12 +10,16 @@ Formats (detected by file name, then header):
   taker sold);
 * raw Binance websocket recordings (``<local_ts_ns> <json>`` lines, gzip): ``@trade`` messages
   at the exchange's ``T`` time, and ``@bookTicker`` as one ticker per second whose ``last``
-  is the latest recorded trade price;
+  is the latest recorded trade price
+  (spot book tickers carry no ``T``/``E``: the recorder's clock); COIN-M ``BTCUSD_PERP``;
 * normalized ``usdm_*_trades.csv`` / ``spot_*_trades.csv``;
-* Tardis trade CSV (``side`` is the aggressor).
+* Tardis trade CSV (``side`` is the aggressor);
+* trades with ccxt's columns (CSV), freqtrade ``PAIR-trades.feather`` / ``.json.gz``.
 
 The exchange is ``binance`` for all; symbols are ccxt unified (``BTC/USDT:USDT`` perp,
-``BTC/USDT`` spot). Nothing is changed but the format: prices and sizes are copied as read.
+``BTC/USDT`` spot, ``BTC/USD:BTC`` inverse). Nothing is changed but the format: prices and
+sizes are copied as read. A line that does not parse is skipped and counted, never the
+file; imported trades also become 1m candles (``DuckDBMarketStore``) where none exist.
 """
 
 from __future__ import annotations
