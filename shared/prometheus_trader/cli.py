@@ -21,6 +21,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+# typer vendors click (pinned by uv.lock): its usage errors are these classes
+from typer._click import exceptions as click_exceptions
+
 from prometheus_trader.app.settings import Settings
 
 
@@ -85,9 +88,19 @@ class _GuardedTyper(typer.Typer):
         if previous is not signal.SIG_IGN:
             signal.signal(signal.SIGINT, _on_sigint)
         try:
-            return super().__call__(*args, **kwargs)
+            # not standalone: usage errors reach us (one line) instead of click's box
+            code = super().__call__(*args, **{**kwargs, "standalone_mode": False})
         except SystemExit:
             raise
+        except click_exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # the help text, as the command framework would print it
+            sys.exit(exc.exit_code)
+        except click_exceptions.ClickException as exc:
+            ctx = exc.ctx if isinstance(exc, click_exceptions.UsageError) else None
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            _fail(exc.format_message() + hint, exc.exit_code)
+        except typer.Abort:
+            _fail("interrupted", 130)
         except BaseException as exc:
             if _Guard.interrupted or isinstance(exc, _Interrupted | KeyboardInterrupt):
                 _fail("interrupted (Ctrl-C)", 130)
@@ -100,6 +113,7 @@ class _GuardedTyper(typer.Typer):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def _fail(message: str, code: int) -> None:

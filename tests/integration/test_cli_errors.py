@@ -77,6 +77,12 @@ def test_a_bad_setting_is_one_line(
     assert _digest(workspace / "var" / "run") == previous
 
 
+def test_a_usage_error_is_one_line(workspace: Path) -> None:
+    done = run_cli("run", "--bogus", cwd=workspace)
+    assert_one_line_error(done, "--bogus", "prometheus-trader run --help")
+    assert done.returncode == 2
+
+
 def test_run_on_an_empty_folder_is_one_line(workspace: Path, previous: dict[str, str]) -> None:
     (workspace / "empty").mkdir(exist_ok=True)
     done = run_cli("run", "--quiet", "--data", "empty", "--var", "var", cwd=workspace, env=SHORT)
