@@ -233,4 +233,4 @@ def test_features_are_finite_and_ok_on_synthetic_and_real_data() -> None:
             assert value is not None and math.isfinite(value), name
         assert f.val is not None and f.vah is not None and f.val <= f.poc <= f.vah  # type: ignore[operator]
         assert all(math.isfinite(v) for v in f.as_dict().values())
-    assert len(cases) == 1 + len(present)
+    assert len(cases) == 1 + len(REAL_BTC_FILES)
