@@ -69,7 +69,7 @@ bench: install
 	$(BIN)/python bench/bench_pipeline.py
 
 .PHONY: stage
-stage: install-dev
+stage: install
 	$(BIN)/python scripts/stage.py
 
 .PHONY: checkov

@@ -4,7 +4,10 @@ Imports 1m candles, funding rates and 8h mark prices of every symbol that has a 
 for [2025-05-21T00:00Z, 2025-05-23T00:00Z), into ``prometheus_trader/sample/store``.
 Format conversion only: no price is changed.
 
-    .venv/bin/python scripts/make_sample.py [--source /work/shared/data/binance-usdm-2025-05]
+    .venv/bin/python scripts/make_sample.py --source <folder of the freqtrade feather files>
+
+``--source`` is the folder of the recorded freqtrade download (``binance-usdm-2025-05``,
+see ``prometheus_trader/sample/PROVENANCE.md``); it is not part of the repository.
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ from prometheus_trader.sample import (
     SAMPLE_SYMBOLS,
 )
 
-DEFAULT_SOURCE = Path("/work/shared/data/binance-usdm-2025-05")
-
 
 def sample_files(source: Path, symbols: Sequence[str] = SAMPLE_SYMBOLS) -> list[Path]:
     """The 1m, funding and mark files of ``symbols`` (all must exist)."""
@@ -42,7 +43,12 @@ def sample_files(source: Path, symbols: Sequence[str] = SAMPLE_SYMBOLS) -> list[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    parser.add_argument(
+        "--source",
+        type=Path,
+        required=True,
+        help="folder holding <BASE>_USDT_USDT-{1m-futures,8h-funding_rate,8h-mark}.feather",
+    )
     parser.add_argument("--out", type=Path, default=SAMPLE_STORE_DIR)
     parser.add_argument(
         "--symbols", nargs="+", default=list(SAMPLE_SYMBOLS), help="ccxt perp symbols"

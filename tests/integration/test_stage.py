@@ -1,12 +1,15 @@
 """``make stage``: every function bundle installs from PyPI into a clean virtual env and
-its main.py imports there, from the vendored package, without touching the cloud."""
+its main.py imports there, from the vendored package, without touching the cloud; its
+requirements are the exact pins of uv.lock."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,13 +90,14 @@ def test_every_function_is_staged_with_its_own_main_and_the_vendored_package(
         assert name in staged.stdout  # progress is printed
 
 
-def test_requirements_are_exact_pins_of_runtime_and_gcp_deps_only(staged: Staged) -> None:
+def test_requirements_are_the_locks_pins_of_runtime_deps_only(staged: Staged) -> None:
     texts = {(staged.out / n / "requirements.txt").read_text() for n in FUNCTIONS}
     assert len(texts) == 1
     lines = [line for line in texts.pop().splitlines() if not line.startswith("#")]
-    names = [line.split("==")[0] for line in lines]
-    assert all(len(line.split("==")) == 2 and line.split("==")[1] for line in lines)
-    assert names == sorted(names)
+    pins = [re.fullmatch(r"([A-Za-z0-9_.-]+)==([^\s;]+)(\s*;.*)?", line) for line in lines]
+    assert all(pins), [line for line, pin in zip(lines, pins, strict=True) if not pin]
+    names = [pin.group(1) for pin in pins if pin]
+    assert names == sorted(names, key=lambda n: re.sub(r"[-_.]+", "-", n).lower())
     for needed in (
         "pydantic",
         "duckdb",
@@ -104,6 +108,11 @@ def test_requirements_are_exact_pins_of_runtime_and_gcp_deps_only(staged: Staged
         assert needed in names
     assert not [n for n in names if n.startswith(DEV_TOOLS)]
     assert "prometheus-trader" not in names  # vendored, not installed
+    # every pin is the version uv.lock holds (what `make test` installed and tested)
+    lock = tomllib.loads((REPO / "uv.lock").read_text(encoding="utf-8"))
+    locked = {(p["name"], p["version"]) for p in lock["package"] if "version" in p}
+    norm = {(re.sub(r"[-_.]+", "-", pin.group(1)).lower(), pin.group(2)) for pin in pins if pin}
+    assert norm <= locked, sorted(norm - locked)
 
 
 def test_stage_rebuilds_from_scratch_and_is_reproducible(staged: Staged, tmp_path: Path) -> None:

@@ -23,10 +23,8 @@ from prometheus_trader.domain.signals import Direction
 pytestmark = pytest.mark.unit
 
 _REPO = Path(__file__).resolve().parents[2]
-REAL_BTC_FILES = [
-    _REPO.parent / "shared" / "data" / "binance-usdm-2025-05" / "BTC_USDT_USDT-1m-futures.feather",
-    _REPO / "tests" / "fixtures" / "data" / "BTC_USDT_USDT-1m-futures.feather",
-]
+# the committed excerpt only: tests read nothing outside the repository
+REAL_BTC_FILES = [_REPO / "tests" / "fixtures" / "data" / "BTC_USDT_USDT-1m-futures.feather"]
 
 
 def _features(s: CandleSeries, **kw: object):  # type: ignore[no-untyped-def]
@@ -219,10 +217,9 @@ def _load_real(path: Path, symbol: str) -> CandleSeries:
 
 
 def test_features_are_finite_and_ok_on_synthetic_and_real_data() -> None:
-    """Always runs the synthetic case; also the real Binance BTC files that are there."""
+    """The synthetic case and the committed real Binance BTC excerpt."""
     cases = [series(random_walk(2880, seed=11))]
-    present = [p for p in REAL_BTC_FILES if p.exists()]
-    cases += [_load_real(p, "BTC/USDT:USDT") for p in present]
+    cases += [_load_real(p, "BTC/USDT:USDT") for p in REAL_BTC_FILES]
     for s in cases:
         f = _features(s, now_ms=now_after(s))
         assert f.data_quality is DataQuality.OK, f.quality_reason
@@ -236,4 +233,4 @@ def test_features_are_finite_and_ok_on_synthetic_and_real_data() -> None:
             assert value is not None and math.isfinite(value), name
         assert f.val is not None and f.vah is not None and f.val <= f.poc <= f.vah  # type: ignore[operator]
         assert all(math.isfinite(v) for v in f.as_dict().values())
-    assert len(cases) == 1 + len(present)
+    assert len(cases) == 1 + len(REAL_BTC_FILES)

@@ -1,5 +1,5 @@
-"""Importers on real data: the excerpts in tests/fixtures/data (always), and the full
-recorded files of the shared data folder where it is present."""
+"""Importers on real data: the committed excerpts in tests/fixtures/data (the tests read
+nothing outside the repository)."""
 
 from __future__ import annotations
 
@@ -29,25 +29,19 @@ from prometheus_trader.ports import SeriesKey
 pytestmark = pytest.mark.unit
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
-# the full recordings, when the provided data folder sits beside the clone (optional)
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 BTC = SeriesKey("binance", MarketType.PERP, "BTC/USDT:USDT")
 BTC_SPOT = SeriesKey("binance", MarketType.SPOT, "BTC/USDT")
 ALL_TIME = (0, 2**62)
 
 
 def sources(*relative: str) -> list[Path]:
-    """The fixture excerpt, plus the full shared file when the shared folder is here."""
-    name = Path(relative[-1]).name
-    found = [FIXTURES / name]
-    shared = SHARED.joinpath(*relative)
-    if shared.is_file():
-        found.append(shared)
-    return found
+    """The committed excerpt of a recorded file (``relative`` names where the full file
+    sits in the recorded data folder; see tests/fixtures/data/README.md)."""
+    return [FIXTURES / Path(relative[-1]).name]
 
 
 def ids(paths: list[Path]) -> list[str]:
-    return ["shared" if SHARED in p.parents else "fixture" for p in paths]
+    return ["fixture" for _ in paths]
 
 
 def csv_rows(path: Path) -> list[list[str]]:
@@ -270,12 +264,13 @@ def test_unreadable_files_give_clear_errors(tmp_path: Path, store: DuckDBMarketS
         import_paths([broken_zip], store, strict=True)
 
 
-def test_corrupt_csv_rows_are_reported(tmp_path: Path) -> None:
+def test_a_corrupt_csv_row_costs_that_row_only(tmp_path: Path) -> None:
     path = tmp_path / "tardis_trades.csv"
     text = (FIXTURES / "tardis_trades.csv").read_text().splitlines()
     path.write_text("\n".join([*text[:3], "binance-futures,BTCUSDT,oops,1,2,buy,1,1"]) + "\n")
-    with pytest.raises(CorruptFileError, match=r"tardis_trades\.csv: bad value"):
-        read_file(path)
+    [(table, data)] = read_file(path)
+    assert table == "trades"
+    assert data.num_rows == 2
 
 
 def test_normalized_trades_need_a_market_prefix(tmp_path: Path) -> None:

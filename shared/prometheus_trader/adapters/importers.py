@@ -10,37 +10,51 @@ Formats (detected by file name, then header):
   taker sold);
 * raw Binance websocket recordings (``<local_ts_ns> <json>`` lines, gzip): ``@trade`` messages
   at the exchange's ``T`` time, and ``@bookTicker`` as one ticker per second whose ``last``
-  is the latest recorded trade price;
+  is the latest recorded trade price
+  (spot book tickers carry no ``T``/``E``: the recorder's clock); COIN-M ``BTCUSD_PERP``;
 * normalized ``usdm_*_trades.csv`` / ``spot_*_trades.csv``;
-* Tardis trade CSV (``side`` is the aggressor).
+* Tardis trade CSV (``side`` is the aggressor);
+* trades with ccxt's columns (CSV), freqtrade ``PAIR-trades.feather`` / ``.json.gz``.
 
 The exchange is ``binance`` for all; symbols are ccxt unified (``BTC/USDT:USDT`` perp,
-``BTC/USDT`` spot). Nothing is changed but the format: prices and sizes are copied as read.
+``BTC/USDT`` spot, ``BTC/USD:BTC`` inverse). Nothing is changed but the format: prices and
+sizes are copied as read. A line that does not parse is skipped and counted, never the
+file; imported trades also become 1m candles (``DuckDBMarketStore``) where none exist.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import re
-import zipfile
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.feather as feather
-from pydantic import BaseModel, Field
 
 from prometheus_trader.adapters.embedded.duckdb_market_store import (
     TABLES,
     DuckDBMarketStore,
     TableName,
+)
+from prometheus_trader.adapters.import_common import (
+    CorruptFileError,
+    DataImportError,
+    ImportFailed,
+    ImportReport,
+    ProgressFn,
+    SkippedFile,
+    UnsupportedFileError,
+    _Batch,
+    _key_columns,
+    unified_symbol,
+)
+from prometheus_trader.adapters.import_trades import (
+    _PAIR_TRADES_RE,
+    _read_freqtrade_trades,
+    _read_raw_recording,
+    _read_trades_csv,
+    _read_zip,
 )
 from prometheus_trader.domain.market import (
     TIMEFRAME_MS,
@@ -51,101 +65,6 @@ from prometheus_trader.domain.market import (
     Trade,
 )
 from prometheus_trader.ports import MarketStore
-
-EXCHANGE = "binance"
-# Longest first so that e.g. FDUSD is not read as ...USD.
-_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
-
-ProgressFn = Callable[[str, int, int], None]
-
-
-class DataImportError(ValueError):
-    """A file could not be imported; ``path`` and ``reason`` say which and why."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
-
-
-ImportFailed = DataImportError
-"""Alias of ``DataImportError`` (the name the CLI catches)."""
-
-
-class UnsupportedFileError(DataImportError):
-    """The file is not in a format we import."""
-
-
-class CorruptFileError(DataImportError):
-    """The file looks like a supported format but cannot be read."""
-
-
-class SkippedFile(BaseModel):
-    """A file that was not imported, and why."""
-
-    path: str
-    reason: str
-
-
-class ImportReport(BaseModel):
-    """Outcome of ``import_paths``: rows are *new* rows per store kind."""
-
-    files_imported: list[str] = Field(default_factory=list)
-    rows: dict[str, int] = Field(default_factory=dict)
-    skipped: list[SkippedFile] = Field(default_factory=list)
-
-    @property
-    def total_rows(self) -> int:
-        """New rows over all kinds."""
-        return sum(self.rows.values())
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """Rows of one store table, in that table's column layout."""
-
-    table: TableName
-    data: pa.Table
-
-
-# --------------------------------------------------------------------------- symbols
-def unified_symbol(exchange_symbol: str, market_type: MarketType) -> str:
-    """``BTCUSDT`` -> ``BTC/USDT`` (spot) or ``BTC/USDT:USDT`` (linear perp)."""
-    raw = exchange_symbol.upper()
-    for quote in _QUOTES:
-        if raw.endswith(quote) and len(raw) > len(quote):
-            base = raw[: -len(quote)]
-            return (
-                f"{base}/{quote}:{quote}" if market_type is MarketType.PERP else f"{base}/{quote}"
-            )
-    raise ValueError(f"cannot split {exchange_symbol!r} into base and quote")
-
-
-def _key_columns(n: int, market_type: MarketType, symbol: str) -> dict[str, pa.Array]:
-    return {
-        "exchange": pa.array([EXCHANGE] * n, pa.string()),
-        "market_type": pa.array([market_type.value] * n, pa.string()),
-        "symbol": pa.array([symbol] * n, pa.string()),
-    }
-
-
-def _to_ms(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Epoch integers in s/ms/µs/ns (Binance spot moved to µs in 2025) to milliseconds."""
-    arr = np.asarray(pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
-    out = arr.copy()
-    out[arr >= 10**17] //= 1_000_000
-    out[(arr >= 10**14) & (arr < 10**17)] //= 1_000
-    out[arr < 10**11] *= 1_000
-    return pa.array(out, pa.int64())
-
-
-def _bool_column(values: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """Binance writes booleans as true/false or True/False."""
-    if pa.types.is_boolean(values.type):
-        return np.asarray(values.to_numpy(zero_copy_only=False), dtype=bool)
-    text = pc.utf8_lower(pc.cast(values, pa.string()))
-    return np.asarray(pc.equal(text, "true").to_numpy(zero_copy_only=False), dtype=bool)
-
 
 # --------------------------------------------------------------------------- feather
 _FEATHER_RE = re.compile(
@@ -192,324 +111,6 @@ def _read_feather(path: Path) -> list[_Batch]:
     return [_Batch("mark" if kind == "mark" else "candles", candles)]
 
 
-# ------------------------------------------------------------------- binance vision
-_KLINE_COLUMNS = [
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-    "ignore",
-]
-_AGG_COLUMNS = [
-    "agg_trade_id",
-    "price",
-    "quantity",
-    "first_trade_id",
-    "last_trade_id",
-    "transact_time",
-    "is_buyer_maker",
-    "is_best_match",
-]
-_TRADE_COLUMNS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match"]
-_VISION_RE = re.compile(
-    r"(?P<symbol>[A-Z0-9]+)-(?P<what>aggTrades|trades|\d+[mhdw])-\d{4}-\d{2}(?:-\d{2})?\.csv$"
-)
-
-
-def _vision_market_type(path: Path, has_header: bool) -> MarketType:
-    """Binance's own folder names say futures/um or spot; freqtrade's fixtures prefix the
-    zip name the same way. Without either, the format itself tells (spot files have no
-    header row)."""
-    words = {w.lower() for w in re.split(r"[-_/\\.]", str(path))}
-    if "um" in words or "futures" in words:
-        return MarketType.PERP
-    if "spot" in words:
-        return MarketType.SPOT
-    return MarketType.PERP if has_header else MarketType.SPOT
-
-
-def _read_vision_csv(path: Path, member: str, raw: bytes) -> list[_Batch]:
-    match = _VISION_RE.search(Path(member).name)
-    if match is None:
-        raise UnsupportedFileError(path, f"{member!r} is not a Binance public-data CSV name")
-    first_line = raw.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
-    if not first_line:
-        raise CorruptFileError(path, "empty CSV")
-    has_header = not first_line.split(",")[0].strip().lstrip("-").isdigit()
-    n_columns = len(first_line.split(","))
-    what = match["what"]
-    market_type = _vision_market_type(path, has_header)
-    symbol = unified_symbol(match["symbol"], market_type)
-    if what == "aggTrades":
-        names = _AGG_COLUMNS[:n_columns]
-    elif what == "trades":
-        names = _TRADE_COLUMNS[:n_columns]  # futures files have no is_best_match
-    else:
-        names = _KLINE_COLUMNS[:n_columns]
-        if what not in TIMEFRAME_MS:
-            raise UnsupportedFileError(path, f"timeframe {what!r} is not supported")
-    try:
-        table = pacsv.read_csv(
-            io.BytesIO(raw),
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0),
-            convert_options=pacsv.ConvertOptions(
-                column_types={"is_buyer_maker": pa.string(), "is_best_match": pa.string()}
-            ),
-        )
-    except (pa.ArrowInvalid, ValueError) as exc:
-        raise CorruptFileError(path, f"unreadable CSV ({exc})") from exc
-    n = table.num_rows
-    keys = _key_columns(n, market_type, symbol)
-    if what in ("aggTrades", "trades"):
-        id_col, qty_col, ts_col = (
-            ("agg_trade_id", "quantity", "transact_time")
-            if what == "aggTrades"
-            else ("id", "qty", "time")
-        )
-        for col in (id_col, "price", qty_col, ts_col, "is_buyer_maker"):
-            if col not in table.column_names:
-                raise CorruptFileError(path, f"missing column {col!r}")
-        sold = _bool_column(table.column("is_buyer_maker"))
-        data = pa.table(
-            {
-                **keys,
-                "ts_ms": _to_ms(table.column(ts_col)),
-                "trade_id": pc.cast(table.column(id_col), pa.string()),
-                "price": table.column("price"),
-                "amount": table.column(qty_col),
-                "side": pa.array(np.where(sold, "sell", "buy"), pa.string()),
-                "source": pa.array(["trade"] * n, pa.string()),
-            }
-        )
-        return [_Batch("trades", data)]
-    if n_columns < 6:
-        raise CorruptFileError(path, f"kline rows have {n_columns} columns, expected 12")
-    columns: dict[str, Any] = {
-        **keys,
-        "timeframe": pa.array([what] * n, pa.string()),
-        "ts_ms": _to_ms(table.column("open_time")),
-        **{c: table.column(c) for c in ("open", "high", "low", "close", "volume")},
-    }
-    for src, dst in (
-        ("quote_volume", "quote_volume"),
-        ("taker_buy_volume", "taker_buy_volume"),
-        ("count", "trades"),
-    ):
-        if src in table.column_names:
-            columns[dst] = table.column(src)
-    return [_Batch("candles", pa.table(columns))]
-
-
-def _read_zip(path: Path) -> list[_Batch]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = sorted(m for m in archive.namelist() if m.lower().endswith(".csv"))
-            if len(members) != 1:
-                raise UnsupportedFileError(path, f"expected one CSV in the zip, found {members}")
-            raw = archive.read(members[0])
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise CorruptFileError(path, f"not a readable zip ({exc})") from exc
-    return _read_vision_csv(path, members[0], raw)
-
-
-# ------------------------------------------------------------- raw websocket records
-def _read_raw_recording(path: Path) -> list[_Batch]:
-    trades: dict[str, list[Any]] = {c: [] for c in ("symbol", "ts_ms", "trade_id", "p", "q", "m")}
-    tickers: dict[tuple[str, int], tuple[int, float, float, float]] = {}
-    last_price: dict[str, float] = {}
-    market_type = MarketType.PERP
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                local_ts, _, payload = line.partition(" ")
-                if not local_ts.isdigit() or not payload.startswith("{"):
-                    raise CorruptFileError(path, f"line {number} is not '<local_ts_ns> <json>'")
-                # depth diffs are most of the bytes: skip them before parsing the JSON
-                if '@trade"' not in payload and '@bookTicker"' not in payload:
-                    continue
-                data = json.loads(payload)["data"]
-                if data.get("e") == "trade":
-                    if "M" in data:  # only the spot trade stream carries "M" (best match)
-                        market_type = MarketType.SPOT
-                    trades["symbol"].append(data["s"])
-                    trades["ts_ms"].append(int(data["T"]))
-                    trades["trade_id"].append(str(data["t"]))
-                    trades["p"].append(float(data["p"]))
-                    trades["q"].append(float(data["q"]))
-                    trades["m"].append(bool(data["m"]))
-                    last_price[data["s"]] = float(data["p"])
-                elif "b" in data and "a" in data and data["s"] in last_price:
-                    ts = int(data.get("T") or data["E"])
-                    # one ticker per symbol and second: the last book ticker in it wins
-                    tickers[(data["s"], ts // 1000)] = (
-                        ts,
-                        last_price[data["s"]],
-                        float(data["b"]),
-                        float(data["a"]),
-                    )
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError, KeyError) as exc:
-        raise CorruptFileError(path, f"unreadable websocket recording ({exc})") from exc
-    batches: list[_Batch] = []
-    if trades["ts_ms"]:
-        n = len(trades["ts_ms"])
-        batches.append(
-            _Batch(
-                "trades",
-                pa.table(
-                    {
-                        "exchange": pa.array([EXCHANGE] * n, pa.string()),
-                        "market_type": pa.array([market_type.value] * n, pa.string()),
-                        "symbol": [unified_symbol(s, market_type) for s in trades["symbol"]],
-                        "ts_ms": pa.array(trades["ts_ms"], pa.int64()),
-                        "trade_id": trades["trade_id"],
-                        "price": trades["p"],
-                        "amount": trades["q"],
-                        "side": ["sell" if m else "buy" for m in trades["m"]],
-                        "source": ["trade"] * n,
-                    }
-                ),
-            )
-        )
-    if tickers:
-        items = sorted(tickers.items())
-        batches.append(
-            _Batch(
-                "tickers",
-                pa.table(
-                    {
-                        "exchange": [EXCHANGE] * len(items),
-                        "market_type": [market_type.value] * len(items),
-                        "symbol": [unified_symbol(s, market_type) for (s, _), _v in items],
-                        "ts_ms": pa.array([v[0] for _k, v in items], pa.int64()),
-                        "last": [v[1] for _k, v in items],
-                        "bid": [v[2] for _k, v in items],
-                        "ask": [v[3] for _k, v in items],
-                    }
-                ),
-            )
-        )
-    if not batches:
-        raise UnsupportedFileError(path, "recording holds no @trade or @bookTicker messages")
-    return batches
-
-
-# ------------------------------------------------------------------ CSV trade files
-_NORMALIZED_HEADER = (
-    "local_ts_ns,event_time_ms,trade_time_ms,symbol,trade_id,price,qty,is_buyer_maker"
-)
-_TARDIS_HEADER = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount"
-_TARDIS_MARKETS = {"binance-futures": MarketType.PERP, "binance": MarketType.SPOT}
-
-
-def _read_csv_table(path: Path, raw: bytes, types: dict[str, pa.DataType]) -> pa.Table:
-    try:
-        return pacsv.read_csv(
-            io.BytesIO(raw), convert_options=pacsv.ConvertOptions(column_types=types)
-        )
-    except (pa.ArrowInvalid, ValueError) as exc:
-        raise CorruptFileError(path, f"unreadable CSV ({exc})") from exc
-
-
-def _trades_batch(
-    path: Path,
-    market_types: list[MarketType],
-    exchange_symbols: pa.ChunkedArray,
-    ts_ms: pa.Array,
-    trade_ids: pa.ChunkedArray,
-    price: pa.ChunkedArray,
-    amount: pa.ChunkedArray,
-    sides: list[str],
-) -> _Batch:
-    cache: dict[tuple[str, MarketType], str] = {}
-    symbols = []
-    for raw_symbol, market_type in zip(exchange_symbols.to_pylist(), market_types, strict=True):
-        key = (str(raw_symbol), market_type)
-        if key not in cache:
-            try:
-                cache[key] = unified_symbol(key[0], market_type)
-            except ValueError as exc:
-                raise CorruptFileError(path, str(exc)) from exc
-        symbols.append(cache[key])
-    n = len(symbols)
-    return _Batch(
-        "trades",
-        pa.table(
-            {
-                "exchange": pa.array([EXCHANGE] * n, pa.string()),
-                "market_type": [m.value for m in market_types],
-                "symbol": symbols,
-                "ts_ms": ts_ms,
-                "trade_id": pc.cast(trade_ids, pa.string()),
-                "price": pc.cast(price, pa.float64()),
-                "amount": pc.cast(amount, pa.float64()),
-                "side": sides,
-                "source": ["trade"] * n,
-            }
-        ),
-    )
-
-
-def _read_trades_csv(path: Path) -> list[_Batch]:
-    raw = path.read_bytes()
-    header = raw.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
-    if header == _NORMALIZED_HEADER:
-        name = path.name.lower()
-        if name.startswith("usdm_"):
-            market_type = MarketType.PERP
-        elif name.startswith("spot_"):
-            market_type = MarketType.SPOT
-        else:
-            raise UnsupportedFileError(path, "normalized trades need a usdm_ or spot_ name prefix")
-        table = _read_csv_table(path, raw, {"is_buyer_maker": pa.string(), "symbol": pa.string()})
-        sold = _bool_column(table.column("is_buyer_maker"))
-        return [
-            _trades_batch(
-                path,
-                [market_type] * table.num_rows,
-                table.column("symbol"),
-                _to_ms(table.column("trade_time_ms")),
-                table.column("trade_id"),
-                table.column("price"),
-                table.column("qty"),
-                ["sell" if s else "buy" for s in sold],
-            )
-        ]
-    if header == _TARDIS_HEADER:
-        table = _read_csv_table(
-            path, raw, {"exchange": pa.string(), "symbol": pa.string(), "side": pa.string()}
-        )
-        markets = []
-        for venue in table.column("exchange").to_pylist():
-            if venue not in _TARDIS_MARKETS:
-                raise UnsupportedFileError(path, f"Tardis exchange {venue!r} is not supported")
-            markets.append(_TARDIS_MARKETS[venue])
-        sides = [str(s).lower() for s in table.column("side").to_pylist()]
-        if any(s not in ("buy", "sell") for s in sides):
-            raise CorruptFileError(path, "Tardis 'side' must be buy or sell")
-        return [
-            _trades_batch(
-                path,
-                markets,
-                table.column("symbol"),
-                _to_ms(table.column("timestamp")),
-                table.column("id"),
-                table.column("price"),
-                table.column("amount"),
-                sides,
-            )
-        ]
-    if _VISION_RE.search(path.name):
-        return _read_vision_csv(path, path.name, raw)
-    raise UnsupportedFileError(path, f"unknown CSV header {header[:80]!r}")
-
-
 # ---------------------------------------------------------------------------- API
 def read_file(path: Path) -> list[tuple[TableName, pa.Table]]:
     """Parse one file into (store table, rows) pairs without writing anything.
@@ -519,9 +120,19 @@ def read_file(path: Path) -> list[tuple[TableName, pa.Table]]:
     path = Path(path)
     if not path.is_file():
         raise UnsupportedFileError(path, "not a file")
+    return [(b.table, b.data) for b in _read_batches(path)]
+
+
+def _read_batches(path: Path) -> list[_Batch]:
+    """``read_file`` with each batch's count of skipped bad lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnsupportedFileError(path, "not a file")
     name = path.name.lower()
     try:
-        if name.endswith(".feather"):
+        if _PAIR_TRADES_RE.match(path.name) and name.endswith((".feather", ".json.gz")):
+            batches = _read_freqtrade_trades(path)
+        elif name.endswith(".feather"):
             batches = _read_feather(path)
         elif name.endswith(".zip"):
             batches = _read_zip(path)
@@ -538,7 +149,7 @@ def read_file(path: Path) -> list[tuple[TableName, pa.Table]]:
     except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
         # a value that does not parse (pa.ArrowInvalid is a ValueError) or a missing column
         raise CorruptFileError(path, f"bad value or missing column ({exc})") from exc
-    return [(b.table, b.data) for b in batches]
+    return batches
 
 
 def _iter_files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -597,20 +208,33 @@ def import_paths(
     file twice adds no rows.
     """
     files = list(_iter_files(paths))
+    if not files:
+        raise DataImportError(", ".join(map(str, paths)), "no files to import")
     report = ImportReport(rows={t: 0 for t in TABLES})
+    saw_trades = False
     for index, path in enumerate(files, 1):
         try:
-            parsed = read_file(path)
+            parsed = _read_batches(path)
         except DataImportError as exc:
             if strict:
                 raise
             report.skipped.append(SkippedFile(path=str(path), reason=exc.reason))
         else:
-            for table, data in parsed:
-                report.rows[table] += _write(store, table, _time_filter(data, start_ms, end_ms))
+            for batch in parsed:
+                data = _time_filter(batch.data, start_ms, end_ms)
+                report.rows[batch.table] += _write(store, batch.table, data)
+                saw_trades = saw_trades or (batch.table == "trades" and data.num_rows > 0)
+                if batch.bad_lines:
+                    report.bad_lines[str(path)] = (
+                        report.bad_lines.get(str(path), 0) + batch.bad_lines
+                    )
             report.files_imported.append(str(path))
         if progress is not None:
             progress(str(path), index, len(files))
+    if saw_trades and isinstance(store, DuckDBMarketStore):
+        # a store of trades only must run too: 1m candles (with taker-buy volume) from them
+        report.derived_candles = store.derive_candles_from_trades("1m")
+        report.rows["candles"] += report.derived_candles
     store.flush()
     return report
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -31,11 +30,12 @@ from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.app.demo import DEMO_USERS
 from prometheus_trader.app.logging import configure_logging
+from prometheus_trader.app.run_folder import fresh_run_folder, relocate
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.app.summary import performance_summary
 from prometheus_trader.domain.analysts import default_panel
 from prometheus_trader.domain.exits import ExitConfig
-from prometheus_trader.domain.market import MINUTE_MS
+from prometheus_trader.domain.market import MINUTE_MS, TIMEFRAME_MS
 from prometheus_trader.domain.synthesizer import (
     SignalParams,
     SynthesisPolicy,
@@ -133,15 +133,37 @@ def data_window(store: DuckDBMarketStore, settings: Settings) -> tuple[int, int]
         if (r := store.candle_range(k, "1m")) is not None
     ]
     if not ranges:
-        raise DataRangeError(
-            f"no 1m candles for {settings.exchange}/{settings.market_type} in {store.root}; "
-            "import data with `prometheus-trader data import`"
-        )
+        raise DataRangeError(_no_1m_candles(store, settings))
     first = max(r[0] for r in ranges)
     last = min(r[1] for r in ranges)
     if last <= first:
         raise DataRangeError(f"the symbols in {store.root} share no common time range")
     return first, last + MINUTE_MS
+
+
+def _no_1m_candles(store: DuckDBMarketStore, settings: Settings) -> str:
+    """Why a store cannot be replayed, and what to do, in one line."""
+    wanted = f"{settings.exchange}/{settings.market_type}"
+    keys = store.series_keys()
+    if not keys:
+        return (
+            f"no 1m candles in {store.root} (it holds no data): import recorded data with "
+            "`prometheus-trader data import <files or folders> --store <folder>`"
+        )
+    markets = sorted({f"{k.exchange}/{k.market_type}" for k in keys})
+    if wanted not in markets:
+        return (
+            f"{store.root} holds {', '.join(markets)} data, not {wanted}: set "
+            "PROMETHEUS_EXCHANGE / PROMETHEUS_MARKET_TYPE to match it"
+        )
+    coarse = sorted(
+        {tf for k in keys for tf in TIMEFRAME_MS if store.candle_range(k, tf) is not None},
+        key=TIMEFRAME_MS.__getitem__,
+    )
+    return (
+        f"{store.root} holds {'/'.join(coarse)} candles for {wanted} but no 1m candles or "
+        "trades: a run replays 1m bars (see docs/data.md)"
+    )
 
 
 def replay_exchange(
@@ -321,12 +343,32 @@ def run_pipeline(
     settings: Settings,
     progress: Progress | None = None,
     runtime_factory: Callable[[Settings, int, Path], Runtime] = build_runtime,
+    run_fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the whole pipeline; write ``<var>/run/summary.json`` and return the summary."""
-    run_dir = settings.run_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # every run starts from nothing: determinism
-    run_dir.mkdir(parents=True)
+    """Run the whole pipeline; write ``<var>/run/summary.json`` and return the summary.
+
+    The run writes into a fresh folder that replaces ``<var>/run`` only when it completes
+    (a failed run leaves the previous results as they were); a second run on the same
+    ``<var>`` is refused while this one holds it (``RunFolderBusy``).
+    """
+    with fresh_run_folder(settings.run_dir) as staging:
+        try:
+            summary = _run_into(settings, staging, progress, runtime_factory)
+        except BaseException:
+            log.exception("run failed; the previous results in %s are unchanged", settings.run_dir)
+            raise
+        summary = dict(relocate(summary, staging, settings.run_dir))
+        summary["run"].update(run_fields or {})
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def _run_into(
+    settings: Settings,
+    run_dir: Path,
+    progress: Progress | None,
+    runtime_factory: Callable[[Settings, int, Path], Runtime],
+) -> dict[str, Any]:
     configure_logging(settings.log_level, file=settings.log_file or run_dir / "log.jsonl")
     with DuckDBMarketStore(settings.data_dir, read_only=True) as probe:
         first_ms, data_end_ms = data_window(probe, settings)
@@ -364,7 +406,6 @@ def run_pipeline(
         (run_dir / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     finally:
         rt.close()
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 
@@ -442,7 +483,7 @@ def _replay(
             step += monitor_step
         t += MINUTE_MS
         if progress is not None:
-            progress((t - start_ms) // MINUTE_MS, total, "replay")
+            progress((t - start_ms) // MINUTE_MS, total, f"replay {_iso(t)[:16]}Z")
     rt.clock.set_ms(max(end_ms, rt.clock.now_ms()))
     rt.usecases.monitor.close_all(ExitReason.END_OF_DATA, {"end_ms": end_ms})
     rt.settle()

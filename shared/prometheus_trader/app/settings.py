@@ -6,10 +6,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prometheus_trader.domain.market import MarketType
+from prometheus_trader.domain.synthesizer import SignalParams
 from prometheus_trader.sample import SAMPLE_STORE_DIR
 
 
@@ -152,6 +153,20 @@ class Settings(BaseSettings):
     worker_stale_after_seconds: float = Field(
         default=30.0, gt=0, description="/healthz turns 503 when the last cycle is older"
     )
+
+    @field_validator("take_profit_r")
+    @classmethod
+    def _take_profit_levels(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        # the planner's own rule, checked when the settings load rather than inside a run
+        sizes = len(SignalParams().take_profit_fractions)
+        if len(value) != sizes:
+            raise ValueError(f"{sizes} levels, one per take-profit size, e.g. [3, 4, 5]")
+        try:
+            SignalParams(take_profit_r=value)
+        except ValidationError as exc:
+            messages = (str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+            raise ValueError("; ".join(messages)) from None
+        return value
 
     @property
     def run_dir(self) -> Path:

@@ -18,7 +18,6 @@ after each step the driver waits until every published message has been handled
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -29,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from pydantic import BaseModel
 
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
+from prometheus_trader.app.demo import DEMO_USERS
 from prometheus_trader.app.emulators import (
     DEFAULT_PROJECT,
     LOOPBACK,
@@ -57,6 +57,7 @@ from prometheus_trader.app.pipeline import (
 from prometheus_trader.app.quiescence import CountingBus
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.ports import BusMessage
+from prometheus_trader.sample import SAMPLE_START_MS
 from prometheus_trader.usecases.names import Subscriptions, Topics
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,34 @@ def read_info(settings: Settings) -> StackInfo | None:
 
 
 # ----------------------------------------------------------------------- up / down
-def stack_up(settings: Settings, say: Callable[[str], None] = print) -> StackInfo:
-    """Start emulators, functions and the worker in the background; record them."""
+def seed_demo(settings: Settings, env: dict[str, str], project: str, bucket: str) -> int:
+    """The demo users into Firestore and the bundled sample into the bucket's replay prefix
+    (what the functions' replay exchange reads); returns how many files were uploaded."""
+    from prometheus_trader.adapters.gcp.firestore_state_store import FirestoreStateStore
+    from prometheus_trader.adapters.gcp.gcs_blob_store import GcsBlobStore
+    from prometheus_trader.sample import SAMPLE_STORE_DIR
+    from prometheus_trader.usecases.names import Collections
+
+    with _environment(env):
+        state = FirestoreStateStore(project=project, prefix=settings.state_prefix)
+        try:
+            for user in DEMO_USERS:
+                state.create(Collections.USERS, user.user_id, user.model_dump(mode="json"))
+        finally:
+            state.close()
+        blobs = GcsBlobStore(bucket)
+        files = sorted(SAMPLE_STORE_DIR.rglob("*.parquet"))
+        for path in files:
+            key = f"{settings.replay_source_prefix}/{path.relative_to(SAMPLE_STORE_DIR).as_posix()}"
+            blobs.put(key, path.read_bytes())
+    return len(files)
+
+
+def stack_up(
+    settings: Settings, say: Callable[[str], None] = print, *, seed: bool = False
+) -> StackInfo:
+    """Start emulators, functions and the worker in the background; record them. ``seed``
+    loads the demo users and the bundled sample, and pins the services' clock to it."""
     if read_info(settings) is not None:
         raise StackError("a stack is already up: `prometheus-trader stack down` first")
     root = stack_dir(settings)
@@ -126,6 +153,14 @@ def stack_up(settings: Settings, say: Callable[[str], None] = print) -> StackInf
             "PROMETHEUS_VAR_DIR": str(settings.var_dir.resolve()),
         }
         _ensure_bucket(env, "prometheus-local")
+        if seed:
+            uploaded = seed_demo(settings, env, project, "prometheus-local")
+            # the services replay the sample from the end of its warm-up, at real speed
+            start = datetime.fromtimestamp(SAMPLE_START_MS / 1000, UTC) + timedelta(
+                hours=settings.warmup_hours
+            )
+            env["PROMETHEUS_CLOCK_START"] = start.isoformat()
+            say(f"  seeded {len(DEMO_USERS)} demo users and {uploaded} sample files")
         urls: dict[str, str] = {}
         for name in (*PUBSUB_FUNCTIONS, *HTTP_FUNCTIONS):
             port = free_port()
@@ -169,6 +204,12 @@ def stack_up(settings: Settings, say: Callable[[str], None] = print) -> StackInf
         started_at=datetime.now(UTC).isoformat(),
     )
     (root / "stack.json").write_text(info.model_dump_json(indent=2))
+    if not seed:
+        say(
+            "the stack starts empty: `prometheus-trader stack down` then `prometheus-trader "
+            "stack up --seed-demo` loads the demo users and the bundled sample (or add users "
+            f"through the api function, {urls['api']}/api/v1)"
+        )
     say(f"stack up; logs in {root}; stop it with `prometheus-trader stack down`")
     return info
 
@@ -392,13 +433,14 @@ def stack_run(settings: Settings, progress: Progress | None = None) -> dict[str,
     began = time.perf_counter()
     try:
         with _environment(env):
-            summary = run_pipeline(settings, progress, stack_runtime_factory(env, project))
+            summary = run_pipeline(
+                settings,
+                progress,
+                stack_runtime_factory(env, project),
+                run_fields={"backend": "emulated"},
+            )
     finally:
         if own is not None:
             own.stop()
     log.info("stack run finished in %.1f s", time.perf_counter() - began)
-    summary["run"]["backend"] = "emulated"
-    (settings.run_dir / "summary.json").write_text(
-        json.dumps(summary, indent=2, sort_keys=True) + "\n"
-    )
     return summary

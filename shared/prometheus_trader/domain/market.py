@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 MINUTE_MS = 60_000
 TIMEFRAME_MS: dict[str, int] = {
     "1m": MINUTE_MS,
+    "3m": 3 * MINUTE_MS,
     "5m": 5 * MINUTE_MS,
     "15m": 15 * MINUTE_MS,
     "1h": 60 * MINUTE_MS,

@@ -157,6 +157,10 @@ _SQL_TYPES = {
 _Partition = tuple[str, str, str, str, int]
 
 
+class MarketStoreError(RuntimeError):
+    """A market store folder holds a file that cannot be read (e.g. a truncated Parquet)."""
+
+
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -210,10 +214,15 @@ class DuckDBMarketStore(ClosesOnExit):
         if not files:
             return
         cols = ", ".join(spec.columns)
-        self._con.execute(
-            f"INSERT INTO {spec.name} SELECT {cols} FROM read_parquet(?) ON CONFLICT DO NOTHING",
-            [files],
-        ).fetchall()
+        try:
+            self._con.execute(
+                f"INSERT INTO {spec.name} SELECT {cols} FROM read_parquet(?) "
+                "ON CONFLICT DO NOTHING",
+                [files],
+            ).fetchall()
+        except duckdb.Error as exc:  # say which store and file, in one line
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise MarketStoreError(f"cannot read the market store {self._root}: {reason}") from exc
 
     # --------------------------------------------------------------------- writes
     def write_arrow(self, table: TableName, data: pa.Table) -> int:
@@ -333,6 +342,30 @@ class DuckDBMarketStore(ClosesOnExit):
         ).fetchall()
         os.replace(tmp, target)
         return target
+
+    def derive_candles_from_trades(self, timeframe: str = "1m") -> int:
+        """Candles of ``timeframe`` built from the stored trades, for every bar that has
+        trades and no stored candle (recorded candles win); returns how many were new.
+
+        open/close are the first/last trade by (time, trade id), volume the summed amounts,
+        ``taker_buy_volume`` the amount of buyer-initiated trades, ``trades`` their count.
+        A bar at the edge of a recording holds only the trades recorded in it.
+        """
+        step = TIMEFRAME_MS[timeframe]
+        order = "ORDER BY ts_ms, TRY_CAST(trade_id AS BIGINT), trade_id"
+        with self._lock:
+            bars = self._con.sql(
+                "SELECT exchange, market_type, symbol, ? AS timeframe, "
+                f"(ts_ms // {step}) * {step} AS ts_ms, "
+                f"first(price {order}) AS open, max(price) AS high, min(price) AS low, "
+                f"last(price {order}) AS close, sum(amount) AS volume, "
+                "sum(price * amount) AS quote_volume, "
+                "sum(CASE WHEN side = 'buy' THEN amount ELSE 0 END) AS taker_buy_volume, "
+                "count(*) AS trades "
+                "FROM trades WHERE source = 'trade' GROUP BY ALL ORDER BY ALL",
+                params=[timeframe],
+            ).to_arrow_table()
+        return self.write_arrow("candles", bars)
 
     # ---------------------------------------------------------------------- reads
     def series_keys(self) -> list[SeriesKey]:
