@@ -16,8 +16,10 @@ from prometheus_trader.domain.signals import OpportunitySignal
 from prometheus_trader.domain.trading import (
     DecisionOutcome,
     Execution,
+    ExecutionPhase,
     Order,
     OrderRequest,
+    OrderStatus,
     OrderType,
     Position,
     RiskDecision,
@@ -35,6 +37,7 @@ from prometheus_trader.ports import (
     OrderRejected,
     SeriesKey,
     StateStore,
+    StateTransaction,
 )
 from prometheus_trader.usecases.dispatch import ExecutionRequest
 from prometheus_trader.usecases.events import publish_event
@@ -49,6 +52,10 @@ class ExecutorConfig:
     """Executor knobs."""
 
     max_data_age_minutes: float = 3.0
+    # a resting (limit) entry with nothing filled is cancelled after this long, on this
+    # delivery (below the subscription's 5 attempts), or when the signal expires
+    entry_timeout_seconds: float = 60.0
+    cancel_unfilled_after_attempts: int = 3
 
 
 def audit_order(blobs: BlobStore, now: datetime, record: dict[str, object]) -> None:
@@ -57,13 +64,27 @@ def audit_order(blobs: BlobStore, now: datetime, record: dict[str, object]) -> N
     blobs.append_line(key, json.dumps(record, sort_keys=True, default=str))
 
 
-class ExecuteSignalForUser:
-    """Handles one ``executions`` message.
+class EntryPending(Exception):
+    """The entry order rests unfilled and its time is not up: retry the delivery later."""
 
-    Idempotent under at-least-once delivery and racing executors: the execution record
-    is created-if-absent before any side effect, client order ids are deterministic from
-    (signal, user, leg) so the exchange returns the first order on a repeat, and the
-    position document is created-if-absent with the execution id.
+
+@dataclass(frozen=True)
+class _Outcome:
+    outcome: DecisionOutcome
+    order_ids: list[str]
+    position_id: str | None = None
+    error: str | None = None
+
+
+class ExecuteSignalForUser:
+    """Handles one ``executions`` message; every attempt ends in one recorded state.
+
+    Decided once: the first attempt records the gate's decision (phase ``decided``)
+    before any side effect; a redelivered or racing attempt resumes that decision and
+    never re-runs the gate (it would see its own position). Client order ids are
+    deterministic from (signal, user, leg) so the exchange returns the first order on a
+    repeat, and the position document is created-if-absent with the execution id. The
+    failure paths (docs/execution.md) end ``failed`` or ``rejected`` with an alert.
     """
 
     def __init__(
@@ -87,7 +108,11 @@ class ExecuteSignalForUser:
 
     # ------------------------------------------------------------------ entry point
     def handle(self, message: BusMessage) -> Execution:
-        """Decide and (maybe) execute; returns the completed execution record."""
+        """Decide (once) and (maybe) execute; returns the execution record.
+
+        Raises (so the message is redelivered) only on transient trouble: the exchange
+        unreachable, or a resting entry whose time is not up (``EntryPending``).
+        """
         request = ExecutionRequest.model_validate(message.data)
         exec_id = execution_id(request.signal_id, request.user_id)
         now = self._clock.now()
@@ -98,16 +123,16 @@ class ExecuteSignalForUser:
             symbol="",
             created_at=now,
         )
+        record = fresh
         if not self._state.create(Collections.EXECUTIONS, exec_id, fresh.model_dump(mode="json")):
-            existing = Execution.model_validate(self._state.get(Collections.EXECUTIONS, exec_id))
-            if existing.completed_at is not None:
+            record = Execution.model_validate(self._state.get(Collections.EXECUTIONS, exec_id))
+            if record.completed_at is not None:
                 log.info(
                     "duplicate delivery ignored (execution already completed)",
                     extra=labels(stage="execute", user=request.user_id, signal=request.signal_id),
                 )
-                return existing
-            # claimed but not completed: a crashed or concurrent attempt. Continuing is
-            # safe: every side effect below is idempotent.
+                return record
+            # claimed but not completed: a crashed or concurrent attempt; resume it
         signal_doc = self._state.get(Collections.SIGNALS, request.signal_id)
         user_doc = self._state.get(Collections.USERS, request.user_id)
         if signal_doc is None or user_doc is None:
@@ -117,48 +142,101 @@ class ExecuteSignalForUser:
             )
         signal = OpportunitySignal.model_validate(signal_doc)
         user = User.model_validate(user_doc)
-        decision = self._decide(signal, user)
-        error: str | None = None
+        if record.decision is None:
+            record = self._record_decision(exec_id, signal, self._decide(signal, user))
+        else:
+            log.info(
+                "resuming the recorded decision (phase %s)",
+                record.phase.value if record.phase else "-",
+                extra=labels(stage="execute", user=user.user_id, signal=signal.id),
+            )
+        decision = record.decision
+        assert decision is not None  # recorded above or by the first attempt
         try:
-            outcome, order_ids, position_id = self._act(signal, user, decision, exec_id)
+            result = self._act(signal, user, decision, record, message.delivery_attempt)
         except OrderRejected as exc:
             # the exchange's "no" is final (retrying cannot change it): record, don't retry
-            outcome, order_ids, position_id, error = DecisionOutcome.REJECTED, [], None, str(exc)
-            publish_event(
-                self._bus,
-                self._state,
-                EventType.SYSTEM_ERROR,
-                key=f"rejected-{exec_id}",
-                now=self._clock.now(),
-                user_id=user.user_id,
-                severity=Severity.WARNING,
-                payload={"signal_id": signal.id, "symbol": signal.symbol, "error": error},
+            result = _Outcome(DecisionOutcome.REJECTED, [], None, str(exc))
+            self._alert(
+                f"rejected-{exec_id}",
+                user,
+                Severity.WARNING,
+                {"signal_id": signal.id, "symbol": signal.symbol, "error": str(exc)},
             )
-        done = Execution(
-            id=exec_id,
-            signal_id=signal.id,
-            user_id=user.user_id,
-            symbol=signal.symbol,
-            outcome=outcome,
-            reasons=decision.reasons,
-            decision=decision,
-            order_ids=order_ids,
-            position_id=position_id,
-            error=error,
-            created_at=now,
-            completed_at=self._clock.now(),
-        )
-        self._state.set(Collections.EXECUTIONS, exec_id, done.model_dump(mode="json"))
+        return self._complete(record, signal, result)
+
+    def _record_decision(
+        self, exec_id: str, signal: OpportunitySignal, decision: RiskDecision
+    ) -> Execution:
+        """Store ``decision`` unless a racing attempt stored one first; return the record
+        with the decision that counts."""
+
+        def txn(t: StateTransaction) -> Execution:
+            current = Execution.model_validate(t.get(Collections.EXECUTIONS, exec_id))
+            if current.decision is not None:
+                return current
+            decided = current.model_copy(
+                update={
+                    "symbol": signal.symbol,
+                    "decision": decision,
+                    "reasons": decision.reasons,
+                    "phase": ExecutionPhase.DECIDED,
+                }
+            )
+            t.set(Collections.EXECUTIONS, exec_id, decided.model_dump(mode="json"))
+            return decided
+
+        return self._state.transaction(txn)
+
+    def _complete(
+        self, record: Execution, signal: OpportunitySignal, result: _Outcome
+    ) -> Execution:
+        """Write the final record once (a racing attempt that finished first wins)."""
+        decision = record.decision
+        assert decision is not None
+
+        def txn(t: StateTransaction) -> Execution:
+            current = Execution.model_validate(t.get(Collections.EXECUTIONS, record.id))
+            if current.completed_at is not None:
+                return current
+            done = current.model_copy(
+                update={
+                    "symbol": signal.symbol,
+                    "outcome": result.outcome,
+                    "reasons": decision.reasons,
+                    "decision": decision,
+                    "order_ids": result.order_ids,
+                    "position_id": result.position_id,
+                    "error": result.error,
+                    "completed_at": self._clock.now(),
+                }
+            )
+            t.set(Collections.EXECUTIONS, record.id, done.model_dump(mode="json"))
+            return done
+
+        done = self._state.transaction(txn)
         log.info(
             "decision %s%s%s",
-            outcome.value,
-            f" ({', '.join(r.value for r in decision.reasons)})" if decision.reasons else "",
-            f" (exchange: {error})" if error else "",
+            done.outcome.value if done.outcome else "-",
+            f" ({', '.join(r.value for r in done.reasons)})" if done.reasons else "",
+            f" (exchange: {done.error})" if done.error else "",
             extra=labels(
-                stage="execute", user=user.user_id, signal=signal.id, symbol=signal.symbol
+                stage="execute", user=done.user_id, signal=signal.id, symbol=signal.symbol
             ),
         )
         return done
+
+    def _alert(self, key: str, user: User, severity: Severity, payload: dict[str, object]) -> None:
+        publish_event(
+            self._bus,
+            self._state,
+            EventType.SYSTEM_ERROR,
+            key=key,
+            now=self._clock.now(),
+            user_id=user.user_id,
+            severity=severity,
+            payload=payload,
+        )
 
     # --------------------------------------------------------------------- decide
     def _decide(self, signal: OpportunitySignal, user: User) -> RiskDecision:
@@ -199,15 +277,20 @@ class ExecuteSignalForUser:
 
     # ------------------------------------------------------------------------ act
     def _act(
-        self, signal: OpportunitySignal, user: User, decision: RiskDecision, exec_id: str
-    ) -> tuple[DecisionOutcome, list[str], str | None]:
+        self,
+        signal: OpportunitySignal,
+        user: User,
+        decision: RiskDecision,
+        record: Execution,
+        attempt: int,
+    ) -> _Outcome:
         now = self._clock.now()
         if not decision.approved or decision.plan is None:
             publish_event(
                 self._bus,
                 self._state,
                 EventType.RISK_BREACH,
-                key=exec_id,
+                key=record.id,
                 now=now,
                 user_id=user.user_id,
                 payload={
@@ -216,54 +299,68 @@ class ExecuteSignalForUser:
                     "reasons": [r.value for r in decision.reasons],
                 },
             )
-            return DecisionOutcome.REJECTED, [], None
+            return _Outcome(DecisionOutcome.REJECTED, [])
         if user.mode is TradingMode.ADVISORY:
             publish_event(
                 self._bus,
                 self._state,
                 EventType.SIGNAL_PUBLISHED,
-                key=exec_id,
+                key=record.id,
                 now=now,
                 user_id=user.user_id,
                 payload={"advice": decision.plan.model_dump(mode="json")},
             )
-            return DecisionOutcome.ADVISED, [], None
-        position = self._open_position(signal, user, decision.plan, exec_id)
-        order_ids = [position.entry_order_id, *filter(None, [position.stop_order_id])]
-        order_ids += position.take_profit_order_ids
-        return DecisionOutcome.ACCEPTED, order_ids, position.id
+            return _Outcome(DecisionOutcome.ADVISED, [])
+        return self._open_position(signal, user, decision.plan, record, attempt)
 
     def _place(self, user: User, request: OrderRequest, signal_id: str) -> Order:
         order = self._exchange.create_order(user.exchange_account, request)
+        self._audit(user, signal_id, "create_order", order, request)
+        return order
+
+    def _audit(
+        self,
+        user: User,
+        signal_id: str,
+        action: str,
+        order: Order,
+        request: OrderRequest | None = None,
+    ) -> None:
         audit_order(
             self._blobs,
             self._clock.now(),
             {
-                "action": "create_order",
+                "action": action,
                 "user_id": user.user_id,
                 "signal_id": signal_id,
-                "client_order_id": request.client_order_id,
+                "client_order_id": order.client_order_id,
                 "order_id": order.id,
-                "symbol": request.symbol,
-                "side": request.side.value,
-                "type": request.type.value,
-                "amount": request.amount,
-                "stop_price": request.stop_price,
+                "symbol": order.symbol,
+                "side": order.side.value,
+                "type": order.type.value,
+                "amount": request.amount if request else order.amount,
+                "stop_price": order.stop_price,
                 "status": order.status.value,
                 "filled": order.filled,
                 "average": order.average,
                 "ts_ms": self._clock.now_ms(),
             },
         )
-        return order
 
     def _open_position(
-        self, signal: OpportunitySignal, user: User, plan: TradePlan, exec_id: str
-    ) -> Position:
+        self,
+        signal: OpportunitySignal,
+        user: User,
+        plan: TradePlan,
+        record: Execution,
+        attempt: int,
+    ) -> _Outcome:
+        exec_id = record.id
         existing = self._state.get(Collections.POSITIONS, exec_id)
         if existing is not None:
-            return Position.model_validate(existing)
+            return _accepted(Position.model_validate(existing))
         entry_leg = next(o for o in plan.orders if o.leg == "entry")
+        # on a repeat this returns the first attempt's order (same client order id)
         entry = self._place(
             user,
             OrderRequest(
@@ -277,16 +374,36 @@ class ExecuteSignalForUser:
             ),
             signal.id,
         )
+        if record.phase is ExecutionPhase.FLATTENING:
+            # an earlier attempt lost its protective orders: only flattening may follow
+            return self._flatten(signal, user, plan, entry, record.error or "protective failed")
+        entry = self._settle_entry(signal, user, entry, attempt)
         if entry.filled <= 0 or entry.average is None:
-            raise RuntimeError(f"entry order {entry.id} not filled ({entry.status})")
-        # protective legs go in right after the fill; a failure flattens at once, so no
-        # position ever lives without its exchange-side stop.
+            error = f"entry order {entry.id} not filled ({entry.status.value}); cancelled"
+            self._alert(
+                f"unfilled-{entry.id}",
+                user,
+                Severity.WARNING,
+                {"signal_id": signal.id, "symbol": signal.symbol, "reason": error},
+            )
+            return _Outcome(DecisionOutcome.FAILED, [entry.id], None, error)
+        # protective legs go in right after the fill, sized to what filled; a failure
+        # flattens at once, so no position ever lives without its exchange-side stop.
+        instrument = self._instrument(signal.symbol)
+        partial = entry.filled < entry_leg.amount
         stop_id: str | None = None
         tp_ids: list[str] = []
         try:
             for leg in plan.orders:
                 if leg.leg == "entry":
                     continue
+                amount = min(leg.amount, entry.filled)
+                if partial and leg.type is not OrderType.STOP_MARKET:
+                    amount = instrument.round_amount(leg.amount * entry.filled / entry_leg.amount)
+                    if amount < max(instrument.min_amount, 1e-12):
+                        continue  # too small to place: the stop and the exits cover it
+                elif partial:
+                    amount = entry.filled
                 order = self._place(
                     user,
                     OrderRequest(
@@ -294,7 +411,7 @@ class ExecuteSignalForUser:
                         symbol=signal.symbol,
                         side=leg.side,
                         type=leg.type,
-                        amount=min(leg.amount, entry.filled),
+                        amount=amount,
                         price=leg.price,
                         stop_price=leg.stop_price,
                         reduce_only=True,
@@ -307,9 +424,15 @@ class ExecuteSignalForUser:
                     tp_ids.append(order.id)
             if stop_id is None:
                 raise RuntimeError("plan has no stop-loss leg")
-        except Exception:
-            self._flatten_after_failure(signal, user, entry)
-            raise
+        except Exception as exc:
+            error = f"protective order failed: {exc}"
+            # recorded before flattening: a repeat must flatten too, never open a position
+            self._state.update(
+                Collections.EXECUTIONS,
+                exec_id,
+                {"phase": ExecutionPhase.FLATTENING.value, "error": error},
+            )
+            return self._flatten(signal, user, plan, entry, error)
         assert plan.stop_loss is not None  # the gate refuses plans without one
         position = Position(
             id=exec_id,
@@ -366,34 +489,79 @@ class ExecuteSignalForUser:
                 user_id=user.user_id,
                 payload=payload,
             )
-        return position
+        else:  # a racing attempt stored it first: report that one
+            position = Position.model_validate(self._state.get(Collections.POSITIONS, exec_id))
+        return _accepted(position)
 
-    def _flatten_after_failure(self, signal: OpportunitySignal, user: User, entry: Order) -> None:
-        side = Side.SELL if entry.side is Side.BUY else Side.BUY
-        try:
-            self._place(
-                user,
-                OrderRequest(
-                    client_order_id=client_order_id(signal.id, user.user_id, "flatten"),
-                    symbol=signal.symbol,
-                    side=side,
-                    type=OrderType.MARKET,
-                    amount=entry.filled,
-                    reduce_only=True,
-                ),
-                signal.id,
+    def _settle_entry(
+        self, signal: OpportunitySignal, user: User, entry: Order, attempt: int
+    ) -> Order:
+        """The entry as it ends: filled, or cancelled once its time is up.
+
+        A resting entry with nothing filled waits (``EntryPending``: the message comes
+        back) until ``entry_timeout_seconds``, the signal's expiry or the
+        ``cancel_unfilled_after_attempts``-th delivery; a partly filled one is cut at once
+        so the filled part gets its stop now.
+        """
+        if entry.status is not OrderStatus.OPEN:
+            return entry
+        age_s = (self._clock.now_ms() - entry.created_ms) / 1000
+        waiting = (
+            entry.filled <= 0
+            and age_s < self._config.entry_timeout_seconds
+            and attempt < self._config.cancel_unfilled_after_attempts
+            and self._clock.now() < signal.expires_at
+        )
+        if waiting:
+            raise EntryPending(f"entry {entry.id} rests unfilled ({age_s:.0f} s)")
+        cancelled = self._exchange.cancel_order(user.exchange_account, entry.id)
+        self._audit(user, signal.id, "cancel_unfilled_entry", cancelled)
+        return cancelled
+
+    def _flatten(
+        self, signal: OpportunitySignal, user: User, plan: TradePlan, entry: Order, error: str
+    ) -> _Outcome:
+        """Cancel what rests of this execution and close what filled; record ``failed``.
+
+        Idempotent (same client order ids), so a repeat after a crash completes it.
+        """
+        account = user.exchange_account
+        self._alert(
+            f"flatten-{entry.id}",
+            user,
+            Severity.CRITICAL,
+            {"signal_id": signal.id, "symbol": signal.symbol, "reason": error},
+        )
+        ours = {client_order_id(signal.id, user.user_id, leg.leg) for leg in plan.orders}
+        for order in self._exchange.fetch_open_orders(account, signal.symbol):
+            if order.client_order_id in ours:
+                self._audit(
+                    user, signal.id, "cancel", self._exchange.cancel_order(account, order.id)
+                )
+        order_ids = [entry.id]
+        filled = entry.filled
+        if entry.status is OrderStatus.OPEN:
+            filled = self._exchange.fetch_order(account, entry.id).filled
+        if filled > 0:
+            side = Side.SELL if entry.side is Side.BUY else Side.BUY
+            request = OrderRequest(
+                client_order_id=client_order_id(signal.id, user.user_id, "flatten"),
+                symbol=signal.symbol,
+                side=side,
+                type=OrderType.MARKET,
+                amount=filled,
+                reduce_only=True,
             )
-        finally:
-            publish_event(
-                self._bus,
-                self._state,
-                EventType.SYSTEM_ERROR,
-                key=f"flatten-{entry.id}",
-                now=self._clock.now(),
-                user_id=user.user_id,
-                severity=Severity.CRITICAL,
-                payload={"signal_id": signal.id, "reason": "protective order failed"},
-            )
+            try:
+                order_ids.append(self._place(user, request, signal.id).id)
+            except OrderRejected:
+                # nothing to reduce is fine (a stop already closed it); a position is not
+                held = [
+                    p for p in self._exchange.fetch_positions(account) if p.symbol == signal.symbol
+                ]
+                if held:
+                    raise
+        return _Outcome(DecisionOutcome.FAILED, order_ids, None, error)
 
     def _instrument(self, symbol: str) -> Instrument:
         if symbol not in self._instruments:
@@ -402,3 +570,10 @@ class ExecuteSignalForUser:
             return self._instruments[symbol]
         except KeyError:
             raise LookupError(f"unknown instrument {symbol}") from None
+
+
+def _accepted(position: Position) -> _Outcome:
+    order_ids = [position.entry_order_id, *filter(None, [position.stop_order_id])]
+    return _Outcome(
+        DecisionOutcome.ACCEPTED, [*order_ids, *position.take_profit_order_ids], position.id
+    )
