@@ -32,6 +32,7 @@ from prometheus_trader.ports import (
 from prometheus_trader.usecases.events import publish_event
 from prometheus_trader.usecases.execute import audit_order
 from prometheus_trader.usecases.names import Collections, labels
+from prometheus_trader.usecases.reconcile import ReconcileReport, Reconciliation
 
 log = logging.getLogger(__name__)
 WINDOW_MS = 15 * MINUTE_MS
@@ -52,16 +53,7 @@ class ExitFailed(Exception):
     """The exit order could not be placed or did not fill; the stop stays in place."""
 
 
-@dataclass
-class ReconcileReport:
-    """Differences found between stored positions and the exchange at start-up."""
-
-    checked: int = 0
-    closed_while_away: list[str] = field(default_factory=list)
-    unknown_on_exchange: list[str] = field(default_factory=list)
-
-
-class ExitMonitor:
+class ExitMonitor(Reconciliation):
     """The always-on worker's loop body. Keeps 15-minute rolling trade windows in memory."""
 
     def __init__(
@@ -74,6 +66,7 @@ class ExitMonitor:
         config: ExitConfig | None = None,
         *,
         worker_id: str = "exit-monitor",
+        adopt_stop_pct: float = 2.0,
     ) -> None:
         self._state = state
         self._exchange = exchange
@@ -82,6 +75,7 @@ class ExitMonitor:
         self._clock = clock
         self._config = config or ExitConfig()
         self._worker_id = worker_id
+        self._config_adopt_stop_pct = adopt_stop_pct
         self._windows: dict[str, TradeWindow] = {}
         self._cursor_ms: int | None = None
         self._cycles = 0
@@ -95,31 +89,6 @@ class ExitMonitor:
             Collections.POSITIONS, [Filter("status", "==", PositionStatus.OPEN.value)]
         )
         return sorted((Position.model_validate(d) for d in docs), key=lambda p: p.id)
-
-    def reconcile(self) -> ReconcileReport:
-        """Before acting: compare stored open positions with the exchange."""
-        report = ReconcileReport()
-        positions = self.open_positions()
-        self._load_users(positions)
-        accounts = sorted({self._account(p.user_id) for p in positions})
-        held = {
-            (a, ep.symbol, ep.direction)
-            for a in accounts
-            for ep in self._exchange.fetch_positions(a)
-        }
-        for position in positions:
-            report.checked += 1
-            if (self._account(position.user_id), position.symbol, position.direction) in held:
-                continue
-            if self._closed_on_exchange(position):
-                report.closed_while_away.append(position.id)
-            else:
-                report.unknown_on_exchange.append(position.id)
-                log.error(
-                    "stored position has no exchange position and no filled exit order",
-                    extra=labels(stage="monitor", user=position.user_id, symbol=position.symbol),
-                )
-        return report
 
     def cycle(self) -> CycleReport:
         """One pass: new trades in, every open position checked, heartbeat out."""
@@ -385,3 +354,6 @@ def _worse(position: Position, price: float, current: float) -> float:
     if position.direction is Direction.LONG:
         return min(price, current)
     return max(price, current)
+
+
+__all__ = ["CycleReport", "ExitFailed", "ExitMonitor", "ReconcileReport"]

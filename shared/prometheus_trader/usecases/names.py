@@ -37,6 +37,7 @@ class Collections:
     HEARTBEATS: Final = "heartbeats"
     REPORTS: Final = "reports"
     NOTIFICATIONS: Final = "notifications"
+    RECONCILIATIONS: Final = "reconciliations"  # reports of ExitMonitor.reconcile
 
 
 def labels(**values: object) -> dict[str, dict[str, str]]:
