@@ -147,7 +147,8 @@ def replay_exchange(
     settings: Settings, source: MarketStore, clock: SimulatedClock, ledger: StateStore
 ) -> ReplayExchange:
     """The replay exchange over recorded data with the configured paper fills; the paper
-    accounts persist in ``ledger`` (the run's state store)."""
+    accounts persist in ``ledger`` (the run's state store). One process writes them (the
+    run's, or ``stack run``'s in-process functions), so reads trust the exchange's cache."""
     return ReplayExchange(
         source,
         clock,
@@ -159,6 +160,7 @@ def replay_exchange(
         latency_ms=settings.latency_ms,
         starting_balance=settings.paper_starting_balance,
         ledger=ledger,
+        ledger_exclusive=True,
     )
 
 

@@ -150,6 +150,7 @@ class ReplayExchange:
         max_leverage: float = 20.0,
         instruments: Sequence[Instrument] | None = None,
         ledger: StateStore | None = None,
+        ledger_exclusive: bool = False,
     ) -> None:
         if taker_fee < 0 or maker_fee < 0 or slippage_bps < 0 or latency_ms < 0:
             raise ValueError("fees, slippage and latency must not be negative")
@@ -190,6 +191,8 @@ class ReplayExchange:
                 latency_ms=latency_ms,
                 starting_balance=starting_balance,
             ),
+            # a private store has no other writer
+            exclusive=ledger_exclusive or ledger is None,
         )
 
     # ============================================================ market data

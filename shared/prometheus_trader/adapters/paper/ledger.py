@@ -86,12 +86,22 @@ class PaperLedger:
     """Paper accounts, orders, fills and positions over a ``StateStore``."""
 
     def __init__(
-        self, state: StateStore, market: PaperMarket, clock: Clock, config: FillConfig
+        self,
+        state: StateStore,
+        market: PaperMarket,
+        clock: Clock,
+        config: FillConfig,
+        *,
+        exclusive: bool = False,
     ) -> None:
+        """``exclusive``: this object is the ledger's only writer (one process: ``run``,
+        ``stack run``), so a read may trust its cache without reading the store; every
+        write still goes to the store in a transaction."""
         self.state = state
         self.market = market
         self.config = config
         self._clock = clock
+        self._exclusive = exclusive
         self._cache: dict[str, _Cached] = {}
 
     # ------------------------------------------------------------------ port calls
@@ -228,10 +238,13 @@ class PaperLedger:
         """The book as of now; writes only if a resting order triggered since the cursor."""
         doc_id = self._doc_id(account)
         now = self._clock.now_ms()
-        doc = self.state.get(PaperCollections.ACCOUNTS, doc_id)
+        cached = self._cache.get(doc_id)
+        if self._exclusive and cached is not None:
+            doc: Document | None = {"version": cached.version}
+        else:
+            doc = self.state.get(PaperCollections.ACCOUNTS, doc_id)
         if doc is None:
             return self._new_book(account)
-        cached = self._cache.get(doc_id)
         if cached is None or cached.version != doc["version"]:
             book = AccountBook.model_validate(doc)
             cached = _Cached(book.version, book, book.synced_ms or now)
