@@ -1,6 +1,10 @@
 """Processes for the worker-kill proof (``test_worker_kill.py``).
 
-``python -m tests.integration.kill_harness executor|worker DB STATE_DIR T0 [ID]``
+``python -m tests.integration.kill_harness executor|worker|zygote DB STATE_DIR T0 [ID]``
+
+``zygote`` imports everything once, then forks a fresh worker process for every
+``spawn NAME`` line on stdin and answers with its pid (a restart then costs a fork, not
+an interpreter start; the forked worker builds its own adapters and connections).
 
 Every process builds its own adapters over one SQLite state file (the paper ledger lives
 in it) and the bundled sample, on a shared *scaled* clock: simulated time =
@@ -13,6 +17,8 @@ executors share it) and executes it for every user; the worker runs the real
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
@@ -153,15 +159,36 @@ def worker(p: Parts) -> None:
     run_worker(Runtime(monitor), threading.Event(), 0.05, reconcile_every=5.0)
 
 
+def zygote(db: Path, state_dir: Path, t0: float) -> None:
+    """Fork one worker per ``spawn NAME`` line; children are reaped automatically."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    for line in sys.stdin:
+        command, _, name = line.strip().partition(" ")
+        if command != "spawn":
+            break
+        pid = os.fork()
+        if pid == 0:  # the worker: its own adapters, connections and threads
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                worker(parts(db, state_dir, t0, name))
+            finally:
+                os._exit(0)
+        print(pid, flush=True)
+
+
 def main(argv: list[str]) -> int:
     role, db, state_dir, t0 = argv[0], Path(argv[1]), Path(argv[2]), float(argv[3])
     name = argv[4] if len(argv) > 4 else role
+    if role == "zygote":
+        zygote(db, state_dir, t0)
+        return 0
     p = parts(db, state_dir, t0, name)
     if role == "executor":
         executor(p, state_dir)
     elif role == "worker":
         (state_dir / f"{name}.started").write_text(str(time.time()))
         worker(p)
+
     else:
         raise SystemExit(f"unknown role {role}")
     return 0

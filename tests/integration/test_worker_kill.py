@@ -42,7 +42,9 @@ REPO = Path(__file__).resolve().parents[2]
 LEGS = ("sl", "tp1", "tp2", "tp3", "exit", "flatten")
 
 
-def spawn(role: str, db: Path, state_dir: Path, t0: float, name: str) -> subprocess.Popen[bytes]:
+def spawn(
+    role: str, db: Path, state_dir: Path, t0: float, name: str, stdin: int | None = None
+) -> subprocess.Popen[bytes]:
     log = (state_dir / f"{name}.log").open("ab")
     return subprocess.Popen(
         [
@@ -56,9 +58,18 @@ def spawn(role: str, db: Path, state_dir: Path, t0: float, name: str) -> subproc
             name,
         ],
         cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        stdin=stdin,
+        stdout=subprocess.PIPE if stdin is not None else log,
+        stderr=log if stdin is not None else subprocess.STDOUT,
     )
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def heartbeat_cycles(state: SqliteStateStore) -> int:
@@ -82,23 +93,29 @@ def test_worker_killed_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     t0 = time.time()
     rng = random.Random(20261128)
     executors = [spawn("executor", db, tmp_path, t0, f"executor{i}") for i in range(2)]
+    zygote = spawn("zygote", db, tmp_path, t0, "zygote", stdin=subprocess.PIPE)
+    assert zygote.stdin is not None and zygote.stdout is not None
     kills_with_open_positions = 0
     try:
         for n in range(KILLS):
             before = heartbeat_cycles(state)
-            worker = spawn("worker", db, tmp_path, t0, f"worker{n}")
+            zygote.stdin.write(f"spawn worker{n}\n".encode())
+            zygote.stdin.flush()
+            pid = int(zygote.stdout.readline())
             # a random moment once the loop runs: mid-reconcile, mid-cycle, mid-exit...
             wait_until(
                 lambda b=before: heartbeat_cycles(state) != b,  # type: ignore[misc]
                 120,
                 f"worker {n} cycling",
             )
-            time.sleep(rng.uniform(0.0, 1.2))
+            time.sleep(rng.uniform(0.0, 1.0))
             open_now = state.query(Collections.POSITIONS, [Filter("status", "==", "open")])
             kills_with_open_positions += bool(open_now)
-            worker.send_signal(signal.SIGKILL)
-            assert worker.wait(timeout=30) == -signal.SIGKILL
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda p=pid: not alive(p), 30, f"worker {n} killed")  # type: ignore[misc]
     finally:
+        zygote.stdin.close()
+        zygote.wait(timeout=30)
         (tmp_path / "stop").write_text("stop")
         for proc in executors:
             try:
@@ -156,7 +173,11 @@ def check_invariants(state: SqliteStateStore, t0: float) -> dict[str, object]:
             cids = {client_order_id(position["signal_id"], user_id, leg) for leg in LEGS}
             closed_amount = sum(v for c, v in filled_reducing.items() if c in cids)
             # closed exactly once: all of it, not twice
-            assert closed_amount == pytest.approx(position["amount"]), position["id"]
+            detail = {
+                k: position[k] for k in ("id", "exit_reason", "exit_order_id", "exit_detail")
+            }
+            mine = [o for o in orders if o.client_order_id in cids]
+            assert closed_amount == pytest.approx(position["amount"]), (detail, mine)
             exits = [o for o in orders if o.id == position["exit_order_id"]]
             assert [o.status for o in exits] == [OrderStatus.FILLED], position["id"]
     source.close()

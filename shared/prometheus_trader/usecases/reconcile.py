@@ -170,7 +170,12 @@ class Reconciliation:
                 continue
             owner = next((u for u in users if u.exchange_account == account), None)
             label = f"{account} {symbol}"
-            if owner is None or self._in_flight(owner.user_id, symbol):
+            # in this order: an executor records its position before it completes the
+            # execution, so "not in flight" then "no record" means nobody will record it
+            in_flight = owner is not None and self._in_flight(owner.user_id, symbol)
+            if owner is not None and not in_flight and self._recorded(owner.user_id, symbol):
+                continue  # opened since the snapshot above
+            if owner is None or in_flight:
                 report.untracked[label] = ""  # alert only: an executor may still record it
                 continue
             try:
@@ -202,6 +207,18 @@ class Reconciliation:
             [Filter("user_id", "==", user_id), Filter("symbol", "==", symbol)],
         )
         return any(d.get("completed_at") is None for d in docs)
+
+    def _recorded(self, user_id: str, symbol: str) -> bool:
+        """A stored open position of ``user_id`` in ``symbol`` exists (read now)."""
+        docs = self._state.query(
+            Collections.POSITIONS,
+            [
+                Filter("user_id", "==", user_id),
+                Filter("symbol", "==", symbol),
+                Filter("status", "==", PositionStatus.OPEN.value),
+            ],
+        )
+        return bool(docs)
 
     def _in_flight_account(self, account: str, symbol: str) -> bool:
         return any(
