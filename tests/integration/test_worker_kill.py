@@ -173,9 +173,7 @@ def check_invariants(state: SqliteStateStore, t0: float) -> dict[str, object]:
             cids = {client_order_id(position["signal_id"], user_id, leg) for leg in LEGS}
             closed_amount = sum(v for c, v in filled_reducing.items() if c in cids)
             # closed exactly once: all of it, not twice
-            detail = {
-                k: position[k] for k in ("id", "exit_reason", "exit_order_id", "exit_detail")
-            }
+            detail = {k: position[k] for k in ("id", "exit_reason", "exit_order_id", "exit_detail")}
             mine = [o for o in orders if o.client_order_id in cids]
             assert closed_amount == pytest.approx(position["amount"]), (detail, mine)
             exits = [o for o in orders if o.id == position["exit_order_id"]]
