@@ -202,23 +202,17 @@ class Reconciliation:
 
     def _in_flight(self, user_id: str, symbol: str) -> bool:
         """An execution of ``user_id`` in ``symbol`` has started and not completed."""
-        docs = self._state.query(
-            Collections.EXECUTIONS,
-            [Filter("user_id", "==", user_id), Filter("symbol", "==", symbol)],
-        )
-        return any(d.get("completed_at") is None for d in docs)
+        # one equality filter (no composite index); a user's executions are few
+        docs = self._state.query(Collections.EXECUTIONS, [Filter("user_id", "==", user_id)])
+        return any(d.get("symbol") == symbol and d.get("completed_at") is None for d in docs)
 
     def _recorded(self, user_id: str, symbol: str) -> bool:
         """A stored open position of ``user_id`` in ``symbol`` exists (read now)."""
         docs = self._state.query(
             Collections.POSITIONS,
-            [
-                Filter("user_id", "==", user_id),
-                Filter("symbol", "==", symbol),
-                Filter("status", "==", PositionStatus.OPEN.value),
-            ],
+            [Filter("user_id", "==", user_id), Filter("status", "==", PositionStatus.OPEN.value)],
         )
-        return bool(docs)
+        return any(d.get("symbol") == symbol for d in docs)
 
     def _in_flight_account(self, account: str, symbol: str) -> bool:
         return any(

@@ -170,20 +170,21 @@ class PaperLedger:
     def orders(self, account: str) -> list[Order]:
         """Every order of ``account`` (any status) in creation order."""
         self._read(account)
-        docs = self.state.query(PaperCollections.ORDERS, self._owned(account))
+        # literal collection and filters: tests/integration/test_firestore_indexes.py reads them
+        docs = self.state.query("paper_orders", [Filter("owner", "==", self._owner(account))])
         recs = sorted((RestingOrder.model_validate(d["record"]) for d in docs), key=_by_seq)
         return [r.order for r in recs]
 
     def fills(self, account: str) -> list[Fill]:
         """Every fill of ``account`` in execution order."""
         self._read(account)
-        docs = self.state.query(PaperCollections.FILLS, self._owned(account))
+        docs = self.state.query("paper_fills", [Filter("owner", "==", self._owner(account))])
         return [Fill.model_validate(d["fill"]) for d in sorted(docs, key=lambda d: d["seq"])]
 
     def accounts(self) -> list[str]:
         """Names of the paper accounts created so far, sorted."""
         docs = self.state.query(
-            PaperCollections.ACCOUNTS, [Filter("exchange", "==", self.config.exchange_id)]
+            "paper_accounts", [Filter("exchange", "==", self.config.exchange_id)]
         )
         return sorted(d["account"] for d in docs)
 
@@ -215,11 +216,8 @@ class PaperLedger:
     def _doc_id(self, account: str) -> str:
         return f"{self.config.exchange_id}-{stable_id(account, length=24)}"
 
-    def _owned(self, account: str) -> list[Filter]:
-        return [
-            Filter("exchange", "==", self.config.exchange_id),
-            Filter("account", "==", account),
-        ]
+    def _owner(self, account: str) -> str:
+        return self._doc_id(account)
 
     def _new_book(self, account: str) -> AccountBook:
         return AccountBook(
@@ -308,6 +306,7 @@ class PaperLedger:
                         {
                             "exchange": self.config.exchange_id,
                             "account": account,
+                            "owner": self._owner(account),
                             "seq": seq,
                             "fill": fill.model_dump(mode="json"),
                         },
@@ -324,6 +323,7 @@ class PaperLedger:
         return {
             "exchange": self.config.exchange_id,
             "account": account,
+            "owner": self._owner(account),
             "client_order_id": rec.order.client_order_id,
             "seq": rec.seq,
             "status": rec.order.status.value,
