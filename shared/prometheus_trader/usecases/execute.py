@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
-from datetime import datetime
 
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.ids import client_order_id, execution_id
-from prometheus_trader.domain.market import MINUTE_MS, Instrument, Side
+from prometheus_trader.domain.market import MINUTE_MS, Instrument
 from prometheus_trader.domain.planner import plan_trade
 from prometheus_trader.domain.risk import RiskContext, evaluate_risk
 from prometheus_trader.domain.signals import OpportunitySignal
@@ -17,9 +14,7 @@ from prometheus_trader.domain.trading import (
     DecisionOutcome,
     Execution,
     ExecutionPhase,
-    Order,
     OrderRequest,
-    OrderStatus,
     OrderType,
     Position,
     RiskDecision,
@@ -41,42 +36,21 @@ from prometheus_trader.ports import (
 )
 from prometheus_trader.usecases.dispatch import ExecutionRequest
 from prometheus_trader.usecases.events import publish_event
+from prometheus_trader.usecases.execution_steps import (
+    EntryPending,
+    ExecutionSteps,
+    ExecutorConfig,
+    Outcome,
+    accepted,
+    audit_order,
+)
 from prometheus_trader.usecases.names import Collections, labels
 from prometheus_trader.usecases.stats import UserStats, load_user_stats
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ExecutorConfig:
-    """Executor knobs."""
-
-    max_data_age_minutes: float = 3.0
-    # a resting (limit) entry with nothing filled is cancelled after this long, on this
-    # delivery (below the subscription's 5 attempts), or when the signal expires
-    entry_timeout_seconds: float = 60.0
-    cancel_unfilled_after_attempts: int = 3
-
-
-def audit_order(blobs: BlobStore, now: datetime, record: dict[str, object]) -> None:
-    """Append one order action to the append-only audit log (one JSON line)."""
-    key = f"audit/orders/{now:%Y-%m-%d}.jsonl"
-    blobs.append_line(key, json.dumps(record, sort_keys=True, default=str))
-
-
-class EntryPending(Exception):
-    """The entry order rests unfilled and its time is not up: retry the delivery later."""
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    outcome: DecisionOutcome
-    order_ids: list[str]
-    position_id: str | None = None
-    error: str | None = None
-
-
-class ExecuteSignalForUser:
+class ExecuteSignalForUser(ExecutionSteps):
     """Handles one ``executions`` message; every attempt ends in one recorded state.
 
     Decided once: the first attempt records the gate's decision (phase ``decided``)
@@ -156,7 +130,7 @@ class ExecuteSignalForUser:
             result = self._act(signal, user, decision, record, message.delivery_attempt)
         except OrderRejected as exc:
             # the exchange's "no" is final (retrying cannot change it): record, don't retry
-            result = _Outcome(DecisionOutcome.REJECTED, [], None, str(exc))
+            result = Outcome(DecisionOutcome.REJECTED, [], None, str(exc))
             self._alert(
                 f"rejected-{exec_id}",
                 user,
@@ -188,9 +162,7 @@ class ExecuteSignalForUser:
 
         return self._state.transaction(txn)
 
-    def _complete(
-        self, record: Execution, signal: OpportunitySignal, result: _Outcome
-    ) -> Execution:
+    def _complete(self, record: Execution, signal: OpportunitySignal, result: Outcome) -> Execution:
         """Write the final record once (a racing attempt that finished first wins)."""
         decision = record.decision
         assert decision is not None
@@ -225,18 +197,6 @@ class ExecuteSignalForUser:
             ),
         )
         return done
-
-    def _alert(self, key: str, user: User, severity: Severity, payload: dict[str, object]) -> None:
-        publish_event(
-            self._bus,
-            self._state,
-            EventType.SYSTEM_ERROR,
-            key=key,
-            now=self._clock.now(),
-            user_id=user.user_id,
-            severity=severity,
-            payload=payload,
-        )
 
     # --------------------------------------------------------------------- decide
     def _decide(self, signal: OpportunitySignal, user: User) -> RiskDecision:
@@ -283,7 +243,7 @@ class ExecuteSignalForUser:
         decision: RiskDecision,
         record: Execution,
         attempt: int,
-    ) -> _Outcome:
+    ) -> Outcome:
         now = self._clock.now()
         if not decision.approved or decision.plan is None:
             publish_event(
@@ -299,7 +259,7 @@ class ExecuteSignalForUser:
                     "reasons": [r.value for r in decision.reasons],
                 },
             )
-            return _Outcome(DecisionOutcome.REJECTED, [])
+            return Outcome(DecisionOutcome.REJECTED, [])
         if user.mode is TradingMode.ADVISORY:
             publish_event(
                 self._bus,
@@ -310,42 +270,8 @@ class ExecuteSignalForUser:
                 user_id=user.user_id,
                 payload={"advice": decision.plan.model_dump(mode="json")},
             )
-            return _Outcome(DecisionOutcome.ADVISED, [])
+            return Outcome(DecisionOutcome.ADVISED, [])
         return self._open_position(signal, user, decision.plan, record, attempt)
-
-    def _place(self, user: User, request: OrderRequest, signal_id: str) -> Order:
-        order = self._exchange.create_order(user.exchange_account, request)
-        self._audit(user, signal_id, "create_order", order, request)
-        return order
-
-    def _audit(
-        self,
-        user: User,
-        signal_id: str,
-        action: str,
-        order: Order,
-        request: OrderRequest | None = None,
-    ) -> None:
-        audit_order(
-            self._blobs,
-            self._clock.now(),
-            {
-                "action": action,
-                "user_id": user.user_id,
-                "signal_id": signal_id,
-                "client_order_id": order.client_order_id,
-                "order_id": order.id,
-                "symbol": order.symbol,
-                "side": order.side.value,
-                "type": order.type.value,
-                "amount": request.amount if request else order.amount,
-                "stop_price": order.stop_price,
-                "status": order.status.value,
-                "filled": order.filled,
-                "average": order.average,
-                "ts_ms": self._clock.now_ms(),
-            },
-        )
 
     def _open_position(
         self,
@@ -354,11 +280,11 @@ class ExecuteSignalForUser:
         plan: TradePlan,
         record: Execution,
         attempt: int,
-    ) -> _Outcome:
+    ) -> Outcome:
         exec_id = record.id
         existing = self._state.get(Collections.POSITIONS, exec_id)
         if existing is not None:
-            return _accepted(Position.model_validate(existing))
+            return accepted(Position.model_validate(existing))
         entry_leg = next(o for o in plan.orders if o.leg == "entry")
         # on a repeat this returns the first attempt's order (same client order id)
         entry = self._place(
@@ -386,7 +312,7 @@ class ExecuteSignalForUser:
                 Severity.WARNING,
                 {"signal_id": signal.id, "symbol": signal.symbol, "reason": error},
             )
-            return _Outcome(DecisionOutcome.FAILED, [entry.id], None, error)
+            return Outcome(DecisionOutcome.FAILED, [entry.id], None, error)
         # protective legs go in right after the fill, sized to what filled; a failure
         # flattens at once, so no position ever lives without its exchange-side stop.
         instrument = self._instrument(signal.symbol)
@@ -491,77 +417,7 @@ class ExecuteSignalForUser:
             )
         else:  # a racing attempt stored it first: report that one
             position = Position.model_validate(self._state.get(Collections.POSITIONS, exec_id))
-        return _accepted(position)
-
-    def _settle_entry(
-        self, signal: OpportunitySignal, user: User, entry: Order, attempt: int
-    ) -> Order:
-        """The entry as it ends: filled, or cancelled once its time is up.
-
-        A resting entry with nothing filled waits (``EntryPending``: the message comes
-        back) until ``entry_timeout_seconds``, the signal's expiry or the
-        ``cancel_unfilled_after_attempts``-th delivery; a partly filled one is cut at once
-        so the filled part gets its stop now.
-        """
-        if entry.status is not OrderStatus.OPEN:
-            return entry
-        age_s = (self._clock.now_ms() - entry.created_ms) / 1000
-        waiting = (
-            entry.filled <= 0
-            and age_s < self._config.entry_timeout_seconds
-            and attempt < self._config.cancel_unfilled_after_attempts
-            and self._clock.now() < signal.expires_at
-        )
-        if waiting:
-            raise EntryPending(f"entry {entry.id} rests unfilled ({age_s:.0f} s)")
-        cancelled = self._exchange.cancel_order(user.exchange_account, entry.id)
-        self._audit(user, signal.id, "cancel_unfilled_entry", cancelled)
-        return cancelled
-
-    def _flatten(
-        self, signal: OpportunitySignal, user: User, plan: TradePlan, entry: Order, error: str
-    ) -> _Outcome:
-        """Cancel what rests of this execution and close what filled; record ``failed``.
-
-        Idempotent (same client order ids), so a repeat after a crash completes it.
-        """
-        account = user.exchange_account
-        self._alert(
-            f"flatten-{entry.id}",
-            user,
-            Severity.CRITICAL,
-            {"signal_id": signal.id, "symbol": signal.symbol, "reason": error},
-        )
-        ours = {client_order_id(signal.id, user.user_id, leg.leg) for leg in plan.orders}
-        for order in self._exchange.fetch_open_orders(account, signal.symbol):
-            if order.client_order_id in ours:
-                self._audit(
-                    user, signal.id, "cancel", self._exchange.cancel_order(account, order.id)
-                )
-        order_ids = [entry.id]
-        filled = entry.filled
-        if entry.status is OrderStatus.OPEN:
-            filled = self._exchange.fetch_order(account, entry.id).filled
-        if filled > 0:
-            side = Side.SELL if entry.side is Side.BUY else Side.BUY
-            request = OrderRequest(
-                client_order_id=client_order_id(signal.id, user.user_id, "flatten"),
-                symbol=signal.symbol,
-                side=side,
-                type=OrderType.MARKET,
-                amount=filled,
-                reduce_only=True,
-            )
-            try:
-                order_ids.append(self._place(user, request, signal.id).id)
-            except OrderRejected:
-                # nothing to reduce is fine (a stop already closed it); a position is not
-                held = [
-                    p for p in self._exchange.fetch_positions(account) if p.symbol == signal.symbol
-                ]
-                if held:
-                    raise
-        return _Outcome(DecisionOutcome.FAILED, order_ids, None, error)
+        return accepted(position)
 
     def _instrument(self, symbol: str) -> Instrument:
         if symbol not in self._instruments:
@@ -572,8 +428,4 @@ class ExecuteSignalForUser:
             raise LookupError(f"unknown instrument {symbol}") from None
 
 
-def _accepted(position: Position) -> _Outcome:
-    order_ids = [position.entry_order_id, *filter(None, [position.stop_order_id])]
-    return _Outcome(
-        DecisionOutcome.ACCEPTED, [*order_ids, *position.take_profit_order_ids], position.id
-    )
+__all__ = ["EntryPending", "ExecuteSignalForUser", "ExecutorConfig", "audit_order"]
