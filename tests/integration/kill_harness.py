@@ -1,6 +1,7 @@
 """Processes for the worker-kill proof (``test_worker_kill.py``).
 
-``python -m tests.integration.kill_harness executor|worker|zygote DB STATE_DIR T0 [ID]``
+``python -m tests.integration.kill_harness executor|worker|zygote STORE STATE_DIR T0 [ID]``
+(STORE: a SQLite file, or ``firestore:<collection prefix>`` on the emulator)
 
 ``zygote`` imports everything once, then forks a fresh worker process for every
 ``spawn NAME`` line on stdin and answers with its pid (a restart then costs a fork, not
@@ -36,7 +37,7 @@ from prometheus_trader.domain.ids import execution_id
 from prometheus_trader.domain.market import MarketType
 from prometheus_trader.domain.signals import Direction, OpportunitySignal, TakeProfitLevel
 from prometheus_trader.domain.users import RiskProfile, User
-from prometheus_trader.ports import BusMessage
+from prometheus_trader.ports import BusMessage, StateStore
 from prometheus_trader.sample import SAMPLE_STORE_DIR
 from prometheus_trader.usecases.dispatch import ExecutionRequest
 from prometheus_trader.usecases.execute import EntryPending, ExecuteSignalForUser
@@ -68,16 +69,25 @@ class ScaledClock:
 @dataclass
 class Parts:
     clock: ScaledClock
-    state: SqliteStateStore
+    state: StateStore
     exchange: ReplayExchange
     source: DuckDBMarketStore
     bus: InMemoryBus
     blobs: LocalBlobStore
 
 
-def parts(db: Path, state_dir: Path, t0: float, name: str) -> Parts:
+def open_store(spec: str) -> StateStore:
+    """``firestore:<prefix>`` (the emulator in the environment) or a SQLite file path."""
+    if spec.startswith("firestore:"):
+        from prometheus_trader.adapters.gcp.firestore_state_store import FirestoreStateStore
+
+        return FirestoreStateStore(prefix=spec.removeprefix("firestore:"))
+    return SqliteStateStore(Path(spec))
+
+
+def parts(db: str, state_dir: Path, t0: float, name: str) -> Parts:
     clock = ScaledClock(t0)
-    state = SqliteStateStore(db)
+    state = open_store(db)
     source = DuckDBMarketStore(SAMPLE_STORE_DIR, read_only=True)
     exchange = ReplayExchange(source, clock, ledger=state)
     return Parts(
@@ -85,7 +95,7 @@ def parts(db: Path, state_dir: Path, t0: float, name: str) -> Parts:
     )
 
 
-def seed_users(state: SqliteStateStore) -> None:
+def seed_users(state: StateStore) -> None:
     for user_id in USERS:
         user = User.with_profile(user_id, RiskProfile.AGGRESSIVE)
         state.create(Collections.USERS, user.user_id, user.model_dump(mode="json"))
@@ -123,6 +133,10 @@ def make_signal(p: Parts, symbol: str, slot: int) -> OpportunitySignal:
 
 
 def executor(p: Parts, state_dir: Path) -> None:
+    """Publish this slot's signals, then execute each user's executions in signal order,
+    one at a time per user: what the ``executions`` ordering key (= user) guarantees.
+    Racing executor processes then race on the same execution, never on two of a user's
+    executions at once (the risk gate's one-position-per-symbol rule relies on that)."""
     execute = ExecuteSignalForUser(p.state, p.exchange, p.source, p.bus, p.blobs, p.clock)
     done: set[str] = set()
     while not (state_dir / "stop").exists():
@@ -130,23 +144,34 @@ def executor(p: Parts, state_dir: Path) -> None:
         for symbol in SYMBOLS:
             signal = make_signal(p, symbol, slot)
             p.state.create(Collections.SIGNALS, signal.id, signal.model_dump(mode="json"))
-            for user_id in USERS:
-                key = execution_id(signal.id, user_id)
+        signal_ids = sorted(
+            (d["id"] for d in p.state.query(Collections.SIGNALS)),
+            key=lambda i: (int(i.split("-")[1]), i),
+        )
+        for user_id in USERS:
+            for signal_id in signal_ids:
+                key = execution_id(signal_id, user_id)
                 if key in done:
                     continue
-                data = ExecutionRequest(signal_id=signal.id, user_id=user_id)
+                record = p.state.get(Collections.EXECUTIONS, key)
+                if record is not None and record.get("completed_at"):
+                    done.add(key)
+                    continue
+                data = ExecutionRequest(signal_id=signal_id, user_id=user_id)
                 message = BusMessage(
                     topic=Topics.EXECUTIONS,
                     message_id=key,
                     data=data.model_dump(mode="json"),
                     attributes={"dedupe_key": key},
+                    ordering_key=user_id,
                 )
                 try:
                     execute.handle(message)
+                    done.add(key)
                 except EntryPending:
-                    continue
-                done.add(key)
-        time.sleep(0.2)
+                    pass
+                break  # the next of this user's executions only once this one is done
+        time.sleep(0.1)
 
 
 def worker(p: Parts) -> None:
@@ -159,7 +184,7 @@ def worker(p: Parts) -> None:
     run_worker(Runtime(monitor), threading.Event(), 0.05, reconcile_every=5.0)
 
 
-def zygote(db: Path, state_dir: Path, t0: float) -> None:
+def zygote(db: str, state_dir: Path, t0: float) -> None:
     """Fork one worker per ``spawn NAME`` line; children are reaped automatically."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     for line in sys.stdin:
@@ -177,7 +202,7 @@ def zygote(db: Path, state_dir: Path, t0: float) -> None:
 
 
 def main(argv: list[str]) -> int:
-    role, db, state_dir, t0 = argv[0], Path(argv[1]), Path(argv[2]), float(argv[3])
+    role, db, state_dir, t0 = argv[0], argv[1], Path(argv[2]), float(argv[3])
     name = argv[4] if len(argv) > 4 else role
     if role == "zygote":
         zygote(db, state_dir, t0)

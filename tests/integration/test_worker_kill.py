@@ -20,18 +20,18 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
-from tests.integration.kill_harness import USERS, ScaledClock, seed_users
+from tests.integration.kill_harness import USERS, ScaledClock, open_store, seed_users
 
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
-from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.domain.ids import client_order_id
 from prometheus_trader.domain.trading import OrderStatus
-from prometheus_trader.ports import Filter
+from prometheus_trader.ports import Filter, StateStore
 from prometheus_trader.sample import SAMPLE_STORE_DIR
 from prometheus_trader.usecases.names import Collections
 
@@ -43,7 +43,7 @@ LEGS = ("sl", "tp1", "tp2", "tp3", "exit", "flatten")
 
 
 def spawn(
-    role: str, db: Path, state_dir: Path, t0: float, name: str, stdin: int | None = None
+    role: str, db: str, state_dir: Path, t0: float, name: str, stdin: int | None = None
 ) -> subprocess.Popen[bytes]:
     log = (state_dir / f"{name}.log").open("ab")
     return subprocess.Popen(
@@ -72,7 +72,7 @@ def alive(pid: int) -> bool:
     return True
 
 
-def heartbeat_cycles(state: SqliteStateStore) -> int:
+def heartbeat_cycles(state: StateStore) -> int:
     doc = state.get(Collections.HEARTBEATS, "exit-monitor")
     return int(doc["cycles"]) if doc else -1
 
@@ -86,9 +86,16 @@ def wait_until(condition: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_worker_killed_at_random_moments_loses_nothing(tmp_path: Path) -> None:
-    db = tmp_path / "state.sqlite"
-    state = SqliteStateStore(db)
+@pytest.mark.parametrize("backend", ["sqlite", "firestore-emulator"])
+def test_worker_killed_at_random_moments_loses_nothing(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        db = str(tmp_path / "state.sqlite")
+    else:
+        request.getfixturevalue("emulators")  # the processes inherit its environment
+        db = f"firestore:k{uuid.uuid4().hex[:10]}-"
+    state = open_store(db)
     seed_users(state)
     t0 = time.time()
     rng = random.Random(20261128)
@@ -137,13 +144,25 @@ def test_worker_killed_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     finally:
         final.send_signal(signal.SIGTERM)
         final.wait(timeout=30)
-    summary = check_invariants(state, t0)
+    try:
+        summary = check_invariants(state, t0)
+    except AssertionError:
+        import json
+
+        dump = {
+            "reconciliations": [
+                r for r in state.query(Collections.RECONCILIATIONS) if not r.get("clean")
+            ],
+            "errors": state.query(Collections.EVENTS, [Filter("type", "==", "system_error")]),
+        }
+        (Path("/tmp/i8p-kill-dump.json")).write_text(json.dumps(dump, default=str, indent=1))
+        raise
     print(f"worker kills: {KILLS}, with open positions: {kills_with_open_positions}; {summary}")
     assert kills_with_open_positions >= KILLS // 2, "the kills hit a loop with open positions"
-    state.close()
+    getattr(state, "close", lambda: None)()
 
 
-def check_invariants(state: SqliteStateStore, t0: float) -> dict[str, object]:
+def check_invariants(state: StateStore, t0: float) -> dict[str, object]:
     # a fresh reader of the shared ledger, at a time after everything happened
     clock = SimulatedClock(ScaledClock(t0).now())
     source = DuckDBMarketStore(SAMPLE_STORE_DIR, read_only=True)
