@@ -45,11 +45,11 @@ from prometheus_trader.usecases.monitor import ExitMonitor
 from prometheus_trader.usecases.names import Collections, Topics
 
 START = datetime(2025, 5, 21, 8, 0, tzinfo=UTC)
-SPEED = 120.0  # simulated seconds per wall second
+SPEED = 300.0  # simulated seconds per wall second
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT")
 USERS = ("u1", "u2")
-SIGNAL_EVERY_MIN = 6
-STOP_PCT = 0.35
+SIGNAL_EVERY_MIN = 5
+STOP_PCT = 0.25
 
 
 class ScaledClock:
