@@ -32,7 +32,6 @@ from prometheus_trader.ports import (
     OrderRejected,
     SeriesKey,
     StateStore,
-    StateTransaction,
 )
 from prometheus_trader.usecases.dispatch import ExecutionRequest
 from prometheus_trader.usecases.events import publish_event
@@ -53,11 +52,12 @@ log = logging.getLogger(__name__)
 class ExecuteSignalForUser(ExecutionSteps):
     """Handles one ``executions`` message; every attempt ends in one recorded state.
 
-    Decided once: the first attempt records the gate's decision (phase ``decided``)
-    before any side effect; a redelivered or racing attempt resumes that decision and
-    never re-runs the gate (it would see its own position). Client order ids are
-    deterministic from (signal, user, leg) so the exchange returns the first order on a
-    repeat, and the position document is created-if-absent with the execution id. The
+    Decided once: the first attempt records the gate's decision (create-if-absent in
+    ``execution_decisions``, then phase ``decided``) before any side effect; a
+    redelivered or racing attempt resumes that decision and never re-runs the gate (it
+    would see its own position). Client order ids are deterministic from (signal, user,
+    leg) so the exchange returns the first order on a repeat, and the position document
+    is created-if-absent with the execution id. The
     failure paths (docs/execution.md) end ``failed`` or ``rejected`` with an alert.
     """
 
@@ -116,16 +116,10 @@ class ExecuteSignalForUser(ExecutionSteps):
             )
         signal = OpportunitySignal.model_validate(signal_doc)
         user = User.model_validate(user_doc)
-        if record.decision is None:
-            record = self._record_decision(exec_id, signal, self._decide(signal, user))
-        else:
-            log.info(
-                "resuming the recorded decision (phase %s)",
-                record.phase.value if record.phase else "-",
-                extra=labels(stage="execute", user=user.user_id, signal=signal.id),
-            )
-        decision = record.decision
-        assert decision is not None  # recorded above or by the first attempt
+        decision = self._decision_of(record, signal, user)
+        record = record.model_copy(
+            update={"decision": decision, "reasons": decision.reasons, "symbol": signal.symbol}
+        )
         try:
             result = self._act(signal, user, decision, record, message.delivery_attempt)
         except OrderRejected as exc:
@@ -139,54 +133,65 @@ class ExecuteSignalForUser(ExecutionSteps):
             )
         return self._complete(record, signal, result)
 
-    def _record_decision(
-        self, exec_id: str, signal: OpportunitySignal, decision: RiskDecision
-    ) -> Execution:
-        """Store ``decision`` unless a racing attempt stored one first; return the record
-        with the decision that counts."""
+    def _decision_of(
+        self, record: Execution, signal: OpportunitySignal, user: User
+    ) -> RiskDecision:
+        """The decision that counts: the recorded one, else ours if we record it first.
 
-        def txn(t: StateTransaction) -> Execution:
-            current = Execution.model_validate(t.get(Collections.EXECUTIONS, exec_id))
-            if current.decision is not None:
-                return current
-            decided = current.model_copy(
-                update={
-                    "symbol": signal.symbol,
-                    "decision": decision,
-                    "reasons": decision.reasons,
-                    "phase": ExecutionPhase.DECIDED,
-                }
+        Created-if-absent in its own document (no transaction: racing attempts must not
+        contend on the execution document), then copied into the execution record.
+        """
+        if record.decision is not None:
+            log.info(
+                "resuming the recorded decision (phase %s)",
+                record.phase.value if record.phase else "-",
+                extra=labels(stage="execute", user=user.user_id, signal=signal.id),
             )
-            t.set(Collections.EXECUTIONS, exec_id, decided.model_dump(mode="json"))
-            return decided
-
-        return self._state.transaction(txn)
+            return record.decision
+        stored = self._state.get(Collections.EXECUTION_DECISIONS, record.id)
+        if stored is None:
+            decision = self._decide(signal, user)
+            doc = {"execution_id": record.id, "decision": decision.model_dump(mode="json")}
+            if self._state.create(Collections.EXECUTION_DECISIONS, record.id, doc):
+                self._state.update(
+                    Collections.EXECUTIONS,
+                    record.id,
+                    {
+                        "symbol": signal.symbol,
+                        "decision": doc["decision"],
+                        "reasons": [r.value for r in decision.reasons],
+                        "phase": ExecutionPhase.DECIDED.value,
+                    },
+                )
+                return decision
+            stored = self._state.get(Collections.EXECUTION_DECISIONS, record.id)
+            assert stored is not None  # created by the attempt that won
+        log.info(
+            "resuming a racing attempt's decision",
+            extra=labels(stage="execute", user=user.user_id, signal=signal.id),
+        )
+        return RiskDecision.model_validate(stored["decision"])
 
     def _complete(self, record: Execution, signal: OpportunitySignal, result: Outcome) -> Execution:
-        """Write the final record once (a racing attempt that finished first wins)."""
+        """Write the final record (a racing attempt that finished first is kept)."""
         decision = record.decision
         assert decision is not None
-
-        def txn(t: StateTransaction) -> Execution:
-            current = Execution.model_validate(t.get(Collections.EXECUTIONS, record.id))
-            if current.completed_at is not None:
-                return current
-            done = current.model_copy(
-                update={
-                    "symbol": signal.symbol,
-                    "outcome": result.outcome,
-                    "reasons": decision.reasons,
-                    "decision": decision,
-                    "order_ids": result.order_ids,
-                    "position_id": result.position_id,
-                    "error": result.error,
-                    "completed_at": self._clock.now(),
-                }
-            )
-            t.set(Collections.EXECUTIONS, record.id, done.model_dump(mode="json"))
-            return done
-
-        done = self._state.transaction(txn)
+        current = Execution.model_validate(self._state.get(Collections.EXECUTIONS, record.id))
+        if current.completed_at is not None:
+            return current
+        done = current.model_copy(
+            update={
+                "symbol": signal.symbol,
+                "outcome": result.outcome,
+                "reasons": decision.reasons,
+                "decision": decision,
+                "order_ids": result.order_ids,
+                "position_id": result.position_id,
+                "error": result.error,
+                "completed_at": self._clock.now(),
+            }
+        )
+        self._state.set(Collections.EXECUTIONS, record.id, done.model_dump(mode="json"))
         log.info(
             "decision %s%s%s",
             done.outcome.value if done.outcome else "-",

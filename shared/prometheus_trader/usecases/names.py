@@ -10,6 +10,7 @@ class Topics:
 
     SIGNALS: Final = "signals"
     EXECUTIONS: Final = "executions"
+    EXECUTION_DECISIONS: Final = "execution_decisions"  # the gate's decision, written once
     EVENTS: Final = "events"
 
 
@@ -30,6 +31,7 @@ class Collections:
     RANKINGS: Final = "rankings"
     SIGNALS: Final = "signals"
     EXECUTIONS: Final = "executions"
+    EXECUTION_DECISIONS: Final = "execution_decisions"  # the gate's decision, written once
     POSITIONS: Final = "positions"
     JOURNAL: Final = "journal"
     STATS: Final = "stats"
