@@ -10,6 +10,7 @@ adapter joins through ``FACTORIES``.
 from __future__ import annotations
 
 import csv
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ import prometheus_trader.sample
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
+from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.domain.market import (
     MINUTE_MS,
     Candle,
@@ -32,7 +34,13 @@ from prometheus_trader.domain.market import (
 )
 from prometheus_trader.domain.signals import Direction
 from prometheus_trader.domain.trading import Fill, OrderRequest, OrderStatus, OrderType
-from prometheus_trader.ports import Exchange, ExchangeError, OrderRejected, SeriesKey
+from prometheus_trader.ports import (
+    Exchange,
+    ExchangeError,
+    OrderRejected,
+    SeriesKey,
+    StateStore,
+)
 
 pytestmark = pytest.mark.contract
 
@@ -150,10 +158,57 @@ FACTORIES: dict[str, Callable[[tuple[DuckDBMarketStore, list[Trade]]], ExchangeH
 }
 
 
-@pytest.fixture(params=sorted(FACTORIES))
-def h(
-    request: pytest.FixtureRequest, truth: tuple[DuckDBMarketStore, list[Trade]]
+# ---------------------------------------------------- persisted paper exchange (i8p)
+# The replay exchange with its paper accounts in a StateStore (adapters/paper): on a
+# SQLite file, and on the Firestore emulator (the factory asks for the `emulators`
+# fixture, so embedded-only runs start none).
+PaperFactory = Callable[
+    [tuple[DuckDBMarketStore, list[Trade]], pytest.FixtureRequest, Path], ExchangeHarness
+]
+
+
+def _paper(truth: tuple[DuckDBMarketStore, list[Trade]], ledger: StateStore) -> ExchangeHarness:
+    store, trades = truth
+    clock = SimulatedClock(datetime.fromtimestamp(START_MS / 1000, UTC))
+    exchange = ReplayExchange(
+        store,
+        clock,
+        taker_fee=TAKER,
+        maker_fee=MAKER,
+        slippage_bps=SLIPPAGE_BPS,
+        latency_ms=LATENCY_MS,
+        starting_balance=10_000.0,
+        ledger=ledger,
+    )
+    return ExchangeHarness(exchange, clock, store, trades, exchange.fills)
+
+
+def _paper_firestore(
+    truth: tuple[DuckDBMarketStore, list[Trade]], request: pytest.FixtureRequest, tmp: Path
 ) -> ExchangeHarness:
+    request.getfixturevalue("emulators")
+    from prometheus_trader.adapters.gcp.firestore_state_store import FirestoreStateStore
+
+    return _paper(truth, FirestoreStateStore(prefix=f"x{uuid.uuid4().hex[:12]}-"))
+
+
+PAPER_FACTORIES: dict[str, PaperFactory] = {
+    "paper-sqlite": lambda truth, request, tmp: _paper(
+        truth, SqliteStateStore(tmp / "paper.sqlite")
+    ),
+    "paper-firestore": _paper_firestore,
+}
+# ------------------------------------------------ end persisted paper exchange (i8p)
+
+
+@pytest.fixture(params=[*sorted(FACTORIES), *sorted(PAPER_FACTORIES)])
+def h(
+    request: pytest.FixtureRequest,
+    truth: tuple[DuckDBMarketStore, list[Trade]],
+    tmp_path: Path,
+) -> ExchangeHarness:
+    if request.param in PAPER_FACTORIES:
+        return PAPER_FACTORIES[request.param](truth, request, tmp_path)
     return FACTORIES[request.param](truth)
 
 

@@ -218,3 +218,29 @@ def test_worker_process_exits_zero_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@dataclass
+class FlakyReconcile(ScriptedMonitor):
+    """Reconciliation fails the first time (an order the exchange no longer knows...)."""
+
+    def reconcile(self) -> ReconcileReport:
+        self.calls.append("reconcile")
+        if self.calls.count("reconcile") == 1:
+            raise RuntimeError("order not found")
+        return ReconcileReport()
+
+
+def test_a_failing_reconciliation_never_stops_the_worker_and_is_retried() -> None:
+    stop = threading.Event()
+    monitor = FlakyReconcile(stop, stop_on=3)
+    status = run_worker(Holder(monitor), stop, 0.0, reconcile_every=3600.0)
+    assert monitor.calls == ["reconcile", "cycle1", "reconcile", "cycle2", "cycle3"]
+    assert status.reconciled and status.cycles == 3
+
+
+def test_reconciliation_runs_on_a_schedule() -> None:
+    stop = threading.Event()
+    monitor = ScriptedMonitor(stop, stop_on=3)
+    run_worker(Holder(monitor), stop, 0.0, reconcile_every=0.0)
+    assert monitor.calls == ["reconcile", "cycle1", "reconcile", "cycle2", "reconcile", "cycle3"]

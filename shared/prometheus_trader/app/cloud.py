@@ -14,10 +14,10 @@ never opens a Secret Manager client and importing a function's ``main.py`` does 
 
 The exchange is, for now, the :class:`ReplayExchange` (paper fills over recorded data in
 the market store, ``exchange_mode="replay"``); a live ccxt adapter is a later issue.
-Paper accounts live in the exchange object's memory, so in the cloud each function
-instance and the worker have their own paper accounts: good enough for staging, not for
-reconciling orders across processes. The notifier is the console one (one line on stdout
-per notification), plus webhooks / SendGrid / Telegram with ``notifier="routed"``.
+Paper accounts persist in the state store (``adapters/paper``), so every function
+instance, the worker and a restarted worker share one paper ledger. The notifier is the
+console one (one line on stdout per notification), plus webhooks / SendGrid / Telegram
+with ``notifier="routed"``.
 """
 
 from __future__ import annotations
@@ -279,6 +279,7 @@ class CloudRuntime:
                 slippage_bps=s.slippage_bps,
                 latency_ms=s.latency_ms,
                 starting_balance=s.paper_starting_balance,
+                ledger=self.state,
             )
 
         return self._once("exchange", make)

@@ -167,9 +167,11 @@ def _no_1m_candles(store: DuckDBMarketStore, settings: Settings) -> str:
 
 
 def replay_exchange(
-    settings: Settings, source: MarketStore, clock: SimulatedClock
+    settings: Settings, source: MarketStore, clock: SimulatedClock, ledger: StateStore
 ) -> ReplayExchange:
-    """The replay exchange over recorded data with the configured paper fills."""
+    """The replay exchange over recorded data with the configured paper fills; the paper
+    accounts persist in ``ledger`` (the run's state store). One process writes them (the
+    run's, or ``stack run``'s in-process functions), so reads trust the exchange's cache."""
     return ReplayExchange(
         source,
         clock,
@@ -180,6 +182,8 @@ def replay_exchange(
         slippage_bps=settings.slippage_bps,
         latency_ms=settings.latency_ms,
         starting_balance=settings.paper_starting_balance,
+        ledger=ledger,
+        ledger_exclusive=True,
     )
 
 
@@ -292,9 +296,9 @@ def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> Runtime:
     """The embedded runtime: DuckDB, SQLite, the in-process bus, local folders."""
     clock = SimulatedClock(datetime.fromtimestamp(start_ms / 1000, UTC))
     source = DuckDBMarketStore(settings.data_dir, read_only=True)
-    exchange = replay_exchange(settings, source, clock)
     market = DuckDBMarketStore(run_dir / "market")
     state = SqliteStateStore(run_dir / "state.sqlite")
+    exchange = replay_exchange(settings, source, clock, state)
     bus = InMemoryBus(max_delivery_attempts=settings.max_delivery_attempts)
     blobs = LocalBlobStore(run_dir / "blobs")
     notifier, secrets = run_outbox_and_secrets(settings, run_dir)

@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     worker_stale_after_seconds: float = Field(
         default=30.0, gt=0, description="/healthz turns 503 when the last cycle is older"
     )
+    reconcile_interval_seconds: float = Field(
+        default=300.0, gt=0, description="the worker reconciles positions with the exchange"
+    )
 
     @field_validator("take_profit_r")
     @classmethod

@@ -369,8 +369,8 @@ def stack_runtime_factory(
         GcsBlobStore.ensure_bucket(bucket)
         clock = SimulatedClock(datetime.fromtimestamp(start_ms / 1000, UTC))
         source = DuckDBMarketStore(settings.data_dir, read_only=True)
-        exchange = replay_exchange(settings, source, clock)
         state = FirestoreStateStore(project=project, prefix=f"{run_id}-")
+        exchange = replay_exchange(settings, source, clock, state)
         pubsub = PubSubBus(
             project,
             topic_prefix=f"{run_id}-",

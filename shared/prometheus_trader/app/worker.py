@@ -1,7 +1,9 @@
 """The always-on exit-monitor worker (a Cloud Run service with min instances = 1).
 
-The main thread runs the monitor loop: ``ExitMonitor.reconcile()`` once, then ``cycle()``
-every ``monitor_interval_seconds``. A daemon thread serves ``GET /healthz`` on ``$PORT``
+The main thread runs the monitor loop: ``ExitMonitor.reconcile()`` at start and every
+``reconcile_interval_seconds`` (retried every cycle while it fails: a worker with open
+positions must start even when one of them cannot be reconciled), and ``cycle()`` every
+``monitor_interval_seconds``. A daemon thread serves ``GET /healthz`` on ``$PORT``
 (200 with the last heartbeat's age, 503 once it is older than
 ``worker_stale_after_seconds``: Cloud Run's liveness probe then restarts the instance).
 SIGTERM (Cloud Run's stop signal) lets the current cycle finish, stops the loop, shuts
@@ -93,6 +95,7 @@ def run_worker(
     status: WorkerStatus | None = None,
     sleep: Callable[[float], bool] | None = None,
     heartbeat_log_seconds: float = HEARTBEAT_LOG_SECONDS,
+    reconcile_every: float | None = None,
 ) -> WorkerStatus:
     """Reconcile, then cycle every ``interval`` seconds until ``stop`` is set.
 
@@ -105,17 +108,11 @@ def run_worker(
     status = status or WorkerStatus()
     wait = sleep or stop.wait
     monitor = runtime.monitor
-    report = monitor.reconcile()
-    status.reconciled = True
-    log.info(
-        "reconciled %d open positions (%d closed while away, %d unknown on exchange)",
-        report.checked,
-        len(report.closed_while_away),
-        len(report.unknown_on_exchange),
-        extra=labels(stage="worker"),
-    )
+    next_reconcile: float | None = time.monotonic()
     while not stop.is_set():
         began = time.monotonic()
+        if next_reconcile is not None and began >= next_reconcile:
+            next_reconcile = _reconcile(monitor, status, began, reconcile_every)
         try:
             cycle = monitor.cycle()
         except Exception:  # keep monitoring: the stale heartbeat reports persistent failure
@@ -145,6 +142,29 @@ def run_worker(
     return status
 
 
+def _reconcile(
+    monitor: Monitor, status: WorkerStatus, now: float, every: float | None
+) -> float | None:
+    """Run one reconciliation; returns when the next is due (None: never again)."""
+    try:
+        report = monitor.reconcile()
+    except Exception:  # never a crash loop: monitor what we can, retry next cycle
+        log.exception("reconciliation failed; retrying next cycle", extra=labels(stage="worker"))
+        return now
+    status.reconciled = True
+    log.info(
+        "reconciled %d open positions (%d closed while away, %d missing on exchange, "
+        "%d untracked, %d errors)",
+        report.checked,
+        len(report.closed_while_away),
+        len(report.unknown_on_exchange),
+        len(report.untracked),
+        len(report.errors),
+        extra=labels(stage="worker"),
+    )
+    return None if every is None else now + every
+
+
 def health_server(status: WorkerStatus, port: int, stale_after: float) -> ThreadingHTTPServer:
     """An HTTP server answering ``GET /healthz`` (not started)."""
 
@@ -172,7 +192,14 @@ def health_server(status: WorkerStatus, port: int, stale_after: float) -> Thread
     return server
 
 
-def serve(runtime: HasMonitor, *, interval: float, port: int, stale_after: float) -> int:
+def serve(
+    runtime: HasMonitor,
+    *,
+    interval: float,
+    port: int,
+    stale_after: float,
+    reconcile_every: float | None = None,
+) -> int:
     """Run the worker service until SIGTERM/SIGINT; returns the exit code (0)."""
     stop = threading.Event()
 
@@ -190,7 +217,7 @@ def serve(runtime: HasMonitor, *, interval: float, port: int, stale_after: float
     thread.start()
     log.info("worker listening on :%d", server.server_port, extra=labels(stage="worker"))
     try:
-        run_worker(runtime, stop, interval, status=status)
+        run_worker(runtime, stop, interval, status=status, reconcile_every=reconcile_every)
     finally:
         server.shutdown()
         server.server_close()
@@ -213,6 +240,7 @@ def main() -> int:
             interval=settings.monitor_interval_seconds,
             port=port,
             stale_after=settings.worker_stale_after_seconds,
+            reconcile_every=settings.reconcile_interval_seconds,
         )
     finally:
         runtime.close()

@@ -212,6 +212,14 @@ class DecisionOutcome(StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
     ADVISED = "advised"
+    FAILED = "failed"  # accepted, but execution could not complete (flattened, unfilled)
+
+
+class ExecutionPhase(StrEnum):
+    """How far one execution got; a repeat resumes from here (docs/execution.md)."""
+
+    DECIDED = "decided"  # the gate's decision is recorded; nothing placed yet
+    FLATTENING = "flattening"  # the protective orders failed: only flattening may follow
 
 
 class Execution(BaseModel):
@@ -229,6 +237,7 @@ class Execution(BaseModel):
     order_ids: list[str] = Field(default_factory=list)
     position_id: str | None = None
     error: str | None = Field(default=None, description="why the exchange refused, if it did")
+    phase: ExecutionPhase | None = None
     created_at: datetime
     completed_at: datetime | None = None
 
@@ -255,6 +264,7 @@ class ExitReason(StrEnum):
     BTC_DUMP = "btc_dump"
     OPPOSITE_SIGNAL = "opposite_signal"
     END_OF_DATA = "end_of_data"
+    RECONCILED = "reconciled"  # the exchange no longer holds it; closed by reconciliation
 
 
 class Position(BaseModel):

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
-from datetime import datetime
 
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.ids import client_order_id, execution_id
-from prometheus_trader.domain.market import MINUTE_MS, Instrument, Side
+from prometheus_trader.domain.market import MINUTE_MS, Instrument
 from prometheus_trader.domain.planner import plan_trade
 from prometheus_trader.domain.risk import RiskContext, evaluate_risk
 from prometheus_trader.domain.signals import OpportunitySignal
 from prometheus_trader.domain.trading import (
     DecisionOutcome,
     Execution,
-    Order,
+    ExecutionPhase,
     OrderRequest,
     OrderType,
     Position,
@@ -38,32 +35,30 @@ from prometheus_trader.ports import (
 )
 from prometheus_trader.usecases.dispatch import ExecutionRequest
 from prometheus_trader.usecases.events import publish_event
+from prometheus_trader.usecases.execution_steps import (
+    EntryPending,
+    ExecutionSteps,
+    ExecutorConfig,
+    Outcome,
+    accepted,
+    audit_order,
+)
 from prometheus_trader.usecases.names import Collections, labels
 from prometheus_trader.usecases.stats import UserStats, load_user_stats
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ExecutorConfig:
-    """Executor knobs."""
+class ExecuteSignalForUser(ExecutionSteps):
+    """Handles one ``executions`` message; every attempt ends in one recorded state.
 
-    max_data_age_minutes: float = 3.0
-
-
-def audit_order(blobs: BlobStore, now: datetime, record: dict[str, object]) -> None:
-    """Append one order action to the append-only audit log (one JSON line)."""
-    key = f"audit/orders/{now:%Y-%m-%d}.jsonl"
-    blobs.append_line(key, json.dumps(record, sort_keys=True, default=str))
-
-
-class ExecuteSignalForUser:
-    """Handles one ``executions`` message.
-
-    Idempotent under at-least-once delivery and racing executors: the execution record
-    is created-if-absent before any side effect, client order ids are deterministic from
-    (signal, user, leg) so the exchange returns the first order on a repeat, and the
-    position document is created-if-absent with the execution id.
+    Decided once: the first attempt records the gate's decision (create-if-absent in
+    ``execution_decisions``, then phase ``decided``) before any side effect; a
+    redelivered or racing attempt resumes that decision and never re-runs the gate (it
+    would see its own position). Client order ids are deterministic from (signal, user,
+    leg) so the exchange returns the first order on a repeat, and the position document
+    is created-if-absent with the execution id. The
+    failure paths (docs/execution.md) end ``failed`` or ``rejected`` with an alert.
     """
 
     def __init__(
@@ -87,7 +82,11 @@ class ExecuteSignalForUser:
 
     # ------------------------------------------------------------------ entry point
     def handle(self, message: BusMessage) -> Execution:
-        """Decide and (maybe) execute; returns the completed execution record."""
+        """Decide (once) and (maybe) execute; returns the execution record.
+
+        Raises (so the message is redelivered) only on transient trouble: the exchange
+        unreachable, or a resting entry whose time is not up (``EntryPending``).
+        """
         request = ExecutionRequest.model_validate(message.data)
         exec_id = execution_id(request.signal_id, request.user_id)
         now = self._clock.now()
@@ -98,16 +97,16 @@ class ExecuteSignalForUser:
             symbol="",
             created_at=now,
         )
+        record = fresh
         if not self._state.create(Collections.EXECUTIONS, exec_id, fresh.model_dump(mode="json")):
-            existing = Execution.model_validate(self._state.get(Collections.EXECUTIONS, exec_id))
-            if existing.completed_at is not None:
+            record = Execution.model_validate(self._state.get(Collections.EXECUTIONS, exec_id))
+            if record.completed_at is not None:
                 log.info(
                     "duplicate delivery ignored (execution already completed)",
                     extra=labels(stage="execute", user=request.user_id, signal=request.signal_id),
                 )
-                return existing
-            # claimed but not completed: a crashed or concurrent attempt. Continuing is
-            # safe: every side effect below is idempotent.
+                return record
+            # claimed but not completed: a crashed or concurrent attempt; resume it
         signal_doc = self._state.get(Collections.SIGNALS, request.signal_id)
         user_doc = self._state.get(Collections.USERS, request.user_id)
         if signal_doc is None or user_doc is None:
@@ -117,45 +116,89 @@ class ExecuteSignalForUser:
             )
         signal = OpportunitySignal.model_validate(signal_doc)
         user = User.model_validate(user_doc)
-        decision = self._decide(signal, user)
-        error: str | None = None
+        decision = self._decision_of(record, signal, user)
+        record = record.model_copy(
+            update={"decision": decision, "reasons": decision.reasons, "symbol": signal.symbol}
+        )
         try:
-            outcome, order_ids, position_id = self._act(signal, user, decision, exec_id)
+            result = self._act(signal, user, decision, record, message.delivery_attempt)
         except OrderRejected as exc:
             # the exchange's "no" is final (retrying cannot change it): record, don't retry
-            outcome, order_ids, position_id, error = DecisionOutcome.REJECTED, [], None, str(exc)
-            publish_event(
-                self._bus,
-                self._state,
-                EventType.SYSTEM_ERROR,
-                key=f"rejected-{exec_id}",
-                now=self._clock.now(),
-                user_id=user.user_id,
-                severity=Severity.WARNING,
-                payload={"signal_id": signal.id, "symbol": signal.symbol, "error": error},
+            result = Outcome(DecisionOutcome.REJECTED, [], None, str(exc))
+            self._alert(
+                f"rejected-{exec_id}",
+                user,
+                Severity.WARNING,
+                {"signal_id": signal.id, "symbol": signal.symbol, "error": str(exc)},
             )
-        done = Execution(
-            id=exec_id,
-            signal_id=signal.id,
-            user_id=user.user_id,
-            symbol=signal.symbol,
-            outcome=outcome,
-            reasons=decision.reasons,
-            decision=decision,
-            order_ids=order_ids,
-            position_id=position_id,
-            error=error,
-            created_at=now,
-            completed_at=self._clock.now(),
+        return self._complete(record, signal, result)
+
+    def _decision_of(
+        self, record: Execution, signal: OpportunitySignal, user: User
+    ) -> RiskDecision:
+        """The decision that counts: the recorded one, else ours if we record it first.
+
+        Created-if-absent in its own document (no transaction: racing attempts must not
+        contend on the execution document), then copied into the execution record.
+        """
+        if record.decision is not None:
+            log.info(
+                "resuming the recorded decision (phase %s)",
+                record.phase.value if record.phase else "-",
+                extra=labels(stage="execute", user=user.user_id, signal=signal.id),
+            )
+            return record.decision
+        stored = self._state.get(Collections.EXECUTION_DECISIONS, record.id)
+        if stored is None:
+            decision = self._decide(signal, user)
+            doc = {"execution_id": record.id, "decision": decision.model_dump(mode="json")}
+            if self._state.create(Collections.EXECUTION_DECISIONS, record.id, doc):
+                self._state.update(
+                    Collections.EXECUTIONS,
+                    record.id,
+                    {
+                        "symbol": signal.symbol,
+                        "decision": doc["decision"],
+                        "reasons": [r.value for r in decision.reasons],
+                        "phase": ExecutionPhase.DECIDED.value,
+                    },
+                )
+                return decision
+            stored = self._state.get(Collections.EXECUTION_DECISIONS, record.id)
+            assert stored is not None  # created by the attempt that won
+        log.info(
+            "resuming a racing attempt's decision",
+            extra=labels(stage="execute", user=user.user_id, signal=signal.id),
         )
-        self._state.set(Collections.EXECUTIONS, exec_id, done.model_dump(mode="json"))
+        return RiskDecision.model_validate(stored["decision"])
+
+    def _complete(self, record: Execution, signal: OpportunitySignal, result: Outcome) -> Execution:
+        """Write the final record (a racing attempt that finished first is kept)."""
+        decision = record.decision
+        assert decision is not None
+        current = Execution.model_validate(self._state.get(Collections.EXECUTIONS, record.id))
+        if current.completed_at is not None:
+            return current
+        done = current.model_copy(
+            update={
+                "symbol": signal.symbol,
+                "outcome": result.outcome,
+                "reasons": decision.reasons,
+                "decision": decision,
+                "order_ids": result.order_ids,
+                "position_id": result.position_id,
+                "error": result.error,
+                "completed_at": self._clock.now(),
+            }
+        )
+        self._state.set(Collections.EXECUTIONS, record.id, done.model_dump(mode="json"))
         log.info(
             "decision %s%s%s",
-            outcome.value,
-            f" ({', '.join(r.value for r in decision.reasons)})" if decision.reasons else "",
-            f" (exchange: {error})" if error else "",
+            done.outcome.value if done.outcome else "-",
+            f" ({', '.join(r.value for r in done.reasons)})" if done.reasons else "",
+            f" (exchange: {done.error})" if done.error else "",
             extra=labels(
-                stage="execute", user=user.user_id, signal=signal.id, symbol=signal.symbol
+                stage="execute", user=done.user_id, signal=signal.id, symbol=signal.symbol
             ),
         )
         return done
@@ -199,15 +242,20 @@ class ExecuteSignalForUser:
 
     # ------------------------------------------------------------------------ act
     def _act(
-        self, signal: OpportunitySignal, user: User, decision: RiskDecision, exec_id: str
-    ) -> tuple[DecisionOutcome, list[str], str | None]:
+        self,
+        signal: OpportunitySignal,
+        user: User,
+        decision: RiskDecision,
+        record: Execution,
+        attempt: int,
+    ) -> Outcome:
         now = self._clock.now()
         if not decision.approved or decision.plan is None:
             publish_event(
                 self._bus,
                 self._state,
                 EventType.RISK_BREACH,
-                key=exec_id,
+                key=record.id,
                 now=now,
                 user_id=user.user_id,
                 payload={
@@ -216,54 +264,34 @@ class ExecuteSignalForUser:
                     "reasons": [r.value for r in decision.reasons],
                 },
             )
-            return DecisionOutcome.REJECTED, [], None
+            return Outcome(DecisionOutcome.REJECTED, [])
         if user.mode is TradingMode.ADVISORY:
             publish_event(
                 self._bus,
                 self._state,
                 EventType.SIGNAL_PUBLISHED,
-                key=exec_id,
+                key=record.id,
                 now=now,
                 user_id=user.user_id,
                 payload={"advice": decision.plan.model_dump(mode="json")},
             )
-            return DecisionOutcome.ADVISED, [], None
-        position = self._open_position(signal, user, decision.plan, exec_id)
-        order_ids = [position.entry_order_id, *filter(None, [position.stop_order_id])]
-        order_ids += position.take_profit_order_ids
-        return DecisionOutcome.ACCEPTED, order_ids, position.id
-
-    def _place(self, user: User, request: OrderRequest, signal_id: str) -> Order:
-        order = self._exchange.create_order(user.exchange_account, request)
-        audit_order(
-            self._blobs,
-            self._clock.now(),
-            {
-                "action": "create_order",
-                "user_id": user.user_id,
-                "signal_id": signal_id,
-                "client_order_id": request.client_order_id,
-                "order_id": order.id,
-                "symbol": request.symbol,
-                "side": request.side.value,
-                "type": request.type.value,
-                "amount": request.amount,
-                "stop_price": request.stop_price,
-                "status": order.status.value,
-                "filled": order.filled,
-                "average": order.average,
-                "ts_ms": self._clock.now_ms(),
-            },
-        )
-        return order
+            return Outcome(DecisionOutcome.ADVISED, [])
+        return self._open_position(signal, user, decision.plan, record, attempt)
 
     def _open_position(
-        self, signal: OpportunitySignal, user: User, plan: TradePlan, exec_id: str
-    ) -> Position:
+        self,
+        signal: OpportunitySignal,
+        user: User,
+        plan: TradePlan,
+        record: Execution,
+        attempt: int,
+    ) -> Outcome:
+        exec_id = record.id
         existing = self._state.get(Collections.POSITIONS, exec_id)
         if existing is not None:
-            return Position.model_validate(existing)
+            return accepted(Position.model_validate(existing))
         entry_leg = next(o for o in plan.orders if o.leg == "entry")
+        # on a repeat this returns the first attempt's order (same client order id)
         entry = self._place(
             user,
             OrderRequest(
@@ -277,16 +305,36 @@ class ExecuteSignalForUser:
             ),
             signal.id,
         )
+        if record.phase is ExecutionPhase.FLATTENING:
+            # an earlier attempt lost its protective orders: only flattening may follow
+            return self._flatten(signal, user, plan, entry, record.error or "protective failed")
+        entry = self._settle_entry(signal, user, entry, attempt)
         if entry.filled <= 0 or entry.average is None:
-            raise RuntimeError(f"entry order {entry.id} not filled ({entry.status})")
-        # protective legs go in right after the fill; a failure flattens at once, so no
-        # position ever lives without its exchange-side stop.
+            error = f"entry order {entry.id} not filled ({entry.status.value}); cancelled"
+            self._alert(
+                f"unfilled-{entry.id}",
+                user,
+                Severity.WARNING,
+                {"signal_id": signal.id, "symbol": signal.symbol, "reason": error},
+            )
+            return Outcome(DecisionOutcome.FAILED, [entry.id], None, error)
+        # protective legs go in right after the fill, sized to what filled; a failure
+        # flattens at once, so no position ever lives without its exchange-side stop.
+        instrument = self._instrument(signal.symbol)
+        partial = entry.filled < entry_leg.amount
         stop_id: str | None = None
         tp_ids: list[str] = []
         try:
             for leg in plan.orders:
                 if leg.leg == "entry":
                     continue
+                amount = min(leg.amount, entry.filled)
+                if partial and leg.type is not OrderType.STOP_MARKET:
+                    amount = instrument.round_amount(leg.amount * entry.filled / entry_leg.amount)
+                    if amount < max(instrument.min_amount, 1e-12):
+                        continue  # too small to place: the stop and the exits cover it
+                elif partial:
+                    amount = entry.filled
                 order = self._place(
                     user,
                     OrderRequest(
@@ -294,7 +342,7 @@ class ExecuteSignalForUser:
                         symbol=signal.symbol,
                         side=leg.side,
                         type=leg.type,
-                        amount=min(leg.amount, entry.filled),
+                        amount=amount,
                         price=leg.price,
                         stop_price=leg.stop_price,
                         reduce_only=True,
@@ -307,9 +355,15 @@ class ExecuteSignalForUser:
                     tp_ids.append(order.id)
             if stop_id is None:
                 raise RuntimeError("plan has no stop-loss leg")
-        except Exception:
-            self._flatten_after_failure(signal, user, entry)
-            raise
+        except Exception as exc:
+            error = f"protective order failed: {exc}"
+            # recorded before flattening: a repeat must flatten too, never open a position
+            self._state.update(
+                Collections.EXECUTIONS,
+                exec_id,
+                {"phase": ExecutionPhase.FLATTENING.value, "error": error},
+            )
+            return self._flatten(signal, user, plan, entry, error)
         assert plan.stop_loss is not None  # the gate refuses plans without one
         position = Position(
             id=exec_id,
@@ -366,34 +420,9 @@ class ExecuteSignalForUser:
                 user_id=user.user_id,
                 payload=payload,
             )
-        return position
-
-    def _flatten_after_failure(self, signal: OpportunitySignal, user: User, entry: Order) -> None:
-        side = Side.SELL if entry.side is Side.BUY else Side.BUY
-        try:
-            self._place(
-                user,
-                OrderRequest(
-                    client_order_id=client_order_id(signal.id, user.user_id, "flatten"),
-                    symbol=signal.symbol,
-                    side=side,
-                    type=OrderType.MARKET,
-                    amount=entry.filled,
-                    reduce_only=True,
-                ),
-                signal.id,
-            )
-        finally:
-            publish_event(
-                self._bus,
-                self._state,
-                EventType.SYSTEM_ERROR,
-                key=f"flatten-{entry.id}",
-                now=self._clock.now(),
-                user_id=user.user_id,
-                severity=Severity.CRITICAL,
-                payload={"signal_id": signal.id, "reason": "protective order failed"},
-            )
+        else:  # a racing attempt stored it first: report that one
+            position = Position.model_validate(self._state.get(Collections.POSITIONS, exec_id))
+        return accepted(position)
 
     def _instrument(self, symbol: str) -> Instrument:
         if symbol not in self._instruments:
@@ -402,3 +431,6 @@ class ExecuteSignalForUser:
             return self._instruments[symbol]
         except KeyError:
             raise LookupError(f"unknown instrument {symbol}") from None
+
+
+__all__ = ["EntryPending", "ExecuteSignalForUser", "ExecutorConfig", "audit_order"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from prometheus_trader.domain.events import EventType
+from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
 from prometheus_trader.domain.ids import client_order_id
 from prometheus_trader.domain.market import MINUTE_MS, Side
@@ -20,10 +20,19 @@ from prometheus_trader.domain.trading import (
     PositionStatus,
 )
 from prometheus_trader.domain.users import User
-from prometheus_trader.ports import BlobStore, Bus, Clock, Exchange, Filter, StateStore
+from prometheus_trader.ports import (
+    BlobStore,
+    Bus,
+    Clock,
+    Exchange,
+    ExchangeError,
+    Filter,
+    StateStore,
+)
 from prometheus_trader.usecases.events import publish_event
 from prometheus_trader.usecases.execute import audit_order
 from prometheus_trader.usecases.names import Collections, labels
+from prometheus_trader.usecases.reconcile import ReconcileReport, Reconciliation
 
 log = logging.getLogger(__name__)
 WINDOW_MS = 15 * MINUTE_MS
@@ -36,18 +45,15 @@ class CycleReport:
     positions: int = 0
     trades_seen: int = 0
     closed: dict[str, str] = field(default_factory=dict)
+    # position id → what went wrong; the cycle went on with every other position
+    failed: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class ReconcileReport:
-    """Differences found between stored positions and the exchange at start-up."""
-
-    checked: int = 0
-    closed_while_away: list[str] = field(default_factory=list)
-    unknown_on_exchange: list[str] = field(default_factory=list)
+class ExitFailed(Exception):
+    """The exit order could not be placed or did not fill; the stop stays in place."""
 
 
-class ExitMonitor:
+class ExitMonitor(Reconciliation):
     """The always-on worker's loop body. Keeps 15-minute rolling trade windows in memory."""
 
     def __init__(
@@ -60,6 +66,7 @@ class ExitMonitor:
         config: ExitConfig | None = None,
         *,
         worker_id: str = "exit-monitor",
+        adopt_stop_pct: float = 2.0,
     ) -> None:
         self._state = state
         self._exchange = exchange
@@ -68,6 +75,7 @@ class ExitMonitor:
         self._clock = clock
         self._config = config or ExitConfig()
         self._worker_id = worker_id
+        self._config_adopt_stop_pct = adopt_stop_pct
         self._windows: dict[str, TradeWindow] = {}
         self._cursor_ms: int | None = None
         self._cycles = 0
@@ -81,31 +89,6 @@ class ExitMonitor:
             Collections.POSITIONS, [Filter("status", "==", PositionStatus.OPEN.value)]
         )
         return sorted((Position.model_validate(d) for d in docs), key=lambda p: p.id)
-
-    def reconcile(self) -> ReconcileReport:
-        """Before acting: compare stored open positions with the exchange."""
-        report = ReconcileReport()
-        positions = self.open_positions()
-        self._load_users(positions)
-        accounts = sorted({self._account(p.user_id) for p in positions})
-        held = {
-            (a, ep.symbol, ep.direction)
-            for a in accounts
-            for ep in self._exchange.fetch_positions(a)
-        }
-        for position in positions:
-            report.checked += 1
-            if (self._account(position.user_id), position.symbol, position.direction) in held:
-                continue
-            if self._closed_on_exchange(position):
-                report.closed_while_away.append(position.id)
-            else:
-                report.unknown_on_exchange.append(position.id)
-                log.error(
-                    "stored position has no exchange position and no filled exit order",
-                    extra=labels(stage="monitor", user=position.user_id, symbol=position.symbol),
-                )
-        return report
 
     def cycle(self) -> CycleReport:
         """One pass: new trades in, every open position checked, heartbeat out."""
@@ -123,7 +106,12 @@ class ExitMonitor:
             for window in self._windows.values():
                 window.prune(now_ms)
             for position in positions:
-                reason = self._check(position, now_ms, after)
+                try:
+                    reason = self._check(position, now_ms, after)
+                except Exception as exc:  # isolate: every other position still gets checked
+                    report.failed[position.id] = f"{type(exc).__name__}: {exc}"
+                    self._alert_failure(position, exc)
+                    continue
                 if reason is not None:
                     report.closed[position.id] = reason
         self._cursor_ms = now_ms
@@ -137,9 +125,39 @@ class ExitMonitor:
                 "at_ms": now_ms,
                 "cycles": self._cycles,
                 "open_positions": len(positions),
+                "failed_positions": len(report.failed),
             },
         )
         return report
+
+    def _alert_failure(self, position: Position, exc: Exception) -> None:
+        """Log and alert one position's failure (one event per position and error kind)."""
+        log.error(
+            "position check failed: %s: %s",
+            type(exc).__name__,
+            exc,
+            extra=labels(
+                stage="monitor",
+                user=position.user_id,
+                signal=position.signal_id,
+                symbol=position.symbol,
+            ),
+        )
+        publish_event(
+            self._bus,
+            self._state,
+            EventType.SYSTEM_ERROR,
+            key=f"monitor-{position.id}-{type(exc).__name__}",
+            now=self._clock.now(),
+            user_id=position.user_id,
+            severity=Severity.CRITICAL,
+            payload={
+                "position_id": position.id,
+                "symbol": position.symbol,
+                "error": f"{type(exc).__name__}: {exc}",
+                "stop_order_id": position.stop_order_id or "",
+            },
+        )
 
     def close_all(self, reason: ExitReason, detail: dict[str, float | str] | None = None) -> int:
         """Close every open position now (kill switch, end of data)."""
@@ -147,8 +165,12 @@ class ExitMonitor:
         positions = self.open_positions()
         self._load_users(positions)
         for position in positions:
-            if not self._closed_on_exchange(position):
-                self._close(position, reason, detail or {})
+            try:
+                if not self._closed_on_exchange(position):
+                    self._close(position, reason, detail or {})
+            except Exception as exc:  # isolate: close every other position
+                self._alert_failure(position, exc)
+                continue
             closed += 1
         return closed
 
@@ -198,10 +220,14 @@ class ExitMonitor:
     def _close(
         self, position: Position, reason: ExitReason, detail: dict[str, float | str]
     ) -> None:
+        """Exit with a reduce-only market order, then cancel the protective orders.
+
+        The exit goes in first, so the position is never without its stop: if the exit
+        fails (rate limit, outage, no fill) the stop stays and ``ExitFailed`` is raised
+        (the cycle alerts and goes on); the same client order id makes the next try
+        return this order instead of placing a second one.
+        """
         account = self._account(position.user_id)
-        self._cancel_protective(position)
-        if self._closed_on_exchange(position):  # a stop filled while we were cancelling
-            return
         side = Side.SELL if position.direction is Direction.LONG else Side.BUY
         request = OrderRequest(
             client_order_id=client_order_id(position.signal_id, position.user_id, "exit"),
@@ -211,7 +237,14 @@ class ExitMonitor:
             amount=position.amount,
             reduce_only=True,
         )
-        order = self._exchange.create_order(account, request)
+        try:
+            order = self._exchange.create_order(account, request)
+        except ExchangeError as exc:
+            if self._closed_on_exchange(position):  # a stop filled first: nothing to reduce
+                return
+            raise ExitFailed(
+                f"exit order for {position.id} failed ({reason.value}): {exc}"
+            ) from exc
         audit_order(
             self._blobs,
             self._clock.now(),
@@ -227,6 +260,11 @@ class ExitMonitor:
                 "ts_ms": self._clock.now_ms(),
             },
         )
+        if order.filled <= 0 or order.average is None:
+            if self._closed_on_exchange(position):
+                return
+            raise ExitFailed(f"exit order {order.id} not filled ({order.status.value})")
+        self._cancel_protective(position)
         self._record_close(position, order, reason, detail)
 
     def _cancel_protective(self, position: Position, keep: str | None = None) -> None:
@@ -316,3 +354,6 @@ def _worse(position: Position, price: float, current: float) -> float:
     if position.direction is Direction.LONG:
         return min(price, current)
     return max(price, current)
+
+
+__all__ = ["CycleReport", "ExitFailed", "ExitMonitor", "ReconcileReport"]

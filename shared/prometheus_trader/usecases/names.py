@@ -10,6 +10,7 @@ class Topics:
 
     SIGNALS: Final = "signals"
     EXECUTIONS: Final = "executions"
+    EXECUTION_DECISIONS: Final = "execution_decisions"  # the gate's decision, written once
     EVENTS: Final = "events"
 
 
@@ -30,6 +31,7 @@ class Collections:
     RANKINGS: Final = "rankings"
     SIGNALS: Final = "signals"
     EXECUTIONS: Final = "executions"
+    EXECUTION_DECISIONS: Final = "execution_decisions"  # the gate's decision, written once
     POSITIONS: Final = "positions"
     JOURNAL: Final = "journal"
     STATS: Final = "stats"
@@ -41,6 +43,7 @@ class Collections:
     API_TOKENS: Final = "api_tokens"
     RATE_LIMITS: Final = "rate_limits"
     EXCHANGE_KEYS: Final = "exchange_keys"  # which exchange is connected; the keys are secrets
+    RECONCILIATIONS: Final = "reconciliations"  # reports of ExitMonitor.reconcile
 
 
 def labels(**values: object) -> dict[str, dict[str, str]]:

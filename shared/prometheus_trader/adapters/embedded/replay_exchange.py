@@ -26,17 +26,20 @@ Speed: bars are cached per UTC day for all symbols (one ``candles_many`` query),
 stream per symbol and UTC hour, funding per symbol and open interest per symbol and day, so
 the 2-second ``poll_trades`` of the exit monitor never queries the store once warm.
 
-Paper trading (SPEC §5 paper executor): accounts are created on first use with
-``starting_balance`` USDT, one-way net positions, isolated per-position margin
-(``|amount| × entry / leverage``). Orders are idempotent on ``client_order_id`` per
-account. Market orders fill at the last trade visible at ``now + latency_ms`` with
-``slippage_bps`` against us and the taker fee; the fill is stamped ``now + latency_ms``.
-Limit, stop-market and take-profit-market orders rest and are processed lazily at the start
-of every public call: the visible trades of symbols with resting orders are walked from the
-last processed time to now in ``(ts_ms, symbol, trade_id)`` order, accounts and orders in
-creation order, so the outcome is deterministic. A resting order sees only trades stamped
-after ``now + latency_ms`` of its placement. When a position goes flat, the account's other
-resting reduce-only orders on that symbol are cancelled (OCO-like).
+Paper trading (SPEC §5 paper executor) is the ``PaperLedger`` (``adapters/paper``): the
+accounts persist in a ``StateStore`` (the run's SQLite file, Firestore deployed; a private
+in-memory SQLite store when none is given), so every process using the same store shares
+them. Accounts are created on first use with ``starting_balance`` USDT, one-way net
+positions, isolated per-position margin (``|amount| × entry / leverage``). Orders are
+idempotent on ``client_order_id`` per account. Market orders fill at the last trade
+visible at ``now + latency_ms`` with ``slippage_bps`` against us and the taker fee; the
+fill is stamped ``now + latency_ms``. Limit, stop-market and take-profit-market orders
+rest and are processed lazily when their account is next read or written: the visible
+trades of symbols with resting orders are walked from the account's cursor to now in
+``(ts_ms, symbol, trade_id)`` order, orders in creation order, so the outcome is
+deterministic. A resting order sees only trades stamped after ``now + latency_ms`` of its
+placement. When a position goes flat, the account's other resting reduce-only orders on
+that symbol are cancelled (OCO-like). The fill math is in ``domain.paper``.
 
 Simplifications (documented, not hidden): no funding payments, no liquidation, fill prices
 are not rounded to the price step, resting orders reserve no margin (margin is checked when
@@ -54,12 +57,13 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from prometheus_trader.domain.ids import stable_id
+from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
+from prometheus_trader.adapters.paper.ledger import FillConfig, PaperLedger
 from prometheus_trader.domain.market import (
     MINUTE_MS,
     TIMEFRAME_MS,
@@ -73,17 +77,14 @@ from prometheus_trader.domain.market import (
     Ticker,
     Trade,
 )
-from prometheus_trader.domain.signals import Direction
 from prometheus_trader.domain.trading import (
     Balance,
     ExchangePosition,
     Fill,
     Order,
     OrderRequest,
-    OrderStatus,
-    OrderType,
 )
-from prometheus_trader.ports import Clock, ExchangeError, MarketStore, OrderRejected, SeriesKey
+from prometheus_trader.ports import Clock, ExchangeError, MarketStore, SeriesKey, StateStore
 
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
@@ -113,55 +114,6 @@ class _TradeChunk:
     ts: list[int]
     visible: list[int]
     trades: list[Trade]
-
-
-@dataclass
-class _RestingState:
-    """Our bookkeeping for one order beyond the port's ``Order`` model."""
-
-    order: Order
-    leverage: float
-    active_after_ms: int  # the order sees trades stamped strictly after this
-    note: str = ""  # why the engine cancelled or rejected it
-
-
-@dataclass
-class _Position:
-    amount: float = 0.0  # signed: > 0 long, < 0 short
-    entry_price: float = 0.0
-    leverage: float = 1.0
-
-    @property
-    def margin(self) -> float:
-        return abs(self.amount) * self.entry_price / self.leverage
-
-
-@dataclass
-class _Account:
-    wallet: float
-    orders: dict[str, _RestingState] = field(default_factory=dict)  # insertion = creation
-    by_client_id: dict[str, str] = field(default_factory=dict)
-    positions: dict[str, _Position] = field(default_factory=dict)
-    fills: list[Fill] = field(default_factory=list)
-    # resting orders by id, in creation order (kept apart so a call never scans history)
-    open_orders: dict[str, _RestingState] = field(default_factory=dict)
-
-    def record(self, state: _RestingState) -> None:
-        self.orders[state.order.id] = state
-        self.by_client_id[state.order.client_order_id] = state.order.id
-        if state.order.status is OrderStatus.OPEN:
-            self.open_orders[state.order.id] = state
-
-    def resting(self, symbol: str | None = None) -> list[_RestingState]:
-        return [s for s in self.open_orders.values() if symbol is None or s.order.symbol == symbol]
-
-    def finish(self, state: _RestingState, status: OrderStatus, ts_ms: int, note: str = "") -> None:
-        """Move an order out of the resting set (filled, cancelled or rejected)."""
-        state.order.status = status
-        state.order.updated_ms = ts_ms
-        if note:
-            state.note = note
-        self.open_orders.pop(state.order.id, None)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -197,6 +149,8 @@ class ReplayExchange:
         min_notional: float = 5.0,
         max_leverage: float = 20.0,
         instruments: Sequence[Instrument] | None = None,
+        ledger: StateStore | None = None,
+        ledger_exclusive: bool = False,
     ) -> None:
         if taker_fee < 0 or maker_fee < 0 or slippage_bps < 0 or latency_ms < 0:
             raise ValueError("fees, slippage and latency must not be negative")
@@ -223,8 +177,23 @@ class ReplayExchange:
         self._oi_days: OrderedDict[tuple[str, int], tuple[list[int], list[OpenInterest]]] = (
             OrderedDict()
         )
-        self._accounts: dict[str, _Account] = {}
-        self._synced_ms: int | None = None
+        # paper accounts live in the state store (shared by every process using it); a
+        # private in-memory store when none is given (one process, tests)
+        self._ledger = PaperLedger(
+            ledger if ledger is not None else SqliteStateStore(),
+            self,
+            clock,
+            FillConfig(
+                exchange_id=exchange_id,
+                taker_fee=taker_fee,
+                maker_fee=maker_fee,
+                slippage=self._slippage,
+                latency_ms=latency_ms,
+                starting_balance=starting_balance,
+            ),
+            # a private store has no other writer
+            exclusive=ledger_exclusive or ledger is None,
+        )
 
     # ============================================================ market data
     @property
@@ -248,14 +217,12 @@ class ReplayExchange:
         USDT; ``min_amount`` = one step; ``min_notional`` and ``max_leverage`` from the
         constructor (leverage 1 for spot).
         """
-        self._sync()
         return sorted(self._instrument_map().values(), key=lambda i: i.symbol)
 
     @_serialized
     def fetch_tickers(self, symbols: Sequence[str] | None = None) -> list[Ticker]:
         """Tickers from the last closed 1m bar of each symbol (none for a symbol with no bar
         yet), sorted by symbol."""
-        self._sync()
         now = self._clock.now_ms()
         wanted = sorted(self._instrument_map()) if symbols is None else sorted(set(symbols))
         tickers: list[Ticker] = []
@@ -290,7 +257,6 @@ class ReplayExchange:
     ) -> list[Candle]:
         """Closed candles with ``ts_ms >= since_ms``, oldest first, at most ``limit``
         (the newest ``limit`` when ``since_ms`` is None)."""
-        self._sync()
         if timeframe not in TIMEFRAME_MS:
             raise ExchangeError(f"unsupported timeframe {timeframe!r}")
         self._instrument(symbol)
@@ -317,7 +283,6 @@ class ReplayExchange:
     @_serialized
     def fetch_funding_rate(self, symbol: str) -> FundingRate | None:
         """Latest funding rate at or before now (None for spot or when unknown)."""
-        self._sync()
         key = self._key(symbol)
         if self._market_type is not MarketType.PERP:
             return None
@@ -333,7 +298,6 @@ class ReplayExchange:
     def fetch_open_interest(self, symbol: str) -> OpenInterest | None:
         """Latest open interest at or before now, looking back to the previous UTC day (None
         when the store has none)."""
-        self._sync()
         now = self._clock.now_ms()
         for day in (now // DAY_MS, now // DAY_MS - 1):
             stamps, points = self._oi_day(symbol, day)
@@ -346,7 +310,6 @@ class ReplayExchange:
     def fetch_trades(self, symbol: str, since_ms: int, limit: int = 1000) -> list[Trade]:
         """Visible trades with ``since_ms <= ts_ms <= now``, oldest first, at most ``limit``
         (history reaches back one day at most)."""
-        self._sync()
         self._instrument(symbol)
         now = self._clock.now_ms()
         out: list[Trade] = []
@@ -367,7 +330,6 @@ class ReplayExchange:
         """Trades of ``symbols`` that became visible in ``(after_ms, now]`` (see the module
         docstring), ordered by (ts_ms, symbol, trade_id). Every one has ``ts_ms <= now``;
         ``after_ms`` older than one day is treated as one day ago."""
-        self._sync()
         for symbol in symbols:
             self._instrument(symbol)
         now = self._clock.now_ms()
@@ -376,11 +338,15 @@ class ReplayExchange:
         )
 
     # ============================================================ paper accounts
+    @property
+    def ledger(self) -> PaperLedger:
+        """The paper accounts (persisted in the state store)."""
+        return self._ledger
+
     @_serialized
     def fetch_balance(self, account: str) -> Balance:
         """Wallet (start + realized PnL − fees), unrealized PnL at the last price, margin."""
-        self._sync()
-        return self._balance(self._account(account))
+        return self._ledger.fetch_balance(account)
 
     @_serialized
     def create_order(self, account: str, request: OrderRequest) -> Order:
@@ -390,283 +356,57 @@ class ReplayExchange:
         missing price, a notional under the minimum, insufficient free margin, a reduce-only
         order with nothing to reduce, or a stop that would trigger at once.
         """
-        self._sync()
-        acct = self._account(account)
-        existing = acct.by_client_id.get(request.client_order_id)
-        if existing is not None:
-            return acct.orders[existing].order.model_copy()
-        cid = request.client_order_id
-        inst = self._instrument_map().get(request.symbol)
-        if inst is None:
-            raise OrderRejected(f"order {cid}: unknown symbol {request.symbol}")
-        leverage = 1.0 if request.leverage is None else float(request.leverage)
-        if not 1 <= leverage <= inst.max_leverage:
-            raise OrderRejected(
-                f"order {cid}: leverage {leverage:g} outside 1..{inst.max_leverage:g}"
-            )
-        now = self._clock.now_ms()
-        arrival = now + self._latency_ms
-        state = _RestingState(
-            order=Order(
-                id=f"{self._exchange_id}-{stable_id(account, cid, length=20)}",
-                client_order_id=cid,
-                account=account,
-                symbol=request.symbol,
-                side=request.side,
-                type=request.type,
-                amount=request.amount,
-                price=request.price,
-                stop_price=request.stop_price,
-                reduce_only=request.reduce_only,
-                status=OrderStatus.OPEN,
-                created_ms=now,
-                updated_ms=now,
-            ),
-            leverage=leverage,
-            active_after_ms=arrival,
-        )
-        if request.type is OrderType.MARKET:
-            price = self._last_price(request.symbol, arrival)
-            if price is None:
-                raise OrderRejected(f"order {cid}: no market price for {request.symbol} yet")
-            fill_price = _adverse(price, request.side, self._slippage)
-            if not request.reduce_only:
-                # check before touching the account: a rejected order leaves no trace
-                reason = self._opening_problem(acct, state, fill_price, inst)
-                if reason:
-                    raise OrderRejected(f"order {cid}: {reason}")
-            reason = self._fill(acct, state, fill_price, arrival, True)
-            if reason:
-                raise OrderRejected(f"order {cid}: {reason}")
-        else:
-            self._validate_resting(acct, state, inst)
-        acct.record(state)
-        return state.order.model_copy()
+        self._instrument_map()
+        return self._ledger.create_order(account, request)
 
     @_serialized
     def fetch_order(self, account: str, order_id: str) -> Order:
         """One order by exchange id (``ExchangeError`` if unknown)."""
-        self._sync()
-        return self._order(account, order_id).order.model_copy()
+        return self._ledger.fetch_order(account, order_id)
 
     @_serialized
     def fetch_open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
         """Resting orders, in creation order."""
-        self._sync()
-        return [s.order.model_copy() for s in self._account(account).resting(symbol)]
+        return self._ledger.fetch_open_orders(account, symbol)
 
     @_serialized
     def cancel_order(self, account: str, order_id: str) -> Order:
         """Cancel a resting order (no-op on a filled or cancelled one)."""
-        self._sync()
-        state = self._order(account, order_id)
-        if state.order.status is OrderStatus.OPEN:
-            self._account(account).finish(state, OrderStatus.CANCELED, self._clock.now_ms())
-        return state.order.model_copy()
+        return self._ledger.cancel_order(account, order_id)
 
     @_serialized
     def fetch_positions(self, account: str) -> list[ExchangePosition]:
         """Open net positions, by symbol."""
-        self._sync()
-        return [
-            ExchangePosition(
-                account=account,
-                symbol=symbol,
-                direction=Direction.LONG if pos.amount > 0 else Direction.SHORT,
-                amount=abs(pos.amount),
-                entry_price=pos.entry_price,
-            )
-            for symbol, pos in sorted(self._account(account).positions.items())
-            if pos.amount != 0
-        ]
+        return self._ledger.fetch_positions(account)
 
     # --------------------------------------------------------- not in the port
     @_serialized
     def fills(self, account: str) -> list[Fill]:
         """Every fill of ``account`` in execution order (for the ledger)."""
-        self._sync()
-        return list(self._account(account).fills)
+        return self._ledger.fills(account)
 
     @_serialized
     def orders(self, account: str) -> list[Order]:
         """Every order of ``account`` (any status) in creation order (for the ledger)."""
-        self._sync()
-        return [s.order.model_copy() for s in self._account(account).orders.values()]
+        return self._ledger.orders(account)
 
     @_serialized
     def accounts(self) -> list[str]:
         """Names of the paper accounts created so far, sorted."""
-        return sorted(self._accounts)
+        return self._ledger.accounts()
 
-    # ============================================================ order engine
-    def _sync(self) -> None:
-        """Process resting orders against the trades that became visible since last time."""
-        now = self._clock.now_ms()
-        if self._synced_ms is None or now <= self._synced_ms:
-            self._synced_ms = now if self._synced_ms is None else self._synced_ms
-            return
-        symbols = sorted({s.order.symbol for a in self._accounts.values() for s in a.resting()})
-        if symbols:
-            for trade in self._visible_between(symbols, self._synced_ms, now):
-                self._on_trade(trade)
-        self._synced_ms = now
+    # ------------------------------------------------- market data for the ledger
+    def paper_instrument(self, symbol: str) -> Instrument | None:
+        """The instrument, None if unknown."""
+        return self._instrument_map().get(symbol)
 
-    def _on_trade(self, trade: Trade) -> None:
-        for name in sorted(self._accounts):
-            acct = self._accounts[name]
-            for state in acct.resting(trade.symbol):
-                if state.order.status is not OrderStatus.OPEN:
-                    continue  # cancelled by an earlier fill on this same trade
-                if trade.ts_ms <= state.active_after_ms:
-                    continue
-                price = _trigger_price(state.order, trade.price, self._slippage)
-                if price is not None:
-                    taker = state.order.type is not OrderType.LIMIT
-                    self._fill(acct, state, price, trade.ts_ms, taker)
+    def last_price(self, symbol: str, as_of_ms: int) -> float | None:
+        """Price of the last trade visible at ``as_of_ms``."""
+        return self._last_price(symbol, as_of_ms)
 
-    def _validate_resting(self, acct: _Account, state: _RestingState, inst: Instrument) -> None:
-        order = state.order
-        cid = order.client_order_id
-        last = self._last_price(order.symbol, state.active_after_ms)
-        if order.type is OrderType.LIMIT:
-            if order.price is None or order.price <= 0:
-                raise OrderRejected(f"order {cid}: a limit order needs a positive price")
-            reference = order.price
-        else:
-            if order.stop_price is None or order.stop_price <= 0:
-                raise OrderRejected(f"order {cid}: a {order.type} order needs a stop price")
-            reference = order.stop_price
-            if last is not None and _trigger_price(order, last, 0.0) is not None:
-                raise OrderRejected(
-                    f"order {cid}: stop price {order.stop_price:g} would trigger immediately "
-                    f"(last {last:g})"
-                )
-        if not order.reduce_only:
-            reason = self._opening_problem(acct, state, reference, inst)
-            if reason:
-                raise OrderRejected(f"order {cid}: {reason}")
-        if order.type is OrderType.LIMIT and order.price is not None and last is not None:
-            marketable = _adverse(last, order.side, self._slippage)
-            if (order.side is Side.BUY and marketable <= order.price) or (
-                order.side is Side.SELL and marketable >= order.price
-            ):
-                # a limit that crosses the book fills at once as a taker (never worse than
-                # its limit)
-                reason = self._fill(acct, state, marketable, state.active_after_ms, True)
-                if reason:
-                    raise OrderRejected(f"order {cid}: {reason}")
-
-    def _opening_problem(
-        self, acct: _Account, state: _RestingState, price: float, inst: Instrument
-    ) -> str:
-        """Why ``state`` cannot be executed at ``price`` as an opening order ("" if it can).
-
-        Margin is needed only for the part beyond closing the current opposite position.
-        """
-        order = state.order
-        notional = order.amount * price
-        if notional < inst.min_notional:
-            return f"notional {notional:.2f} below the minimum {inst.min_notional:g} USDT"
-        pos = acct.positions.get(order.symbol, _Position())
-        sign = 1 if order.side is Side.BUY else -1
-        closable = abs(pos.amount) if pos.amount * sign < 0 else 0.0
-        opening = max(0.0, order.amount - closable)
-        needed = opening * price / state.leverage
-        free = self._balance(acct).free
-        if opening > 0 and needed > free:
-            return (
-                f"insufficient margin: needs {needed:.2f} USDT at {state.leverage:g}x, "
-                f"free {free:.2f} USDT"
-            )
-        return ""
-
-    def _balance(self, acct: _Account) -> Balance:
-        unrealized = used = 0.0
-        for symbol, pos in sorted(acct.positions.items()):
-            if pos.amount == 0:
-                continue
-            used += pos.margin
-            last = self._last_price(symbol, self._clock.now_ms())
-            if last is not None:
-                unrealized += pos.amount * (last - pos.entry_price)
-        return Balance(wallet=acct.wallet, unrealized_pnl=unrealized, used_margin=used)
-
-    def _fill(
-        self, acct: _Account, state: _RestingState, price: float, ts_ms: int, taker: bool
-    ) -> str:
-        """Execute ``state`` at ``price``; returns why it could not ("" when filled).
-
-        Reduce-only orders are clipped to the position and fail when there is nothing to
-        reduce; opening orders fail when the margin no longer suffices. A resting order
-        that fails is cancelled (reduce-only) or rejected (margin) and keeps the reason.
-        """
-        order = state.order
-        inst = self._instrument(order.symbol)
-        pos = acct.positions.setdefault(order.symbol, _Position())
-        sign = 1 if order.side is Side.BUY else -1
-        amount = order.amount
-        if order.reduce_only:
-            if pos.amount * sign >= 0:
-                note = "reduce-only order would not reduce the position"
-                acct.finish(state, OrderStatus.CANCELED, ts_ms, note)
-                return note
-            amount = min(amount, abs(pos.amount))
-        else:
-            problem = self._opening_problem(acct, state, price, inst)
-            if problem:
-                acct.finish(state, OrderStatus.REJECTED, ts_ms, problem)
-                return problem
-        fee = amount * price * (self._taker_fee if taker else self._maker_fee)
-        realized = 0.0
-        closing = min(amount, abs(pos.amount)) if pos.amount * sign < 0 else 0.0
-        if closing > 0:
-            realized = closing * (price - pos.entry_price) * (1 if pos.amount > 0 else -1)
-            pos.amount += sign * closing
-            if abs(pos.amount) <= 1e-12 * closing:  # float dust from partial closes
-                pos.amount = 0.0
-        opening = amount - closing
-        if opening > 0:
-            size = abs(pos.amount)
-            pos.entry_price = (size * pos.entry_price + opening * price) / (size + opening)
-            pos.amount += sign * opening
-            pos.leverage = state.leverage
-        acct.wallet += realized - fee
-        order.filled = amount
-        order.average = price
-        order.fee = fee
-        acct.finish(state, OrderStatus.FILLED, ts_ms)
-        acct.fills.append(
-            Fill(
-                order_id=order.id,
-                client_order_id=order.client_order_id,
-                account=order.account,
-                symbol=order.symbol,
-                side=order.side,
-                ts_ms=ts_ms,
-                price=price,
-                amount=amount,
-                fee=fee,
-            )
-        )
-        if pos.amount == 0:
-            pos.entry_price = 0.0
-            if closing > 0:
-                # OCO-like: a leftover stop or take-profit must not open a new position
-                for other in acct.resting(order.symbol):
-                    if other.order.reduce_only and other.order.id != order.id:
-                        acct.finish(other, OrderStatus.CANCELED, ts_ms, "position closed")
-        return ""
-
-    def _account(self, account: str) -> _Account:
-        if account not in self._accounts:
-            self._accounts[account] = _Account(wallet=self._starting_balance)
-        return self._accounts[account]
-
-    def _order(self, account: str, order_id: str) -> _RestingState:
-        state = self._account(account).orders.get(order_id)
-        if state is None:
-            raise ExchangeError(f"order {order_id} not found")
-        return state
+    def visible_trades(self, symbols: Sequence[str], after_ms: int, now_ms: int) -> list[Trade]:
+        """Trades of ``symbols`` that became visible in ``(after_ms, now_ms]``."""
+        return self._visible_between(symbols, after_ms, now_ms)
 
     # ============================================================ data access
     def _instrument_map(self) -> dict[str, Instrument]:
@@ -897,28 +637,6 @@ class ReplayExchange:
 
 
 # ------------------------------------------------------------------------- helpers
-def _adverse(price: float, side: Side, slippage: float) -> float:
-    """``price`` moved against the taker: up for a buy, down for a sell."""
-    return price * (1 + slippage) if side is Side.BUY else price * (1 - slippage)
-
-
-def _trigger_price(order: Order, price: float, slippage: float) -> float | None:
-    """The fill price if a trade at ``price`` executes resting ``order``, else None."""
-    buy = order.side is Side.BUY
-    if order.type is OrderType.LIMIT:
-        assert order.price is not None
-        # "trades through": strictly beyond the limit, filled at the limit (maker)
-        hit = price < order.price if buy else price > order.price
-        return order.price if hit else None
-    assert order.stop_price is not None
-    if order.type is OrderType.STOP_MARKET:
-        # a buy stop protects a short (price rising), a sell stop a long
-        hit = price >= order.stop_price if buy else price <= order.stop_price
-    else:  # take-profit market: a buy TP closes a short below, a sell TP a long above
-        hit = price <= order.stop_price if buy else price >= order.stop_price
-    return _adverse(price, order.side, slippage) if hit else None
-
-
 def _decimals(price: float) -> int:
     """Fewest decimals that represent ``price`` (the feed's own precision)."""
     for d in range(_MAX_DECIMALS + 1):

@@ -1,0 +1,1 @@
+"""Paper trading persisted in the state store: one ledger for every process."""

@@ -1,0 +1,438 @@
+"""Paper accounts persisted in a ``StateStore``: one ledger for every process.
+
+Every executor instance, the worker and a restarted worker see the same accounts, because
+the accounts live in the state store (SQLite embedded, Firestore deployed), not in a
+process's memory. Layout (collection / document):
+
+* ``paper_accounts/<exchange>-<hash(account)>``: the live book of one account: wallet,
+  net positions, resting orders, the trade-stream cursor ``synced_ms``, sequence numbers
+  and a ``version`` bumped on every write;
+* ``paper_orders/<order id>``: every order ever accepted (status kept current); the id is
+  derived from (account, client order id), so creation is create-if-absent by client
+  order id and a second process gets the first order back;
+* ``paper_fills/<order id>``: the fill of an order (one trade fills a whole order).
+
+Resting orders are matched against the trade stream from the account's cursor to now,
+inside the transaction that writes the result, so two processes never fill one order
+twice (SQLite ``BEGIN IMMEDIATE`` serializes them; Firestore retries the loser, which then
+sees the new cursor). Reads do not write: a read checks, without a transaction, whether
+any resting order would trigger between the stored cursor and now; only then (or for an
+order, a cancel) does it open a transaction. The cursor is written only with a change,
+never per tick: re-walking trades that trigger nothing is free of side effects.
+
+Fill semantics are the replay exchange's (see its module docstring); the math is in
+``domain.paper``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from prometheus_trader.adapters.paper.book import (
+    AccountBook,
+    FillConfig,
+    PaperMarket,
+    RestingOrder,
+    Session,
+)
+from prometheus_trader.domain.ids import stable_id
+from prometheus_trader.domain.market import Instrument
+from prometheus_trader.domain.paper import (
+    adverse,
+    side_sign,
+    trigger_price,
+)
+from prometheus_trader.domain.signals import Direction
+from prometheus_trader.domain.trading import (
+    Balance,
+    ExchangePosition,
+    Fill,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+)
+from prometheus_trader.ports import (
+    Clock,
+    Document,
+    ExchangeError,
+    Filter,
+    OrderRejected,
+    StateStore,
+    StateTransaction,
+)
+
+R = TypeVar("R")
+
+
+class PaperCollections:
+    """State-store collections of the paper ledger."""
+
+    ACCOUNTS = "paper_accounts"
+    ORDERS = "paper_orders"
+    FILLS = "paper_fills"
+
+
+@dataclass
+class _Cached:
+    version: int
+    book: AccountBook
+    checked_ms: int  # no resting order triggers in (synced_ms, checked_ms]
+
+
+class PaperLedger:
+    """Paper accounts, orders, fills and positions over a ``StateStore``."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        market: PaperMarket,
+        clock: Clock,
+        config: FillConfig,
+        *,
+        exclusive: bool = False,
+    ) -> None:
+        """``exclusive``: this object is the ledger's only writer (one process: ``run``,
+        ``stack run``), so a read may trust its cache without reading the store; every
+        write still goes to the store in a transaction."""
+        self.state = state
+        self.market = market
+        self.config = config
+        self._clock = clock
+        self._exclusive = exclusive
+        self._cache: dict[str, _Cached] = {}
+
+    # ------------------------------------------------------------------ port calls
+    def fetch_balance(self, account: str) -> Balance:
+        """Wallet, unrealized PnL at the last price, and margin in use."""
+        return self.balance(self._read(account))
+
+    def create_order(self, account: str, request: OrderRequest) -> Order:
+        """Place an order; the same ``client_order_id`` returns the existing order."""
+        order_id = self.order_id(account, request.client_order_id)
+
+        def op(session: Session, existing: Document | None) -> Order:
+            if existing is not None:  # as of now: this very sync may have filled it
+                if order_id in session.orders:
+                    return session.orders[order_id].order.model_copy()
+                return RestingOrder.model_validate(existing["record"]).order
+            return self._new_order(session, account, order_id, request)
+
+        return self._transact(account, op, read_order=order_id)
+
+    def fetch_order(self, account: str, order_id: str) -> Order:
+        """One order by exchange id (``ExchangeError`` if unknown)."""
+        book = self._read(account)
+        for rec in book.open_orders:
+            if rec.order.id == order_id:
+                return rec.order.model_copy()
+        return self._stored_order(account, order_id).order
+
+    def fetch_open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
+        """Resting orders, in creation order."""
+        return [r.order.model_copy() for r in self._read(account).resting(symbol)]
+
+    def cancel_order(self, account: str, order_id: str) -> Order:
+        """Cancel a resting order (no-op on a filled or cancelled one)."""
+        stored = self._stored_order(account, order_id)  # ExchangeError when unknown
+        if stored.order.status is not OrderStatus.OPEN:
+            return stored.order
+
+        def op(session: Session, current: Document | None) -> Order:
+            for rec in session.book.resting():
+                if rec.order.id == order_id:
+                    session.finish(rec, OrderStatus.CANCELED, self._clock.now_ms())
+                    return rec.order.model_copy()
+            if order_id in session.orders:  # filled by this very sync
+                return session.orders[order_id].order.model_copy()
+            assert current is not None  # it existed before the transaction
+            return RestingOrder.model_validate(current["record"]).order
+
+        return self._transact(account, op, read_order=order_id)
+
+    def fetch_positions(self, account: str) -> list[ExchangePosition]:
+        """Open net positions, by symbol."""
+        book = self._read(account)
+        return [
+            ExchangePosition(
+                account=account,
+                symbol=symbol,
+                direction=Direction.LONG if pos.amount > 0 else Direction.SHORT,
+                amount=abs(pos.amount),
+                entry_price=pos.entry_price,
+            )
+            for symbol, pos in sorted(book.positions.items())
+            if pos.amount != 0
+        ]
+
+    def orders(self, account: str) -> list[Order]:
+        """Every order of ``account`` (any status) in creation order."""
+        self._read(account)
+        # literal collection and filters: tests/integration/test_firestore_indexes.py reads them
+        docs = self.state.query("paper_orders", [Filter("owner", "==", self._owner(account))])
+        recs = sorted((RestingOrder.model_validate(d["record"]) for d in docs), key=_by_seq)
+        return [r.order for r in recs]
+
+    def fills(self, account: str) -> list[Fill]:
+        """Every fill of ``account`` in execution order."""
+        self._read(account)
+        docs = self.state.query("paper_fills", [Filter("owner", "==", self._owner(account))])
+        return [Fill.model_validate(d["fill"]) for d in sorted(docs, key=lambda d: d["seq"])]
+
+    def accounts(self) -> list[str]:
+        """Names of the paper accounts created so far, sorted."""
+        docs = self.state.query(
+            "paper_accounts", [Filter("exchange", "==", self.config.exchange_id)]
+        )
+        return sorted(d["account"] for d in docs)
+
+    # ------------------------------------------------------------------- helpers
+    def order_id(self, account: str, client_order_id: str) -> str:
+        """The exchange id of an account's order: derived, so creation is idempotent."""
+        return f"{self.config.exchange_id}-{stable_id(account, client_order_id, length=20)}"
+
+    def instrument(self, symbol: str) -> Instrument:
+        """The instrument (``ExchangeError`` if unknown)."""
+        inst = self.market.paper_instrument(symbol)
+        if inst is None:
+            raise ExchangeError(f"unknown symbol {symbol}")
+        return inst
+
+    def balance(self, book: AccountBook) -> Balance:
+        """Balance of ``book`` at the clock's now."""
+        unrealized = used = 0.0
+        now = self._clock.now_ms()
+        for symbol, pos in sorted(book.positions.items()):
+            if pos.amount == 0:
+                continue
+            used += pos.margin
+            last = self.market.last_price(symbol, now)
+            if last is not None:
+                unrealized += pos.amount * (last - pos.entry_price)
+        return Balance(wallet=book.wallet, unrealized_pnl=unrealized, used_margin=used)
+
+    def _doc_id(self, account: str) -> str:
+        return f"{self.config.exchange_id}-{stable_id(account, length=24)}"
+
+    def _owner(self, account: str) -> str:
+        return self._doc_id(account)
+
+    def _new_book(self, account: str) -> AccountBook:
+        return AccountBook(
+            exchange=self.config.exchange_id,
+            account=account,
+            wallet=self.config.starting_balance,
+        )
+
+    def _stored_order(self, account: str, order_id: str) -> RestingOrder:
+        doc = self.state.get(PaperCollections.ORDERS, order_id)
+        if doc is None or doc.get("account") != account:
+            raise ExchangeError(f"order {order_id} not found")
+        return RestingOrder.model_validate(doc["record"])
+
+    def _read(self, account: str) -> AccountBook:
+        """The book as of now; writes only if a resting order triggered since the cursor."""
+        doc_id = self._doc_id(account)
+        now = self._clock.now_ms()
+        cached = self._cache.get(doc_id)
+        if self._exclusive and cached is not None:
+            doc: Document | None = {"version": cached.version}
+        else:
+            doc = self.state.get(PaperCollections.ACCOUNTS, doc_id)
+        if doc is None:
+            return self._new_book(account)
+        if cached is None or cached.version != doc["version"]:
+            book = AccountBook.model_validate(doc)
+            cached = _Cached(book.version, book, book.synced_ms or now)
+            self._cache[doc_id] = cached
+        if now > cached.checked_ms:
+            if self._would_trigger(cached.book, cached.checked_ms, now):
+                return self._transact(account, lambda session, _: session.book)
+            cached.checked_ms = now
+        return cached.book
+
+    def _would_trigger(self, book: AccountBook, after_ms: int, now_ms: int) -> bool:
+        resting = book.resting()
+        if not resting:
+            return False
+        symbols = sorted({r.order.symbol for r in resting})
+        for trade in self.market.visible_trades(symbols, after_ms, now_ms):
+            for rec in resting:
+                if (
+                    rec.order.symbol == trade.symbol
+                    and trade.ts_ms > rec.active_after_ms
+                    and trigger_price(rec.order, trade.price, self.config.slippage) is not None
+                ):
+                    return True
+        return False
+
+    def _transact(
+        self,
+        account: str,
+        op: Callable[[Session, Document | None], R],
+        *,
+        read_order: str | None = None,
+    ) -> R:
+        """Sync the book to now and run ``op`` in one transaction; write what changed.
+
+        ``op`` may return an ``OrderRejected`` by raising it: the sync is still kept.
+        """
+        doc_id = self._doc_id(account)
+        now = self._clock.now_ms()
+
+        def fn(t: StateTransaction) -> tuple[R | None, OrderRejected | None, AccountBook]:
+            doc = t.get(PaperCollections.ACCOUNTS, doc_id)
+            existing = t.get(PaperCollections.ORDERS, read_order) if read_order else None
+            book = AccountBook.model_validate(doc) if doc else self._new_book(account)
+            session = Session(self, book)
+            session.sync(now)
+            result: R | None = None
+            rejected: OrderRejected | None = None
+            try:
+                result = op(session, existing)
+            except OrderRejected as exc:
+                rejected = exc
+            if session.changed or doc is None:
+                book.version += 1
+                t.set(PaperCollections.ACCOUNTS, doc_id, book.model_dump(mode="json"))
+                for rec in session.orders.values():
+                    t.set(PaperCollections.ORDERS, rec.order.id, self._order_doc(account, rec))
+                for seq, fill in session.fills:
+                    t.set(
+                        PaperCollections.FILLS,
+                        fill.order_id,
+                        {
+                            "exchange": self.config.exchange_id,
+                            "account": account,
+                            "owner": self._owner(account),
+                            "seq": seq,
+                            "fill": fill.model_dump(mode="json"),
+                        },
+                    )
+            return result, rejected, book
+
+        result, rejected, book = self.state.transaction(fn)
+        self._cache[doc_id] = _Cached(book.version, book, now)
+        if rejected is not None:
+            raise rejected
+        return cast(R, result)
+
+    def _order_doc(self, account: str, rec: RestingOrder) -> dict[str, Any]:
+        return {
+            "exchange": self.config.exchange_id,
+            "account": account,
+            "owner": self._owner(account),
+            "client_order_id": rec.order.client_order_id,
+            "seq": rec.seq,
+            "status": rec.order.status.value,
+            "record": rec.model_dump(mode="json"),
+        }
+
+    def _new_order(
+        self, session: Session, account: str, order_id: str, request: OrderRequest
+    ) -> Order:
+        """Validate and place a new order (``OrderRejected``: nothing is recorded)."""
+        cid = request.client_order_id
+        inst = self.market.paper_instrument(request.symbol)
+        if inst is None:
+            raise OrderRejected(f"order {cid}: unknown symbol {request.symbol}")
+        leverage = 1.0 if request.leverage is None else float(request.leverage)
+        if not 1 <= leverage <= inst.max_leverage:
+            raise OrderRejected(
+                f"order {cid}: leverage {leverage:g} outside 1..{inst.max_leverage:g}"
+            )
+        now = self._clock.now_ms()
+        arrival = now + self.config.latency_ms
+        rec = RestingOrder(
+            order=Order(
+                id=order_id,
+                client_order_id=cid,
+                account=account,
+                symbol=request.symbol,
+                side=request.side,
+                type=request.type,
+                amount=request.amount,
+                price=request.price,
+                stop_price=request.stop_price,
+                reduce_only=request.reduce_only,
+                status=OrderStatus.OPEN,
+                created_ms=now,
+                updated_ms=now,
+            ),
+            seq=session.book.order_seq + 1,
+            leverage=leverage,
+            active_after_ms=arrival,
+        )
+        # work on a scratch session: a rejected order must leave no trace in the book
+        scratch = Session(self, session.book.model_copy(deep=True))
+        if request.type is OrderType.MARKET:
+            price = self.market.last_price(request.symbol, arrival)
+            if price is None:
+                raise OrderRejected(f"order {cid}: no market price for {request.symbol} yet")
+            fill_price = adverse(price, request.side, self.config.slippage)
+            if not request.reduce_only:
+                reason = scratch.opening_problem(rec, fill_price, inst)
+                if reason:
+                    raise OrderRejected(f"order {cid}: {reason}")
+            reason = scratch.fill(rec, fill_price, arrival, True)
+            if reason:
+                raise OrderRejected(f"order {cid}: {reason}")
+        else:
+            scratch.book.open_orders.append(rec)
+            self._validate_resting(scratch, rec, inst)
+        scratch.orders[rec.order.id] = rec
+        scratch.book.order_seq = rec.seq
+        # adopt the scratch result
+        session.book.__dict__.update(scratch.book.__dict__)
+        session.orders.update(scratch.orders)
+        session.fills.extend(scratch.fills)
+        return rec.order.model_copy()
+
+    def _validate_resting(self, session: Session, rec: RestingOrder, inst: Instrument) -> None:
+        order = rec.order
+        cid = order.client_order_id
+        slippage = self.config.slippage
+        last = self.market.last_price(order.symbol, rec.active_after_ms)
+        if order.type is OrderType.LIMIT:
+            if order.price is None or order.price <= 0:
+                raise OrderRejected(f"order {cid}: a limit order needs a positive price")
+            reference = order.price
+        else:
+            if order.stop_price is None or order.stop_price <= 0:
+                raise OrderRejected(f"order {cid}: a {order.type} order needs a stop price")
+            reference = order.stop_price
+            if last is not None and trigger_price(order, last, 0.0) is not None:
+                raise OrderRejected(
+                    f"order {cid}: stop price {order.stop_price:g} would trigger immediately "
+                    f"(last {last:g})"
+                )
+        if not order.reduce_only:
+            reason = session.opening_problem(rec, reference, inst)
+            if reason:
+                raise OrderRejected(f"order {cid}: {reason}")
+        if order.type is OrderType.LIMIT and order.price is not None and last is not None:
+            marketable = adverse(last, order.side, slippage)
+            if (side_sign(order.side) > 0 and marketable <= order.price) or (
+                side_sign(order.side) < 0 and marketable >= order.price
+            ):
+                # a limit that crosses the book fills at once as a taker (never worse than
+                # its limit)
+                reason = session.fill(rec, marketable, rec.active_after_ms, True)
+                if reason:
+                    raise OrderRejected(f"order {cid}: {reason}")
+
+
+def _by_seq(rec: RestingOrder) -> int:
+    return rec.seq
+
+
+__all__ = [
+    "AccountBook",
+    "FillConfig",
+    "PaperCollections",
+    "PaperLedger",
+    "PaperMarket",
+    "RestingOrder",
+]
