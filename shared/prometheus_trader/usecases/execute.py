@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.ids import client_order_id, execution_id
 from prometheus_trader.domain.market import MINUTE_MS, Instrument, Side
-from prometheus_trader.domain.planner import plan_trade
+from prometheus_trader.domain.planner import plan_for_user
 from prometheus_trader.domain.risk import RiskContext, evaluate_risk
 from prometheus_trader.domain.signals import OpportunitySignal
 from prometheus_trader.domain.trading import (
@@ -36,10 +34,12 @@ from prometheus_trader.ports import (
     SeriesKey,
     StateStore,
 )
+from prometheus_trader.usecases.audit import audit_order  # i11: moved (portfolio uses it)
 from prometheus_trader.usecases.dispatch import ExecutionRequest
 from prometheus_trader.usecases.events import publish_event
 from prometheus_trader.usecases.names import Collections, labels
-from prometheus_trader.usecases.stats import UserStats, load_user_stats
+from prometheus_trader.usecases.portfolio import close_opposite, user_edge
+from prometheus_trader.usecases.stats import risk_account_fields
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,6 @@ class ExecutorConfig:
     """Executor knobs."""
 
     max_data_age_minutes: float = 3.0
-
-
-def audit_order(blobs: BlobStore, now: datetime, record: dict[str, object]) -> None:
-    """Append one order action to the append-only audit log (one JSON line)."""
-    key = f"audit/orders/{now:%Y-%m-%d}.jsonl"
-    blobs.append_line(key, json.dumps(record, sort_keys=True, default=str))
 
 
 class ExecuteSignalForUser:
@@ -163,14 +157,20 @@ class ExecuteSignalForUser:
     # --------------------------------------------------------------------- decide
     def _decide(self, signal: OpportunitySignal, user: User) -> RiskDecision:
         instrument = self._instrument(signal.symbol)
+        # --- i11 hook: opposite signal closes first (user setting), style/Kelly planning
+        if user.close_on_opposite_signal:
+            close_opposite(self._state, self._exchange, self._bus, self._blobs, self._clock,
+                           user, signal)
         balance = self._exchange.fetch_balance(user.exchange_account)
-        plan = plan_trade(signal, user, instrument, balance.equity)
-        stats = load_user_stats(self._state, user.user_id, self._clock.now(), balance.equity)
-        context = self._risk_context(user, signal, balance.equity, balance.free, stats)
+        plan = plan_for_user(
+            signal, user, instrument, balance.equity, edge=user_edge(self._state, user)
+        )
+        # --- end i11 hook
+        context = self._risk_context(user, signal, balance.equity, balance.free)
         return evaluate_risk(signal, plan, user, context, instrument)
 
     def _risk_context(
-        self, user: User, signal: OpportunitySignal, equity: float, free: float, stats: UserStats
+        self, user: User, signal: OpportunitySignal, equity: float, free: float
     ) -> RiskContext:
         now_ms = self._clock.now_ms()
         key = SeriesKey(signal.exchange, signal.market_type, signal.symbol)
@@ -188,10 +188,8 @@ class ExecuteSignalForUser:
             equity=equity,
             free_margin=free,
             open_positions=open_positions,
-            day_start_equity=stats.day_start_equity,
-            peak_equity=max(stats.peak_equity, equity),
-            realized_pnl_today_pct=stats.realized_pnl_today_pct,
-            consecutive_losses=stats.consecutive_losses,
+            # i11 hook: true peak, breaker cool-downs, drawdown ladder (events published)
+            **risk_account_fields(self._state, self._bus, user, self._clock.now(), equity),
             data_quality_ok=last is not None,
             data_age_s=max(0.0, min(age_s, 1e9)),
             max_data_age_s=self._config.max_data_age_minutes * 60,

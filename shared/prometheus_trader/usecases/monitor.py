@@ -9,6 +9,7 @@ from prometheus_trader.domain.events import EventType
 from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
 from prometheus_trader.domain.ids import client_order_id
 from prometheus_trader.domain.market import MINUTE_MS, Side
+from prometheus_trader.domain.portfolio import DEFAULT_PORTFOLIO, PortfolioConfig
 from prometheus_trader.domain.signals import Direction
 from prometheus_trader.domain.trading import (
     ExitReason,
@@ -21,9 +22,10 @@ from prometheus_trader.domain.trading import (
 )
 from prometheus_trader.domain.users import User
 from prometheus_trader.ports import BlobStore, Bus, Clock, Exchange, Filter, StateStore
+from prometheus_trader.usecases.audit import audit_order
 from prometheus_trader.usecases.events import publish_event
-from prometheus_trader.usecases.execute import audit_order
 from prometheus_trader.usecases.names import Collections, labels
+from prometheus_trader.usecases.portfolio import PortfolioGuard
 
 log = logging.getLogger(__name__)
 WINDOW_MS = 15 * MINUTE_MS
@@ -60,6 +62,7 @@ class ExitMonitor:
         config: ExitConfig | None = None,
         *,
         worker_id: str = "exit-monitor",
+        portfolio: PortfolioConfig | None = None,
     ) -> None:
         self._state = state
         self._exchange = exchange
@@ -73,6 +76,9 @@ class ExitMonitor:
         self._cycles = 0
         # users of the positions being handled, read once per pass (not per check)
         self._users: dict[str, User | None] = {}
+        self._portfolio = PortfolioGuard(  # i11 hook
+            state, exchange, bus, blobs, clock, self.close_position, portfolio or DEFAULT_PORTFOLIO
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def open_positions(self) -> list[Position]:
@@ -113,6 +119,11 @@ class ExitMonitor:
         positions = self.open_positions()
         self._load_users(positions)
         report = CycleReport(positions=len(positions))
+        # --- i11 hook: portfolio rules (kill switch, daily drawdown ladder, BTC dump)
+        guarded = self._portfolio.run(positions)
+        report.closed.update(guarded.closed)
+        positions = [p for p in positions if p.id not in guarded.closed]
+        # --- end i11 hook
         if positions:
             symbols = sorted({p.symbol for p in positions})
             after = now_ms - WINDOW_MS if self._cursor_ms is None else self._cursor_ms
@@ -152,6 +163,18 @@ class ExitMonitor:
             closed += 1
         return closed
 
+    def close_position(
+        self, position: Position, reason: ExitReason, detail: dict[str, float | str]
+    ) -> None:
+        """Close one position now (portfolio rules, opposite signal); i11 hook."""
+        self._users.setdefault(position.user_id, self._user(position.user_id))
+        if not self._closed_on_exchange(position):
+            self._close(position, reason, detail)
+
+    def _user(self, user_id: str) -> User | None:
+        doc = self._state.get(Collections.USERS, user_id)
+        return User.model_validate(doc) if doc else None
+
     # -------------------------------------------------------------------- checks
     def _check(self, position: Position, now_ms: int, since_ms: int) -> str | None:
         if self._closed_on_exchange(position):
@@ -187,6 +210,7 @@ class ExitMonitor:
         ]:
             order = self._exchange.fetch_order(account, order_id)
             if order.status is OrderStatus.FILLED and order.average is not None:
+                self._audit(position, "exchange_fill", order, reason)  # i11: audit
                 self._cancel_protective(position, keep=order.id)
                 self._record_close(
                     position, order, reason, {"trigger": order.stop_price or 0.0, "by": "exchange"}
@@ -236,7 +260,8 @@ class ExitMonitor:
             if order_id and order_id != keep:
                 order = self._exchange.fetch_order(account, order_id)
                 if order.status is OrderStatus.OPEN:
-                    self._exchange.cancel_order(account, order_id)
+                    cancelled = self._exchange.cancel_order(account, order_id)
+                    self._audit(position, "cancel_order", cancelled, None)  # i11: audit
 
     def _record_close(
         self,
@@ -293,6 +318,30 @@ class ExitMonitor:
                 signal=position.signal_id,
                 symbol=position.symbol,
             ),
+        )
+
+    def _audit(
+        self, position: Position, action: str, order: Order, reason: ExitReason | None
+    ) -> None:
+        """One audit line for an order action the monitor saw or took (i11)."""
+        audit_order(
+            self._blobs,
+            self._clock.now(),
+            {
+                "action": action,
+                "user_id": position.user_id,
+                "position_id": position.id,
+                "client_order_id": order.client_order_id,
+                "order_id": order.id,
+                "symbol": order.symbol,
+                "type": order.type.value,
+                "reason": reason.value if reason else None,
+                "status": order.status.value,
+                "filled": order.filled,
+                "average": order.average,
+                "stop_price": order.stop_price,
+                "ts_ms": self._clock.now_ms(),
+            },
         )
 
     def _load_users(self, positions: list[Position]) -> None:
