@@ -257,9 +257,7 @@ def test_stop_tighter_than_trail_is_the_reason() -> None:
 
 
 def test_take_profit_profit_lock_and_max_hold() -> None:
-    cfg = legacy(
-        enable_order_flow=False, enable_adverse_moves=False, enable_trailing_stop=False
-    )
+    cfg = legacy(enable_order_flow=False, enable_adverse_moves=False, enable_trailing_stop=False)
     tp = evaluate_exit(position(tps=(104.0,)), window_of([trade(NOW - S, 104.2)]), NOW, cfg)
     assert tp.exit is not None and tp.exit.reason is ExitReason.TAKE_PROFIT
     assert tp.exit.detail["take_profit"] == 104.0

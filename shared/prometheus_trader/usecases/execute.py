@@ -159,8 +159,9 @@ class ExecuteSignalForUser:
         instrument = self._instrument(signal.symbol)
         # --- i11 hook: opposite signal closes first (user setting), style/Kelly planning
         if user.close_on_opposite_signal:
-            close_opposite(self._state, self._exchange, self._bus, self._blobs, self._clock,
-                           user, signal)
+            close_opposite(
+                self._state, self._exchange, self._bus, self._blobs, self._clock, user, signal
+            )
         balance = self._exchange.fetch_balance(user.exchange_account)
         plan = plan_for_user(
             signal, user, instrument, balance.equity, edge=user_edge(self._state, user)
