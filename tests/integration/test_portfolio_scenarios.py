@@ -388,7 +388,7 @@ def test_max_drawdown_trips_at_the_right_decision_and_resumes_by_the_user(
         decisions.append((f"17:{minute}", outcome, dd["values"]["drawdown_pct"]))
         if not dd["passed"]:
             break
-    when, outcome, drawdown = decisions[-1]
+    _when, outcome, drawdown = decisions[-1]
     assert outcome == "rejected" and drawdown >= 3.0
     assert all(d < 3.0 for _, _, d in decisions[:-1])  # the first decision past the limit
     assert dd["values"]["peak_equity"] >= peak  # the true peak, not the day start

@@ -39,6 +39,7 @@ from prometheus_trader.usecases.dispatch import ExecutionRequest
 from prometheus_trader.usecases.events import publish_event
 from prometheus_trader.usecases.names import Collections, labels
 from prometheus_trader.usecases.portfolio import close_opposite, user_edge
+from prometheus_trader.usecases.scaled import is_scaled, place_scaled_entries
 from prometheus_trader.usecases.stats import risk_account_fields
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,12 @@ class ExecuteSignalForUser:
                 payload={"advice": decision.plan.model_dump(mode="json")},
             )
             return DecisionOutcome.ADVISED, [], None
+        if is_scaled(decision.plan):  # i11 hook: legs rest; the monitor opens the position
+            ids = place_scaled_entries(
+                self._state, self._exchange, self._blobs, self._clock, signal, user,
+                decision.plan, exec_id,
+            )  # fmt: skip
+            return DecisionOutcome.ACCEPTED, ids, None
         position = self._open_position(signal, user, decision.plan, exec_id)
         order_ids = [position.entry_order_id, *filter(None, [position.stop_order_id])]
         order_ids += position.take_profit_order_ids

@@ -41,6 +41,7 @@ from prometheus_trader.ports import BlobStore, Bus, Clock, Exchange, Filter, Sta
 from prometheus_trader.usecases.audit import audit_order
 from prometheus_trader.usecases.events import publish_event
 from prometheus_trader.usecases.names import Collections, labels
+from prometheus_trader.usecases.scaled import sync_scaled_entries
 from prometheus_trader.usecases.stats import observe_user, publish_breaker_events, user_stats_id
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class PortfolioGuard:
     def run(self, positions: list[Position]) -> PortfolioReport:
         """Apply kill switch, ladder and BTC dump to every active user's open positions."""
         report = PortfolioReport()
+        sync_scaled_entries(self._state, self._exchange, self._bus, self._blobs, self._clock)
         users = [
             User.model_validate(d)
             for d in self._state.query(Collections.USERS, [Filter("active", "==", True)])
