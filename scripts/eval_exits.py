@@ -48,8 +48,14 @@ from prometheus_trader.domain.exits import ExitConfig
 from prometheus_trader.domain.market import MINUTE_MS
 from prometheus_trader.domain.trading import ExitReason
 from prometheus_trader.domain.users import RiskLimits, User
+from prometheus_trader.ports import Filter
 from prometheus_trader.usecases.monitor import ExitMonitor
 from prometheus_trader.usecases.names import Collections, Subscriptions, Topics
+
+try:  # the same script also runs on the code before issue 11 (the "before" numbers)
+    from prometheus_trader.usecases.scaled import SCALED_ENTRIES
+except ImportError:  # pragma: no cover
+    SCALED_ENTRIES = "scaled_entries"
 
 # Exit configurations compared. "old" is the behaviour before issue 11 (0.5% trail from
 # entry, ladder on unleveraged price moves); "new" is the default ExitConfig().
@@ -63,6 +69,7 @@ EXIT_CONFIGS: dict[str, dict[str, Any]] = {
     "arm0.5-w1": {"trail_arm_r": 0.5, "trail_width_r": 1.0},
     "arm1-w0.5": {"trail_arm_r": 1.0, "trail_width_r": 0.5},
     "arm1.5-w1": {"trail_arm_r": 1.5, "trail_width_r": 1.0},
+    "arm0.5-w0.5": {"trail_arm_r": 0.5, "trail_width_r": 0.5},
     "arm1-w1.5": {"trail_arm_r": 1.0, "trail_width_r": 1.5},
     "no-trail": {"enable_trailing_stop": False},
 }
@@ -160,6 +167,7 @@ def cmd_trade(args: argparse.Namespace) -> dict[str, Any]:
         for user in _users(args.exits == "old" and not args.new_breakers):
             run.state.create(Collections.USERS, user.user_id, user.model_dump(mode="json"))
         began = time.perf_counter()
+        minutes = sorted(by_minute)
         t = start - start % MINUTE_MS
         run.monitor.reconcile()
         while t < end:
@@ -169,9 +177,14 @@ def cmd_trade(args: argparse.Namespace) -> dict[str, Any]:
                     if run.state.create(Collections.SIGNALS, doc["id"], doc):
                         run.bus.publish(Topics.SIGNALS, doc, dedupe_key=doc["id"], ordering_key="x")
                 run.bus.drain_all()
-            run.monitor.cycle()
+            report = run.monitor.cycle()
             run.bus.drain_all()
             t += MINUTE_MS
+            pending = run.state.query(SCALED_ENTRIES, [Filter("status", "==", "pending")])
+            if report.positions == 0 and not pending:
+                # an empty book: nothing happens until the next signal (gaps between windows)
+                upcoming = [m for m in minutes if m >= t]
+                t = max(t, min(upcoming)) if upcoming else end
         run.monitor.close_all(ExitReason.END_OF_DATA, {"end_ms": end})
         run.bus.drain_all()
         result = _summarize(run, time.perf_counter() - began, args)
