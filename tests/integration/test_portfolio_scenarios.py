@@ -12,6 +12,7 @@ exists in the data, so the BTC-dump scenario runs the same rule with a 1 % thres
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
+from prometheus_trader.adapters.embedded.console_notifier import ConsoleNotifier
 from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
 from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
 from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
@@ -44,7 +46,8 @@ from prometheus_trader.sample import SAMPLE_STORE_DIR
 from prometheus_trader.usecases.dispatch import ExecutionRequest
 from prometheus_trader.usecases.execute import ExecuteSignalForUser
 from prometheus_trader.usecases.monitor import ExitMonitor
-from prometheus_trader.usecases.names import Collections, Topics
+from prometheus_trader.usecases.names import Collections, Subscriptions, Topics
+from prometheus_trader.usecases.notify import NotifyEvent
 from prometheus_trader.usecases.portfolio import PORTFOLIO_ACTIONS
 from prometheus_trader.usecases.stats import user_stats_id
 
@@ -184,8 +187,6 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 def _audit_lines(w: World) -> list[dict[str, object]]:
-    import json
-
     return [
         json.loads(line)
         for key in w.blobs.list("audit/")
@@ -375,6 +376,9 @@ def test_max_drawdown_trips_at_the_right_decision_and_resumes_by_the_user(
     executor = ExecuteSignalForUser(
         world.state, world.exchange, world.source, world.bus, world.blobs, world.clock
     )
+    outbox = world.blobs.path_for("outbox.jsonl")
+    notifier = NotifyEvent(ConsoleNotifier(outbox), world.state)
+    world.bus.subscribe(Topics.EVENTS, Subscriptions.NOTIFIER, notifier.handle)
     world.clock.set(datetime(2025, 5, 21, 17, 20, tzinfo=UTC))
     assert _execute(world, executor, _signal(world, BTC, 1)) == "accepted"
     peak = world.exchange.fetch_balance(user.exchange_account).equity
@@ -414,6 +418,15 @@ def test_max_drawdown_trips_at_the_right_decision_and_resumes_by_the_user(
         if e["type"] == "circuit_breaker" and e["payload"]["action"] == "reset"
     ]
     assert [e["payload"]["breaker"] for e in resets] == ["max_drawdown"]
+    # the trip and the reset reached the notifier, with their numbers
+    world.bus.drain_all()
+    sent = [json.loads(line) for line in Path(outbox).read_text().splitlines()]
+    breaker_notes = [n for n in sent if n["event_type"] == "circuit_breaker"]
+    assert [(n["body"]["breaker"], n["body"]["action"]) for n in breaker_notes] == [
+        ("max_drawdown", "tripped"),
+        ("max_drawdown", "reset"),
+    ]
+    assert breaker_notes[0]["body"]["drawdown_pct"] == pytest.approx(drawdown)
 
 
 def _reasons(world: World, n: int) -> list[str]:
