@@ -66,7 +66,7 @@ EXIT_CONFIGS: dict[str, dict[str, Any]] = {
         "profit_lock_on_leveraged_return": False,
     },
     "new": {},
-    "arm0.5-w1": {"trail_arm_r": 0.5, "trail_width_r": 1.0},
+    "arm1-w1": {"trail_arm_r": 1.0, "trail_width_r": 1.0},
     "arm1-w0.5": {"trail_arm_r": 1.0, "trail_width_r": 0.5},
     "arm1.5-w1": {"trail_arm_r": 1.5, "trail_width_r": 1.0},
     "arm0.5-w0.5": {"trail_arm_r": 0.5, "trail_width_r": 0.5},

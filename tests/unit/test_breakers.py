@@ -92,3 +92,24 @@ def test_a_win_resets_the_streak_and_a_trade_on_a_new_day_opens_it() -> None:
     # the next equity reading fills in the day's start
     state, _ = observe_account(state, LIMITS, T + timedelta(minutes=2), 9_950.0)
     assert state.day_start_equity == 9_950.0
+
+
+def test_trips_hold_until_their_reset_rule_not_until_the_numbers_recover() -> None:
+    state, _ = observe_account(AccountState(), LIMITS, T, 10_000.0)
+    state, events = observe_account(state, LIMITS, T + timedelta(minutes=1), 8_400.0)
+    assert [(e.breaker, e.action) for e in events] == [(Breaker.MAX_DRAWDOWN, "tripped")]
+    # the open positions recover: still tripped (only the user resumes it)
+    state, events = observe_account(state, LIMITS, T + timedelta(minutes=2), 9_800.0)
+    assert events == [] and Breaker.MAX_DRAWDOWN.value in state.tripped
+    # a winning close after a daily-loss trip does not lift it before the next UTC day
+    state = record_trade(state, T + timedelta(minutes=3), -3.5)
+    state, events = observe_account(state, LIMITS, T + timedelta(minutes=4), 9_800.0)
+    assert [(e.breaker, e.action) for e in events] == [(Breaker.DAILY_LOSS, "tripped")]
+    state = record_trade(state, T + timedelta(minutes=5), 2.0)
+    state, events = observe_account(state, LIMITS, T + timedelta(minutes=6), 9_800.0)
+    assert events == [] and Breaker.DAILY_LOSS.value in state.tripped
+    # the first trade of the next day rolls the day: the next reading resets it
+    state = record_trade(state, datetime(2025, 5, 22, 1, 0, tzinfo=UTC), 0.1)
+    state, events = observe_account(state, LIMITS, datetime(2025, 5, 22, 1, 1, tzinfo=UTC), 9_800)
+    assert [(e.breaker, e.action) for e in events] == [(Breaker.DAILY_LOSS, "reset")]
+    assert Breaker.MAX_DRAWDOWN.value in state.tripped

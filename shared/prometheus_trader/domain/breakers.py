@@ -84,11 +84,19 @@ def consecutive_resume_at(state: AccountState, limits: RiskLimits) -> datetime |
 
 
 def tripped_now(state: AccountState, limits: RiskLimits, equity: float) -> dict[Breaker, bool]:
-    """Which breakers are tripped for this state and equity."""
+    """Which breakers are tripped for this state and equity.
+
+    A trip holds until its own reset rule, not merely until the numbers recover: the daily
+    loss until the UTC day changes (the day roll clears it), the drawdown until the user
+    resumes (which clears it), the streak while the count stays at the limit.
+    """
+    held = state.tripped
     return {
-        Breaker.DAILY_LOSS: state.realized_pnl_today_pct <= -limits.daily_loss_limit_pct,
+        Breaker.DAILY_LOSS: state.realized_pnl_today_pct <= -limits.daily_loss_limit_pct
+        or held.get(Breaker.DAILY_LOSS.value, "")[:10] == state.day,
         Breaker.CONSECUTIVE_LOSSES: state.consecutive_losses >= limits.max_consecutive_losses,
-        Breaker.MAX_DRAWDOWN: state.drawdown_pct(equity) >= limits.max_drawdown_pct,
+        Breaker.MAX_DRAWDOWN: state.drawdown_pct(equity) >= limits.max_drawdown_pct
+        or Breaker.MAX_DRAWDOWN.value in held,
     }
 
 
@@ -103,8 +111,10 @@ def observe_account(
     """Move ``state`` forward to ``now`` at ``equity``; return it and the transitions."""
     today = now.strftime("%Y-%m-%d")
     updates: dict[str, object] = {}
+    held = dict(state.tripped)
     if state.day != today:
         updates.update(day=today, day_start_equity=equity, realized_pnl_today_pct=0.0)
+        held.pop(Breaker.DAILY_LOSS.value, None)
     elif state.day_start_equity <= 0 < equity:
         updates["day_start_equity"] = equity  # the day was opened without an equity reading
     if equity > state.peak_equity:
@@ -114,9 +124,11 @@ def observe_account(
         state.resumed_at is None or resume_requested_at > state.resumed_at
     ):
         updates.update(resumed_at=resume_requested_at, consecutive_losses=0, peak_equity=equity)
+        held.pop(Breaker.MAX_DRAWDOWN.value, None)
         reasons[Breaker.CONSECUTIVE_LOSSES] = "resumed by the user"
         reasons[Breaker.MAX_DRAWDOWN] = "resumed by the user (peak restarts at current equity)"
-    new = state.model_copy(update=updates)
+    # the sticky trips cleared by their reset rules above are judged afresh below
+    new = state.model_copy(update={**updates, "tripped": held})
     resume_at = consecutive_resume_at(new, limits)
     if resume_at is not None and now >= resume_at:
         new = new.model_copy(update={"consecutive_losses": 0})
@@ -139,7 +151,7 @@ def observe_account(
     transitions: list[BreakerTransition] = []
     tripped = dict(new.tripped)
     for breaker, on in tripped_now(new, limits, equity).items():
-        was = breaker.value in tripped
+        was = breaker.value in state.tripped
         if on and not was:
             tripped[breaker.value] = now.isoformat()
             transitions.append(
@@ -151,8 +163,10 @@ def observe_account(
                     values=values,
                 )
             )
-        elif was and not on:
-            del tripped[breaker.value]
+        elif on:
+            tripped.setdefault(breaker.value, state.tripped[breaker.value])
+        elif was:
+            tripped.pop(breaker.value, None)
             transitions.append(
                 BreakerTransition(
                     breaker=breaker,

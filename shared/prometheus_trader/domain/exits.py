@@ -45,7 +45,7 @@ from prometheus_trader.domain.signals import Direction
 from prometheus_trader.domain.trading import ExitReason, Position
 
 # Defaults chosen on binance-usdm-2025-05 (docs/decisions.md, scripts/eval_exits.py).
-TRAIL_ARM_R = 1.0
+TRAIL_ARM_R = 0.5
 TRAIL_WIDTH_R = 1.0
 
 SECOND_MS = 1_000

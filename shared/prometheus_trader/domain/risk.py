@@ -81,6 +81,9 @@ class RiskContext(BaseModel):
         None, description="why the daily drawdown ladder blocks new entries today, if it does"
     )
     daily_drawdown_pct: float = Field(0.0, description="equity below the day's start, %")
+    breakers_tripped: list[str] = Field(
+        default_factory=list, description="breakers still tripped (domain.breakers state)"
+    )
 
 
 class BreakerState(BaseModel):
@@ -109,10 +112,12 @@ def breaker_state(ctx: RiskContext, limits: RiskLimits) -> BreakerState:
         if ctx.day_start_equity > 0
         else 0.0
     )
+    sticky = set(ctx.breakers_tripped)  # a trip holds until its own reset rule
     return BreakerState(
-        daily_loss=ctx.realized_pnl_today_pct <= -limits.daily_loss_limit_pct,
+        daily_loss=ctx.realized_pnl_today_pct <= -limits.daily_loss_limit_pct
+        or "daily_loss" in sticky,
         consecutive_losses=ctx.consecutive_losses >= limits.max_consecutive_losses,
-        max_drawdown=drawdown >= limits.max_drawdown_pct,
+        max_drawdown=drawdown >= limits.max_drawdown_pct or "max_drawdown" in sticky,
         realized_today_pct=ctx.realized_pnl_today_pct,
         equity_change_today_pct=change_today,
         drawdown_pct=drawdown,

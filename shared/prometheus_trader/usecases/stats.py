@@ -132,4 +132,5 @@ def risk_account_fields(
         "consecutive_loss_resume_at": consecutive_resume_at(stats, user.limits),
         "entries_blocked": ladder_blocks_entries(stats.ladder_step_today(now), daily_drawdown),
         "daily_drawdown_pct": daily_drawdown,
+        "breakers_tripped": sorted(stats.tripped),
     }
