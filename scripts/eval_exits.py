@@ -221,7 +221,18 @@ def _summarize(run: _Run, seconds: float, args: argparse.Namespace) -> dict[str,
             and ev.get("user_id") == user.user_id
             and ev["payload"].get("action") == "tripped"
         )
+        by_week: dict[str, float] = {}
+        by_symbol: dict[str, float] = {}
+        for p in mine:
+            week = datetime.fromisoformat(p["closed_at"]).strftime("%G-W%V")
+            by_week[week] = by_week.get(week, 0.0) + float(p["realized_pnl"])
+            by_symbol[p["symbol"]] = by_symbol.get(p["symbol"], 0.0) + float(p["realized_pnl"])
         per_user[user.user_id] = {
+            "pnl_pct_by_week": {
+                k: round(v / start_balance * 100, 2) for k, v in sorted(by_week.items())
+            },
+            "symbols_traded": len(by_symbol),
+            "symbols_net_positive": sum(1 for v in by_symbol.values() if v > 0),
             "trades": len(pnls),
             "exits": dict(sorted(Counter(p["exit_reason"] for p in mine).items())),
             "net_pnl_pct": round((equity - start_balance) / start_balance * 100, 2),
