@@ -80,6 +80,7 @@ class PortfolioGuard:
         self._close = close
         self._config = config
         self._btc_checked_minute: int | None = None
+        self._flat_seen: set[str] = set()
 
     def run(self, positions: list[Position]) -> PortfolioReport:
         """Apply kill switch, ladder and BTC dump to every active user's open positions."""
@@ -98,7 +99,13 @@ class PortfolioGuard:
             if user.kill_switch:
                 self.kill_switch(user, mine, report)
                 continue
+            if not mine and user.user_id in self._flat_seen:
+                continue  # a flat account's equity cannot move: one reading is enough
             self._ladder(user, mine, prices, report)
+            if mine:
+                self._flat_seen.discard(user.user_id)
+            else:
+                self._flat_seen.add(user.user_id)
         open_left = [p for p in positions if p.id not in report.closed]
         self._btc_dump(open_left, report)
         return report
