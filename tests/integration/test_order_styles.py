@@ -153,6 +153,8 @@ def test_scaled_entries_rest_then_grow_the_position_and_leftovers_are_cancelled(
     doc = world.state.get(SCALED_ENTRIES, exec_id)
     assert doc is not None and doc["status"] == "done"
     actions = {(a["action"], a["order_id"]) for a in world.audit()}
+    for o in filled:
+        assert ("exchange_fill", o.id) in actions
     for o in legs:
         assert ("create_order", o.id) in actions
         if world.exchange.fetch_order("u", o.id).status is OrderStatus.CANCELED:

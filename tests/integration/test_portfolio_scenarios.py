@@ -93,7 +93,14 @@ class World:
         self.state.set(Collections.USERS, user.user_id, user.model_dump(mode="json"))
         return user
 
-    def open(self, user: User, symbol: str, direction: Direction, notional: float) -> Position:
+    def open(
+        self,
+        user: User,
+        symbol: str,
+        direction: Direction,
+        notional: float,
+        stop_pct: float = 10.0,
+    ) -> Position:
         """A market entry with its exchange-side stop (10 % away), stored as a position."""
         price = self.exchange.fetch_tickers([symbol])[0].last
         pid = f"{user.user_id}-{symbol.split('/')[0]}"
@@ -112,7 +119,7 @@ class World:
             ),
         )
         assert entry.average is not None
-        stop_price = entry.average * (1 - direction.sign * 0.10)
+        stop_price = entry.average * (1 - direction.sign * stop_pct / 100)
         stop = self.exchange.create_order(
             account,
             OrderRequest(
@@ -433,3 +440,18 @@ def _reasons(world: World, n: int) -> list[str]:
     doc = world.state.get(Collections.EXECUTIONS, execution_id(f"sig-{n}", "dd"))
     assert doc is not None
     return [str(r) for r in doc["reasons"]]
+
+
+def test_exchange_side_stop_fill_and_cancels_are_audited(world: World) -> None:
+    user = world.add_user(User.with_profile("u1", RiskProfile.AGGRESSIVE))
+    world.clock.set(BEFORE_DUMP)
+    eth = world.open(user, ETH, Direction.LONG, 2_000, stop_pct=0.3)
+    world.clock.set(DUMP_AT + timedelta(minutes=1))
+    report = world.monitor().cycle()
+    assert report.closed == {eth.id: "exchange-side exit"}
+    fills = [a for a in _audit_lines(world) if a["action"] == "exchange_fill"]
+    assert [(a["order_id"], a["reason"], a["status"]) for a in fills] == [
+        (eth.stop_order_id, "stop_loss", "filled")
+    ]
+    closed = world.state.get(Collections.POSITIONS, eth.id)
+    assert closed is not None and closed["exit_reason"] == "stop_loss"

@@ -114,6 +114,12 @@ def _sync_one(
     orders = [exchange.fetch_order(account, leg["order_id"]) for leg in doc["legs"]]
     filled = [o for o in orders if o.status is OrderStatus.FILLED and o.average is not None]
     resting = [o for o in orders if o.status is OrderStatus.OPEN]
+    seen = set(doc.get("filled_seen", []))
+    for order in filled:
+        if order.id not in seen:  # an exchange-side fill of an entry leg: audit it once
+            _audit(blobs, clock, "exchange_fill", str(doc["user_id"]), plan.signal_id, order)
+    if any(o.id not in seen for o in filled):
+        state.update(SCALED_ENTRIES, str(doc["id"]), {"filled_seen": [o.id for o in filled]})
     pos_doc = state.get(Collections.POSITIONS, str(doc["id"]))
     position = Position.model_validate(pos_doc) if pos_doc else None
     now = clock.now()
