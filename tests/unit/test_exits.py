@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from _trading_fixtures import T0_MS, position, trade
@@ -19,7 +19,21 @@ pytestmark = pytest.mark.unit
 
 S, M = 1_000, 60_000
 NOW = T0_MS + 11 * M
-ONLY_FLOW = ExitConfig(
+# The fixed trail active from entry and the ladder on price moves (the pre-issue-11
+# defaults): these tests pin the rule mechanics; test_exit_defaults.py pins the defaults.
+LEGACY: dict[str, Any] = {
+    "trail_arm_r": 0.0,
+    "trail_width_r": None,
+    "profit_lock_on_leveraged_return": False,
+}
+
+
+def legacy(**overrides: Any) -> ExitConfig:
+    """An ExitConfig with the legacy trail and ladder, plus ``overrides``."""
+    return ExitConfig(**{**LEGACY, **overrides})
+
+
+ONLY_FLOW = legacy(
     enable_adverse_moves=False,
     enable_trailing_stop=False,
     enable_stop_loss=False,
@@ -182,7 +196,7 @@ def test_bar_sourced_trades_never_trigger_order_flow(raw, direction) -> None:  #
         ]
     )
     pos = position(direction, stop=80.0 if direction is Direction.LONG else 120.0)
-    ev = evaluate_exit(pos, w, NOW, ExitConfig())
+    ev = evaluate_exit(pos, w, NOW, legacy())
     assert ev.exit is None or ev.exit.reason is not ExitReason.ORDER_FLOW_REVERSAL
 
 
@@ -195,7 +209,7 @@ def test_priority_order() -> None:
     ]
     w = window_of(sorted(trades + falling, key=lambda t: t.ts_ms))
     pos = position(stop=98.0)
-    full = ExitConfig()
+    full = legacy()
     assert evaluate_exit(pos, w, NOW, full).exit.reason is ExitReason.ORDER_FLOW_REVERSAL  # type: ignore[union-attr]
     no_flow = full.model_copy(update={"enable_order_flow": False})
     ev = evaluate_exit(pos, w, NOW, no_flow)
@@ -214,7 +228,7 @@ def test_priority_order() -> None:
     ("profit_price", "threshold"), [(100.1, 5), (100.5, 3), (101.5, 2), (103.0, 1)]
 )
 def test_adverse_threshold_by_profit(profit_price: float, threshold: int) -> None:
-    cfg = ExitConfig(enable_order_flow=False, enable_trailing_stop=False)
+    cfg = legacy(enable_order_flow=False, enable_trailing_stop=False)
     steps = [profit_price + 0.01 * (threshold - i) for i in range(threshold + 1)]
     pos = position(tps=(200.0,))
     w = window_of([trade(NOW - 10 * S + i * 100, p) for i, p in enumerate(steps[:-1])])
@@ -227,7 +241,7 @@ def test_adverse_threshold_by_profit(profit_price: float, threshold: int) -> Non
 
 
 def test_adverse_moves_before_open_do_not_count() -> None:
-    cfg = ExitConfig(enable_order_flow=False, enable_trailing_stop=False)
+    cfg = legacy(enable_order_flow=False, enable_trailing_stop=False)
     pos = position(opened_ms=NOW - 6500)
     w = window_of([trade(NOW - 10 * S + i * S, 100.5 - 0.1 * i) for i in range(6)])
     assert evaluate_exit(pos, w, NOW, cfg).adverse_moves == 2
@@ -235,7 +249,7 @@ def test_adverse_moves_before_open_do_not_count() -> None:
 
 
 def test_stop_tighter_than_trail_is_the_reason() -> None:
-    cfg = ExitConfig(enable_order_flow=False, enable_adverse_moves=False)
+    cfg = legacy(enable_order_flow=False, enable_adverse_moves=False)
     pos = position(stop=99.8, trailing_pct=1.0)  # trail 99.0, stop 99.8
     w = window_of([trade(NOW - S, 98.9)])
     ev = evaluate_exit(pos, w, NOW, cfg)
@@ -243,9 +257,7 @@ def test_stop_tighter_than_trail_is_the_reason() -> None:
 
 
 def test_take_profit_profit_lock_and_max_hold() -> None:
-    cfg = ExitConfig(
-        enable_order_flow=False, enable_adverse_moves=False, enable_trailing_stop=False
-    )
+    cfg = legacy(enable_order_flow=False, enable_adverse_moves=False, enable_trailing_stop=False)
     tp = evaluate_exit(position(tps=(104.0,)), window_of([trade(NOW - S, 104.2)]), NOW, cfg)
     assert tp.exit is not None and tp.exit.reason is ExitReason.TAKE_PROFIT
     assert tp.exit.detail["take_profit"] == 104.0
@@ -266,14 +278,14 @@ def test_since_ms_catches_spikes_between_cycles() -> None:
     w = window_of([trade(NOW - 1500, 101.0), trade(NOW - 500, 100.4)])
     pos = position(tps=(200.0,))
     no_since = evaluate_exit(
-        pos, w, NOW, ExitConfig(enable_order_flow=False, enable_adverse_moves=False)
+        pos, w, NOW, legacy(enable_order_flow=False, enable_adverse_moves=False)
     )
     assert no_since.best_price == 100.4 and no_since.exit is None
     with_since = evaluate_exit(
         pos,
         w,
         NOW,
-        ExitConfig(enable_order_flow=False, enable_adverse_moves=False),
+        legacy(enable_order_flow=False, enable_adverse_moves=False),
         since_ms=NOW - 2 * S,
     )
     assert with_since.best_price == 101.0
@@ -284,7 +296,7 @@ def test_since_ms_catches_spikes_between_cycles() -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.floats(90, 110), min_size=1, max_size=80), st.sampled_from(list(Direction)))
 def test_trailing_stop_only_tightens(prices, direction) -> None:  # type: ignore[no-untyped-def]
-    cfg = ExitConfig(
+    cfg = legacy(
         enable_order_flow=False,
         enable_adverse_moves=False,
         enable_trailing_stop=False,
@@ -312,7 +324,7 @@ def test_trailing_stop_only_tightens(prices, direction) -> None:  # type: ignore
 
 
 def test_no_trades_no_price_rules() -> None:
-    ev = evaluate_exit(position(), TradeWindow(), NOW, ExitConfig())
+    ev = evaluate_exit(position(), TradeWindow(), NOW, legacy())
     assert ev.last_price is None and ev.exit is None and ev.profit_pct is None
 
 

@@ -18,10 +18,15 @@ Priority order of :func:`evaluate_exit` (the first rule that fires wins):
    while they go against the position; only moves ending after the position opened and
    inside the last ``adverse_window_s`` count. Exit when the count reaches the threshold
    for the current (unleveraged) profit: < 0.3% → 5, < 1% → 3, < 2% → 2, else 1.
-3. **Levels** (``rule=3``), in this order: trailing stop (starts at entry ∓ trailing %,
-   follows the best price, only tightens), stop-loss, first take-profit level,
-   profit-lock ladder, max hold time. When the price is through both the trailing stop
-   and the stop-loss, the tighter level (the one crossed first) is the reason.
+3. **Levels** (``rule=3``), in this order: trailing stop, stop-loss, first take-profit
+   level, profit-lock ladder, max hold time. When the price is through both the trailing
+   stop and the stop-loss, the tighter level (the one crossed first) is the reason.
+   The trail **arms** once the best move reaches ``trail_arm_r`` R (R = the initial stop
+   distance, k×ATR by the synthesizer), then follows the best price at ``trail_width_r``
+   R (so its width scales with volatility; never tighter than the position's trailing
+   %), and only tightens. ``trail_arm_r = 0`` with ``trail_width_r = None`` is the old
+   fixed trail active from entry. The profit-lock ladder is measured on the return on
+   margin (move × leverage) by default, the SPEC's "+10% → breakeven" reading.
 
 Rules 1 and 2 are individually switchable: rule 2 with 5 ticks is trigger-happy on
 coarse (bar-derived) prices.
@@ -38,6 +43,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from prometheus_trader.domain.market import Side, Trade
 from prometheus_trader.domain.signals import Direction
 from prometheus_trader.domain.trading import ExitReason, Position
+
+# Defaults chosen on binance-usdm-2025-05 (docs/decisions.md, scripts/eval_exits.py).
+TRAIL_ARM_R = 0.5
+TRAIL_WIDTH_R = 1.0
 
 SECOND_MS = 1_000
 MINUTE_MS = 60_000
@@ -206,12 +215,24 @@ class ExitConfig(BaseModel):
     trailing_stop_pct: float = Field(
         0.5, gt=0, description="used when the position carries no trailing % of its own"
     )
+    trail_arm_r: float = Field(
+        TRAIL_ARM_R,
+        ge=0,
+        description="the trail arms once the best move reaches this many R (initial stop "
+        "distances); 0: active from entry",
+    )
+    trail_width_r: float | None = Field(
+        TRAIL_WIDTH_R,
+        gt=0,
+        description="trail distance in R (the stop is k×ATR, so the width scales with "
+        "volatility); the position's trailing % is then a floor. None: the fixed trailing %",
+    )
     profit_lock_ladder: list[tuple[float, float]] = Field(
         default_factory=lambda: [(10.0, 0.0), (20.0, 10.0), (50.0, 30.0)],
         description="(gain %, locked %): once the best gain reaches it, exit at the lock",
     )
     profit_lock_on_leveraged_return: bool = Field(
-        False, description="measure the ladder on return on margin (move × leverage)"
+        True, description="measure the ladder on return on margin (move × leverage)"
     )
     adverse_move_thresholds: list[tuple[float, int]] = Field(
         default_factory=lambda: [(0.3, 5), (1.0, 3), (2.0, 2)],
@@ -260,7 +281,7 @@ class ExitEvaluation(BaseModel):
     last_price: float | None
     best_price: float
     worst_price: float
-    trail_stop: float
+    trail_stop: float | None = Field(description="None until the trail arms")
     profit_pct: float | None = Field(description="current unleveraged move from entry, %")
     adverse_moves: int
     adverse_threshold: int | None
@@ -306,12 +327,15 @@ def evaluate_exit(
         if sign * (p - worst) < 0:
             worst = p
 
-    trail_pct = position.trailing_stop_pct if position.trailing_stop_pct > 0 else None
-    trail_pct = trail_pct if trail_pct is not None else config.trailing_stop_pct
-    trail = position.entry_price * (1 - sign * trail_pct / 100)
-    if position.trail_stop is not None:
-        trail = _tighter(d, trail, position.trail_stop)
-    trail = _tighter(d, trail, best * (1 - sign * trail_pct / 100))
+    trail_pct = trail_width_pct(position, config)
+    trail: float | None = position.trail_stop
+    r_pct = _stop_distance_pct(position)
+    armed = trail is not None or position.move_pct(best) >= config.trail_arm_r * r_pct
+    if armed:
+        if config.trail_arm_r <= 0 and trail is None:
+            trail = position.entry_price * (1 - sign * trail_pct / 100)
+        candidate = best * (1 - sign * trail_pct / 100)
+        trail = candidate if trail is None else _tighter(d, trail, candidate)
 
     profit = position.move_pct(price) if price is not None else None
     adverse = window.adverse_moves(
@@ -355,6 +379,21 @@ def evaluate_exit(
         )
     level = _level_exit(position, price, best, trail, now_ms, config)
     return result(level)
+
+
+def trail_width_pct(position: Position, config: ExitConfig) -> float:
+    """Trail distance from the best price, in %: ``trail_width_r`` × the initial stop
+    distance (never tighter than the position's trailing %), or the fixed trailing %."""
+    floor = position.trailing_stop_pct if position.trailing_stop_pct > 0 else None
+    if config.trail_width_r is None:
+        return floor if floor is not None else config.trailing_stop_pct
+    width = config.trail_width_r * _stop_distance_pct(position)
+    return max(width, floor or 0.0) if width > 0 else (floor or config.trailing_stop_pct)
+
+
+def _stop_distance_pct(position: Position) -> float:
+    """The initial stop distance (1 R) in % of entry."""
+    return abs(position.entry_price - position.stop_loss) / position.entry_price * 100
 
 
 def _tighter(direction: Direction, a: float, b: float) -> float:
@@ -405,7 +444,7 @@ def _level_exit(
     position: Position,
     price: float | None,
     best: float,
-    trail: float,
+    trail: float | None,
     now_ms: int,
     config: ExitConfig,
 ) -> ExitDecision | None:
@@ -414,11 +453,13 @@ def _level_exit(
     entry = position.entry_price
     if price is not None:
         move = position.move_pct(price)
-        trail_hit = config.enable_trailing_stop and sign * (price - trail) <= 0
+        trail_hit = (
+            config.enable_trailing_stop and trail is not None and sign * (price - trail) <= 0
+        )
         stop_hit = config.enable_stop_loss and sign * (price - position.stop_loss) <= 0
         if trail_hit or stop_hit:
             # both crossed: the tighter level was crossed first on the way
-            stop_is_tighter = sign * (position.stop_loss - trail) > 0
+            stop_is_tighter = trail is None or sign * (position.stop_loss - trail) > 0
             if stop_hit and (not trail_hit or stop_is_tighter):
                 return ExitDecision(
                     reason=ExitReason.STOP_LOSS,
@@ -431,7 +472,7 @@ def _level_exit(
                 rule=3,
                 price=price,
                 detail={
-                    "trail_stop": trail,
+                    "trail_stop": trail if trail is not None else 0.0,
                     "best_price": best,
                     "price": price,
                     "move_pct": move,

@@ -14,27 +14,17 @@ plan that cannot be sized gets ``amount == 0`` and a note, and the risk gate rej
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Literal
 
 from prometheus_trader.domain.market import Instrument, MarketType, Side
 from prometheus_trader.domain.signals import Direction, OpportunitySignal, TakeProfitLevel
 from prometheus_trader.domain.trading import OrderType, PlannedOrder, TradePlan
-from prometheus_trader.domain.users import User
+from prometheus_trader.domain.users import OrderStyle, Scaling, User
 
-Scaling = Literal["flat", "increasing", "decreasing"]
+__all__ = ["OrderStyle", "Scaling", "kelly_risk_pct", "plan_for_user", "plan_trade", "resize_plan"]
 
 # Shrinking multiplies by slightly less than the exact ratio so float noise can never
 # leave a resized plan a hair above its cap.
 _SHRINK_SAFETY = 1.0 - 1e-9
-
-
-class OrderStyle(StrEnum):
-    """How a plan is split into orders."""
-
-    BRACKET = "bracket"  # market entry + SL + one TP (first level) for the full size
-    LADDER = "ladder"  # market entry + SL + one TP per signal level
-    SCALED = "scaled"  # N limit entries across the entry range + SL + TPs
 
 
 @dataclass(frozen=True)
@@ -379,3 +369,72 @@ def _assemble(
 
 def _meets_minimum(leg: _EntryLeg, instrument: Instrument) -> bool:
     return leg.amount >= instrument.min_amount and leg.amount * leg.price >= instrument.min_notional
+
+
+@dataclass(frozen=True)
+class JournalEdge:
+    """A user's own record: closed trades, win rate (0–1) and average win ÷ average loss."""
+
+    trades: int
+    win_rate: float
+    avg_win_loss_ratio: float
+
+
+def journal_edge(pnl_pcts: list[float]) -> JournalEdge:
+    """The edge of a list of closed-trade returns (any consistent unit, e.g. % of equity)."""
+    wins = [p for p in pnl_pcts if p > 0]
+    losses = [-p for p in pnl_pcts if p <= 0]
+    if not pnl_pcts:
+        return JournalEdge(0, 0.0, 0.0)
+    avg_loss = sum(losses) / len(losses) if losses else 0.0
+    avg_win = sum(wins) / len(wins) if wins else 0.0
+    # no losses yet: the ratio is unknown, not infinite; 1.0 keeps Kelly = 2W − 1
+    ratio = avg_win / avg_loss if avg_loss > 0 else (1.0 if wins else 0.0)
+    return JournalEdge(len(pnl_pcts), len(wins) / len(pnl_pcts), ratio)
+
+
+def plan_for_user(
+    signal: OpportunitySignal,
+    user: User,
+    instrument: Instrument,
+    equity: float,
+    *,
+    edge: JournalEdge | None = None,
+    entry_price: float | None = None,
+) -> TradePlan:
+    """Plan ``signal`` in the user's own order style, sizing and (optional) Kelly risk.
+
+    With ``user.kelly_fraction`` set and at least ``user.kelly_min_trades`` journal trades,
+    the risk per trade is fractional Kelly from the user's edge, capped by the profile's
+    ``risk_per_trade_pct`` (a losing record sizes to zero: the gate then rejects).
+    """
+    risk_pct: float | None = None
+    if (
+        user.kelly_fraction is not None
+        and edge is not None
+        and edge.trades >= user.kelly_min_trades
+    ):
+        risk_pct = kelly_risk_pct(
+            edge.win_rate,
+            edge.avg_win_loss_ratio,
+            user.kelly_fraction,
+            cap_pct=user.limits.risk_per_trade_pct,
+        )
+    plan = plan_trade(
+        signal,
+        user,
+        instrument,
+        equity,
+        entry_price=entry_price,
+        style=user.order_style,
+        scaled_entries=user.scaled_entries,
+        scaling=user.scaling,
+        risk_pct=risk_pct,
+    )
+    if risk_pct is not None and edge is not None:
+        note = (
+            f"Kelly x{user.kelly_fraction:g} over {edge.trades} trades "
+            f"(win {edge.win_rate:.0%}, win/loss {edge.avg_win_loss_ratio:.2f})"
+        )
+        plan = plan.model_copy(update={"notes": [*plan.notes, note]})
+    return plan

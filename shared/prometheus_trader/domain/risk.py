@@ -74,6 +74,16 @@ class RiskContext(BaseModel):
     data_age_s: float = Field(0.0, ge=0, description="age of the newest market data")
     max_data_age_s: float = Field(120.0, gt=0)
     free_margin: float
+    consecutive_loss_resume_at: datetime | None = Field(
+        None, description="when the consecutive-loss breaker resumes by itself"
+    )
+    entries_blocked: str | None = Field(
+        None, description="why the daily drawdown ladder blocks new entries today, if it does"
+    )
+    daily_drawdown_pct: float = Field(0.0, description="equity below the day's start, %")
+    breakers_tripped: list[str] = Field(
+        default_factory=list, description="breakers still tripped (domain.breakers state)"
+    )
 
 
 class BreakerState(BaseModel):
@@ -102,10 +112,12 @@ def breaker_state(ctx: RiskContext, limits: RiskLimits) -> BreakerState:
         if ctx.day_start_equity > 0
         else 0.0
     )
+    sticky = set(ctx.breakers_tripped)  # a trip holds until its own reset rule
     return BreakerState(
-        daily_loss=ctx.realized_pnl_today_pct <= -limits.daily_loss_limit_pct,
+        daily_loss=ctx.realized_pnl_today_pct <= -limits.daily_loss_limit_pct
+        or "daily_loss" in sticky,
         consecutive_losses=ctx.consecutive_losses >= limits.max_consecutive_losses,
-        max_drawdown=drawdown >= limits.max_drawdown_pct,
+        max_drawdown=drawdown >= limits.max_drawdown_pct or "max_drawdown" in sticky,
         realized_today_pct=ctx.realized_pnl_today_pct,
         equity_change_today_pct=change_today,
         drawdown_pct=drawdown,
@@ -273,28 +285,45 @@ def _run_checks(
     breakers = breaker_state(ctx, limits)
     add(
         RiskCode.DAILY_LOSS_BREAKER,
-        not breakers.daily_loss,
+        not breakers.daily_loss and ctx.entries_blocked is None,
         f"realized today {breakers.realized_today_pct:.2f}% vs limit "
         f"-{limits.daily_loss_limit_pct:.2f}%"
-        + (" (paused until next UTC day)" if breakers.daily_loss else ""),
+        + (" (paused until next UTC day)" if breakers.daily_loss else "")
+        + (f"; {ctx.entries_blocked}" if ctx.entries_blocked else ""),
         realized_today_pct=breakers.realized_today_pct,
         equity_change_today_pct=breakers.equity_change_today_pct,
         daily_loss_limit_pct=limits.daily_loss_limit_pct,
+        daily_drawdown_pct=ctx.daily_drawdown_pct,
+        ladder_blocked=float(ctx.entries_blocked is not None),
+    )
+    resume_s = (
+        (ctx.consecutive_loss_resume_at - ctx.now).total_seconds()
+        if ctx.consecutive_loss_resume_at is not None
+        else 0.0
     )
     add(
         RiskCode.CONSECUTIVE_LOSS_BREAKER,
         not breakers.consecutive_losses,
         f"{ctx.consecutive_losses} consecutive losses of max {limits.max_consecutive_losses}"
-        + (" (paused for review)" if breakers.consecutive_losses else ""),
+        + (
+            f" (paused; resumes in {resume_s / 60:.0f} min or when the user resumes)"
+            if breakers.consecutive_losses
+            else ""
+        ),
         consecutive_losses=float(ctx.consecutive_losses),
         max_consecutive_losses=float(limits.max_consecutive_losses),
+        resumes_in_s=max(0.0, resume_s),
     )
     add(
         RiskCode.MAX_DRAWDOWN,
         not breakers.max_drawdown,
-        f"drawdown {breakers.drawdown_pct:.2f}% vs max {limits.max_drawdown_pct:.2f}%",
+        f"drawdown {breakers.drawdown_pct:.2f}% from peak {ctx.peak_equity:.2f} vs max "
+        f"{limits.max_drawdown_pct:.2f}%"
+        + (" (paused until the user resumes)" if breakers.max_drawdown else ""),
         drawdown_pct=breakers.drawdown_pct,
         max_drawdown_pct=limits.max_drawdown_pct,
+        peak_equity=ctx.peak_equity,
+        equity=ctx.equity,
     )
     big_enough = (
         plan.amount > 0

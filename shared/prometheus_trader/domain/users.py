@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +25,17 @@ class TradingMode(StrEnum):
     LIVE = "live"
 
 
+class OrderStyle(StrEnum):
+    """How a plan is split into orders (SPEC §5.1)."""
+
+    BRACKET = "bracket"  # market entry + SL + one TP (first level) for the full size
+    LADDER = "ladder"  # market entry + SL + one TP per signal level
+    SCALED = "scaled"  # N limit entries across the entry range + SL + TPs
+
+
+Scaling = Literal["flat", "increasing", "decreasing"]
+
+
 class RiskLimits(BaseModel):
     """Per-user risk limits. Every number is a percentage or a count, never dollars."""
 
@@ -36,6 +49,9 @@ class RiskLimits(BaseModel):
     min_reward_risk: float = Field(ge=0, default=2.0)
     daily_loss_limit_pct: float = Field(gt=0, default=3.0)
     max_consecutive_losses: int = Field(ge=1, default=4)
+    consecutive_loss_cooldown_minutes: int = Field(
+        ge=1, default=240, description="the consecutive-loss breaker resumes this long after"
+    )
     max_drawdown_pct: float = Field(gt=0, default=15.0)
     shrink_to_fit: bool = Field(
         default=True, description="shrink an oversized plan to the limit instead of rejecting"
@@ -89,6 +105,20 @@ class User(BaseModel):
     paused: bool = False
     paused_reason: str | None = None
     kill_switch: bool = False
+    breakers_resume_requested_at: datetime | None = Field(
+        default=None,
+        description="set (by the API) to resume the consecutive-loss and drawdown breakers",
+    )
+    order_style: OrderStyle = OrderStyle.BRACKET
+    scaled_entries: int = Field(default=3, ge=1, le=10, description="entry orders (scaled)")
+    scaling: Scaling = "flat"
+    kelly_fraction: float | None = Field(
+        default=None, gt=0, le=1, description="fractional Kelly from the journal; None: off"
+    )
+    kelly_min_trades: int = Field(default=20, ge=1, description="journal trades before Kelly")
+    close_on_opposite_signal: bool = Field(
+        default=False, description="an opposite signal closes the open position first"
+    )
     exchange_account: str = Field(description="account reference at the exchange adapter")
     notify_webhook: str | None = None
     notify_email: str | None = None

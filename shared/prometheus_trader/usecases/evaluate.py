@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from prometheus_trader.domain.breakers import AccountState, record_trade
 from prometheus_trader.domain.evaluation import evaluate_trade
 from prometheus_trader.domain.events import Event, EventType
 from prometheus_trader.domain.journal import JournalEntry
@@ -73,15 +74,14 @@ class EvaluateClosedPosition:
 
         won = entry.pnl_pct > 0
         stats = UserStats.model_validate(user_doc) if user_doc else UserStats(user_id=entry.user_id)
-        equity_before = stats.day_start_equity or 0.0
-        stats = stats.rolled_to(entry.closed_at, equity_before)
+        # breaker numbers (streak, last loss, realized today) move in one pure rule
+        account = record_trade(stats, entry.closed_at, entry.equity_pnl_pct)
         stats = stats.model_copy(
             update={
+                **account.model_dump(include=set(AccountState.model_fields)),
                 "trades": stats.trades + 1,
                 "wins": stats.wins + int(won),
                 "losses": stats.losses + int(not won),
-                "consecutive_losses": 0 if won else stats.consecutive_losses + 1,
-                "realized_pnl_today_pct": stats.realized_pnl_today_pct + entry.equity_pnl_pct,
             }
         )
         tx.set(Collections.STATS, user_ref, stats.model_dump(mode="json"))

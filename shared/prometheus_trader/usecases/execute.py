@@ -7,7 +7,7 @@ import logging
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.ids import client_order_id, execution_id
 from prometheus_trader.domain.market import MINUTE_MS, Instrument
-from prometheus_trader.domain.planner import plan_trade
+from prometheus_trader.domain.planner import plan_for_user
 from prometheus_trader.domain.risk import RiskContext, evaluate_risk
 from prometheus_trader.domain.signals import OpportunitySignal
 from prometheus_trader.domain.trading import (
@@ -41,10 +41,11 @@ from prometheus_trader.usecases.execution_steps import (
     ExecutorConfig,
     Outcome,
     accepted,
-    audit_order,
 )
 from prometheus_trader.usecases.names import Collections, labels
-from prometheus_trader.usecases.stats import UserStats, load_user_stats
+from prometheus_trader.usecases.portfolio import close_opposite, user_edge
+from prometheus_trader.usecases.scaled import is_scaled, place_scaled_entries
+from prometheus_trader.usecases.stats import risk_account_fields
 
 log = logging.getLogger(__name__)
 
@@ -206,14 +207,21 @@ class ExecuteSignalForUser(ExecutionSteps):
     # --------------------------------------------------------------------- decide
     def _decide(self, signal: OpportunitySignal, user: User) -> RiskDecision:
         instrument = self._instrument(signal.symbol)
+        # an opposite signal closes the open position first (the user's setting)
+        if user.close_on_opposite_signal:
+            close_opposite(
+                self._state, self._exchange, self._bus, self._blobs, self._clock, user, signal
+            )
         balance = self._exchange.fetch_balance(user.exchange_account)
-        plan = plan_trade(signal, user, instrument, balance.equity)
-        stats = load_user_stats(self._state, user.user_id, self._clock.now(), balance.equity)
-        context = self._risk_context(user, signal, balance.equity, balance.free, stats)
+        # the user's order style, and fractional Kelly from their own journal
+        plan = plan_for_user(
+            signal, user, instrument, balance.equity, edge=user_edge(self._state, user)
+        )
+        context = self._risk_context(user, signal, balance.equity, balance.free)
         return evaluate_risk(signal, plan, user, context, instrument)
 
     def _risk_context(
-        self, user: User, signal: OpportunitySignal, equity: float, free: float, stats: UserStats
+        self, user: User, signal: OpportunitySignal, equity: float, free: float
     ) -> RiskContext:
         now_ms = self._clock.now_ms()
         key = SeriesKey(signal.exchange, signal.market_type, signal.symbol)
@@ -231,10 +239,8 @@ class ExecuteSignalForUser(ExecutionSteps):
             equity=equity,
             free_margin=free,
             open_positions=open_positions,
-            day_start_equity=stats.day_start_equity,
-            peak_equity=max(stats.peak_equity, equity),
-            realized_pnl_today_pct=stats.realized_pnl_today_pct,
-            consecutive_losses=stats.consecutive_losses,
+            # the true equity peak, breaker cool-downs, the drawdown ladder (events published)
+            **risk_account_fields(self._state, self._bus, user, self._clock.now(), equity),
             data_quality_ok=last is not None,
             data_age_s=max(0.0, min(age_s, 1e9)),
             max_data_age_s=self._config.max_data_age_minutes * 60,
@@ -276,6 +282,18 @@ class ExecuteSignalForUser(ExecutionSteps):
                 payload={"advice": decision.plan.model_dump(mode="json")},
             )
             return Outcome(DecisionOutcome.ADVISED, [])
+        if is_scaled(decision.plan):  # the legs rest; the monitor opens the position on a fill
+            ids = place_scaled_entries(
+                self._state,
+                self._exchange,
+                self._blobs,
+                self._clock,
+                signal,
+                user,
+                decision.plan,
+                record.id,
+            )
+            return Outcome(DecisionOutcome.ACCEPTED, ids)
         return self._open_position(signal, user, decision.plan, record, attempt)
 
     def _open_position(
@@ -433,4 +451,4 @@ class ExecuteSignalForUser(ExecutionSteps):
             raise LookupError(f"unknown instrument {symbol}") from None
 
 
-__all__ = ["EntryPending", "ExecuteSignalForUser", "ExecutorConfig", "audit_order"]
+__all__ = ["EntryPending", "ExecuteSignalForUser", "ExecutorConfig"]

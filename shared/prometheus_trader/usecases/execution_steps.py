@@ -6,9 +6,7 @@ paths are documented in docs/execution.md.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import datetime
 
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.ids import client_order_id
@@ -25,6 +23,7 @@ from prometheus_trader.domain.trading import (
 )
 from prometheus_trader.domain.users import User
 from prometheus_trader.ports import BlobStore, Bus, Clock, Exchange, OrderRejected, StateStore
+from prometheus_trader.usecases.audit import audit_order
 from prometheus_trader.usecases.events import publish_event
 
 
@@ -37,12 +36,6 @@ class ExecutorConfig:
     # delivery (below the subscription's 5 attempts), or when the signal expires
     entry_timeout_seconds: float = 60.0
     cancel_unfilled_after_attempts: int = 3
-
-
-def audit_order(blobs: BlobStore, now: datetime, record: dict[str, object]) -> None:
-    """Append one order action to the append-only audit log (one JSON line)."""
-    key = f"audit/orders/{now:%Y-%m-%d}.jsonl"
-    blobs.append_line(key, json.dumps(record, sort_keys=True, default=str))
 
 
 class EntryPending(Exception):

@@ -9,6 +9,7 @@ from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
 from prometheus_trader.domain.ids import client_order_id
 from prometheus_trader.domain.market import MINUTE_MS, Side
+from prometheus_trader.domain.portfolio import DEFAULT_PORTFOLIO, PortfolioConfig
 from prometheus_trader.domain.signals import Direction
 from prometheus_trader.domain.trading import (
     ExitReason,
@@ -29,9 +30,10 @@ from prometheus_trader.ports import (
     Filter,
     StateStore,
 )
+from prometheus_trader.usecases.audit import audit_order
 from prometheus_trader.usecases.events import publish_event
-from prometheus_trader.usecases.execute import audit_order
 from prometheus_trader.usecases.names import Collections, labels
+from prometheus_trader.usecases.portfolio import PortfolioGuard
 from prometheus_trader.usecases.reconcile import ReconcileReport, Reconciliation
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class ExitMonitor(Reconciliation):
         *,
         worker_id: str = "exit-monitor",
         adopt_stop_pct: float = 2.0,
+        portfolio: PortfolioConfig | None = None,
     ) -> None:
         self._state = state
         self._exchange = exchange
@@ -81,6 +84,10 @@ class ExitMonitor(Reconciliation):
         self._cycles = 0
         # users of the positions being handled, read once per pass (not per check)
         self._users: dict[str, User | None] = {}
+        # portfolio rules (kill switch, daily drawdown ladder, BTC dump) close through here
+        self._portfolio = PortfolioGuard(
+            state, exchange, bus, blobs, clock, self.close_position, portfolio or DEFAULT_PORTFOLIO
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def open_positions(self) -> list[Position]:
@@ -96,6 +103,19 @@ class ExitMonitor(Reconciliation):
         positions = self.open_positions()
         self._load_users(positions)
         report = CycleReport(positions=len(positions))
+        try:  # portfolio rules first: a kill switch or the ladder may close positions
+            guarded = self._portfolio.run(positions)
+        except Exception as exc:  # isolate: the per-position rules must still run
+            log.error(
+                "portfolio rules failed: %s: %s",
+                type(exc).__name__,
+                exc,
+                extra=labels(stage="monitor"),
+            )
+            report.failed["portfolio"] = f"{type(exc).__name__}: {exc}"
+        else:
+            report.closed.update(guarded.closed)
+            positions = [p for p in positions if p.id not in guarded.closed]
         if positions:
             symbols = sorted({p.symbol for p in positions})
             after = now_ms - WINDOW_MS if self._cursor_ms is None else self._cursor_ms
@@ -174,6 +194,18 @@ class ExitMonitor(Reconciliation):
             closed += 1
         return closed
 
+    def close_position(
+        self, position: Position, reason: ExitReason, detail: dict[str, float | str]
+    ) -> None:
+        """Close one position now (portfolio rules, an opposite signal)."""
+        self._users.setdefault(position.user_id, self._user(position.user_id))
+        if not self._closed_on_exchange(position):
+            self._close(position, reason, detail)
+
+    def _user(self, user_id: str) -> User | None:
+        doc = self._state.get(Collections.USERS, user_id)
+        return User.model_validate(doc) if doc else None
+
     # -------------------------------------------------------------------- checks
     def _check(self, position: Position, now_ms: int, since_ms: int) -> str | None:
         if self._closed_on_exchange(position):
@@ -209,6 +241,7 @@ class ExitMonitor(Reconciliation):
         ]:
             order = self._exchange.fetch_order(account, order_id)
             if order.status is OrderStatus.FILLED and order.average is not None:
+                self._audit(position, "exchange_fill", order, reason)
                 self._cancel_protective(position, keep=order.id)
                 self._record_close(
                     position, order, reason, {"trigger": order.stop_price or 0.0, "by": "exchange"}
@@ -274,7 +307,12 @@ class ExitMonitor(Reconciliation):
             if order_id and order_id != keep:
                 order = self._exchange.fetch_order(account, order_id)
                 if order.status is OrderStatus.OPEN:
-                    self._exchange.cancel_order(account, order_id)
+                    cancelled = self._exchange.cancel_order(account, order_id)
+                    self._audit(position, "cancel_order", cancelled, None)
+                elif order.status is OrderStatus.CANCELED:
+                    # the exchange cancelled a reduce-only order once the position was
+                    # flat: the audit log still records that the order is gone
+                    self._audit(position, "exchange_cancel", order, None)
 
     def _record_close(
         self,
@@ -331,6 +369,30 @@ class ExitMonitor(Reconciliation):
                 signal=position.signal_id,
                 symbol=position.symbol,
             ),
+        )
+
+    def _audit(
+        self, position: Position, action: str, order: Order, reason: ExitReason | None
+    ) -> None:
+        """One audit line for an order action the monitor saw or took."""
+        audit_order(
+            self._blobs,
+            self._clock.now(),
+            {
+                "action": action,
+                "user_id": position.user_id,
+                "position_id": position.id,
+                "client_order_id": order.client_order_id,
+                "order_id": order.id,
+                "symbol": order.symbol,
+                "type": order.type.value,
+                "reason": reason.value if reason else None,
+                "status": order.status.value,
+                "filled": order.filled,
+                "average": order.average,
+                "stop_price": order.stop_price,
+                "ts_ms": self._clock.now_ms(),
+            },
         )
 
     def _load_users(self, positions: list[Position]) -> None:

@@ -1,4 +1,4 @@
-"""Per-user running statistics the risk gate needs (breakers, drawdown)."""
+"""Per-user running statistics the risk gate needs (breakers, drawdown, the daily ladder)."""
 
 from __future__ import annotations
 
@@ -6,30 +6,39 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
-from prometheus_trader.ports import Document, Filter, StateStore
+from prometheus_trader.domain.breakers import (
+    AccountState,
+    BreakerTransition,
+    consecutive_resume_at,
+    observe_account,
+)
+from prometheus_trader.domain.events import EventType, Severity
+from prometheus_trader.domain.portfolio import ladder_blocks_entries
+from prometheus_trader.domain.users import User
+from prometheus_trader.ports import Bus, Document, Filter, StateStore, StateTransaction
+from prometheus_trader.usecases.events import publish_event
 from prometheus_trader.usecases.names import Collections
 
 
-class UserStats(BaseModel):
-    """Running per-user numbers, all in percent or counts. Updated by the evaluator."""
+class UserStats(AccountState):
+    """Running per-user numbers, all in percent or counts (equity in quote currency).
 
-    model_config = ConfigDict(extra="ignore")
+    Written by the evaluator (trade results) and by :func:`observe_user` (equity readings,
+    breaker transitions, the portfolio ladder), each in a transaction.
+    """
 
     kind: str = "user"
     user_id: str
     trades: int = 0
     wins: int = 0
     losses: int = 0
-    consecutive_losses: int = 0
-    peak_equity: float = 0.0
-    day: str = ""
-    day_start_equity: float = 0.0
-    realized_pnl_today_pct: float = 0.0
+    ladder_day: str = Field("", description="UTC day of ladder_step_pct")
+    ladder_step_pct: float = Field(0.0, description="deepest drawdown-ladder step acted on today")
 
     def rolled_to(self, now: datetime, equity: float) -> UserStats:
-        """The same stats seen from ``now``: a new UTC day resets the daily figures."""
+        """The same stats seen from ``now`` (a new UTC day resets the daily figures); pure."""
         today = now.strftime("%Y-%m-%d")
         if self.day == today:
             return self
@@ -42,6 +51,10 @@ class UserStats(BaseModel):
             }
         )
 
+    def ladder_step_today(self, now: datetime) -> float:
+        """The ladder step already acted on today (0 on a new day)."""
+        return self.ladder_step_pct if self.ladder_day == now.strftime("%Y-%m-%d") else 0.0
+
 
 def user_stats_id(user_id: str) -> str:
     """Document id of a user's statistics."""
@@ -49,10 +62,80 @@ def user_stats_id(user_id: str) -> str:
 
 
 def load_user_stats(state: StateStore, user_id: str, now: datetime, equity: float) -> UserStats:
-    """Current stats for ``user_id`` as of ``now`` (fresh ones for a new user)."""
+    """Current stats for ``user_id`` as of ``now`` (fresh ones for a new user); read-only."""
     doc = state.get(Collections.STATS, user_stats_id(user_id))
     stats = UserStats.model_validate(doc) if doc else UserStats(user_id=user_id)
     return stats.rolled_to(now, equity)
+
+
+def observe_user(
+    state: StateStore, user: User, now: datetime, equity: float
+) -> tuple[UserStats, list[BreakerTransition]]:
+    """Record an equity reading: roll the day, raise the true peak, move the breakers.
+
+    Persisted in one transaction (the evaluator writes the same document); written only
+    when something changed.
+    """
+    ref = user_stats_id(user.user_id)
+
+    def work(tx: StateTransaction) -> tuple[UserStats, list[BreakerTransition]]:
+        doc = tx.get(Collections.STATS, ref)
+        stats = UserStats.model_validate(doc) if doc else UserStats(user_id=user.user_id)
+        account, transitions = observe_account(
+            stats,
+            user.limits,
+            now,
+            equity,
+            resume_requested_at=user.breakers_resume_requested_at,
+        )
+        new = stats.model_copy(update=account.model_dump(include=set(AccountState.model_fields)))
+        if doc is None or new != stats:
+            tx.set(Collections.STATS, ref, new.model_dump(mode="json"))
+        return new, transitions
+
+    return state.transaction(work)
+
+
+def publish_breaker_events(
+    bus: Bus, state: StateStore, user_id: str, transitions: list[BreakerTransition]
+) -> None:
+    """One ``circuit_breaker`` event per trip or reset, with its numbers."""
+    for t in transitions:
+        publish_event(
+            bus,
+            state,
+            EventType.CIRCUIT_BREAKER,
+            key=f"{user_id}-{t.breaker.value}-{t.action}-{t.at.isoformat()}",
+            now=t.at,
+            user_id=user_id,
+            severity=Severity.CRITICAL if t.action == "tripped" else Severity.INFO,
+            payload={
+                "breaker": t.breaker.value,
+                "action": t.action,
+                "reason": t.reason,
+                **t.values,
+            },
+        )
+
+
+def risk_account_fields(
+    state: StateStore, bus: Bus, user: User, now: datetime, equity: float
+) -> dict[str, object]:
+    """Observe the account (breaker events published) and return the ``RiskContext`` fields
+    that come from it: the executor's one call before the gate."""
+    stats, transitions = observe_user(state, user, now, equity)
+    publish_breaker_events(bus, state, user.user_id, transitions)
+    daily_drawdown = max(0.0, -stats.day_change_pct(equity))
+    return {
+        "day_start_equity": stats.day_start_equity,
+        "peak_equity": max(stats.peak_equity, equity),
+        "realized_pnl_today_pct": stats.realized_pnl_today_pct,
+        "consecutive_losses": stats.consecutive_losses,
+        "consecutive_loss_resume_at": consecutive_resume_at(stats, user.limits),
+        "entries_blocked": ladder_blocks_entries(stats.ladder_step_today(now), daily_drawdown),
+        "daily_drawdown_pct": daily_drawdown,
+        "breakers_tripped": sorted(stats.tripped),
+    }
 
 
 @dataclass(frozen=True)

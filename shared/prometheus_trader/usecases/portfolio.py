@@ -1,0 +1,408 @@
+"""Portfolio protection in the exit monitor (SPEC §6): kill switch, daily drawdown ladder,
+BTC dump. The rules are pure (``domain.portfolio``); this module reads the accounts and the
+market, acts through the monitor's own close, and stores every action with its reason and
+numbers (collection ``portfolio_actions``, plus a ``circuit_breaker`` event).
+
+Also the executor's two portfolio helpers: the user's journal edge (for Kelly sizing) and
+"an opposite signal closes the open position first".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_trader.domain.events import EventType, Severity
+from prometheus_trader.domain.ids import client_order_id, stable_id
+from prometheus_trader.domain.market import MINUTE_MS, Side
+from prometheus_trader.domain.planner import JournalEdge, journal_edge
+from prometheus_trader.domain.portfolio import (
+    DEFAULT_PORTFOLIO,
+    LadderAction,
+    OpenExposure,
+    PortfolioConfig,
+    btc_dump_closes,
+    ladder_decision,
+    pct_change,
+    returns_correlation,
+)
+from prometheus_trader.domain.signals import Direction, OpportunitySignal
+from prometheus_trader.domain.trading import (
+    ExitReason,
+    OrderRequest,
+    OrderType,
+    Position,
+    PositionStatus,
+)
+from prometheus_trader.domain.users import User
+from prometheus_trader.ports import BlobStore, Bus, Clock, Exchange, Filter, StateStore
+from prometheus_trader.usecases.audit import audit_order
+from prometheus_trader.usecases.events import publish_event
+from prometheus_trader.usecases.names import Collections, labels
+from prometheus_trader.usecases.scaled import sync_scaled_entries
+from prometheus_trader.usecases.stats import observe_user, publish_breaker_events, user_stats_id
+
+log = logging.getLogger(__name__)
+PORTFOLIO_ACTIONS = "portfolio_actions"
+
+Closer = Callable[[Position, ExitReason, dict[str, float | str]], None]
+
+
+@dataclass
+class PortfolioReport:
+    """What one pass of the portfolio rules did."""
+
+    closed: dict[str, str] = field(default_factory=dict)  # position id -> reason
+    cancelled: list[str] = field(default_factory=list)  # order ids
+    actions: list[str] = field(default_factory=list)  # stored action ids
+
+
+class PortfolioGuard:
+    """Runs the portfolio rules once per monitor cycle (see the module doc)."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        exchange: Exchange,
+        bus: Bus,
+        blobs: BlobStore,
+        clock: Clock,
+        close: Closer,
+        config: PortfolioConfig = DEFAULT_PORTFOLIO,
+    ) -> None:
+        self._state = state
+        self._exchange = exchange
+        self._bus = bus
+        self._blobs = blobs
+        self._clock = clock
+        self._close = close
+        self._config = config
+        self._btc_checked_minute: int | None = None
+        self._flat_seen: set[str] = set()
+
+    def run(self, positions: list[Position]) -> PortfolioReport:
+        """Apply kill switch, ladder and BTC dump to every active user's open positions."""
+        report = PortfolioReport()
+        sync_scaled_entries(self._state, self._exchange, self._bus, self._blobs, self._clock)
+        users = [
+            User.model_validate(d)
+            for d in self._state.query(Collections.USERS, [Filter("active", "==", True)])
+        ]
+        by_user: dict[str, list[Position]] = {}
+        for p in positions:
+            by_user.setdefault(p.user_id, []).append(p)
+        prices = self._prices({p.symbol for p in positions})
+        for user in sorted(users, key=lambda u: u.user_id):
+            mine = [p for p in by_user.get(user.user_id, []) if p.id not in report.closed]
+            if user.kill_switch:
+                self.kill_switch(user, mine, report)
+                continue
+            if not mine and user.user_id in self._flat_seen:
+                continue  # a flat account's equity cannot move: one reading is enough
+            self._ladder(user, mine, prices, report)
+            if mine:
+                self._flat_seen.discard(user.user_id)
+            else:
+                self._flat_seen.add(user.user_id)
+        open_left = [p for p in positions if p.id not in report.closed]
+        self._btc_dump(open_left, report)
+        return report
+
+    # ---------------------------------------------------------------- kill switch
+    def kill_switch(
+        self, user: User, positions: list[Position], report: PortfolioReport | None = None
+    ) -> PortfolioReport:
+        """Cancel every resting order and close every position of the user, on every
+        symbol (tracked or not). Idempotent: a second pass finds nothing to do."""
+        report = report or PortfolioReport()
+        account = user.exchange_account
+        # close first: each close places its exit before cancelling that position's stop,
+        # so a position whose exit fails keeps its stop (never left unprotected)
+        closed: list[str] = []
+        still_protected: set[str] = set()
+        for position in positions:
+            try:
+                self._close(position, ExitReason.KILL_SWITCH, {"kill_switch": "on"})
+            except Exception:
+                still_protected.update(
+                    filter(None, [position.stop_order_id, *position.take_profit_order_ids])
+                )
+                continue
+            closed.append(position.id)
+            report.closed[position.id] = ExitReason.KILL_SWITCH.value
+        cancelled: list[str] = []
+        for order in self._exchange.fetch_open_orders(account):
+            if order.id in still_protected:
+                continue
+            self._exchange.cancel_order(account, order.id)
+            self._audit("cancel_order", user.user_id, order.id, order.symbol, "kill_switch")
+            cancelled.append(order.id)
+        # whatever the exchange still holds (not tracked by us): flatten it too
+        flattened: list[str] = []
+        for held in self._exchange.fetch_positions(account):
+            side = Side.SELL if held.direction is Direction.LONG else Side.BUY
+            now_ms = self._clock.now_ms()
+            request = OrderRequest(
+                client_order_id=client_order_id(f"kill-{now_ms}", user.user_id, held.symbol),
+                symbol=held.symbol,
+                side=side,
+                type=OrderType.MARKET,
+                amount=abs(held.amount),
+                reduce_only=True,
+            )
+            order = self._exchange.create_order(account, request)
+            self._audit("close_untracked", user.user_id, order.id, held.symbol, "kill_switch")
+            flattened.append(held.symbol)
+        report.cancelled.extend(cancelled)
+        if cancelled or closed or flattened:
+            self._record(
+                user.user_id,
+                "kill_switch",
+                key=str(self._clock.now_ms()),
+                reason="kill switch on: cancel every order, close every position",
+                numbers={
+                    "orders_cancelled": float(len(cancelled)),
+                    "positions_closed": float(len(closed)),
+                    "untracked_flattened": float(len(flattened)),
+                },
+                ids={"cancelled": cancelled, "closed": closed, "flattened": flattened},
+                report=report,
+            )
+        return report
+
+    # --------------------------------------------------------------------- ladder
+    def _ladder(
+        self,
+        user: User,
+        positions: list[Position],
+        prices: dict[str, float],
+        report: PortfolioReport,
+    ) -> None:
+        now = self._clock.now()
+        equity = self._exchange.fetch_balance(user.exchange_account).equity
+        stats, transitions = observe_user(self._state, user, now, equity)
+        publish_breaker_events(self._bus, self._state, user.user_id, transitions)
+        drawdown = max(0.0, -stats.day_change_pct(equity))
+        exposures = [_exposure(p, prices) for p in positions]
+        decision = ladder_decision(drawdown, stats.ladder_step_today(now), exposures, self._config)
+        if decision is None:
+            return
+        detail: dict[str, float | str] = {
+            "daily_drawdown_pct": drawdown,
+            "ladder_step_pct": decision.step_pct,
+            "action": decision.action.value,
+        }
+        closing = {p.id: p for p in positions}
+        for position_id in decision.close:
+            self._close(closing[position_id], ExitReason.DRAWDOWN, detail)
+            report.closed[position_id] = ExitReason.DRAWDOWN.value
+        self._state.update(
+            Collections.STATS,
+            user_stats_id(user.user_id),
+            {"ladder_day": now.strftime("%Y-%m-%d"), "ladder_step_pct": decision.step_pct},
+        )
+        halt = decision.action is LadderAction.CLOSE_ALL_AND_HALT
+        self._record(
+            user.user_id,
+            "daily_drawdown_ladder",
+            key=f"{now:%Y-%m-%d}-{decision.step_pct}",
+            reason=f"daily drawdown {drawdown:.2f}% >= {decision.step_pct:g}%: "
+            f"{decision.action.value}"
+            + (" (trading stopped until the next UTC day)" if halt else ""),
+            numbers={
+                "daily_drawdown_pct": drawdown,
+                "ladder_step_pct": decision.step_pct,
+                "equity": equity,
+                "day_start_equity": stats.day_start_equity,
+                "open_positions": float(len(positions)),
+                "positions_closed": float(len(decision.close)),
+            },
+            ids={"closed": decision.close},
+            report=report,
+        )
+
+    # ------------------------------------------------------------------- BTC dump
+    def _btc_dump(self, positions: list[Position], report: PortfolioReport) -> None:
+        longs = [p for p in positions if p.direction is Direction.LONG]
+        now_ms = self._clock.now_ms()
+        minute = now_ms // MINUTE_MS
+        if not longs or minute == self._btc_checked_minute:
+            return  # 1m closes change once a minute
+        self._btc_checked_minute = minute
+        cfg = self._config
+        since = now_ms - (cfg.btc_dump_minutes + 3) * MINUTE_MS
+        closes = [c.close for c in self._exchange.fetch_ohlcv(cfg.btc_symbol, "1m", since)]
+        change = pct_change(closes, cfg.btc_dump_minutes)
+        if change is None or change > -cfg.btc_dump_pct:
+            return
+        correlations = {
+            s: self._correlation(s)
+            for s in sorted({p.symbol for p in longs})
+            if s != cfg.btc_symbol
+        }
+        prices = self._prices({p.symbol for p in longs})
+        exposures = [_exposure(p, prices) for p in longs]
+        to_close = btc_dump_closes(change, exposures, correlations, cfg)
+        by_id = {p.id: p for p in longs}
+        for position_id in to_close:
+            p = by_id[position_id]
+            corr = 1.0 if p.symbol == cfg.btc_symbol else correlations.get(p.symbol)
+            self._close(
+                p,
+                ExitReason.BTC_DUMP,
+                {"btc_change_pct": change, "correlation_24h": corr if corr is not None else -2.0},
+            )
+            report.closed[position_id] = ExitReason.BTC_DUMP.value
+        numbers: dict[str, float] = {
+            "btc_change_pct": change,
+            "window_minutes": float(cfg.btc_dump_minutes),
+            "correlation_min": cfg.btc_correlation_min,
+            "positions_closed": float(len(to_close)),
+        }
+        numbers.update(
+            {f"correlation_24h[{s}]": c for s, c in correlations.items() if c is not None}
+        )
+        for user_id in sorted({p.user_id for p in longs}):
+            mine = sorted(pid for pid in to_close if by_id[pid].user_id == user_id)
+            self._record(
+                user_id,
+                "btc_dump",
+                key=str(minute),
+                reason=f"BTC {change:.2f}% in {cfg.btc_dump_minutes} min: close longs with "
+                f"24h correlation > {cfg.btc_correlation_min:g}",
+                numbers=numbers,
+                ids={"closed": mine},
+                report=report,
+            )
+
+    def _correlation(self, symbol: str) -> float | None:
+        cfg = self._config
+        tf = f"{cfg.correlation_timeframe_minutes}m"
+        since = self._clock.now_ms() - cfg.correlation_hours * 60 * MINUTE_MS
+        limit = cfg.correlation_hours * 60 // cfg.correlation_timeframe_minutes + 2
+        a = {c.ts_ms: c.close for c in self._exchange.fetch_ohlcv(symbol, tf, since, limit)}
+        b = {c.ts_ms: c.close for c in self._exchange.fetch_ohlcv(cfg.btc_symbol, tf, since, limit)}
+        common = sorted(set(a) & set(b))
+        return returns_correlation([a[t] for t in common], [b[t] for t in common])
+
+    # -------------------------------------------------------------------- helpers
+    def _prices(self, symbols: Iterable[str]) -> dict[str, float]:
+        wanted = sorted(set(symbols))
+        if not wanted:
+            return {}
+        return {t.symbol: t.last for t in self._exchange.fetch_tickers(wanted)}
+
+    def _audit(self, action: str, user_id: str, order_id: str, symbol: str, reason: str) -> None:
+        audit_order(
+            self._blobs,
+            self._clock.now(),
+            {
+                "action": action,
+                "user_id": user_id,
+                "order_id": order_id,
+                "symbol": symbol,
+                "reason": reason,
+                "ts_ms": self._clock.now_ms(),
+            },
+        )
+
+    def _record(
+        self,
+        user_id: str,
+        rule: str,
+        *,
+        key: str,
+        reason: str,
+        numbers: dict[str, float],
+        ids: dict[str, list[str]],
+        report: PortfolioReport,
+    ) -> None:
+        action_id = stable_id("portfolio", rule, user_id, key)
+        now = self._clock.now()
+        doc: dict[str, Any] = {
+            "id": action_id,
+            "rule": rule,
+            "user_id": user_id,
+            "at": now.isoformat(),
+            "at_ms": self._clock.now_ms(),
+            "reason": reason,
+            "numbers": numbers,
+            **ids,
+        }
+        if not self._state.create(PORTFOLIO_ACTIONS, action_id, doc):
+            return
+        report.actions.append(action_id)
+        publish_event(
+            self._bus,
+            self._state,
+            EventType.CIRCUIT_BREAKER,
+            key=action_id,
+            now=now,
+            user_id=user_id,
+            severity=Severity.CRITICAL,
+            payload={"breaker": rule, "action": "tripped", "reason": reason, **numbers, **ids},
+        )
+        log.warning(
+            "portfolio rule %s: %s",
+            rule,
+            reason,
+            extra=labels(stage="monitor", user=user_id),
+        )
+
+
+def _exposure(position: Position, prices: dict[str, float]) -> OpenExposure:
+    price = prices.get(position.symbol, position.entry_price)
+    return OpenExposure(
+        position_id=position.id,
+        symbol=position.symbol,
+        long=position.direction is Direction.LONG,
+        unrealized_pct=position.move_pct(price),
+    )
+
+
+# ------------------------------------------------------------------ executor helpers
+def user_edge(state: StateStore, user: User) -> JournalEdge | None:
+    """The user's own record from the journal (only read when Kelly sizing is on)."""
+    if user.kelly_fraction is None:
+        return None
+    docs = state.query(Collections.JOURNAL, [Filter("user_id", "==", user.user_id)])
+    return journal_edge([float(d["equity_pnl_pct"]) for d in docs])
+
+
+def close_opposite(
+    state: StateStore,
+    exchange: Exchange,
+    bus: Bus,
+    blobs: BlobStore,
+    clock: Clock,
+    user: User,
+    signal: OpportunitySignal,
+) -> list[str]:
+    """Close the user's open positions in ``signal.symbol`` that face the other way."""
+    docs = state.query(
+        Collections.POSITIONS,
+        [
+            Filter("user_id", "==", user.user_id),
+            Filter("status", "==", PositionStatus.OPEN.value),
+        ],
+    )
+    opposite = [
+        p
+        for p in (Position.model_validate(d) for d in docs)
+        if p.symbol == signal.symbol and p.direction is not signal.direction
+    ]
+    if not opposite:
+        return []
+    # imported here: the monitor imports the executor's module graph
+    from prometheus_trader.usecases.monitor import ExitMonitor
+
+    monitor = ExitMonitor(state, exchange, bus, blobs, clock, worker_id="executor")
+    for p in opposite:
+        monitor.close_position(
+            p,
+            ExitReason.OPPOSITE_SIGNAL,
+            {"signal_id": signal.id, "direction": signal.direction.value},
+        )
+    return [p.id for p in opposite]
