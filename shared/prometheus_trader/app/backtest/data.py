@@ -1,0 +1,178 @@
+"""Market data held in memory for a backtest: one read of the store, then array slices.
+
+``MemoryMarketData`` loads every 1m series, funding and open-interest history of one
+exchange/market type once (one DuckDB query per kind) and answers the read methods of the
+``MarketStore`` port by binary search on numpy arrays, so the paper exchange and the
+engine never query a database per event. Recorded trades (large) stay in the source store
+and are read on demand, an hour at a time, by the exchange's own cache.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from prometheus_trader.domain.market import (
+    MINUTE_MS,
+    TIMEFRAME_MS,
+    Candle,
+    CandleSeries,
+    FundingRate,
+    MarketType,
+    OpenInterest,
+    Ticker,
+    Trade,
+)
+from prometheus_trader.ports import MarketStore, SeriesKey
+
+FAR_FUTURE_MS = 2**62
+
+
+T = TypeVar("T", FundingRate, OpenInterest)
+
+
+@dataclass(frozen=True)
+class _Points(Generic[T]):
+    """A sparse series (funding, open interest) sorted by time."""
+
+    stamps: list[int]
+    points: list[T]
+
+    def between(self, start_ms: int, end_ms: int) -> list[T]:
+        lo = bisect.bisect_left(self.stamps, start_ms)
+        hi = bisect.bisect_right(self.stamps, end_ms)
+        return self.points[lo:hi]
+
+
+class MemoryMarketData:
+    """Read-only ``MarketStore`` over arrays loaded once from another store."""
+
+    def __init__(self, source: MarketStore, exchange: str, market_type: MarketType) -> None:
+        self._source = source
+        self._keys = [
+            k
+            for k in source.series_keys()
+            if k.exchange == exchange and k.market_type == market_type
+        ]
+        loaded = source.candles_many(self._keys, "1m", 0, FAR_FUTURE_MS)
+        self.series: dict[SeriesKey, CandleSeries] = {k: s for k, s in loaded.items() if len(s) > 0}
+        self._keys = [k for k in self._keys if k in self.series]
+        funding = source.funding_many(self._keys, 0, FAR_FUTURE_MS)
+        interest = source.open_interest_many(self._keys, 0, FAR_FUTURE_MS)
+        self._funding = {k: _Points([r.ts_ms for r in v], v) for k, v in funding.items()}
+        self._interest = {k: _Points([p.ts_ms for p in v], v) for k, v in interest.items()}
+
+    @property
+    def candle_count(self) -> int:
+        """Number of 1m candles held."""
+        return sum(len(s) for s in self.series.values())
+
+    # ------------------------------------------------------------------ reads
+    def series_keys(self) -> list[SeriesKey]:
+        """Every instrument with candles, sorted."""
+        return sorted(self._keys, key=lambda k: (k.exchange, k.market_type.value, k.symbol))
+
+    def candles(self, key: SeriesKey, timeframe: str, start_ms: int, end_ms: int) -> CandleSeries:
+        """Candles with ``start_ms <= ts_ms`` and close time ``<= end_ms`` (1m only)."""
+        if timeframe != "1m":
+            raise ValueError("the backtest holds 1m candles only")
+        series = self.series.get(key)
+        if series is None:
+            return CandleSeries.empty(key.symbol, "1m")
+        lo = int(np.searchsorted(series.ts_ms, start_ms, side="left"))
+        hi = int(np.searchsorted(series.ts_ms, end_ms - TIMEFRAME_MS[timeframe], side="right"))
+        return slice_series(series, lo, max(lo, hi))
+
+    def candles_many(
+        self, keys: Sequence[SeriesKey], timeframe: str, start_ms: int, end_ms: int
+    ) -> dict[SeriesKey, CandleSeries]:
+        """``candles`` for several instruments."""
+        return {k: self.candles(k, timeframe, start_ms, end_ms) for k in keys}
+
+    def last_candle_ms(self, key: SeriesKey, timeframe: str) -> int | None:
+        """Open time of the newest candle."""
+        rng = self.candle_range(key, timeframe)
+        return None if rng is None else rng[1]
+
+    def candle_range(self, key: SeriesKey, timeframe: str) -> tuple[int, int] | None:
+        """(first, last) candle open times (1m only; other timeframes are rolled up)."""
+        series = self.series.get(key)
+        if timeframe != "1m" or series is None:
+            return None
+        return int(series.ts_ms[0]), int(series.ts_ms[-1])
+
+    def trades(self, key: SeriesKey, start_ms: int, end_ms: int) -> list[Trade]:
+        """Recorded trades, from the source store (the exchange caches them per hour)."""
+        return self._source.trades(key, start_ms, end_ms)
+
+    def funding(self, key: SeriesKey, start_ms: int, end_ms: int) -> list[FundingRate]:
+        """Funding rates in [start_ms, end_ms]."""
+        points = self._funding.get(key)
+        return [] if points is None else points.between(start_ms, end_ms)
+
+    def open_interest(self, key: SeriesKey, start_ms: int, end_ms: int) -> list[OpenInterest]:
+        """Open interest points in [start_ms, end_ms]."""
+        points = self._interest.get(key)
+        return [] if points is None else points.between(start_ms, end_ms)
+
+    def funding_many(
+        self, keys: Sequence[SeriesKey], start_ms: int, end_ms: int
+    ) -> dict[SeriesKey, list[FundingRate]]:
+        """``funding`` for several instruments."""
+        return {k: self.funding(k, start_ms, end_ms) for k in keys}
+
+    def open_interest_many(
+        self, keys: Sequence[SeriesKey], start_ms: int, end_ms: int
+    ) -> dict[SeriesKey, list[OpenInterest]]:
+        """``open_interest`` for several instruments."""
+        return {k: self.open_interest(k, start_ms, end_ms) for k in keys}
+
+    def latest_tickers(self, exchange: str, as_of_ms: int) -> list[Ticker]:
+        """Not kept: the backtest reads no tickers."""
+        return []
+
+    # --------------------------------------------- writes: the data is read-only
+    def write_candles(self, candles: Sequence[Candle]) -> int:
+        """Read-only."""
+        raise TypeError("MemoryMarketData is read-only")
+
+    def write_trades(self, trades: Sequence[Trade]) -> int:
+        """Read-only."""
+        raise TypeError("MemoryMarketData is read-only")
+
+    def write_funding(self, rates: Sequence[FundingRate]) -> int:
+        """Read-only."""
+        raise TypeError("MemoryMarketData is read-only")
+
+    def write_open_interest(self, points: Sequence[OpenInterest]) -> int:
+        """Read-only."""
+        raise TypeError("MemoryMarketData is read-only")
+
+    def write_tickers(self, tickers: Sequence[Ticker]) -> int:
+        """Read-only."""
+        raise TypeError("MemoryMarketData is read-only")
+
+    def flush(self) -> None:
+        """Nothing to persist."""
+
+
+def slice_series(series: CandleSeries, lo: int, hi: int) -> CandleSeries:
+    """Rows ``lo:hi`` of a series (numpy views, no copy)."""
+    return CandleSeries(
+        series.symbol,
+        series.timeframe,
+        series.ts_ms[lo:hi],
+        series.open[lo:hi],
+        series.high[lo:hi],
+        series.low[lo:hi],
+        series.close[lo:hi],
+        series.volume[lo:hi],
+        series.taker_buy_volume[lo:hi],
+    )
+
+
+__all__ = ["MINUTE_MS", "MemoryMarketData", "slice_series"]
