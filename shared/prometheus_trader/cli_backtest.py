@@ -101,3 +101,52 @@ def backtest(
         f"total return {metrics['total_return_pct']} %"
     )
     out.print(f"results written to {target}")
+
+
+CutsOption = Annotated[int, typer.Option("--cuts", help="how many cut times to test")]
+
+
+@app.command()
+def lookahead(
+    data: DataOption = None,
+    var_dir: VarOption = None,
+    start: StartOption = None,
+    end: EndOption = None,
+    synthesizer: SynthesizerOption = None,
+    cuts: CutsOption = 8,
+    quiet: QuietOption = False,
+) -> None:
+    """Look-ahead analysis: re-run the backtest on data cut at many times and report any
+    decision that differs from the full-data run (exit status 1 if one does).
+
+    Writes <var>/lookahead.json.
+    """
+    from prometheus_trader.app.backtest.lookahead import analyse
+    from prometheus_trader.app.pipeline import DataRangeError
+
+    settings = _settings(data, var_dir, start, end, synthesizer)
+    try:
+        with _progress(quiet) as bar:
+            task = bar.add_task("lookahead", total=None)
+            piped = PipedProgress(None if quiet or not bar.disable else sys.stderr)
+
+            def report(done: int, total: int, stage: str) -> None:
+                bar.update(task, completed=done, total=total, description=stage)
+                piped(done, total, stage)
+
+            result = analyse(settings, cuts=cuts, progress=report)
+    except DataRangeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    target = settings.var_dir / "lookahead.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n")
+    out.print(
+        f"{len(result.cuts)} cut times, {result.compared} decisions compared, "
+        f"{len(result.differences)} differ"
+    )
+    for d in result.differences:
+        out.print(f"  cut {d.cut}: {d.kind} {d.key} differs in {', '.join(d.fields())}")
+    out.print(f"report written to {target}")
+    if result.differences:
+        raise typer.Exit(1)

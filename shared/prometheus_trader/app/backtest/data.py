@@ -42,6 +42,10 @@ class _Points(Generic[T]):
     stamps: list[int]
     points: list[T]
 
+    @classmethod
+    def of(cls, points: list[T]) -> _Points[T]:
+        return cls([p.ts_ms for p in points], points)
+
     def between(self, start_ms: int, end_ms: int) -> list[T]:
         lo = bisect.bisect_left(self.stamps, start_ms)
         hi = bisect.bisect_right(self.stamps, end_ms)
@@ -65,6 +69,21 @@ class MemoryMarketData:
         interest = source.open_interest_many(self._keys, 0, FAR_FUTURE_MS)
         self._funding = {k: _Points([r.ts_ms for r in v], v) for k, v in funding.items()}
         self._interest = {k: _Points([p.ts_ms for p in v], v) for k, v in interest.items()}
+
+    def cut(self, t_ms: int) -> MemoryMarketData:
+        """What was known at ``t_ms``: bars closed by then, points and trades stamped by
+        then (for the look-ahead analysis)."""
+        cut = object.__new__(MemoryMarketData)
+        cut._source = _CutTrades(self._source, t_ms)  # type: ignore[assignment]
+        cut.series = {
+            k: slice_series(s, 0, int(np.searchsorted(s.ts_ms, t_ms - MINUTE_MS, side="right")))
+            for k, s in self.series.items()
+        }
+        cut.series = {k: s for k, s in cut.series.items() if len(s) > 0}
+        cut._keys = [k for k in self._keys if k in cut.series]
+        cut._funding = {k: _Points.of(v.between(0, t_ms)) for k, v in self._funding.items()}
+        cut._interest = {k: _Points.of(v.between(0, t_ms)) for k, v in self._interest.items()}
+        return cut
 
     @property
     def candle_count(self) -> int:
@@ -158,6 +177,19 @@ class MemoryMarketData:
 
     def flush(self) -> None:
         """Nothing to persist."""
+
+
+class _CutTrades:
+    """Recorded trades of a store, as known at ``t_ms``."""
+
+    def __init__(self, source: MarketStore, t_ms: int) -> None:
+        self._source = source
+        self._t_ms = t_ms
+
+    def trades(self, key: SeriesKey, start_ms: int, end_ms: int) -> list[Trade]:
+        if start_ms > self._t_ms:
+            return []
+        return self._source.trades(key, start_ms, min(end_ms, self._t_ms))
 
 
 def slice_series(series: CandleSeries, lo: int, hi: int) -> CandleSeries:

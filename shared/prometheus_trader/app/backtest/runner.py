@@ -107,30 +107,7 @@ def run_backtest(
         start_ms, trade_until_ms, end_ms = window_for(settings, store)
         data = MemoryMarketData(store, settings.exchange, settings.market_type)
         loaded = time.perf_counter()
-        clock = SimulatedClock(utc(start_ms))
-        engine = BacktestEngine(
-            data,
-            replay_exchange(settings, data, clock),
-            clock,
-            users,
-            synthesis_policy(settings),
-            EngineConfig(
-                exchange=settings.exchange,
-                btc_symbol=settings.btc_symbol,
-                start_ms=start_ms,
-                trade_until_ms=trade_until_ms,
-                end_ms=end_ms,
-                warmup_ms=int(settings.warmup_hours * 60) * MINUTE_MS,
-                window_hours=settings.analysis_window_hours,
-                top_n=settings.top_n,
-                signal_ttl_minutes=settings.signal_ttl_minutes,
-                strategy=settings.synthesizer,
-                signal_params=SignalParams(take_profit_r=settings.take_profit_r),
-                rank_interval_minutes=settings.rank_interval_minutes,
-                collect_interval_minutes=settings.collect_interval_minutes,
-                monitor_interval_ms=int(settings.monitor_interval_seconds * 1000),
-            ),
-        )
+        engine = build_engine(settings, data, users, start_ms, trade_until_ms, end_ms)
         result = engine.run(progress)
     finished = time.perf_counter()
     ledger = build_ledger(engine, users)
@@ -156,6 +133,41 @@ def run_backtest(
     }
     (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")  # never hashed
     return summary
+
+
+def build_engine(
+    settings: Settings,
+    data: MemoryMarketData,
+    users: tuple[User, ...],
+    start_ms: int,
+    trade_until_ms: int,
+    end_ms: int,
+) -> BacktestEngine:
+    """An engine over ``data`` with the configured strategy, fills and cadences."""
+    clock = SimulatedClock(utc(start_ms))
+    return BacktestEngine(
+        data,
+        replay_exchange(settings, data, clock),
+        clock,
+        users,
+        synthesis_policy(settings),
+        EngineConfig(
+            exchange=settings.exchange,
+            btc_symbol=settings.btc_symbol,
+            start_ms=start_ms,
+            trade_until_ms=trade_until_ms,
+            end_ms=end_ms,
+            warmup_ms=int(settings.warmup_hours * 60) * MINUTE_MS,
+            window_hours=settings.analysis_window_hours,
+            top_n=settings.top_n,
+            signal_ttl_minutes=settings.signal_ttl_minutes,
+            strategy=settings.synthesizer,
+            signal_params=SignalParams(take_profit_r=settings.take_profit_r),
+            rank_interval_minutes=settings.rank_interval_minutes,
+            collect_interval_minutes=settings.collect_interval_minutes,
+            monitor_interval_ms=int(settings.monitor_interval_seconds * 1000),
+        ),
+    )
 
 
 def build_ledger(engine: BacktestEngine, users: tuple[User, ...]) -> dict[str, Any]:
@@ -290,4 +302,4 @@ def _floor_minute(ms: int) -> int:
     return ms - ms % MINUTE_MS
 
 
-__all__ = ["build_ledger", "run_backtest", "users_for", "window_for"]
+__all__ = ["build_engine", "build_ledger", "run_backtest", "users_for", "window_for"]
