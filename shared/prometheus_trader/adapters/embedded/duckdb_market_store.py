@@ -699,3 +699,31 @@ def _trade(row: dict[str, Any]) -> Trade:
 
 
 __all__ = ["TABLES", "DuckDBMarketStore", "TableName"]
+
+
+def read_table(
+    root: Path | str,
+    table: TableName,
+    exchange: str,
+    market_type: str,
+    timeframe: str | None = None,
+) -> pa.Table:
+    """One table's rows for one exchange and market type, read straight from the Parquet
+    partitions in key order, without loading the store's in-memory tables (a one-shot
+    reader such as the backtest needs a fraction of the memory)."""
+    spec = TABLES[table]
+    kind = spec.kind(timeframe or "1m") if spec.per_timeframe else spec.name
+    files = sorted(
+        str(p) for p in Path(root).glob(f"{exchange}/{market_type}/{kind}/date=*/data.parquet")
+    )
+    if not files:
+        return spec.schema.empty_table()
+    con = duckdb.connect(":memory:")
+    try:
+        return con.sql(
+            f"SELECT DISTINCT ON ({', '.join(spec.primary_key)}) {', '.join(spec.columns)} "
+            f"FROM read_parquet(?) ORDER BY {', '.join(spec.primary_key)}",
+            params=[files],
+        ).to_arrow_table()
+    finally:
+        con.close()

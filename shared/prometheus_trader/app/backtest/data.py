@@ -10,12 +10,18 @@ and are read on demand, an hour at a time, by the exchange's own cache.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import numpy as np
 
+from prometheus_trader.adapters.embedded.duckdb_market_store import (
+    DuckDBMarketStore,
+    read_table,
+)
 from prometheus_trader.domain.market import (
     MINUTE_MS,
     TIMEFRAME_MS,
@@ -84,6 +90,50 @@ class MemoryMarketData:
         cut._funding = {k: _Points.of(v.between(0, t_ms)) for k, v in self._funding.items()}
         cut._interest = {k: _Points.of(v.between(0, t_ms)) for k, v in self._interest.items()}
         return cut
+
+    @classmethod
+    def from_parquet(cls, root: Path, exchange: str, market_type: MarketType) -> MemoryMarketData:
+        """Read the store's Parquet partitions directly (no in-memory DuckDB tables: the
+        backtest's memory is its arrays); recorded trades come from a store opened only
+        if the backtest asks for them."""
+        self = object.__new__(cls)
+        self._source = _LazyTrades(root)  # type: ignore[assignment]
+        candles = read_table(root, "candles", exchange, market_type.value, "1m")
+        self.series = {}
+        symbols = candles.column("symbol").to_numpy(zero_copy_only=False)
+        cols = {
+            name: candles.column(name).to_numpy(zero_copy_only=False)
+            for name in ("ts_ms", "open", "high", "low", "close", "volume")
+        }
+        taker = candles.column("taker_buy_volume").fill_null(float("nan")).to_numpy()
+        del candles
+        if len(symbols):
+            edges = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1], True])
+            for lo, hi in itertools.pairwise(edges):
+                symbol = str(symbols[lo])
+                self.series[SeriesKey(exchange, market_type, symbol)] = CandleSeries(
+                    symbol,
+                    "1m",
+                    cols["ts_ms"][lo:hi].astype(np.int64),
+                    cols["open"][lo:hi].astype(np.float64),
+                    cols["high"][lo:hi].astype(np.float64),
+                    cols["low"][lo:hi].astype(np.float64),
+                    cols["close"][lo:hi].astype(np.float64),
+                    cols["volume"][lo:hi].astype(np.float64),
+                    taker[lo:hi].astype(np.float64),
+                )
+        self._keys = list(self.series)
+        funding: dict[SeriesKey, list[FundingRate]] = {}
+        for row in read_table(root, "funding", exchange, market_type.value).to_pylist():
+            key = SeriesKey(exchange, market_type, row["symbol"])
+            funding.setdefault(key, []).append(FundingRate(**row))
+        interest: dict[SeriesKey, list[OpenInterest]] = {}
+        for row in read_table(root, "open_interest", exchange, market_type.value).to_pylist():
+            key = SeriesKey(exchange, market_type, row["symbol"])
+            interest.setdefault(key, []).append(OpenInterest(**row))
+        self._funding = {k: _Points.of(v) for k, v in funding.items() if k in self.series}
+        self._interest = {k: _Points.of(v) for k, v in interest.items() if k in self.series}
+        return self
 
     @property
     def candle_count(self) -> int:
@@ -177,6 +227,23 @@ class MemoryMarketData:
 
     def flush(self) -> None:
         """Nothing to persist."""
+
+
+class _LazyTrades:
+    """Recorded trades from the store under ``root``, opened on first use (most backtests
+    replay bars only and never pay for loading it)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._store: DuckDBMarketStore | None = None
+        self._has_trades = any(Path(root).glob("*/*/trades/date=*/data.parquet"))
+
+    def trades(self, key: SeriesKey, start_ms: int, end_ms: int) -> list[Trade]:
+        if not self._has_trades:
+            return []
+        if self._store is None:
+            self._store = DuckDBMarketStore(self._root, read_only=True)
+        return self._store.trades(key, start_ms, end_ms)
 
 
 class _CutTrades:

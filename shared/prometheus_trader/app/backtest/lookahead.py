@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
 from prometheus_trader.app.backtest.data import MemoryMarketData
 from prometheus_trader.app.backtest.engine import BacktestResult, Progress, utc
 from prometheus_trader.app.backtest.runner import build_engine, window_for
@@ -124,33 +123,32 @@ def analyse(
 
     ``engine_hook`` may adjust each engine before it runs (tests plant a leak with it).
     """
-    with DuckDBMarketStore(settings.data_dir, read_only=True) as store:
-        start_ms, trade_until_ms, end_ms = window_for(settings, store)
-        data = MemoryMarketData(store, settings.exchange, settings.market_type)
-        times = cut_times(start_ms, trade_until_ms, cuts, settings.rank_interval_minutes)
-        full_engine = build_engine(settings, data, users, start_ms, trade_until_ms, end_ms)
+    data = MemoryMarketData.from_parquet(settings.data_dir, settings.exchange, settings.market_type)
+    start_ms, trade_until_ms, end_ms = window_for(settings, data)
+    times = cut_times(start_ms, trade_until_ms, cuts, settings.rank_interval_minutes)
+    full_engine = build_engine(settings, data, users, start_ms, trade_until_ms, end_ms)
+    if engine_hook is not None:
+        engine_hook(full_engine)
+    full = full_engine.run()
+    report = LookaheadReport(cuts=[utc(t).isoformat() for t in times])
+    for n, t in enumerate(times, start=1):
+        # the cut run ranks at t too (as the full run does, if t is before its
+        # trade_until) and stops after minute t
+        until = min(t + 1, trade_until_ms)
+        engine = build_engine(settings, data.cut(t), users, start_ms, until, t + MINUTE_MS)
         if engine_hook is not None:
-            engine_hook(full_engine)
-        full = full_engine.run()
-        report = LookaheadReport(cuts=[utc(t).isoformat() for t in times])
-        for n, t in enumerate(times, start=1):
-            # the cut run ranks at t too (as the full run does, if t is before its
-            # trade_until) and stops after minute t
-            until = min(t + 1, trade_until_ms)
-            engine = build_engine(settings, data.cut(t), users, start_ms, until, t + MINUTE_MS)
-            if engine_hook is not None:
-                engine_hook(engine)
-            known = decisions_until(engine.run(), t + 1)
-            seen = decisions_until(full, t + 1)
-            report.compared += len(seen)
-            for key in sorted(seen.keys() | known.keys()):
-                if _canonical(seen.get(key)) != _canonical(known.get(key)):
-                    kind, _, ident = key.partition(" ")
-                    report.differences.append(
-                        Difference(utc(t).isoformat(), kind, ident, seen.get(key), known.get(key))
-                    )
-            if progress is not None:
-                progress(n, len(times), "lookahead")
+            engine_hook(engine)
+        known = decisions_until(engine.run(), t + 1)
+        seen = decisions_until(full, t + 1)
+        report.compared += len(seen)
+        for key in sorted(seen.keys() | known.keys()):
+            if _canonical(seen.get(key)) != _canonical(known.get(key)):
+                kind, _, ident = key.partition(" ")
+                report.differences.append(
+                    Difference(utc(t).isoformat(), kind, ident, seen.get(key), known.get(key))
+                )
+        if progress is not None:
+            progress(n, len(times), "lookahead")
     return report
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
-from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
 from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
 from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
@@ -36,7 +35,6 @@ from prometheus_trader.app.pipeline import (
     LEDGER_POSITION_FIELDS,
     DataRangeError,
     canonical_json,
-    data_window,
     replay_exchange,
     synthesis_policy,
 )
@@ -67,9 +65,18 @@ def users_for(
     return DEMO_USERS
 
 
-def window_for(settings: Settings, store: DuckDBMarketStore) -> tuple[int, int, int]:
-    """(start, trade_until, end) ms, exactly as ``run`` chooses them."""
-    first_ms, data_end_ms = data_window(store, settings)
+def window_for(settings: Settings, data: MemoryMarketData) -> tuple[int, int, int]:
+    """(start, trade_until, end) ms, exactly as ``run`` chooses them (``data_window``)."""
+    ranges = [r for k in data.series_keys() if (r := data.candle_range(k, "1m")) is not None]
+    if not ranges:
+        raise DataRangeError(
+            f"no 1m candles for {settings.exchange}/{settings.market_type} in "
+            f"{settings.data_dir}; import data with `prometheus-trader data import`"
+        )
+    first_ms = max(r[0] for r in ranges)
+    data_end_ms = min(r[1] for r in ranges) + MINUTE_MS
+    if data_end_ms - MINUTE_MS <= first_ms:
+        raise DataRangeError(f"the symbols in {settings.data_dir} share no common time range")
     start_ms = _floor_minute(
         _ms(settings.replay_start)
         if settings.replay_start
@@ -103,12 +110,11 @@ def run_backtest(
         shutil.rmtree(out)
     out.mkdir(parents=True)
     began = time.perf_counter()
-    with DuckDBMarketStore(settings.data_dir, read_only=True) as store:
-        start_ms, trade_until_ms, end_ms = window_for(settings, store)
-        data = MemoryMarketData(store, settings.exchange, settings.market_type)
-        loaded = time.perf_counter()
-        engine = build_engine(settings, data, users, start_ms, trade_until_ms, end_ms)
-        result = engine.run(progress)
+    data = MemoryMarketData.from_parquet(settings.data_dir, settings.exchange, settings.market_type)
+    start_ms, trade_until_ms, end_ms = window_for(settings, data)
+    loaded = time.perf_counter()
+    engine = build_engine(settings, data, users, start_ms, trade_until_ms, end_ms)
+    result = engine.run(progress)
     finished = time.perf_counter()
     ledger = build_ledger(engine, users)
     ledger_bytes = canonical_json(ledger)
