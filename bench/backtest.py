@@ -124,9 +124,15 @@ def run_plain_loop(store: Path) -> dict[str, Any]:
     }
 
 
-def run_jesse(store: Path, jesse_python: str) -> dict[str, Any]:
-    """The SMA crossover in jesse's research backtest, in jesse's own interpreter."""
+def run_jesse(store: Path, jesse_python: str, days: float | None = None) -> dict[str, Any]:
+    """The SMA crossover in jesse's research backtest, in jesse's own interpreter (on the
+    first ``days`` of each series when given: jesse is slow enough to need it on a loaded
+    machine; candles/s is what compares)."""
     series = _arrays(store)
+    if days is not None:
+        from prometheus_trader.app.backtest.data import slice_series
+
+        series = {sym: slice_series(s, 0, int(days * 1440)) for sym, s in series.items()}
     arrays = Path("/tmp/bench-jesse-candles.npz")
     import numpy as np
 
@@ -191,7 +197,8 @@ print(json.dumps({"candles": n, "loop_wall_seconds": round(wall, 2),
 """
 
 
-def _child(engine: str, store: Path, jesse_python: str) -> dict[str, Any]:
+def _child(engine: str, store: Path, jesse_python: str, jesse_days: float | None) -> dict[str, Any]:
+    extra = [] if jesse_days is None else ["--jesse-days", str(jesse_days)]
     proc = subprocess.run(
         [
             sys.executable,
@@ -202,6 +209,7 @@ def _child(engine: str, store: Path, jesse_python: str) -> dict[str, Any]:
             engine,
             "--jesse-python",
             jesse_python,
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -219,18 +227,19 @@ def main() -> int:
     parser.add_argument("--one", choices=["prometheus", "plain-loop", "jesse"])
     parser.add_argument("--jesse-python", default="/tmp/jesse-venv/bin/python")
     parser.add_argument("--engines", default="plain-loop,jesse,prometheus")
+    parser.add_argument("--jesse-days", type=float, help="replay only the first days in jesse")
     args = parser.parse_args()
     if args.one:
         runner = {
             "prometheus": lambda: run_prometheus(args.store),
             "plain-loop": lambda: run_plain_loop(args.store),
-            "jesse": lambda: run_jesse(args.store, args.jesse_python),
+            "jesse": lambda: run_jesse(args.store, args.jesse_python, args.jesse_days),
         }[args.one]
         print(json.dumps(runner()))
         return 0
     engines = {}
     for name in args.engines.split(","):
-        engines[name] = _child(name, args.store, args.jesse_python)
+        engines[name] = _child(name, args.store, args.jesse_python, args.jesse_days)
         print(name, json.dumps(engines[name]), flush=True)
     result = {
         "benchmark": "backtest on a 1m market store, engines measured in one invocation",
