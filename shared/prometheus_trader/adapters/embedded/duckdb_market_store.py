@@ -157,6 +157,9 @@ _SQL_TYPES = {
     pa.float64(): "DOUBLE",
 }
 
+# Pending appends of one table are inserted at the latest after this many batches.
+_MAX_PENDING_BATCHES = 32
+
 # (table, exchange, market_type, timeframe or "", day number since the epoch)
 _Partition = tuple[str, str, str, str, int]
 
@@ -240,9 +243,13 @@ class DuckDBMarketStore(ClosesOnExit):
         with self._lock:
             batch = _batch_bounds(spec, data)
             if batch is not None and self._all_after_stored(table, batch):
-                self._pending.setdefault(table, []).append(data)
+                pending = self._pending.setdefault(table, [])
+                pending.append(data)
                 self._dirty.update(_partitions(spec, data))
                 self._merge_bounds(table, batch)
+                if len(pending) >= _MAX_PENDING_BATCHES:
+                    # a table nobody reads (tickers in a replay) must not pile up batches
+                    self._materialize(table)
                 return len(data)
             self._materialize(table)
             self._con.register("_incoming", data)
