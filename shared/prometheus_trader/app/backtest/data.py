@@ -100,27 +100,34 @@ class MemoryMarketData:
         self._source = _LazyTrades(root)  # type: ignore[assignment]
         candles = read_table(root, "candles", exchange, market_type.value, "1m")
         self.series = {}
-        symbols = candles.column("symbol").to_numpy(zero_copy_only=False)
+        # symbol runs from the dictionary codes (no Python string per row)
+        codes = candles.column("symbol").combine_chunks().dictionary_encode()
+        names = codes.dictionary.to_pylist()
+        index = codes.indices.to_numpy()
         cols = {
-            name: candles.column(name).to_numpy(zero_copy_only=False)
-            for name in ("ts_ms", "open", "high", "low", "close", "volume")
+            name: np.asarray(candles.column(name).to_numpy(), dtype=np.float64)
+            for name in ("open", "high", "low", "close", "volume")
         }
-        taker = candles.column("taker_buy_volume").fill_null(float("nan")).to_numpy()
+        stamps = np.asarray(candles.column("ts_ms").to_numpy(), dtype=np.int64)
+        taker = np.asarray(
+            candles.column("taker_buy_volume").fill_null(float("nan")).to_numpy(),
+            dtype=np.float64,
+        )
         del candles
-        if len(symbols):
-            edges = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1], True])
+        if len(index):
+            edges = np.flatnonzero(np.r_[True, index[1:] != index[:-1], True])
             for lo, hi in itertools.pairwise(edges):
-                symbol = str(symbols[lo])
+                symbol = str(names[index[lo]])
                 self.series[SeriesKey(exchange, market_type, symbol)] = CandleSeries(
                     symbol,
                     "1m",
-                    cols["ts_ms"][lo:hi].astype(np.int64),
-                    cols["open"][lo:hi].astype(np.float64),
-                    cols["high"][lo:hi].astype(np.float64),
-                    cols["low"][lo:hi].astype(np.float64),
-                    cols["close"][lo:hi].astype(np.float64),
-                    cols["volume"][lo:hi].astype(np.float64),
-                    taker[lo:hi].astype(np.float64),
+                    stamps[lo:hi],
+                    cols["open"][lo:hi],
+                    cols["high"][lo:hi],
+                    cols["low"][lo:hi],
+                    cols["close"][lo:hi],
+                    cols["volume"][lo:hi],
+                    taker[lo:hi],
                 )
         self._keys = list(self.series)
         funding: dict[SeriesKey, list[FundingRate]] = {}
