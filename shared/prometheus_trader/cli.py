@@ -444,5 +444,8 @@ def _print_summary(summary: dict[str, object]) -> None:
         out.print(extra)
 
 
+# registers `backtest` and `lookahead` (kept in their own module)
+from prometheus_trader import cli_backtest as _cli_backtest  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
     app()

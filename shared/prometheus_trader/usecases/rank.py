@@ -7,10 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import numpy as np
+
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst
 from prometheus_trader.domain.features import SymbolFeatures, compute_features
 from prometheus_trader.domain.ids import stable_id
-from prometheus_trader.domain.market import MINUTE_MS, MarketType
+from prometheus_trader.domain.market import MINUTE_MS, CandleSeries, MarketType
 from prometheus_trader.domain.ranking import rank_symbols
 from prometheus_trader.domain.signals import OpportunitySignal, SignalStatus
 from prometheus_trader.domain.synthesizer import SignalParams, SynthesisPolicy, build_signal
@@ -67,6 +69,8 @@ class RankAndPublishSignals:
         self._panel = list(panel)
         self._policy = policy
         self._config = config
+        self._windows: dict[SeriesKey, CandleSeries] = {}
+        self._first_seen: dict[SeriesKey, int] = {}
 
     def run(self) -> RankReport:
         """One ranking round as of the clock's now."""
@@ -79,10 +83,7 @@ class RankAndPublishSignals:
             for k in self._store.series_keys()
             if k.exchange == cfg.exchange and k.market_type == cfg.market_type
         ]
-        series = {
-            k.symbol: bars
-            for k, bars in self._store.candles_many(keys, "1m", start, now_ms).items()
-        }
+        series = {k.symbol: bars for k, bars in self._read_windows(keys, start, now_ms).items()}
         btc = series.get(cfg.btc_symbol)
         day_ago = now_ms - 24 * 60 * MINUTE_MS
         funding = self._store.funding_many(keys, day_ago, now_ms)
@@ -159,6 +160,42 @@ class RankAndPublishSignals:
             report.published.append(signal.id)
         return report
 
+    def _read_windows(
+        self, keys: list[SeriesKey], start_ms: int, now_ms: int
+    ) -> dict[SeriesKey, CandleSeries]:
+        """The 1m bars of ``keys`` in [start, now), reading only bars newer than the ones
+        this instance read last time (a ranking every 5 minutes would otherwise re-read
+        24 h of every symbol). The collector only appends after a series' last bar, so the
+        bars already read never change; a series that starts earlier than cached (an
+        import) or moved backwards is read whole again."""
+        cached = self._windows
+        reuse = {
+            k: c
+            for k in keys
+            if (c := cached.get(k)) is not None
+            and len(c)
+            and (rng := self._store.candle_range(k, "1m")) is not None
+            and rng[0] == self._first_seen.get(k)
+            # the cache covers the window's start, or the series starts inside it
+            and (int(c.ts_ms[0]) <= start_ms or int(c.ts_ms[0]) == rng[0])
+            and int(c.ts_ms[-1]) <= rng[1]
+        }
+        whole = [k for k in keys if k not in reuse]
+        out = dict(self._store.candles_many(whole, "1m", start_ms, now_ms)) if whole else {}
+        if reuse:
+            since = min(int(c.ts_ms[-1]) for c in reuse.values()) + MINUTE_MS
+            newer = self._store.candles_many(list(reuse), "1m", since, now_ms)
+            for k, c in reuse.items():
+                lo = int(np.searchsorted(c.ts_ms, start_ms, side="left"))
+                tail = newer[k]
+                tail_lo = int(np.searchsorted(tail.ts_ms, int(c.ts_ms[-1]), side="right"))
+                out[k] = _joined(c, lo, tail, tail_lo)
+        self._windows = {k: out[k] for k in keys}
+        self._first_seen = {
+            k: rng[0] for k in keys if (rng := self._store.candle_range(k, "1m")) is not None
+        }
+        return {k: out[k] for k in keys}
+
     def _publish(self, signal: OpportunitySignal) -> None:
         doc = signal.model_dump(mode="json")
         if self._state.create(Collections.SIGNALS, signal.id, doc):
@@ -192,6 +229,21 @@ class RankAndPublishSignals:
         """Historical win rate per symbol, from the journal's per-trade facts."""
         lookback = timedelta(days=self._config.success_lookback_days)
         return symbol_success_rates(self._state, now, lookback)
+
+
+_COLUMNS = ("ts_ms", "open", "high", "low", "close", "volume", "taker_buy_volume")
+
+
+def _joined(head: CandleSeries, head_lo: int, tail: CandleSeries, tail_lo: int) -> CandleSeries:
+    """``head[head_lo:]`` followed by ``tail[tail_lo:]``."""
+    return CandleSeries(
+        head.symbol,
+        head.timeframe,
+        *(
+            np.concatenate([getattr(head, c)[head_lo:], getattr(tail, c)[tail_lo:]])
+            for c in _COLUMNS
+        ),
+    )
 
 
 __all__ = ["RankAndPublishSignals", "RankReport", "RankerConfig", "SeriesKey"]

@@ -7,7 +7,11 @@ kind ``candles_<tf>``, ``mark_<tf>``, ``trades``, ``funding``, ``open_interest``
 All Parquet files are loaded into in-memory DuckDB tables when the store opens; writes are
 ``INSERT ... ON CONFLICT DO NOTHING`` on the primary key (so a re-written row adds
 nothing) and mark their date partitions dirty; ``flush()`` rewrites only those partitions.
-Reads query the in-memory tables, so they see unflushed writes.
+Reads query the in-memory tables, so they see unflushed writes. A batch whose rows all
+come after the stored rows of their series (the collector's next minute) is new by
+construction: it is counted at once and INSERTed with the other pending rows of its table
+before the next read of that table; each series' (first, last) time is kept in memory
+and widened by every write, so ``candle_range``/``series_keys`` never scan the table.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from prometheus_trader.adapters import ClosesOnExit
 from prometheus_trader.domain.market import (
@@ -153,6 +158,9 @@ _SQL_TYPES = {
     pa.float64(): "DOUBLE",
 }
 
+# Pending appends of one table are inserted at the latest after this many batches.
+_MAX_PENDING_BATCHES = 32
+
 # (table, exchange, market_type, timeframe or "", day number since the epoch)
 _Partition = tuple[str, str, str, str, int]
 
@@ -183,7 +191,12 @@ class DuckDBMarketStore(ClosesOnExit):
             self._root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._dirty: set[_Partition] = set()
-        self._ranges: dict[tuple[str, str, str, str], tuple[int, int]] | None = None
+        # per table: (first, last) ts_ms of every series (key columns without ts_ms and
+        # trade_id), loaded once and kept up to date by writes, never invalidated
+        self._bounds: dict[TableName, dict[tuple[str, ...], tuple[int, int]]] = {}
+        # rows known to be new (after every stored row of their series), not yet INSERTed:
+        # one INSERT per read instead of one per write (the collector writes every minute)
+        self._pending: dict[TableName, list[pa.Table]] = {}
         self._con = duckdb.connect(":memory:")
         for spec in TABLES.values():
             cols = ", ".join(
@@ -238,8 +251,17 @@ class DuckDBMarketStore(ClosesOnExit):
             return 0
         data = _conform(data, spec.schema)
         with self._lock:
-            if table == "candles":
-                self._ranges = None
+            batch = _batch_bounds(spec, data)
+            if batch is not None and self._all_after_stored(table, batch):
+                pending = self._pending.setdefault(table, [])
+                pending.append(data)
+                self._dirty.update(_partitions(spec, data))
+                self._merge_bounds(table, batch)
+                if len(pending) >= _MAX_PENDING_BATCHES:
+                    # a table nobody reads (tickers in a replay) must not pile up batches
+                    self._materialize(table)
+                return len(data)
+            self._materialize(table)
             self._con.register("_incoming", data)
             try:
                 try:
@@ -253,7 +275,50 @@ class DuckDBMarketStore(ClosesOnExit):
                     count = len(data)
             finally:
                 self._con.unregister("_incoming")
+            widened = batch if batch is not None else _batch_bounds(spec, data, True)
+            assert widened is not None  # with duplicates allowed there is always an answer
+            self._merge_bounds(table, widened)
         return count
+
+    def _series_bounds(self, table: TableName) -> dict[tuple[str, ...], tuple[int, int]]:
+        """(first, last) ts_ms per series of ``table`` (one GROUP BY, then maintained)."""
+        bounds = self._bounds.get(table)
+        if bounds is None:
+            cols = ", ".join(_series_columns(TABLES[table]))
+            rows = self._con.execute(
+                f"SELECT {cols}, min(ts_ms), max(ts_ms) FROM {table} GROUP BY ALL"
+            ).fetchall()
+            bounds = self._bounds[table] = {tuple(r[:-2]): (int(r[-2]), int(r[-1])) for r in rows}
+        return bounds
+
+    def _all_after_stored(
+        self, table: TableName, batch: dict[tuple[str, ...], tuple[int, int]]
+    ) -> bool:
+        stored = self._series_bounds(table)
+        return all(key not in stored or lo > stored[key][1] for key, (lo, _) in batch.items())
+
+    def _merge_bounds(
+        self, table: TableName, batch: dict[tuple[str, ...], tuple[int, int]]
+    ) -> None:
+        # every row of a batch is stored after the write (new, or already there), so the
+        # stored bounds simply widen to the batch's
+        stored = self._series_bounds(table)
+        for key, (lo, hi) in batch.items():
+            old = stored.get(key)
+            stored[key] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+
+    def _materialize(self, *tables: TableName) -> None:
+        """INSERT the pending rows of ``tables`` (all tables when none are named)."""
+        for table in tables or tuple(self._pending):
+            pending = self._pending.pop(table, None)
+            if not pending:
+                continue
+            data = pending[0] if len(pending) == 1 else pa.concat_tables(pending)
+            self._con.register("_pending", data)
+            try:
+                self._con.execute(f"INSERT INTO {table} SELECT * FROM _pending").fetchall()
+            finally:
+                self._con.unregister("_pending")
 
     def _insert_new_only(self, spec: _TableSpec, data: pa.Table) -> int:
         """INSERT skipping rows whose key is stored (or repeated earlier in ``data``)."""
@@ -313,6 +378,7 @@ class DuckDBMarketStore(ClosesOnExit):
         """``flush()``, returning the Parquet files it rewrote (relative to ``root``, sorted),
         so a wrapper that mirrors the folder elsewhere knows what to upload."""
         with self._lock:
+            self._materialize()
             written = [self._write_partition(part) for part in sorted(self._dirty)]
             self._dirty.clear()
         return sorted(path.relative_to(self._root) for path in written)
@@ -371,10 +437,7 @@ class DuckDBMarketStore(ClosesOnExit):
     def series_keys(self) -> list[SeriesKey]:
         """Every instrument with stored candles, sorted."""
         with self._lock:
-            rows = self._con.execute(
-                "SELECT DISTINCT exchange, market_type, symbol FROM candles "
-                "ORDER BY exchange, market_type, symbol"
-            ).fetchall()
+            rows = sorted({(k[0], k[1], k[2]) for k in self._series_bounds("candles")})
         return [SeriesKey(e, MarketType(m), s) for e, m, s in rows]
 
     def candles(self, key: SeriesKey, timeframe: str, start_ms: int, end_ms: int) -> CandleSeries:
@@ -393,6 +456,7 @@ class DuckDBMarketStore(ClosesOnExit):
         """Mark-price candles, same window rule as ``candles()`` (not part of the port)."""
         step = TIMEFRAME_MS[timeframe]
         with self._lock:
+            self._materialize("mark")
             rows = self._con.sql(
                 f"SELECT {', '.join(_CANDLE_SCHEMA.names)} FROM mark WHERE exchange = ? "
                 "AND market_type = ? AND symbol = ? AND timeframe = ? AND ts_ms >= ? "
@@ -426,6 +490,7 @@ class DuckDBMarketStore(ClosesOnExit):
             "AND exchange = ? AND market_type = ?"
         )
         with self._lock:
+            self._materialize(table)
             if len(unique) == 1:
                 k = unique[0]
                 arrays = self._con.execute(
@@ -466,22 +531,17 @@ class DuckDBMarketStore(ClosesOnExit):
         ranges = self._candle_ranges()
         return ranges.get((key.exchange, key.market_type.value, key.symbol, timeframe))
 
-    def _candle_ranges(self) -> dict[tuple[str, str, str, str], tuple[int, int]]:
-        """Every series' (first, last) open time in one query, cached until a candle write
-        (the collector asks for each symbol's last bar every minute)."""
+    def _candle_ranges(self) -> dict[tuple[str, ...], tuple[int, int]]:
+        """Every series' (first, last) open time: one query, then kept by the writes (the
+        collector asks for each symbol's last bar every minute)."""
         with self._lock:
-            if self._ranges is None:
-                rows = self._con.execute(
-                    "SELECT exchange, market_type, symbol, timeframe, min(ts_ms), max(ts_ms) "
-                    "FROM candles GROUP BY ALL"
-                ).fetchall()
-                self._ranges = {(r[0], r[1], r[2], r[3]): (int(r[4]), int(r[5])) for r in rows}
-            return self._ranges
+            return self._series_bounds("candles")
 
     def _rows(
         self, table: TableName, key: SeriesKey, start_ms: int, end_ms: int, order: str
     ) -> list[dict[str, Any]]:
         with self._lock:
+            self._materialize(table)
             data = self._con.sql(
                 f"SELECT {', '.join(TABLES[table].columns)} FROM {table} WHERE exchange = ? "
                 "AND market_type = ? AND symbol = ? AND ts_ms BETWEEN ? AND ? "
@@ -531,6 +591,7 @@ class DuckDBMarketStore(ClosesOnExit):
             return result
         wanted = {(k.exchange, k.market_type.value, k.symbol): k for k in keys}
         with self._lock:
+            self._materialize(table)
             data = self._con.sql(
                 f"SELECT {', '.join(TABLES[table].columns)} FROM {table} "
                 "WHERE symbol IN (SELECT unnest(?)) AND ts_ms BETWEEN ? AND ? "
@@ -547,6 +608,7 @@ class DuckDBMarketStore(ClosesOnExit):
         """The newest ticker per (market type, symbol) with ``ts_ms <= as_of_ms``, sorted by
         symbol then market type."""
         with self._lock:
+            self._materialize("tickers")
             data = self._con.sql(
                 f"SELECT {', '.join(TABLES['tickers'].columns)} FROM tickers "
                 "WHERE exchange = ? AND ts_ms <= ? "
@@ -558,6 +620,44 @@ class DuckDBMarketStore(ClosesOnExit):
 
 
 # ------------------------------------------------------------------------- helpers
+def _series_columns(spec: _TableSpec) -> list[str]:
+    """The key columns naming one series (the primary key without time and trade id)."""
+    return [c for c in spec.primary_key if c not in ("ts_ms", "trade_id")]
+
+
+def _batch_bounds(
+    spec: _TableSpec, data: pa.Table, with_duplicates: bool = False
+) -> dict[tuple[str, ...], tuple[int, int]] | None:
+    """(first, last) ts_ms per series in ``data``; None when ``data`` repeats a primary
+    key (unless ``with_duplicates``): such a batch takes the deduplicating path."""
+    cols = _series_columns(spec)
+    if len(data) <= 64:  # the collector's batches: plain Python beats a group-by here
+        keys = list(zip(*(data.column(c).to_pylist() for c in cols), strict=True))
+        stamps = data.column("ts_ms").to_pylist()
+        if not with_duplicates:
+            rest = [data.column(c).to_pylist() for c in spec.primary_key if c == "trade_id"]
+            full = list(zip(keys, stamps, *rest, strict=True))
+            if len(set(full)) < len(full):
+                return None
+        out: dict[tuple[str, ...], tuple[int, int]] = {}
+        for key, ts in zip(keys, stamps, strict=True):
+            old = out.get(key)
+            out[key] = (ts, ts) if old is None else (min(old[0], ts), max(old[1], ts))
+        return out
+    if not with_duplicates and (
+        data.group_by(list(spec.primary_key)).aggregate([]).num_rows < len(data)
+    ):
+        return None
+    grouped = data.group_by(cols).aggregate([("ts_ms", "min"), ("ts_ms", "max")])
+    columns = [grouped.column(c).to_pylist() for c in cols]
+    lows = grouped.column("ts_ms_min").to_pylist()
+    highs = grouped.column("ts_ms_max").to_pylist()
+    return {
+        tuple(parts): (int(lo), int(hi))
+        for *parts, lo, hi in zip(*columns, lows, highs, strict=True)
+    }
+
+
 def _partitions(spec: _TableSpec, rows: pa.Table) -> set[_Partition]:
     """The date partitions that ``rows`` (with key and ts_ms columns) fall in."""
     if len(rows) == 0:
@@ -640,3 +740,28 @@ def _trade(row: dict[str, Any]) -> Trade:
 
 
 __all__ = ["TABLES", "DuckDBMarketStore", "TableName"]
+
+
+def read_table(
+    root: Path | str,
+    table: TableName,
+    exchange: str,
+    market_type: str,
+    timeframe: str | None = None,
+) -> pa.Table:
+    """One table's rows for one exchange and market type, read straight from the Parquet
+    partitions in key order, without loading the store's in-memory tables (a one-shot
+    reader such as the backtest needs a fraction of the memory)."""
+    spec = TABLES[table]
+    kind = spec.kind(timeframe or "1m") if spec.per_timeframe else spec.name
+    files = sorted(
+        str(p) for p in Path(root).glob(f"{exchange}/{market_type}/{kind}/date=*/data.parquet")
+    )
+    if not files:
+        return spec.schema.empty_table()
+    # each partition was written by ``flush`` from the keyed table: no duplicate keys, so
+    # a plain read and one sort (pyarrow, no DuckDB tables or hash tables) suffice
+    data = pa.concat_tables(
+        [_conform(pq.read_table(f, columns=spec.columns), spec.schema) for f in files]
+    )
+    return data.sort_by([(c, "ascending") for c in spec.primary_key])

@@ -40,6 +40,19 @@ CREATE TABLE IF NOT EXISTS documents (
 ) WITHOUT ROWID
 """
 
+# Equality filters on these top-level fields use an expression index on
+# (collection, json_extract(data, field)) instead of json_extract over every document of
+# the collection: the executor's "open positions of this user" would otherwise read every
+# stored position once per user, a cost growing with the number of users. SQLite keeps
+# expression indexes inside the writing statement, so writes stay single statements.
+# Most selective first: a query uses the index of its first indexed filter.
+INDEXED_FIELDS = ("user_id", "symbol", "kind", "status", "active")
+_INDEXES = tuple(
+    f"CREATE INDEX IF NOT EXISTS documents_{name} ON documents "
+    f"(collection, json_extract(data, '$.\"{name}\"'))"
+    for name in INDEXED_FIELDS
+)
+
 # Firestore's cross-type ordering, used for order_by.
 _TYPE_RANK_SQL = (
     "CASE json_type(data, ?) WHEN 'null' THEN 0 WHEN 'false' THEN 1 WHEN 'true' THEN 2 "
@@ -135,6 +148,26 @@ def _range_sql(path: str, op: str, value: object) -> tuple[str, list[object]]:
     )
 
 
+def _index_sql(filters: Sequence[Filter]) -> tuple[str, str, list[object]] | None:
+    """(index name, condition, params) for the most selective indexable ``==`` filter.
+
+    The filter's own (typed) condition still applies; this one only lets SQLite read the
+    matching rows through the index (the expression must be spelled as in the index, and
+    the index is named: without statistics SQLite prefers the primary key).
+    """
+    for name in INDEXED_FIELDS:
+        for flt in filters:
+            if flt.field != name or flt.op != "==":
+                continue
+            value = _plain(flt.value)
+            if isinstance(value, bool):
+                value = int(value)  # json_extract gives 1/0 for true/false
+            elif not isinstance(value, int | float | str):
+                continue
+            return f"documents_{name}", f"json_extract(data, '$.\"{name}\"') = ?", [value]
+    return None
+
+
 def _filter_sql(flt: Filter) -> tuple[str, list[object]]:
     path = _json_path(flt.field)
     if flt.op == "==":
@@ -221,6 +254,8 @@ class SqliteStateStore(ClosesOnExit):
                 # WAL + NORMAL: durable against process crashes, no fsync per commit.
                 self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(_SCHEMA)
+            for statement in _INDEXES:  # built once for an existing file, then kept
+                self._conn.execute(statement)
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({str(self.path)!r})"
@@ -324,6 +359,12 @@ class SqliteStateStore(ClosesOnExit):
             raise ValueError("limit must be >= 0")
         where = ["collection = ?"]
         params: list[object] = [collection]
+        indexed = _index_sql(filters)
+        table = "documents"
+        if indexed is not None:
+            table = f"documents INDEXED BY {indexed[0]}"
+            where.append(indexed[1])
+            params.extend(indexed[2])
         for flt in filters:
             sql, flt_params = _filter_sql(flt)
             where.append(sql)
@@ -338,7 +379,7 @@ class SqliteStateStore(ClosesOnExit):
                 f"{_TYPE_RANK_SQL} {direction}, json_extract(data, ?) {direction}, {order_sql}"
             )
             params.extend([path, path])
-        sql = f"SELECT data FROM documents WHERE {' AND '.join(where)} ORDER BY {order_sql}"
+        sql = f"SELECT data FROM {table} WHERE {' AND '.join(where)} ORDER BY {order_sql}"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)

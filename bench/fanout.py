@@ -1,0 +1,145 @@
+"""Benchmark: one signal fanned out to many users through dispatch and execute.
+
+Run: ``.venv/bin/python bench/fanout.py [users ...]`` (default 1000 10000). For each user
+count: a fresh embedded world (SQLite state file, in-process bus, replay exchange over the
+bundled sample); every user already has closed positions in the store (history) and one
+signal is dispatched and executed for all of them. Reports decisions per CPU-second of the
+dispatch + execute use-cases and the cost per decision, which must stay flat as users grow.
+Writes ``bench/results/fanout.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from prometheus_trader.adapters.embedded.clocks import SimulatedClock
+from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
+from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
+from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
+from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
+from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
+from prometheus_trader.domain.market import MarketType
+from prometheus_trader.domain.signals import Direction, OpportunitySignal, TakeProfitLevel
+from prometheus_trader.domain.users import RiskProfile, User
+from prometheus_trader.sample import SAMPLE_STORE_DIR
+from prometheus_trader.usecases.collect import CollectMarketData
+from prometheus_trader.usecases.dispatch import DispatchSignal
+from prometheus_trader.usecases.execute import ExecuteSignalForUser
+from prometheus_trader.usecases.names import Collections, Subscriptions, Topics
+
+RESULTS = Path(__file__).resolve().parent / "results" / "fanout.json"
+START = datetime(2025, 5, 21, 8, 0, tzinfo=UTC)
+SYMBOL = "ETH/USDT:USDT"
+HISTORY_PER_USER = 5  # closed positions already stored per user
+PROFILES = list(RiskProfile)
+
+
+def _signal(exchange: ReplayExchange, clock: SimulatedClock) -> OpportunitySignal:
+    price = exchange.fetch_tickers([SYMBOL])[0].last
+    now = clock.now()
+    return OpportunitySignal(
+        id="bench-signal",
+        symbol=SYMBOL,
+        exchange="binance",
+        market_type=MarketType.PERP,
+        direction=Direction.LONG,
+        entry_price=price,
+        entry_low=price * 0.999,
+        entry_high=price * 1.001,
+        stop_loss=price * 0.99,
+        stop_loss_pct=1.0,
+        take_profits=[
+            TakeProfitLevel(price=price * (1 + r / 100), pct=r, size_fraction=f)
+            for r, f in ((3.0, 0.5), (4.0, 0.3), (5.0, 0.2))
+        ],
+        reward_risk=3.7,
+        confidence=0.8,
+        created_at=now,
+        expires_at=now + timedelta(minutes=20),
+        strategy="consensus",
+    )
+
+
+def measure(users: int, tmp: Path) -> dict[str, float]:
+    """One fan-out to ``users`` users; CPU seconds of dispatch + execute."""
+    clock = SimulatedClock(START)
+    with DuckDBMarketStore(SAMPLE_STORE_DIR, read_only=True) as source:
+        exchange = ReplayExchange(source, clock)
+        market = DuckDBMarketStore(tmp / "market")
+        CollectMarketData(exchange, market, clock, backfill_minutes=60).run()
+        state = SqliteStateStore(tmp / "state.sqlite")
+        bus = InMemoryBus()
+        blobs = LocalBlobStore(tmp / "blobs")
+        state.transaction(lambda tx: _seed(tx, users))
+        signal = _signal(exchange, clock)
+        doc = signal.model_dump(mode="json")
+        state.create(Collections.SIGNALS, signal.id, doc)
+        executor = ExecuteSignalForUser(state, exchange, market, bus, blobs, clock)
+        bus.subscribe(
+            Topics.SIGNALS, Subscriptions.DISPATCHER, DispatchSignal(state, bus, clock).handle
+        )
+        bus.subscribe(Topics.EXECUTIONS, Subscriptions.EXECUTOR, executor.handle)
+        began_cpu, began_wall = time.process_time(), time.perf_counter()
+        bus.publish(Topics.SIGNALS, doc, dedupe_key=signal.id, ordering_key="binance")
+        bus.drain_all()
+        cpu, wall = time.process_time() - began_cpu, time.perf_counter() - began_wall
+        decisions = len(state.query(Collections.EXECUTIONS))
+        state.close()
+        market.close()
+    return {
+        "users": users,
+        "decisions": decisions,
+        "cpu_seconds": round(cpu, 3),
+        "wall_seconds": round(wall, 3),
+        "decisions_per_cpu_second": round(decisions / cpu, 1),
+        "cpu_ms_per_decision": round(cpu / decisions * 1000, 4),
+    }
+
+
+def _seed(tx: object, users: int) -> None:
+    for i in range(users):
+        user = User.with_profile(f"u{i:06d}", PROFILES[i % len(PROFILES)])
+        tx.set(Collections.USERS, user.user_id, user.model_dump(mode="json"))  # type: ignore[attr-defined]
+        for j in range(HISTORY_PER_USER):
+            tx.set(  # type: ignore[attr-defined]
+                Collections.POSITIONS,
+                f"hist-{i}-{j}",
+                {"id": f"hist-{i}-{j}", "user_id": user.user_id, "status": "closed"},
+            )
+
+
+def main(argv: list[str]) -> int:
+    """Measure each user count; print and write the results."""
+    counts = [int(a) for a in argv] or [1000, 10000]
+    rows = []
+    for n in counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            row = measure(n, Path(tmp))
+        rows.append(row)
+        print(
+            f"{n:6d} users: {row['decisions_per_cpu_second']:8.1f} decisions/CPU-s, "
+            f"{row['cpu_ms_per_decision']:.3f} ms CPU per decision"
+        )
+    result = {
+        "benchmark": "one signal fanned out to N users through dispatch + execute (embedded)",
+        "python": platform.python_version(),
+        "history_positions_per_user": HISTORY_PER_USER,
+        "runs": rows,
+        "cost_ratio_largest_to_smallest": round(
+            rows[-1]["cpu_ms_per_decision"] / rows[0]["cpu_ms_per_decision"], 3
+        ),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,69 @@
+"""The SQLite store's expression indexes: equality filters on hot fields read only the
+matching rows (the contract suite proves the results; these prove the plan and typing)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore, _index_sql
+from prometheus_trader.ports import Filter
+
+pytestmark = pytest.mark.unit
+
+
+def _ids(store: SqliteStateStore, *filters: Filter) -> list[str]:
+    return [d["id"] for d in store.query("positions", list(filters))]
+
+
+def test_indexed_filters_keep_firestore_typing() -> None:
+    store = SqliteStateStore()
+    for i in range(6):
+        store.create(
+            "positions", f"p{i}", {"id": f"p{i}", "user_id": f"u{i % 2}", "status": "open"}
+        )
+    store.create("positions", "t", {"id": "t", "user_id": 1, "status": True})
+    store.create("positions", "n", {"id": "n", "user_id": "1", "status": 1})
+    store.update("positions", "p2", {"status": "closed"})
+    assert _ids(store, Filter("user_id", "==", "u0"), Filter("status", "==", "open")) == [
+        "p0",
+        "p4",
+    ]
+    assert _ids(store, Filter("status", "==", True)) == ["t"]  # true never equals 1
+    assert _ids(store, Filter("status", "==", 1)) == ["n"]
+    assert _ids(store, Filter("user_id", "==", 1)) == ["t"]
+    assert _ids(store, Filter("user_id", "==", "1")) == ["n"]
+
+
+def test_the_most_selective_index_is_used() -> None:
+    store = SqliteStateStore()
+    filters = [Filter("status", "==", "open"), Filter("user_id", "==", "u")]
+    indexed = _index_sql(filters)
+    assert indexed is not None and indexed[0] == "documents_user_id"
+    plan = store._conn.execute(
+        f"EXPLAIN QUERY PLAN SELECT data FROM documents INDEXED BY {indexed[0]} "
+        f"WHERE collection = ? AND {indexed[1]}",
+        ["positions", *indexed[2]],
+    ).fetchall()
+    assert any("documents_user_id" in str(row) for row in plan)
+    assert _index_sql([Filter("user_id", "in", ["a"]), Filter("x", "==", 1)]) is None
+
+
+def test_a_file_from_before_the_indexes_gets_them_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE documents (collection TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL,"
+        " PRIMARY KEY (collection, id)) WITHOUT ROWID"
+    )
+    doc = {"id": "p", "user_id": "u", "status": "open"}
+    conn.execute("INSERT INTO documents VALUES ('positions', 'p', ?)", (json.dumps(doc),))
+    conn.commit()
+    conn.close()
+    with SqliteStateStore(path) as store:
+        assert _ids(store, Filter("user_id", "==", "u")) == ["p"]
+        names = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")}
+        assert "documents_user_id" in names
