@@ -151,9 +151,11 @@ def build_engine(
 ) -> BacktestEngine:
     """An engine over ``data`` with the configured strategy, fills and cadences."""
     clock = SimulatedClock(utc(start_ms))
+    # the paper ledger and the use-cases' documents: one private in-memory store
+    state = SqliteStateStore(":memory:")
     return BacktestEngine(
         data,
-        replay_exchange(settings, data, clock),
+        replay_exchange(settings, data, clock, state),
         clock,
         users,
         synthesis_policy(settings),
@@ -172,7 +174,9 @@ def build_engine(
             rank_interval_minutes=settings.rank_interval_minutes,
             collect_interval_minutes=settings.collect_interval_minutes,
             monitor_interval_ms=int(settings.monitor_interval_seconds * 1000),
+            max_delivery_attempts=settings.max_delivery_attempts,
         ),
+        state=state,
     )
 
 
