@@ -197,38 +197,47 @@ class RankAndPublishSignals:
         return {k: out[k] for k in keys}
 
     def _publish(self, signal: OpportunitySignal) -> None:
-        doc = signal.model_dump(mode="json")
-        if self._state.create(Collections.SIGNALS, signal.id, doc):
-            log.info(
-                "signal published: %s %s conf=%.2f rr=%.2f",
-                signal.direction,
-                signal.symbol,
-                signal.confidence,
-                signal.reward_risk,
-                extra=labels(stage="rank", signal=signal.id, symbol=signal.symbol),
-            )
-        # publish even when the document existed: a crash between create and publish
-        # must not lose the message; consumers dedupe on the signal id.
-        # one ordering key per exchange: the dispatcher sees signals in publish order, so
-        # each user's executions are queued in the order the ranker found them
-        self._bus.publish(
-            Topics.SIGNALS,
-            doc,
-            dedupe_key=signal.id,
-            ordering_key=signal.exchange,
-            attributes={"type": "signal", "symbol": signal.symbol},
-        )
+        publish_signal(self._state, self._bus, signal)
 
     def _symbols_with_live_signals(self, now: datetime) -> set[str]:
-        docs = self._state.query(
-            Collections.SIGNALS, [Filter("status", "==", SignalStatus.PENDING.value)]
-        )
-        return {d["symbol"] for d in docs if datetime.fromisoformat(d["expires_at"]) > now}
+        return live_signal_symbols(self._state, now)
 
     def _success_rates(self, now: datetime) -> Mapping[str, float]:
         """Historical win rate per symbol, from the journal's per-trade facts."""
         lookback = timedelta(days=self._config.success_lookback_days)
         return symbol_success_rates(self._state, now, lookback)
+
+
+def publish_signal(state: StateStore, bus: Bus, signal: OpportunitySignal) -> None:
+    """Store the signal (create-if-absent) and publish it on ``signals`` (the ranker's step;
+    the backtest calls it too)."""
+    doc = signal.model_dump(mode="json")
+    if state.create(Collections.SIGNALS, signal.id, doc):
+        log.info(
+            "signal published: %s %s conf=%.2f rr=%.2f",
+            signal.direction,
+            signal.symbol,
+            signal.confidence,
+            signal.reward_risk,
+            extra=labels(stage="rank", signal=signal.id, symbol=signal.symbol),
+        )
+    # publish even when the document existed: a crash between create and publish
+    # must not lose the message; consumers dedupe on the signal id.
+    # one ordering key per exchange: the dispatcher sees signals in publish order, so
+    # each user's executions are queued in the order the ranker found them
+    bus.publish(
+        Topics.SIGNALS,
+        doc,
+        dedupe_key=signal.id,
+        ordering_key=signal.exchange,
+        attributes={"type": "signal", "symbol": signal.symbol},
+    )
+
+
+def live_signal_symbols(state: StateStore, now: datetime) -> set[str]:
+    """Symbols with a pending signal that has not expired (the ranker skips them)."""
+    docs = state.query(Collections.SIGNALS, [Filter("status", "==", SignalStatus.PENDING.value)])
+    return {d["symbol"] for d in docs if datetime.fromisoformat(d["expires_at"]) > now}
 
 
 _COLUMNS = ("ts_ms", "open", "high", "low", "close", "volume", "taker_buy_volume")
@@ -246,4 +255,11 @@ def _joined(head: CandleSeries, head_lo: int, tail: CandleSeries, tail_lo: int) 
     )
 
 
-__all__ = ["RankAndPublishSignals", "RankReport", "RankerConfig", "SeriesKey"]
+__all__ = [
+    "RankAndPublishSignals",
+    "RankReport",
+    "RankerConfig",
+    "SeriesKey",
+    "live_signal_symbols",
+    "publish_signal",
+]

@@ -19,6 +19,7 @@ from prometheus_trader.app.backtest.data import MemoryMarketData
 from prometheus_trader.app.backtest.engine import BacktestResult, Progress, utc
 from prometheus_trader.app.backtest.runner import build_engine, window_for
 from prometheus_trader.app.demo import DEMO_USERS
+from prometheus_trader.app.logging import configure_logging
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.domain.market import MINUTE_MS
 from prometheus_trader.domain.trading import ExitReason
@@ -123,6 +124,10 @@ def analyse(
 
     ``engine_hook`` may adjust each engine before it runs (tests plant a leak with it).
     """
+    # the live use-cases' log lines (as ``run`` and ``backtest`` keep them)
+    configure_logging(
+        settings.log_level, file=settings.log_file or settings.var_dir / "lookahead.log.jsonl"
+    )
     data = MemoryMarketData.from_parquet(settings.data_dir, settings.exchange, settings.market_type)
     start_ms, trade_until_ms, end_ms = window_for(settings, data)
     times = cut_times(start_ms, trade_until_ms, cuts, settings.rank_interval_minutes)

@@ -31,6 +31,7 @@ from prometheus_trader.app.backtest.engine import (
     utc,
 )
 from prometheus_trader.app.demo import DEMO_USERS
+from prometheus_trader.app.logging import configure_logging
 from prometheus_trader.app.pipeline import (
     LEDGER_POSITION_FIELDS,
     DataRangeError,
@@ -109,6 +110,11 @@ def run_backtest(
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    # the live use-cases log as in ``run``; the lines go next to the output folder (they
+    # carry wall-clock times, and the folder's files are byte-identical across reruns)
+    configure_logging(
+        settings.log_level, file=settings.log_file or out.with_name(f"{out.name}.log.jsonl")
+    )
     began = time.perf_counter()
     data = MemoryMarketData.from_parquet(settings.data_dir, settings.exchange, settings.market_type)
     start_ms, trade_until_ms, end_ms = window_for(settings, data)
@@ -151,9 +157,11 @@ def build_engine(
 ) -> BacktestEngine:
     """An engine over ``data`` with the configured strategy, fills and cadences."""
     clock = SimulatedClock(utc(start_ms))
+    # the paper ledger and the use-cases' documents: one private in-memory store
+    state = SqliteStateStore(":memory:")
     return BacktestEngine(
         data,
-        replay_exchange(settings, data, clock),
+        replay_exchange(settings, data, clock, state),
         clock,
         users,
         synthesis_policy(settings),
@@ -172,7 +180,9 @@ def build_engine(
             rank_interval_minutes=settings.rank_interval_minutes,
             collect_interval_minutes=settings.collect_interval_minutes,
             monitor_interval_ms=int(settings.monitor_interval_seconds * 1000),
+            max_delivery_attempts=settings.max_delivery_attempts,
         ),
+        state=state,
     )
 
 

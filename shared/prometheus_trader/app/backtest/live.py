@@ -1,0 +1,120 @@
+"""The live use-cases the backtest runs, wired to in-memory adapters.
+
+The backtest keeps its own fast ranking (arrays read by index) but executes, monitors and
+evaluates with the very use-cases ``run`` wires (``ExecuteSignalForUser``, ``ExitMonitor``
+with its ``PortfolioGuard``, ``EvaluateClosedPosition``, ``DispatchSignal``): so a change
+there reaches the backtest without a hand-kept mirror. Their documents live in a private
+in-memory SQLite store (the same store the paper exchange keeps its ledger in), their
+messages on the in-process bus, their audit lines in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
+from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
+from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
+from prometheus_trader.domain.exits import ExitConfig
+from prometheus_trader.ports import Clock, MarketStore, SeriesKey
+from prometheus_trader.usecases.dispatch import DispatchSignal
+from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
+from prometheus_trader.usecases.execute import ExecuteSignalForUser, ExecutorConfig
+from prometheus_trader.usecases.monitor import ExitMonitor
+from prometheus_trader.usecases.names import Subscriptions, Topics
+
+
+class MemoryBlobStore:
+    """``BlobStore`` in a dict (the use-cases' audit lines; nothing is read back)."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, bytes] = {}
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        """Store an object."""
+        self._objects[key] = bytes(data)
+        return f"memory://{key}"
+
+    def get(self, key: str) -> bytes:
+        """Read an object (KeyError if missing)."""
+        return self._objects[key]
+
+    def exists(self, key: str) -> bool:
+        """True if the object exists."""
+        return key in self._objects
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix``, sorted."""
+        return sorted(k for k in self._objects if k.startswith(prefix))
+
+    def append_line(self, key: str, line: str) -> None:
+        """Append one line."""
+        self._objects[key] = self._objects.get(key, b"") + line.rstrip("\n").encode() + b"\n"
+
+    def signed_url(self, key: str, expires_in_s: int = 900) -> str:
+        """A ``memory://`` link (KeyError if missing)."""
+        self.get(key)
+        return f"memory://{key}"
+
+
+class CollectedCandles:
+    """The one ``MarketStore`` read the executor makes: the newest collected 1m bar."""
+
+    def __init__(self, last_collected_ms: Callable[[SeriesKey], int | None]) -> None:
+        self._last = last_collected_ms
+
+    def last_candle_ms(self, key: SeriesKey, timeframe: str) -> int | None:
+        """The open time of the newest 1m bar collected by now."""
+        if timeframe != "1m":
+            raise NotImplementedError(timeframe)
+        return self._last(key)
+
+
+@dataclass
+class LiveUseCases:
+    """The state store, bus and use-cases of one backtest."""
+
+    state: SqliteStateStore
+    bus: InMemoryBus
+    blobs: MemoryBlobStore
+    executor: ExecuteSignalForUser
+    monitor: ExitMonitor
+    evaluator: EvaluateClosedPosition
+
+    @classmethod
+    def wire(
+        cls,
+        state: SqliteStateStore,
+        exchange: ReplayExchange,
+        clock: Clock,
+        market: CollectedCandles,
+        *,
+        exit_config: ExitConfig,
+        max_data_age_minutes: float,
+        max_delivery_attempts: int,
+    ) -> LiveUseCases:
+        """As ``pipeline.wire`` wires them (the notifier aside: it changes no trade)."""
+        bus = InMemoryBus(max_delivery_attempts=max_delivery_attempts)
+        blobs = MemoryBlobStore()
+        executor = ExecuteSignalForUser(
+            state,
+            exchange,
+            # only ``last_candle_ms`` is read (the data-age check of the risk gate)
+            cast(MarketStore, market),
+            bus,
+            blobs,
+            clock,
+            ExecutorConfig(max_data_age_minutes=max_data_age_minutes),
+        )
+        evaluator = EvaluateClosedPosition(state, clock)
+        monitor = ExitMonitor(state, exchange, bus, blobs, clock, exit_config)
+        dispatcher = DispatchSignal(state, bus, clock)
+        bus.subscribe(Topics.SIGNALS, Subscriptions.DISPATCHER, dispatcher.handle)
+        bus.subscribe(Topics.EXECUTIONS, Subscriptions.EXECUTOR, executor.handle)
+        bus.subscribe(Topics.EVENTS, Subscriptions.EVALUATOR, evaluator.handle)
+        return cls(state, bus, blobs, executor, monitor, evaluator)
+
+
+__all__ = ["CollectedCandles", "LiveUseCases", "MemoryBlobStore"]
