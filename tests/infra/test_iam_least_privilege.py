@@ -102,18 +102,24 @@ def _ports(cls: type) -> set[type]:
 
 
 def _source(cls: type) -> str:
-    """The use-case's module plus the use-case helpers it imports (``audit_order``...)."""
-    module = inspect.getmodule(cls)
-    assert module is not None
-    parts = [inspect.getsource(module)]
-    for value in vars(module).values():
-        home = getattr(value, "__module__", "")
-        if (
-            inspect.isfunction(value)
-            and home.startswith("prometheus_trader.usecases")
-            and home != module.__name__
-        ):
-            parts.append(inspect.getsource(value))
+    """The modules of the use-case and of its base classes (``ExecutionSteps``...), plus
+    the use-case helpers they import (``audit_order``...)."""
+    modules = [
+        inspect.getmodule(base)
+        for base in cls.__mro__
+        if base.__module__.startswith("prometheus_trader.usecases")
+    ]
+    parts: list[str] = []
+    for module in dict.fromkeys(m for m in modules if m is not None):
+        parts.append(inspect.getsource(module))
+        for value in vars(module).values():
+            home = getattr(value, "__module__", "")
+            if (
+                inspect.isfunction(value)
+                and home.startswith("prometheus_trader.usecases")
+                and home != module.__name__
+            ):
+                parts.append(inspect.getsource(value))
     return "\n".join(parts)
 
 

@@ -481,7 +481,7 @@ def test_market_and_report_lifecycles(tf: TerraformModel) -> None:
     assert {"reports/", "audit/"} <= prefixes
     usecases = REPO / "shared/prometheus_trader/usecases"
     assert 'f"reports/' in (usecases / "report.py").read_text(encoding="utf-8")
-    assert 'f"audit/' in (usecases / "execute.py").read_text(encoding="utf-8")
+    assert 'f"audit/' in (usecases / "audit.py").read_text(encoding="utf-8")
 
 
 # -------------------------------------------------------------------------- firestore

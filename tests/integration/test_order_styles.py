@@ -28,7 +28,6 @@ from prometheus_trader.usecases.dispatch import ExecutionRequest
 from prometheus_trader.usecases.execute import ExecuteSignalForUser
 from prometheus_trader.usecases.monitor import ExitMonitor
 from prometheus_trader.usecases.names import Collections, Topics
-from prometheus_trader.usecases.scaled import SCALED_ENTRIES
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +149,7 @@ def test_scaled_entries_rest_then_grow_the_position_and_leftovers_are_cancelled(
             OrderStatus.FILLED,
             OrderStatus.CANCELED,
         }
-    doc = world.state.get(SCALED_ENTRIES, exec_id)
+    doc = world.state.get(Collections.SCALED_ENTRIES, exec_id)
     assert doc is not None and doc["status"] == "done"
     actions = {(a["action"], a["order_id"]) for a in world.audit()}
     for o in filled:

@@ -48,7 +48,6 @@ from prometheus_trader.usecases.execute import ExecuteSignalForUser
 from prometheus_trader.usecases.monitor import ExitMonitor
 from prometheus_trader.usecases.names import Collections, Subscriptions, Topics
 from prometheus_trader.usecases.notify import NotifyEvent
-from prometheus_trader.usecases.portfolio import PORTFOLIO_ACTIONS
 from prometheus_trader.usecases.stats import user_stats_id
 
 pytestmark = pytest.mark.integration
@@ -171,7 +170,7 @@ class World:
 
     def actions(self, rule: str) -> list[dict[str, object]]:
         return sorted(
-            (d for d in self.state.query(PORTFOLIO_ACTIONS) if d["rule"] == rule),
+            (d for d in self.state.query(Collections.PORTFOLIO_ACTIONS) if d["rule"] == rule),
             key=lambda d: str(d["at"]),
         )
 

@@ -10,12 +10,12 @@ gets an empty 200: a non-2xx makes Telegram redeliver the same update again and 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-from typing import Any, Protocol
+from typing import Protocol
 
 from pydantic import ValidationError
 
+from prometheus_trader.app.inbound import HttpError, json_object, neutralize_bodyless, read_body
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.app.triggers import HttpRequest, JsonResponse, traced
 from prometheus_trader.ports import Clock, SecretNotFound, SecretStore, StateStore
@@ -51,8 +51,21 @@ def handle(request: HttpRequest, runtime: TelegramRuntime) -> JsonResponse:
 
 
 def _handle(request: HttpRequest, runtime: TelegramRuntime) -> JsonResponse:
+    # the body is bounded and parsed before anything else, so a hostile body is a 4xx
+    # whatever the deployment's state (a bodyless request never waits on the socket)
+    neutralize_bodyless(request)
     if request.method != "POST":
         return {"error": f"method {request.method} not allowed"}, 405
+    try:
+        data = json_object(read_body(request, MAX_BODY_BYTES), "a Telegram update")
+        update = TelegramUpdate.model_validate(data)
+    except HttpError as exc:
+        return {"error": str(exc)}, exc.status
+    except ValidationError as exc:
+        log.warning(
+            "telegram update rejected: %s", type(exc).__name__, extra=labels(stage="telegram")
+        )
+        return {"error": "body is not a Telegram update"}, 400
     try:
         expected = runtime.secrets.get_secret(runtime.settings.telegram_webhook_secret_name)
     except SecretNotFound:
@@ -61,20 +74,6 @@ def _handle(request: HttpRequest, runtime: TelegramRuntime) -> JsonResponse:
     given = request.headers.get(SECRET_HEADER, "")
     if not hmac.compare_digest(given.encode(), expected.encode()):
         return {"error": "bad or missing secret token"}, 403
-    length = request.headers.get("Content-Length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        return {"error": f"body larger than {MAX_BODY_BYTES} bytes"}, 413
-    raw = request.get_data()
-    if len(raw) > MAX_BODY_BYTES:
-        return {"error": f"body larger than {MAX_BODY_BYTES} bytes"}, 413
-    try:
-        data: Any = json.loads(raw)
-        update = TelegramUpdate.model_validate(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValidationError) as exc:
-        log.warning(
-            "telegram update rejected: %s", type(exc).__name__, extra=labels(stage="telegram")
-        )
-        return {"error": "body is not a Telegram update"}, 400
     reply = HandleTelegramCommand(runtime.state, runtime.clock).handle(update)
     if reply is None:
         return {}, 200

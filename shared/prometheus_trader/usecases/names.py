@@ -10,7 +10,6 @@ class Topics:
 
     SIGNALS: Final = "signals"
     EXECUTIONS: Final = "executions"
-    EXECUTION_DECISIONS: Final = "execution_decisions"  # the gate's decision, written once
     EVENTS: Final = "events"
 
 
@@ -44,6 +43,8 @@ class Collections:
     RATE_LIMITS: Final = "rate_limits"
     EXCHANGE_KEYS: Final = "exchange_keys"  # which exchange is connected; the keys are secrets
     RECONCILIATIONS: Final = "reconciliations"  # reports of ExitMonitor.reconcile
+    PORTFOLIO_ACTIONS: Final = "portfolio_actions"  # kill switch, drawdown ladder, BTC dump
+    SCALED_ENTRIES: Final = "scaled_entries"  # resting legs of scaled entries
 
 
 def labels(**values: object) -> dict[str, dict[str, str]]:

@@ -45,7 +45,6 @@ from prometheus_trader.usecases.scaled import sync_scaled_entries
 from prometheus_trader.usecases.stats import observe_user, publish_breaker_events, user_stats_id
 
 log = logging.getLogger(__name__)
-PORTFOLIO_ACTIONS = "portfolio_actions"
 
 Closer = Callable[[Position, ExitReason, dict[str, float | str]], None]
 
@@ -331,7 +330,7 @@ class PortfolioGuard:
             "numbers": numbers,
             **ids,
         }
-        if not self._state.create(PORTFOLIO_ACTIONS, action_id, doc):
+        if not self._state.create(Collections.PORTFOLIO_ACTIONS, action_id, doc):
             return
         report.actions.append(action_id)
         publish_event(

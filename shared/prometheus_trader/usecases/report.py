@@ -40,7 +40,6 @@ from prometheus_trader.usecases.trades import (
     breaker_trips,
     load_closed_trades,
     load_marks,
-    load_user_docs,
     starting_equity,
 )
 
@@ -91,10 +90,10 @@ class DailyReporter:
         trades = [t for t in load_closed_trades(self._state, user_id) if t.closed_ms < day_end]
         executions = [
             e
-            for e in load_user_docs(self._state, Collections.EXECUTIONS, user_id)
+            for e in self._state.query(Collections.EXECUTIONS, [Filter("user_id", "==", user_id)])
             if _iso_ms(e["created_at"]) < day_end
         ]
-        events = load_user_docs(self._state, Collections.EVENTS, user_id)
+        events = self._state.query(Collections.EVENTS, [Filter("user_id", "==", user_id)])
         todays = [t for t in trades if t.closed_ms >= day_start]
         recent = [t for t in trades if t.closed_ms >= day_end - 30 * DAY_MS]
         marks = self._marks(recent)

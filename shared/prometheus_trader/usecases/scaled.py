@@ -35,8 +35,6 @@ from prometheus_trader.usecases.audit import audit_order
 from prometheus_trader.usecases.events import publish_event
 from prometheus_trader.usecases.names import Collections
 
-SCALED_ENTRIES = "scaled_entries"
-
 
 def is_scaled(plan: TradePlan) -> bool:
     """True when the plan has several entry legs (scaled entries)."""
@@ -73,7 +71,7 @@ def place_scaled_entries(
         ids.append(order.id)
         legs.append({"leg": leg.leg, "order_id": order.id})
     state.create(
-        SCALED_ENTRIES,
+        Collections.SCALED_ENTRIES,
         exec_id,
         {
             "id": exec_id,
@@ -95,7 +93,7 @@ def sync_scaled_entries(
 ) -> list[str]:
     """Create, grow or finish positions from filled legs; returns the ids touched."""
     touched: list[str] = []
-    for doc in state.query(SCALED_ENTRIES, [Filter("status", "==", "pending")]):
+    for doc in state.query(Collections.SCALED_ENTRIES, [Filter("status", "==", "pending")]):
         if _sync_one(state, exchange, bus, blobs, clock, doc):
             touched.append(str(doc["id"]))
     return touched
@@ -119,7 +117,9 @@ def _sync_one(
         if order.id not in seen:  # an exchange-side fill of an entry leg: audit it once
             _audit(blobs, clock, "exchange_fill", str(doc["user_id"]), plan.signal_id, order)
     if any(o.id not in seen for o in filled):
-        state.update(SCALED_ENTRIES, str(doc["id"]), {"filled_seen": [o.id for o in filled]})
+        state.update(
+            Collections.SCALED_ENTRIES, str(doc["id"]), {"filled_seen": [o.id for o in filled]}
+        )
     pos_doc = state.get(Collections.POSITIONS, str(doc["id"]))
     position = Position.model_validate(pos_doc) if pos_doc else None
     now = clock.now()
@@ -129,7 +129,7 @@ def _sync_one(
         for order in resting:  # nothing more may fill: cancel what still rests
             cancelled = exchange.cancel_order(account, order.id)
             _audit(blobs, clock, "cancel_order", str(doc["user_id"]), plan.signal_id, cancelled)
-        state.update(SCALED_ENTRIES, str(doc["id"]), {"status": "done"})
+        state.update(Collections.SCALED_ENTRIES, str(doc["id"]), {"status": "done"})
     total = sum(o.filled for o in filled)
     if closed or total <= 0 or (position is not None and total <= position.amount):
         return bool(resting) and (closed or expired)
@@ -142,7 +142,7 @@ def _sync_one(
             if old:
                 cancelled = exchange.cancel_order(account, old)
                 _audit(blobs, clock, "cancel_order", plan.user_id, plan.signal_id, cancelled)
-    state.update(SCALED_ENTRIES, str(doc["id"]), {"protective_round": round_no})
+    state.update(Collections.SCALED_ENTRIES, str(doc["id"]), {"protective_round": round_no})
     assert plan.stop_loss is not None  # the gate approved it
     grown = {
         "amount": total,

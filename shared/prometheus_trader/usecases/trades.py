@@ -149,11 +149,6 @@ def load_closed_trades(state: StateStore, user_id: str) -> list[ClosedTrade]:
     )
 
 
-def load_user_docs(state: StateStore, collection: str, user_id: str) -> Sequence[Doc]:
-    """One user's documents of ``collection``."""
-    return state.query(collection, [Filter("user_id", "==", user_id)])
-
-
 def _ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 

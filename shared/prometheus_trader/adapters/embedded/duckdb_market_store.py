@@ -420,6 +420,7 @@ class DuckDBMarketStore(ClosesOnExit):
         step = TIMEFRAME_MS[timeframe]
         order = "ORDER BY ts_ms, TRY_CAST(trade_id AS BIGINT), trade_id"
         with self._lock:
+            self._materialize("trades", "candles")
             bars = self._con.sql(
                 "SELECT exchange, market_type, symbol, ? AS timeframe, "
                 f"(ts_ms // {step}) * {step} AS ts_ms, "
