@@ -98,6 +98,22 @@ def parts(db: str, state_dir: Path, t0: float, name: str) -> Parts:
 def seed_users(state: StateStore) -> None:
     for user_id in USERS:
         user = User.with_profile(user_id, RiskProfile.AGGRESSIVE)
+        # this harness proves crash safety, not the risk rules: breakers that would stop
+        # the users trading (and so leave the kills nothing open to hit) are set wide
+        user = user.model_copy(
+            update={
+                "limits": user.limits.model_copy(
+                    update={
+                        "daily_loss_limit_pct": 50.0,
+                        "max_consecutive_losses": 1000,
+                        "max_drawdown_pct": 90.0,
+                        "max_position_pct": 1000.0,
+                        "max_exposure_pct": 10_000.0,
+                        "max_open_positions": 50,
+                    }
+                )
+            }
+        )
         state.create(Collections.USERS, user.user_id, user.model_dump(mode="json"))
 
 

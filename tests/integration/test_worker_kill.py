@@ -204,6 +204,8 @@ def check_invariants(state: StateStore, t0: float) -> dict[str, object]:
     outcomes: dict[str, int] = {}
     for e in executions:
         outcomes[e["outcome"]] = outcomes.get(e["outcome"], 0) + 1
+        for r in e.get("reasons", []):
+            outcomes[f"reason:{r}"] = outcomes.get(f"reason:{r}", 0) + 1
     return {
         "executions": outcomes,
         "positions": len(positions),
