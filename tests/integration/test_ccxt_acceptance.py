@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,18 @@ from tests.integration.ccxt_executors import (
 from tests.standins.binance_usdm import serve_binance
 from tests.standins.engine import DEFAULT_NOW_MS, Engine, FaultPlan
 
+from prometheus_trader.adapters.embedded.clocks import SimulatedClock
+from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
+from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.domain.ids import client_order_id, execution_id
-from prometheus_trader.domain.market import Side
 from prometheus_trader.domain.trading import (
     Execution,
-    OrderRequest,
-    OrderType,
+    ExitReason,
     Position,
 )
 from prometheus_trader.ports import ExchangeError
+from prometheus_trader.usecases.monitor import ExitFailed, ExitMonitor
 from prometheus_trader.usecases.names import Collections
 
 pytestmark = pytest.mark.integration
@@ -134,11 +137,14 @@ def race(tmp_path_factory: pytest.TempPathFactory) -> Race:
 
 @pytest.mark.timeout(900)
 def test_racing_executors_place_exactly_one_entry_per_execution(race: Race) -> None:
-    # exchange side only: whether each execution *record* ends accepted with its position
-    # is the executor's business (issue 8 item 5); ``race.summary["records"]`` counts them
     assert race.entries == [1] * len(race.entries), race.summary
     assert race.duplicates == {}, race.summary
+    # decided once: however the racers interleave, each record ends accepted with its
+    # position (a repeat resumes the first decision instead of re-running the gate)
     assert all(r is not None and r.completed_at is not None for r in race.records)
+    assert all(r is not None and r.outcome == "accepted" and r.position_id for r in race.records), (
+        race.summary
+    )
 
 
 # ---------------------------------------------------------------- (b) faults
@@ -182,45 +188,23 @@ def stop_coverage(engine: Engine) -> dict[str, int]:
     return dict(out)
 
 
-def exit_position(ex: Any, pos: Position) -> str:
-    """Close the way the issue requires: reduce-only exits first (again for what a partial
-    fill left), and only once the account is flat are the stop and take-profits cancelled,
-    so a position is never without its stop while open."""
+def exit_position(monitor: ExitMonitor, pos: Position) -> str:
+    """Close through the exit monitor, as the worker would: its reduce-only exit goes in
+    first (again for what a partial fill left) and the stop is cancelled only once flat;
+    a failed exit keeps the stop and is tried again on the next cycle."""
     last = ""
     for attempt in range(6):
         try:
-            for k in range(5):
-                left = sum(
-                    p.amount for p in ex.fetch_positions(pos.user_id) if p.symbol == pos.symbol
-                )
-                if left <= 0:
-                    break
-                ex.create_order(
-                    pos.user_id,
-                    OrderRequest(
-                        client_order_id=f"x{k}-{pos.id}"[:36],
-                        symbol=pos.symbol,
-                        side=Side.SELL,
-                        type=OrderType.MARKET,
-                        amount=left,
-                        reduce_only=True,
-                    ),
-                )
-            if any(p.symbol == pos.symbol for p in ex.fetch_positions(pos.user_id)):
-                last = "still open"
-                continue
-            for oid in [pos.stop_order_id, *pos.take_profit_order_ids]:
-                if oid:
-                    ex.cancel_order(pos.user_id, oid)
+            monitor.close_position(pos, ExitReason.MAX_HOLD, {"by": "test"})
             return "closed" if attempt == 0 else "closed after a retry"
-        except ExchangeError as exc:
+        except (ExitFailed, ExchangeError) as exc:
             last = f"{type(exc).__name__}: {str(exc)[:160]}"
     return f"failed ({last})"
 
 
 @pytest.mark.timeout(900)
 def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(tmp_path: Path) -> None:
-    n = int(os.environ.get("PROMETHEUS_FAULT_EXECUTIONS", "70"))
+    n = int(os.environ.get("PROMETHEUS_FAULT_EXECUTIONS", "200"))
     users = [f"f{i:03d}" for i in range(n)]
     engine = Engine(keys={u: f"{u}-secret" for u in users}, duplicate_scope="open")
     state = SqliteStateStore(tmp_path / "state.sqlite")
@@ -244,8 +228,10 @@ def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(tmp_path
                     outcomes_key = f"delivery failed: {type(exc).__name__}"
                     outcomes[outcomes_key] += 1
         ex = make_exchange(stand.urls, state)
+        clock = SimulatedClock(datetime.fromtimestamp(DEFAULT_NOW_MS / 1000, UTC))
+        monitor = ExitMonitor(state, ex, InMemoryBus(), LocalBlobStore(tmp_path / "m"), clock)
         for doc in state.query(Collections.POSITIONS):
-            exits[exit_position(ex, Position.model_validate(doc))] += 1
+            exits[exit_position(monitor, Position.model_validate(doc))] += 1
         engine.faults.rate = 0.0
         open_after = {u: engine.positions(u) for u in users if engine.positions(u)}
         live_after = [o for o in engine.live_orders() if o.conditional and o.type == "STOP_MARKET"]

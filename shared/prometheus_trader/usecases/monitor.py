@@ -297,8 +297,32 @@ class ExitMonitor(Reconciliation):
             if self._closed_on_exchange(position):
                 return
             raise ExitFailed(f"exit order {order.id} not filled ({order.status.value})")
+        if order.filled < position.amount * (1 - 1e-6):
+            # a partial fill: exit what the exchange still holds before touching the stop
+            for attempt in range(2, 5):
+                left = self._held(account, position.symbol)
+                if left <= 0:
+                    break
+                self._exchange.create_order(
+                    account,
+                    request.model_copy(
+                        update={
+                            "client_order_id": client_order_id(
+                                position.signal_id, position.user_id, f"exit{attempt}"
+                            ),
+                            "amount": left,
+                        }
+                    ),
+                )
+            left = self._held(account, position.symbol)
+            if left > 0:
+                raise ExitFailed(f"exit of {position.id} left {left:g} open; the stop stays")
         self._cancel_protective(position)
         self._record_close(position, order, reason, detail)
+
+    def _held(self, account: str, symbol: str) -> float:
+        """What the exchange holds of ``symbol`` for ``account`` (one position per symbol)."""
+        return sum(p.amount for p in self._exchange.fetch_positions(account) if p.symbol == symbol)
 
     def _cancel_protective(self, position: Position, keep: str | None = None) -> None:
         account = self._account(position.user_id)
