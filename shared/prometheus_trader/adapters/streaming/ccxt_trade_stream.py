@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from prometheus_trader.domain.exits import TradeWindow
 from prometheus_trader.domain.market import MarketType, Side, Trade
 
 log = logging.getLogger(__name__)
@@ -338,3 +339,33 @@ def binance_usdm_client_factory(
 
 
 __all__ = ["CcxtTradeStream", "FeedStatus", "TradeSource", "binance_usdm_client_factory"]
+
+
+def add_unified_trades(windows: dict[str, TradeWindow], raws: Sequence[Mapping[str, Any]]) -> int:
+    """Feed ccxt unified trades straight into per-symbol windows; returns how many were new.
+
+    The fast path of tick ingestion: columns are read from ccxt's dicts and appended to
+    the window's arrays in one batch per symbol, with no ``Trade`` object per tick. The
+    window's content is the same as ``window.add`` on the equivalent ``Trade`` objects.
+    """
+    by_symbol: dict[str, list[Mapping[str, Any]]] = {}
+    for raw in raws:
+        symbol = raw["symbol"]
+        rows = by_symbol.get(symbol)
+        if rows is None:
+            by_symbol[symbol] = [raw]
+        else:
+            rows.append(raw)
+    added = 0
+    for symbol, rows in by_symbol.items():
+        window = windows.get(symbol)
+        if window is None:
+            window = windows[symbol] = TradeWindow(symbol)
+        added += window.add_columns(
+            [int(r["timestamp"]) for r in rows],
+            [float(r["price"]) for r in rows],
+            [float(r["amount"]) for r in rows],
+            [r["side"] == "buy" for r in rows],
+            [str(r["id"]) for r in rows],
+        )
+    return added
