@@ -5,7 +5,7 @@ from __future__ import annotations
 from unittest.mock import patch
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from prometheus_trader.adapters.streaming.ccxt_trade_stream import add_unified_trades
@@ -65,6 +65,8 @@ def _snapshot(w: TradeWindow, now_ms: int) -> list[object]:
 
 @settings(max_examples=150, deadline=None)
 @given(rows, st.integers(1, 50))
+# a late trade inside the very first batch is kept at the newest time
+@example([(0, False, 100.5, 1.0, True, 5, True), (0, True, 100.0, 1.0, False, 0, True)], 4)
 def test_batches_of_columns_equal_one_trade_at_a_time(
     spec: list[tuple[int, bool, float, float, bool, int, bool]], batch: int
 ) -> None:

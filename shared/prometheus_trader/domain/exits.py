@@ -38,7 +38,8 @@ import math
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from itertools import accumulate
+from itertools import accumulate, chain, compress
+from operator import and_, mul, ne, not_, or_
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,6 +55,7 @@ SECOND_MS = 1_000
 MINUTE_MS = 60_000
 HORIZON_MS = 15 * MINUTE_MS
 _COMPACT_MIN = 4096  # compact storage once this many pruned rows sit at the front
+_CACHE_MAX = 64  # query times remembered between two changes of a window
 _HUGE = 1e18  # stands in for an infinite ratio in stored (JSON) details
 
 
@@ -90,6 +92,8 @@ class TradeWindow:
         self._tick_head = 0
         self._tick_ts = array("q")
         self._tick_price = array("d")
+        # row index by query time: the positions on one symbol ask the same times
+        self._idx_cache: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._ts) - self._head
@@ -152,50 +156,54 @@ class TradeWindow:
             trade_ids = [trade_ids[i] for i in keep]
             real = None if real is None else [real[i] for i in keep]
             n = len(keep)
+        price = list(price)
         live = len(self._ts) > self._head
         prev_buy = self._cum_buy[-1] if live else self._base_buy
         prev_sell = self._cum_sell[-1] if live else self._base_sell
         prev_real = self._cum_real[-1] if live else self._base_real
         # the window is ordered: a late trade is kept at the newest time
-        stamps = accumulate(ts_ms, max, initial=self._ts[-1]) if self._ts else iter(ts_ms)
         if self._ts:
+            stamps = accumulate(ts_ms, max, initial=self._ts[-1])
             next(stamps)
+        else:
+            stamps = accumulate(ts_ms, max)
         ordered = list(stamps)
         if real is None:
-            buys = [a if b else 0.0 for a, b in zip(amount, is_buy, strict=True)]
-            sells = [0.0 if b else a for a, b in zip(amount, is_buy, strict=True)]
+            sides: Sequence[bool] = is_buy
             reals: Iterable[int] = range(prev_real + 1, prev_real + n + 1)
         else:
-            buys = [a if r and b else 0.0 for a, b, r in zip(amount, is_buy, real, strict=True)]
-            sells = [
-                a if r and not b else 0.0 for a, b, r in zip(amount, is_buy, real, strict=True)
-            ]
+            # a bar trade's side is a guess: neither buy nor sell volume
+            sides = list(map(and_, is_buy, real))
+            is_buy = list(map(or_, is_buy, map(not_, real)))  # "not a real sell"
             cum_real = accumulate(map(int, real), initial=prev_real)
             next(cum_real)
             reals = cum_real
+        # amount × True is the amount exactly, × False is 0.0: the loop's numbers
+        buys = map(mul, amount, sides)
+        sells = map(mul, amount, map(not_, is_buy))
         cum_buy = accumulate(buys, initial=prev_buy)
         next(cum_buy)
         cum_sell = accumulate(sells, initial=prev_sell)
         next(cum_sell)
-        self._ts.extend(ordered)
-        self._price.extend(price)
+        # fromlist: typed arrays take a list three times faster than an iterable
+        self._ts.fromlist(ordered)
+        self._price.fromlist(price)
         self._ids.extend(trade_ids)
-        self._cum_buy.extend(cum_buy)
-        self._cum_sell.extend(cum_sell)
-        self._cum_real.extend(reals)
+        self._cum_buy.fromlist(list(cum_buy))
+        self._cum_sell.fromlist(list(cum_sell))
+        self._cum_real.fromlist(list(reals))
         # distinct price changes (equal successive prices are one tick)
         last = self._tick_price[-1] if self._tick_price else None
-        changed = [
-            i for i, (a, b) in enumerate(zip((last, *price[:-1]), price, strict=True)) if a != b
-        ]
-        if changed:
-            self._tick_ts.extend([ordered[i] for i in changed])
-            self._tick_price.extend([price[i] for i in changed])
+        changed = list(map(ne, chain((last,), price), price))
+        self._tick_ts.fromlist(list(compress(ordered, changed)))
+        self._tick_price.fromlist(list(compress(price, changed)))
+        self._idx_cache.clear()
         return n
 
     def prune(self, now_ms: int) -> None:
         """Forget trades at or before ``now_ms − horizon``."""
         cutoff = now_ms - self.horizon_ms
+        self._idx_cache.clear()
         new_head = bisect_right(self._ts, cutoff, self._head)
         if new_head > self._head:
             for i in range(self._head, new_head):
@@ -231,7 +239,13 @@ class TradeWindow:
 
     def _index(self, t_ms: int) -> int:
         """Number of rows (absolute index) with ts <= t_ms."""
-        return bisect_right(self._ts, t_ms, self._head)
+        cache = self._idx_cache
+        idx = cache.get(t_ms)
+        if idx is None:
+            if len(cache) >= _CACHE_MAX:  # many query times and no change in between
+                cache.clear()
+            idx = cache[t_ms] = bisect_right(self._ts, t_ms, self._head)
+        return idx
 
     def _cum(self, idx: int) -> tuple[float, float, int]:
         if idx <= self._head:
