@@ -286,6 +286,30 @@ class BenchExchange:
         self._times = {s: [r["timestamp"] for r in rows] for s, rows in ticks.items()}
         self._last: dict[str, float] = {}
         self.fetch_order_calls = 0
+        self.open_orders_calls = 0
+        # resting protective orders per account, built once (the exchange's cost is not
+        # what is measured): stop and take-profit of every seeded position
+        self._orders: dict[str, Order] = {}
+        self._resting: dict[str, dict[str, Order]] = {}
+
+    def rest(self, account: str, order_id: str, symbol: str) -> None:
+        """Seed one resting reduce-only order."""
+        order = Order(
+            id=order_id,
+            client_order_id=order_id,
+            account=account,
+            symbol=symbol,
+            side=Side.SELL,
+            type=OrderType.STOP_MARKET,
+            amount=1.0,
+            stop_price=1.0,
+            reduce_only=True,
+            status=OrderStatus.OPEN,
+            created_ms=0,
+            updated_ms=0,
+        )
+        self._orders[order_id] = order
+        self._resting.setdefault(account, {})[order_id] = order
 
     def exchange_id(self) -> str:
         return "binance"
@@ -305,20 +329,7 @@ class BenchExchange:
 
     def fetch_order(self, account: str, order_id: str) -> Order:
         self.fetch_order_calls += 1
-        return Order(
-            id=order_id,
-            client_order_id=order_id,
-            account=account,
-            symbol="?",
-            side=Side.SELL,
-            type=OrderType.STOP_MARKET,
-            amount=1.0,
-            stop_price=1.0,
-            reduce_only=True,
-            status=OrderStatus.OPEN,
-            created_ms=0,
-            updated_ms=0,
-        )
+        return self._orders[order_id]
 
     def create_order(self, account: str, request: OrderRequest) -> Order:
         price = self._last.get(request.symbol, 1.0)
@@ -340,8 +351,10 @@ class BenchExchange:
         )
 
     def cancel_order(self, account: str, order_id: str) -> Order:
-        order = self.fetch_order(account, order_id)
-        return order.model_copy(update={"status": OrderStatus.CANCELED})
+        self._resting.get(account, {}).pop(order_id, None)
+        order = self._orders[order_id].model_copy(update={"status": OrderStatus.CANCELED})
+        self._orders[order_id] = order
+        return order
 
     def fetch_balance(self, account: str) -> Balance:
         return Balance(wallet=10_000.0)
@@ -353,7 +366,8 @@ class BenchExchange:
         return []
 
     def fetch_open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
-        return []
+        self.open_orders_calls += 1
+        return list(self._resting.get(account, {}).values())
 
     def fetch_positions(self, account: str) -> list[Any]:
         return []
@@ -380,6 +394,10 @@ def bench_cycle(base: Sequence[Raw], positions_n: int, tmp: Path) -> dict[str, o
     users = max(1, positions_n // 10)
     state = SqliteStateStore(tmp / f"state-{positions_n}.sqlite")
     exchange = BenchExchange(ticks)
+    for k in range(positions_n):
+        account, s = f"u{k % users:05d}", symbols[k % SYMBOLS]
+        exchange.rest(account, f"stop-p{k:06d}", s)
+        exchange.rest(account, f"tp-p{k:06d}", s)
     clock = SimulatedClock(datetime.fromtimestamp((end_ms - 2 * CYCLE_MS) / 1000, UTC))
 
     def seed(tx: Any) -> None:
@@ -401,7 +419,7 @@ def bench_cycle(base: Sequence[Raw], positions_n: int, tmp: Path) -> dict[str, o
     for cycle in range(3):
         clock.set_ms(end_ms - 2 * CYCLE_MS + cycle * CYCLE_MS)
         exchange.now_ms = clock.now_ms()
-        calls = exchange.fetch_order_calls
+        calls, listed = exchange.fetch_order_calls, exchange.open_orders_calls
         began_cpu, began_wall = time.process_time(), time.perf_counter()
         report = monitor.cycle()
         cpu, wall = time.process_time() - began_cpu, time.perf_counter() - began_wall
@@ -413,6 +431,7 @@ def bench_cycle(base: Sequence[Raw], positions_n: int, tmp: Path) -> dict[str, o
                 "closed": len(report.closed),
                 "failed": len(report.failed),
                 "fetch_order_calls": exchange.fetch_order_calls - calls,
+                "fetch_open_orders_calls": exchange.open_orders_calls - listed,
                 "cpu_ms": round(cpu * 1000, 1),
                 "wall_ms": round(wall * 1000, 1),
             }
