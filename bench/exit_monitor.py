@@ -16,7 +16,10 @@ Writes ``bench/results/exit_monitor.json`` and prints the figures.
    bench exchange that answers from memory (open stops, fills at the last price), so the
    time is the use-case's and the store's. Each symbol gets every 50th recorded tick of one
    of the two recorded markets (price-scaled). Cycle 1 loads 15 minutes of ticks; cycles 2
-   and 3 are the steady state (2 s of ticks each) and are reported.
+   and 3 are the steady state (2 s of ticks each) and are reported. After each cycle the
+   positions it closed are stored again as open (new positions arriving as fast as old
+   ones close), so every cycle sees all N open positions. Two rule sets: the defaults,
+   and "quiet" (every rule computed, thresholds out of reach: the cost with no exits).
 3. **Latency**: one tick at a time, in process: the tick's dict in → window updated →
    decisions for the symbol's positions out; p50/p99 over one lap of the recording.
 
@@ -373,7 +376,19 @@ class BenchExchange:
         return []
 
 
-def bench_cycle(base: Sequence[Raw], positions_n: int, tmp: Path) -> dict[str, object]:
+# every rule computed, none fires: the cost of watching N positions with no exits
+QUIET = ExitConfig(
+    order_flow_long_exit_ratio=1e-9,
+    order_flow_short_exit_ratio=1e9,
+    adverse_move_thresholds=[(0.3, 10**6)],
+    adverse_move_default=10**6,
+    trail_arm_r=100.0,
+)
+
+
+def bench_cycle(
+    base: Sequence[Raw], positions_n: int, tmp: Path, config: ExitConfig, label: str
+) -> dict[str, object]:
     """Cycles 2 and 3 (steady state) over ``positions_n`` positions on 500 symbols."""
     raws = looped(base, 17)  # > 15 minutes of ticks, so cycle 1 fills the whole window
     first = _first_prices(raws)
@@ -392,28 +407,32 @@ def bench_cycle(base: Sequence[Raw], positions_n: int, tmp: Path) -> dict[str, o
     end_ms = raws[-1]["timestamp"] - 10 * CYCLE_MS
     opened_ms = end_ms - 60_000
     users = max(1, positions_n // 10)
-    state = SqliteStateStore(tmp / f"state-{positions_n}.sqlite")
+    state = SqliteStateStore(tmp / f"state-{positions_n}-{label[:5]}.sqlite")
     exchange = BenchExchange(ticks)
-    for k in range(positions_n):
-        account, s = f"u{k % users:05d}", symbols[k % SYMBOLS]
-        exchange.rest(account, f"stop-p{k:06d}", s)
-        exchange.rest(account, f"tp-p{k:06d}", s)
     clock = SimulatedClock(datetime.fromtimestamp((end_ms - 2 * CYCLE_MS) / 1000, UTC))
 
-    def seed(tx: Any) -> None:
-        for u in range(users):
-            user = User.with_profile(f"u{u:05d}", RiskProfile.MODERATE)
-            tx.set(Collections.USERS, user.user_id, user.model_dump(mode="json"))
-        for k in range(positions_n):
-            s = symbols[k % SYMBOLS]
-            price = ticks[s][-1]["price"]
-            d = Direction.LONG if k % 2 == 0 else Direction.SHORT
-            p = position(f"p{k:06d}", f"u{k % users:05d}", s, d, price, opened_ms)
-            tx.set(Collections.POSITIONS, p.id, p.model_dump(mode="json"))
+    docs: dict[str, dict[str, Any]] = {}
+    for k in range(positions_n):
+        s = symbols[k % SYMBOLS]
+        price = ticks[s][-1]["price"]
+        d = Direction.LONG if k % 2 == 0 else Direction.SHORT
+        p = position(f"p{k:06d}", f"u{k % users:05d}", s, d, price, opened_ms)
+        docs[p.id] = p.model_dump(mode="json")
+
+    def seed(tx: Any, ids: Iterable[str] | None = None) -> None:
+        if ids is None:
+            for u in range(users):
+                user = User.with_profile(f"u{u:05d}", RiskProfile.MODERATE)
+                tx.set(Collections.USERS, user.user_id, user.model_dump(mode="json"))
+        for pid in docs if ids is None else ids:
+            doc = docs[pid]
+            tx.set(Collections.POSITIONS, pid, doc)
+            exchange.rest(doc["user_id"], f"stop-{pid}", doc["symbol"])
+            exchange.rest(doc["user_id"], f"tp-{pid}", doc["symbol"])
 
     state.transaction(seed)
     monitor = ExitMonitor(
-        state, exchange, InMemoryBus(), LocalBlobStore(tmp / "blobs"), clock, ExitConfig()
+        state, exchange, InMemoryBus(), LocalBlobStore(tmp / "blobs"), clock, config
     )  # type: ignore[arg-type]
     rows: list[dict[str, float]] = []
     for cycle in range(3):
@@ -423,6 +442,9 @@ def bench_cycle(base: Sequence[Raw], positions_n: int, tmp: Path) -> dict[str, o
         began_cpu, began_wall = time.process_time(), time.perf_counter()
         report = monitor.cycle()
         cpu, wall = time.process_time() - began_cpu, time.perf_counter() - began_wall
+        # positions open as fast as they close: the closed ones come back (as new), so
+        # every measured cycle sees all ``positions_n`` open positions
+        state.transaction(lambda tx, closed=sorted(report.closed): seed(tx, closed))
         rows.append(
             {
                 "cycle": cycle + 1,
@@ -440,6 +462,7 @@ def bench_cycle(base: Sequence[Raw], positions_n: int, tmp: Path) -> dict[str, o
     steady = rows[1:]
     return {
         "positions": positions_n,
+        "rules": label,
         "symbols": SYMBOLS,
         "users": users,
         "store": "embedded SQLite (file)",
@@ -465,7 +488,11 @@ def main() -> None:
         "latency": bench_latency(base),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        result["cycle"] = [bench_cycle(base, n, Path(tmp)) for n in args.positions]
+        result["cycle"] = [
+            bench_cycle(base, n, Path(tmp), config, label)
+            for n in args.positions
+            for config, label in ((QUIET, "quiet: no rule fires"), (ExitConfig(), "default"))
+        ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     ing = result["ingestion"]
@@ -480,7 +507,7 @@ def main() -> None:
     print(f"tick→decision: p50 {lat['p50_us']} µs, p99 {lat['p99_us']} µs")
     for c in result["cycle"]:  # type: ignore[attr-defined]
         print(
-            f"cycle {c['positions']:>6} positions / {c['symbols']} symbols: "
+            f"cycle {c['positions']:>6} positions / {c['symbols']} symbols ({c['rules']}): "
             f"{c['steady_cpu_ms']} ms CPU, {c['steady_wall_ms']} ms wall "
             f"(cycles: {[(r['cpu_ms'], r['closed']) for r in c['cycles']]})"
         )
