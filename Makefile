@@ -68,6 +68,10 @@ clean:
 bench: install
 	$(BIN)/python bench/bench_pipeline.py
 
+.PHONY: bench-exit
+bench-exit: install   ## exit monitor: ticks/s ingested, one cycle at 1k/10k positions, tick→decision
+	$(BIN)/python bench/exit_monitor.py
+
 .PHONY: stage
 stage: install
 	$(BIN)/python scripts/stage.py

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
 from prometheus_trader.domain.ids import client_order_id
-from prometheus_trader.domain.market import MINUTE_MS, Side
+from prometheus_trader.domain.market import MINUTE_MS, Side, Trade
 from prometheus_trader.domain.portfolio import DEFAULT_PORTFOLIO, PortfolioConfig
 from prometheus_trader.domain.signals import Direction
 from prometheus_trader.domain.trading import (
@@ -84,6 +85,12 @@ class ExitMonitor(Reconciliation):
         self._cycles = 0
         # users of the positions being handled, read once per pass (not per check)
         self._users: dict[str, User | None] = {}
+        # open positions kept between cycles: a stored document equal to the one read
+        # last cycle is not validated again (validation was a third of a cycle)
+        self._known: dict[str, tuple[dict[str, Any], Position]] = {}
+        # per exchange account, the ids of its resting orders, read once per cycle: a
+        # protective order still resting has not filled, so it needs no fetch_order
+        self._resting: dict[str, frozenset[str] | None] = {}
         # portfolio rules (kill switch, daily drawdown ladder, BTC dump) close through here
         self._portfolio = PortfolioGuard(
             state, exchange, bus, blobs, clock, self.close_position, portfolio or DEFAULT_PORTFOLIO
@@ -95,13 +102,22 @@ class ExitMonitor(Reconciliation):
         docs = self._state.query(
             Collections.POSITIONS, [Filter("status", "==", PositionStatus.OPEN.value)]
         )
-        return sorted((Position.model_validate(d) for d in docs), key=lambda p: p.id)
+        known, fresh = self._known, {}
+        out: list[Position] = []
+        for doc in docs:
+            hit = known.get(doc.get("id"))  # type: ignore[arg-type]
+            position = hit[1] if hit is not None and hit[0] == doc else Position.model_validate(doc)
+            fresh[position.id] = (doc, position)
+            out.append(position)
+        self._known = fresh
+        return sorted(out, key=lambda p: p.id)
 
     def cycle(self) -> CycleReport:
         """One pass: new trades in, every open position checked, heartbeat out."""
         now_ms = self._clock.now_ms()
         positions = self.open_positions()
         self._load_users(positions)
+        self._resting = {}
         report = CycleReport(positions=len(positions))
         try:  # portfolio rules first: a kill switch or the ladder may close positions
             guarded = self._portfolio.run(positions)
@@ -121,8 +137,14 @@ class ExitMonitor(Reconciliation):
             after = now_ms - WINDOW_MS if self._cursor_ms is None else self._cursor_ms
             trades = self._exchange.poll_trades(symbols, after)
             report.trades_seen = len(trades)
+            by_symbol: dict[str, list[Trade]] = {}
             for trade in trades:
-                self._windows.setdefault(trade.symbol, TradeWindow(trade.symbol)).add([trade])
+                by_symbol.setdefault(trade.symbol, []).append(trade)
+            for symbol, batch in by_symbol.items():  # one batch per window: same content
+                window = self._windows.get(symbol)
+                if window is None:
+                    window = self._windows[symbol] = TradeWindow(symbol)
+                window.add(batch)
             for window in self._windows.values():
                 window.prune(now_ms)
             for position in positions:
@@ -208,7 +230,7 @@ class ExitMonitor(Reconciliation):
 
     # -------------------------------------------------------------------- checks
     def _check(self, position: Position, now_ms: int, since_ms: int) -> str | None:
-        if self._closed_on_exchange(position):
+        if self._closed_on_exchange(position, self._resting_ids(position.user_id)):
             return "exchange-side exit"
         user = self._users.get(position.user_id)
         if user is not None and user.kill_switch:
@@ -232,13 +254,37 @@ class ExitMonitor(Reconciliation):
             self._state.update(Collections.POSITIONS, position.id, changes)
         return None
 
-    def _closed_on_exchange(self, position: Position) -> bool:
-        """If a protective order filled on the exchange, record the close and say so."""
+    def _resting_ids(self, user_id: str) -> frozenset[str] | None:
+        """Ids of the account's resting orders, read once per cycle (None: unknown)."""
+        account = self._account(user_id)
+        if account not in self._resting:
+            try:
+                orders = self._exchange.fetch_open_orders(account)
+            except Exception as exc:  # fall back to one fetch_order per protective order
+                log.warning(
+                    "open orders unavailable: %s", type(exc).__name__, extra=labels(stage="monitor")
+                )
+                self._resting[account] = None
+            else:
+                self._resting[account] = frozenset(
+                    o.id for o in orders if o.status is OrderStatus.OPEN
+                )
+        return self._resting[account]
+
+    def _closed_on_exchange(
+        self, position: Position, resting: frozenset[str] | None = None
+    ) -> bool:
+        """If a protective order filled on the exchange, record the close and say so.
+
+        ``resting``: ids known to be resting (open) this cycle; those are not fetched.
+        """
         account = self._account(position.user_id)
         for order_id, reason in [
             *([(position.stop_order_id, ExitReason.STOP_LOSS)] if position.stop_order_id else []),
             *((tp, ExitReason.TAKE_PROFIT) for tp in position.take_profit_order_ids),
         ]:
+            if resting is not None and order_id in resting:
+                continue  # still resting: not filled
             order = self._exchange.fetch_order(account, order_id)
             if order.status is OrderStatus.FILLED and order.average is not None:
                 self._audit(position, "exchange_fill", order, reason)
@@ -261,6 +307,7 @@ class ExitMonitor(Reconciliation):
         return this order instead of placing a second one.
         """
         account = self._account(position.user_id)
+        self._resting.pop(account, None)  # orders change from here on: read them again
         side = Side.SELL if position.direction is Direction.LONG else Side.BUY
         request = OrderRequest(
             client_order_id=client_order_id(position.signal_id, position.user_id, "exit"),
@@ -326,6 +373,7 @@ class ExitMonitor(Reconciliation):
 
     def _cancel_protective(self, position: Position, keep: str | None = None) -> None:
         account = self._account(position.user_id)
+        self._resting.pop(account, None)
         ids = [position.stop_order_id, *position.take_profit_order_ids]
         for order_id in ids:
             if order_id and order_id != keep:

@@ -25,11 +25,13 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Protocol
 
+from prometheus_trader.domain.exits import TradeWindow
 from prometheus_trader.domain.market import MarketType, Side, Trade
 
 log = logging.getLogger(__name__)
@@ -338,3 +340,33 @@ def binance_usdm_client_factory(
 
 
 __all__ = ["CcxtTradeStream", "FeedStatus", "TradeSource", "binance_usdm_client_factory"]
+
+
+def add_unified_trades(windows: dict[str, TradeWindow], raws: Sequence[Mapping[str, Any]]) -> int:
+    """Feed ccxt unified trades straight into per-symbol windows; returns how many were new.
+
+    The fast path of tick ingestion: columns are read from ccxt's dicts and appended to
+    the window's arrays in one batch per symbol, with no ``Trade`` object per tick. The
+    window's content is the same as ``window.add`` on the equivalent ``Trade`` objects.
+    """
+    by_symbol: defaultdict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for raw, symbol in zip(raws, map(_SYMBOL, raws), strict=True):
+        by_symbol[symbol].append(raw)
+    added = 0
+    for symbol, rows in by_symbol.items():
+        window = windows.get(symbol)
+        if window is None:
+            window = windows[symbol] = TradeWindow(symbol)
+        added += window.add_columns(
+            list(map(int, map(_TIMESTAMP, rows))),
+            list(map(float, map(_PRICE, rows))),
+            list(map(float, map(_AMOUNT, rows))),
+            list(map("buy".__eq__, map(_SIDE, rows))),
+            list(map(_ID, rows)),  # ccxt's ids are strings
+        )
+    return added
+
+
+_SYMBOL, _TIMESTAMP, _PRICE, _AMOUNT, _SIDE, _ID = (
+    itemgetter(k) for k in ("symbol", "timestamp", "price", "amount", "side", "id")
+)

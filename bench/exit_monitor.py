@@ -1,0 +1,518 @@
+"""Benchmark: the exit monitor's tick ingestion, one monitor cycle, and tick→decision latency.
+
+Run: ``make bench-exit`` (or ``.venv/bin/python bench/exit_monitor.py [--laps N]``).
+Writes ``bench/results/exit_monitor.json`` and prints the figures.
+
+1. **Ingestion** (ticks per CPU-second, one core): the recorded Binance USD-M trade
+   messages in ``tests/fixtures/data/ws/`` are parsed by ccxt's own websocket parser once
+   (not timed: that is the websocket read), looped ``--laps`` times (timestamps shifted by
+   the recording's span, ids made unique per lap), then fed in 2-second cycles: ccxt
+   unified dicts in → per-symbol window updated and pruned → ``evaluate_exit`` for one
+   long and one short position per symbol (decisions out). Measured for the fast path
+   (``add_unified_trades``: columns, no ``Trade`` per tick) and for the ``Trade`` path
+   the worker used before (one ``Trade`` per tick, one ``window.add`` per tick).
+2. **Cycle**: one ``ExitMonitor.cycle()`` over 1,000 and 10,000 open positions on 500
+   symbols, through the use-case with the embedded SQLite state store (a file) and a
+   bench exchange that answers from memory (open stops, fills at the last price), so the
+   time is the use-case's and the store's. Each symbol gets every 50th recorded tick of one
+   of the two recorded markets (price-scaled). Cycle 1 loads 15 minutes of ticks; cycles 2
+   and 3 are the steady state (2 s of ticks each) and are reported. After each cycle the
+   positions it closed are stored again as open (new positions arriving as fast as old
+   ones close), so every cycle sees all N open positions. Two rule sets: the defaults,
+   and "quiet" (every rule computed, thresholds out of reach: the cost with no exits).
+3. **Latency**: one tick at a time, in process: the tick's dict in → window updated →
+   decisions for the symbol's positions out; p50/p99 over one lap of the recording.
+
+CPU is ``time.process_time``; wall is ``time.perf_counter``. No assertion on either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the recording and its exchangeInfo live with the stand-in
+
+from tests.standins.binance_ws import EXCHANGE_INFO, load_recording  # noqa: E402
+
+from prometheus_trader.adapters.embedded.clocks import SimulatedClock  # noqa: E402
+from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore  # noqa: E402
+from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus  # noqa: E402
+from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore  # noqa: E402
+from prometheus_trader.adapters.streaming.ccxt_trade_stream import (  # noqa: E402
+    add_unified_trades,
+)
+from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit  # noqa: E402
+from prometheus_trader.domain.market import MarketType, Side, Trade  # noqa: E402
+from prometheus_trader.domain.signals import Direction, TakeProfitLevel  # noqa: E402
+from prometheus_trader.domain.trading import (  # noqa: E402
+    Balance,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Position,
+)
+from prometheus_trader.domain.users import RiskProfile, User  # noqa: E402
+from prometheus_trader.usecases.monitor import ExitMonitor  # noqa: E402
+from prometheus_trader.usecases.names import Collections  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "exit_monitor.json"
+CYCLE_MS = 2_000
+SYMBOLS = 500
+STRIDE = 50
+Raw = dict[str, Any]
+
+
+# ----------------------------------------------------------------- recorded ticks
+def parsed_recording() -> list[Raw]:
+    """The recorded ``@trade`` messages as ccxt unified trades (ccxt's own parser)."""
+    import ccxt.pro
+
+    client = ccxt.pro.binanceusdm()
+    client.set_markets([client.parse_market(s) for s in EXCHANGE_INFO["symbols"]])
+    by_id = {m["id"]: m for m in client.markets.values()}
+    out = [client.parse_ws_trade(m.data, by_id[m.data["s"]]) for m in load_recording()]
+    out.sort(key=lambda t: t["timestamp"])  # the two recordings interleave by local time
+    return out
+
+
+def looped(base: Sequence[Raw], laps: int) -> list[Raw]:
+    """``laps`` copies of the recording back to back (times shifted, ids unique)."""
+    span = base[-1]["timestamp"] - base[0]["timestamp"] + 1
+    out: list[Raw] = []
+    for lap in range(laps):
+        shift = lap * span
+        for t in base:
+            row = dict(t)
+            row["timestamp"] = t["timestamp"] + shift
+            row["id"] = f"{t['id']}-{lap}" if lap else t["id"]
+            out.append(row)
+    return out
+
+
+def in_cycles(raws: Sequence[Raw], cycle_ms: int = CYCLE_MS) -> list[list[Raw]]:
+    """The ticks split into what each 2-second monitor cycle would receive."""
+    batches: list[list[Raw]] = []
+    end = raws[0]["timestamp"] + cycle_ms
+    current: list[Raw] = []
+    for t in raws:
+        while t["timestamp"] >= end:
+            batches.append(current)
+            current = []
+            end += cycle_ms
+        current.append(t)
+    batches.append(current)
+    return batches
+
+
+def position(
+    pid: str, user: str, symbol: str, direction: Direction, entry: float, opened_ms: int
+) -> Position:
+    """An open position with its stop 1 % and first target 2 % away (bench exchange ids)."""
+    sign = direction.sign
+    return Position(
+        id=pid,
+        user_id=user,
+        signal_id=f"sig-{pid}",
+        exchange="binance",
+        market_type=MarketType.PERP,
+        symbol=symbol,
+        direction=direction,
+        amount=1.0,
+        entry_price=entry,
+        leverage=3.0,
+        stop_loss=entry * (1 - sign * 0.01),
+        take_profits=[TakeProfitLevel(price=entry * (1 + sign * 0.02), pct=2.0, size_fraction=1)],
+        trailing_stop_pct=0.5,
+        best_price=entry,
+        worst_price=entry,
+        stop_order_id=f"stop-{pid}",
+        take_profit_order_ids=[f"tp-{pid}"],
+        entry_order_id=f"entry-{pid}",
+        opened_at=datetime.fromtimestamp(opened_ms / 1000, UTC),
+        opened_ms=opened_ms,
+        max_hold_minutes=24 * 60,
+    )
+
+
+def to_trade(raw: Mapping[str, Any]) -> Trade:
+    """What the stream built per tick before the fast path (``CcxtTradeStream._to_trade``)."""
+    return Trade.model_construct(
+        exchange="binance",
+        market_type=MarketType.PERP,
+        symbol=str(raw["symbol"]),
+        ts_ms=int(raw["timestamp"]),
+        trade_id=str(raw["id"]),
+        price=float(raw["price"]),
+        amount=float(raw["amount"]),
+        side=Side.BUY if raw["side"] == "buy" else Side.SELL,
+        source="trade",
+    )
+
+
+# ------------------------------------------------------------------- 1. ingestion
+def ingest(
+    batches: Sequence[Sequence[Raw]],
+    feed: Callable[[dict[str, TradeWindow], Sequence[Raw]], object],
+    positions: Mapping[str, list[Position]],
+    config: ExitConfig,
+) -> dict[str, float]:
+    windows: dict[str, TradeWindow] = {}
+    ticks = decisions = exits = 0
+    since: int | None = None
+    began_cpu, began_wall = time.process_time(), time.perf_counter()
+    for batch in batches:
+        if not batch:
+            continue
+        feed(windows, batch)
+        now_ms = batch[-1]["timestamp"]
+        for symbol, window in windows.items():
+            window.prune(now_ms)
+            for p in positions[symbol]:
+                evaluation = evaluate_exit(p, window, now_ms, config, since_ms=since)
+                decisions += 1
+                exits += evaluation.exit is not None
+        since = now_ms
+        ticks += len(batch)
+    cpu, wall = time.process_time() - began_cpu, time.perf_counter() - began_wall
+    return {
+        "ticks": ticks,
+        "decisions": decisions,
+        "exit_decisions": exits,
+        "cpu_seconds": round(cpu, 4),
+        "wall_seconds": round(wall, 4),
+        "ticks_per_cpu_second": round(ticks / cpu),
+    }
+
+
+def feed_trades(windows: dict[str, TradeWindow], batch: Sequence[Raw]) -> None:
+    """The worker's old path: a ``Trade`` per tick, one ``window.add`` per trade."""
+    for trade in (to_trade(r) for r in batch):
+        window = windows.get(trade.symbol)
+        if window is None:
+            window = windows[trade.symbol] = TradeWindow(trade.symbol)
+        window.add([trade])
+
+
+def bench_ingestion(base: Sequence[Raw], laps: int) -> dict[str, object]:
+    raws = looped(base, laps)
+    batches = in_cycles(raws)
+    start = raws[0]["timestamp"]
+    positions = {
+        s: [
+            position(f"{s}-L", "u", s, Direction.LONG, p, start - 1),
+            position(f"{s}-S", "u", s, Direction.SHORT, p, start - 1),
+        ]
+        for s, p in _first_prices(raws).items()
+    }
+    config = ExitConfig()
+    fast = ingest(batches, add_unified_trades, positions, config)
+    old = ingest(batches, feed_trades, positions, config)
+    same = fast["exit_decisions"] == old["exit_decisions"]
+    return {
+        "recording": "tests/fixtures/data/ws/usdm_trades_20240808_60s.txt.gz",
+        "recorded_ticks": len(base),
+        "laps": laps,
+        "cycle_ms": CYCLE_MS,
+        "positions_evaluated_per_cycle": sum(len(v) for v in positions.values()),
+        "fast_path_unified_dicts": fast,
+        "trade_objects_per_tick": old,
+        "same_decisions": same,
+        "speedup": round(fast["ticks_per_cpu_second"] / old["ticks_per_cpu_second"], 2),
+    }
+
+
+def _first_prices(raws: Iterable[Raw]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in raws:
+        out.setdefault(r["symbol"], r["price"])
+    return out
+
+
+# ---------------------------------------------------------------------- 3. latency
+def bench_latency(base: Sequence[Raw]) -> dict[str, object]:
+    """Tick→decision, one tick at a time (the window already warm with one lap)."""
+    raws = looped(base, 2)
+    warm, live = raws[: len(base)], raws[len(base) :]
+    windows: dict[str, TradeWindow] = {}
+    add_unified_trades(windows, warm)
+    start = live[0]["timestamp"]
+    positions = {
+        s: [
+            position(f"{s}-L", "u", s, Direction.LONG, p, start - 1),
+            position(f"{s}-S", "u", s, Direction.SHORT, p, start - 1),
+        ]
+        for s, p in _first_prices(live).items()
+    }
+    config = ExitConfig()
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    for raw in live:
+        began = clock()
+        add_unified_trades(windows, [raw])
+        now_ms = raw["timestamp"]
+        window = windows[raw["symbol"]]
+        window.prune(now_ms)
+        for p in positions[raw["symbol"]]:
+            evaluate_exit(p, window, now_ms, config, since_ms=now_ms - 1)
+        samples.append(clock() - began)
+    samples.sort()
+    q = statistics.quantiles(samples, n=100)
+    return {
+        "ticks": len(samples),
+        "positions_per_symbol": 2,
+        "p50_us": round(q[49] / 1000, 1),
+        "p99_us": round(q[98] / 1000, 1),
+        "max_us": round(samples[-1] / 1000, 1),
+    }
+
+
+# ------------------------------------------------------------------------ 2. cycle
+class BenchExchange:
+    """Answers the monitor from memory: stops stay open, exits fill at the last price."""
+
+    def __init__(self, ticks: Mapping[str, Sequence[Raw]]) -> None:
+        self._ticks = ticks  # symbol → its unified trades, in time order
+        self._times = {s: [r["timestamp"] for r in rows] for s, rows in ticks.items()}
+        self._last: dict[str, float] = {}
+        self.fetch_order_calls = 0
+        self.open_orders_calls = 0
+        # resting protective orders per account, built once (the exchange's cost is not
+        # what is measured): stop and take-profit of every seeded position
+        self._orders: dict[str, Order] = {}
+        self._resting: dict[str, dict[str, Order]] = {}
+
+    def rest(self, account: str, order_id: str, symbol: str) -> None:
+        """Seed one resting reduce-only order."""
+        order = Order(
+            id=order_id,
+            client_order_id=order_id,
+            account=account,
+            symbol=symbol,
+            side=Side.SELL,
+            type=OrderType.STOP_MARKET,
+            amount=1.0,
+            stop_price=1.0,
+            reduce_only=True,
+            status=OrderStatus.OPEN,
+            created_ms=0,
+            updated_ms=0,
+        )
+        self._orders[order_id] = order
+        self._resting.setdefault(account, {})[order_id] = order
+
+    def exchange_id(self) -> str:
+        return "binance"
+
+    def poll_trades(self, symbols: Sequence[str], after_ms: int) -> list[Trade]:
+        out: list[Trade] = []
+        for s in symbols:
+            times = self._times.get(s, [])
+            lo, hi = bisect_right(times, after_ms), bisect_right(times, self.now_ms)
+            rows = [to_trade(r) for r in self._ticks[s][lo:hi]]
+            if rows:
+                self._last[s] = rows[-1].price
+            out.extend(rows)
+        return out
+
+    now_ms = 0
+
+    def fetch_order(self, account: str, order_id: str) -> Order:
+        self.fetch_order_calls += 1
+        return self._orders[order_id]
+
+    def create_order(self, account: str, request: OrderRequest) -> Order:
+        price = self._last.get(request.symbol, 1.0)
+        return Order(
+            id=f"x-{request.client_order_id}",
+            client_order_id=request.client_order_id,
+            account=account,
+            symbol=request.symbol,
+            side=request.side,
+            type=request.type,
+            amount=request.amount,
+            reduce_only=request.reduce_only,
+            status=OrderStatus.FILLED,
+            filled=request.amount,
+            average=price,
+            fee=price * request.amount * 0.0005,
+            created_ms=self.now_ms,
+            updated_ms=self.now_ms,
+        )
+
+    def cancel_order(self, account: str, order_id: str) -> Order:
+        self._resting.get(account, {}).pop(order_id, None)
+        order = self._orders[order_id].model_copy(update={"status": OrderStatus.CANCELED})
+        self._orders[order_id] = order
+        return order
+
+    def fetch_balance(self, account: str) -> Balance:
+        return Balance(wallet=10_000.0)
+
+    def fetch_tickers(self, symbols: Sequence[str] | None = None) -> list[Any]:
+        return []
+
+    def fetch_ohlcv(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
+    def fetch_open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
+        self.open_orders_calls += 1
+        return list(self._resting.get(account, {}).values())
+
+    def fetch_positions(self, account: str) -> list[Any]:
+        return []
+
+
+# every rule computed, none fires: the cost of watching N positions with no exits
+QUIET = ExitConfig(
+    order_flow_long_exit_ratio=1e-9,
+    order_flow_short_exit_ratio=1e9,
+    adverse_move_thresholds=[(0.3, 10**6)],
+    adverse_move_default=10**6,
+    trail_arm_r=100.0,
+)
+
+
+def bench_cycle(
+    base: Sequence[Raw], positions_n: int, tmp: Path, config: ExitConfig, label: str
+) -> dict[str, object]:
+    """Cycles 2 and 3 (steady state) over ``positions_n`` positions on 500 symbols."""
+    raws = looped(base, 17)  # > 15 minutes of ticks, so cycle 1 fills the whole window
+    first = _first_prices(raws)
+    recorded = sorted(first)
+    symbols = [f"S{i:03d}/USDT:USDT" for i in range(SYMBOLS)]
+    ticks: dict[str, list[Raw]] = {}
+    for i, s in enumerate(symbols):
+        src = recorded[i % len(recorded)]
+        scale = 1.0 + i / 1000  # distinct price levels per symbol
+        own = [r for r in raws if r["symbol"] == src]
+        # every STRIDE-th recorded tick: 500 symbols do not all trade like BTC and ETH
+        ticks[s] = [
+            {**r, "symbol": s, "price": r["price"] * scale} for r in own[i % STRIDE :: STRIDE]
+        ]
+    t0 = raws[0]["timestamp"]
+    end_ms = raws[-1]["timestamp"] - 10 * CYCLE_MS
+    opened_ms = end_ms - 60_000
+    users = max(1, positions_n // 10)
+    state = SqliteStateStore(tmp / f"state-{positions_n}-{label[:5]}.sqlite")
+    exchange = BenchExchange(ticks)
+    clock = SimulatedClock(datetime.fromtimestamp((end_ms - 2 * CYCLE_MS) / 1000, UTC))
+
+    docs: dict[str, dict[str, Any]] = {}
+    for k in range(positions_n):
+        s = symbols[k % SYMBOLS]
+        price = ticks[s][-1]["price"]
+        d = Direction.LONG if k % 2 == 0 else Direction.SHORT
+        p = position(f"p{k:06d}", f"u{k % users:05d}", s, d, price, opened_ms)
+        docs[p.id] = p.model_dump(mode="json")
+
+    def seed(tx: Any, ids: Iterable[str] | None = None) -> None:
+        if ids is None:
+            for u in range(users):
+                user = User.with_profile(f"u{u:05d}", RiskProfile.MODERATE)
+                tx.set(Collections.USERS, user.user_id, user.model_dump(mode="json"))
+        for pid in docs if ids is None else ids:
+            doc = docs[pid]
+            tx.set(Collections.POSITIONS, pid, doc)
+            exchange.rest(doc["user_id"], f"stop-{pid}", doc["symbol"])
+            exchange.rest(doc["user_id"], f"tp-{pid}", doc["symbol"])
+
+    state.transaction(seed)
+    monitor = ExitMonitor(
+        state, exchange, InMemoryBus(), LocalBlobStore(tmp / "blobs"), clock, config
+    )  # type: ignore[arg-type]
+    rows: list[dict[str, float]] = []
+    for cycle in range(3):
+        clock.set_ms(end_ms - 2 * CYCLE_MS + cycle * CYCLE_MS)
+        exchange.now_ms = clock.now_ms()
+        calls, listed = exchange.fetch_order_calls, exchange.open_orders_calls
+        began_cpu, began_wall = time.process_time(), time.perf_counter()
+        report = monitor.cycle()
+        cpu, wall = time.process_time() - began_cpu, time.perf_counter() - began_wall
+        # positions open as fast as they close: the closed ones come back (as new), so
+        # every measured cycle sees all ``positions_n`` open positions
+        state.transaction(lambda tx, closed=sorted(report.closed): seed(tx, closed))
+        rows.append(
+            {
+                "cycle": cycle + 1,
+                "positions": report.positions,
+                "trades_in": report.trades_seen,
+                "closed": len(report.closed),
+                "failed": len(report.failed),
+                "fetch_order_calls": exchange.fetch_order_calls - calls,
+                "fetch_open_orders_calls": exchange.open_orders_calls - listed,
+                "cpu_ms": round(cpu * 1000, 1),
+                "wall_ms": round(wall * 1000, 1),
+            }
+        )
+    state.close()
+    steady = rows[1:]
+    return {
+        "positions": positions_n,
+        "rules": label,
+        "symbols": SYMBOLS,
+        "users": users,
+        "store": "embedded SQLite (file)",
+        "ticks_recorded_span_ms": raws[-1]["timestamp"] - t0,
+        "cycles": rows,
+        "steady_cpu_ms": max(r["cpu_ms"] for r in steady),
+        "steady_wall_ms": max(r["wall_ms"] for r in steady),
+    }
+
+
+# --------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--laps", type=int, default=40, help="recording loops for ingestion")
+    parser.add_argument("--positions", type=int, nargs="*", default=[1_000, 10_000])
+    args = parser.parse_args()
+    base = parsed_recording()
+    result: dict[str, object] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "ingestion": bench_ingestion(base, args.laps),
+        "latency": bench_latency(base),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        result["cycle"] = [
+            bench_cycle(base, n, Path(tmp), config, label)
+            for n in args.positions
+            for config, label in ((QUIET, "quiet: no rule fires"), (ExitConfig(), "default"))
+        ]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    ing = result["ingestion"]
+    assert isinstance(ing, dict)
+    print(
+        f"ingestion: {ing['fast_path_unified_dicts']['ticks_per_cpu_second']:,} ticks/CPU-s "
+        f"fast path, {ing['trade_objects_per_tick']['ticks_per_cpu_second']:,} with a Trade "
+        f"per tick (x{ing['speedup']}), same decisions: {ing['same_decisions']}"
+    )
+    lat = result["latency"]
+    assert isinstance(lat, dict)
+    print(f"tick→decision: p50 {lat['p50_us']} µs, p99 {lat['p99_us']} µs")
+    for c in result["cycle"]:  # type: ignore[attr-defined]
+        print(
+            f"cycle {c['positions']:>6} positions / {c['symbols']} symbols ({c['rules']}): "
+            f"{c['steady_cpu_ms']} ms CPU, {c['steady_wall_ms']} ms wall "
+            f"(cycles: {[(r['cpu_ms'], r['closed']) for r in c['cycles']]})"
+        )
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

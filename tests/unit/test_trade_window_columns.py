@@ -1,0 +1,129 @@
+"""The columnar fast path into ``TradeWindow`` gives the same window as one trade at a time."""
+
+from __future__ import annotations
+
+from unittest.mock import patch
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from prometheus_trader.adapters.streaming.ccxt_trade_stream import add_unified_trades
+from prometheus_trader.domain import exits
+from prometheus_trader.domain.exits import TradeWindow
+from prometheus_trader.domain.market import MarketType, Side, Trade
+from prometheus_trader.domain.signals import Direction
+
+pytestmark = pytest.mark.unit
+SYMBOL = "BTC/USDT:USDT"
+
+rows = st.lists(
+    st.tuples(
+        st.integers(0, 3_000),  # time step (ms); steps of 0 and late trades below
+        st.booleans(),  # a late trade (100 ms before the previous one)
+        st.sampled_from([100.0, 100.5, 101.0, 99.5]),
+        st.floats(0.001, 5.0),
+        st.booleans(),  # buy
+        st.integers(0, 400),  # trade id: collisions are duplicates
+        st.booleans(),  # real trade (else a bar-derived one)
+    ),
+    max_size=300,
+)
+
+
+def _trades(spec: list[tuple[int, bool, float, float, bool, int, bool]]) -> list[Trade]:
+    out: list[Trade] = []
+    ts = 1_000_000
+    for step, late, price, amount, buy, tid, real in spec:
+        ts += step
+        out.append(
+            Trade(
+                exchange="binance",
+                market_type=MarketType.PERP,
+                symbol=SYMBOL,
+                ts_ms=ts - 100 if late else ts,
+                trade_id=str(tid),
+                price=price,
+                amount=amount,
+                side=Side.BUY if buy else Side.SELL,
+                source="trade" if real else "bar",
+            )
+        )
+    return out
+
+
+def _snapshot(w: TradeWindow, now_ms: int) -> list[object]:
+    return [
+        len(w),
+        w.last_price(now_ms),
+        w.price_range(now_ms - 5_000, now_ms),
+        [w.buy_sell_volume(m, now_ms) for m in (1_000, 60_000, 900_000)],
+        w.real_trade_count(15_000, now_ms),
+        [w.adverse_moves(d, now_ms, now_ms - 15_000) for d in Direction],
+    ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows, st.integers(1, 50))
+# a late trade inside the very first batch is kept at the newest time
+@example([(0, False, 100.5, 1.0, True, 5, True), (0, True, 100.0, 1.0, False, 0, True)], 4)
+def test_batches_of_columns_equal_one_trade_at_a_time(
+    spec: list[tuple[int, bool, float, float, bool, int, bool]], batch: int
+) -> None:
+    trades = _trades(spec)
+    with patch.object(exits, "_COMPACT_MIN", 8):  # small: the buffers slide in the test too
+        _compare(trades, batch)
+
+
+def _compare(trades: list[Trade], batch: int) -> None:
+    one = TradeWindow(SYMBOL, horizon_ms=20_000)
+    cols = TradeWindow(SYMBOL, horizon_ms=20_000)
+    added_one = added_cols = 0
+    for start in range(0, len(trades), batch):
+        chunk = trades[start : start + batch]
+        for t in chunk:
+            added_one += one.add([t])
+        added_cols += cols.add_columns(
+            [t.ts_ms for t in chunk],
+            [t.price for t in chunk],
+            [t.amount for t in chunk],
+            [t.side is Side.BUY for t in chunk],
+            [t.trade_id for t in chunk],
+            [t.source == "trade" for t in chunk],
+        )
+        now = max(t.ts_ms for t in trades[: start + batch])
+        one.prune(now)
+        cols.prune(now)
+        assert _snapshot(cols, now) == _snapshot(one, now)
+    assert added_cols == added_one
+
+
+def test_ccxt_unified_dicts_fill_per_symbol_windows_like_trades() -> None:
+    raws = [
+        {"symbol": SYMBOL, "timestamp": 1_000, "id": "1", "price": 100.0, "amount": 1.0,
+         "side": "buy"},
+        {"symbol": "ETH/USDT:USDT", "timestamp": 1_001, "id": "9", "price": 3.0,
+         "amount": 2.0, "side": "sell"},
+        {"symbol": SYMBOL, "timestamp": 1_002, "id": "2", "price": 99.0, "amount": 3.0,
+         "side": "sell"},
+        {"symbol": SYMBOL, "timestamp": 1_003, "id": "2", "price": 99.0, "amount": 3.0,
+         "side": "sell"},
+    ]  # fmt: skip
+    windows: dict[str, TradeWindow] = {}
+    assert add_unified_trades(windows, raws) == 3
+    assert sorted(windows) == ["BTC/USDT:USDT", "ETH/USDT:USDT"]
+    btc = windows[SYMBOL]
+    assert btc.symbol == SYMBOL and len(btc) == 2
+    assert btc.last_price(1_003) == 99.0
+    assert btc.buy_sell_volume(60_000, 1_003) == (1.0, 3.0)
+    assert btc.adverse_moves(Direction.LONG, 1_003, 0) == 1
+    assert windows["ETH/USDT:USDT"].buy_sell_volume(60_000, 1_003) == (0.0, 2.0)
+
+
+def test_a_trade_of_another_symbol_is_refused_after_the_ones_before_it() -> None:
+    w = TradeWindow(SYMBOL)
+    good, stranger = _trades([(1, False, 100.0, 1.0, True, 1, True)] * 2)
+    stranger = stranger.model_copy(update={"symbol": "ETH/USDT:USDT", "trade_id": "2"})
+    with pytest.raises(ValueError, match="ETH/USDT:USDT"):
+        w.add([good, stranger])
+    assert len(w) == 1
