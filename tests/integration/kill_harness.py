@@ -104,6 +104,8 @@ def seed_users(state: StateStore) -> None:
             update={
                 "limits": user.limits.model_copy(
                     update={
+                        # small positions: a day of stop-outs stays under the drawdown ladder
+                        "risk_per_trade_pct": 0.1,
                         "daily_loss_limit_pct": 50.0,
                         "max_consecutive_losses": 1000,
                         "max_drawdown_pct": 90.0,

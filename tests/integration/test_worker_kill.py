@@ -115,6 +115,12 @@ def test_worker_killed_at_random_moments_loses_nothing(
                 120,
                 f"worker {n} cycling",
             )
+            # kill while something is at stake: wait (bounded) for an open position first
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not state.query(
+                Collections.POSITIONS, [Filter("status", "==", "open")]
+            ):
+                time.sleep(0.05)
             time.sleep(rng.uniform(0.0, 1.0))
             open_now = state.query(Collections.POSITIONS, [Filter("status", "==", "open")])
             kills_with_open_positions += bool(open_now)
