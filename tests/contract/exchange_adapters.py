@@ -5,19 +5,14 @@ A factory takes the test's ``pytest.FixtureRequest`` (for fixtures such as ``emu
 ``PortHarness``: a fresh exchange whose accounts start with 10 000 USDT, at 2025-05-21
 06:00:30 UTC of the bundled sample (the same recorded Binance USD-M bars behind every
 adapter), and a way to move its market time. Add an adapter with ``@register("name")``;
-``test_exchange_port.py`` runs every test on it. For example a persisted paper exchange::
-
-    @register("paper-sqlite")
-    @contextmanager
-    def paper_sqlite(request: pytest.FixtureRequest) -> Iterator[PortHarness]:
-        tmp = request.getfixturevalue("tmp_path")
-        clock = SimulatedClock(datetime.fromtimestamp(START_MS / 1000, UTC))
-        exchange = PaperExchange(SqliteStateStore(tmp / "s.sqlite"), recorded_market().store, clock)
-        yield PortHarness("paper-sqlite", exchange, lambda ms: clock.advance(ms / 1000))
+``test_exchange_port.py`` runs every test on it: the replay exchange, its paper ledger
+persisted in SQLite and in Firestore (the emulator), and ccxt on the Binance USD-M and
+Bybit stand-ins.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -29,6 +24,7 @@ from tests.standins.engine import DEFAULT_NOW_MS, Engine, recorded_market
 from prometheus_trader.adapters.ccxt import CcxtExchange, Credentials, RetryPolicy
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
+from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.ports import Exchange
 
 START_MS = DEFAULT_NOW_MS
@@ -66,6 +62,34 @@ def replay(request: pytest.FixtureRequest) -> Iterator[PortHarness]:
     clock = SimulatedClock(datetime.fromtimestamp(START_MS / 1000, UTC))
     exchange = ReplayExchange(store, clock, starting_balance=10_000.0)
     yield PortHarness("replay", exchange, lambda ms: clock.advance(ms / 1000))
+
+
+@register("paper-sqlite")
+@contextmanager
+def paper_sqlite(request: pytest.FixtureRequest) -> Iterator[PortHarness]:
+    """The replay exchange with its paper ledger persisted in a SQLite state store."""
+    tmp = request.getfixturevalue("tmp_path")
+    clock = SimulatedClock(datetime.fromtimestamp(START_MS / 1000, UTC))
+    ledger = SqliteStateStore(tmp / "paper.sqlite")
+    exchange = ReplayExchange(
+        recorded_market().store, clock, starting_balance=10_000.0, ledger=ledger
+    )
+    yield PortHarness("paper-sqlite", exchange, lambda ms: clock.advance(ms / 1000))
+
+
+@register("paper-firestore")
+@contextmanager
+def paper_firestore(request: pytest.FixtureRequest) -> Iterator[PortHarness]:
+    """The same with its paper ledger in Firestore (the emulator)."""
+    request.getfixturevalue("emulators")
+    from prometheus_trader.adapters.gcp.firestore_state_store import FirestoreStateStore
+
+    clock = SimulatedClock(datetime.fromtimestamp(START_MS / 1000, UTC))
+    ledger = FirestoreStateStore(prefix=f"port-{uuid.uuid4().hex[:12]}-")
+    exchange = ReplayExchange(
+        recorded_market().store, clock, starting_balance=10_000.0, ledger=ledger
+    )
+    yield PortHarness("paper-firestore", exchange, lambda ms: clock.advance(ms / 1000))
 
 
 def standin_keys(exchange: str, env: str = "demo") -> Callable[[str], Credentials]:
