@@ -73,13 +73,15 @@ def observe_user(
 ) -> tuple[UserStats, list[BreakerTransition]]:
     """Record an equity reading: roll the day, raise the true peak, move the breakers.
 
-    Persisted in one transaction (the evaluator writes the same document); written only
-    when something changed.
+    Written only when something changed, then in one transaction (the evaluator writes
+    the same document). Most readings change nothing and are decided from a plain read,
+    and the first one creates the document if absent: concurrent executors of one user
+    (redeliveries, racers) then never contend on it (Firestore allows about one sustained
+    write per second per document, and its emulator starves contending transactions).
     """
     ref = user_stats_id(user.user_id)
 
-    def work(tx: StateTransaction) -> tuple[UserStats, list[BreakerTransition]]:
-        doc = tx.get(Collections.STATS, ref)
+    def observe(doc: Document | None) -> tuple[UserStats, UserStats, list[BreakerTransition]]:
         stats = UserStats.model_validate(doc) if doc else UserStats(user_id=user.user_id)
         account, transitions = observe_account(
             stats,
@@ -89,7 +91,19 @@ def observe_user(
             resume_requested_at=user.breakers_resume_requested_at,
         )
         new = stats.model_copy(update=account.model_dump(include=set(AccountState.model_fields)))
-        if doc is None or new != stats:
+        return stats, new, transitions
+
+    doc = state.get(Collections.STATS, ref)
+    stats, new, transitions = observe(doc)
+    if doc is not None and new == stats and not transitions:
+        return new, transitions
+    if doc is None and state.create(Collections.STATS, ref, new.model_dump(mode="json")):
+        return new, transitions
+
+    def work(tx: StateTransaction) -> tuple[UserStats, list[BreakerTransition]]:
+        current = tx.get(Collections.STATS, ref)
+        stats, new, transitions = observe(current)
+        if current is None or new != stats:
             tx.set(Collections.STATS, ref, new.model_dump(mode="json"))
         return new, transitions
 
