@@ -130,9 +130,7 @@ def run_jesse(store: Path, jesse_python: str, days: float | None = None) -> dict
     machine; candles/s is what compares)."""
     series = _arrays(store)
     if days is not None:
-        from prometheus_trader.app.backtest.data import slice_series
-
-        series = {sym: slice_series(s, 0, int(days * 1440)) for sym, s in series.items()}
+        series = {sym: s.rows(0, int(days * 1440)) for sym, s in series.items()}
     arrays = Path("/tmp/bench-jesse-candles.npz")
     import numpy as np
 

@@ -284,7 +284,7 @@ def _visible(series: CandleSeries, now_ms: int, max_bars: int) -> CandleSeries:
         return series
     if bool(np.all(ts[1:] > ts[:-1])):
         end = int(np.searchsorted(ts, now_ms - MINUTE_MS, side="right"))
-        return _slice(series, max(0, end - max_bars), end)
+        return series.rows(max(0, end - max_bars), end)
     # unordered input: sort (stable) and keep the visible bars
     order = np.argsort(ts, kind="stable")
     order = order[ts[order] + MINUTE_MS <= now_ms][-max_bars:]
@@ -298,21 +298,6 @@ def _visible(series: CandleSeries, now_ms: int, max_bars: int) -> CandleSeries:
         series.close[order],
         series.volume[order],
         series.taker_buy_volume[order],
-    )
-
-
-def _slice(s: CandleSeries, start: int, end: int) -> CandleSeries:
-    sl = slice(start, end)
-    return CandleSeries(
-        s.symbol,
-        s.timeframe,
-        s.ts_ms[sl],
-        s.open[sl],
-        s.high[sl],
-        s.low[sl],
-        s.close[sl],
-        s.volume[sl],
-        s.taker_buy_volume[sl],
     )
 
 

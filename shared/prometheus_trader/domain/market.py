@@ -200,6 +200,21 @@ class CandleSeries:
     def __len__(self) -> int:
         return int(self.ts_ms.shape[0])
 
+    def rows(self, lo: int, hi: int) -> CandleSeries:
+        """Bars ``lo:hi`` (numpy views, no copy)."""
+        sl = slice(lo, hi)
+        return CandleSeries(
+            self.symbol,
+            self.timeframe,
+            self.ts_ms[sl],
+            self.open[sl],
+            self.high[sl],
+            self.low[sl],
+            self.close[sl],
+            self.volume[sl],
+            self.taker_buy_volume[sl],
+        )
+
     @property
     def has_taker_volume(self) -> bool:
         """True when every bar carries the taker-buy volume."""

@@ -502,7 +502,7 @@ class ReplayExchange:
             lo = int(np.searchsorted(series.ts_ms, start_ms, side="left"))
             hi = int(np.searchsorted(series.ts_ms, last_open, side="right"))
             if hi > lo:
-                parts.append(_slice(series, lo, hi))
+                parts.append(series.rows(lo, hi))
         if not parts:
             return CandleSeries.empty(symbol, "1m")
         if len(parts) == 1:
@@ -654,20 +654,6 @@ def _split_symbol(symbol: str) -> tuple[str, str, str | None]:
     pair, _, settle = symbol.partition(":")
     base, _, quote = pair.partition("/")
     return base, quote or "USDT", settle or None
-
-
-def _slice(series: CandleSeries, lo: int, hi: int) -> CandleSeries:
-    return CandleSeries(
-        series.symbol,
-        series.timeframe,
-        series.ts_ms[lo:hi],
-        series.open[lo:hi],
-        series.high[lo:hi],
-        series.low[lo:hi],
-        series.close[lo:hi],
-        series.volume[lo:hi],
-        series.taker_buy_volume[lo:hi],
-    )
 
 
 def _candles(

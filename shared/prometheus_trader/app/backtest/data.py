@@ -82,7 +82,7 @@ class MemoryMarketData:
         cut = object.__new__(MemoryMarketData)
         cut._source = _CutTrades(self._source, t_ms)  # type: ignore[assignment]
         cut.series = {
-            k: slice_series(s, 0, int(np.searchsorted(s.ts_ms, t_ms - MINUTE_MS, side="right")))
+            k: s.rows(0, int(np.searchsorted(s.ts_ms, t_ms - MINUTE_MS, side="right")))
             for k, s in self.series.items()
         }
         cut.series = {k: s for k, s in cut.series.items() if len(s) > 0}
@@ -161,7 +161,7 @@ class MemoryMarketData:
             return CandleSeries.empty(key.symbol, "1m")
         lo = int(np.searchsorted(series.ts_ms, start_ms, side="left"))
         hi = int(np.searchsorted(series.ts_ms, end_ms - TIMEFRAME_MS[timeframe], side="right"))
-        return slice_series(series, lo, max(lo, hi))
+        return series.rows(lo, max(lo, hi))
 
     def candles_many(
         self, keys: Sequence[SeriesKey], timeframe: str, start_ms: int, end_ms: int
@@ -266,19 +266,4 @@ class _CutTrades:
         return self._source.trades(key, start_ms, min(end_ms, self._t_ms))
 
 
-def slice_series(series: CandleSeries, lo: int, hi: int) -> CandleSeries:
-    """Rows ``lo:hi`` of a series (numpy views, no copy)."""
-    return CandleSeries(
-        series.symbol,
-        series.timeframe,
-        series.ts_ms[lo:hi],
-        series.open[lo:hi],
-        series.high[lo:hi],
-        series.low[lo:hi],
-        series.close[lo:hi],
-        series.volume[lo:hi],
-        series.taker_buy_volume[lo:hi],
-    )
-
-
-__all__ = ["MINUTE_MS", "MemoryMarketData", "slice_series"]
+__all__ = ["MINUTE_MS", "MemoryMarketData"]

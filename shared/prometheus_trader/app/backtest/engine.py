@@ -35,7 +35,7 @@ import numpy as np
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
-from prometheus_trader.app.backtest.data import MemoryMarketData, slice_series
+from prometheus_trader.app.backtest.data import MemoryMarketData
 from prometheus_trader.app.backtest.live import CollectedCandles, LiveUseCases
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst, default_panel
 from prometheus_trader.domain.exits import ExitConfig
@@ -227,7 +227,7 @@ class BacktestEngine:
         series = self.data.series[key]
         lo = int(np.searchsorted(series.ts_ms, max(start_ms, self._collect_from), side="left"))
         hi = int(np.searchsorted(series.ts_ms, now_ms - MINUTE_MS, side="right"))
-        return slice_series(series, lo, max(lo, hi))
+        return series.rows(lo, max(lo, hi))
 
     def _last_collected_ms(self, key: SeriesKey, now_ms: int) -> int | None:
         window = self._window(key, self._collect_from, now_ms)
