@@ -278,3 +278,61 @@ def test_one_broken_position_is_isolated_counted_and_alerted(world: World) -> No
     assert heartbeat is not None and heartbeat["failed_positions"] == 1
     (alert,) = world.events(EventType.SYSTEM_ERROR)
     assert alert["payload"]["position_id"] == doc["id"]
+
+
+def test_a_racer_that_stored_the_position_outlives_another_racers_failed_stop(
+    world: World,
+) -> None:
+    """Racer A's stop is refused after racer B placed every protective order and stored
+    the position: A keeps B's position (same orders) instead of flattening it away."""
+    user = world.add_user("trader")
+    signal = world.signal()
+    raced: list[DecisionOutcome] = []
+    racing: list[bool] = []
+
+    def racer_b_first(_account: str, request: OrderRequest) -> Exception | None:
+        if not leg_is(signal.id, user.user_id, "sl")(request) or racing:
+            return None
+        racing.append(True)  # racer B's own stop goes through
+        raced.append(world.executor.handle(world.message(signal, user, attempt=2)).outcome)
+        return OrderRejected("stop would trigger immediately")  # racer A's own attempt
+
+    world.faulty.rules.append(racer_b_first)
+    done = world.executor.handle(world.message(signal, user))
+    assert raced == [DecisionOutcome.ACCEPTED]
+    assert done.outcome is DecisionOutcome.ACCEPTED
+    (position,) = world.open_positions()
+    assert done.position_id == position["id"]
+    held = world.exchange.fetch_positions(user.exchange_account)
+    assert [p.amount for p in held] == [position["amount"]]
+    stop = world.exchange.fetch_order(user.exchange_account, position["stop_order_id"])
+    assert stop.status is OrderStatus.OPEN
+    flatten = client_order_id(signal.id, user.user_id, "flatten")
+    assert all(o.client_order_id != flatten for o in world.exchange.orders(user.exchange_account))
+
+
+def test_a_racer_never_stores_a_position_another_racer_decided_to_flatten(
+    world: World,
+) -> None:
+    """Racer A decided to flatten (its stop was refused) while racer B was placing the
+    take-profits: B must flatten too, never record a position on an account A flattens."""
+    user = world.add_user("trader")
+    signal = world.signal()
+
+    def racer_a_decides(_account: str, request: OrderRequest) -> Exception | None:
+        if leg_is(signal.id, user.user_id, "tp1")(request):
+            record = world.record(signal, user)
+            if record.phase is not ExecutionPhase.FLATTENING:
+                world.state.update(
+                    Collections.EXECUTIONS,
+                    record.id,
+                    {"phase": ExecutionPhase.FLATTENING.value, "error": "racer A: stop refused"},
+                )
+        return None
+
+    world.faulty.rules.append(racer_a_decides)
+    done = world.executor.handle(world.message(signal, user))
+    assert done.outcome is DecisionOutcome.FAILED and done.position_id is None
+    assert world.open_positions() == []
+    assert world.exchange.fetch_positions(user.exchange_account) == []
+    assert world.exchange.fetch_open_orders(user.exchange_account) == []

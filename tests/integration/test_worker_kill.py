@@ -103,18 +103,26 @@ def test_worker_killed_at_random_moments_loses_nothing(
     zygote = spawn("zygote", db, tmp_path, t0, "zygote", stdin=subprocess.PIPE)
     assert zygote.stdin is not None and zygote.stdout is not None
     kills_with_open_positions = 0
+    first_cycle_s: list[float] = []
     try:
         for n in range(KILLS):
             before = heartbeat_cycles(state)
             zygote.stdin.write(f"spawn worker{n}\n".encode())
             zygote.stdin.flush()
             pid = int(zygote.stdout.readline())
+            spawned = time.monotonic()
             # a random moment once the loop runs: mid-reconcile, mid-cycle, mid-exit...
-            wait_until(
-                lambda b=before: heartbeat_cycles(state) != b,  # type: ignore[misc]
-                120,
-                f"worker {n} cycling",
-            )
+            try:
+                wait_until(
+                    lambda b=before: heartbeat_cycles(state) != b,  # type: ignore[misc]
+                    180,
+                    f"worker {n} cycling",
+                )
+            except AssertionError as exc:  # say why: the workers' log (the zygote's stderr)
+                log_tail = (tmp_path / "zygote.log").read_text(errors="replace")[-4000:]
+                raise AssertionError(f"{exc}; first cycles {first_cycle_s}\n{log_tail}") from exc
+            first_cycle_s.append(round(time.monotonic() - spawned, 2))
+            print(f"worker {n}: first cycle after {first_cycle_s[-1]} s", flush=True)
             # kill while something is at stake: wait (bounded) for an open position first
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and not state.query(

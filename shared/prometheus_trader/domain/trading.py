@@ -302,7 +302,7 @@ class Position(BaseModel):
     exit_fee: float = 0.0
     exit_order_id: str | None = None
     exit_reason: ExitReason | None = None
-    exit_detail: dict[str, float | str] = Field(default_factory=dict)
+    exit_detail: dict[str, int | float | str] = Field(default_factory=dict)
     realized_pnl: float | None = None
     pnl_pct: float | None = None
 

@@ -26,12 +26,14 @@ from prometheus_trader.ports import (
     Bus,
     BusMessage,
     Clock,
+    Document,
     Exchange,
     Filter,
     MarketStore,
     OrderRejected,
     SeriesKey,
     StateStore,
+    StateTransaction,
 )
 from prometheus_trader.usecases.dispatch import ExecutionRequest
 from prometheus_trader.usecases.events import publish_event
@@ -375,12 +377,23 @@ class ExecuteSignalForUser(ExecutionSteps):
                 raise RuntimeError("plan has no stop-loss leg")
         except Exception as exc:
             error = f"protective order failed: {exc}"
-            # recorded before flattening: a repeat must flatten too, never open a position
-            self._state.update(
-                Collections.EXECUTIONS,
-                exec_id,
-                {"phase": ExecutionPhase.FLATTENING.value, "error": error},
-            )
+
+            # recorded before flattening: a repeat must flatten too, never open a position.
+            # One decision between racers: flatten, or keep the position a racing attempt
+            # stored after placing every protective order (same client ids: same orders).
+            def flattening(tx: StateTransaction) -> Document | None:
+                stored = tx.get(Collections.POSITIONS, exec_id)
+                if stored is None:
+                    tx.update(
+                        Collections.EXECUTIONS,
+                        exec_id,
+                        {"phase": ExecutionPhase.FLATTENING.value, "error": error},
+                    )
+                return stored
+
+            stored = self._state.transaction(flattening)
+            if stored is not None:
+                return accepted(Position.model_validate(stored))
             return self._flatten(signal, user, plan, entry, error)
         assert plan.stop_loss is not None  # the gate refuses plans without one
         position = Position(
@@ -407,7 +420,22 @@ class ExecuteSignalForUser(ExecutionSteps):
             opened_ms=entry.updated_ms,
             max_hold_minutes=user.limits.max_hold_minutes,
         )
-        if self._state.create(Collections.POSITIONS, position.id, position.model_dump(mode="json")):
+        document = position.model_dump(mode="json")
+
+        def store(tx: StateTransaction) -> tuple[str, str]:
+            # a racing attempt whose protective order failed may have decided to flatten
+            current = tx.get(Collections.EXECUTIONS, exec_id) or {}
+            if current.get("phase") == ExecutionPhase.FLATTENING.value:
+                return "flatten", str(current.get("error") or "protective order failed")
+            if tx.get(Collections.POSITIONS, exec_id) is not None:
+                return "stored by a racer", ""
+            tx.create(Collections.POSITIONS, exec_id, document)
+            return "created", ""
+
+        decided, error = self._state.transaction(store)
+        if decided == "flatten":
+            return self._flatten(signal, user, plan, entry, error)
+        if decided == "created":
             payload = {
                 "position_id": position.id,
                 "signal_id": signal.id,
