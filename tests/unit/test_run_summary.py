@@ -48,3 +48,27 @@ def test_rejections_counted_once_and_explained_with_per_user_pnl() -> None:
     assert REASON_EXPLANATIONS["consecutive_loss_breaker"] in text
     assert "Per user (USDT)" in text and "0000000" not in text  # formatted, no float noise
     assert "-368.18" in text  # demo-aggressive's net PnL to the cent
+
+
+def test_a_breaker_without_detail_shows_its_first_trip_time_alone() -> None:
+    trip = {"count": 2, "first": "2025-05-21T08:15:00+00:00", "last": "x", "detail": ""}
+    summary = {
+        "per_user": {
+            "u1": {
+                "trades": 0,
+                "net_pnl": 0.0,
+                "fees": 0.0,
+                "win_rate_pct": None,
+                "max_drawdown_pct": None,
+                "breakers": {"kill_switch": trip, "daily_loss_breaker": {**trip, "detail": "-5 %"}},
+            }
+        }
+    }
+    console = Console(record=True, width=200)
+    for table in summary_tables(summary):
+        console.print(table)
+    lines = console.export_text().splitlines()
+    (kill,) = [line for line in lines if "kill_switch" in line]
+    assert kill.rstrip().rstrip("│").rstrip().endswith("05-21 08:15")
+    (daily,) = [line for line in lines if "daily_loss_breaker" in line]
+    assert "05-21 08:15: -5 %" in daily

@@ -150,8 +150,9 @@ def summary_tables(summary: Mapping[str, Any], currency: str = "USDT") -> list[T
             fmt.pct(row["max_drawdown_pct"]),
         )
         for code, b in row["breakers"].items():
+            first = b["first"][5:16].replace("T", " ")
             breakers.add_row(
-                user, code, str(b["count"]), f"{b['first'][5:16].replace('T', ' ')}: {b['detail']}"
+                user, code, str(b["count"]), f"{first}: {b['detail']}" if b["detail"] else first
             )
     reasons = Table(title=f"Rejections: {summary.get('rejections', 0)} (each counted once)")
     for col in ("primary reason", "count", "listed in", "what it means"):
