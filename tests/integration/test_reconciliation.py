@@ -26,6 +26,7 @@ from prometheus_trader.domain.trading import (
 from prometheus_trader.domain.users import User
 from prometheus_trader.usecases.monitor import ExitMonitor
 from prometheus_trader.usecases.names import Collections
+from prometheus_trader.usecases.reconcile import ABANDONED_AFTER
 
 pytestmark = pytest.mark.integration
 
@@ -208,3 +209,26 @@ def test_quantity_mismatch_and_orphan_orders_are_reported(world: World) -> None:
         OrderStatus.CANCELED
     )
     assert not report.clean
+
+
+def test_an_execution_abandoned_past_its_redeliveries_is_adopted(world: World) -> None:
+    """Dead-lettered mid-way (entry filled, never completed): once no redelivery can come,
+    its exchange position is adopted with a stop instead of alerted on every pass."""
+    user = world.add_user("trader")
+    signal = world.signal()
+    world.faulty.rules.append(
+        lambda _a, r: Crash() if leg_is(signal.id, user.user_id, "sl")(r) else None
+    )
+    with pytest.raises(Crash):
+        world.executor.handle(world.message(signal, user))
+    world.faulty.rules.clear()
+    label = f"{user.exchange_account} {SYMBOL}"
+    world.clock.advance(ABANDONED_AFTER.total_seconds() - 60)
+    assert world.monitor.reconcile().untracked == {label: ""}  # may still be redelivered
+    world.clock.advance(120)
+    adopted = world.monitor.reconcile().untracked[label]
+    assert adopted.startswith("adopted-")
+    (doc,) = world.open_positions()
+    assert doc["id"] == adopted
+    stop = world.exchange.fetch_order(user.exchange_account, doc["stop_order_id"])
+    assert stop.status is OrderStatus.OPEN and stop.reduce_only

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.ids import client_order_id, stable_id
@@ -29,6 +30,11 @@ from prometheus_trader.usecases.events import publish_event
 from prometheus_trader.usecases.names import Collections, labels
 
 log = logging.getLogger(__name__)
+
+# An execution never completed after this long will not be redelivered: longer than the
+# executions subscription's retry span (5 attempts x (ack deadline <= 540 s + backoff
+# <= 600 s) = 95 min by default). Its exchange position is then adopted, not left alone.
+ABANDONED_AFTER = timedelta(hours=2)
 
 
 @dataclass
@@ -201,10 +207,17 @@ class Reconciliation:
                 report.unexplained_orders.append(order.id)
 
     def _in_flight(self, user_id: str, symbol: str) -> bool:
-        """An execution of ``user_id`` in ``symbol`` has started and not completed."""
+        """An execution of ``user_id`` in ``symbol`` has started, not completed, and may
+        still be redelivered (one older than ``ABANDONED_AFTER`` was dead-lettered)."""
         # one equality filter (no composite index); a user's executions are few
         docs = self._state.query(Collections.EXECUTIONS, [Filter("user_id", "==", user_id)])
-        return any(d.get("symbol") == symbol and d.get("completed_at") is None for d in docs)
+        cutoff = self._clock.now() - ABANDONED_AFTER
+        return any(
+            d.get("symbol") == symbol
+            and d.get("completed_at") is None
+            and _created_after(d.get("created_at"), cutoff)
+            for d in docs
+        )
 
     def _recorded(self, user_id: str, symbol: str) -> bool:
         """A stored open position of ``user_id`` in ``symbol`` exists (read now)."""
@@ -384,3 +397,16 @@ class Reconciliation:
                 severity=Severity.WARNING,
                 payload={"reconciliation": doc},
             )
+
+
+def _created_after(created_at: object, cutoff: datetime) -> bool:
+    """``created_at`` (a datetime or ISO string) is later than ``cutoff``; an unreadable
+    stamp counts as recent (alert, never adopt)."""
+    if isinstance(created_at, str):
+        try:
+            created_at = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+        except ValueError:
+            return True
+    if not isinstance(created_at, datetime):
+        return True
+    return created_at.astimezone(UTC) > cutoff
