@@ -1,7 +1,7 @@
 """A store of only coarse candles runs at its own resolution: a freqtrade folder of 5m
 futures candles (resampled here from the committed 1m excerpts, in freqtrade's layout)
-goes through `data import` and `run --data` on the CLI; the run replays 5m bars and says
-so. docs/data.md ("Coarse-resolution runs")."""
+goes through `data import`, `run --data` and `backtest --data` on the CLI; both replay 5m
+bars, say so, and agree. docs/data.md ("Coarse-resolution runs")."""
 
 from __future__ import annotations
 
@@ -120,6 +120,16 @@ def test_a_5m_only_freqtrade_folder_imports_and_runs_at_5m(tmp_path: Path) -> No
     for ranking in rankings:
         assert ranking["excluded"] == [], ranking["excluded"]
         assert sorted(r["symbol"] for r in ranking["ranked"]) == ["BTC/USDT:USDT", "ETH/USDT:USDT"]
+
+    # the backtest replays the same 5m bars and decides the same (docs/backtest.md)
+    tested = run_cli(
+        "backtest", "--quiet", "--data", "store", "--var", "var", cwd=tmp_path, env=env
+    )
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert "resolution: 5m bars" in tested.stdout
+    backtest = json.loads((tmp_path / "var" / "backtest" / "summary.json").read_text())
+    assert backtest["run"]["bar_timeframe"] == "5m"
+    assert backtest["ledger_sha256"] == summary["ledger_sha256"]
 
 
 def test_a_5m_store_says_what_it_holds_when_the_market_does_not_match(tmp_path: Path) -> None:
