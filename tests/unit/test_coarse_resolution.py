@@ -167,6 +167,9 @@ def test_the_run_replays_the_finest_timeframe_every_symbol_holds(tmp_path: Path)
     assert replay_timeframe(store, settings) == "5m"
     assert data_window(store, settings, "5m") == (T0, T0 + 3 * FIVE)
     assert replay_timeframe(store, settings.model_copy(update={"bar_timeframe": "1h"})) == "1h"
+    forced = settings.model_copy(update={"bar_timeframe": "1m"})
+    with pytest.raises(DataRangeError, match="holds 5m/1h candles for binance/perp, not 1m"):
+        data_window(store, forced, replay_timeframe(store, forced))
     # one symbol also with 1m: 5m is still the finest they share
     store.write_candles(_candles("BTC/USDT:USDT", "1m", MINUTE_MS, BARS_5M))
     assert replay_timeframe(store, settings) == "5m"

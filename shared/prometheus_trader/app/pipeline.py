@@ -137,7 +137,7 @@ def data_window(
         if (r := store.candle_range(k, timeframe)) is not None
     ]
     if not ranges:
-        raise DataRangeError(_no_1m_candles(store, settings))
+        raise DataRangeError(_no_1m_candles(store, settings, timeframe))
     first = max(r[0] for r in ranges)
     last = min(r[1] for r in ranges)
     if last <= first:
@@ -170,7 +170,7 @@ def replay_timeframe(store: DuckDBMarketStore, settings: Settings) -> str:
     return "1m"  # nothing to replay: ``data_window`` says why
 
 
-def _no_1m_candles(store: DuckDBMarketStore, settings: Settings) -> str:
+def _no_1m_candles(store: DuckDBMarketStore, settings: Settings, timeframe: str = "1m") -> str:
     """Why a store cannot be replayed, and what to do, in one line."""
     wanted = f"{settings.exchange}/{settings.market_type}"
     keys = store.series_keys()
@@ -189,6 +189,11 @@ def _no_1m_candles(store: DuckDBMarketStore, settings: Settings) -> str:
         {tf for k in keys for tf in TIMEFRAME_MS if store.candle_range(k, tf) is not None},
         key=TIMEFRAME_MS.__getitem__,
     )
+    if any(tf in REPLAY_TIMEFRAMES for tf in coarse):  # so a forced timeframe is missing
+        return (
+            f"{store.root} holds {'/'.join(coarse)} candles for {wanted}, not {timeframe}: "
+            "unset PROMETHEUS_BAR_TIMEFRAME or set it to one of those"
+        )
     return (
         f"{store.root} holds {'/'.join(coarse) or 'no'} candles for {wanted}, none of "
         f"{'/'.join(REPLAY_TIMEFRAMES)}: a run replays one of those (see docs/data.md)"
