@@ -22,6 +22,11 @@ recorded trades that is exactly ``after_ms < ts_ms <= now``, for derived ones a 
 polling every 2 s with ``after_ms`` = its previous now never misses a trade. Every
 returned trade has ``ts_ms <= now``. Trade reads reach back one day at most.
 
+**Coarse stores.** With ``bar_timeframe`` (3m/5m/15m/1h, for a store holding no 1m
+candles) every "1m bar" above is a bar of that timeframe: tickers, precision and the derived
+path come from those bars, the path's offsets spread over the bar (``bar_path_offsets``)
+and it becomes visible at the bar's close; candles finer than it are not served.
+
 Speed: bars are cached per UTC day for all symbols (one ``candles_many`` query), the trade
 stream per symbol and UTC hour, funding per symbol and open interest per symbol and day, so
 the 2-second ``poll_trades`` of the exit monitor never queries the store once warm.
