@@ -132,18 +132,6 @@ def test_a_5m_only_freqtrade_folder_imports_and_runs_at_5m(tmp_path: Path) -> No
     assert backtest["ledger_sha256"] == summary["ledger_sha256"]
 
 
-def test_a_5m_store_says_what_it_holds_when_the_market_does_not_match(tmp_path: Path) -> None:
-    folder = freqtrade_5m_folder(tmp_path)
-    assert run_cli("data", "import", str(folder), "--store", "store", cwd=tmp_path).returncode == 0
-    done = run_cli(
-        "run", "--quiet", "--data", "store", "--var", "var", cwd=tmp_path,
-        env={"PROMETHEUS_MARKET_TYPE": "spot"},
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr
-    assert "binance/perp data, not binance/spot" in done.stderr
-
-
 def _ms(iso: str) -> int:
     from datetime import datetime
 
