@@ -420,6 +420,13 @@ def _progress(quiet: bool) -> Progress:
 
 
 def _print_summary(summary: dict[str, object]) -> None:
+    run = summary.get("run")
+    bars = run.get("bar_timeframe", "1m") if isinstance(run, dict) else "1m"
+    if bars != "1m":  # say it before the numbers: they come from coarser data (docs/data.md)
+        out.print(
+            f"resolution: {bars} bars, not 1m: signals from {bars} "
+            f"bars, exits checked on each {bars} bar's open/high/low/close path"
+        )
     table = Table(title="Prometheus run summary")
     table.add_column("metric")
     table.add_column("value", overflow="fold")

@@ -280,6 +280,7 @@ class CloudRuntime:
                 latency_ms=s.latency_ms,
                 starting_balance=s.paper_starting_balance,
                 ledger=self.state,
+                bar_timeframe=s.bar_timeframe or "1m",  # PROMETHEUS_BAR_TIMEFRAME (docs/data.md)
             )
 
         return self._once("exchange", make)

@@ -58,6 +58,7 @@ from prometheus_trader.usecases.collect import CollectMarketData
 from prometheus_trader.usecases.dispatch import DispatchSignal
 from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
 from prometheus_trader.usecases.execute import ExecuteSignalForUser
+from prometheus_trader.usecases.execution_steps import ExecutorConfig
 from prometheus_trader.usecases.housekeeping import Housekeeping, TopLiquidConfig
 from prometheus_trader.usecases.monitor import ExitMonitor
 from prometheus_trader.usecases.names import Collections, Subscriptions, Topics
@@ -124,24 +125,52 @@ class Runtime:
             closer()
 
 
-def data_window(store: DuckDBMarketStore, settings: Settings) -> tuple[int, int]:
-    """(first, end) ms of the 1m data shared by the configured exchange's symbols."""
+def data_window(
+    store: DuckDBMarketStore, settings: Settings, timeframe: str = "1m"
+) -> tuple[int, int]:
+    """(first, end) ms of the ``timeframe`` data shared by the configured exchange's
+    symbols."""
     ranges = [
         r
         for k in store.series_keys()
         if k.exchange == settings.exchange and k.market_type == settings.market_type
-        if (r := store.candle_range(k, "1m")) is not None
+        if (r := store.candle_range(k, timeframe)) is not None
     ]
     if not ranges:
-        raise DataRangeError(_no_1m_candles(store, settings))
+        raise DataRangeError(_no_1m_candles(store, settings, timeframe))
     first = max(r[0] for r in ranges)
     last = min(r[1] for r in ranges)
     if last <= first:
         raise DataRangeError(f"the symbols in {store.root} share no common time range")
-    return first, last + MINUTE_MS
+    return first, last + TIMEFRAME_MS[timeframe]
 
 
-def _no_1m_candles(store: DuckDBMarketStore, settings: Settings) -> str:
+# the timeframes a run can replay, finest first (a store of only coarser bars cannot run)
+REPLAY_TIMEFRAMES = ("1m", "3m", "5m", "15m", "1h")
+
+
+def replay_timeframe(store: DuckDBMarketStore, settings: Settings) -> str:
+    """The bars a run replays: ``settings.bar_timeframe`` if set, else the finest timeframe
+    every symbol of the configured market holds, else the finest any of them holds (those
+    without it sit the run out). 1m whenever every symbol has 1m candles."""
+    if settings.bar_timeframe is not None:
+        return settings.bar_timeframe
+    keys = [
+        k
+        for k in store.series_keys()
+        if k.exchange == settings.exchange and k.market_type == settings.market_type
+    ]
+    held = [{tf for tf in REPLAY_TIMEFRAMES if store.candle_range(k, tf) is not None} for k in keys]
+    for tf in REPLAY_TIMEFRAMES:
+        if held and all(tf in h for h in held):
+            return tf
+    for tf in REPLAY_TIMEFRAMES:
+        if any(tf in h for h in held):
+            return tf
+    return "1m"  # nothing to replay: ``data_window`` says why
+
+
+def _no_1m_candles(store: DuckDBMarketStore, settings: Settings, timeframe: str = "1m") -> str:
     """Why a store cannot be replayed, and what to do, in one line."""
     wanted = f"{settings.exchange}/{settings.market_type}"
     keys = store.series_keys()
@@ -160,9 +189,14 @@ def _no_1m_candles(store: DuckDBMarketStore, settings: Settings) -> str:
         {tf for k in keys for tf in TIMEFRAME_MS if store.candle_range(k, tf) is not None},
         key=TIMEFRAME_MS.__getitem__,
     )
+    if any(tf in REPLAY_TIMEFRAMES for tf in coarse):  # so a forced timeframe is missing
+        return (
+            f"{store.root} holds {'/'.join(coarse)} candles for {wanted}, not {timeframe}: "
+            "unset PROMETHEUS_BAR_TIMEFRAME or set it to one of those"
+        )
     return (
-        f"{store.root} holds {'/'.join(coarse)} candles for {wanted} but no 1m candles or "
-        "trades: a run replays 1m bars (see docs/data.md)"
+        f"{store.root} holds {'/'.join(coarse) or 'no'} candles for {wanted}, none of "
+        f"{'/'.join(REPLAY_TIMEFRAMES)}: a run replays one of those (see docs/data.md)"
     )
 
 
@@ -184,6 +218,7 @@ def replay_exchange(
         starting_balance=settings.paper_starting_balance,
         ledger=ledger,
         ledger_exclusive=True,
+        bar_timeframe=settings.bar_timeframe or "1m",
     )
 
 
@@ -223,9 +258,14 @@ def wire(
     notifier: Notifier,
 ) -> UseCases:
     """The use-cases over these adapters (the one place they are wired)."""
+    bars = settings.bar_timeframe or "1m"  # coarse-only stores: their own bars (docs/data.md)
     return UseCases(
         collector=CollectMarketData(
-            exchange, market, clock, backfill_minutes=int(settings.warmup_hours * 60)
+            exchange,
+            market,
+            clock,
+            backfill_minutes=int(settings.warmup_hours * 60),
+            timeframe=bars,
         ),
         ranker=RankAndPublishSignals(
             market,
@@ -243,10 +283,13 @@ def wire(
                 signal_ttl_minutes=settings.signal_ttl_minutes,
                 strategy=settings.synthesizer,
                 signal_params=SignalParams(take_profit_r=settings.take_profit_r),
+                timeframe=bars,
             ),
         ),
         dispatcher=DispatchSignal(state, bus, clock),
-        executor=ExecuteSignalForUser(state, exchange, market, bus, blobs, clock),
+        executor=ExecuteSignalForUser(
+            state, exchange, market, bus, blobs, clock, ExecutorConfig(bar_timeframe=bars)
+        ),
         evaluator=EvaluateClosedPosition(state, clock),
         notifier=NotifyEvent(notifier, state),
         monitor=ExitMonitor(state, exchange, bus, blobs, clock, ExitConfig()),
@@ -375,7 +418,11 @@ def _run_into(
 ) -> dict[str, Any]:
     configure_logging(settings.log_level, file=settings.log_file or run_dir / "log.jsonl")
     with DuckDBMarketStore(settings.data_dir, read_only=True) as probe:
-        first_ms, data_end_ms = data_window(probe, settings)
+        bars = replay_timeframe(probe, settings)
+        first_ms, data_end_ms = data_window(probe, settings, bars)
+    if bars != "1m":  # a coarse-only store runs at its own resolution (docs/data.md)
+        log.warning("coarse resolution: the run replays %s bars of %s", bars, settings.data_dir)
+    settings = settings.model_copy(update={"bar_timeframe": bars})
     start_ms = _floor_minute(
         _ms(settings.replay_start)
         if settings.replay_start
@@ -516,6 +563,8 @@ def _summarize(rt: Runtime, run_dir: Path, start_ms: int, end_ms: int) -> dict[s
             "start": _iso(start_ms),
             "end": _iso(end_ms),
             "synthesizer": rt.settings.synthesizer,
+            # the bars replayed: 1m, or a coarse-only store's own (exits see that bar's path)
+            "bar_timeframe": rt.settings.bar_timeframe or "1m",
         },
         "signals_published": len(signals),
         "users": len(users),

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     drain_hours: float = Field(
         default=6.0, ge=0.0, description="keep monitoring open positions after replay_end"
     )
+    bar_timeframe: Literal["1m", "3m", "5m", "15m", "1h"] | None = Field(
+        default=None,
+        description="bars a run replays; unset: the finest timeframe every symbol of the "
+        "store holds (1m when it has them; see docs/data.md, coarse-resolution runs)",
+    )
 
     # cadences (minutes / seconds)
     collect_interval_minutes: int = Field(default=1, ge=1)

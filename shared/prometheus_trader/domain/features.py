@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from prometheus_trader.domain.market import (
     MINUTE_MS,
+    TIMEFRAME_MS,
     CandleSeries,
     DataQuality,
     FloatArray,
@@ -179,13 +180,21 @@ def compute_features(
     mark_price: float | None = None,
     config: FeatureConfig | None = None,
 ) -> SymbolFeatures:
-    """Features of one symbol from its 1m bars closed at or before ``now_ms``."""
-    cfg = config or _DEFAULT
-    if len(series_1m) and series_1m.timeframe != "1m":
-        raise ValueError(f"compute_features needs 1m bars, got {series_1m.timeframe}")
-    bars = _visible(series_1m, now_ms, cfg.window_bars)
+    """Features of one symbol from its 1m bars closed at or before ``now_ms``.
+
+    A store holding only coarser bars (3m/5m/15m/1h) passes those instead: every window
+    keeps its span in time (24 h, 1 h, 15 min...), counted in bars of that timeframe; a
+    feature whose span is shorter than one bar, or not a whole number of bars, is None
+    (e.g. ``change_1m_pct`` on 5m bars), and the 5m/15m views are rolled up from the bars
+    given (or are those bars when they are already as coarse). See docs/data.md.
+    """
+    step = TIMEFRAME_MS.get(series_1m.timeframe, 0)
+    if not MINUTE_MS <= step <= 60 * MINUTE_MS:
+        raise ValueError(f"compute_features needs 1m..1h bars, got {series_1m.timeframe}")
+    cfg = _at_resolution(config or _DEFAULT, step)
+    bars = _visible(series_1m, now_ms, cfg.window_bars, step)
     n = len(bars)
-    quality, reason = _quality(bars, now_ms, cfg)
+    quality, reason = _quality(bars, now_ms, cfg, step)
     if n == 0:
         return SymbolFeatures(
             symbol=series_1m.symbol,
@@ -196,12 +205,12 @@ def compute_features(
         )
     close = bars.close
     price = float(close[-1])
-    b15 = bars.resample("15m")
-    b5 = bars.resample("5m")
+    b15 = _rolled(bars, "15m")
+    b5 = _rolled(bars, "5m")
     atr_pct = _atr_pct(b15, cfg.period, price)
     adx, plus_di, minus_di = _adx(b15, cfg.period)
     autocorr = _autocorr_15m(b15)
-    imb1, imb5, imb15, estimated = _imbalances(bars)
+    imb1, imb5, imb15, estimated = _imbalances(bars, step)
     close_pos, upper, lower = _bar_shape(b5)
     tolerance_pct = max(cfg.zone_tolerance_atr * (atr_pct or 0.0), 0.02)
     zones, bos = _zones(b15, price, cfg)
@@ -211,8 +220,8 @@ def compute_features(
     supply_dist = _distance_pct(supply, price)
     gaps = _fair_value_gaps(b5, cfg) + _fair_value_gaps(b15, cfg)
     poc, vah, val = _value_area(bars, cfg)
-    liq = _liquidations(bars, open_interest, now_ms, price, cfg)
-    btc_corr, btc_change = _btc(bars, btc_1m, now_ms, cfg)
+    liq = _liquidations(bars, open_interest, now_ms, price, cfg, step)
+    btc_corr, btc_change = _btc(bars, btc_1m, now_ms, cfg, step)
     return SymbolFeatures(
         symbol=series_1m.symbol,
         as_of_ms=now_ms,
@@ -221,11 +230,11 @@ def compute_features(
         data_quality=quality,
         quality_reason=reason,
         last_price=_fin(price),
-        change_1m_pct=_change(close, 1),
-        change_5m_pct=_change(close, 5),
-        change_15m_pct=_change(close, 15),
-        change_1h_pct=_change(close, 60),
-        volume_spike=_volume_spike(bars.volume),
+        change_1m_pct=_change(close, _bars_in(1, step)),
+        change_5m_pct=_change(close, _bars_in(5, step)),
+        change_15m_pct=_change(close, _bars_in(15, step)),
+        change_1h_pct=_change(close, _bars_in(60, step)),
+        volume_spike=_volume_spike(bars.volume, step),
         oi_change_15m_pct=_oi_change(open_interest, now_ms),
         funding_rate=_latest_funding(funding, now_ms),
         basis_pct=None if mark_price is None else _fin((mark_price - price) / price * 100),
@@ -271,23 +280,55 @@ def compute_features(
 _DEFAULT = FeatureConfig()
 
 
+def _at_resolution(cfg: FeatureConfig, step: int) -> FeatureConfig:
+    """``cfg`` with its 1m bar counts turned into counts of ``step`` bars (same spans)."""
+    if step == MINUTE_MS:
+        return cfg
+    per = MINUTE_MS / step
+    return cfg.model_copy(
+        update={
+            "window_bars": max(1, int(cfg.window_bars * per)),
+            "min_bars": max(1, int(cfg.min_bars * per)),
+            "stale_after_ms": cfg.stale_after_ms * step // MINUTE_MS,
+            # a correlation needs some returns whatever the bar: at least 12
+            "min_corr_returns": max(12, int(cfg.min_corr_returns * per)),
+        }
+    )
+
+
+def _bars_in(minutes: int, step: int) -> int | None:
+    """How many ``step`` bars span ``minutes``; None unless a whole number (>= 1)."""
+    span = minutes * MINUTE_MS
+    return span // step if span >= step and span % step == 0 else None
+
+
+def _rolled(bars: CandleSeries, timeframe: str) -> CandleSeries:
+    """``bars`` rolled up into ``timeframe``; the bars themselves when they cannot be (they
+    are already as coarse, or the timeframe is not a multiple of theirs)."""
+    if bars.timeframe == "1m" or TIMEFRAME_MS[timeframe] % TIMEFRAME_MS[bars.timeframe] == 0:
+        return bars.resample(timeframe)
+    return bars
+
+
 def _fin(x: float) -> float | None:
     """A finite float or None (NaN/inf in the data never leaks into features)."""
     v = float(x)
     return v if math.isfinite(v) else None
 
 
-def _visible(series: CandleSeries, now_ms: int, max_bars: int) -> CandleSeries:
+def _visible(
+    series: CandleSeries, now_ms: int, max_bars: int, step: int = MINUTE_MS
+) -> CandleSeries:
     """Bars closed at or before ``now_ms``, oldest first, at most ``max_bars`` of them."""
     ts = series.ts_ms
     if len(series) == 0:
         return series
     if bool(np.all(ts[1:] > ts[:-1])):
-        end = int(np.searchsorted(ts, now_ms - MINUTE_MS, side="right"))
+        end = int(np.searchsorted(ts, now_ms - step, side="right"))
         return series.rows(max(0, end - max_bars), end)
     # unordered input: sort (stable) and keep the visible bars
     order = np.argsort(ts, kind="stable")
-    order = order[ts[order] + MINUTE_MS <= now_ms][-max_bars:]
+    order = order[ts[order] + step <= now_ms][-max_bars:]
     return CandleSeries(
         series.symbol,
         series.timeframe,
@@ -301,35 +342,38 @@ def _visible(series: CandleSeries, now_ms: int, max_bars: int) -> CandleSeries:
     )
 
 
-def _quality(bars: CandleSeries, now_ms: int, cfg: FeatureConfig) -> tuple[DataQuality, str]:
+def _quality(
+    bars: CandleSeries, now_ms: int, cfg: FeatureConfig, step: int = MINUTE_MS
+) -> tuple[DataQuality, str]:
     n = len(bars)
     if n < cfg.min_bars:
-        return DataQuality.MISSING, f"{n} closed 1m bars, need {cfg.min_bars}"
-    age_ms = now_ms - (int(bars.ts_ms[-1]) + MINUTE_MS)
+        return DataQuality.MISSING, f"{n} closed {bars.timeframe} bars, need {cfg.min_bars}"
+    age_ms = now_ms - (int(bars.ts_ms[-1]) + step)
     if age_ms > cfg.stale_after_ms:
         return DataQuality.STALE, f"last bar closed {age_ms / 1000:.0f}s before now"
     steps = np.diff(bars.ts_ms)
-    if bool((steps != MINUTE_MS).any()):
-        missing = int(np.maximum(steps // MINUTE_MS - 1, 0).sum())
-        return DataQuality.GAPPED, f"{missing} missing 1m bars inside the window"
+    if bool((steps != step).any()):
+        missing = int(np.maximum(steps // step - 1, 0).sum())
+        return DataQuality.GAPPED, f"{missing} missing {bars.timeframe} bars inside the window"
     if not bool(np.isfinite(bars.close).all()):
         return DataQuality.GAPPED, "non-finite prices inside the window"
     return DataQuality.OK, ""
 
 
-def _change(close: FloatArray, bars_back: int) -> float | None:
-    if close.shape[0] <= bars_back or close[-1 - bars_back] <= 0:
+def _change(close: FloatArray, bars_back: int | None) -> float | None:
+    if bars_back is None or close.shape[0] <= bars_back or close[-1 - bars_back] <= 0:
         return None
     return _fin((close[-1] / close[-1 - bars_back] - 1) * 100)
 
 
-def _volume_spike(volume: FloatArray) -> float | None:
-    if volume.shape[0] < 60:
+def _volume_spike(volume: FloatArray, step: int = MINUTE_MS) -> float | None:
+    hour, five = _bars_in(60, step), _bars_in(5, step)
+    if hour is None or five is None or volume.shape[0] < hour:
         return None
-    hourly_avg_5m = float(volume[-60:].sum()) / 12
+    hourly_avg_5m = float(volume[-hour:].sum()) / 12
     if hourly_avg_5m <= 0:
         return None
-    return _fin(float(volume[-5:].sum()) / hourly_avg_5m)
+    return _fin(float(volume[-five:].sum()) / hourly_avg_5m)
 
 
 def _latest_funding(funding: Sequence[FundingRate], now_ms: int) -> float | None:
@@ -443,7 +487,7 @@ def _deviation_sigma(closes: FloatArray) -> float | None:
 
 
 def _imbalances(
-    bars: CandleSeries,
+    bars: CandleSeries, step: int = MINUTE_MS
 ) -> tuple[float | None, float | None, float | None, bool]:
     """Buy ÷ sell volume over the last 1, 5, 15 1m bars (estimated without taker data).
 
@@ -461,8 +505,9 @@ def _imbalances(
         estimated = True
     sell = tail.volume - buy
     out: list[float | None] = []
-    for k in (1, 5, 15):
-        if tail.volume.shape[0] < k:
+    for minutes in (1, 5, 15):
+        k = _bars_in(minutes, step)
+        if k is None or tail.volume.shape[0] < k:
             out.append(None)
             continue
         b, s = float(buy[-k:].sum()), float(sell[-k:].sum())
@@ -639,6 +684,7 @@ def _liquidations(
     now_ms: int,
     price: float,
     cfg: FeatureConfig,
+    bar_ms: int = MINUTE_MS,
 ) -> tuple[float | None, float | None, float | None, float | None, float | None]:
     """Estimated pending liquidations from OI increases × leverage tiers (10/25/50/100x).
 
@@ -658,7 +704,7 @@ def _liquidations(
         added = cur.amount - prev.amount
         if added <= 0:
             continue
-        i = int(np.searchsorted(ts, cur.ts_ms - MINUTE_MS, side="right")) - 1
+        i = int(np.searchsorted(ts, cur.ts_ms - bar_ms, side="right")) - 1
         entry = float(bars.close[i]) if i >= 0 else price
         per_tier = added * entry / 2 / len(LEVERAGE_TIERS)
         for lev in LEVERAGE_TIERS:
@@ -686,22 +732,26 @@ def _liquidations(
 
 
 def _btc(
-    bars: CandleSeries, btc_1m: CandleSeries | None, now_ms: int, cfg: FeatureConfig
+    bars: CandleSeries,
+    btc_1m: CandleSeries | None,
+    now_ms: int,
+    cfg: FeatureConfig,
+    step: int = MINUTE_MS,
 ) -> tuple[float | None, float | None]:
     """Correlation of 1m log returns with BTC over the common window, and BTC's 15m change."""
     if btc_1m is None:
         return None, None
-    btc = _visible(btc_1m, now_ms, cfg.window_bars)
+    btc = _visible(btc_1m, now_ms, cfg.window_bars, step)
     if len(btc) == 0:
         return None, None
-    btc_change = _change(btc.close, 15)
+    btc_change = _change(btc.close, _bars_in(15, step))
     common, ia, ib = np.intersect1d(bars.ts_ms, btc.ts_ms, assume_unique=True, return_indices=True)
     if common.shape[0] < 2:
         return None, btc_change
     a, b = bars.close[ia], btc.close[ib]
     if bool((a <= 0).any()) or bool((b <= 0).any()):
         return None, btc_change
-    consecutive = np.diff(common) == MINUTE_MS
+    consecutive = np.diff(common) == step
     ra, rb = np.diff(np.log(a))[consecutive], np.diff(np.log(b))[consecutive]
     if ra.shape[0] < cfg.min_corr_returns:
         return None, btc_change

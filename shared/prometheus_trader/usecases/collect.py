@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from prometheus_trader.domain.market import (
     MINUTE_MS,
+    TIMEFRAME_MS,
     Candle,
     FundingRate,
     Instrument,
@@ -45,12 +46,17 @@ class CollectMarketData:
         *,
         backfill_minutes: int = 24 * 60,
         symbols: list[str] | None = None,
+        timeframe: str = "1m",
     ) -> None:
+        """``timeframe``: the bars collected (1m; a replay of a store holding only coarser
+        candles collects those)."""
         self._exchange = exchange
         self._store = store
         self._clock = clock
         self._backfill_ms = backfill_minutes * MINUTE_MS
         self._only = set(symbols) if symbols else None
+        self._timeframe = timeframe
+        self._bar_ms = TIMEFRAME_MS[timeframe]
         self._instruments: list[Instrument] | None = None
         # newest funding/OI stamp already written per symbol: re-writing the same value
         # every minute is correct (the store dedupes) but wasteful
@@ -82,14 +88,15 @@ class CollectMarketData:
         for inst in universe:
             key = SeriesKey(inst.exchange, inst.market_type, inst.symbol)
             try:
-                last = self._store.last_candle_ms(key, "1m")
-                since = now - self._backfill_ms if last is None else last + MINUTE_MS
+                tf, bar_ms = self._timeframe, self._bar_ms
+                last = self._store.last_candle_ms(key, tf)
+                since = now - self._backfill_ms if last is None else last + bar_ms
                 while True:
-                    bars = self._exchange.fetch_ohlcv(inst.symbol, "1m", since, limit=1000)
+                    bars = self._exchange.fetch_ohlcv(inst.symbol, tf, since, limit=1000)
                     candles.extend(bars)
                     if len(bars) < 1000:
                         break
-                    since = bars[-1].ts_ms + MINUTE_MS
+                    since = bars[-1].ts_ms + bar_ms
                 rate = self._exchange.fetch_funding_rate(inst.symbol)
                 if rate is not None and rate.ts_ms > self._last_funding_ms.get(inst.symbol, -1):
                     rates.append(rate)

@@ -6,7 +6,7 @@ import logging
 
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.ids import client_order_id, execution_id
-from prometheus_trader.domain.market import MINUTE_MS, Instrument
+from prometheus_trader.domain.market import MINUTE_MS, TIMEFRAME_MS, Instrument
 from prometheus_trader.domain.planner import plan_for_user
 from prometheus_trader.domain.risk import RiskContext, evaluate_risk
 from prometheus_trader.domain.signals import OpportunitySignal
@@ -227,8 +227,9 @@ class ExecuteSignalForUser(ExecutionSteps):
     ) -> RiskContext:
         now_ms = self._clock.now_ms()
         key = SeriesKey(signal.exchange, signal.market_type, signal.symbol)
-        last = self._market.last_candle_ms(key, "1m")
-        age_s = float("inf") if last is None else (now_ms - (last + MINUTE_MS)) / 1000
+        bar_ms = TIMEFRAME_MS[self._config.bar_timeframe]
+        last = self._market.last_candle_ms(key, self._config.bar_timeframe)
+        age_s = float("inf") if last is None else (now_ms - (last + bar_ms)) / 1000
         open_positions = [
             Position.model_validate(d)
             for d in self._state.query(
@@ -245,7 +246,7 @@ class ExecuteSignalForUser(ExecutionSteps):
             **risk_account_fields(self._state, self._bus, user, self._clock.now(), equity),
             data_quality_ok=last is not None,
             data_age_s=max(0.0, min(age_s, 1e9)),
-            max_data_age_s=self._config.max_data_age_minutes * 60,
+            max_data_age_s=self._config.max_data_age_minutes * 60 + (bar_ms - MINUTE_MS) / 1000,
         )
 
     # ------------------------------------------------------------------------ act

@@ -32,6 +32,9 @@ class ExecutorConfig:
     """Executor knobs."""
 
     max_data_age_minutes: float = 3.0
+    # the bars the data-age check reads (1m; a coarse-only store's own timeframe, whose
+    # newest closed bar is up to one bar older: the allowed age grows by that much)
+    bar_timeframe: str = "1m"
     # a resting (limit) entry with nothing filled is cancelled after this long, on this
     # delivery (below the subscription's 5 attempts), or when the signal expires
     entry_timeout_seconds: float = 60.0

@@ -12,7 +12,7 @@ import numpy as np
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst
 from prometheus_trader.domain.features import SymbolFeatures, compute_features
 from prometheus_trader.domain.ids import stable_id
-from prometheus_trader.domain.market import MINUTE_MS, CandleSeries, MarketType
+from prometheus_trader.domain.market import MINUTE_MS, TIMEFRAME_MS, CandleSeries, MarketType
 from prometheus_trader.domain.ranking import rank_symbols
 from prometheus_trader.domain.signals import OpportunitySignal, SignalStatus
 from prometheus_trader.domain.synthesizer import SignalParams, SynthesisPolicy, build_signal
@@ -36,6 +36,8 @@ class RankerConfig:
     strategy: str = "consensus"
     signal_params: SignalParams = field(default_factory=SignalParams)
     success_lookback_days: float = 30.0  # the journal window behind "historical success"
+    # the bars ranked: 1m, or the coarser candles of a store that holds no 1m (docs/data.md)
+    timeframe: str = "1m"
 
 
 @dataclass
@@ -163,28 +165,29 @@ class RankAndPublishSignals:
     def _read_windows(
         self, keys: list[SeriesKey], start_ms: int, now_ms: int
     ) -> dict[SeriesKey, CandleSeries]:
-        """The 1m bars of ``keys`` in [start, now), reading only bars newer than the ones
+        """The bars of ``keys`` in [start, now), reading only bars newer than the ones
         this instance read last time (a ranking every 5 minutes would otherwise re-read
         24 h of every symbol). The collector only appends after a series' last bar, so the
         bars already read never change; a series that starts earlier than cached (an
         import) or moved backwards is read whole again."""
         cached = self._windows
+        tf = self._config.timeframe
         reuse = {
             k: c
             for k in keys
             if (c := cached.get(k)) is not None
             and len(c)
-            and (rng := self._store.candle_range(k, "1m")) is not None
+            and (rng := self._store.candle_range(k, tf)) is not None
             and rng[0] == self._first_seen.get(k)
             # the cache covers the window's start, or the series starts inside it
             and (int(c.ts_ms[0]) <= start_ms or int(c.ts_ms[0]) == rng[0])
             and int(c.ts_ms[-1]) <= rng[1]
         }
         whole = [k for k in keys if k not in reuse]
-        out = dict(self._store.candles_many(whole, "1m", start_ms, now_ms)) if whole else {}
+        out = dict(self._store.candles_many(whole, tf, start_ms, now_ms)) if whole else {}
         if reuse:
-            since = min(int(c.ts_ms[-1]) for c in reuse.values()) + MINUTE_MS
-            newer = self._store.candles_many(list(reuse), "1m", since, now_ms)
+            since = min(int(c.ts_ms[-1]) for c in reuse.values()) + TIMEFRAME_MS[tf]
+            newer = self._store.candles_many(list(reuse), tf, since, now_ms)
             for k, c in reuse.items():
                 lo = int(np.searchsorted(c.ts_ms, start_ms, side="left"))
                 tail = newer[k]
@@ -192,7 +195,7 @@ class RankAndPublishSignals:
                 out[k] = _joined(c, lo, tail, tail_lo)
         self._windows = {k: out[k] for k in keys}
         self._first_seen = {
-            k: rng[0] for k in keys if (rng := self._store.candle_range(k, "1m")) is not None
+            k: rng[0] for k in keys if (rng := self._store.candle_range(k, tf)) is not None
         }
         return {k: out[k] for k in keys}
 

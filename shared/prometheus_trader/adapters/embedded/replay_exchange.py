@@ -22,6 +22,11 @@ recorded trades that is exactly ``after_ms < ts_ms <= now``, for derived ones a 
 polling every 2 s with ``after_ms`` = its previous now never misses a trade. Every
 returned trade has ``ts_ms <= now``. Trade reads reach back one day at most.
 
+**Coarse stores.** With ``bar_timeframe`` (3m/5m/15m/1h, for a store holding no 1m
+candles) every "1m bar" above is a bar of that timeframe: tickers, precision and the derived
+path come from those bars, the path's offsets spread over the bar (``bar_path_offsets``)
+and it becomes visible at the bar's close; candles finer than it are not served.
+
 Speed: bars are cached per UTC day for all symbols (one ``candles_many`` query), the trade
 stream per symbol and UTC hour, funding per symbol and open interest per symbol and day, so
 the 2-second ``poll_trades`` of the exit monitor never queries the store once warm.
@@ -90,6 +95,14 @@ HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 # Offsets of the four derived trades inside a 1m bar: open, first extreme, second, close.
 BAR_PATH_OFFSETS_MS = (0, 20_000, 40_000, 59_000)
+
+
+def bar_path_offsets(bar_ms: int) -> tuple[int, int, int, int]:
+    """The four offsets inside a bar of ``bar_ms``: open, +1/3, +2/3, close 1 s before its
+    end (``BAR_PATH_OFFSETS_MS`` for 1m bars)."""
+    return (0, bar_ms // 3, 2 * bar_ms // 3, bar_ms - 1000)
+
+
 # Bars used to infer an instrument's price step and typical price.
 PRECISION_LOOKBACK_MS = DAY_MS
 # How far back to look for the last trade before giving up (a gap in the data).
@@ -151,10 +164,18 @@ class ReplayExchange:
         instruments: Sequence[Instrument] | None = None,
         ledger: StateStore | None = None,
         ledger_exclusive: bool = False,
+        bar_timeframe: str = "1m",
     ) -> None:
+        if bar_timeframe not in TIMEFRAME_MS or TIMEFRAME_MS[bar_timeframe] > HOUR_MS:
+            raise ValueError(f"cannot replay {bar_timeframe!r} bars (1m..1h)")
         if taker_fee < 0 or maker_fee < 0 or slippage_bps < 0 or latency_ms < 0:
             raise ValueError("fees, slippage and latency must not be negative")
         self._lock = threading.RLock()
+        # the finest bars replayed (1m; a store of only coarser candles replays those): the
+        # derived price path, tickers and precision come from them
+        self._bar_tf = bar_timeframe
+        self._bar_ms = TIMEFRAME_MS[bar_timeframe]
+        self._path_offsets = bar_path_offsets(self._bar_ms)
         self._store = store
         self._clock = clock
         self._exchange_id = exchange_id
@@ -241,7 +262,7 @@ class ReplayExchange:
                     exchange=self._exchange_id,
                     market_type=self._market_type,
                     symbol=symbol,
-                    ts_ms=int(bars.ts_ms[-1]) + MINUTE_MS,
+                    ts_ms=int(bars.ts_ms[-1]) + self._bar_ms,
                     last=last,
                     bid=round(last - half_step, digits),
                     ask=round(last + half_step, digits),
@@ -260,15 +281,15 @@ class ReplayExchange:
         if timeframe not in TIMEFRAME_MS:
             raise ExchangeError(f"unsupported timeframe {timeframe!r}")
         self._instrument(symbol)
-        if limit <= 0:
-            return []
+        if limit <= 0 or TIMEFRAME_MS[timeframe] % self._bar_ms:
+            return []  # finer than (or not made of) the replayed bars: none recorded
         now = self._clock.now_ms()
         step = TIMEFRAME_MS[timeframe]
         if since_ms is None:
             start, end = now - now % step - limit * step, now
         else:
             if symbol not in self._first_bar:
-                rng = self._store.candle_range(self._key(symbol), "1m")
+                rng = self._store.candle_range(self._key(symbol), self._bar_tf)
                 self._first_bar[symbol] = None if rng is None else rng[0]
             first = self._first_bar[symbol]
             if first is not None and since_ms < first:
@@ -442,7 +463,7 @@ class ReplayExchange:
         now = self._clock.now_ms()
         bars = self._bars_1m(symbol, now - PRECISION_LOOKBACK_MS, now)
         if len(bars) == 0:
-            rng = self._store.candle_range(self._series_keys()[symbol], "1m")
+            rng = self._store.candle_range(self._series_keys()[symbol], self._bar_tf)
             if rng is None:
                 return None
             bars = self._bars_1m(symbol, rng[0], rng[0] + PRECISION_LOOKBACK_MS)
@@ -471,7 +492,7 @@ class ReplayExchange:
         )
 
     def _bar_day(self, day: int) -> dict[str, CandleSeries]:
-        """Every symbol's 1m bars of one UTC day (one store query, cached)."""
+        """Every symbol's replayed (1m) bars of one UTC day (one store query, cached)."""
         cached = self._bar_days.get(day)
         if cached is not None:
             self._bar_days.move_to_end(day)
@@ -480,9 +501,9 @@ class ReplayExchange:
         start, end = day * DAY_MS, (day + 1) * DAY_MS
         many = getattr(self._store, "candles_many", None)
         if many is not None:
-            loaded: dict[SeriesKey, CandleSeries] = many(keys, "1m", start, end)
+            loaded: dict[SeriesKey, CandleSeries] = many(keys, self._bar_tf, start, end)
         else:
-            loaded = {k: self._store.candles(k, "1m", start, end) for k in keys}
+            loaded = {k: self._store.candles(k, self._bar_tf, start, end) for k in keys}
         result = {k.symbol: s for k, s in loaded.items()}
         self._bar_days[day] = result
         while len(self._bar_days) > _MAX_BAR_DAYS:
@@ -490,11 +511,12 @@ class ReplayExchange:
         return result
 
     def _bars_1m(self, symbol: str, start_ms: int, end_ms: int) -> CandleSeries:
-        """Closed 1m bars with ``start_ms <= ts_ms`` and ``ts_ms + 1m <= end_ms``."""
+        """Closed replayed bars (1m unless ``bar_timeframe`` says otherwise) with
+        ``start_ms <= ts_ms`` and ``ts_ms + bar <= end_ms``."""
         parts: list[CandleSeries] = []
-        last_open = end_ms - MINUTE_MS
+        last_open = end_ms - self._bar_ms
         if last_open < start_ms:
-            return CandleSeries.empty(symbol, "1m")
+            return CandleSeries.empty(symbol, self._bar_tf)
         for day in range(start_ms // DAY_MS, last_open // DAY_MS + 1):
             series = self._bar_day(day).get(symbol)
             if series is None or len(series) == 0:
@@ -504,12 +526,12 @@ class ReplayExchange:
             if hi > lo:
                 parts.append(series.rows(lo, hi))
         if not parts:
-            return CandleSeries.empty(symbol, "1m")
+            return CandleSeries.empty(symbol, self._bar_tf)
         if len(parts) == 1:
             return parts[0]
         return CandleSeries(
             symbol,
-            "1m",
+            self._bar_tf,
             np.concatenate([p.ts_ms for p in parts]),
             *(
                 np.concatenate([getattr(p, f) for p in parts])
@@ -519,7 +541,7 @@ class ReplayExchange:
 
     def _series(self, symbol: str, timeframe: str, start_ms: int, end_ms: int) -> CandleSeries:
         """Closed bars of ``timeframe``: the store's own, else rolled up from 1m bars."""
-        if timeframe == "1m":
+        if timeframe == self._bar_tf:
             return self._bars_1m(symbol, start_ms, end_ms)
         key = self._key(symbol)
         if self._store.candle_range(key, timeframe) is not None:
@@ -553,19 +575,20 @@ class ReplayExchange:
         rows: list[tuple[int, str, int, Trade]] = [
             (t.ts_ms, t.trade_id, t.ts_ms, t) for t in recorded
         ]
-        recorded_minutes = {t.ts_ms // MINUTE_MS for t in recorded}
-        bars = self._bars_1m(symbol, start - MINUTE_MS, start + HOUR_MS)
+        bar_ms = self._bar_ms
+        recorded_minutes = {t.ts_ms // bar_ms for t in recorded}
+        bars = self._bars_1m(symbol, start - bar_ms, start + HOUR_MS)
         for i in range(len(bars)):
             bar_ts = int(bars.ts_ms[i])
-            if bar_ts < start or bar_ts // MINUTE_MS in recorded_minutes:
+            if bar_ts < start or bar_ts // bar_ms in recorded_minutes:
                 continue
             previous = (
                 float(bars.close[i - 1])
-                if i > 0 and int(bars.ts_ms[i - 1]) == bar_ts - MINUTE_MS
+                if i > 0 and int(bars.ts_ms[i - 1]) == bar_ts - bar_ms
                 else None
             )
             for trade in self._bar_path(symbol, bars, i, previous):
-                rows.append((trade.ts_ms, trade.trade_id, bar_ts + MINUTE_MS, trade))
+                rows.append((trade.ts_ms, trade.trade_id, bar_ts + bar_ms, trade))
         rows.sort(key=lambda r: (r[0], r[1]))
         chunk = _TradeChunk(
             ts=[r[0] for r in rows], visible=[r[2] for r in rows], trades=[r[3] for r in rows]
@@ -589,7 +612,7 @@ class ReplayExchange:
         path = (o, lo, h, c) if bullish else (o, h, lo, c)
         amount = float(bars.volume[i]) / 4
         prev = previous
-        for n, (offset, price) in enumerate(zip(BAR_PATH_OFFSETS_MS, path, strict=True)):
+        for n, (offset, price) in enumerate(zip(self._path_offsets, path, strict=True)):
             if prev is None or price == prev:
                 side = Side.BUY if bullish else Side.SELL
             else:
@@ -613,8 +636,8 @@ class ReplayExchange:
         out: list[Trade] = []
         if now_ms <= after_ms:
             return out
-        # a trade is visible at most one minute after its stamp
-        first_hour = (after_ms - MINUTE_MS) // HOUR_MS
+        # a trade is visible at most one bar after its stamp
+        first_hour = (after_ms - self._bar_ms) // HOUR_MS
         for symbol in symbols:
             for hour in range(first_hour, now_ms // HOUR_MS + 1):
                 chunk = self._chunk(symbol, hour)
@@ -680,4 +703,4 @@ def _candles(
     return out
 
 
-__all__ = ["BAR_PATH_OFFSETS_MS", "ReplayExchange"]
+__all__ = ["BAR_PATH_OFFSETS_MS", "ReplayExchange", "bar_path_offsets"]

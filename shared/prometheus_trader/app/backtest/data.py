@@ -59,16 +59,25 @@ class _Points(Generic[T]):
 
 
 class MemoryMarketData:
-    """Read-only ``MarketStore`` over arrays loaded once from another store."""
+    """Read-only ``MarketStore`` over arrays loaded once from another store.
 
-    def __init__(self, source: MarketStore, exchange: str, market_type: MarketType) -> None:
+    ``timeframe``: the bars held (1m; a store of only coarser candles is backtested on
+    those, docs/data.md).
+    """
+
+    timeframe: str = "1m"
+
+    def __init__(
+        self, source: MarketStore, exchange: str, market_type: MarketType, timeframe: str = "1m"
+    ) -> None:
+        self.timeframe = timeframe
         self._source = source
         self._keys = [
             k
             for k in source.series_keys()
             if k.exchange == exchange and k.market_type == market_type
         ]
-        loaded = source.candles_many(self._keys, "1m", 0, FAR_FUTURE_MS)
+        loaded = source.candles_many(self._keys, timeframe, 0, FAR_FUTURE_MS)
         self.series: dict[SeriesKey, CandleSeries] = {k: s for k, s in loaded.items() if len(s) > 0}
         self._keys = [k for k in self._keys if k in self.series]
         funding = source.funding_many(self._keys, 0, FAR_FUTURE_MS)
@@ -81,8 +90,10 @@ class MemoryMarketData:
         then (for the look-ahead analysis)."""
         cut = object.__new__(MemoryMarketData)
         cut._source = _CutTrades(self._source, t_ms)  # type: ignore[assignment]
+        cut.timeframe = self.timeframe
+        bar_ms = TIMEFRAME_MS[self.timeframe]
         cut.series = {
-            k: s.rows(0, int(np.searchsorted(s.ts_ms, t_ms - MINUTE_MS, side="right")))
+            k: s.rows(0, int(np.searchsorted(s.ts_ms, t_ms - bar_ms, side="right")))
             for k, s in self.series.items()
         }
         cut.series = {k: s for k, s in cut.series.items() if len(s) > 0}
@@ -92,13 +103,16 @@ class MemoryMarketData:
         return cut
 
     @classmethod
-    def from_parquet(cls, root: Path, exchange: str, market_type: MarketType) -> MemoryMarketData:
+    def from_parquet(
+        cls, root: Path, exchange: str, market_type: MarketType, timeframe: str = "1m"
+    ) -> MemoryMarketData:
         """Read the store's Parquet partitions directly (no in-memory DuckDB tables: the
         backtest's memory is its arrays); recorded trades come from a store opened only
         if the backtest asks for them."""
         self = object.__new__(cls)
         self._source = _LazyTrades(root)  # type: ignore[assignment]
-        candles = read_table(root, "candles", exchange, market_type.value, "1m")
+        self.timeframe = timeframe
+        candles = read_table(root, "candles", exchange, market_type.value, timeframe)
         self.series = {}
         # symbol runs from the dictionary codes (no Python string per row)
         codes = candles.column("symbol").combine_chunks().dictionary_encode()
@@ -120,7 +134,7 @@ class MemoryMarketData:
                 symbol = str(names[index[lo]])
                 self.series[SeriesKey(exchange, market_type, symbol)] = CandleSeries(
                     symbol,
-                    "1m",
+                    timeframe,
                     stamps[lo:hi],
                     cols["open"][lo:hi],
                     cols["high"][lo:hi],
@@ -153,12 +167,13 @@ class MemoryMarketData:
         return sorted(self._keys, key=lambda k: (k.exchange, k.market_type.value, k.symbol))
 
     def candles(self, key: SeriesKey, timeframe: str, start_ms: int, end_ms: int) -> CandleSeries:
-        """Candles with ``start_ms <= ts_ms`` and close time ``<= end_ms`` (1m only)."""
-        if timeframe != "1m":
-            raise ValueError("the backtest holds 1m candles only")
+        """Candles with ``start_ms <= ts_ms`` and close time ``<= end_ms`` (the held
+        timeframe only)."""
+        if timeframe != self.timeframe:
+            raise ValueError(f"the backtest holds {self.timeframe} candles only")
         series = self.series.get(key)
         if series is None:
-            return CandleSeries.empty(key.symbol, "1m")
+            return CandleSeries.empty(key.symbol, timeframe)
         lo = int(np.searchsorted(series.ts_ms, start_ms, side="left"))
         hi = int(np.searchsorted(series.ts_ms, end_ms - TIMEFRAME_MS[timeframe], side="right"))
         return series.rows(lo, max(lo, hi))
@@ -175,9 +190,9 @@ class MemoryMarketData:
         return None if rng is None else rng[1]
 
     def candle_range(self, key: SeriesKey, timeframe: str) -> tuple[int, int] | None:
-        """(first, last) candle open times (1m only; other timeframes are rolled up)."""
+        """(first, last) candle open times (the held timeframe only; others are rolled up)."""
         series = self.series.get(key)
-        if timeframe != "1m" or series is None:
+        if timeframe != self.timeframe or series is None:
             return None
         return int(series.ts_ms[0]), int(series.ts_ms[-1])
 

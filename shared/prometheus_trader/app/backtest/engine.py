@@ -43,6 +43,7 @@ from prometheus_trader.domain.features import SymbolFeatures, compute_features
 from prometheus_trader.domain.journal import JournalEntry
 from prometheus_trader.domain.market import (
     MINUTE_MS,
+    TIMEFRAME_MS,
     CandleSeries,
     FundingRate,
     OpenInterest,
@@ -150,6 +151,7 @@ class BacktestEngine:
         self.panel = list(panel) if panel is not None else default_panel()
         self.result = BacktestResult()
         self._keys = data.series_keys()
+        self._bar_ms = TIMEFRAME_MS[data.timeframe]
         self._collect_from = config.start_ms - config.warmup_ms
         self._funding: dict[SeriesKey, _Sparse[FundingRate]] = {
             k: _Sparse([p.ts_ms for p in pts], pts, None)
@@ -170,6 +172,7 @@ class BacktestEngine:
             exit_config=exit_config or ExitConfig(),
             max_data_age_minutes=config.max_data_age_minutes,
             max_delivery_attempts=config.max_delivery_attempts,
+            bar_timeframe=data.timeframe,
         )
         for user in self.users:
             self.live.state.create(Collections.USERS, user.user_id, user.model_dump(mode="json"))
@@ -223,10 +226,11 @@ class BacktestEngine:
             points.collect(now_ms)
 
     def _window(self, key: SeriesKey, start_ms: int, now_ms: int) -> CandleSeries:
-        """The collected 1m bars of ``key`` with ``start <= ts`` closed by now."""
+        """The collected bars (1m, or the data's coarser timeframe) of ``key`` with
+        ``start <= ts`` closed by now."""
         series = self.data.series[key]
         lo = int(np.searchsorted(series.ts_ms, max(start_ms, self._collect_from), side="left"))
-        hi = int(np.searchsorted(series.ts_ms, now_ms - MINUTE_MS, side="right"))
+        hi = int(np.searchsorted(series.ts_ms, now_ms - self._bar_ms, side="right"))
         return series.rows(lo, max(lo, hi))
 
     def _last_collected_ms(self, key: SeriesKey, now_ms: int) -> int | None:

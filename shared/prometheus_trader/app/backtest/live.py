@@ -66,9 +66,7 @@ class CollectedCandles:
         self._last = last_collected_ms
 
     def last_candle_ms(self, key: SeriesKey, timeframe: str) -> int | None:
-        """The open time of the newest 1m bar collected by now."""
-        if timeframe != "1m":
-            raise NotImplementedError(timeframe)
+        """The open time of the newest bar collected by now (the backtest's timeframe)."""
         return self._last(key)
 
 
@@ -94,6 +92,7 @@ class LiveUseCases:
         exit_config: ExitConfig,
         max_data_age_minutes: float,
         max_delivery_attempts: int,
+        bar_timeframe: str = "1m",
     ) -> LiveUseCases:
         """As ``pipeline.wire`` wires them (the notifier aside: it changes no trade)."""
         bus = InMemoryBus(max_delivery_attempts=max_delivery_attempts)
@@ -106,7 +105,7 @@ class LiveUseCases:
             bus,
             blobs,
             clock,
-            ExecutorConfig(max_data_age_minutes=max_data_age_minutes),
+            ExecutorConfig(max_data_age_minutes=max_data_age_minutes, bar_timeframe=bar_timeframe),
         )
         evaluator = EvaluateClosedPosition(state, clock)
         monitor = ExitMonitor(state, exchange, bus, blobs, clock, exit_config)

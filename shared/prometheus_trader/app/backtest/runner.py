@@ -34,13 +34,14 @@ from prometheus_trader.app.demo import DEMO_USERS
 from prometheus_trader.app.logging import configure_logging
 from prometheus_trader.app.pipeline import (
     LEDGER_POSITION_FIELDS,
+    REPLAY_TIMEFRAMES,
     DataRangeError,
     canonical_json,
     replay_exchange,
     synthesis_policy,
 )
 from prometheus_trader.app.settings import Settings
-from prometheus_trader.domain.market import MINUTE_MS
+from prometheus_trader.domain.market import MINUTE_MS, TIMEFRAME_MS
 from prometheus_trader.domain.performance import TradeResult, compute_performance
 from prometheus_trader.domain.synthesizer import SignalParams
 from prometheus_trader.domain.users import RiskProfile, User
@@ -68,15 +69,17 @@ def users_for(
 
 def window_for(settings: Settings, data: MemoryMarketData) -> tuple[int, int, int]:
     """(start, trade_until, end) ms, exactly as ``run`` chooses them (``data_window``)."""
-    ranges = [r for k in data.series_keys() if (r := data.candle_range(k, "1m")) is not None]
+    tf, bar_ms = data.timeframe, TIMEFRAME_MS[data.timeframe]
+    ranges = [r for k in data.series_keys() if (r := data.candle_range(k, tf)) is not None]
     if not ranges:
         raise DataRangeError(
-            f"no 1m candles for {settings.exchange}/{settings.market_type} in "
-            f"{settings.data_dir}; import data with `prometheus-trader data import`"
+            f"no {'/'.join(REPLAY_TIMEFRAMES)} candles for {settings.exchange}/"
+            f"{settings.market_type} in {settings.data_dir}; import data with "
+            "`prometheus-trader data import`"
         )
     first_ms = max(r[0] for r in ranges)
-    data_end_ms = min(r[1] for r in ranges) + MINUTE_MS
-    if data_end_ms - MINUTE_MS <= first_ms:
+    data_end_ms = min(r[1] for r in ranges) + bar_ms
+    if data_end_ms - bar_ms <= first_ms:
         raise DataRangeError(f"the symbols in {settings.data_dir} share no common time range")
     start_ms = _floor_minute(
         _ms(settings.replay_start)
@@ -116,7 +119,11 @@ def run_backtest(
         settings.log_level, file=settings.log_file or out.with_name(f"{out.name}.log.jsonl")
     )
     began = time.perf_counter()
-    data = MemoryMarketData.from_parquet(settings.data_dir, settings.exchange, settings.market_type)
+    # a store of only coarser candles is backtested at their resolution (docs/data.md)
+    settings = settings.model_copy(update={"bar_timeframe": stored_timeframe(settings)})
+    data = MemoryMarketData.from_parquet(
+        settings.data_dir, settings.exchange, settings.market_type, settings.bar_timeframe or "1m"
+    )
     start_ms, trade_until_ms, end_ms = window_for(settings, data)
     loaded = time.perf_counter()
     engine = build_engine(settings, data, users, start_ms, trade_until_ms, end_ms)
@@ -147,6 +154,18 @@ def run_backtest(
     return summary
 
 
+def stored_timeframe(settings: Settings) -> str:
+    """``settings.bar_timeframe``, else the finest of REPLAY_TIMEFRAMES the store holds for
+    the configured market (from its partition folders: the backtest loads no DuckDB)."""
+    if settings.bar_timeframe is not None:
+        return settings.bar_timeframe
+    market = Path(settings.data_dir) / settings.exchange / settings.market_type.value
+    for tf in REPLAY_TIMEFRAMES:
+        if any(market.glob(f"candles_{tf}/date=*/data.parquet")):
+            return tf
+    return "1m"  # none: ``window_for`` says so
+
+
 def build_engine(
     settings: Settings,
     data: MemoryMarketData,
@@ -159,9 +178,10 @@ def build_engine(
     clock = SimulatedClock(utc(start_ms))
     # the paper ledger and the use-cases' documents: one private in-memory store
     state = SqliteStateStore(":memory:")
+    bars = settings.model_copy(update={"bar_timeframe": data.timeframe})  # the data's bars
     return BacktestEngine(
         data,
-        replay_exchange(settings, data, clock, state),
+        replay_exchange(bars, data, clock, state),
         clock,
         users,
         synthesis_policy(settings),
@@ -236,6 +256,7 @@ def _summary(
             "start": utc(start_ms).isoformat(),
             "end": utc(end_ms).isoformat(),
             "synthesizer": settings.synthesizer,
+            "bar_timeframe": engine.data.timeframe,
         },
         "signals_published": len(result.signals),
         "users": len(engine.users),
