@@ -1,0 +1,457 @@
+"""Live collector: a real exchange's market data into the market store (docs/collectors.md).
+
+One round (every minute): the markets (once per instance), every ticker in one request,
+each symbol's 1m bars from its last stored bar with the holes inside the stored window
+found and backfilled, open interest (now, and its 5m history), settled funding rates,
+and recent public trades for the ranker's shortlist. 5m/15m/1h bars are derived from the
+stored 1m bars and written to the store; they are never fetched.
+
+Idempotent: every write is an upsert on the row's key, each fetch starts after what is
+stored, and a range the venue could not fill is recorded once (``market_gaps`` in the
+state store) and not asked for again, so a second round at the same instant writes no row.
+
+Gaps are documents, not market-store rows, because they change state (open → filled or
+unfillable, with an attempt count) and the market store is append-only; the state store
+is where operators and the API already look (one document per missing range).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from prometheus_trader.domain.market import (
+    MINUTE_MS,
+    TIMEFRAME_MS,
+    Candle,
+    CandleSeries,
+    FundingRate,
+    Instrument,
+    OpenInterest,
+    Trade,
+)
+from prometheus_trader.ports import Clock, Exchange, Filter, MarketStore, SeriesKey, StateStore
+from prometheus_trader.ports.market_data import MarketHistory
+from prometheus_trader.usecases.names import Collections, labels
+
+log = logging.getLogger(__name__)
+HOUR_MS = 60 * MINUTE_MS
+
+
+@dataclass(frozen=True)
+class LiveCollectConfig:
+    """Knobs of the live collector (from ``Settings.collector_*``)."""
+
+    backfill_minutes: int = 24 * 60  # history on a symbol's first round, and the gap window
+    page: int = 1000  # bars per klines request (Binance serves up to 1500, Bybit 1000)
+    derive: tuple[str, ...] = ("5m", "15m", "1h")
+    oi_timeframe: str = "5m"
+    funding_every_minutes: int = 60  # settled funding changes every 1-8 h
+    trades_minutes: int = 10  # how far back a shortlisted symbol's first trade fetch goes
+    shortlist: int = 10  # trades for the top N of the latest ranking
+    gap_attempts: int = 2  # fetches that return nothing before a gap is called unfillable
+    symbols: tuple[str, ...] | None = None  # None = every active instrument
+
+
+@dataclass
+class LiveCollectReport:
+    """What one round fetched and wrote (rows the store did not have before)."""
+
+    symbols: int = 0
+    tickers: int = 0
+    candles: int = 0
+    derived: int = 0
+    funding: int = 0
+    open_interest: int = 0
+    trades: int = 0
+    gaps_found: int = 0
+    gaps_filled: int = 0
+    gaps_unfillable: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        """Rows written to the market store this round."""
+        return (
+            self.tickers
+            + self.candles
+            + self.derived
+            + self.funding
+            + self.open_interest
+            + self.trades
+        )
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Missing 1m bars ``[start_ms, end_ms)`` of one symbol."""
+
+    symbol: str
+    start_ms: int
+    end_ms: int
+
+    @property
+    def bars(self) -> int:
+        return (self.end_ms - self.start_ms) // MINUTE_MS
+
+
+def holes(ts_ms: np.ndarray, lo_ms: int, hi_ms: int) -> list[tuple[int, int]]:
+    """Missing minute ranges ``[a, b)`` of sorted 1m open times between ``lo_ms`` and
+    ``hi_ms`` (exclusive), given that ``lo_ms`` itself is stored."""
+    ts = ts_ms[(ts_ms >= lo_ms) & (ts_ms < hi_ms)]
+    edges = np.r_[ts, hi_ms]
+    out: list[tuple[int, int]] = []
+    prev = lo_ms
+    for t in edges:
+        if int(t) > prev + MINUTE_MS:
+            out.append((prev + MINUTE_MS, int(t)))
+        prev = max(prev, int(t))
+    return out
+
+
+def _subtract(ranges: list[tuple[int, int]], cut: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``ranges`` less every range in ``cut`` (all half-open, minute-aligned)."""
+    out = ranges
+    for c0, c1 in cut:
+        nxt: list[tuple[int, int]] = []
+        for a, b in out:
+            if c1 <= a or c0 >= b:
+                nxt.append((a, b))
+                continue
+            if a < c0:
+                nxt.append((a, c0))
+            if c1 < b:
+                nxt.append((c1, b))
+        out = nxt
+    return out
+
+
+def series_to_candles(key: SeriesKey, series: CandleSeries) -> list[Candle]:
+    """Domain candles of a series (derived bars: no quote volume or trade count)."""
+    return [
+        Candle(
+            exchange=key.exchange,
+            market_type=key.market_type,
+            symbol=key.symbol,
+            timeframe=series.timeframe,
+            ts_ms=int(series.ts_ms[i]),
+            open=float(series.open[i]),
+            high=float(series.high[i]),
+            low=float(series.low[i]),
+            close=float(series.close[i]),
+            volume=float(series.volume[i]),
+            taker_buy_volume=None
+            if np.isnan(series.taker_buy_volume[i])
+            else float(series.taker_buy_volume[i]),
+        )
+        for i in range(len(series))
+    ]
+
+
+class CollectLiveMarketData:
+    """The live collector (see the module docstring). One failing symbol does not stop
+    the round; its error is in the report."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        store: MarketStore,
+        state: StateStore,
+        clock: Clock,
+        config: LiveCollectConfig | None = None,
+    ) -> None:
+        self._exchange = exchange
+        self._history = exchange if isinstance(exchange, MarketHistory) else None
+        self._store = store
+        self._state = state
+        self._clock = clock
+        self._cfg = config or LiveCollectConfig()
+        self._instruments: list[Instrument] | None = None
+        self._funding_checked: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ universe
+    def universe(self) -> list[Instrument]:
+        """Active instruments (loaded once per instance), filtered by ``symbols``."""
+        if self._instruments is None:
+            only = set(self._cfg.symbols) if self._cfg.symbols else None
+            self._instruments = sorted(
+                (
+                    m
+                    for m in self._exchange.load_markets()
+                    if m.active and (only is None or m.symbol in only)
+                ),
+                key=lambda m: m.symbol,
+            )
+        return self._instruments
+
+    def _key(self, inst: Instrument) -> SeriesKey:
+        return SeriesKey(inst.exchange, inst.market_type, inst.symbol)
+
+    # ----------------------------------------------------------------------- run
+    def run(self) -> LiveCollectReport:
+        """One round over the universe."""
+        cfg, report = self._cfg, LiveCollectReport()
+        now = self._clock.now_ms()
+        end = now - now % MINUTE_MS  # bars opening before this have closed
+        window = end - cfg.backfill_minutes * MINUTE_MS
+        universe = self.universe()
+        report.symbols = len(universe)
+        wanted = None if cfg.symbols is None else [m.symbol for m in universe]
+        report.tickers = self._store.write_tickers(self._exchange.fetch_tickers(wanted))
+        keys = [self._key(m) for m in universe]
+        stored = self._store.candles_many(keys, "1m", window, end)
+        known = self._known_gaps()
+        shortlist = self._shortlist(universe)
+        candles: list[Candle] = []
+        rates: list[FundingRate] = []
+        interest: list[OpenInterest] = []
+        trades: list[Trade] = []
+        for inst, key in zip(universe, keys, strict=True):
+            try:
+                candles += self._bars(
+                    inst.symbol, stored[key].ts_ms, window, end, known.get(inst.symbol, {}), report
+                )
+                interest += self._open_interest(key, window, now)
+                rates += self._funding(key, window, now)
+                if inst.symbol in shortlist:
+                    trades += self._trades(key, now)
+            except Exception as exc:  # one symbol's failure must not stop the round
+                report.failed[inst.symbol] = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "collect failed for %s: %s",
+                    inst.symbol,
+                    exc,
+                    extra=labels(stage="collect", symbol=inst.symbol),
+                )
+        report.candles = self._store.write_candles(candles) if candles else 0
+        report.derived = self._derive(keys, candles, end)
+        report.funding = self._store.write_funding(rates) if rates else 0
+        report.open_interest = self._store.write_open_interest(interest) if interest else 0
+        report.trades = self._store.write_trades(trades) if trades else 0
+        log.info(
+            "collected %d rows for %d symbols (%d gaps found, %d filled, %d unfillable)",
+            report.rows,
+            report.symbols,
+            report.gaps_found,
+            report.gaps_filled,
+            report.gaps_unfillable,
+            extra=labels(stage="collect"),
+        )
+        return report
+
+    # ------------------------------------------------------------------- 1m bars
+    def _fetch_range(self, symbol: str, start: int, stop: int) -> list[Candle]:
+        """Closed 1m bars in ``[start, stop)``, paged (each page sized to what is missing,
+        so a short range costs the venue's lightest request weight)."""
+        out: list[Candle] = []
+        since = start
+        while since < stop:
+            want = min(self._cfg.page, (stop - since) // MINUTE_MS)
+            page = self._exchange.fetch_ohlcv(symbol, "1m", since, limit=want)
+            out += [c for c in page if since <= c.ts_ms < stop]
+            if len(page) < want or not page:
+                break
+            since = max(page[-1].ts_ms + MINUTE_MS, since + MINUTE_MS)
+        return out
+
+    def _bars(
+        self,
+        symbol: str,
+        ts_ms: np.ndarray,
+        window: int,
+        end: int,
+        known: dict[int, dict[str, object]],
+        report: LiveCollectReport,
+    ) -> list[Candle]:
+        """Holes inside the stored window and the tail after the last bar: fetched, and
+        what the venue did not serve recorded as gaps."""
+        unfillable = [
+            (int(str(g["start_ms"])), int(str(g["end_ms"])))
+            for g in known.values()
+            if g["status"] == "unfillable"
+        ]
+        if len(ts_ms) == 0:
+            wanted = [(window, end)]  # first round for this symbol: the whole window
+        else:
+            first = int(ts_ms[0])
+            inner = holes(ts_ms, first, int(ts_ms[-1]) + MINUTE_MS)
+            tail = [(int(ts_ms[-1]) + MINUTE_MS, end)] if ts_ms[-1] + MINUTE_MS < end else []
+            wanted = inner + tail
+        wanted = _subtract(wanted, unfillable)
+        got: list[Candle] = []
+        for a, b in wanted:
+            got += self._fetch_range(symbol, a, b)
+        # what is still missing between the first and the last bar we now have
+        have = np.unique(np.r_[ts_ms, [c.ts_ms for c in got]].astype(np.int64))
+        missing: list[tuple[int, int]] = []
+        if len(have):
+            missing = _subtract(holes(have, int(have[0]), int(have[-1]) + MINUTE_MS), unfillable)
+        checked = (int(have[0]), int(have[-1])) if len(have) else (end, end)
+        self._record_gaps(symbol, missing, known, checked, report)
+        return got
+
+    # ---------------------------------------------------------------------- gaps
+    def _known_gaps(self) -> dict[str, dict[int, dict[str, object]]]:
+        """Open and unfillable gap documents of this exchange, by symbol and start."""
+        out: dict[str, dict[int, dict[str, object]]] = {}
+        for status in ("open", "unfillable"):
+            docs = self._state.query(
+                Collections.MARKET_GAPS,
+                [
+                    Filter("exchange", "==", self._exchange.exchange_id),
+                    Filter("status", "==", status),
+                ],
+            )
+            for d in docs:
+                out.setdefault(str(d["symbol"]), {})[int(d["start_ms"])] = d
+        return out
+
+    def _gap_id(self, symbol: str, start_ms: int) -> str:
+        return f"{self._exchange.exchange_id}|{symbol}|1m|{start_ms}"
+
+    def _record_gaps(
+        self,
+        symbol: str,
+        missing: list[tuple[int, int]],
+        known: dict[int, dict[str, object]],
+        checked: tuple[int, int],
+        report: LiveCollectReport,
+    ) -> None:
+        """Still missing: one more attempt each (unfillable after ``gap_attempts``). A known
+        open gap inside the ``checked`` span that is no longer missing: filled (partly
+        filled: ``split``, its rest recorded under its own start)."""
+        now = self._clock.now_ms()
+        still: set[int] = set()
+        for a, b in missing:
+            before = [
+                g
+                for g in known.values()
+                if int(str(g["start_ms"])) < b and a < int(str(g["end_ms"]))
+            ]
+            attempts = 1 + max((int(str(g["attempts"])) for g in before), default=0)
+            status = "unfillable" if attempts >= self._cfg.gap_attempts else "open"
+            doc_id = self._gap_id(symbol, a)
+            still.add(a)
+            self._state.set(
+                Collections.MARKET_GAPS,
+                doc_id,
+                {
+                    "id": doc_id,
+                    "exchange": self._exchange.exchange_id,
+                    "symbol": symbol,
+                    "timeframe": "1m",
+                    "start_ms": a,
+                    "end_ms": b,
+                    "bars": (b - a) // MINUTE_MS,
+                    "attempts": attempts,
+                    "status": status,
+                    "first_seen_ms": min(
+                        (int(str(g["first_seen_ms"])) for g in before), default=now
+                    ),
+                    "updated_ms": now,
+                },
+            )
+            if not before:
+                report.gaps_found += 1
+            if status == "unfillable":
+                report.gaps_unfillable += 1
+                log.warning(
+                    "unfillable gap %s %s: %d bars from %d",
+                    self._exchange.exchange_id,
+                    symbol,
+                    (b - a) // MINUTE_MS,
+                    a,
+                    extra=labels(stage="collect", symbol=symbol),
+                )
+        for start, g in known.items():
+            inside = checked[0] <= start and int(str(g["end_ms"])) <= checked[1]
+            if g["status"] == "open" and start not in still and inside:
+                rest = [m for m in missing if m[0] < int(str(g["end_ms"])) and start < m[1]]
+                self._state.update(
+                    Collections.MARKET_GAPS,
+                    self._gap_id(symbol, start),
+                    {"status": "filled" if not rest else "split", "updated_ms": now},
+                )
+                if not rest:
+                    report.gaps_filled += 1
+
+    # ------------------------------------------------------------- derived bars
+    def _derive(self, keys: list[SeriesKey], new: list[Candle], end: int) -> int:
+        """5m/15m/1h bars of every bucket that got a new 1m bar, from the stored 1m bars
+        (complete buckets only: a bucket with a missing minute has no derived bar)."""
+        if not new or not self._cfg.derive:
+            return 0
+        coarsest = max(TIMEFRAME_MS[tf] for tf in self._cfg.derive)
+        first: dict[str, int] = {}
+        for c in new:
+            first[c.symbol] = min(first.get(c.symbol, c.ts_ms), c.ts_ms)
+        touched = [k for k in keys if k.symbol in first]
+        start = min(first.values())
+        start -= start % coarsest
+        series = self._store.candles_many(touched, "1m", start, end)
+        out: list[Candle] = []
+        for key in touched:
+            lo = first[key.symbol] - first[key.symbol] % coarsest
+            s = series[key]
+            s = s.rows(int(np.searchsorted(s.ts_ms, lo)), len(s))
+            for tf in self._cfg.derive:
+                out += series_to_candles(key, s.resample(tf))
+        return self._store.write_candles(out) if out else 0
+
+    # ------------------------------------------------- open interest, funding
+    def _last_ts(self, stored: list[OpenInterest] | list[FundingRate]) -> int | None:
+        return max((p.ts_ms for p in stored), default=None)
+
+    def _open_interest(self, key: SeriesKey, window: int, now: int) -> list[OpenInterest]:
+        """Now, plus the history since the last stored point (at most one page a round)."""
+        out: list[OpenInterest] = []
+        current = self._exchange.fetch_open_interest(key.symbol)
+        if current is not None:
+            out.append(current)
+        if self._history is None:
+            return out
+        step = TIMEFRAME_MS[self._cfg.oi_timeframe]
+        stored = self._store.open_interest(key, window, now)
+        last = max((p.ts_ms for p in stored if p.ts_ms % step == 0), default=None)
+        since = window if last is None else last + step
+        if since + step <= now:  # a new history point is due
+            out += self._history.fetch_open_interest_history(
+                key.symbol, since, self._cfg.oi_timeframe
+            )
+        return out
+
+    def _funding(self, key: SeriesKey, window: int, now: int) -> list[FundingRate]:
+        """Settled funding rates since the last stored one, checked at most every
+        ``funding_every_minutes``; without a history endpoint, the current rate."""
+        if self._history is None:
+            rate = self._exchange.fetch_funding_rate(key.symbol)
+            return [] if rate is None else [rate]
+        checked = self._funding_checked.get(key.symbol)
+        if checked is not None and now - checked < self._cfg.funding_every_minutes * MINUTE_MS:
+            return []
+        self._funding_checked[key.symbol] = now
+        last = self._last_ts(self._store.funding(key, window - 8 * HOUR_MS, now))
+        since = window - 8 * HOUR_MS if last is None else last + 1
+        return self._history.fetch_funding_history(key.symbol, since)
+
+    # -------------------------------------------------------------------- trades
+    def _shortlist(self, universe: list[Instrument]) -> set[str]:
+        """The top ``shortlist`` symbols of the latest ranking (none before the first)."""
+        if not self._cfg.shortlist:
+            return set()
+        docs = self._state.query(
+            Collections.RANKINGS, order_by="as_of_ms", descending=True, limit=1
+        )
+        names = {m.symbol for m in universe}
+        ranked = docs[0].get("ranked", []) if docs else []
+        return {str(r["symbol"]) for r in ranked[: self._cfg.shortlist] if r["symbol"] in names}
+
+    def _trades(self, key: SeriesKey, now: int) -> list[Trade]:
+        """Public trades since the last stored one (one page a round)."""
+        start = now - self._cfg.trades_minutes * MINUTE_MS
+        stored = self._store.trades(key, start, now)
+        since = start if not stored else stored[-1].ts_ms
+        # from the last stored stamp itself: trades sharing it dedupe on their id
+        return self._exchange.fetch_trades(key.symbol, since)
