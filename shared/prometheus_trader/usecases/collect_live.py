@@ -38,6 +38,7 @@ from prometheus_trader.usecases.names import Collections, labels
 
 log = logging.getLogger(__name__)
 HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,6 @@ class LiveCollectConfig:
     page: int = 1000  # bars per klines request (Binance serves up to 1500, Bybit 1000)
     derive: tuple[str, ...] = ("5m", "15m", "1h")
     oi_timeframe: str = "5m"
-    funding_every_minutes: int = 60  # settled funding changes every 1-8 h
     trades_minutes: int = 10  # how far back a shortlisted symbol's first trade fetch goes
     shortlist: int = 10  # trades for the top N of the latest ranking
     gap_attempts: int = 2  # fetches that return nothing before a gap is called unfillable
@@ -169,7 +169,6 @@ class CollectLiveMarketData:
         self._clock = clock
         self._cfg = config or LiveCollectConfig()
         self._instruments: list[Instrument] | None = None
-        self._funding_checked: dict[str, int] = {}
 
     # ------------------------------------------------------------------ universe
     def universe(self) -> list[Instrument]:
@@ -401,9 +400,6 @@ class CollectLiveMarketData:
         return self._store.write_candles(out) if out else 0
 
     # ------------------------------------------------- open interest, funding
-    def _last_ts(self, stored: list[OpenInterest] | list[FundingRate]) -> int | None:
-        return max((p.ts_ms for p in stored), default=None)
-
     def _open_interest(self, key: SeriesKey, window: int, now: int) -> list[OpenInterest]:
         """Now, plus the history since the last stored point (at most one page a round)."""
         out: list[OpenInterest] = []
@@ -423,17 +419,19 @@ class CollectLiveMarketData:
         return out
 
     def _funding(self, key: SeriesKey, window: int, now: int) -> list[FundingRate]:
-        """Settled funding rates since the last stored one, checked at most every
-        ``funding_every_minutes``; without a history endpoint, the current rate."""
+        """Settled funding rates since the last stored one, asked for only once the next
+        settlement is due (the last interval seen, or hourly while only one is known), so
+        the check needs no memory between rounds; without a history endpoint, the
+        current rate."""
         if self._history is None:
             rate = self._exchange.fetch_funding_rate(key.symbol)
             return [] if rate is None else [rate]
-        checked = self._funding_checked.get(key.symbol)
-        if checked is not None and now - checked < self._cfg.funding_every_minutes * MINUTE_MS:
-            return []
-        self._funding_checked[key.symbol] = now
-        last = self._last_ts(self._store.funding(key, window - 8 * HOUR_MS, now))
-        since = window - 8 * HOUR_MS if last is None else last + 1
+        stored = sorted(f.ts_ms for f in self._store.funding(key, window - 2 * DAY_MS, now))
+        if stored:
+            interval = stored[-1] - stored[-2] if len(stored) > 1 else HOUR_MS
+            if now < stored[-1] + max(interval, HOUR_MS):
+                return []
+        since = window - 8 * HOUR_MS if not stored else stored[-1] + 1
         return self._history.fetch_funding_history(key.symbol, since)
 
     # -------------------------------------------------------------------- trades
