@@ -202,14 +202,22 @@ def test_429_retry_after_is_waited_and_requests_are_spaced(
         assert np.searchsorted(times, t + 1.0) - i <= per_second + 2
 
 
-def test_bybit_first_fill_and_rerun(engine: Engine, tmp_path: Path) -> None:
+def test_bybit_fill_gap_open_interest_history_and_rerun(engine: Engine, tmp_path: Path) -> None:
     now = engine.now_ms
+    end = now - now % MINUTE_MS
+    engine.dropped_bars[ETH] = [(end - 30 * MINUTE_MS, end - 20 * MINUTE_MS)]
     with serve_bybit(engine) as stand:
-        run, store, _ = collector("bybit", stand.urls, tmp_path, clock_at(now))
+        run, store, state = collector("bybit", stand.urls, tmp_path, clock_at(now))
         first = run.run()
         assert first.failed == {}
-        assert first.candles == 3 * WINDOW and first.tickers == 3
+        assert first.candles == 3 * WINDOW - 10 and first.tickers == 3
+        assert first.gaps_found == 1
+        assert [g["start_ms"] for g in state.query(Collections.MARKET_GAPS)] == [
+            end - 30 * MINUTE_MS
+        ]
         assert len(store.candles(key(BTC, "bybit"), "15m", 0, now)) == WINDOW // 15
+        hist = store.open_interest(key(SOL, "bybit"), 0, now)
+        assert [p.ts_ms % 300_000 for p in hist] == [0] * (WINDOW // 5 + 1)
         assert run.run().rows == 0
 
 
