@@ -139,6 +139,10 @@ def test_fill_backfill_unfillable_and_rerun(engine: Engine, stand: Stand, tmp_pa
     assert klines_since(engine, mark) == []  # no tail yet, the lost range not asked again
     assert len(state.query(Collections.MARKET_GAPS)) == 2
 
+    # every ticker in one request a round (Binance's 24 h ticker without a symbol; its best
+    # bid/ask, which that ticker lacks, in one more)
+    tickers = [p for _, path, p in engine.market_requests if path.endswith("/ticker/24hr")]
+    assert len(tickers) == 3 and all("symbol" not in p for p in tickers)
     # 5m/15m/1h come from the stored 1m bars; every klines request asked for 1m
     assert {p["interval"] for p in klines_since(engine, 0)} == {"1m"}
     for tf in ("5m", "15m", "1h"):
@@ -171,6 +175,31 @@ def test_open_interest_history_funding_and_shortlist_trades(
     assert store.funding(key(BTC), 0, engine.now_ms)  # the day's settled rate
     assert store.trades(key(SOL), 0, engine.now_ms) and not store.trades(key(BTC), 0, engine.now_ms)
     assert run.run().rows == 0
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit"])
+def test_fetch_ohlcv_pages_past_the_venue_maximum(engine: Engine, venue: str) -> None:
+    start = engine.now_ms - engine.now_ms % 86_400_000  # 2025-05-21 00:00
+    engine.now_ms = start + 2 * 86_400_000  # both recorded days have closed
+    serve = serve_binance if venue == "binance" else serve_bybit
+    with serve(engine) as stand:  # type: ignore[operator]
+        exchange = CcxtExchange(
+            venue,
+            "live",
+            never,
+            urls=stand.urls,
+            public_only=True,
+            rate_limit=False,  # type: ignore[arg-type]
+        )
+        bars = exchange.fetch_ohlcv(BTC, "1m", start, limit=2500)
+    assert [c.ts_ms for c in bars] == list(range(start, start + 2500 * MINUTE_MS, MINUTE_MS))
+    klines = [
+        p
+        for _, path, p in engine.market_requests
+        if path.endswith("kline") or path.endswith("klines")
+    ]
+    assert len(klines) == 3  # 1000 a page (999 closed bars and room for the forming one)
+    assert {int(p["limit"]) for p in klines} == {1000}
 
 
 def test_429_retry_after_is_waited_and_requests_are_spaced(

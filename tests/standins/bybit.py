@@ -593,6 +593,9 @@ def _make_handler(venue: Bybit, timeout_s: float) -> type[BaseHTTPRequestHandler
                 private, handler = route
                 if private:
                     self._auth(r, parts.query, body)
+                else:  # market data: arrival times, for the collector's rate-limit tests
+                    with e.lock:
+                        e.market_requests.append((time.monotonic(), parts.path, dict(params)))
                 fault = None
                 if parts.path in ORDER_CHANGING:
                     with e.lock:

@@ -252,9 +252,16 @@ class CcxtExchange:
     def fetch_ohlcv(
         self, symbol: str, timeframe: str, since_ms: int | None = None, limit: int = 1000
     ) -> list[Candle]:
-        """Closed candles only: the venue's forming bar is dropped."""
+        """Closed candles only: the venue's forming bar is dropped. With ``since_ms``, more
+        than the venue's page (1000 bars through ccxt) is fetched page by page."""
         self._instrument(symbol)
-        rows = self._run(lambda: self._public.fetch_ohlcv(symbol, timeframe, since_ms, limit + 1))
+        page = market_data.OHLCV_PAGE.get(self.spec.exchange_id, 1000) - 1
+        if since_ms is not None and limit > page:
+            rows = market_data.ohlcv_pages(self, symbol, timeframe, since_ms, limit, page)
+        else:
+            rows = self._run(
+                lambda: self._public.fetch_ohlcv(symbol, timeframe, since_ms, limit + 1)
+            )
         step = TIMEFRAME_MS.get(timeframe)
         now = self._clock.now_ms()
         candles = [parse.candle(self.spec.exchange_id, symbol, timeframe, r) for r in rows]

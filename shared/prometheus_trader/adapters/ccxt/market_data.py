@@ -9,17 +9,42 @@ weights) spaces the requests, and a 429/418 is retried after its ``Retry-After``
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from prometheus_trader.adapters.ccxt import parse
-from prometheus_trader.domain.market import FundingRate, OpenInterest
+from prometheus_trader.domain.market import TIMEFRAME_MS, FundingRate, OpenInterest
 
 if TYPE_CHECKING:
     from prometheus_trader.adapters.ccxt.exchange import CcxtExchange
 
 # the longest page each venue serves (ccxt's documented maxima)
+OHLCV_PAGE = {"binance": 1000, "bybit": 1000}  # ccxt caps Binance futures at 1000 too
 OI_PAGE = {"binance": 500, "bybit": 200}
 FUNDING_PAGE = {"binance": 1000, "bybit": 200}
+
+
+def ohlcv_pages(
+    ex: CcxtExchange, symbol: str, timeframe: str, since_ms: int, limit: int, page: int
+) -> list[list[Any]]:
+    """ccxt OHLCV rows from ``since_ms``, ``page`` (+1 for the forming bar) a request,
+    until ``limit`` rows or a short page (the venue has no more)."""
+    rows: list[list[Any]] = []
+    since = since_ms
+    while len(rows) < limit:
+        got: list[list[Any]] = ex.run_public(
+            functools.partial(_ohlcv, symbol, timeframe, since, page + 1)
+        )
+        rows += [r for r in got if int(r[0]) >= since]
+        if len(got) <= page:
+            break
+        # the next open time, not +1 ms: venues round an unaligned start differently
+        since = int(got[-1][0]) + TIMEFRAME_MS.get(timeframe, 1)
+    return rows
+
+
+def _ohlcv(symbol: str, timeframe: str, since: int, limit: int, client: Any) -> Any:
+    return client.fetch_ohlcv(symbol, timeframe, since, limit)
 
 
 def open_interest_history(
