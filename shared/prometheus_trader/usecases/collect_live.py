@@ -202,6 +202,9 @@ class CollectLiveMarketData:
         keys = [self._key(m) for m in universe]
         stored = self._store.candles_many(keys, "1m", window, end)
         known = self._known_gaps()
+        # one query each for every symbol's stored open interest and funding
+        oi_stored = self._store.open_interest_many(keys, window, now)
+        funding_stored = self._store.funding_many(keys, window - 2 * DAY_MS, now)
         shortlist = self._shortlist(universe)
         candles: list[Candle] = []
         rates: list[FundingRate] = []
@@ -212,8 +215,8 @@ class CollectLiveMarketData:
                 candles += self._bars(
                     inst.symbol, stored[key].ts_ms, window, end, known.get(inst.symbol, {}), report
                 )
-                interest += self._open_interest(key, window, now)
-                rates += self._funding(key, window, now)
+                interest += self._open_interest(key, oi_stored[key], window, now)
+                rates += self._funding(key, funding_stored[key], window, now)
                 if inst.symbol in shortlist:
                     trades += self._trades(key, now)
             except Exception as exc:  # one symbol's failure must not stop the round
@@ -400,7 +403,9 @@ class CollectLiveMarketData:
         return self._store.write_candles(out) if out else 0
 
     # ------------------------------------------------- open interest, funding
-    def _open_interest(self, key: SeriesKey, window: int, now: int) -> list[OpenInterest]:
+    def _open_interest(
+        self, key: SeriesKey, stored: list[OpenInterest], window: int, now: int
+    ) -> list[OpenInterest]:
         """Now, plus the history since the last stored point (at most one page a round)."""
         out: list[OpenInterest] = []
         current = self._exchange.fetch_open_interest(key.symbol)
@@ -409,7 +414,6 @@ class CollectLiveMarketData:
         if self._history is None:
             return out
         step = TIMEFRAME_MS[self._cfg.oi_timeframe]
-        stored = self._store.open_interest(key, window, now)
         last = max((p.ts_ms for p in stored if p.ts_ms % step == 0), default=None)
         since = window if last is None else last + step
         if since + step <= now:  # a new history point is due
@@ -418,7 +422,9 @@ class CollectLiveMarketData:
             )
         return out
 
-    def _funding(self, key: SeriesKey, window: int, now: int) -> list[FundingRate]:
+    def _funding(
+        self, key: SeriesKey, stored_rates: list[FundingRate], window: int, now: int
+    ) -> list[FundingRate]:
         """Settled funding rates since the last stored one, asked for only once the next
         settlement is due (the last interval seen, or hourly while only one is known), so
         the check needs no memory between rounds; without a history endpoint, the
@@ -426,7 +432,7 @@ class CollectLiveMarketData:
         if self._history is None:
             rate = self._exchange.fetch_funding_rate(key.symbol)
             return [] if rate is None else [rate]
-        stored = sorted(f.ts_ms for f in self._store.funding(key, window - 2 * DAY_MS, now))
+        stored = sorted(f.ts_ms for f in stored_rates)
         if stored:
             interval = stored[-1] - stored[-2] if len(stored) > 1 else HOUR_MS
             if now < stored[-1] + max(interval, HOUR_MS):
