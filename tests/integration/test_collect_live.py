@@ -157,6 +157,35 @@ def test_fill_backfill_unfillable_and_rerun(engine: Engine, stand: Stand, tmp_pa
     assert fillable[0] - fillable[0] % 3_600_000 in hours
 
 
+def test_stale_tail_is_a_gap_until_the_venue_serves_it(
+    engine: Engine, stand: Stand, tmp_path: Path
+) -> None:
+    now = engine.now_ms
+    end = now - now % MINUTE_MS
+    engine.dropped_bars[SOL] = [(end - 10 * MINUTE_MS, end + 60 * MINUTE_MS)]  # gone quiet
+    clock = clock_at(now)
+    run, _, state = collector("binance", stand.urls, tmp_path, clock)
+    assert run.run().gaps_found == 1
+    [gap] = state.query(Collections.MARKET_GAPS)
+    assert (gap["start_ms"], gap["end_ms"], gap["status"], gap["tail"]) == (
+        end - 10 * MINUTE_MS,
+        end,
+        "open",
+        True,
+    )
+    engine.now_ms += 3 * MINUTE_MS  # still quiet: the same gap, longer, still open
+    clock.set_ms(engine.now_ms)
+    run.run()
+    [gap] = state.query(Collections.MARKET_GAPS)
+    assert (gap["end_ms"], gap["status"], gap["attempts"]) == (end + 3 * MINUTE_MS, "open", 2)
+    engine.dropped_bars[SOL] = []  # the venue serves the minutes again
+    engine.now_ms += MINUTE_MS
+    clock.set_ms(engine.now_ms)
+    report = run.run()
+    assert report.gaps_filled == 1 and report.candles == 14 + 2 * 1
+    assert state.query(Collections.MARKET_GAPS)[0]["status"] == "filled"
+
+
 def test_open_interest_history_funding_and_shortlist_trades(
     engine: Engine, stand: Stand, tmp_path: Path
 ) -> None:

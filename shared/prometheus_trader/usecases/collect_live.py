@@ -52,6 +52,7 @@ class LiveCollectConfig:
     trades_minutes: int = 10  # how far back a shortlisted symbol's first trade fetch goes
     shortlist: int = 10  # trades for the top N of the latest ranking
     gap_attempts: int = 2  # fetches that return nothing before a gap is called unfillable
+    tail_grace_minutes: int = 5  # no bar for this long after the last one: a (tail) gap
     symbols: tuple[str, ...] | None = None  # None = every active instrument
 
 
@@ -290,8 +291,13 @@ class CollectLiveMarketData:
         missing: list[tuple[int, int]] = []
         if len(have):
             missing = _subtract(holes(have, int(have[0]), int(have[-1]) + MINUTE_MS), unfillable)
+        # after the last bar: the venue may publish a closed bar a little late, so only a
+        # tail older than the grace is a gap (it stays open while it is the tail)
+        tail_from = int(have[-1]) + MINUTE_MS if len(have) else window
+        grace = self._cfg.tail_grace_minutes * MINUTE_MS
+        stale = (tail_from, end) if end - tail_from >= grace else None
         checked = (int(have[0]), int(have[-1])) if len(have) else (end, end)
-        self._record_gaps(symbol, missing, known, checked, report)
+        self._record_gaps(symbol, missing, stale, known, checked, report)
         return got
 
     # ---------------------------------------------------------------------- gaps
@@ -317,6 +323,7 @@ class CollectLiveMarketData:
         self,
         symbol: str,
         missing: list[tuple[int, int]],
+        tail: tuple[int, int] | None,
         known: dict[int, dict[str, object]],
         checked: tuple[int, int],
         report: LiveCollectReport,
@@ -326,14 +333,16 @@ class CollectLiveMarketData:
         filled: ``split``, its rest recorded under its own start)."""
         now = self._clock.now_ms()
         still: set[int] = set()
-        for a, b in missing:
+        ranges = [(a, b, False) for a, b in missing] + ([(*tail, True)] if tail else [])
+        for a, b, at_tail in ranges:
             before = [
                 g
                 for g in known.values()
                 if int(str(g["start_ms"])) < b and a < int(str(g["end_ms"]))
             ]
             attempts = 1 + max((int(str(g["attempts"])) for g in before), default=0)
-            status = "unfillable" if attempts >= self._cfg.gap_attempts else "open"
+            full = attempts >= self._cfg.gap_attempts and not at_tail
+            status = "unfillable" if full else "open"
             doc_id = self._gap_id(symbol, a)
             still.add(a)
             self._state.set(
@@ -349,6 +358,7 @@ class CollectLiveMarketData:
                     "bars": (b - a) // MINUTE_MS,
                     "attempts": attempts,
                     "status": status,
+                    "tail": at_tail,
                     "first_seen_ms": min(
                         (int(str(g["first_seen_ms"])) for g in before), default=now
                     ),
