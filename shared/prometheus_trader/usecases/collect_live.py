@@ -102,14 +102,9 @@ def holes(ts_ms: np.ndarray, lo_ms: int, hi_ms: int) -> list[tuple[int, int]]:
     """Missing minute ranges ``[a, b)`` of sorted 1m open times between ``lo_ms`` and
     ``hi_ms`` (exclusive), given that ``lo_ms`` itself is stored."""
     ts = ts_ms[(ts_ms >= lo_ms) & (ts_ms < hi_ms)]
-    edges = np.r_[ts, hi_ms]
-    out: list[tuple[int, int]] = []
-    prev = lo_ms
-    for t in edges:
-        if int(t) > prev + MINUTE_MS:
-            out.append((prev + MINUTE_MS, int(t)))
-        prev = max(prev, int(t))
-    return out
+    seq = np.unique(np.r_[np.int64(lo_ms), ts.astype(np.int64), np.int64(hi_ms)])
+    at = np.flatnonzero(np.diff(seq) > MINUTE_MS)
+    return [(int(seq[i]) + MINUTE_MS, int(seq[i + 1])) for i in at]
 
 
 def _subtract(ranges: list[tuple[int, int]], cut: list[tuple[int, int]]) -> list[tuple[int, int]]:
