@@ -204,6 +204,18 @@ def test_open_interest_history_funding_and_shortlist_trades(
     assert store.funding(key(BTC), 0, engine.now_ms)  # the day's settled rate
     assert store.trades(key(SOL), 0, engine.now_ms) and not store.trades(key(BTC), 0, engine.now_ms)
     assert run.run().rows == 0
+    # minute by minute: each symbol asks for the next 5m point once, the symbols staggered
+    # (SOL's offset is 0 minutes, BTC's and ETH's 4) instead of all in the same round
+    asked: dict[str, list[int]] = {}
+    for minute in range(1, 16):
+        mark = len(engine.market_requests)
+        engine.now_ms += MINUTE_MS
+        clock.set_ms(engine.now_ms)
+        run.run()
+        for _, path, params in engine.market_requests[mark:]:
+            if path.endswith("openInterestHist"):
+                asked.setdefault(params["symbol"], []).append(minute)
+    assert asked == {"SOLUSDT": [10], "BTCUSDT": [14], "ETHUSDT": [14]}
 
 
 @pytest.mark.parametrize("venue", ["binance", "bybit"])

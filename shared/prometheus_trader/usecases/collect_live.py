@@ -18,6 +18,7 @@ is where operators and the API already look (one document per missing range).
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,6 +125,12 @@ def _subtract(ranges: list[tuple[int, int]], cut: list[tuple[int, int]]) -> list
     return out
 
 
+def _stagger(symbol: str, span_ms: int) -> int:
+    """A fixed whole-minute offset in ``[0, span_ms)`` per symbol (spreads the symbols'
+    periodic requests over the rounds; stable across processes, unlike ``hash``)."""
+    return zlib.crc32(symbol.encode()) % max(1, span_ms // MINUTE_MS) * MINUTE_MS
+
+
 def series_to_candles(key: SeriesKey, series: CandleSeries) -> list[Candle]:
     """Domain candles of a series (derived bars: no quote volume or trade count)."""
     return [
@@ -211,7 +218,8 @@ class CollectLiveMarketData:
                 candles += self._bars(
                     inst.symbol, stored[key].ts_ms, window, end, known.get(inst.symbol, {}), report
                 )
-                interest += self._open_interest(key, oi_stored[key], window, now)
+                current = inst.symbol in shortlist  # the rest: the 5m history only
+                interest += self._open_interest(key, oi_stored[key], window, now, current)
                 rates += self._funding(key, funding_stored[key], window, now)
                 if inst.symbol in shortlist:
                     trades += self._trades(key, now)
@@ -409,19 +417,23 @@ class CollectLiveMarketData:
 
     # ------------------------------------------------- open interest, funding
     def _open_interest(
-        self, key: SeriesKey, stored: list[OpenInterest], window: int, now: int
+        self, key: SeriesKey, stored: list[OpenInterest], window: int, now: int, current: bool
     ) -> list[OpenInterest]:
-        """Now, plus the history since the last stored point (at most one page a round)."""
+        """The history since the last stored point (at most one page a round), plus the
+        value now for ``current`` symbols (the shortlist) or when there is no history."""
         out: list[OpenInterest] = []
-        current = self._exchange.fetch_open_interest(key.symbol)
-        if current is not None:
-            out.append(current)
+        if current or self._history is None:
+            point = self._exchange.fetch_open_interest(key.symbol)
+            if point is not None:
+                out.append(point)
         if self._history is None:
             return out
         step = TIMEFRAME_MS[self._cfg.oi_timeframe]
         last = max((p.ts_ms for p in stored if p.ts_ms % step == 0), default=None)
         since = window if last is None else last + step
-        if since + step <= now:  # a new history point is due
+        # due one step after the point (published late), plus a per-symbol stagger: all
+        # symbols share the 5m boundaries and must not all ask in the same round
+        if since + step + _stagger(key.symbol, step) <= now:
             out += self._history.fetch_open_interest_history(
                 key.symbol, since, self._cfg.oi_timeframe
             )
@@ -440,7 +452,8 @@ class CollectLiveMarketData:
         stored = sorted(f.ts_ms for f in stored_rates)
         if stored:
             interval = stored[-1] - stored[-2] if len(stored) > 1 else HOUR_MS
-            if now < stored[-1] + max(interval, HOUR_MS):
+            due = stored[-1] + max(interval, HOUR_MS) + _stagger(key.symbol, 10 * MINUTE_MS)
+            if now < due:  # settlements are simultaneous: staggered like open interest
                 return []
         since = window - 8 * HOUR_MS if not stored else stored[-1] + 1
         return self._history.fetch_funding_history(key.symbol, since)
