@@ -215,6 +215,7 @@ def test_open_interest_history_funding_and_shortlist_trades(
         for _, path, params in engine.market_requests[mark:]:
             if path.endswith("openInterestHist"):
                 asked.setdefault(params["symbol"], []).append(minute)
+            assert not path.endswith("fundingRate")  # the next settlement is 08:00
     assert asked == {"SOLUSDT": [10], "BTCUSDT": [14], "ETHUSDT": [14]}
 
 

@@ -443,7 +443,7 @@ class CollectLiveMarketData:
         self, key: SeriesKey, stored_rates: list[FundingRate], window: int, now: int
     ) -> list[FundingRate]:
         """Settled funding rates since the last stored one, asked for only once the next
-        settlement is due (the last interval seen, or hourly while only one is known), so
+        settlement is due (the last interval seen, 8 h while only one is known), so
         the check needs no memory between rounds; without a history endpoint, the
         current rate."""
         if self._history is None:
@@ -451,7 +451,9 @@ class CollectLiveMarketData:
             return [] if rate is None else [rate]
         stored = sorted(f.ts_ms for f in stored_rates)
         if stored:
-            interval = stored[-1] - stored[-2] if len(stored) > 1 else HOUR_MS
+            # one known rate: assume the common 8 h; a shorter interval shows up in that
+            # fetch (every rate since the last) and is used from then on
+            interval = stored[-1] - stored[-2] if len(stored) > 1 else 8 * HOUR_MS
             due = stored[-1] + max(interval, HOUR_MS) + _stagger(key.symbol, 10 * MINUTE_MS)
             if now < due:  # settlements are simultaneous: staggered like open interest
                 return []
