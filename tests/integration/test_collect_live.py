@@ -190,7 +190,9 @@ def test_open_interest_history_funding_and_shortlist_trades(
     engine: Engine, stand: Stand, tmp_path: Path
 ) -> None:
     clock = clock_at(engine.now_ms)
-    run, store, state = collector("binance", stand.urls, tmp_path, clock, shortlist=1)
+    run, store, state = collector(
+        "binance", stand.urls, tmp_path, clock, shortlist=1, trade_page=3, trade_pages=5
+    )
     state.set(
         Collections.RANKINGS,
         "r1",
@@ -202,7 +204,13 @@ def test_open_interest_history_funding_and_shortlist_trades(
     assert len(hist) == WINDOW // 5 + 1  # every 5m boundary of the window, both ends
     assert hist[-1].amount == pytest.approx(engine.open_interest_proxy(ETH, hist[-1].ts_ms))
     assert store.funding(key(BTC), 0, engine.now_ms)  # the day's settled rate
-    assert store.trades(key(SOL), 0, engine.now_ms) and not store.trades(key(BTC), 0, engine.now_ms)
+    # the stand-in's trades are one a bar (its aggTrades serves the bars opening 05:51 to
+    # 05:59 for a start at 05:50:30), 3 a page from the last stamp: 4 requests, the last
+    # one empty
+    assert len(store.trades(key(SOL), 0, engine.now_ms)) == 9
+    assert not store.trades(key(BTC), 0, engine.now_ms)
+    agg = [p for _, path, p in engine.market_requests if path.endswith("aggTrades")]
+    assert [p["symbol"] for p in agg] == ["SOLUSDT"] * 4
     assert run.run().rows == 0
     # minute by minute: each symbol asks for the next 5m point once, the symbols staggered
     # (SOL's offset is 0 minutes, BTC's and ETH's 4) instead of all in the same round

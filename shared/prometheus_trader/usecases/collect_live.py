@@ -52,6 +52,8 @@ class LiveCollectConfig:
     oi_timeframe: str = "5m"
     trades_minutes: int = 10  # how far back a shortlisted symbol's first trade fetch goes
     shortlist: int = 10  # trades for the top N of the latest ranking
+    trade_page: int = 1000  # trades per request (Binance aggTrades and Bybit serve 1000)
+    trade_pages: int = 5  # requests per symbol and round at most (catching up is bounded)
     gap_attempts: int = 2  # fetches that return nothing before a gap is called unfillable
     tail_grace_minutes: int = 5  # no bar for this long after the last one: a (tail) gap
     symbols: tuple[str, ...] | None = None  # None = every active instrument
@@ -473,9 +475,17 @@ class CollectLiveMarketData:
         return {str(r["symbol"]) for r in ranked[: self._cfg.shortlist] if r["symbol"] in names}
 
     def _trades(self, key: SeriesKey, now: int) -> list[Trade]:
-        """Public trades since the last stored one (one page a round)."""
+        """Public trades since the last stored one, page by page up to ``trade_pages``
+        (a busy symbol trades more than a page a minute; the rest waits a round)."""
         start = now - self._cfg.trades_minutes * MINUTE_MS
         stored = self._store.trades(key, start, now)
         since = start if not stored else stored[-1].ts_ms
-        # from the last stored stamp itself: trades sharing it dedupe on their id
-        return self._exchange.fetch_trades(key.symbol, since)
+        out: list[Trade] = []
+        for _ in range(self._cfg.trade_pages):
+            # from the last stamp itself: trades sharing it dedupe on their id
+            page = self._exchange.fetch_trades(key.symbol, since, self._cfg.trade_page)
+            out += page
+            if len(page) < self._cfg.trade_page or page[-1].ts_ms <= since:
+                break
+            since = page[-1].ts_ms
+        return out
