@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from prometheus_trader.domain.market import MINUTE_MS, CandleSeries, MarketType
 from prometheus_trader.ports import SeriesKey
-from prometheus_trader.usecases.collect_live import _subtract, holes, series_to_candles
+from prometheus_trader.usecases.collect_live import series_to_candles
+from prometheus_trader.usecases.market_gaps import holes, subtract
 
 pytestmark = pytest.mark.unit
 M = MINUTE_MS
@@ -32,12 +33,12 @@ def test_holes_are_exactly_the_missing_minutes(present: set[int]) -> None:
 
 
 def test_subtract_cuts_recorded_ranges() -> None:
-    assert _subtract([(0, 10 * M)], [(2 * M, 4 * M), (8 * M, 12 * M)]) == [
+    assert subtract([(0, 10 * M)], [(2 * M, 4 * M), (8 * M, 12 * M)]) == [
         (0, 2 * M),
         (4 * M, 8 * M),
     ]
-    assert _subtract([(0, 3 * M)], [(0, 3 * M)]) == []
-    assert _subtract([(0, 3 * M)], [(5 * M, 6 * M)]) == [(0, 3 * M)]
+    assert subtract([(0, 3 * M)], [(0, 3 * M)]) == []
+    assert subtract([(0, 3 * M)], [(5 * M, 6 * M)]) == [(0, 3 * M)]
 
 
 def test_series_to_candles_keeps_values_and_unknown_taker_volume() -> None:

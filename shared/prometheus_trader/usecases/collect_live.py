@@ -33,8 +33,9 @@ from prometheus_trader.domain.market import (
     OpenInterest,
     Trade,
 )
-from prometheus_trader.ports import Clock, Exchange, Filter, MarketStore, SeriesKey, StateStore
+from prometheus_trader.ports import Clock, Exchange, MarketStore, SeriesKey, StateStore
 from prometheus_trader.ports.market_data import MarketHistory
+from prometheus_trader.usecases.market_gaps import GapLedger, MarketGap, holes, subtract
 from prometheus_trader.usecases.names import Collections, labels
 
 log = logging.getLogger(__name__)
@@ -88,45 +89,6 @@ class LiveCollectReport:
         )
 
 
-@dataclass(frozen=True)
-class Gap:
-    """Missing 1m bars ``[start_ms, end_ms)`` of one symbol."""
-
-    symbol: str
-    start_ms: int
-    end_ms: int
-
-    @property
-    def bars(self) -> int:
-        return (self.end_ms - self.start_ms) // MINUTE_MS
-
-
-def holes(ts_ms: np.ndarray, lo_ms: int, hi_ms: int) -> list[tuple[int, int]]:
-    """Missing minute ranges ``[a, b)`` of sorted 1m open times between ``lo_ms`` and
-    ``hi_ms`` (exclusive), given that ``lo_ms`` itself is stored."""
-    ts = ts_ms[(ts_ms >= lo_ms) & (ts_ms < hi_ms)]
-    seq = np.unique(np.r_[np.int64(lo_ms), ts.astype(np.int64), np.int64(hi_ms)])
-    at = np.flatnonzero(np.diff(seq) > MINUTE_MS)
-    return [(int(seq[i]) + MINUTE_MS, int(seq[i + 1])) for i in at]
-
-
-def _subtract(ranges: list[tuple[int, int]], cut: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``ranges`` less every range in ``cut`` (all half-open, minute-aligned)."""
-    out = ranges
-    for c0, c1 in cut:
-        nxt: list[tuple[int, int]] = []
-        for a, b in out:
-            if c1 <= a or c0 >= b:
-                nxt.append((a, b))
-                continue
-            if a < c0:
-                nxt.append((a, c0))
-            if c1 < b:
-                nxt.append((c1, b))
-        out = nxt
-    return out
-
-
 def _stagger(symbol: str, span_ms: int) -> int:
     """A fixed whole-minute offset in ``[0, span_ms)`` per symbol (spreads the symbols'
     periodic requests over the rounds; stable across processes, unlike ``hash``)."""
@@ -174,6 +136,7 @@ class CollectLiveMarketData:
         self._clock = clock
         self._cfg = config or LiveCollectConfig()
         self._instruments: list[Instrument] | None = None
+        self._gaps = GapLedger(state, exchange.exchange_id, clock, self._cfg.gap_attempts)
 
     # ------------------------------------------------------------------ universe
     def universe(self) -> list[Instrument]:
@@ -206,7 +169,7 @@ class CollectLiveMarketData:
         report.tickers = self._store.write_tickers(self._exchange.fetch_tickers(wanted))
         keys = [self._key(m) for m in universe]
         stored = self._store.candles_many(keys, "1m", window, end)
-        known = self._known_gaps()
+        known = self._gaps.known()
         # one query each for every symbol's stored open interest and funding
         oi_stored = self._store.open_interest_many(keys, window, now)
         funding_stored = self._store.funding_many(keys, window - 2 * DAY_MS, now)
@@ -270,16 +233,12 @@ class CollectLiveMarketData:
         ts_ms: np.ndarray,
         window: int,
         end: int,
-        known: dict[int, dict[str, object]],
+        known: dict[int, MarketGap],
         report: LiveCollectReport,
     ) -> list[Candle]:
         """Holes inside the stored window and the tail after the last bar: fetched, and
         what the venue did not serve recorded as gaps."""
-        unfillable = [
-            (int(str(g["start_ms"])), int(str(g["end_ms"])))
-            for g in known.values()
-            if g["status"] == "unfillable"
-        ]
+        unfillable = [(g.start_ms, g.end_ms) for g in known.values() if g.status == "unfillable"]
         if len(ts_ms) == 0:
             wanted = [(window, end)]  # first round for this symbol: the whole window
         else:
@@ -287,7 +246,7 @@ class CollectLiveMarketData:
             inner = holes(ts_ms, first, int(ts_ms[-1]) + MINUTE_MS)
             tail = [(int(ts_ms[-1]) + MINUTE_MS, end)] if ts_ms[-1] + MINUTE_MS < end else []
             wanted = inner + tail
-        wanted = _subtract(wanted, unfillable)
+        wanted = subtract(wanted, unfillable)
         got: list[Candle] = []
         for a, b in wanted:
             got += self._fetch_range(symbol, a, b)
@@ -295,104 +254,18 @@ class CollectLiveMarketData:
         have = np.unique(np.r_[ts_ms, [c.ts_ms for c in got]].astype(np.int64))
         missing: list[tuple[int, int]] = []
         if len(have):
-            missing = _subtract(holes(have, int(have[0]), int(have[-1]) + MINUTE_MS), unfillable)
+            missing = subtract(holes(have, int(have[0]), int(have[-1]) + MINUTE_MS), unfillable)
         # after the last bar: the venue may publish a closed bar a little late, so only a
         # tail older than the grace is a gap (it stays open while it is the tail)
         tail_from = int(have[-1]) + MINUTE_MS if len(have) else window
         grace = self._cfg.tail_grace_minutes * MINUTE_MS
         stale = (tail_from, end) if end - tail_from >= grace else None
         checked = (int(have[0]), int(have[-1])) if len(have) else (end, end)
-        self._record_gaps(symbol, missing, stale, known, checked, report)
+        counts = self._gaps.record(symbol, missing, stale, known, checked)
+        report.gaps_found += counts.found
+        report.gaps_filled += counts.filled
+        report.gaps_unfillable += counts.unfillable
         return got
-
-    # ---------------------------------------------------------------------- gaps
-    def _known_gaps(self) -> dict[str, dict[int, dict[str, object]]]:
-        """Open and unfillable gap documents of this exchange, by symbol and start."""
-        out: dict[str, dict[int, dict[str, object]]] = {}
-        for status in ("open", "unfillable"):
-            docs = self._state.query(
-                Collections.MARKET_GAPS,
-                [
-                    Filter("exchange", "==", self._exchange.exchange_id),
-                    Filter("status", "==", status),
-                ],
-            )
-            for d in docs:
-                out.setdefault(str(d["symbol"]), {})[int(d["start_ms"])] = d
-        return out
-
-    def _gap_id(self, symbol: str, start_ms: int) -> str:
-        return f"{self._exchange.exchange_id}|{symbol}|1m|{start_ms}"
-
-    def _record_gaps(
-        self,
-        symbol: str,
-        missing: list[tuple[int, int]],
-        tail: tuple[int, int] | None,
-        known: dict[int, dict[str, object]],
-        checked: tuple[int, int],
-        report: LiveCollectReport,
-    ) -> None:
-        """Still missing: one more attempt each (unfillable after ``gap_attempts``). A known
-        open gap inside the ``checked`` span that is no longer missing: filled (partly
-        filled: ``split``, its rest recorded under its own start)."""
-        now = self._clock.now_ms()
-        still: set[int] = set()
-        ranges = [(a, b, False) for a, b in missing] + ([(*tail, True)] if tail else [])
-        for a, b, at_tail in ranges:
-            before = [
-                g
-                for g in known.values()
-                if int(str(g["start_ms"])) < b and a < int(str(g["end_ms"]))
-            ]
-            attempts = 1 + max((int(str(g["attempts"])) for g in before), default=0)
-            full = attempts >= self._cfg.gap_attempts and not at_tail
-            status = "unfillable" if full else "open"
-            doc_id = self._gap_id(symbol, a)
-            still.add(a)
-            self._state.set(
-                Collections.MARKET_GAPS,
-                doc_id,
-                {
-                    "id": doc_id,
-                    "exchange": self._exchange.exchange_id,
-                    "symbol": symbol,
-                    "timeframe": "1m",
-                    "start_ms": a,
-                    "end_ms": b,
-                    "bars": (b - a) // MINUTE_MS,
-                    "attempts": attempts,
-                    "status": status,
-                    "tail": at_tail,
-                    "first_seen_ms": min(
-                        (int(str(g["first_seen_ms"])) for g in before), default=now
-                    ),
-                    "updated_ms": now,
-                },
-            )
-            if not before:
-                report.gaps_found += 1
-            if status == "unfillable":
-                report.gaps_unfillable += 1
-                log.warning(
-                    "unfillable gap %s %s: %d bars from %d",
-                    self._exchange.exchange_id,
-                    symbol,
-                    (b - a) // MINUTE_MS,
-                    a,
-                    extra=labels(stage="collect", symbol=symbol),
-                )
-        for start, g in known.items():
-            inside = checked[0] <= start and int(str(g["end_ms"])) <= checked[1]
-            if g["status"] == "open" and start not in still and inside:
-                rest = [m for m in missing if m[0] < int(str(g["end_ms"])) and start < m[1]]
-                self._state.update(
-                    Collections.MARKET_GAPS,
-                    self._gap_id(symbol, start),
-                    {"status": "filled" if not rest else "split", "updated_ms": now},
-                )
-                if not rest:
-                    report.gaps_filled += 1
 
     # ------------------------------------------------------------- derived bars
     def _derive(self, keys: list[SeriesKey], new: list[Candle], end: int) -> int:
