@@ -19,7 +19,7 @@ from tests.standins.binance_usdm import Stand, serve_binance
 from tests.standins.bybit import serve_bybit
 from tests.standins.engine import Engine
 
-from prometheus_trader.adapters.ccxt import CcxtExchange, RetryPolicy
+from prometheus_trader.adapters.ccxt import CcxtExchange, LiveTradingRefused, RetryPolicy
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
@@ -225,6 +225,23 @@ def test_open_interest_history_funding_and_shortlist_trades(
                 asked.setdefault(params["symbol"], []).append(minute)
             assert not path.endswith("fundingRate")  # the next settlement is 08:00
     assert asked == {"SOLUSDT": [10], "BTCUSDT": [14], "ETHUSDT": [14]}
+
+
+def test_market_data_only_client_never_reaches_an_account(engine: Engine, stand: Stand) -> None:
+    exchange = CcxtExchange(
+        "binance",
+        "live",  # live market data needs no live-trading switch: no keys are ever loaded
+        never,  # type: ignore[arg-type]
+        urls=stand.urls,
+        public_only=True,
+        rate_limit=False,
+    )
+    assert [i.symbol for i in exchange.load_markets()][:1] == ["ADA/USDT:USDT"]
+    with pytest.raises(LiveTradingRefused):
+        exchange.fetch_balance("alice")
+    with pytest.raises(LiveTradingRefused):  # and without public_only, live stays refused
+        CcxtExchange("binance", "live", never, urls=stand.urls)  # type: ignore[arg-type]
+    assert [p for _, p in engine.requests] == ["/fapi/v1/exchangeInfo"]
 
 
 @pytest.mark.parametrize("venue", ["binance", "bybit"])
