@@ -25,6 +25,7 @@ from rich.table import Table
 from typer._click import exceptions as click_exceptions
 
 from prometheus_trader.app.settings import Settings
+from prometheus_trader.cli_collect import collect
 from prometheus_trader.cli_keys import keys_app
 from prometheus_trader.cli_users import users_app
 
@@ -135,6 +136,7 @@ stack_app = typer.Typer(help="The emulated Google Cloud stack on 127.0.0.1.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")  # issue 10: operator user/token commands
+app.command("collect")(collect)  # issue 9: the live ccxt collector (cli_collect.py)
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 

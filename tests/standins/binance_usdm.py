@@ -71,6 +71,7 @@ class BinanceUsdm:
             ("GET", "/fapi/v1/fundingRate"): self.funding_history,
             ("GET", "/fapi/v1/openInterest"): self.open_interest,
             ("GET", "/fapi/v1/aggTrades"): self.agg_trades,
+            ("GET", "/futures/data/openInterestHist"): self.open_interest_hist,
         }
         self.private: dict[tuple[str, str], Handler] = {
             ("POST", "/fapi/v1/order"): self.new_order,
@@ -247,7 +248,7 @@ class BinanceUsdm:
         start = int(r.params.get("startTime", now - limit * step))
         start -= start % step
         end = min(int(r.params.get("endTime", now)), now)
-        bars = self.engine.bars(symbol, start, end)
+        bars = self.engine.served_bars(symbol, start, end)
         if interval != "1m":
             bars = bars.resample(interval)
         rows = []
@@ -291,7 +292,9 @@ class BinanceUsdm:
     def funding_history(self, r: Request) -> Any:
         symbol = self._symbol(r)
         now = self.engine.now_ms
-        rates = self.engine.market.funding(symbol, now - 7 * 86_400_000, now)
+        start = int(r.params.get("startTime", now - 7 * 86_400_000))
+        end = min(int(r.params.get("endTime", now)), now)
+        rates = self.engine.market.funding(symbol, start, end)[: int(r.params.get("limit", 100))]
         return [
             {
                 "symbol": market_id(symbol),
@@ -304,13 +307,45 @@ class BinanceUsdm:
 
     def open_interest(self, r: Request) -> Any:
         symbol = self._symbol(r)
-        bars = self.engine.bars(symbol, self.engine.now_ms - 86_400_000, self.engine.now_ms)
         # the sample has no recorded open interest: a stated proxy (24 h volume)
         return {
             "symbol": market_id(symbol),
-            "openInterest": _num(float(bars.volume.sum())),
+            "openInterest": _num(self.engine.open_interest_proxy(symbol, self.engine.now_ms)),
             "time": self.engine.now_ms,
         }
+
+    def open_interest_hist(self, r: Request) -> Any:
+        """``/futures/data/openInterestHist``: one point per ``period`` boundary (the same
+        24 h-volume proxy as ``openInterest``), oldest first, at most ``limit`` (≤ 500)."""
+        symbol = self._symbol(r)
+        period = r.params.get("period", "")
+        if period not in ("5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"):
+            raise VenueError("-1130", "Invalid data sent for a parameter.")
+        step = TIMEFRAME_MS.get(period) or {"30m": 1_800_000, "2h": 7_200_000}.get(
+            period, int(period[:-1]) * 3_600_000
+        )
+        limit = min(int(r.params.get("limit", "30")), 500)
+        now = self.engine.now_ms
+        end = min(int(r.params.get("endTime", now)), now)
+        start = int(r.params.get("startTime", end - limit * step))
+        first = start + (-start) % step
+        out = []
+        for ts in range(first, end + 1, step):
+            amount = self.engine.open_interest_proxy(symbol, ts)
+            out.append(
+                {
+                    "symbol": market_id(symbol),
+                    "sumOpenInterest": _num(amount),
+                    "sumOpenInterestValue": _num(amount * self._close_before(symbol, ts)),
+                    "CMCCirculatingSupply": "0",
+                    "timestamp": ts,
+                }
+            )
+        return out[:limit]
+
+    def _close_before(self, symbol: str, ts: int) -> float:
+        bars = self.engine.bars(symbol, ts - 3_600_000, ts)
+        return float(bars.close[-1]) if len(bars) else 0.0
 
     def agg_trades(self, r: Request) -> Any:
         symbol = self._symbol(r)
@@ -623,6 +658,16 @@ def _make_handler(venue: BinanceUsdm) -> type[BaseHTTPRequestHandler]:
             key = (self.command, parts.path)
             try:
                 if key in venue.public:
+                    with engine.lock:
+                        engine.market_requests.append((time.monotonic(), parts.path, params))
+                        fault = engine.market_faults.draw()
+                    if fault == "429":  # the venue's answer to too many requests
+                        self._send(
+                            429,
+                            {"code": -1003, "msg": "Too many requests; please use websocket."},
+                            {"Retry-After": str(engine.market_faults.retry_after_s)},
+                        )
+                        return
                     self._send(200, venue.public[key](r))
                     return
                 if key not in venue.private:

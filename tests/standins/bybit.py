@@ -37,6 +37,14 @@ _CODES = {  # Binance-flavoured engine codes → Bybit retCodes
     "-4028": "10001",
 }
 _INTERVALS = {"1": "1m", "5": "5m", "15": "15m", "60": "1h", "240": "4h", "D": "1d"}
+_OI_INTERVALS = {  # /v5/market/open-interest intervalTime
+    "5min": 300_000,
+    "15min": 900_000,
+    "30min": 1_800_000,
+    "1h": 3_600_000,
+    "4h": 14_400_000,
+    "1d": 86_400_000,
+}
 _STATUS = {
     "NEW": "New",
     "PARTIALLY_FILLED": "PartiallyFilled",
@@ -183,7 +191,7 @@ class Bybit:
         start = int(r.params.get("start", now - limit * step))
         start -= start % step
         end = min(int(r.params.get("end", now)), now)
-        bars = self.engine.bars(s, start, end)
+        bars = self.engine.served_bars(s, start, end)
         if tf != "1m":
             bars = bars.resample(tf)
         rows = [
@@ -202,14 +210,26 @@ class Bybit:
         return {"symbol": market_id(s), "category": "linear", "list": rows[::-1]}
 
     def open_interest(self, r: Req) -> Any:
+        """Points at ``intervalTime`` boundaries, newest first (the sample has no recorded
+        open interest: the engine's stated proxy, 24 h volume)."""
         s = self._symbol(r)
         e = self.engine
-        bars = e.bars(s, e.now_ms - 86_400_000, e.now_ms)
+        step = _OI_INTERVALS.get(str(r.params.get("intervalTime", "")))
+        if step is None:
+            raise VenueError("10001", "params error: intervalTime invalid")
+        limit = min(int(r.params.get("limit", 50)), 200)
+        end = min(int(r.params.get("endTime", e.now_ms)), e.now_ms)
+        start = int(r.params.get("startTime", end - (limit - 1) * step))
+        stamps = range(start + (-start) % step, end + 1, step)
+        points = [
+            {"openInterest": _num(e.open_interest_proxy(s, t)), "timestamp": str(t)}
+            for t in reversed(stamps)
+        ]
         return {
             "symbol": market_id(s),
             "category": "linear",
             "nextPageCursor": "",
-            "list": [{"openInterest": _num(float(bars.volume.sum())), "timestamp": str(e.now_ms)}],
+            "list": points[:limit],
         }
 
     def recent_trades(self, r: Req) -> Any:
@@ -573,6 +593,9 @@ def _make_handler(venue: Bybit, timeout_s: float) -> type[BaseHTTPRequestHandler
                 private, handler = route
                 if private:
                     self._auth(r, parts.query, body)
+                else:  # market data: arrival times, for the collector's rate-limit tests
+                    with e.lock:
+                        e.market_requests.append((time.monotonic(), parts.path, dict(params)))
                 fault = None
                 if parts.path in ORDER_CHANGING:
                     with e.lock:

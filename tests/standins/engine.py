@@ -184,6 +184,11 @@ class Engine:
         self.log: list[dict[str, Any]] = []  # append-only: every accepted change, in order
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request seen
         self.faults = FaultPlan()
+        # market data (issue 9 collectors): faults on public GETs, their arrival times, and
+        # 1m bar ranges the venue does not serve (a gap its klines skip, as after an outage)
+        self.market_faults = FaultPlan()
+        self.market_requests: list[tuple[float, str, dict[str, str]]] = []
+        self.dropped_bars: dict[str, list[tuple[int, int]]] = {}
         self._ids = itertools.count(8_389_765_000)
         self.market = recorded_market()
         self.store = self.market.store
@@ -198,6 +203,32 @@ class Engine:
         if symbol not in self.instruments:
             raise VenueError("-1121", "Invalid symbol.")
         return self.market.bars(symbol, start_ms, end_ms)
+
+    def served_bars(self, symbol: str, start_ms: int, end_ms: int) -> CandleSeries:
+        """``bars()`` less the ranges in ``dropped_bars`` (what the klines endpoints serve)."""
+        bars = self.bars(symbol, start_ms, end_ms)
+        holes = self.dropped_bars.get(symbol)
+        if not holes:
+            return bars
+        keep = np.ones(len(bars), dtype=bool)
+        for lo, hi in holes:  # [lo, hi) open times
+            keep &= ~((bars.ts_ms >= lo) & (bars.ts_ms < hi))
+        return CandleSeries(
+            bars.symbol,
+            bars.timeframe,
+            bars.ts_ms[keep],
+            bars.open[keep],
+            bars.high[keep],
+            bars.low[keep],
+            bars.close[keep],
+            bars.volume[keep],
+            bars.taker_buy_volume[keep],
+        )
+
+    def open_interest_proxy(self, symbol: str, at_ms: int) -> float:
+        """Open interest at ``at_ms``: the recorded sample has none, so a stated proxy from
+        the real bars (the base volume traded in the 24 h before ``at_ms``)."""
+        return float(self.bars(symbol, at_ms - 86_400_000, at_ms).volume.sum())
 
     def last_price(self, symbol: str) -> float:
         bars = self.bars(symbol, self.now_ms - 3_600_000, self.now_ms)

@@ -48,6 +48,7 @@ from prometheus_trader.ports import (
     StateStore,
 )
 from prometheus_trader.usecases.collect import CollectReport
+from prometheus_trader.usecases.collect_live import CollectLiveMarketData, LiveCollectReport
 from prometheus_trader.usecases.dispatch import DispatchSignal
 from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
 from prometheus_trader.usecases.housekeeping import Housekeeping
@@ -391,15 +392,42 @@ class CloudRuntime:
         with self._lock:
             store = self._built.pop("market", None)
             self._built.pop("usecases", None)  # rebuilt over the reopened store
+            self._built.pop("live_collector", None)  # likewise (issue 9)
             if store is not None:
                 close = store.close  # type: ignore[attr-defined]
                 self._closers.remove(close)
                 close()
 
-    def collect(self) -> CollectReport:
-        """Collector: one round, written to the market store."""
+    @property
+    def live_collector(self) -> CollectLiveMarketData:
+        """The ccxt collector of ``settings.collector_exchange`` (issue 9): its exchange
+        (markets loaded once) outlives market-store refreshes, the collector does not."""
+        from prometheus_trader.app import collector
+
+        exchange = self._once(
+            "collector_exchange",
+            lambda: collector.build_collector_exchange(self.settings, self.clock),
+        )
+        return self._once(
+            "live_collector",
+            lambda: collector.build_live_collector(
+                self.settings,
+                exchange=exchange,
+                market=self.market,
+                state=self.state,
+                clock=self.clock,
+            ),
+        )
+
+    def collect(self) -> CollectReport | LiveCollectReport:
+        """Collector: one round, written to the market store (a live venue when
+        ``collector_exchange`` is set, else the replay exchange)."""
         with self._lock:
             self.refresh_market()
+            if self.settings.collector_exchange:
+                live = self.live_collector.run()
+                self.market.flush()
+                return live
             report = self.usecases.collector.run()
             self.market.flush()
             return report

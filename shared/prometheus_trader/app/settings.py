@@ -122,6 +122,25 @@ class Settings(BaseSettings):
         description="replay = paper fills over recorded data in the market store (a live "
         "ccxt exchange is a later issue)",
     )
+    # live collector (issue 9, docs/collectors.md); unset = the replay collector
+    collector_exchange: str | None = Field(
+        default=None,
+        description="binance (USD-M) or bybit (linear): the collector reads this venue's public "
+        "market data through ccxt into the market store; unset = replay (embedded default)",
+    )
+    collector_env: Literal["demo", "live"] = Field(
+        default="live", description="whose market data: the live venue or its demo trading"
+    )
+    collector_urls: dict[str, str] | None = Field(
+        default=None, description="ccxt URL overrides, loopback only (stand-ins in tests)"
+    )
+    collector_rate_limit_ms: float | None = Field(
+        default=None, gt=0, description="ms between requests per unit of weight (ccxt rateLimit)"
+    )
+    collector_symbols: list[str] | None = Field(default=None, description="None = all active")
+    collector_backfill_minutes: int = Field(default=24 * 60, ge=60)
+    collector_gap_attempts: int = Field(default=2, ge=1)
+    collector_shortlist: int = Field(default=10, ge=0, description="trades for the top N ranked")
     replay_source_prefix: str = Field(
         default="replay", description="market-store prefix (same bucket) the replay exchange reads"
     )

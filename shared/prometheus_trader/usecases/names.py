@@ -45,6 +45,7 @@ class Collections:
     RECONCILIATIONS: Final = "reconciliations"  # reports of ExitMonitor.reconcile
     PORTFOLIO_ACTIONS: Final = "portfolio_actions"  # kill switch, drawdown ladder, BTC dump
     SCALED_ENTRIES: Final = "scaled_entries"  # resting legs of scaled entries
+    MARKET_GAPS: Final = "market_gaps"  # 1m ranges the live collector could not fill
 
 
 def labels(**values: object) -> dict[str, dict[str, str]]:

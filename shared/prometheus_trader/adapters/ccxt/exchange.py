@@ -23,7 +23,7 @@ from typing import Any
 
 import ccxt
 
-from prometheus_trader.adapters.ccxt import parse
+from prometheus_trader.adapters.ccxt import market_data, parse
 from prometheus_trader.adapters.ccxt.claims import OrderClaims
 from prometheus_trader.adapters.ccxt.config import (
     Credentials,
@@ -89,9 +89,15 @@ class CcxtExchange:
         sleep: Callable[[float], None] = time.sleep,
         clock: Clock | Any = None,
         claims: OrderClaims | None = None,
+        public_only: bool = False,
+        rate_limit_ms: float | None = None,
     ) -> None:
         self.spec = venue(exchange)
-        if env == "live" and not allow_live:
+        # public_only (the collector): market data, never an account call, so the live
+        # trading switch does not apply (no keys are ever loaded)
+        self._public_only = public_only
+        self._rate_limit_ms = rate_limit_ms  # None: ccxt's own per-venue spacing
+        if env == "live" and not allow_live and not public_only:
             raise LiveTradingRefused(
                 "live trading is off for this deployment (PROMETHEUS_ALLOW_LIVE=false)"
             )
@@ -129,6 +135,8 @@ class CcxtExchange:
             if creds.password:
                 config["password"] = creds.password
         client = self.spec.new_client(config)
+        if self._rate_limit_ms is not None:
+            client.rateLimit = self._rate_limit_ms  # ms per unit of request weight
         if self.env == "demo":
             client.enable_demo_trading(True)
         if self._urls:
@@ -141,6 +149,8 @@ class CcxtExchange:
             found = self._clients.get(account)
             if found is not None:
                 return found
+        if self._public_only:
+            raise LiveTradingRefused("this exchange instance serves market data only")
         if self.env == "live" and not self._user_allows_live(account):
             raise LiveTradingRefused(f"user {account!r} has not switched live trading on")
         creds = self._keys(account)
@@ -199,6 +209,26 @@ class CcxtExchange:
             raise ExchangeError(f"unknown symbol {symbol!r} on {self.spec.exchange_id}")
         return inst
 
+    def instrument(self, symbol: str) -> Instrument:
+        """One active instrument (ExchangeError if the venue has no such symbol)."""
+        return self._instrument(symbol)
+
+    def run_public(self, fn: Callable[[Any], Any]) -> Any:
+        """One call on the public client through the error mapping and retry policy."""
+        return self._run(lambda: fn(self._public))
+
+    def fetch_open_interest_history(
+        self, symbol: str, since_ms: int, timeframe: str = "5m", limit: int | None = None
+    ) -> list[OpenInterest]:
+        """Open-interest history (``MarketHistory`` port; see ``market_data``)."""
+        return market_data.open_interest_history(self, symbol, since_ms, timeframe, limit)
+
+    def fetch_funding_history(
+        self, symbol: str, since_ms: int, limit: int | None = None
+    ) -> list[FundingRate]:
+        """Settled funding rates (``MarketHistory`` port; see ``market_data``)."""
+        return market_data.funding_history(self, symbol, since_ms, limit)
+
     def load_markets(self) -> list[Instrument]:
         """Active USDT-settled linear perpetuals, by symbol."""
         return sorted(self._instruments().values(), key=lambda i: i.symbol)
@@ -222,9 +252,16 @@ class CcxtExchange:
     def fetch_ohlcv(
         self, symbol: str, timeframe: str, since_ms: int | None = None, limit: int = 1000
     ) -> list[Candle]:
-        """Closed candles only: the venue's forming bar is dropped."""
+        """Closed candles only: the venue's forming bar is dropped. With ``since_ms``, more
+        than the venue's page (1000 bars through ccxt) is fetched page by page."""
         self._instrument(symbol)
-        rows = self._run(lambda: self._public.fetch_ohlcv(symbol, timeframe, since_ms, limit + 1))
+        page = market_data.OHLCV_PAGE.get(self.spec.exchange_id, 1000) - 1
+        if since_ms is not None and limit > page:
+            rows = market_data.ohlcv_pages(self, symbol, timeframe, since_ms, limit, page)
+        else:
+            rows = self._run(
+                lambda: self._public.fetch_ohlcv(symbol, timeframe, since_ms, limit + 1)
+            )
         step = TIMEFRAME_MS.get(timeframe)
         now = self._clock.now_ms()
         candles = [parse.candle(self.spec.exchange_id, symbol, timeframe, r) for r in rows]
