@@ -46,12 +46,18 @@ CREATE TABLE IF NOT EXISTS documents (
 # stored position once per user, a cost growing with the number of users. SQLite keeps
 # expression indexes inside the writing statement, so writes stay single statements.
 # Most selective first: a query uses the index of its first indexed filter.
+# Partial (documents that have the field): a write touches only the indexes of the
+# fields its document carries, and each index page touched is a page written to the WAL
+# at commit (5 full indexes cost a commit about 2.5 times one without).
 INDEXED_FIELDS = ("user_id", "symbol", "kind", "status", "active")
-_INDEXES = tuple(
-    f"CREATE INDEX IF NOT EXISTS documents_{name} ON documents "
-    f"(collection, json_extract(data, '$.\"{name}\"'))"
+_INDEXES = {
+    f"documents_{name}": (
+        f"CREATE INDEX IF NOT EXISTS documents_{name} ON documents "
+        f"(collection, json_extract(data, '$.\"{name}\"')) "
+        f"WHERE json_extract(data, '$.\"{name}\"') IS NOT NULL"
+    )
     for name in INDEXED_FIELDS
-)
+}
 
 # Firestore's cross-type ordering, used for order_by.
 _TYPE_RANK_SQL = (
@@ -254,7 +260,12 @@ class SqliteStateStore(ClosesOnExit):
                 # WAL + NORMAL: durable against process crashes, no fsync per commit.
                 self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(_SCHEMA)
-            for statement in _INDEXES:  # built once for an existing file, then kept
+            existing = dict(
+                self._conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'")
+            )
+            for name, statement in _INDEXES.items():  # built once for a file, then kept
+                if name in existing and "WHERE" not in (existing[name] or ""):
+                    self._conn.execute(f"DROP INDEX {name}")  # a full index of older files
                 self._conn.execute(statement)
 
     def __repr__(self) -> str:
