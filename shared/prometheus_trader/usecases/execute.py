@@ -54,8 +54,8 @@ _SIGNAL_CACHE = 64  # parsed signals kept per executor (a fan-out reads one per 
 class ExecuteSignalForUser(ExecutionSteps):
     """Handles one ``executions`` message; every attempt ends in one recorded state.
 
-    Decided once: the first attempt records the gate's decision (create-if-absent in
-    ``execution_decisions``, then phase ``decided``) before any side effect; a
+    Decided once: the first attempt records the gate's decision (the execution record,
+    created-if-absent with the decision and phase ``decided``) before any side effect; a
     redelivered or racing attempt resumes that decision and never re-runs the gate (it
     would see its own position). Client order ids are deterministic from (signal, user,
     leg) so the exchange returns the first order on a repeat, and the position document
@@ -247,33 +247,45 @@ class ExecuteSignalForUser(ExecutionSteps):
     # --------------------------------------------------------------------- decide
     def _decide(self, signal: OpportunitySignal, user: User) -> RiskDecision:
         instrument = self._instrument(signal.symbol)
+        open_positions = self._open_positions(user)
         # an opposite signal closes the open position first (the user's setting)
-        if user.close_on_opposite_signal:
+        if user.close_on_opposite_signal and any(
+            p.symbol == signal.symbol and p.direction is not signal.direction
+            for p in open_positions
+        ):
             close_opposite(
                 self._state, self._exchange, self._bus, self._blobs, self._clock, user, signal
             )
+            open_positions = self._open_positions(user)
         balance = self._exchange.fetch_balance(user.exchange_account)
         # the user's order style, and fractional Kelly from their own journal
         plan = plan_for_user(
             signal, user, instrument, balance.equity, edge=user_edge(self._state, user)
         )
-        context = self._risk_context(user, signal, balance.equity, balance.free)
+        context = self._risk_context(user, signal, balance.equity, balance.free, open_positions)
         return evaluate_risk(signal, plan, user, context, instrument)
 
-    def _risk_context(
-        self, user: User, signal: OpportunitySignal, equity: float, free: float
-    ) -> RiskContext:
-        now_ms = self._clock.now_ms()
-        key = SeriesKey(signal.exchange, signal.market_type, signal.symbol)
-        last = self._market.last_candle_ms(key, "1m")
-        age_s = float("inf") if last is None else (now_ms - (last + MINUTE_MS)) / 1000
-        open_positions = [
+    def _open_positions(self, user: User) -> list[Position]:
+        return [
             Position.model_validate(d)
             for d in self._state.query(
                 Collections.POSITIONS,
                 [Filter("user_id", "==", user.user_id), Filter("status", "==", "open")],
             )
         ]
+
+    def _risk_context(
+        self,
+        user: User,
+        signal: OpportunitySignal,
+        equity: float,
+        free: float,
+        open_positions: list[Position],
+    ) -> RiskContext:
+        now_ms = self._clock.now_ms()
+        key = SeriesKey(signal.exchange, signal.market_type, signal.symbol)
+        last = self._market.last_candle_ms(key, "1m")
+        age_s = float("inf") if last is None else (now_ms - (last + MINUTE_MS)) / 1000
         return RiskContext(
             now=self._clock.now(),
             equity=equity,
