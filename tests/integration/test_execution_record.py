@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.execution_world import World, make_world
 
 from prometheus_trader.domain.ids import execution_id
 from prometheus_trader.domain.trading import DecisionOutcome, Execution, ExecutionPhase
 from prometheus_trader.usecases.names import Collections
-from tests.integration.execution_world import World, make_world
 
 pytestmark = pytest.mark.integration
 
