@@ -219,20 +219,25 @@ class ExecuteSignalForUser(ExecutionSteps):
         if current.get("completed_at") is not None:
             return Execution.model_validate(current)
         phase = current.get("phase")  # a flattening attempt recorded its phase there
+        final = {
+            "outcome": result.outcome,
+            "order_ids": result.order_ids,
+            "position_id": result.position_id,
+            "error": result.error,
+            "completed_at": self._clock.now(),
+        }
         done = record.model_copy(
-            update={
-                "symbol": signal.symbol,
-                "outcome": result.outcome,
-                "reasons": decision.reasons,
-                "decision": decision,
-                "order_ids": result.order_ids,
-                "position_id": result.position_id,
-                "error": result.error,
-                "phase": ExecutionPhase(phase) if phase else None,
-                "completed_at": self._clock.now(),
-            }
+            update={**final, "phase": ExecutionPhase(phase) if phase else None}
         )
-        self._state.set(Collections.EXECUTIONS, record.id, done.model_dump(mode="json"))
+        # the stored record already holds the decision (as JSON): only the final fields
+        # are encoded, not the whole decision again
+        doc = {
+            **current,
+            **Execution.model_construct(**final).model_dump(  # type: ignore[arg-type]
+                mode="json", include=set(final)
+            ),
+        }
+        self._state.set(Collections.EXECUTIONS, record.id, doc)
         log.info(
             "decision %s%s%s",
             done.outcome.value if done.outcome else "-",
