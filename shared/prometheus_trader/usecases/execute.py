@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+
+from pydantic import TypeAdapter
 
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.ids import client_order_id, execution_id
@@ -48,6 +51,8 @@ from prometheus_trader.usecases.scaled import is_scaled, place_scaled_entries
 from prometheus_trader.usecases.stats import risk_account_fields
 
 log = logging.getLogger(__name__)
+# the JSON of a record's final fields (encoded like Execution.model_dump(mode="json"))
+_FINAL_FIELDS = TypeAdapter(dict[str, DecisionOutcome | list[str] | str | datetime | None])
 _SIGNAL_CACHE = 64  # parsed signals kept per executor (a fan-out reads one per user)
 
 
@@ -231,12 +236,7 @@ class ExecuteSignalForUser(ExecutionSteps):
         )
         # the stored record already holds the decision (as JSON): only the final fields
         # are encoded, not the whole decision again
-        doc = {
-            **current,
-            **Execution.model_construct(**final).model_dump(  # type: ignore[arg-type]
-                mode="json", include=set(final)
-            ),
-        }
+        doc = {**current, **_FINAL_FIELDS.dump_python(final, mode="json")}
         self._state.set(Collections.EXECUTIONS, record.id, doc)
         log.info(
             "decision %s%s%s",

@@ -73,6 +73,8 @@ _INT64 = 2**63
 def _index_value(value: object) -> object:
     """The column value of an indexed field: what json_extract would give for a scalar
     (true/false as 1/0), None (not indexed) for null, arrays and objects."""
+    if value is None or type(value) is str:
+        return value
     if isinstance(value, Enum):
         value = value.value
     if isinstance(value, bool):
@@ -86,7 +88,8 @@ def _index_value(value: object) -> object:
 
 def _row(collection: str, doc_id: str, data: Mapping[str, Any]) -> tuple[object, ...]:
     text = _encode_document(data)
-    return (collection, doc_id, text, *(_index_value(data.get(f)) for f in INDEXED_FIELDS))
+    get = data.get
+    return (collection, doc_id, text, *[_index_value(get(f)) for f in INDEXED_FIELDS])
 
 
 _CACHE_KIB = 64 * 1024  # page cache per connection (SQLite's default is 2 MiB)
