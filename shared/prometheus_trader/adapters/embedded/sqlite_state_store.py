@@ -112,12 +112,16 @@ def _json_default(value: object) -> object:
     raise TypeError(f"value of type {type(value).__name__} is not JSON-compatible")
 
 
+# sort_keys + compact separators: one canonical text per document, which also makes
+# equality on nested arrays/objects a plain text comparison. One encoder for every call
+# (json.dumps with options builds a new one each time).
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), allow_nan=False, default=_json_default
+)
+
+
 def _dumps(value: object) -> str:
-    # sort_keys + compact separators: one canonical text per document, which also makes
-    # equality on nested arrays/objects a plain text comparison.
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_json_default
-    )
+    return _ENCODER.encode(value)
 
 
 def _encode_document(data: Mapping[str, Any]) -> str:
