@@ -4,8 +4,10 @@ Run: ``.venv/bin/python bench/fanout.py [users ...]`` (default 1000 10000). For 
 count: a fresh embedded world (SQLite state file, in-process bus, replay exchange over the
 bundled sample); every user already has closed positions in the store (history) and one
 signal is dispatched and executed for all of them. Reports decisions per CPU-second of the
-dispatch + execute use-cases and the cost per decision, which must stay flat as users grow.
-Writes ``bench/results/fanout.json``.
+dispatch + execute use-cases and the cost per decision, which must stay flat as users grow,
+then repeats the smallest count with every port behind a timing proxy to say where the
+CPU time of a decision goes (state store, paper venue, blob store, bus, market store, the
+use-cases + domain). Writes ``bench/results/fanout.json``.
 """
 
 from __future__ import annotations
