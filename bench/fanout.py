@@ -4,8 +4,10 @@ Run: ``.venv/bin/python bench/fanout.py [users ...]`` (default 1000 10000). For 
 count: a fresh embedded world (SQLite state file, in-process bus, replay exchange over the
 bundled sample); every user already has closed positions in the store (history) and one
 signal is dispatched and executed for all of them. Reports decisions per CPU-second of the
-dispatch + execute use-cases and the cost per decision, which must stay flat as users grow.
-Writes ``bench/results/fanout.json``.
+dispatch + execute use-cases and the cost per decision, which must stay flat as users grow,
+then repeats the smallest count with every port behind a timing proxy to say where the
+CPU time of a decision goes (state store, paper venue, blob store, bus, market store, the
+use-cases + domain). Writes ``bench/results/fanout.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, ClassVar
 
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
@@ -66,8 +69,46 @@ def _signal(exchange: ReplayExchange, clock: SimulatedClock) -> OpportunitySigna
     )
 
 
-def measure(users: int, tmp: Path) -> dict[str, float]:
-    """One fan-out to ``users`` users; CPU seconds of dispatch + execute."""
+class _Timed:
+    """A port proxy that books the CPU time spent inside its calls (exclusive of nested
+    timed calls) under one name: where the time of a decision goes."""
+
+    stack: ClassVar[list[float]] = []  # CPU time of nested timed calls, per open call
+    cpu: ClassVar[dict[str, float]] = {}
+    calls: ClassVar[dict[str, int]] = {}
+
+    def __init__(self, name: str, inner: object) -> None:
+        self._name = name
+        self._inner = inner
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._inner, attr)
+        if not callable(value):
+            return value
+        name = self._name
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            _Timed.stack.append(0.0)
+            began = time.process_time()
+            try:
+                return value(*args, **kwargs)
+            finally:
+                spent = time.process_time() - began
+                nested = _Timed.stack.pop()
+                _Timed.cpu[name] = _Timed.cpu.get(name, 0.0) + spent - nested
+                _Timed.calls[name] = _Timed.calls.get(name, 0) + 1
+                if _Timed.stack:
+                    _Timed.stack[-1] += spent
+
+        return timed
+
+
+def measure(users: int, tmp: Path, breakdown: bool = False) -> dict[str, Any]:
+    """One fan-out to ``users`` users; CPU seconds of dispatch + execute.
+
+    ``breakdown``: the ports go through timing proxies (a few % slower) and the result
+    also says how the CPU time splits between them and the use-case + domain code.
+    """
     clock = SimulatedClock(START)
     with DuckDBMarketStore(SAMPLE_STORE_DIR, read_only=True) as source:
         exchange = ReplayExchange(source, clock)
@@ -80,9 +121,21 @@ def measure(users: int, tmp: Path) -> dict[str, float]:
         signal = _signal(exchange, clock)
         doc = signal.model_dump(mode="json")
         state.create(Collections.SIGNALS, signal.id, doc)
-        executor = ExecuteSignalForUser(state, exchange, market, bus, blobs, clock)
+        ports: tuple[Any, Any, Any, Any, Any] = (state, exchange, market, bus, blobs)
+        if breakdown:
+            names = ("state store (SQLite file)", "exchange (paper venue)", "market store")
+            ports = (
+                *(_Timed(n, p) for n, p in zip(names, ports[:3], strict=True)),
+                _Timed("bus (in-process)", bus),
+                _Timed("blob store (audit log)", blobs),
+            )
+            _Timed.cpu.clear()
+            _Timed.calls.clear()
+        executor = ExecuteSignalForUser(*ports, clock)
         bus.subscribe(
-            Topics.SIGNALS, Subscriptions.DISPATCHER, DispatchSignal(state, bus, clock).handle
+            Topics.SIGNALS,
+            Subscriptions.DISPATCHER,
+            DispatchSignal(ports[0], ports[3], clock).handle,
         )
         bus.subscribe(Topics.EXECUTIONS, Subscriptions.EXECUTOR, executor.handle)
         began_cpu, began_wall = time.process_time(), time.perf_counter()
@@ -92,7 +145,7 @@ def measure(users: int, tmp: Path) -> dict[str, float]:
         decisions = len(state.query(Collections.EXECUTIONS))
         state.close()
         market.close()
-    return {
+    row: dict[str, Any] = {
         "users": users,
         "decisions": decisions,
         "cpu_seconds": round(cpu, 3),
@@ -100,6 +153,18 @@ def measure(users: int, tmp: Path) -> dict[str, float]:
         "decisions_per_cpu_second": round(decisions / cpu, 1),
         "cpu_ms_per_decision": round(cpu / decisions * 1000, 4),
     }
+    if breakdown:
+        split = dict(_Timed.cpu)
+        split["use-cases + domain (the rest)"] = cpu - sum(split.values())
+        row["cpu_ms_per_decision_by_part"] = {
+            k: round(v / decisions * 1000, 4) for k, v in sorted(split.items())
+        }
+        row["port_calls_per_decision"] = {
+            k: round(v / decisions, 2) for k, v in sorted(_Timed.calls.items())
+        }
+        rest = cpu - split["exchange (paper venue)"]
+        row["decisions_per_cpu_second_without_the_paper_venue"] = round(decisions / rest, 1)
+    return row
 
 
 def _seed(tx: object, users: int) -> None:
@@ -126,11 +191,17 @@ def main(argv: list[str]) -> int:
             f"{n:6d} users: {row['decisions_per_cpu_second']:8.1f} decisions/CPU-s, "
             f"{row['cpu_ms_per_decision']:.3f} ms CPU per decision"
         )
+    with tempfile.TemporaryDirectory() as tmp:
+        split = measure(counts[0], Path(tmp), breakdown=True)
+    print(f"where the time goes ({counts[0]} users, ms CPU per decision, timed ports):")
+    for part, ms in split["cpu_ms_per_decision_by_part"].items():
+        print(f"  {part:32s} {ms:7.3f}")
     result = {
         "benchmark": "one signal fanned out to N users through dispatch + execute (embedded)",
         "python": platform.python_version(),
         "history_positions_per_user": HISTORY_PER_USER,
         "runs": rows,
+        "breakdown": split,
         "cost_ratio_largest_to_smallest": round(
             rows[-1]["cpu_ms_per_decision"] / rows[0]["cpu_ms_per_decision"], 3
         ),

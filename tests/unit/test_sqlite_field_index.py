@@ -67,3 +67,41 @@ def test_a_file_from_before_the_indexes_gets_them_on_open(tmp_path: Path) -> Non
         assert _ids(store, Filter("user_id", "==", "u")) == ["p"]
         names = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")}
         assert "documents_user_id" in names
+
+
+def test_a_file_with_expression_indexes_moves_to_index_columns(tmp_path: Path) -> None:
+    path = tmp_path / "expr.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE documents (collection TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL,"
+        " PRIMARY KEY (collection, id)) WITHOUT ROWID"
+    )
+    conn.execute(
+        "CREATE INDEX documents_status ON documents"
+        " (collection, json_extract(data, '$.\"status\"'))"
+    )
+    docs = {
+        "a": {"id": "a", "status": True, "user_id": {"nested": 1}},
+        "b": {"id": "b", "status": 1, "user_id": "u"},
+        "c": {"id": "c", "status": None},
+    }
+    for doc_id, doc in docs.items():
+        conn.execute("INSERT INTO documents VALUES ('positions', ?, ?)", (doc_id, json.dumps(doc)))
+    conn.commit()
+    conn.close()
+    with SqliteStateStore(path) as store:
+        rows = store._conn.execute(
+            "SELECT id, f_status, f_user_id FROM documents ORDER BY id"
+        ).fetchall()
+        assert rows == [("a", 1, None), ("b", 1, "u"), ("c", None, None)]
+        sql = store._conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'documents_status'"
+        ).fetchone()[0]
+        assert "json_extract" not in sql and "f_status" in sql
+        assert _ids(store, Filter("status", "==", True)) == ["a"]
+        assert _ids(store, Filter("status", "==", 1)) == ["b"]
+        assert _ids(store, Filter("user_id", "==", "u")) == ["b"]
+        store.set("positions", "d", {"id": "d", "status": True, "user_id": "u"})
+        assert _ids(store, Filter("status", "==", True), Filter("user_id", "==", "u")) == ["d"]
+    with SqliteStateStore(path) as again:  # a second open changes nothing
+        assert _ids(again, Filter("status", "==", True)) == ["a", "d"]

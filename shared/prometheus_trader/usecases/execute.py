@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+
+from pydantic import TypeAdapter
 
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.ids import client_order_id, execution_id
@@ -50,13 +53,16 @@ from prometheus_trader.usecases.scaled import is_scaled, place_scaled_entries
 from prometheus_trader.usecases.stats import risk_account_fields
 
 log = logging.getLogger(__name__)
+# the JSON of a record's final fields (encoded like Execution.model_dump(mode="json"))
+_FINAL_FIELDS = TypeAdapter(dict[str, DecisionOutcome | list[str] | str | datetime | None])
+_SIGNAL_CACHE = 64  # parsed signals kept per executor (a fan-out reads one per user)
 
 
 class ExecuteSignalForUser(ExecutionSteps):
     """Handles one ``executions`` message; every attempt ends in one recorded state.
 
-    Decided once: the first attempt records the gate's decision (create-if-absent in
-    ``execution_decisions``, then phase ``decided``) before any side effect; a
+    Decided once: the first attempt records the gate's decision (the execution record,
+    created-if-absent with the decision and phase ``decided``) before any side effect; a
     redelivered or racing attempt resumes that decision and never re-runs the gate (it
     would see its own position). Client order ids are deterministic from (signal, user,
     leg) so the exchange returns the first order on a repeat, and the position document
@@ -82,6 +88,7 @@ class ExecuteSignalForUser(ExecutionSteps):
         self._clock = clock
         self._config = config or ExecutorConfig()
         self._instruments: dict[str, Instrument] = {}
+        self._signals: dict[str, OpportunitySignal] = {}
 
     # ------------------------------------------------------------------ entry point
     def handle(self, message: BusMessage) -> Execution:
@@ -92,37 +99,28 @@ class ExecuteSignalForUser(ExecutionSteps):
         """
         request = ExecutionRequest.model_validate(message.data)
         exec_id = execution_id(request.signal_id, request.user_id)
-        now = self._clock.now()
-        fresh = Execution(
-            id=exec_id,
-            signal_id=request.signal_id,
-            user_id=request.user_id,
-            symbol="",
-            created_at=now,
-        )
-        record = fresh
-        if not self._state.create(Collections.EXECUTIONS, exec_id, fresh.model_dump(mode="json")):
-            record = Execution.model_validate(self._state.get(Collections.EXECUTIONS, exec_id))
+        stored = self._state.get(Collections.EXECUTIONS, exec_id)
+        record: Execution | None = None
+        if stored is not None:
+            record = Execution.model_validate(stored)
             if record.completed_at is not None:
                 log.info(
                     "duplicate delivery ignored (execution already completed)",
                     extra=labels(stage="execute", user=request.user_id, signal=request.signal_id),
                 )
                 return record
-            # claimed but not completed: a crashed or concurrent attempt; resume it
-        signal_doc = self._state.get(Collections.SIGNALS, request.signal_id)
+            # recorded but not completed: a crashed or concurrent attempt; resume it
+        signal = self._signal(request.signal_id)
         user_doc = self._state.get(Collections.USERS, request.user_id)
-        if signal_doc is None or user_doc is None:
+        if signal is None or user_doc is None:
             raise LookupError(
                 f"execution {exec_id}: signal or user missing "
-                f"(signal={signal_doc is not None}, user={user_doc is not None})"
+                f"(signal={signal is not None}, user={user_doc is not None})"
             )
-        signal = OpportunitySignal.model_validate(signal_doc)
         user = User.model_validate(user_doc)
-        decision = self._decision_of(record, signal, user)
-        record = record.model_copy(
-            update={"decision": decision, "reasons": decision.reasons, "symbol": signal.symbol}
-        )
+        record = self._decided(exec_id, record, signal, user)
+        decision = record.decision
+        assert decision is not None
         try:
             result = self._act(signal, user, decision, record, message.delivery_attempt)
         except OrderRejected as exc:
@@ -136,65 +134,112 @@ class ExecuteSignalForUser(ExecutionSteps):
             )
         return self._complete(record, signal, result)
 
-    def _decision_of(
-        self, record: Execution, signal: OpportunitySignal, user: User
-    ) -> RiskDecision:
-        """The decision that counts: the recorded one, else ours if we record it first.
+    def _signal(self, signal_id: str) -> OpportunitySignal | None:
+        """The signal (parsed once per executor: a fan-out reads it for every user; a
+        signal's trading fields never change once published)."""
+        signal = self._signals.get(signal_id)
+        if signal is None:
+            doc = self._state.get(Collections.SIGNALS, signal_id)
+            if doc is None:
+                return None
+            signal = OpportunitySignal.model_validate(doc)
+            if len(self._signals) >= _SIGNAL_CACHE:
+                self._signals.pop(next(iter(self._signals)))
+            self._signals[signal_id] = signal
+        return signal
 
-        Created-if-absent in its own document (no transaction: racing attempts must not
-        contend on the execution document), then copied into the execution record.
+    def _decided(
+        self, exec_id: str, record: Execution | None, signal: OpportunitySignal, user: User
+    ) -> Execution:
+        """The record carrying the decision that counts: the recorded one, else ours.
+
+        Ours is recorded before any side effect, by creating the execution record with
+        the decision in it (create-if-absent, no transaction: racing attempts must not
+        contend on one document); an attempt that loses the create adopts the winner's.
         """
-        if record.decision is not None:
+        if record is not None and record.decision is not None:
             log.info(
                 "resuming the recorded decision (phase %s)",
                 record.phase.value if record.phase else "-",
                 extra=labels(stage="execute", user=user.user_id, signal=signal.id),
             )
-            return record.decision
+            return record
+        if record is None:
+            decision = self._decide(signal, user)
+            mine = Execution(
+                id=exec_id,
+                signal_id=signal.id,
+                user_id=user.user_id,
+                symbol=signal.symbol,
+                reasons=decision.reasons,
+                decision=decision,
+                phase=ExecutionPhase.DECIDED,
+                created_at=self._clock.now(),
+            )
+            if self._state.create(Collections.EXECUTIONS, exec_id, mine.model_dump(mode="json")):
+                return mine
+            stored = self._state.get(Collections.EXECUTIONS, exec_id)
+            assert stored is not None  # created by the attempt that won
+            record = Execution.model_validate(stored)
+            if record.decision is not None:
+                log.info(
+                    "resuming a racing attempt's decision",
+                    extra=labels(stage="execute", user=user.user_id, signal=signal.id),
+                )
+                return record
+        # a record without a decision (written before decisions were recorded with it)
+        return self._decided_legacy(record, signal, user)
+
+    def _decided_legacy(
+        self, record: Execution, signal: OpportunitySignal, user: User
+    ) -> Execution:
         stored = self._state.get(Collections.EXECUTION_DECISIONS, record.id)
         if stored is None:
             decision = self._decide(signal, user)
             doc = {"execution_id": record.id, "decision": decision.model_dump(mode="json")}
-            if self._state.create(Collections.EXECUTION_DECISIONS, record.id, doc):
-                self._state.update(
-                    Collections.EXECUTIONS,
-                    record.id,
-                    {
-                        "symbol": signal.symbol,
-                        "decision": doc["decision"],
-                        "reasons": [r.value for r in decision.reasons],
-                        "phase": ExecutionPhase.DECIDED.value,
-                    },
-                )
-                return decision
-            stored = self._state.get(Collections.EXECUTION_DECISIONS, record.id)
-            assert stored is not None  # created by the attempt that won
-        log.info(
-            "resuming a racing attempt's decision",
-            extra=labels(stage="execute", user=user.user_id, signal=signal.id),
+            if not self._state.create(Collections.EXECUTION_DECISIONS, record.id, doc):
+                stored = self._state.get(Collections.EXECUTION_DECISIONS, record.id)
+                assert stored is not None  # created by the attempt that won
+        decision = decision if stored is None else RiskDecision.model_validate(stored["decision"])
+        changes = {
+            "symbol": signal.symbol,
+            "decision": decision.model_dump(mode="json"),
+            "reasons": [r.value for r in decision.reasons],
+            "phase": ExecutionPhase.DECIDED.value,
+        }
+        self._state.update(Collections.EXECUTIONS, record.id, changes)
+        return record.model_copy(
+            update={
+                "symbol": signal.symbol,
+                "decision": decision,
+                "reasons": decision.reasons,
+                "phase": ExecutionPhase.DECIDED,
+            }
         )
-        return RiskDecision.model_validate(stored["decision"])
 
     def _complete(self, record: Execution, signal: OpportunitySignal, result: Outcome) -> Execution:
         """Write the final record (a racing attempt that finished first is kept)."""
         decision = record.decision
         assert decision is not None
-        current = Execution.model_validate(self._state.get(Collections.EXECUTIONS, record.id))
-        if current.completed_at is not None:
-            return current
-        done = current.model_copy(
-            update={
-                "symbol": signal.symbol,
-                "outcome": result.outcome,
-                "reasons": decision.reasons,
-                "decision": decision,
-                "order_ids": result.order_ids,
-                "position_id": result.position_id,
-                "error": result.error,
-                "completed_at": self._clock.now(),
-            }
+        current = self._state.get(Collections.EXECUTIONS, record.id)
+        assert current is not None  # recorded before acting
+        if current.get("completed_at") is not None:
+            return Execution.model_validate(current)
+        phase = current.get("phase")  # a flattening attempt recorded its phase there
+        final = {
+            "outcome": result.outcome,
+            "order_ids": result.order_ids,
+            "position_id": result.position_id,
+            "error": result.error,
+            "completed_at": self._clock.now(),
+        }
+        done = record.model_copy(
+            update={**final, "phase": ExecutionPhase(phase) if phase else None}
         )
-        self._state.set(Collections.EXECUTIONS, record.id, done.model_dump(mode="json"))
+        # the stored record already holds the decision (as JSON): only the final fields
+        # are encoded, not the whole decision again
+        doc = {**current, **_FINAL_FIELDS.dump_python(final, mode="json")}
+        self._state.set(Collections.EXECUTIONS, record.id, doc)
         log.info(
             "decision %s%s%s",
             done.outcome.value if done.outcome else "-",
@@ -209,34 +254,46 @@ class ExecuteSignalForUser(ExecutionSteps):
     # --------------------------------------------------------------------- decide
     def _decide(self, signal: OpportunitySignal, user: User) -> RiskDecision:
         instrument = self._instrument(signal.symbol)
+        open_positions = self._open_positions(user)
         # an opposite signal closes the open position first (the user's setting)
-        if user.close_on_opposite_signal:
+        if user.close_on_opposite_signal and any(
+            p.symbol == signal.symbol and p.direction is not signal.direction
+            for p in open_positions
+        ):
             close_opposite(
                 self._state, self._exchange, self._bus, self._blobs, self._clock, user, signal
             )
+            open_positions = self._open_positions(user)
         balance = self._exchange.fetch_balance(user.exchange_account)
         # the user's order style, and fractional Kelly from their own journal
         plan = plan_for_user(
             signal, user, instrument, balance.equity, edge=user_edge(self._state, user)
         )
-        context = self._risk_context(user, signal, balance.equity, balance.free)
+        context = self._risk_context(user, signal, balance.equity, balance.free, open_positions)
         return evaluate_risk(signal, plan, user, context, instrument)
 
-    def _risk_context(
-        self, user: User, signal: OpportunitySignal, equity: float, free: float
-    ) -> RiskContext:
-        now_ms = self._clock.now_ms()
-        key = SeriesKey(signal.exchange, signal.market_type, signal.symbol)
-        bar_ms = TIMEFRAME_MS[self._config.bar_timeframe]
-        last = self._market.last_candle_ms(key, self._config.bar_timeframe)
-        age_s = float("inf") if last is None else (now_ms - (last + bar_ms)) / 1000
-        open_positions = [
+    def _open_positions(self, user: User) -> list[Position]:
+        return [
             Position.model_validate(d)
             for d in self._state.query(
                 Collections.POSITIONS,
                 [Filter("user_id", "==", user.user_id), Filter("status", "==", "open")],
             )
         ]
+
+    def _risk_context(
+        self,
+        user: User,
+        signal: OpportunitySignal,
+        equity: float,
+        free: float,
+        open_positions: list[Position],
+    ) -> RiskContext:
+        now_ms = self._clock.now_ms()
+        key = SeriesKey(signal.exchange, signal.market_type, signal.symbol)
+        bar_ms = TIMEFRAME_MS[self._config.bar_timeframe]
+        last = self._market.last_candle_ms(key, self._config.bar_timeframe)
+        age_s = float("inf") if last is None else (now_ms - (last + bar_ms)) / 1000
         return RiskContext(
             now=self._clock.now(),
             equity=equity,

@@ -44,6 +44,7 @@ class LocalBlobStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._append_targets: dict[str, str] = {}  # key -> file path (its folder exists)
 
     def __repr__(self) -> str:
         return f"LocalBlobStore({str(self.root)!r})"
@@ -114,7 +115,21 @@ class LocalBlobStore:
         text = line.removesuffix("\n")
         if "\n" in text or "\r" in text:
             raise ValueError("append_line() takes a single line")
-        target = self.path_for(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, target.open("a", encoding="utf-8", newline="\n") as fh:
-            fh.write(text + "\n")
+        # one open(O_APPEND) + write per line (whole lines, never interleaved), no
+        # pathlib or text layer: the executor audits every order it places
+        target = self._append_targets.get(key)
+        if target is None:
+            path = self.path_for(key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            target = self._append_targets[key] = str(path)
+        data = (text + "\n").encode("utf-8")
+        with self._lock:
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # its folder was removed since
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)

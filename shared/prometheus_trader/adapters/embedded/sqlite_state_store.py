@@ -31,27 +31,68 @@ from prometheus_trader.ports import AlreadyExists, Document, Filter, StateTransa
 
 T = TypeVar("T")
 
-_SCHEMA = """
+# Equality filters on these top-level fields read the matching rows through an index on
+# (collection, field) instead of json_extract over every document of the collection: the
+# executor's "open positions of this user" would otherwise read every stored position
+# once per user, a cost growing with the number of users. Most selective first: a query
+# uses the index of its first indexed filter.
+#
+# The values live in plain columns (``f_<field>``) written with the document, from the
+# Python value: SQLite 3.40 parses the whole JSON text once per json_extract, so
+# expression indexes parsed every written document (4 KiB for an execution record) about
+# ten times per write (twice per index for a replace). The indexes are partial
+# (documents that have the field): a write touches only the index pages of the fields
+# its document carries, and each page touched is a page written to the WAL at commit.
+INDEXED_FIELDS = ("user_id", "symbol", "kind", "status", "active")
+_COLUMNS = tuple(f"f_{name}" for name in INDEXED_FIELDS)
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS documents (
     collection TEXT NOT NULL,
     id TEXT NOT NULL,
     data TEXT NOT NULL,
+    {", ".join(_COLUMNS)},
     PRIMARY KEY (collection, id)
 ) WITHOUT ROWID
 """
-
-# Equality filters on these top-level fields use an expression index on
-# (collection, json_extract(data, field)) instead of json_extract over every document of
-# the collection: the executor's "open positions of this user" would otherwise read every
-# stored position once per user, a cost growing with the number of users. SQLite keeps
-# expression indexes inside the writing statement, so writes stay single statements.
-# Most selective first: a query uses the index of its first indexed filter.
-INDEXED_FIELDS = ("user_id", "symbol", "kind", "status", "active")
-_INDEXES = tuple(
-    f"CREATE INDEX IF NOT EXISTS documents_{name} ON documents "
-    f"(collection, json_extract(data, '$.\"{name}\"'))"
+_INDEXES = {
+    f"documents_{name}": (
+        f"CREATE INDEX IF NOT EXISTS documents_{name} ON documents "
+        f"(collection, f_{name}) WHERE f_{name} IS NOT NULL"
+    )
     for name in INDEXED_FIELDS
+}
+_INTO = (
+    f"INTO documents (collection, id, data, {', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (3 + len(_COLUMNS)))})"
 )
+_INSERT_SQL = f"INSERT OR IGNORE {_INTO}"
+_REPLACE_SQL = f"INSERT OR REPLACE {_INTO}"
+_INT64 = 2**63
+
+
+def _index_value(value: object) -> object:
+    """The column value of an indexed field: what json_extract would give for a scalar
+    (true/false as 1/0), None (not indexed) for null, arrays and objects."""
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value if -_INT64 <= value < _INT64 else float(value)
+    if isinstance(value, float | str):
+        return value
+    return None
+
+
+def _row(collection: str, doc_id: str, data: Mapping[str, Any]) -> tuple[object, ...]:
+    text = _encode_document(data)
+    get = data.get
+    return (collection, doc_id, text, *[_index_value(get(f)) for f in INDEXED_FIELDS])
+
+
+_CACHE_KIB = 64 * 1024  # page cache per connection (SQLite's default is 2 MiB)
 
 # Firestore's cross-type ordering, used for order_by.
 _TYPE_RANK_SQL = (
@@ -71,12 +112,16 @@ def _json_default(value: object) -> object:
     raise TypeError(f"value of type {type(value).__name__} is not JSON-compatible")
 
 
+# sort_keys + compact separators: one canonical text per document, which also makes
+# equality on nested arrays/objects a plain text comparison. One encoder for every call
+# (json.dumps with options builds a new one each time).
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), allow_nan=False, default=_json_default
+)
+
+
 def _dumps(value: object) -> str:
-    # sort_keys + compact separators: one canonical text per document, which also makes
-    # equality on nested arrays/objects a plain text comparison.
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_json_default
-    )
+    return _ENCODER.encode(value)
 
 
 def _encode_document(data: Mapping[str, Any]) -> str:
@@ -164,7 +209,7 @@ def _index_sql(filters: Sequence[Filter]) -> tuple[str, str, list[object]] | Non
                 value = int(value)  # json_extract gives 1/0 for true/false
             elif not isinstance(value, int | float | str):
                 continue
-            return f"documents_{name}", f"json_extract(data, '$.\"{name}\"') = ?", [value]
+            return f"documents_{name}", f"f_{name} = ?", [value]
     return None
 
 
@@ -253,9 +298,41 @@ class SqliteStateStore(ClosesOnExit):
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 # WAL + NORMAL: durable against process crashes, no fsync per commit.
                 self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(_SCHEMA)
-            for statement in _INDEXES:  # built once for an existing file, then kept
-                self._conn.execute(statement)
+            # the hot pages (indexes, recent documents) of a store of many users stay in
+            # memory: the default 2 MiB cache made a 10,000-user fan-out re-read them from
+            # the file (cost per decision rose with the number of users)
+            self._conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+            self._conn.execute("BEGIN IMMEDIATE")  # one process migrates a shared file
+            try:
+                self._conn.execute(_SCHEMA)
+                self._migrate()
+                for statement in _INDEXES.values():  # built once for a file, then kept
+                    self._conn.execute(statement)
+            except BaseException:
+                self._rollback()
+                raise
+            self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        """Give a file from before the index columns its columns (filled from the
+        documents) and drop its expression indexes (rebuilt on the columns)."""
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(documents)")}
+        for name, column in zip(INDEXED_FIELDS, _COLUMNS, strict=True):
+            if column in columns:
+                continue
+            path = _json_path(name)
+            self._conn.execute(f"ALTER TABLE documents ADD COLUMN {column}")
+            self._conn.execute(
+                f"UPDATE documents SET {column} = CASE WHEN json_type(data, ?) "
+                "IN ('integer', 'real', 'text', 'true', 'false') "
+                "THEN json_extract(data, ?) END",
+                (path, path),
+            )
+        for name, sql in self._conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'documents'"
+        ).fetchall():
+            if name in _INDEXES and "json_extract" in (sql or ""):
+                self._conn.execute(f"DROP INDEX {name}")
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({str(self.path)!r})"
@@ -283,18 +360,12 @@ class SqliteStateStore(ClosesOnExit):
 
     def _insert(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> bool:
         _check_ref(collection, doc_id)
-        cursor = self._conn.execute(
-            "INSERT OR IGNORE INTO documents (collection, id, data) VALUES (?, ?, ?)",
-            (collection, doc_id, _encode_document(data)),
-        )
+        cursor = self._conn.execute(_INSERT_SQL, _row(collection, doc_id, data))
         return cursor.rowcount == 1
 
     def _replace(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
         _check_ref(collection, doc_id)
-        self._conn.execute(
-            "INSERT OR REPLACE INTO documents (collection, id, data) VALUES (?, ?, ?)",
-            (collection, doc_id, _encode_document(data)),
-        )
+        self._conn.execute(_REPLACE_SQL, _row(collection, doc_id, data))
 
     def _merge(self, collection: str, doc_id: str, changes: Mapping[str, Any]) -> None:
         dotted = sorted(k for k in changes if "." in k)
