@@ -1,4 +1,4 @@
-"""Issue-8 acceptance on the Binance USD-M stand-in through ccxt (exchange side):
+"""Issue-8 acceptance on the Binance USD-M and the Bybit stand-ins through ccxt (exchange side):
 
 (a) 8 executors in 3 processes race on one (signal, user), 20 times: one entry order each;
 (b) 20 % injected faults over >= 200 order placements and their exits: no duplicate order,
@@ -19,13 +19,17 @@ from typing import Any
 import pytest
 from tests.integration.ccxt_executors import (
     SYMBOL,
+    VENUES,
     make_exchange,
     make_executor,
     message,
     racer_process,
     seed,
 )
+from tests.standins.binance_usdm import ORDER_CHANGING as BINANCE_ORDERS
 from tests.standins.binance_usdm import serve_binance
+from tests.standins.bybit import ORDER_CHANGING as BYBIT_ORDERS
+from tests.standins.bybit import serve_bybit
 from tests.standins.engine import DEFAULT_NOW_MS, Engine, FaultPlan
 
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
@@ -57,6 +61,18 @@ def _report(name: str, data: dict[str, Any]) -> None:
         (REPORT_DIR / f"{name}.json").write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
+def serve(venue: str, engine: Engine) -> Any:
+    """The venue's stand-in over ``engine`` (a context manager with ``urls``)."""
+    return (serve_binance if venue == "binance" else serve_bybit)(engine, timeout_s=0.6)
+
+
+def order_requests(venue: str, requests: list[tuple[str, str]]) -> int:
+    """Order-changing requests (where the stand-ins draw their faults)."""
+    if venue == "binance":
+        return sum(1 for m, p in requests if p in BINANCE_ORDERS and m in ("POST", "DELETE"))
+    return sum(1 for _, p in requests if p in BYBIT_ORDERS)
+
+
 def creates_by_client_id(engine: Engine) -> Counter[tuple[str, str]]:
     return Counter((e["account"], e["client_id"]) for e in engine.log if e["action"] == "create")
 
@@ -70,11 +86,12 @@ class Race:
     summary: dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def race(tmp_path_factory: pytest.TempPathFactory) -> Race:
+@pytest.fixture(scope="module", params=VENUES)
+def race(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Race:
     """20 times: 8 executors (3 + 3 + 2 threads in 3 spawned processes, each executor its
     own adapter, state connection and clock) handle the same (signal, user) at once."""
-    tmp_path = tmp_path_factory.mktemp("race")
+    venue: str = request.param
+    tmp_path = tmp_path_factory.mktemp(f"race-{venue}")
     reps, split = 20, (3, 3, 2)
     users = [f"r{i:02d}" for i in range(reps)]
     engine = Engine(keys={u: f"{u}-secret" for u in users})
@@ -85,7 +102,7 @@ def race(tmp_path_factory: pytest.TempPathFactory) -> Race:
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(sum(split))
     results = ctx.Queue()
-    with serve_binance(engine, timeout_s=0.6) as stand:
+    with serve(venue, engine) as stand:
         procs = [
             ctx.Process(
                 target=racer_process,
@@ -98,6 +115,7 @@ def race(tmp_path_factory: pytest.TempPathFactory) -> Race:
                     tasks,
                     barrier,
                     results,
+                    venue,
                 ),
             )
             for n in split
@@ -119,6 +137,7 @@ def race(tmp_path_factory: pytest.TempPathFactory) -> Race:
         records.append(Execution.model_validate(doc) if doc else None)
     duplicates = {k: n for k, n in creates.items() if n > 1}
     summary = {
+        "venue": venue,
         "executions": reps,
         "racers": sum(split),
         "processes": len(split),
@@ -131,7 +150,7 @@ def race(tmp_path_factory: pytest.TempPathFactory) -> Race:
         ),
         "racer_outcomes": Counter(o.split(":")[0] for v in outcomes.values() for o in v),
     }
-    _report("racing", summary)
+    _report(f"racing-{venue}", summary)
     return Race(entries, duplicates, records, summary)
 
 
@@ -203,7 +222,10 @@ def exit_position(monitor: ExitMonitor, pos: Position) -> str:
 
 
 @pytest.mark.timeout(900)
-def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(tmp_path: Path) -> None:
+@pytest.mark.parametrize("venue", VENUES)
+def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(
+    venue: str, tmp_path: Path
+) -> None:
     n = int(os.environ.get("PROMETHEUS_FAULT_EXECUTIONS", "200"))
     users = [f"f{i:03d}" for i in range(n)]
     engine = Engine(keys={u: f"{u}-secret" for u in users}, duplicate_scope="open")
@@ -213,9 +235,9 @@ def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(tmp_path
     engine.faults = FaultPlan(rate=0.2, seed=8)
     outcomes: Counter[str] = Counter()
     exits: Counter[str] = Counter()
-    with serve_binance(engine, timeout_s=0.6) as stand:
+    with serve(venue, engine) as stand:
         executor = make_executor(
-            stand.urls, tmp_path / "state.sqlite", tmp_path / "b", DEFAULT_NOW_MS
+            stand.urls, tmp_path / "state.sqlite", tmp_path / "b", DEFAULT_NOW_MS, venue
         )
         for signal_id, user in tasks:
             for attempt in range(1, 6):  # redeliveries, as Pub/Sub would
@@ -227,7 +249,7 @@ def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(tmp_path
                 except Exception as exc:
                     outcomes_key = f"delivery failed: {type(exc).__name__}"
                     outcomes[outcomes_key] += 1
-        ex = make_exchange(stand.urls, state)
+        ex = make_exchange(stand.urls, state, venue=venue)
         clock = SimulatedClock(datetime.fromtimestamp(DEFAULT_NOW_MS / 1000, UTC))
         monitor = ExitMonitor(state, ex, InMemoryBus(), LocalBlobStore(tmp_path / "m"), clock)
         for doc in state.query(Collections.POSITIONS):
@@ -241,19 +263,12 @@ def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(tmp_path
     duplicates = {f"{a}/{c}": k for (a, c), k in creates.items() if k > 1}
     coverage = stop_coverage(engine)
     summary = {
+        "venue": venue,
         "executions": n,
         "order_placements": placements,
         "faults_injected": dict(faults),
         "fault_share_of_order_requests": round(
-            sum(faults.values())
-            / max(
-                1,
-                sum(
-                    1
-                    for m, p in engine.requests
-                    if p.endswith(("order", "algoOrder")) and m in ("POST", "DELETE")
-                ),
-            ),
+            sum(faults.values()) / max(1, order_requests(venue, engine.requests)),
             3,
         ),
         "duplicate_orders": len(duplicates),
@@ -263,7 +278,7 @@ def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(tmp_path
         "stop_coverage": coverage,
         "live_stops_left_after_exits": len(live_after),
     }
-    _report("faults", summary)
+    _report(f"faults-{venue}", summary)
     assert placements >= 200, summary
     assert duplicates == {}, summary
     assert coverage["unprotected_after_stop"] == 0 and coverage["double_stop"] == 0, summary
