@@ -40,10 +40,9 @@ from prometheus_trader.domain.ids import client_order_id, execution_id
 from prometheus_trader.domain.trading import (
     Execution,
     ExitReason,
-    Position,
 )
-from prometheus_trader.ports import ExchangeError
-from prometheus_trader.usecases.monitor import ExitFailed, ExitMonitor
+from prometheus_trader.ports import Filter
+from prometheus_trader.usecases.monitor import ExitMonitor
 from prometheus_trader.usecases.names import Collections
 
 pytestmark = pytest.mark.integration
@@ -207,18 +206,70 @@ def stop_coverage(engine: Engine) -> dict[str, int]:
     return dict(out)
 
 
-def exit_position(monitor: ExitMonitor, pos: Position) -> str:
-    """Close through the exit monitor, as the worker would: its reduce-only exit goes in
-    first (again for what a partial fill left) and the stop is cancelled only once flat;
-    a failed exit keeps the stop and is tried again on the next cycle."""
-    last = ""
-    for attempt in range(6):
-        try:
-            monitor.close_position(pos, ExitReason.MAX_HOLD, {"by": "test"})
-            return "closed" if attempt == 0 else "closed after a retry"
-        except (ExitFailed, ExchangeError) as exc:
-            last = f"{type(exc).__name__}: {str(exc)[:160]}"
-    return f"failed ({last})"
+def exit_all(monitor: ExitMonitor, state: SqliteStateStore, rounds: int = 6) -> Counter[str]:
+    """Close every position through the exit monitor as the worker's kill switch does
+    (``close_all``): its reduce-only exit goes in first (again for what a partial fill
+    left) and the stop is cancelled only once flat; a failing position is alerted and
+    isolated, keeps its stop and is tried again on the next round (cycle)."""
+    tries: Counter[str] = Counter()
+    for _ in range(rounds):
+        still = state.query(Collections.POSITIONS, [Filter("status", "==", "open")])
+        if not still:
+            break
+        tries.update(d["id"] for d in still)
+        monitor.close_all(ExitReason.MAX_HOLD, {"by": "test"})
+    left = {d["id"] for d in state.query(Collections.POSITIONS, [Filter("status", "==", "open")])}
+    return Counter(
+        "still open" if pid in left else "closed" if n == 1 else "closed after a retry"
+        for pid, n in tries.items()
+    )
+
+
+def failure_paths(
+    engine: Engine, state: SqliteStateStore, tasks: list[tuple[str, str]], exits_from: int
+) -> dict[str, dict[str, Any]]:
+    """Per injected fault kind, the executions (entry phase) or positions (exit phase) it
+    hit: what they ended recorded as, and the alerts (``system_error`` events) they got."""
+    alerts: dict[str, Counter[str]] = {}
+    for e in state.query(Collections.EVENTS, [Filter("type", "==", "system_error")]):
+        phase = "exit" if "stop_order_id" in e["payload"] else "entry"
+        alerts.setdefault(f"{phase}:{e['user_id']}", Counter())[e["severity"]] += 1
+    records: dict[str, str] = {}
+    for signal_id, user in tasks:
+        doc = state.get(Collections.EXECUTIONS, execution_id(signal_id, user)) or {}
+        kind = str(doc.get("outcome", "missing"))
+        if doc.get("error"):
+            kind += f" ({str(doc['error']).split(':')[1].strip()[:40]})"
+        elif doc.get("position_id"):
+            kind += " with its position"
+        records[user] = kind if doc.get("completed_at") else f"{kind}, not completed"
+    closed = {
+        d["user_id"]: f"{d['status']} ({d.get('exit_reason')})"
+        for d in state.query(Collections.POSITIONS)
+    }
+    table: dict[str, dict[str, Any]] = {}
+    for e in engine.log:
+        if e["action"] != "fault":
+            continue
+        phase = "exit" if e["seq"] >= exits_from else "entry"
+        row = table.setdefault(
+            f"{phase}: {e['fault']}",
+            {"hit": set(), "recorded": Counter(), "alerted": Counter(), "failed_unalerted": 0},
+        )
+        row["hit"].add(e["account"])
+    for row_name, row in table.items():
+        phase = row_name.split(":")[0]
+        for user in row["hit"]:
+            state_now = records[user] if phase == "entry" else closed.get(user, "no position")
+            row["recorded"][state_now] += 1
+            got = alerts.get(f"{phase}:{user}", Counter())
+            row["alerted"].update(got)
+            failed = not (state_now.startswith("accepted") or state_now.startswith("closed"))
+            row["failed_unalerted"] += int(failed and not got)
+        row["hit"] = len(row["hit"])
+        row["recorded"] = dict(row["recorded"])
+        row["alerted"] = dict(row["alerted"])
+    return dict(sorted(table.items()))
 
 
 @pytest.mark.timeout(900)
@@ -234,7 +285,6 @@ def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(
     tasks = [(seed(state, u, price, DEFAULT_NOW_MS, i), u) for i, u in enumerate(users)]
     engine.faults = FaultPlan(rate=0.2, seed=8)
     outcomes: Counter[str] = Counter()
-    exits: Counter[str] = Counter()
     with serve(venue, engine) as stand:
         executor = make_executor(
             stand.urls, tmp_path / "state.sqlite", tmp_path / "b", DEFAULT_NOW_MS, venue
@@ -252,8 +302,8 @@ def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(
         ex = make_exchange(stand.urls, state, venue=venue)
         clock = SimulatedClock(datetime.fromtimestamp(DEFAULT_NOW_MS / 1000, UTC))
         monitor = ExitMonitor(state, ex, InMemoryBus(), LocalBlobStore(tmp_path / "m"), clock)
-        for doc in state.query(Collections.POSITIONS):
-            exits[exit_position(monitor, Position.model_validate(doc))] += 1
+        exits_from = len(engine.log)
+        exits = exit_all(monitor, state)
         engine.faults.rate = 0.0
         open_after = {u: engine.positions(u) for u in users if engine.positions(u)}
         live_after = [o for o in engine.live_orders() if o.conditional and o.type == "STOP_MARKET"]
@@ -262,6 +312,7 @@ def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(
     faults = Counter(e["fault"] for e in engine.log if e["action"] == "fault")
     duplicates = {f"{a}/{c}": k for (a, c), k in creates.items() if k > 1}
     coverage = stop_coverage(engine)
+    paths = failure_paths(engine, state, tasks, exits_from)
     summary = {
         "venue": venue,
         "executions": n,
@@ -277,9 +328,14 @@ def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(
         "positions_left_open": len(open_after),
         "stop_coverage": coverage,
         "live_stops_left_after_exits": len(live_after),
+        "failure_paths": paths,
     }
     _report(f"faults-{venue}", summary)
     assert placements >= 200, summary
     assert duplicates == {}, summary
     assert coverage["unprotected_after_stop"] == 0 and coverage["double_stop"] == 0, summary
     assert open_after == {}, summary
+    # every failure path ends recorded (execution complete, position closed) and alerted
+    assert all(not r["failed_unalerted"] for r in paths.values()), paths
+    assert all("not completed" not in k for r in paths.values() for k in r["recorded"]), paths
+    assert exits.get("still open", 0) == 0, summary

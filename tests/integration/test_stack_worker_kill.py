@@ -57,7 +57,10 @@ from prometheus_trader.usecases.rank import publish_signal
 pytestmark = pytest.mark.integration
 
 KILLS = int(os.environ.get("PROMETHEUS_TEST_WORKER_KILLS", "20"))
-SPEED = 60.0  # simulated seconds per wall second
+# simulated seconds per wall second: a signal's 30 minutes must outlast the trip through
+# Pub/Sub, dispatcher and executor functions on a loaded 2-core machine
+SPEED = 20.0
+SIGNAL_EVERY_MIN = 10
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT")
 USERS = ("k1", "k2")
 STOP_PCT = 0.25
@@ -135,7 +138,7 @@ def stack_clock(info: StackInfo) -> ShiftedClock:
 
 
 class Publisher:
-    """The ranker's step, from outside: every 5 simulated minutes one signal per symbol
+    """The ranker's step, from outside: every 10 simulated minutes one signal per symbol
     (stored, then published on ``signals``), alternating long and short."""
 
     def __init__(self, info: StackInfo, state: StateStore) -> None:
@@ -168,7 +171,7 @@ class Publisher:
         done: set[int] = set()
         try:
             while not self._stop.is_set():
-                slot = self._clock.now_ms() // (5 * 60_000)
+                slot = self._clock.now_ms() // (SIGNAL_EVERY_MIN * 60_000)
                 if slot not in done:
                     done.add(slot)
                     for symbol in SYMBOLS:
@@ -265,6 +268,7 @@ def test_stack_worker_killed_at_random_moments_loses_nothing(
             ],
             "errors": state.query(Collections.EVENTS, [Filter("type", "==", "system_error")]),
             "open": open_positions(state),
+            "executions": state.query(Collections.EXECUTIONS),
         }
         (tmp_path / "dump.json").write_text(json.dumps(dump, default=str, indent=1))
         raise
@@ -316,6 +320,7 @@ def check_invariants(state: StateStore, now: datetime) -> dict[str, object]:
             assert [o.status for o in exits] == [OrderStatus.FILLED], position["id"]
     source.close()
     outcomes = Counter(str(e["outcome"]) for e in executions)
+    outcomes.update(f"reason:{r}" for e in executions for r in e.get("reasons", []))
     return {
         "executions": dict(outcomes),
         "positions": len(positions),
