@@ -206,17 +206,32 @@ def stop_coverage(engine: Engine) -> dict[str, int]:
     return dict(out)
 
 
-def exit_all(monitor: ExitMonitor, state: SqliteStateStore, rounds: int = 6) -> Counter[str]:
+BURST = 5  # = the adapter's attempts (ccxt_executors.FAST): the fault outlasts its retries
+# execution index % 20 → faults queued before it: on the entry; on the stop (after a
+# fault-free entry: an empty entry means "no fault")
+BURSTS: dict[int, list[str]] = {5: ["5xx"] * BURST, 15: ["", *["5xx"] * BURST]}
+
+
+def exit_all(
+    monitor: ExitMonitor,
+    state: SqliteStateStore,
+    rounds: int = 8,
+    bursts: int = 0,
+    faults: FaultPlan | None = None,
+) -> Counter[str]:
     """Close every position through the exit monitor as the worker's kill switch does
     (``close_all``): its reduce-only exit goes in first (again for what a partial fill
     left) and the stop is cancelled only once flat; a failing position is alerted and
-    isolated, keeps its stop and is tried again on the next round (cycle)."""
+    isolated, keeps its stop and is tried again on the next round (cycle). The first
+    ``bursts`` rounds start with a fault that outlasts the adapter's retries."""
     tries: Counter[str] = Counter()
-    for _ in range(rounds):
+    for n in range(rounds):
         still = state.query(Collections.POSITIONS, [Filter("status", "==", "open")])
         if not still:
             break
         tries.update(d["id"] for d in still)
+        if n < bursts and faults is not None:
+            faults.queue += ["5xx"] * BURST
         monitor.close_all(ExitReason.MAX_HOLD, {"by": "test"})
     left = {d["id"] for d in state.query(Collections.POSITIONS, [Filter("status", "==", "open")])}
     return Counter(
@@ -226,10 +241,16 @@ def exit_all(monitor: ExitMonitor, state: SqliteStateStore, rounds: int = 6) -> 
 
 
 def failure_paths(
-    engine: Engine, state: SqliteStateStore, tasks: list[tuple[str, str]], exits_from: int
+    engine: Engine,
+    state: SqliteStateStore,
+    tasks: list[tuple[str, str]],
+    exits_from: int,
+    bursts: dict[str, set[str]],
 ) -> dict[str, dict[str, Any]]:
     """Per injected fault kind, the executions (entry phase) or positions (exit phase) it
-    hit: what they ended recorded as, and the alerts (``system_error`` events) they got."""
+    hit: what they ended recorded as, and the alerts (``system_error`` events) they got.
+    ``bursts``: rows of their own for the users a fault burst was queued for; an exit
+    burst is a user with at least ``BURST`` faults while exiting."""
     alerts: dict[str, Counter[str]] = {}
     for e in state.query(Collections.EVENTS, [Filter("type", "==", "system_error")]):
         phase = "exit" if "stop_order_id" in e["payload"] else "entry"
@@ -257,8 +278,22 @@ def failure_paths(
             {"hit": set(), "recorded": Counter(), "alerted": Counter(), "failed_unalerted": 0},
         )
         row["hit"].add(e["account"])
+    exit_faults = Counter(
+        e["account"] for e in engine.log if e["action"] == "fault" and e["seq"] >= exits_from
+    )
+    bursts = {
+        **bursts,
+        f"exit: 5xx x{BURST} (exit order fails)": {u for u, k in exit_faults.items() if k >= BURST},
+    }
+    for name, hit in bursts.items():
+        table[name] = {
+            "hit": hit,
+            "recorded": Counter(),
+            "alerted": Counter(),
+            "failed_unalerted": 0,
+        }
     for row_name, row in table.items():
-        phase = row_name.split(":")[0]
+        phase = "exit" if row_name.startswith("exit") else "entry"
         for user in row["hit"]:
             state_now = records[user] if phase == "entry" else closed.get(user, "no position")
             row["recorded"][state_now] += 1
@@ -289,7 +324,9 @@ def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(
         executor = make_executor(
             stand.urls, tmp_path / "state.sqlite", tmp_path / "b", DEFAULT_NOW_MS, venue
         )
-        for signal_id, user in tasks:
+        for i, (signal_id, user) in enumerate(tasks):
+            # a few faults that outlast the adapter's 5 attempts: on the entry, on the stop
+            engine.faults.queue += BURSTS.get(i % 20, [])
             for attempt in range(1, 6):  # redeliveries, as Pub/Sub would
                 try:
                     done = executor.handle(message(signal_id, user, attempt))
@@ -303,7 +340,7 @@ def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(
         clock = SimulatedClock(datetime.fromtimestamp(DEFAULT_NOW_MS / 1000, UTC))
         monitor = ExitMonitor(state, ex, InMemoryBus(), LocalBlobStore(tmp_path / "m"), clock)
         exits_from = len(engine.log)
-        exits = exit_all(monitor, state)
+        exits = exit_all(monitor, state, bursts=3, faults=engine.faults)
         engine.faults.rate = 0.0
         open_after = {u: engine.positions(u) for u in users if engine.positions(u)}
         live_after = [o for o in engine.live_orders() if o.conditional and o.type == "STOP_MARKET"]
@@ -312,7 +349,15 @@ def test_injected_faults_leave_no_duplicate_and_no_unprotected_position(
     faults = Counter(e["fault"] for e in engine.log if e["action"] == "fault")
     duplicates = {f"{a}/{c}": k for (a, c), k in creates.items() if k > 1}
     coverage = stop_coverage(engine)
-    paths = failure_paths(engine, state, tasks, exits_from)
+    bursts = {
+        f"entry: 5xx x{BURST} (retries exhausted)": {
+            u for i, (_, u) in enumerate(tasks) if i % 20 == 5
+        },
+        f"stop: 5xx x{BURST} (stop placement fails)": {
+            u for i, (_, u) in enumerate(tasks) if i % 20 == 15
+        },
+    }
+    paths = failure_paths(engine, state, tasks, exits_from, bursts)
     summary = {
         "venue": venue,
         "executions": n,
