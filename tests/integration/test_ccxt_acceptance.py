@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -260,7 +261,8 @@ def failure_paths(
         doc = state.get(Collections.EXECUTIONS, execution_id(signal_id, user)) or {}
         kind = str(doc.get("outcome", "missing"))
         if doc.get("error"):
-            kind += f" ({str(doc['error']).split(':')[1].strip()[:40]})"
+            why = re.sub(r"\bpt-[0-9a-f]+", "…", str(doc["error"]).split(":")[1].strip())
+            kind += f" ({why[:48]})"
         elif doc.get("position_id"):
             kind += " with its position"
         records[user] = kind if doc.get("completed_at") else f"{kind}, not completed"
@@ -268,16 +270,6 @@ def failure_paths(
         d["user_id"]: f"{d['status']} ({d.get('exit_reason')})"
         for d in state.query(Collections.POSITIONS)
     }
-    table: dict[str, dict[str, Any]] = {}
-    for e in engine.log:
-        if e["action"] != "fault":
-            continue
-        phase = "exit" if e["seq"] >= exits_from else "entry"
-        row = table.setdefault(
-            f"{phase}: {e['fault']}",
-            {"hit": set(), "recorded": Counter(), "alerted": Counter(), "failed_unalerted": 0},
-        )
-        row["hit"].add(e["account"])
     exit_faults = Counter(
         e["account"] for e in engine.log if e["action"] == "fault" and e["seq"] >= exits_from
     )
@@ -285,6 +277,21 @@ def failure_paths(
         **bursts,
         f"exit: 5xx x{BURST} (exit order fails)": {u for u, k in exit_faults.items() if k >= BURST},
     }
+    in_burst: dict[str, set[str]] = {"entry": set(), "exit": set()}
+    for name, hit in bursts.items():
+        in_burst["exit" if name.startswith("exit") else "entry"] |= hit
+    table: dict[str, dict[str, Any]] = {}
+    for e in engine.log:
+        if e["action"] != "fault":
+            continue
+        phase = "exit" if e["seq"] >= exits_from else "entry"
+        if e["account"] in in_burst[phase]:
+            continue  # counted in its burst's row
+        row = table.setdefault(
+            f"{phase}: {e['fault']}",
+            {"hit": set(), "recorded": Counter(), "alerted": Counter(), "failed_unalerted": 0},
+        )
+        row["hit"].add(e["account"])
     for name, hit in bursts.items():
         table[name] = {
             "hit": hit,
