@@ -37,6 +37,11 @@ class OrderMissing(ExchangeError):
     """The exchange does not know this order (used to resolve lookups by client id)."""
 
 
+class NotPlaced(ExchangeError):
+    """Every attempt failed and a look-up by client id after the last one found nothing:
+    the id is free to be sent again (by this instance or another)."""
+
+
 class TransientFailure(ExchangeError):
     """A failure worth retrying; ``retry_after`` is the server's requested wait, if any."""
 

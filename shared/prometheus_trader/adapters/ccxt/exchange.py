@@ -35,6 +35,7 @@ from prometheus_trader.adapters.ccxt.config import (
     venue,
 )
 from prometheus_trader.adapters.ccxt.errors import (
+    NotPlaced,
     OrderMissing,
     RetryPolicy,
     TransientFailure,
@@ -479,7 +480,7 @@ class CcxtExchange:
                 found = self.fetch_order_by_client_id(account, request)
                 if found is not None:
                     return found
-        raise ExchangeError(
+        raise NotPlaced(
             f"order {request.client_order_id} not placed after {self._retry.attempts} attempts: "
             f"{last_error}"
         )
