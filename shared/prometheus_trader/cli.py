@@ -265,6 +265,22 @@ def stack_down(var_dir: VarOption = None) -> None:
     out.print(f"stopped: {', '.join(stopped)}" if stopped else "no stack was up")
 
 
+@stack_app.command("restart")
+def stack_restart(
+    name: Annotated[str, typer.Argument(help="worker, or function:<name>")] = "worker",
+    var_dir: VarOption = None,
+) -> None:
+    """Start one of the stack's processes again (killed first if alive), as Cloud Run
+    replaces a crashed instance: same command, port and environment."""
+    from prometheus_trader.app.stack import StackError, restart
+
+    try:
+        pid = restart(_settings(var_dir=var_dir), name)
+    except StackError as exc:
+        raise CliError(str(exc)) from exc
+    out.print(f"{name} restarted (pid {pid})")
+
+
 @stack_app.command("status")
 def stack_status(var_dir: VarOption = None) -> None:
     """Show what `stack up` started."""

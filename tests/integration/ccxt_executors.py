@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,18 +31,25 @@ SYMBOL = "BTC/USDT:USDT"
 FAST = RetryPolicy(attempts=5, base_s=0.01, max_wait_s=0.05)
 
 
-def standin_keys(account: str) -> Credentials:
-    return Credentials("binance", "demo", account, f"{account}-secret")
+VENUES = ("binance", "bybit")  # the stand-ins: tests/standins/binance_usdm.py, bybit.py
+
+
+def standin_keys(venue: str) -> Callable[[str], Credentials]:
+    """Each stand-in account's key (the secret the stand-in checks signatures with)."""
+    return lambda account: Credentials(venue, "demo", account, f"{account}-secret")
 
 
 def make_exchange(
-    urls: dict[str, str], state: SqliteStateStore | None = None, timeout_ms: int = 300
+    urls: dict[str, str],
+    state: SqliteStateStore | None = None,
+    timeout_ms: int = 300,
+    venue: str = "binance",
 ) -> CcxtExchange:
     """The adapter as deployed: order claims in the shared state store."""
     return CcxtExchange(
-        "binance",
+        venue,
         "demo",
-        standin_keys,
+        standin_keys(venue),
         urls=urls,
         retry=FAST,
         timeout_ms=timeout_ms,
@@ -51,14 +59,14 @@ def make_exchange(
 
 
 def make_executor(
-    urls: dict[str, str], state_path: Path, blobs: Path, now_ms: int
+    urls: dict[str, str], state_path: Path, blobs: Path, now_ms: int, venue: str = "binance"
 ) -> ExecuteSignalForUser:
     """One executor instance: its own exchange client, state connection, clock."""
     clock = SimulatedClock(datetime.fromtimestamp(now_ms / 1000, UTC))
     state = SqliteStateStore(state_path)
     return ExecuteSignalForUser(
         state,
-        make_exchange(urls, state),
+        make_exchange(urls, state, venue=venue),
         DuckDBMarketStore(SAMPLE_STORE_DIR, read_only=True),
         InMemoryBus(),
         LocalBlobStore(blobs),
@@ -115,11 +123,14 @@ def racer_process(
     tasks: list[tuple[str, str]],
     barrier: Any,
     results: Any,
+    venue: str = "binance",
 ) -> None:
     """Run ``n_threads`` executors; for each task all of them handle the same message at
     once (the barrier spans every process)."""
     executors = [
-        make_executor(urls, Path(state_path), Path(blobs) / f"{threading.get_ident()}-{i}", now_ms)
+        make_executor(
+            urls, Path(state_path), Path(blobs) / f"{threading.get_ident()}-{i}", now_ms, venue
+        )
         for i in range(n_threads)
     ]
 

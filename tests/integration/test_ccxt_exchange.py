@@ -345,6 +345,12 @@ def test_bybit_retries_rate_limits_and_resolves_lost_answers() -> None:
         engine.faults.queue.append("margin")
         with pytest.raises(OrderRejected, match="insufficient margin"):
             ex.create_order("alice", buy("e2"))
+        # a 503 (retCode 10016) on a cancel is retried, not raised to the exit monitor
+        price = round(engine.last_price(BTC) * 0.5, 1)
+        limit = {"type": OrderType.LIMIT, "price": price}
+        rest = ex.create_order("alice", buy("e3").model_copy(update=limit))
+        engine.faults.queue += ["5xx", "timeout"]
+        assert ex.cancel_order("alice", rest.id).status is OrderStatus.CANCELED
 
 
 def test_standin_checks_signature_and_recv_window_like_binance(stand: Stand) -> None:

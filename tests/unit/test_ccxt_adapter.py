@@ -53,6 +53,15 @@ def test_one_mapping_for_every_ccxt_error(
         assert out.retry_after == 7.0
 
 
+def test_an_unknown_answer_to_a_cancel_is_retried_other_reads_are_not() -> None:
+    # Bybit's 503 "server error" (10016) has no ccxt class: cancelling again is harmless
+    bybit_503 = ccxt.ExchangeError('{"retCode":10016}')
+    assert type(translate(bybit_503, Client(), placing=False, changing=True)) is TransientFailure
+    assert type(translate(bybit_503, Client(), placing=False)) is ExchangeError
+    rejected = translate(ccxt.InsufficientFunds("x"), Client(), placing=False, changing=True)
+    assert type(rejected) is ExchangeError  # a cancel is never an order rejection
+
+
 def test_retry_waits_honour_retry_after_within_the_cap() -> None:
     policy = RetryPolicy(attempts=5, base_s=0.5, max_wait_s=10.0)
 

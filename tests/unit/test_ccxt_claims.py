@@ -72,3 +72,20 @@ def test_a_waiter_gives_up_when_the_order_never_appears() -> None:
         claims(state, clock, wait_s=5.0, stale_after_s=1e9).run(
             "b:demo", "alice", "c1", lambda: "dup", lambda: None
         )
+
+
+def test_a_send_confirmed_not_placed_frees_the_id_at_once() -> None:
+    # every attempt failed and the look-up after the last found nothing: the next attempt
+    # (a redelivery, the monitor's next cycle) sends at once instead of waiting for staleness
+    from prometheus_trader.adapters.ccxt.errors import NotPlaced
+
+    state, clock = SqliteStateStore(), Clock()
+
+    def outage() -> str:
+        raise NotPlaced("order c3 not placed after 5 attempts")
+
+    with pytest.raises(NotPlaced):
+        claims(state, clock).run("b:demo", "bob", "c3", outage, lambda: None)
+    again = claims(state, clock, stale_after_s=30.0, wait_s=120.0)
+    assert again.run("b:demo", "bob", "c3", lambda: "resent", lambda: None) == "resent"
+    assert clock.t == 1000.0

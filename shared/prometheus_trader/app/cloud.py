@@ -26,7 +26,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -65,27 +65,41 @@ class ConfigurationError(RuntimeError):
 
 
 class ShiftedClock:
-    """Real time moved by a fixed offset: recorded data replays at real speed.
+    """Real time moved by a fixed offset (recorded data replays at real speed), or run
+    ``speed`` times faster.
 
-    The offset is fixed when the clock is made (``start`` is "now" at that moment).
+    The clock reads ``start`` at the wall instant ``anchor`` (default: when the clock is
+    made). Processes given the same anchor read the same time, so a restarted worker
+    does not rewind to ``start``.
     """
 
-    def __init__(self, start: datetime, base: Clock | None = None) -> None:
+    def __init__(
+        self,
+        start: datetime,
+        base: Clock | None = None,
+        *,
+        speed: float = 1.0,
+        anchor: datetime | None = None,
+    ) -> None:
         if start.tzinfo is None:
             start = start.replace(tzinfo=UTC)
+        if anchor is not None and anchor.tzinfo is None:
+            anchor = anchor.replace(tzinfo=UTC)
         self._base = base or SystemClock()
-        self._offset: timedelta = start - self._base.now()
+        self._speed = speed
+        self._start_ms = int(start.timestamp() * 1000)
+        self._anchor_ms = self._base.now_ms() if anchor is None else int(anchor.timestamp() * 1000)
 
     def __repr__(self) -> str:
-        return f"ShiftedClock(offset={self._offset})"
+        return f"ShiftedClock(start_ms={self._start_ms}, speed={self._speed})"
 
     def now(self) -> datetime:
         """Shifted UTC time, timezone-aware."""
-        return (self._base.now() + self._offset).astimezone(UTC)
+        return datetime.fromtimestamp(self.now_ms() / 1000, UTC)
 
     def now_ms(self) -> int:
         """Shifted time in epoch milliseconds."""
-        return self._base.now_ms() + self._offset // timedelta(milliseconds=1)
+        return self._start_ms + int((self._base.now_ms() - self._anchor_ms) * self._speed)
 
 
 class CloudRuntime:
@@ -146,8 +160,10 @@ class CloudRuntime:
         """System time, or shifted to ``settings.clock_start`` (replays)."""
 
         def make() -> Clock:
-            start = self.settings.clock_start
-            return SystemClock() if start is None else ShiftedClock(start)
+            s = self.settings
+            if s.clock_start is None:
+                return SystemClock()
+            return ShiftedClock(s.clock_start, speed=s.clock_speed, anchor=s.clock_anchor)
 
         return self._once("clock", make)
 

@@ -149,6 +149,18 @@ class Settings(BaseSettings):
         description="pin the service clock: it reads this instant when the process builds its "
         "runtime and runs at real speed from there (replaying recorded data); None = real time",
     )
+    clock_anchor: datetime | None = Field(
+        default=None,
+        description="with clock_start: the wall-clock instant at which the clock reads "
+        "clock_start (`stack up` sets it, so every process and a restarted worker share one "
+        "time); None = when the process builds its runtime",
+    )
+    clock_speed: float = Field(
+        default=1.0,
+        gt=0,
+        description="with clock_start: simulated seconds per wall second (`stack up` passes it "
+        "on; tests run the emulated stack faster than real time)",
+    )
     # notifications (docs/notifications.md); secrets are SecretStore names, never values
     notifier: Literal["console", "routed"] = Field(
         default="console",

@@ -4,8 +4,10 @@
 own process groups), creates the topics and push subscriptions (dead-letter topics, max
 delivery attempts) pointing at the functions served locally by functions-framework, and
 starts the exit-monitor worker; it records every process in ``<var>/stack/stack.json``.
-``stack down`` kills those process groups. ``stack run`` replays the same scenario as
-``prometheus-trader run`` on the emulators and must give the same ledger.
+``stack down`` kills those process groups. ``stack restart NAME`` starts one of them again
+(the worker, or a function) as Cloud Run restarts a crashed instance: same command, port
+and environment, a new process group recorded in ``stack.json``. ``stack run`` replays the
+same scenario as ``prometheus-trader run`` on the emulators and must give the same ledger.
 
 How ``stack run`` stays deterministic: the functions are served in this process (a
 functions-framework app per function, behind real Pub/Sub push subscriptions over HTTP),
@@ -84,6 +86,7 @@ class StackInfo(BaseModel):
     process_groups: dict[str, int]
     function_urls: dict[str, str]
     started_at: str
+    restarts: dict[str, int] = {}
 
 
 def stack_dir(settings: Settings) -> Path:
@@ -153,41 +156,33 @@ def stack_up(
             "PROMETHEUS_VAR_DIR": str(settings.var_dir.resolve()),
         }
         _ensure_bucket(env, "prometheus-local")
+        # the caller's own PROMETHEUS_* settings are the stack's: recorded, so that
+        # `stack restart` from another shell starts a process configured the same way
+        env = {
+            **{k: v for k, v in os.environ.items() if k.startswith("PROMETHEUS_")},
+            **env,
+        }
         if seed:
             uploaded = seed_demo(settings, env, project, "prometheus-local")
             # the services replay the sample from the end of its warm-up, at real speed
+            # (or settings.clock_speed times faster); one anchor for every process, so a
+            # restarted worker reads the same time as the functions
             start = datetime.fromtimestamp(SAMPLE_START_MS / 1000, UTC) + timedelta(
                 hours=settings.warmup_hours
             )
             env["PROMETHEUS_CLOCK_START"] = start.isoformat()
+            env["PROMETHEUS_CLOCK_ANCHOR"] = datetime.now(UTC).isoformat()
+            env["PROMETHEUS_CLOCK_SPEED"] = repr(settings.clock_speed)
             say(f"  seeded {len(DEMO_USERS)} demo users and {uploaded} sample files")
         urls: dict[str, str] = {}
         for name in (*PUBSUB_FUNCTIONS, *HTTP_FUNCTIONS):
             port = free_port()
-            signature = "cloudevent" if name in PUBSUB_FUNCTIONS else "http"
-            groups[f"function:{name}"] = _spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "functions_framework",
-                    f"--target={name}",
-                    f"--source={functions_dir() / name / 'main.py'}",
-                    f"--signature-type={signature}",
-                    f"--host={LOOPBACK}",
-                    f"--port={port}",
-                ],
-                env,
-                root / f"function-{name}.log",
-            )
+            groups[f"function:{name}"] = _start(f"function:{name}", port, env, root)
             urls[name] = f"http://{LOOPBACK}:{port}"
             say(f"  function {name:12s} {urls[name]}")
         _create_push_topology(env, project, urls)
         worker_port = free_port()
-        groups["worker"] = _spawn(
-            [sys.executable, "-m", "prometheus_trader", "worker"],
-            {**env, "PORT": str(worker_port)},
-            root / "worker.log",
-        )
+        groups["worker"] = _start("worker", worker_port, env, root)
         urls["worker"] = f"http://{LOOPBACK}:{worker_port}"
         say(f"  worker       {urls['worker']}/healthz")
         for name, url in urls.items():
@@ -225,8 +220,55 @@ def stack_down(settings: Settings) -> list[str]:
     return sorted(info.process_groups)
 
 
+def restart(settings: Settings, name: str, *, wait: bool = True) -> int:
+    """Start the stack's process ``name`` (``worker`` or ``function:<name>``) again, as
+    Cloud Run replaces a crashed instance: same command, port and environment; a live one
+    is killed first. Records the new process group; returns it (= the process id)."""
+    info = read_info(settings)
+    if info is None:
+        raise StackError("no stack is up: `prometheus-trader stack up` first")
+    if name not in info.process_groups or not (name == "worker" or name.startswith("function:")):
+        known = sorted(n for n in info.process_groups if n == "worker" or ":" in n)
+        raise StackError(f"no process {name!r} to restart; one of: {', '.join(known)}")
+    kill_group(info.process_groups[name])
+    url = info.function_urls[name.removeprefix("function:")]
+    port = int(url.rsplit(":", 1)[1])
+    root = stack_dir(settings)
+    pid = _start(name, port, info.env, root)
+    info.process_groups[name] = pid
+    info.restarts[name] = info.restarts.get(name, 0) + 1
+    # a new file then a rename: a concurrent reader never sees half a record
+    tmp = root / f"stack.json.{os.getpid()}"
+    tmp.write_text(info.model_dump_json(indent=2))
+    tmp.replace(root / "stack.json")
+    if wait:
+        _wait_listening(name, url, root)
+    return pid
+
+
+def _start(name: str, port: int, env: dict[str, str], root: Path) -> int:
+    """Spawn the worker or a function (its own process group), logging to ``root``."""
+    if name == "worker":
+        argv = [sys.executable, "-m", "prometheus_trader", "worker"]
+        return _spawn(argv, {**env, "PORT": str(port)}, root / "worker.log")
+    function = name.removeprefix("function:")
+    signature = "cloudevent" if function in PUBSUB_FUNCTIONS else "http"
+    argv = [
+        sys.executable,
+        "-m",
+        "functions_framework",
+        f"--target={function}",
+        f"--source={functions_dir() / function / 'main.py'}",
+        f"--signature-type={signature}",
+        f"--host={LOOPBACK}",
+        f"--port={port}",
+    ]
+    return _spawn(argv, env, root / f"function-{function}.log")
+
+
 def _spawn(argv: list[str], env: dict[str, str], log_path: Path) -> int:
-    with log_path.open("wb") as log_file:
+    # append: a restarted process's log follows the one it replaces
+    with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             argv,
             env={**os.environ, **env},

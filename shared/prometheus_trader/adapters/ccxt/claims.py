@@ -7,7 +7,9 @@ executor instances racing on one execution would both be filled. The port promis
 idempotency on the client order id, so the adapter serialises senders itself:
 
 - the instance that creates the claim sends (and deletes the claim if the exchange says
-  a final no, so the id leaves no trace);
+  a final no, or if every attempt failed and a look-up after the last found nothing
+  (``NotPlaced``), so the id leaves no trace and the next attempt sends at once: a
+  failing exit must not hold the monitor's cycle for ``stale_after_s``);
 - the others wait for the order to appear on the exchange (looked up by client id), or
   for the claim to disappear (then they try to claim), or for it to go stale (its owner
   died before sending: the exchange has no such order, so taking over cannot duplicate).
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from prometheus_trader.adapters.ccxt.errors import NotPlaced
 from prometheus_trader.domain.ids import stable_id
 from prometheus_trader.ports import ExchangeError, StateStore, StateTransaction
 
@@ -77,8 +80,8 @@ class OrderClaims:
                 try:
                     result = send()
                 except ExchangeError as exc:
-                    if _final(exc):
-                        self._state.delete(COLLECTION, doc)  # a final no: the id is free
+                    if _final(exc) or isinstance(exc, NotPlaced):
+                        self._state.delete(COLLECTION, doc)  # nothing was placed: the id is free
                     raise
                 return result
             found = lookup()

@@ -3,7 +3,9 @@
 - ``InsufficientFunds``, ``InvalidOrder``, ``BadRequest`` (bad symbol, size, precision),
   ``OperationRejected`` on an order → ``OrderRejected``: final, never retried.
 - a plain ``ExchangeError`` on an order (a code ccxt has no class for) → retried like a
-  transient failure, after a lookup by client order id (an unknown outcome, not a "no").
+  transient failure, after a lookup by client order id (an unknown outcome, not a "no");
+  on a cancel (``changing``) too: cancelling again is harmless (Bybit answers a 503 with
+  ``retCode`` 10016, which ccxt leaves a plain ``ExchangeError``).
 - ``OperationFailed``: ``NetworkError`` and its kinds (``RequestTimeout``,
   ``ExchangeNotAvailable``, ``DDoSProtection``, ``RateLimitExceeded``, ``InvalidNonce``) and
   answers whose outcome is unknown (Binance 503/-1001) → retried a bounded number of times
@@ -33,6 +35,11 @@ _DUPLICATE = re.compile(r"-4116|duplicat|OrderLinkedID is duplicate|110072", re.
 
 class OrderMissing(ExchangeError):
     """The exchange does not know this order (used to resolve lookups by client id)."""
+
+
+class NotPlaced(ExchangeError):
+    """Every attempt failed and a look-up by client id after the last one found nothing:
+    the id is free to be sent again (by this instance or another)."""
 
 
 class TransientFailure(ExchangeError):
@@ -95,9 +102,15 @@ def is_duplicate_client_id(exc: BaseException) -> bool:
 
 
 def translate(
-    exc: BaseException, client: Any, *, placing: bool, secrets: tuple[str, ...] = ()
+    exc: BaseException,
+    client: Any,
+    *,
+    placing: bool,
+    secrets: tuple[str, ...] = (),
+    changing: bool = False,
 ) -> Exception:
-    """Our exception for a ccxt one (``placing``: the call placed an order)."""
+    """Our exception for a ccxt one (``placing``: the call placed an order; ``changing``:
+    it placed or cancelled one)."""
     if isinstance(exc, ExchangeError):  # already ours (e.g. EndpointRefused)
         return exc
     msg = scrub(f"{type(exc).__name__}: {exc}", *secrets)
@@ -111,7 +124,7 @@ def translate(
         return OrderRejected(f"insufficient margin: {msg}") if placing else ExchangeError(msg)
     if isinstance(exc, ccxt.InvalidOrder | ccxt.BadRequest | ccxt.OperationRejected):
         return OrderRejected(msg) if placing else ExchangeError(msg)
-    if placing and type(exc) is ccxt.ExchangeError:
+    if (placing or changing) and type(exc) is ccxt.ExchangeError:
         # a code ccxt has no class for (e.g. Bybit 10016 "server error" on a 503): the
         # outcome is unknown, so it is retried after a lookup by client order id, never
         # taken for a final "no"
@@ -129,6 +142,7 @@ def call(
     *,
     placing: bool = False,
     secrets: tuple[str, ...] = (),
+    changing: bool = False,
 ) -> T:
     """Run one ccxt call: translate its errors; retry transient ones within ``policy``."""
 
@@ -136,7 +150,9 @@ def call(
         try:
             return fn()
         except ccxt.BaseError as exc:
-            raise translate(exc, client, placing=placing, secrets=secrets) from None
+            raise translate(
+                exc, client, placing=placing, secrets=secrets, changing=changing or placing
+            ) from None
 
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts),

@@ -35,6 +35,7 @@ from prometheus_trader.adapters.ccxt.config import (
     venue,
 )
 from prometheus_trader.adapters.ccxt.errors import (
+    NotPlaced,
     OrderMissing,
     RetryPolicy,
     TransientFailure,
@@ -177,15 +178,35 @@ class CcxtExchange:
         placing: bool = False,
         client: Any = None,
         secrets: tuple[str, ...] = (),
+        changing: bool = False,
     ) -> Any:
         return call(
-            client or self._public, fn, self._retry, self._sleep, placing=placing, secrets=secrets
+            client or self._public,
+            fn,
+            self._retry,
+            self._sleep,
+            placing=placing,
+            secrets=secrets,
+            changing=changing,
         )
 
-    def _private(self, account: str, fn: Callable[[Any], Any], *, placing: bool = False) -> Any:
+    def _private(
+        self,
+        account: str,
+        fn: Callable[[Any], Any],
+        *,
+        placing: bool = False,
+        changing: bool = False,
+    ) -> Any:
         client, lock, secrets = self._account(account)
         with lock:  # a ccxt client is not thread-safe (last response headers, nonce)
-            return self._run(lambda: fn(client), placing=placing, client=client, secrets=secrets)
+            return self._run(
+                lambda: fn(client),
+                placing=placing,
+                client=client,
+                secrets=secrets,
+                changing=changing,
+            )
 
     # ------------------------------------------------------------ market data
     def _instruments(self) -> dict[str, Instrument]:
@@ -496,7 +517,7 @@ class CcxtExchange:
                 found = self.fetch_order_by_client_id(account, request)
                 if found is not None:
                     return found
-        raise ExchangeError(
+        raise NotPlaced(
             f"order {request.client_order_id} not placed after {self._retry.attempts} attempts: "
             f"{last_error}"
         )
@@ -535,7 +556,9 @@ class CcxtExchange:
         ex_id, symbol, conditional = parse.decode_order_id(order_id)
         try:
             self._private(
-                account, lambda c: c.cancel_order(ex_id, symbol, self._params(conditional))
+                account,
+                lambda c: c.cancel_order(ex_id, symbol, self._params(conditional)),
+                changing=True,  # an unknown outcome: cancelling again is harmless
             )
         except OrderMissing:
             pass  # not resting any more (filled, cancelled): report its state below
