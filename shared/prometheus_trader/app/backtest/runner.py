@@ -30,13 +30,13 @@ from prometheus_trader.app.backtest.engine import (
     Progress,
     utc,
 )
+from prometheus_trader.app.backtest.live import BacktestExchange
 from prometheus_trader.app.demo import DEMO_USERS
 from prometheus_trader.app.logging import configure_logging
 from prometheus_trader.app.pipeline import (
     LEDGER_POSITION_FIELDS,
     DataRangeError,
     canonical_json,
-    replay_exchange,
     synthesis_policy,
 )
 from prometheus_trader.app.settings import Settings
@@ -161,7 +161,7 @@ def build_engine(
     state = SqliteStateStore(":memory:")
     return BacktestEngine(
         data,
-        replay_exchange(settings, data, clock, state),
+        backtest_exchange(settings, data, clock, state),
         clock,
         users,
         synthesis_policy(settings),
@@ -183,6 +183,26 @@ def build_engine(
             max_delivery_attempts=settings.max_delivery_attempts,
         ),
         state=state,
+    )
+
+
+def backtest_exchange(
+    settings: Settings, data: MemoryMarketData, clock: SimulatedClock, state: SqliteStateStore
+) -> BacktestExchange:
+    """``pipeline.replay_exchange``'s exchange (same fills, same ledger), as the backtest's
+    ``BacktestExchange`` (tickers kept while their bars are the same)."""
+    return BacktestExchange(
+        data,
+        clock,
+        exchange_id=settings.exchange,
+        market_type=settings.market_type,
+        taker_fee=settings.taker_fee_pct / 100,
+        maker_fee=settings.maker_fee_pct / 100,
+        slippage_bps=settings.slippage_bps,
+        latency_ms=settings.latency_ms,
+        starting_balance=settings.paper_starting_balance,
+        ledger=state,
+        ledger_exclusive=True,
     )
 
 
