@@ -161,7 +161,9 @@ class SymbolFeatures(BaseModel):
     def as_dict(self) -> dict[str, float]:
         """Every scalar numeric feature that is known (None omitted, booleans as 0/1)."""
         out: dict[str, float] = {}
-        for name, value in self:
+        # the fields in declaration order, as iterating the model gives them (without its
+        # generator: this runs for every symbol at every ranking)
+        for name, value in self.__dict__.items():
             if isinstance(value, bool):
                 out[name] = 1.0 if value else 0.0
             elif isinstance(value, int | float) and name not in ("as_of_ms", "last_bar_ts_ms"):

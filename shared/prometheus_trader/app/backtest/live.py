@@ -28,19 +28,26 @@ from prometheus_trader.usecases.names import Subscriptions, Topics
 
 
 class MemoryBlobStore:
-    """``BlobStore`` in a dict (the use-cases' audit lines; nothing is read back)."""
+    """``BlobStore`` in a dict (the use-cases' audit lines; nothing is read back).
+
+    Appended lines are kept as a list per object and joined when read: a month's audit
+    log appended a line at a time would otherwise be copied whole at every line.
+    """
 
     def __init__(self) -> None:
-        self._objects: dict[str, bytes] = {}
+        self._objects: dict[str, list[bytes]] = {}
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         """Store an object."""
-        self._objects[key] = bytes(data)
+        self._objects[key] = [bytes(data)]
         return f"memory://{key}"
 
     def get(self, key: str) -> bytes:
         """Read an object (KeyError if missing)."""
-        return self._objects[key]
+        parts = self._objects[key]
+        if len(parts) > 1:
+            parts[:] = [b"".join(parts)]
+        return parts[0]
 
     def exists(self, key: str) -> bool:
         """True if the object exists."""
@@ -52,7 +59,7 @@ class MemoryBlobStore:
 
     def append_line(self, key: str, line: str) -> None:
         """Append one line."""
-        self._objects[key] = self._objects.get(key, b"") + line.rstrip("\n").encode() + b"\n"
+        self._objects.setdefault(key, []).append(line.rstrip("\n").encode() + b"\n")
 
     def signed_url(self, key: str, expires_in_s: int = 900) -> str:
         """A ``memory://`` link (KeyError if missing)."""
