@@ -3,7 +3,7 @@
 A backtest asks for the features of the same 16 series every 5 simulated minutes, each
 time over the 24 h window ending then. :class:`FeatureSeries` holds what does not depend
 on the window (the 15m and 5m roll-ups, true ranges, directional moves, log prices,
-swing pivots, typical prices, running counts of gaps and bad prices), computed once over
+swing pivots, running counts of gaps and bad prices), computed once over
 the whole series with numpy, and :meth:`FeatureSeries.at` reads the window by index and
 finishes only what depends on it. No look-ahead: nothing after ``now_ms`` is read, and
 every quantity that spans "the rest of the window" (broken zones, filled gaps) is
@@ -183,9 +183,10 @@ class FeatureSeries:
         self.symbol = s.symbol
         steps = np.diff(ts)
         # running counts: gaps / missing bars between bars, bad closes, bad 15m closes
-        self._gaps = np.r_[0, np.cumsum(steps != MINUTE_MS)]
+        # (int32: counts of bars; kept per 1m bar of every series, so their size matters)
+        self._gaps = np.r_[0, np.cumsum(steps != MINUTE_MS)].astype(np.int32)
         self._missing = np.r_[0, np.cumsum(np.maximum(steps // MINUTE_MS - 1, 0))]
-        self._bad_close = np.r_[0, np.cumsum(~np.isfinite(s.close))]
+        self._bad_close = np.r_[0, np.cumsum(~np.isfinite(s.close))].astype(np.int32)
         self._positive_close = bool((s.close > 0).all())
         self.b5 = s.resample("5m")
         self.b15 = b15 = s.resample("15m")
@@ -213,7 +214,6 @@ class FeatureSeries:
             self._pivot_low[k : len(b15) - k] = wl.argmin(axis=1) == k
         self._body_top = np.maximum(b15.open, b15.close)
         self._body_bottom = np.minimum(b15.open, b15.close)
-        self._typical = (s.high + s.low + s.close) / 3
         self._wilder: dict[int, _Wilder] = {}
         self._parts: dict[tuple[int, int], _Part15] = {}
         # a full window (window_bars 1m bars) holds one of two numbers of complete 15m
@@ -582,7 +582,7 @@ class FeatureSeries:
     def _value_area(
         self, lo: int, hi: int, bars: CandleSeries
     ) -> tuple[float | None, float | None, float | None]:
-        """``features._value_area`` with the typical prices sliced from the series'."""
+        """``features._value_area`` (the profile's bins read as a list)."""
         cfg = self.config
         low, high = float(bars.low.min()), float(bars.high.max())
         total = float(bars.volume.sum())
@@ -592,7 +592,8 @@ class FeatureSeries:
             return low, high, low
         nb = cfg.profile_bins
         width = (high - low) / nb
-        idx = np.clip(((self._typical[lo:hi] - low) / width).astype(np.int64), 0, nb - 1)
+        typical = (bars.high + bars.low + bars.close) / 3
+        idx = np.clip(((typical - low) / width).astype(np.int64), 0, nb - 1)
         counts = np.bincount(idx, weights=bars.volume, minlength=nb)
         poc_i = int(counts.argmax())
         profile = counts.tolist()
