@@ -58,12 +58,13 @@ def test_the_sample_has_no_lookahead(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_a_planted_leak_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    honest = engine_module.compute_features
+    # the backtest reads its features from FeatureSeries (compute_features, by index)
+    honest = engine_module.FeatureSeries.at
 
-    def leaking(series: Any, *, now_ms: int, **kwargs: Any) -> Any:
-        return honest(series, now_ms=now_ms + 30 * MINUTE_MS, **kwargs)
+    def leaking(self: Any, now_ms: int, **kwargs: Any) -> Any:
+        return honest(self, now_ms + 30 * MINUTE_MS, **kwargs)
 
-    monkeypatch.setattr(engine_module, "compute_features", leaking)
+    monkeypatch.setattr(engine_module.FeatureSeries, "at", leaking)
     report = analyse(_settings(tmp_path), cuts=4, engine_hook=_leak)
     assert report.differences, "the leaking feature window went unnoticed"
     kinds = {d.kind for d in report.differences}

@@ -162,7 +162,9 @@ class SymbolFeatures(BaseModel):
     def as_dict(self) -> dict[str, float]:
         """Every scalar numeric feature that is known (None omitted, booleans as 0/1)."""
         out: dict[str, float] = {}
-        for name, value in self:
+        # the fields in declaration order, as iterating the model gives them (without its
+        # generator: this runs for every symbol at every ranking)
+        for name, value in self.__dict__.items():
             if isinstance(value, bool):
                 out[name] = 1.0 if value else 0.0
             elif isinstance(value, int | float) and name not in ("as_of_ms", "last_bar_ts_ms"):
@@ -614,8 +616,9 @@ def _fair_value_gaps(b: CandleSeries, cfg: FeatureConfig) -> list[FairValueGap]:
     high, low = b.high, b.low
     min_size = float(b.close[-1]) * cfg.min_gap_pct / 100
     # later extremes after bar i: suffix min of lows / max of highs, shifted by one
-    later_low = np.r_[np.minimum.accumulate(low[::-1])[::-1][1:], np.inf]
-    later_high = np.r_[np.maximum.accumulate(high[::-1])[::-1][1:], -np.inf]
+    # (np.concatenate, not np.r_: this runs for every symbol at every ranking)
+    later_low = np.concatenate((np.minimum.accumulate(low[::-1])[::-1][1:], _INF))
+    later_high = np.concatenate((np.maximum.accumulate(high[::-1])[::-1][1:], _NEG_INF))
     idx = np.arange(2, n)
     bull = idx[(low[2:] - high[:-2] > min_size) & (later_low[2:] > high[:-2])]
     bear = idx[(low[:-2] - high[2:] > min_size) & (later_high[2:] < low[:-2])]
@@ -641,6 +644,10 @@ def _fair_value_gaps(b: CandleSeries, cfg: FeatureConfig) -> list[FairValueGap]:
             )
         )
     return gaps
+
+
+_INF = np.array([np.inf])
+_NEG_INF = np.array([-np.inf])
 
 
 def _in_gap(gaps: list[FairValueGap], kind: str, price: float, tolerance_pct: float) -> bool:

@@ -6,10 +6,11 @@ order:
 1. collect: the bars closed by now become visible; funding and open interest are
    "collected" exactly as the collector does (the newest point as of now, kept when new);
 2. rank (every ``rank_interval_minutes`` until ``trade_until``): features per symbol over
-   the ranker's window, read by index from arrays loaded once (no look-ahead: only bars
-   closed by now, only funding/OI stamped by now), the SPEC ranking with the symbol win
-   rates from the journal (``symbol_success_rates``), the eight analysts, the
-   synthesizer, signals published with the ranker's own ``publish_signal``;
+   the ranker's window, read by index from ``FeatureSeries`` (arrays computed once per
+   series; the values ``compute_features`` gives on the window, bit for bit; no
+   look-ahead: only bars closed by now, only funding/OI stamped by now), the SPEC
+   ranking with the symbol win rates from the journal (``symbol_success_rates``), the
+   eight analysts, the synthesizer, signals published with the ranker's own ``publish_signal``;
 3. dispatch + execute per user: the live ``DispatchSignal`` and ``ExecuteSignalForUser``
    (decided once, order styles, Kelly, breakers, scaled entries) on the bus, paper orders
    on the same ``ReplayExchange`` whose ledger lives in the in-memory state store;
@@ -39,7 +40,8 @@ from prometheus_trader.app.backtest.data import MemoryMarketData
 from prometheus_trader.app.backtest.live import CollectedCandles, LiveUseCases
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst, default_panel
 from prometheus_trader.domain.exits import ExitConfig
-from prometheus_trader.domain.features import SymbolFeatures, compute_features
+from prometheus_trader.domain.feature_series import FeatureSeries
+from prometheus_trader.domain.features import SymbolFeatures
 from prometheus_trader.domain.journal import JournalEntry
 from prometheus_trader.domain.market import (
     MINUTE_MS,
@@ -153,6 +155,7 @@ class BacktestEngine:
         self._keys = data.series_keys()
         self._bar_ms = TIMEFRAME_MS[data.timeframe]
         self._collect_from = config.start_ms - config.warmup_ms
+        self._features: dict[SeriesKey, FeatureSeries] = {}
         self._funding: dict[SeriesKey, _Sparse[FundingRate]] = {
             k: _Sparse([p.ts_ms for p in pts], pts, None)
             for k in self._keys
@@ -243,26 +246,35 @@ class BacktestEngine:
         return self._last_collected_ms(key, self.clock.now_ms())
 
     # ================================================================ rank
+    def _feature_series(self, key: SeriesKey) -> FeatureSeries:
+        """The series' features at any time (arrays computed on first use)."""
+        fs = self._features.get(key)
+        if fs is None:
+            fs = self._features[key] = FeatureSeries(self.data.series[key])
+        return fs
+
     def _rank(self, now_ms: int) -> list[OpportunitySignal]:
         cfg = self.cfg
         now = self.clock.now()
         start = now_ms - int(cfg.window_hours * 60) * MINUTE_MS
         keys = [k for k in self._keys if self._last_collected_ms(k, now_ms) is not None]
-        series = {k.symbol: self._window(k, start, now_ms) for k in keys}
-        btc = series.get(cfg.btc_symbol)
+        since = max(start, self._collect_from)
+        btc_key = next((k for k in keys if k.symbol == cfg.btc_symbol), None)
+        btc_series = None if btc_key is None else self._feature_series(btc_key)
         day_ago = now_ms - 24 * 60 * MINUTE_MS
         features: dict[str, SymbolFeatures] = {}
         for key in keys:
             funding = self._funding.get(key)
             interest = self._interest.get(key)
-            features[key.symbol] = compute_features(
-                series[key.symbol],
-                btc_1m=None if key.symbol == cfg.btc_symbol else btc,
+            # = compute_features(the window, btc_1m=BTC's window, ...), read by index
+            features[key.symbol] = self._feature_series(key).at(
+                now_ms,
+                since_ms=since,
+                btc=None if key.symbol == cfg.btc_symbol else btc_series,
                 funding=[] if funding is None else funding.between(day_ago, now_ms),
                 open_interest=[]
                 if interest is None
                 else interest.between(now_ms - 60 * MINUTE_MS, now_ms),
-                now_ms=now_ms,
             )
         lookback = timedelta(days=cfg.success_lookback_days)
         rates = symbol_success_rates(self.live.state, now, lookback)
@@ -277,11 +289,14 @@ class BacktestEngine:
         for symbol in candidates:
             if symbol in active:
                 continue
+            key = next(k for k in keys if k.symbol == symbol)
             ctx = AnalysisContext(
                 symbol=symbol,
                 features=features[symbol],
-                series_1m=series[symbol],
-                btc_1m=btc if symbol != cfg.btc_symbol else None,
+                series_1m=self._window(key, start, now_ms),
+                btc_1m=None
+                if btc_key is None or symbol == cfg.btc_symbol
+                else self._window(btc_key, start, now_ms),
             )
             views = [analyst.analyze(ctx) for analyst in self.panel]
             synthesis = self.policy.decide(views, features[symbol])

@@ -10,7 +10,7 @@ messages on the in-process bus, their audit lines in memory.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -18,6 +18,7 @@ from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.domain.exits import ExitConfig
+from prometheus_trader.domain.market import MINUTE_MS, Ticker
 from prometheus_trader.ports import Clock, MarketStore, SeriesKey
 from prometheus_trader.usecases.dispatch import DispatchSignal
 from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
@@ -27,19 +28,26 @@ from prometheus_trader.usecases.names import Subscriptions, Topics
 
 
 class MemoryBlobStore:
-    """``BlobStore`` in a dict (the use-cases' audit lines; nothing is read back)."""
+    """``BlobStore`` in a dict (the use-cases' audit lines; nothing is read back).
+
+    Appended lines are kept as a list per object and joined when read: a month's audit
+    log appended a line at a time would otherwise be copied whole at every line.
+    """
 
     def __init__(self) -> None:
-        self._objects: dict[str, bytes] = {}
+        self._objects: dict[str, list[bytes]] = {}
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         """Store an object."""
-        self._objects[key] = bytes(data)
+        self._objects[key] = [bytes(data)]
         return f"memory://{key}"
 
     def get(self, key: str) -> bytes:
         """Read an object (KeyError if missing)."""
-        return self._objects[key]
+        parts = self._objects[key]
+        if len(parts) > 1:
+            parts[:] = [b"".join(parts)]
+        return parts[0]
 
     def exists(self, key: str) -> bool:
         """True if the object exists."""
@@ -51,12 +59,35 @@ class MemoryBlobStore:
 
     def append_line(self, key: str, line: str) -> None:
         """Append one line."""
-        self._objects[key] = self._objects.get(key, b"") + line.rstrip("\n").encode() + b"\n"
+        self._objects.setdefault(key, []).append(line.rstrip("\n").encode() + b"\n")
 
     def signed_url(self, key: str, expires_in_s: int = 900) -> str:
         """A ``memory://`` link (KeyError if missing)."""
         self.get(key)
         return f"memory://{key}"
+
+
+class BacktestExchange(ReplayExchange):
+    """The replay exchange, with its tickers kept while the bars they are read from stay
+    the same: the portfolio rules ask every monitor cycle (2 simulated seconds), and a
+    ticker only changes when a 1m bar closes or leaves its 24 h window."""
+
+    _tickers_key: tuple[int, int, tuple[str, ...] | None] | None = None
+    _tickers: tuple[Ticker, ...] = ()
+
+    def fetch_tickers(self, symbols: Sequence[str] | None = None) -> list[Ticker]:
+        """``ReplayExchange.fetch_tickers``: the same bars, the same tickers."""
+        now = self._clock.now_ms()
+        # the bars read: opened at or after now - 24 h, closed by now (1m-aligned opens)
+        key = (
+            -((DAY_MS - now) // MINUTE_MS),
+            now // MINUTE_MS,
+            None if symbols is None else tuple(sorted(set(symbols))),
+        )
+        if key != self._tickers_key:
+            self._tickers = tuple(super().fetch_tickers(symbols))
+            self._tickers_key = key
+        return list(self._tickers)
 
 
 class CollectedCandles:
@@ -116,4 +147,6 @@ class LiveUseCases:
         return cls(state, bus, blobs, executor, monitor, evaluator)
 
 
-__all__ = ["CollectedCandles", "LiveUseCases", "MemoryBlobStore"]
+DAY_MS = 24 * 60 * MINUTE_MS
+
+__all__ = ["BacktestExchange", "CollectedCandles", "LiveUseCases", "MemoryBlobStore"]

@@ -30,6 +30,7 @@ from prometheus_trader.app.backtest.engine import (
     Progress,
     utc,
 )
+from prometheus_trader.app.backtest.live import BacktestExchange
 from prometheus_trader.app.demo import DEMO_USERS
 from prometheus_trader.app.logging import configure_logging
 from prometheus_trader.app.pipeline import (
@@ -37,7 +38,6 @@ from prometheus_trader.app.pipeline import (
     REPLAY_TIMEFRAMES,
     DataRangeError,
     canonical_json,
-    replay_exchange,
     synthesis_policy,
 )
 from prometheus_trader.app.settings import Settings
@@ -181,7 +181,7 @@ def build_engine(
     bars = settings.model_copy(update={"bar_timeframe": data.timeframe})  # the data's bars
     return BacktestEngine(
         data,
-        replay_exchange(bars, data, clock, state),
+        backtest_exchange(bars, data, clock, state),
         clock,
         users,
         synthesis_policy(settings),
@@ -203,6 +203,27 @@ def build_engine(
             max_delivery_attempts=settings.max_delivery_attempts,
         ),
         state=state,
+    )
+
+
+def backtest_exchange(
+    settings: Settings, data: MemoryMarketData, clock: SimulatedClock, state: SqliteStateStore
+) -> BacktestExchange:
+    """``pipeline.replay_exchange``'s exchange (same fills, same ledger), as the backtest's
+    ``BacktestExchange`` (tickers kept while their bars are the same)."""
+    return BacktestExchange(
+        data,
+        clock,
+        exchange_id=settings.exchange,
+        market_type=settings.market_type,
+        taker_fee=settings.taker_fee_pct / 100,
+        maker_fee=settings.maker_fee_pct / 100,
+        slippage_bps=settings.slippage_bps,
+        latency_ms=settings.latency_ms,
+        starting_balance=settings.paper_starting_balance,
+        ledger=state,
+        ledger_exclusive=True,
+        bar_timeframe=settings.bar_timeframe or "1m",
     )
 
 

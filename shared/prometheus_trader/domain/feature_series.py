@@ -1,0 +1,514 @@
+"""``compute_features`` at any time of one series, from arrays computed once.
+
+A backtest asks for the features of the same 16 series every 5 simulated minutes, each
+time over the 24 h window ending then. :class:`FeatureSeries` holds what does not depend
+on the window (the 15m and 5m roll-ups, true ranges, directional moves, log prices,
+swing pivots, running counts of gaps and bad prices), computed once over
+the whole series with numpy, and :meth:`FeatureSeries.at` reads the window by index and
+finishes only what depends on it. No look-ahead: nothing after ``now_ms`` is read, and
+every quantity that spans "the rest of the window" (broken zones, filled gaps) is
+computed on the window itself.
+
+The result is the very ``SymbolFeatures`` that ``compute_features`` returns for the same
+window, bit for bit: the same float operations in the same order, the same numpy
+reductions over the same elements (``tests/unit/test_feature_series.py`` compares every
+field on real and synthetic data). What changes is what is not repeated: roll-ups,
+element-wise arrays, and the Wilder recursions of ATR/ADX, which only ever extend while
+the window's first 15m bar stays the same.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from prometheus_trader.domain.feature_tables import Table15, Wilder, table15
+from prometheus_trader.domain.features import (
+    FairValueGap,
+    FeatureConfig,
+    SymbolFeatures,
+    Zone,
+    _bar_shape,
+    _btc,
+    _change,
+    _deviation_sigma,
+    _distance_pct,
+    _fair_value_gaps,
+    _fin,
+    _hurst,
+    _imbalances,
+    _in_gap,
+    _latest_funding,
+    _liquidations,
+    _nearest,
+    _oi_change,
+    _volume_spike,
+    compute_features,
+)
+from prometheus_trader.domain.market import (
+    MINUTE_MS,
+    CandleSeries,
+    DataQuality,
+    FloatArray,
+    FundingRate,
+    OpenInterest,
+)
+
+__all__ = ["FeatureSeries"]
+
+_INF = np.array([np.inf])
+_NEG_INF = np.array([-np.inf])
+
+_B15_SPAN_MS = 14 * MINUTE_MS  # a complete 15m bar's last 1m bar opens 14 minutes in
+_B5_SPAN_MS = 4 * MINUTE_MS
+
+
+@dataclass(frozen=True)
+class _Pivots:
+    """Unbroken swing pivots of a 15m window (window indices), newest ``max_zones``."""
+
+    avg_volume: float
+    alive_low: list[int]
+    alive_high: list[int]
+    last_high: float | None
+    last_low: float | None
+    body_bottom: FloatArray
+    body_top: FloatArray
+
+
+@dataclass(frozen=True)
+class _Part15:
+    """The features of one window's complete 15m bars (ATR before dividing by price)."""
+
+    atr: float | None
+    adx: float | None
+    plus_di: float | None
+    minus_di: float | None
+    hurst: float | None
+    autocorr: float | None
+    gaps: list[FairValueGap]
+    pivots: _Pivots | None
+
+
+class FeatureSeries:
+    """``compute_features`` of one 1m series (strictly increasing times) at any time."""
+
+    def __init__(self, series_1m: CandleSeries, config: FeatureConfig | None = None) -> None:
+        if series_1m.timeframe != "1m":
+            raise ValueError(f"FeatureSeries needs 1m bars, got {series_1m.timeframe}")
+        ts = series_1m.ts_ms
+        if len(series_1m) > 1 and not bool(np.all(ts[1:] > ts[:-1])):
+            raise ValueError("FeatureSeries needs strictly increasing bar times")
+        self.config = cfg = config or FeatureConfig()
+        self.series = s = series_1m
+        self.symbol = s.symbol
+        steps = np.diff(ts)
+        # running counts: gaps / missing bars between bars, bad closes, bad 15m closes
+        # (int32: counts of bars; kept per 1m bar of every series, so their size matters)
+        self._gaps = np.r_[0, np.cumsum(steps != MINUTE_MS)].astype(np.int32)
+        self._missing = np.r_[0, np.cumsum(np.maximum(steps // MINUTE_MS - 1, 0))]
+        self._bad_close = np.r_[0, np.cumsum(~np.isfinite(s.close))].astype(np.int32)
+        self._positive_close = bool((s.close > 0).all())
+        self.b5 = s.resample("5m")
+        self.b15 = b15 = s.resample("15m")
+        # 15m element-wise arrays (index i: bars i and i + 1), as features._adx builds them
+        prev_close = b15.close[:-1]
+        high, low = b15.high[1:], b15.low[1:]
+        self._tr = np.maximum(
+            np.maximum(high - low, np.abs(high - prev_close)), np.abs(low - prev_close)
+        )
+        up = b15.high[1:] - b15.high[:-1]
+        down = b15.low[:-1] - b15.low[1:]
+        self._pdm = np.where((up > down) & (up > 0), up, 0.0)
+        self._mdm = np.where((down > up) & (down > 0), down, 0.0)
+        self._b15_nonpos = np.r_[0, np.cumsum(b15.close <= 0)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self._log15 = np.log(b15.close)
+        self._r15 = np.diff(self._log15)
+        k = cfg.swing_k
+        self._pivot_high = np.zeros(len(b15), dtype=bool)
+        self._pivot_low = np.zeros(len(b15), dtype=bool)
+        if len(b15) >= 2 * k + 1:
+            wh = np.lib.stride_tricks.sliding_window_view(b15.high, 2 * k + 1)
+            wl = np.lib.stride_tricks.sliding_window_view(b15.low, 2 * k + 1)
+            self._pivot_high[k : len(b15) - k] = wh.argmax(axis=1) == k
+            self._pivot_low[k : len(b15) - k] = wl.argmin(axis=1) == k
+        self._body_top = np.maximum(b15.open, b15.close)
+        self._body_bottom = np.minimum(b15.open, b15.close)
+        self._wilder: dict[int, Wilder] = {}
+        self._parts: dict[tuple[int, int], _Part15] = {}
+        # a full window (window_bars 1m bars) holds one of two numbers of complete 15m
+        # bars (the ends fall inside a 15m bar or not): those lengths are tabulated
+        full = cfg.window_bars // 15
+        arrays = (self._tr, self._pdm, self._mdm, self._log15, self._r15)
+        self._tables = {
+            n: t for n in (full - 1, full) if (t := table15(n, len(b15), *arrays, cfg)) is not None
+        }
+
+    # ------------------------------------------------------------------ window
+    def bounds(self, now_ms: int, since_ms: int | None = None) -> tuple[int, int]:
+        """Row range of the window ``compute_features`` would see at ``now_ms`` (bars
+        closed by then, opened at or after ``since_ms``, the newest ``window_bars``)."""
+        ts = self.series.ts_ms
+        hi = int(np.searchsorted(ts, now_ms - MINUTE_MS, side="right"))
+        lo = 0 if since_ms is None else int(np.searchsorted(ts, since_ms, side="left"))
+        return max(lo, hi - self.config.window_bars), hi
+
+    def window(self, now_ms: int, since_ms: int | None = None) -> CandleSeries:
+        """The window itself (what ``compute_features`` would be given)."""
+        lo, hi = self.bounds(now_ms, since_ms)
+        return self.series.rows(lo, max(lo, hi))
+
+    def at(
+        self,
+        now_ms: int,
+        *,
+        since_ms: int | None = None,
+        btc: FeatureSeries | None = None,
+        funding: Sequence[FundingRate] = (),
+        open_interest: Sequence[OpenInterest] = (),
+        mark_price: float | None = None,
+    ) -> SymbolFeatures:
+        """``compute_features(window, btc_1m=btc window, ...)`` for the bars of this series
+        closed by ``now_ms`` and opened at or after ``since_ms`` (BTC's window likewise)."""
+        cfg = self.config
+        lo, hi = self.bounds(now_ms, since_ms)
+        n = hi - lo
+        if n <= 0:
+            btc_window = None if btc is None else btc.window(now_ms, since_ms)
+            return compute_features(
+                self.series.rows(0, 0),
+                btc_1m=btc_window,
+                funding=funding,
+                open_interest=open_interest,
+                now_ms=now_ms,
+                mark_price=mark_price,
+                config=cfg,
+            )
+        s = self.series
+        bars = s.rows(lo, hi)
+        ts = s.ts_ms
+        quality, reason = self._quality(lo, hi, now_ms)
+        close = bars.close
+        price = float(close[-1])
+        # complete 15m / 5m bars inside the window: a slice of the series' own roll-ups
+        first_ts, last_ts = int(ts[lo]), int(ts[hi - 1])
+        j0 = int(np.searchsorted(self.b15.ts_ms, first_ts, side="left"))
+        j1 = max(j0, int(np.searchsorted(self.b15.ts_ms, last_ts - _B15_SPAN_MS, side="right")))
+        b15 = self.b15.rows(j0, j1)
+        f0 = int(np.searchsorted(self.b5.ts_ms, first_ts, side="left"))
+        f1 = max(f0, int(np.searchsorted(self.b5.ts_ms, last_ts - _B5_SPAN_MS, side="right")))
+        b5 = self.b5.rows(f0, f1)
+        part = self._part15(j0, j1)
+        atr_pct = None if part.atr is None or price <= 0 else _fin(part.atr / price * 100)
+        autocorr = part.autocorr
+        imb1, imb5, imb15, estimated = _imbalances(bars)
+        close_pos, upper, lower = _bar_shape(b5)
+        tolerance_pct = max(cfg.zone_tolerance_atr * (atr_pct or 0.0), 0.02)
+        zones, bos = self._zones(part, b15, price)
+        demand = _nearest(zones, "demand", price)
+        supply = _nearest(zones, "supply", price)
+        demand_dist = _distance_pct(demand, price)
+        supply_dist = _distance_pct(supply, price)
+        gaps: list[FairValueGap] = _fair_value_gaps(b5, cfg) + part.gaps
+        poc, vah, val = self._value_area(lo, hi, bars)
+        liq = _liquidations(bars, open_interest, now_ms, price, cfg)
+        btc_corr, btc_change = self._btc(lo, hi, bars, btc, now_ms, since_ms)
+        return SymbolFeatures(
+            symbol=s.symbol,
+            as_of_ms=now_ms,
+            bars=n,
+            last_bar_ts_ms=last_ts,
+            data_quality=quality,
+            quality_reason=reason,
+            last_price=_fin(price),
+            change_1m_pct=_change(close, 1),
+            change_5m_pct=_change(close, 5),
+            change_15m_pct=_change(close, 15),
+            change_1h_pct=_change(close, 60),
+            volume_spike=_volume_spike(bars.volume),
+            oi_change_15m_pct=_oi_change(open_interest, now_ms),
+            funding_rate=_latest_funding(funding, now_ms),
+            basis_pct=None if mark_price is None else _fin((mark_price - price) / price * 100),
+            atr_pct=atr_pct,
+            adx=part.adx,
+            plus_di=part.plus_di,
+            minus_di=part.minus_di,
+            hurst=part.hurst,
+            autocorr_15m=autocorr,
+            mean_reversion=None if autocorr is None else min(1.0, max(0.0, (1 - autocorr) / 2)),
+            deviation_sigma_15m=_deviation_sigma(close[-15:]),
+            imbalance_1m=imb1,
+            imbalance_5m=imb5,
+            imbalance_15m=imb15,
+            imbalance_estimated=estimated,
+            close_position_5m=close_pos,
+            upper_wick_5m=upper,
+            lower_wick_5m=lower,
+            zones=zones,
+            at_demand_zone=demand_dist is not None and demand_dist <= tolerance_pct,
+            at_supply_zone=supply_dist is not None and supply_dist <= tolerance_pct,
+            demand_distance_pct=demand_dist,
+            supply_distance_pct=supply_dist,
+            demand_touches=None if demand is None else demand.touches,
+            supply_touches=None if supply is None else supply.touches,
+            break_of_structure=bos,
+            fair_value_gaps=gaps,
+            in_bullish_fvg=_in_gap(gaps, "bullish", price, tolerance_pct),
+            in_bearish_fvg=_in_gap(gaps, "bearish", price, tolerance_pct),
+            poc=poc,
+            vah=vah,
+            val=val,
+            liq_long_notional=liq[0],
+            liq_short_notional=liq[1],
+            liq_imbalance=liq[2],
+            liq_cluster_price=liq[3],
+            liq_cluster_ratio=liq[4],
+            btc_correlation=btc_corr,
+            btc_change_15m_pct=btc_change,
+        )
+
+    # ------------------------------------------------------------------ pieces
+    def _quality(self, lo: int, hi: int, now_ms: int) -> tuple[DataQuality, str]:
+        """``features._quality`` from the running counts."""
+        cfg, n = self.config, hi - lo
+        if n < cfg.min_bars:
+            return DataQuality.MISSING, f"{n} closed 1m bars, need {cfg.min_bars}"
+        age_ms = now_ms - (int(self.series.ts_ms[hi - 1]) + MINUTE_MS)
+        if age_ms > cfg.stale_after_ms:
+            return DataQuality.STALE, f"last bar closed {age_ms / 1000:.0f}s before now"
+        if int(self._gaps[hi - 1] - self._gaps[lo]):
+            missing = int(self._missing[hi - 1] - self._missing[lo])
+            return DataQuality.GAPPED, f"{missing} missing 1m bars inside the window"
+        if int(self._bad_close[hi] - self._bad_close[lo]):
+            return DataQuality.GAPPED, "non-finite prices inside the window"
+        return DataQuality.OK, ""
+
+    def _part15(self, j0: int, j1: int) -> _Part15:
+        """Everything that depends on the window's 15m bars only (j0..j1), computed once
+        per pair: two rankings in three see the same complete 15m bars."""
+        key = (j0, j1)
+        part = self._parts.get(key)
+        if part is not None:
+            return part
+        b15 = self.b15.rows(j0, j1)
+        table = self._tables.get(j1 - j0)
+        if table is not None and j0 < table.atr.shape[0]:
+            part = self._from_table(table, j0, j1, b15)
+        else:
+            part = self._computed15(j0, j1, b15)
+        if len(self._parts) > 8:
+            self._parts.clear()
+        self._parts[key] = part
+        return part
+
+    def _from_table(self, t: Table15, j0: int, j1: int, b15: CandleSeries) -> _Part15:
+        """The 15m features of a full-length window, read from the series' tables."""
+        cfg = self.config
+        positive = not int(self._b15_nonpos[j1] - self._b15_nonpos[j0])
+        hurst = None
+        if positive:
+            slope = float(t.hurst[j0])
+            if math.isnan(slope):  # a zero RMS somewhere: as features._hurst does
+                hurst = _hurst(b15, cfg.hurst_min_bars)
+            else:
+                hurst = _fin(min(1.0, max(0.0, slope)))
+        autocorr = None
+        if positive:
+            denom = float(t.denom[j0])
+            if denom != 0:
+                autocorr = _fin(float(t.cross[j0]) / denom)
+        return _Part15(
+            atr=float(t.atr[j0]),
+            adx=_fin(t.adx[j0]),
+            plus_di=_fin(t.plus_di[j0]),
+            minus_di=_fin(t.minus_di[j0]),
+            hurst=hurst,
+            autocorr=autocorr,
+            gaps=_fair_value_gaps(b15, cfg),
+            pivots=self._pivots(j0, j1, b15),
+        )
+
+    def _computed15(self, j0: int, j1: int, b15: CandleSeries) -> _Part15:
+        """The 15m features of any other window (short, or missing 15m bars)."""
+        cfg = self.config
+        n, p = j1 - j0, cfg.period
+        atr = adx = plus_di = minus_di = None
+        if n >= p + 1:
+            w = self._wilder.get(j0)
+            if w is None:
+                # windows only move forward in a backtest: older starts are not asked again
+                self._wilder = {j: v for j, v in self._wilder.items() if j > j0 - 4}
+                w = self._wilder[j0] = Wilder(p)
+            # true range i of the window is element j0 + i of the series' (bars i, i + 1)
+            w.extend(self._tr[j0 : j1 - 1], self._pdm[j0 : j1 - 1], self._mdm[j0 : j1 - 1])
+            k = n - 1 - p  # index of the last Wilder value
+            atr = w.atr[k]
+            if n >= 2 * p + 1:
+                adx, plus_di, minus_di = (
+                    _fin(w.adx[k - p + 1]),
+                    _fin(w.plus_di[k]),
+                    _fin(w.minus_di[k]),
+                )
+        return _Part15(
+            atr=atr,
+            adx=adx,
+            plus_di=plus_di,
+            minus_di=minus_di,
+            hurst=_hurst(b15, cfg.hurst_min_bars),
+            autocorr=self._autocorr(j0, j1),
+            gaps=_fair_value_gaps(b15, cfg),
+            pivots=self._pivots(j0, j1, b15),
+        )
+
+    def _autocorr(self, j0: int, j1: int) -> float | None:
+        """``features._autocorr_15m`` (log returns sliced from the series')."""
+        if j1 - j0 < 17 or int(self._b15_nonpos[j1] - self._b15_nonpos[j0]):
+            return None
+        r = self._r15[j0 : j1 - 1]
+        a, b = r[:-1] - r[:-1].mean(), r[1:] - r[1:].mean()
+        denom = math.sqrt(float((a**2).sum() * (b**2).sum()))
+        if denom == 0:
+            return None
+        return _fin(float((a * b).sum()) / denom)
+
+    def _pivots(self, j0: int, j1: int, b15: CandleSeries) -> _Pivots | None:
+        """The price-independent half of ``features._zones``: unbroken swing pivots."""
+        k, n = self.config.swing_k, j1 - j0
+        if n < 2 * k + 1:
+            return None
+        high, low, close = b15.high, b15.low, b15.close
+        pivot_high = np.flatnonzero(self._pivot_high[j0 + k : j1 - k]) + k
+        pivot_low = np.flatnonzero(self._pivot_low[j0 + k : j1 - k]) + k
+        # the lowest / highest close after each bar, inside the window (fmin/fmax skip
+        # NaN as ``(close[i + 1:] < z).any()`` does)
+        later_min = np.concatenate((np.fmin.accumulate(close[::-1])[::-1][1:], _INF))
+        later_max = np.concatenate((np.fmax.accumulate(close[::-1])[::-1][1:], _NEG_INF))
+        m = self.config.max_zones
+        alive_low = pivot_low[~(later_min[pivot_low] < low[pivot_low])][-m:]
+        alive_high = pivot_high[~(later_max[pivot_high] > high[pivot_high])][-m:]
+        return _Pivots(
+            avg_volume=float(b15.volume.mean()) or 1.0,
+            alive_low=alive_low.tolist(),
+            alive_high=alive_high.tolist(),
+            last_high=float(high[pivot_high[-1]]) if pivot_high.size else None,
+            last_low=float(low[pivot_low[-1]]) if pivot_low.size else None,
+            body_bottom=self._body_bottom[j0:j1],
+            body_top=self._body_top[j0:j1],
+        )
+
+    def _zones(self, part: _Part15, b15: CandleSeries, price: float) -> tuple[list[Zone], int]:
+        """``features._zones``: the kept zones of the unbroken pivots at this price."""
+        piv = part.pivots
+        if piv is None:
+            return [], 0
+        k = self.config.swing_k
+        high, low = b15.high, b15.low
+        min_width = price * 0.0002
+        zones: list[Zone] = []
+        for i in piv.alive_low:
+            z_low = float(low[i])
+            z_high = max(float(piv.body_bottom[i]), z_low + min_width)
+            zones.append(
+                Zone(
+                    kind="demand",
+                    low=z_low,
+                    high=z_high,
+                    ts_ms=int(b15.ts_ms[i]),
+                    volume_ratio=float(b15.volume[i]) / piv.avg_volume,
+                    touches=int((low[i + k + 1 :] <= z_high).sum()),
+                )
+            )
+        for i in piv.alive_high:
+            z_high = float(high[i])
+            z_low = min(float(piv.body_top[i]), z_high - min_width)
+            zones.append(
+                Zone(
+                    kind="supply",
+                    low=z_low,
+                    high=z_high,
+                    ts_ms=int(b15.ts_ms[i]),
+                    volume_ratio=float(b15.volume[i]) / piv.avg_volume,
+                    touches=int((high[i + k + 1 :] >= z_low).sum()),
+                )
+            )
+        bos = 0
+        if piv.last_high is not None and price > piv.last_high:
+            bos = 1
+        elif piv.last_low is not None and price < piv.last_low:
+            bos = -1
+        return zones, bos
+
+    def _value_area(
+        self, lo: int, hi: int, bars: CandleSeries
+    ) -> tuple[float | None, float | None, float | None]:
+        """``features._value_area`` (the profile's bins read as a list)."""
+        cfg = self.config
+        low, high = float(bars.low.min()), float(bars.high.max())
+        total = float(bars.volume.sum())
+        if not (math.isfinite(low) and math.isfinite(high)) or total <= 0:
+            return None, None, None
+        if high <= low:
+            return low, high, low
+        nb = cfg.profile_bins
+        width = (high - low) / nb
+        typical = (bars.high + bars.low + bars.close) / 3
+        idx = np.clip(((typical - low) / width).astype(np.int64), 0, nb - 1)
+        counts = np.bincount(idx, weights=bars.volume, minlength=nb)
+        poc_i = int(counts.argmax())
+        profile = counts.tolist()
+        left, right, acc = poc_i, poc_i, profile[poc_i]
+        target = cfg.value_area_share * total
+        while acc < target and (left > 0 or right < nb - 1):
+            below = profile[left - 1] if left > 0 else -1.0
+            above = profile[right + 1] if right < nb - 1 else -1.0
+            if above >= below:
+                right += 1
+                acc += above
+            else:
+                left -= 1
+                acc += below
+        return low + (poc_i + 0.5) * width, low + (right + 1) * width, low + left * width
+
+    def _btc(
+        self,
+        lo: int,
+        hi: int,
+        bars: CandleSeries,
+        btc: FeatureSeries | None,
+        now_ms: int,
+        since_ms: int | None,
+    ) -> tuple[float | None, float | None]:
+        """``features._btc``; the common window read by index when both are gap-free."""
+        cfg = self.config
+        if btc is None:
+            return None, None
+        blo, bhi = btc.bounds(now_ms, since_ms)
+        if bhi <= blo:
+            return None, None
+        ts, bts = self.series.ts_ms, btc.series.ts_ms
+        same = (
+            hi - lo == bhi - blo
+            and ts[lo] == bts[blo]
+            and ts[hi - 1] == bts[bhi - 1]
+            and not int(self._gaps[hi - 1] - self._gaps[lo])
+            and not int(btc._gaps[bhi - 1] - btc._gaps[blo])
+        )
+        if not same:
+            return _btc(bars, btc.series.rows(blo, bhi), now_ms, cfg)
+        btc_change = _change(btc.series.close[blo:bhi], 15)
+        if hi - lo < 2:
+            return None, btc_change
+        if not (self._positive_close and btc._positive_close):
+            return _btc(bars, btc.series.rows(blo, bhi), now_ms, cfg)
+        ra, rb = np.diff(np.log(bars.close)), np.diff(np.log(btc.series.close[blo:bhi]))
+        if ra.shape[0] < cfg.min_corr_returns:
+            return None, btc_change
+        ra, rb = ra - ra.mean(), rb - rb.mean()
+        denom = math.sqrt(float((ra**2).sum() * (rb**2).sum()))
+        if denom == 0:
+            return None, btc_change
+        return _fin(max(-1.0, min(1.0, float((ra * rb).sum()) / denom))), btc_change

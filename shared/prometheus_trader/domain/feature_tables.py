@@ -1,0 +1,168 @@
+"""The Wilder recursions and per-window tables behind ``FeatureSeries`` (see there).
+
+``table15`` computes, for every window of ``n`` complete 15m bars of a series at once,
+the 15m features ``compute_features`` derives from those bars; ``Wilder`` runs the same
+recursions for one window start when the window is not tabulated. Both repeat the float
+operations of ``features._wilder`` / ``_adx`` / ``_hurst`` / ``_autocorr_15m`` exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from prometheus_trader.domain.features import FeatureConfig
+from prometheus_trader.domain.market import FloatArray
+
+__all__ = ["Table15", "Wilder", "table15"]
+
+
+class Wilder:
+    """ATR, +DM, -DM and ADX Wilder recursions from one first 15m bar, extended on demand.
+
+    The values are those of ``features._wilder`` / ``_adx`` on any window starting at
+    that bar: the same seed (numpy mean of the first ``period`` values) and the same
+    ``acc += alpha * (v - acc)`` steps.
+    """
+
+    def __init__(self, period: int) -> None:
+        self.period = period
+        self.alpha = 1.0 / period
+        self.atr: list[float] = []
+        self.plus: list[float] = []
+        self.minus: list[float] = []
+        self.plus_di: list[float] = []
+        self.minus_di: list[float] = []
+        self.dx: list[float] = []
+        self.adx: list[float] = []
+        self.used = 0  # true ranges consumed
+
+    def extend(self, tr: FloatArray, pdm: FloatArray, mdm: FloatArray) -> None:
+        """Consume the window's true ranges / directional moves up to ``len(tr)``."""
+        m, p, alpha = tr.shape[0], self.period, self.alpha
+        if m < p or m <= self.used:
+            return
+        if not self.atr:
+            self.atr.append(float(tr[:p].mean()))
+            self.plus.append(float(pdm[:p].mean()))
+            self.minus.append(float(mdm[:p].mean()))
+            self._di()
+            self.used = p
+        atr, plus, minus = self.atr[-1], self.plus[-1], self.minus[-1]
+        for v, pv, mv in zip(
+            tr[self.used : m].tolist(),
+            pdm[self.used : m].tolist(),
+            mdm[self.used : m].tolist(),
+            strict=True,
+        ):
+            atr += alpha * (v - atr)
+            plus += alpha * (pv - plus)
+            minus += alpha * (mv - minus)
+            self.atr.append(atr)
+            self.plus.append(plus)
+            self.minus.append(minus)
+            self._di()
+        self.used = m
+
+    def _di(self) -> None:
+        atr = self.atr[-1]
+        safe = atr if atr > 0 else math.inf
+        plus_di = 100 * self.plus[-1] / safe
+        minus_di = 100 * self.minus[-1] / safe
+        di_sum = plus_di + minus_di
+        self.plus_di.append(plus_di)
+        self.minus_di.append(minus_di)
+        self.dx.append(100 * abs(plus_di - minus_di) / (di_sum if di_sum > 0 else math.inf))
+        p = self.period
+        if len(self.dx) == p:
+            self.adx.append(float(np.array(self.dx).mean()))
+        elif len(self.dx) > p:
+            acc = self.adx[-1]
+            self.adx.append(acc + self.alpha * (self.dx[-1] - acc))
+
+
+@dataclass(frozen=True)
+class Table15:
+    """Per-window 15m features of every window of one length (see ``table15``)."""
+
+    atr: FloatArray
+    adx: FloatArray
+    plus_di: FloatArray
+    minus_di: FloatArray
+    hurst: FloatArray  # the unclipped slope; NaN where an RMS is 0
+    cross: FloatArray  # autocorrelation numerator / denominator
+    denom: FloatArray
+
+
+def table15(
+    n: int,
+    b15_count: int,
+    tr: FloatArray,
+    pdm: FloatArray,
+    mdm: FloatArray,
+    log15: FloatArray,
+    r15: FloatArray,
+    config: FeatureConfig,
+) -> Table15 | None:
+    """ATR/ADX/DI, the Hurst slope and the autocorrelation of every window of ``n``
+    complete 15m bars (row j0 = the window starting at 15m bar j0).
+
+    Each row is computed with the operations ``features._adx``, ``_hurst`` and
+    ``_autocorr_15m`` apply to that window, element-wise across rows: the Wilder
+    recursions step all windows at once, and every sum / mean is numpy's reduction of
+    a row of a sliding-window view (the same pairwise summation as on the 1-D slice).
+    """
+    p = config.period
+    count = b15_count
+    lanes = count - n + 1
+    if lanes <= 0 or n < max(2 * p + 1, config.hurst_min_bars, 17):
+        return None
+    swv = np.lib.stride_tricks.sliding_window_view
+    alpha = 1.0 / p
+    atr = swv(tr, p)[:lanes].mean(axis=1)
+    plus = swv(pdm, p)[:lanes].mean(axis=1)
+    minus = swv(mdm, p)[:lanes].mean(axis=1)
+    dx: list[FloatArray] = []
+    adx: FloatArray | None = None
+    plus_di = minus_di = atr
+    for step in range(p, n):  # step p - 1 is the seed; n - 1 true ranges
+        if step > p:
+            i = step - 1  # true range index inside each window
+            atr = atr + alpha * (tr[i : i + lanes] - atr)
+            plus = plus + alpha * (pdm[i : i + lanes] - plus)
+            minus = minus + alpha * (mdm[i : i + lanes] - minus)
+        safe = np.where(atr > 0, atr, np.inf)
+        plus_di = 100 * plus / safe
+        minus_di = 100 * minus / safe
+        di_sum = plus_di + minus_di
+        dx_now = 100 * np.abs(plus_di - minus_di) / np.where(di_sum > 0, di_sum, np.inf)
+        if adx is not None:
+            adx = adx + alpha * (dx_now - adx)
+        else:
+            dx.append(dx_now)
+            if len(dx) == p:
+                adx = np.ascontiguousarray(np.column_stack(dx)).mean(axis=1)
+    assert adx is not None
+    # Hurst: RMS of the lag-k log-price differences, then the log-log slope
+    lags = np.arange(1, max(2, n // 4) + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rms = np.empty((lanes, lags.shape[0]), dtype=np.float64)
+        for col, k in enumerate(lags.tolist()):
+            sq = (log15[k:] - log15[:-k]) ** 2
+            rms[:, col] = np.sqrt(swv(sq, n - k)[:lanes].sum(axis=1) / (n - k))
+        x = np.log(lags.astype(np.float64))
+        x_c = x - x.mean()
+        y = np.log(rms)
+        slope = (x_c * (y - y.mean(axis=1)[:, None])).sum(axis=1) / (x_c**2).sum()
+        slope[~(rms > 0).all(axis=1)] = np.nan
+        # lag-1 autocorrelation of the window's n - 1 log returns
+        r = r15
+        a = swv(r, n - 2)[:lanes]
+        b = swv(r[1:], n - 2)[:lanes]
+        a = a - a.mean(axis=1)[:, None]
+        b = b - b.mean(axis=1)[:, None]
+        denom = np.sqrt((a**2).sum(axis=1) * (b**2).sum(axis=1))
+        cross = (a * b).sum(axis=1)
+    return Table15(atr, adx, plus_di, minus_di, slope, cross, denom)

@@ -1,0 +1,157 @@
+"""FeatureSeries.at gives exactly what compute_features gives on the same window.
+
+Exactly: every field equal with ``==`` (floats bit for bit, zones and gaps included), on
+the bundled sample's 16 real series at ranking times across the sample (full windows read
+from the tabulated 15m features, windows cut short by a collection start, BTC
+correlation) and on constructed series that take the other paths (gaps, non-finite and
+non-positive prices, flat prices, unordered input refused).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _analysis_fixtures import T0, random_walk, series
+
+from prometheus_trader.app.backtest.data import MemoryMarketData
+from prometheus_trader.domain.feature_series import FeatureSeries
+from prometheus_trader.domain.features import SymbolFeatures, compute_features
+from prometheus_trader.domain.market import (
+    MINUTE_MS,
+    CandleSeries,
+    FundingRate,
+    MarketType,
+    OpenInterest,
+)
+from prometheus_trader.sample import SAMPLE_STORE_DIR
+
+pytestmark = pytest.mark.unit
+
+BTC = "BTC/USDT:USDT"
+
+
+def _reference(
+    fs: FeatureSeries,
+    now_ms: int,
+    since_ms: int | None,
+    btc: FeatureSeries | None,
+    **kw: object,
+) -> SymbolFeatures:
+    """compute_features on the window the backtest would cut (as ``engine._window``)."""
+    series = fs.series
+    lo = 0 if since_ms is None else int(np.searchsorted(series.ts_ms, since_ms, side="left"))
+    hi = int(np.searchsorted(series.ts_ms, now_ms - MINUTE_MS, side="right"))
+    btc_window = None
+    if btc is not None:
+        b = btc.series
+        blo = 0 if since_ms is None else int(np.searchsorted(b.ts_ms, since_ms, side="left"))
+        bhi = int(np.searchsorted(b.ts_ms, now_ms - MINUTE_MS, side="right"))
+        btc_window = b.rows(blo, max(blo, bhi))
+    return compute_features(
+        series.rows(lo, max(lo, hi)),
+        btc_1m=btc_window,
+        funding=kw.get("funding", []),  # type: ignore[arg-type]
+        open_interest=kw.get("open_interest", []),  # type: ignore[arg-type]
+        now_ms=now_ms,
+        mark_price=kw.get("mark_price"),  # type: ignore[arg-type]
+    )
+
+
+def _assert_same(fast: SymbolFeatures, ref: SymbolFeatures) -> None:
+    """Equal field by field; ``repr`` (shortest round-trip float text) so that a NaN zone
+    bound from a NaN price compares equal to itself, and any other bit differs."""
+    differ = {
+        name: (getattr(fast, name), getattr(ref, name))
+        for name in SymbolFeatures.model_fields
+        if repr(getattr(fast, name)) != repr(getattr(ref, name))
+    }
+    assert not differ, f"{ref.symbol} at {ref.as_of_ms}: {differ}"
+
+
+@pytest.fixture(scope="module")
+def sample() -> dict[str, FeatureSeries]:
+    data = MemoryMarketData.from_parquet(SAMPLE_STORE_DIR, "binance", MarketType.PERP)
+    return {k.symbol: FeatureSeries(s) for k, s in data.series.items()}
+
+
+def test_sample_series_at_ranking_times_equal_compute_features(
+    sample: dict[str, FeatureSeries],
+) -> None:
+    first = max(int(fs.series.ts_ms[0]) for fs in sample.values())
+    last = min(int(fs.series.ts_ms[-1]) for fs in sample.values())
+    btc = sample[BTC]
+    start = first - first % (5 * MINUTE_MS) + 5 * MINUTE_MS
+    times = list(range(start, last + 2 * MINUTE_MS, 35 * MINUTE_MS))
+    full = short = 0
+    for i, now in enumerate(times):
+        # mostly the ranker's 24 h window, sometimes cut by a collection start
+        since = now - 1440 * MINUTE_MS if i % 4 else first + (i % 7) * 45 * MINUTE_MS
+        for symbol, fs in sample.items():
+            other = None if symbol == BTC else btc
+            fast = fs.at(now, since_ms=since, btc=other)
+            ref = _reference(fs, now, since, other)
+            _assert_same(fast, ref)
+            full += ref.bars == 1440
+            short += 60 <= ref.bars < 1440
+    assert full > 200 and short > 50  # both paths (tabulated and computed) were compared
+
+
+def test_funding_open_interest_and_mark_price_pass_through(
+    sample: dict[str, FeatureSeries],
+) -> None:
+    fs = sample["ETH/USDT:USDT"]
+    now = int(fs.series.ts_ms[-1]) + MINUTE_MS
+    perp = {"exchange": "binance", "market_type": MarketType.PERP, "symbol": fs.symbol}
+    funding = [FundingRate(**perp, ts_ms=now - 3_600_000, rate=1e-4)]
+    price = float(fs.series.close[-30])
+    interest = [
+        OpenInterest(**perp, ts_ms=now - m * MINUTE_MS, amount=1000.0 + m)
+        for m in (50, 40, 20, 5, 1)
+    ]
+    kw = {"funding": funding, "open_interest": interest, "mark_price": price}
+    fast = fs.at(now, btc=sample[BTC], **kw)  # type: ignore[arg-type]
+    _assert_same(fast, _reference(fs, now, None, sample[BTC], **kw))
+    assert fast.funding_rate == 1e-4 and fast.liq_long_notional is not None
+
+
+def _check_all(s: CandleSeries, btc: CandleSeries | None = None, step: int = 25) -> int:
+    fs = FeatureSeries(s)
+    other = None if btc is None else FeatureSeries(btc)
+    count = 0
+    for now in range(int(s.ts_ms[0]), int(s.ts_ms[-1]) + 3 * MINUTE_MS, step * MINUTE_MS):
+        for since in (None, now - 1440 * MINUTE_MS, now - 300 * MINUTE_MS):
+            _assert_same(fs.at(now, since_ms=since, btc=other), _reference(fs, now, since, other))
+            count += 1
+    return count
+
+
+def test_random_walk_with_btc() -> None:
+    s = series(random_walk(2200, seed=7, vol=0.002), symbol="ETH/USDT:USDT")
+    btc = series(random_walk(2200, seed=8, vol=0.001), symbol=BTC)
+    assert _check_all(s, btc) > 200
+
+
+def test_gaps_bad_prices_and_flat_stretches_take_the_computed_paths() -> None:
+    closes = random_walk(2100, seed=9, vol=0.002)
+    closes[300:700] = 100.0  # flat: zero RMS (Hurst None), zero true ranges
+    closes[1500] = np.nan  # non-finite price: GAPPED
+    ts = T0 + MINUTE_MS * np.arange(2100, dtype=np.int64)
+    ts[1800:] += 7 * MINUTE_MS  # a hole: GAPPED, a 15m bar missing, BTC windows misaligned
+    s = series(closes, ts_ms=ts, symbol="SOL/USDT:USDT")
+    btc = series(random_walk(2100, seed=10), symbol=BTC)
+    assert _check_all(s, btc, step=20) > 300
+    negative = series(np.r_[random_walk(1000, seed=11), -np.ones(5), random_walk(600, seed=12)])
+    assert _check_all(negative, btc, step=40) > 100
+
+
+def test_empty_and_too_early() -> None:
+    s = series(random_walk(100, seed=3))
+    fs = FeatureSeries(s)
+    _assert_same(fs.at(T0), _reference(fs, T0, None, None))  # nothing closed yet
+    _assert_same(fs.at(T0 + 30 * MINUTE_MS), _reference(fs, T0 + 30 * MINUTE_MS, None, None))
+
+
+def test_unordered_series_is_refused() -> None:
+    s = series(random_walk(10, seed=4), ts_ms=T0 + MINUTE_MS * np.arange(10)[::-1])
+    with pytest.raises(ValueError, match="increasing"):
+        FeatureSeries(s)
