@@ -38,14 +38,16 @@ import math
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from itertools import accumulate, chain, compress
+from operator import and_, mul, ne, not_, or_
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from prometheus_trader.domain.market import Trade
+from prometheus_trader.domain.market import Side, Trade
 from prometheus_trader.domain.signals import Direction
-from prometheus_trader.domain.ticks import TickBatch, batches_from_trades
+from prometheus_trader.domain.ticks import TickBatch
 from prometheus_trader.domain.trading import ExitReason, Position
 
 # Defaults chosen on binance-usdm-2025-05 (docs/decisions.md, scripts/eval_exits.py).
@@ -57,6 +59,7 @@ MINUTE_MS = 60_000
 HORIZON_MS = 15 * MINUTE_MS
 _COMPACT_MIN = 4096  # compact storage once this many pruned rows sit at the front
 _CACHE_MAX = 64  # query times remembered between two changes of a window
+_VECTOR_MIN = 24  # batches this large go through numpy; smaller ones through lists
 _HUGE = 1e18  # stands in for an infinite ratio in stored (JSON) details
 
 
@@ -95,6 +98,9 @@ class TradeWindow:
         self._tick_price = array("d")
         # row index by query time: the positions on one symbol ask the same times
         self._idx_cache: dict[int, int] = {}
+        # answers shared by the positions on one symbol (flow ratios, price ranges,
+        # adverse moves), keyed by query; cleared whenever the window changes
+        self._memo: dict[tuple[object, ...], Any] = {}
 
     def __len__(self) -> int:
         return len(self._ts) - self._head
@@ -113,9 +119,14 @@ class TradeWindow:
         return self._add_trades(batch)
 
     def _add_trades(self, trades: list[Trade]) -> int:
-        if not trades:
-            return 0
-        return self.add_batch(batches_from_trades(trades)[trades[0].symbol])
+        return self.add_columns(
+            [t.ts_ms for t in trades],
+            [t.price for t in trades],
+            [t.amount for t in trades],
+            [t.side is Side.BUY for t in trades],
+            [t.trade_id for t in trades],
+            [t.source == "trade" for t in trades],
+        )
 
     def add_columns(
         self,
@@ -128,49 +139,63 @@ class TradeWindow:
     ) -> int:
         """Append a batch given as columns (oldest first; ``real`` defaults to all real
         taker trades); returns how many were new. Same result as :meth:`add`."""
-        if not trade_ids:
-            return 0
-        symbol = self.symbol or ""
-        return self.add_batch(TickBatch.of(symbol, ts_ms, price, amount, is_buy, trade_ids, real))
+        if len(trade_ids) >= _VECTOR_MIN:
+            batch = TickBatch.of(self.symbol or "", ts_ms, price, amount, is_buy, trade_ids, real)
+            return self.add_batch(batch)
+        keep = self._fresh(trade_ids)
+        if keep is not None:
+            if not keep:
+                return 0
+            ts_ms = [ts_ms[i] for i in keep]
+            price = [price[i] for i in keep]
+            amount = [amount[i] for i in keep]
+            is_buy = [is_buy[i] for i in keep]
+            trade_ids = [trade_ids[i] for i in keep]
+            real = None if real is None else [real[i] for i in keep]
+        self._append_lists(ts_ms, price, amount, is_buy, trade_ids, real)
+        return len(trade_ids)
 
     def add_batch(self, batch: TickBatch) -> int:
         """Append one symbol's batch of columns (oldest first); returns how many were new.
 
-        Vectorised: a handful of numpy steps per batch, whatever its size. The numbers
-        are the ones trade-at-a-time appends give (prefix sums are accumulated in the
-        same order, from the same starting value).
+        Vectorised: a handful of numpy steps per batch, whatever its size (a small
+        batch goes through plain lists, cheaper below ``_VECTOR_MIN`` rows). Either way
+        the numbers are the ones trade-at-a-time appends give: prefix sums are
+        accumulated in the same order, from the same starting value.
         """
         trade_ids = batch.trade_ids
-        n = len(trade_ids)
-        if n == 0:
+        if not trade_ids:
             return 0
         if batch.symbol:
             if self.symbol is None:
                 self.symbol = batch.symbol
             elif batch.symbol != self.symbol:
                 raise ValueError(f"trades of {batch.symbol} fed to the {self.symbol} window")
-        seen = self._seen
-        fresh = set(trade_ids)
-        if len(fresh) == n and seen.isdisjoint(fresh):
-            seen |= fresh
-        else:  # duplicates: keep the first of each id, as one trade at a time would
-            keep: list[int] = []
-            for i, tid in enumerate(trade_ids):
-                if tid not in seen:
-                    seen.add(tid)
-                    keep.append(i)
+        keep = self._fresh(trade_ids)
+        if keep is not None:
             if not keep:
                 return 0
             batch = batch.take(keep)
             trade_ids = batch.trade_ids
-            n = len(keep)
+        n = len(trade_ids)
+        real = batch.real
+        if n < _VECTOR_MIN:
+            self._append_lists(
+                batch.ts_ms.tolist(),
+                batch.price.tolist(),
+                batch.amount.tolist(),
+                batch.is_buy.tolist(),
+                trade_ids,
+                None if real is None else real.tolist(),
+            )
+            return n
         price = batch.price
         live = len(self._ts) > self._head
         # the window is ordered: a late trade is kept at the newest time
         ordered = np.maximum.accumulate(batch.ts_ms)
-        if self._ts:
+        if self._ts and ordered[0] < self._ts[-1]:
             np.maximum(ordered, self._ts[-1], out=ordered)
-        is_buy, real = batch.is_buy, batch.real
+        is_buy = batch.is_buy
         if real is None:
             sides = is_buy
             sells = np.logical_not(is_buy)
@@ -190,8 +215,8 @@ class TradeWindow:
         self._ts.frombytes(ordered.tobytes())
         self._price.frombytes(price.tobytes())
         self._ids.extend(trade_ids)
-        self._cum_buy.frombytes(np.cumsum(buys).tobytes())
-        self._cum_sell.frombytes(np.cumsum(sold).tobytes())
+        self._cum_buy.frombytes(buys.cumsum().tobytes())
+        self._cum_sell.frombytes(sold.cumsum().tobytes())
         self._cum_real.frombytes(reals.tobytes())
         # distinct price changes (equal successive prices are one tick)
         changed = np.empty(n, dtype=np.bool_)
@@ -199,13 +224,83 @@ class TradeWindow:
         np.not_equal(price[1:], price[:-1], out=changed[1:])
         self._tick_ts.frombytes(ordered[changed].tobytes())
         self._tick_price.frombytes(price[changed].tobytes())
-        self._idx_cache.clear()
+        self._changed()
         return n
+
+    def _fresh(self, trade_ids: Sequence[str]) -> list[int] | None:
+        """Record the batch's ids as seen; None if all are new, else the rows to keep
+        (the first of each id not seen before, as one trade at a time would)."""
+        seen = self._seen
+        before = len(seen)
+        if seen.isdisjoint(trade_ids):
+            seen.update(trade_ids)
+            if len(seen) - before == len(trade_ids):
+                return None
+            seen.difference_update(trade_ids)  # repeats inside the batch: one at a time
+        keep: list[int] = []
+        for i, tid in enumerate(trade_ids):
+            if tid not in seen:
+                seen.add(tid)
+                keep.append(i)
+        return keep
+
+    def _append_lists(
+        self,
+        ts_ms: Sequence[int],
+        price: Sequence[float],
+        amount: Sequence[float],
+        is_buy: Sequence[bool],
+        trade_ids: Sequence[str],
+        real: Sequence[bool] | None,
+    ) -> None:
+        """The list form of :meth:`add_batch`'s numpy steps (same numbers), for small
+        batches where C-level iterators beat numpy's per-call cost."""
+        n = len(trade_ids)
+        price = list(price)
+        live = len(self._ts) > self._head
+        prev_buy = self._cum_buy[-1] if live else self._base_buy
+        prev_sell = self._cum_sell[-1] if live else self._base_sell
+        prev_real = self._cum_real[-1] if live else self._base_real
+        if self._ts:
+            stamps = accumulate(ts_ms, max, initial=self._ts[-1])
+            next(stamps)
+        else:
+            stamps = accumulate(ts_ms, max)
+        ordered = list(stamps)
+        if real is None:
+            sides: Sequence[bool] = is_buy
+            reals: Iterable[int] = range(prev_real + 1, prev_real + n + 1)
+        else:
+            sides = list(map(and_, is_buy, real))
+            is_buy = list(map(or_, is_buy, map(not_, real)))  # "not a real sell"
+            cum_real = accumulate(map(int, real), initial=prev_real)
+            next(cum_real)
+            reals = cum_real
+        cum_buy = accumulate(map(mul, amount, sides), initial=prev_buy)
+        next(cum_buy)
+        cum_sell = accumulate(map(mul, amount, map(not_, is_buy)), initial=prev_sell)
+        next(cum_sell)
+        self._ts.fromlist(ordered)
+        self._price.fromlist(price)
+        self._ids.extend(trade_ids)
+        self._cum_buy.fromlist(list(cum_buy))
+        self._cum_sell.fromlist(list(cum_sell))
+        self._cum_real.fromlist(list(reals))
+        last = self._tick_price[-1] if self._tick_price else None
+        changed = list(map(ne, chain((last,), price), price))
+        self._tick_ts.fromlist(list(compress(ordered, changed)))
+        self._tick_price.fromlist(list(compress(price, changed)))
+        self._changed()
+
+    def _changed(self) -> None:
+        """Forget the remembered query answers (the window changed)."""
+        self._idx_cache.clear()
+        self._memo.clear()
 
     def prune(self, now_ms: int) -> None:
         """Forget trades at or before ``now_ms − horizon``."""
         cutoff = now_ms - self.horizon_ms
-        self._idx_cache.clear()
+        self._changed()
         new_head = bisect_right(self._ts, cutoff, self._head)
         if new_head > self._head:
             self._seen.difference_update(self._ids[self._head : new_head])
@@ -270,6 +365,33 @@ class TradeWindow:
             return buy / sell
         return math.inf if buy > 0 else None
 
+    def flow_ratios(
+        self, live_ms: int, now_ms: int
+    ) -> tuple[int, float | None, float | None, float | None]:
+        """(real trades in the last ``live_ms``, 1m, 5m and 15m flow ratios; the ratios
+        are None without a live trade). Remembered until the window changes: every
+        position on the symbol asks the same at the same time."""
+        key = ("flow", live_ms, now_ms)
+        hit: tuple[int, float | None, float | None, float | None] | None = self._memo.get(key)
+        if hit is None:
+            live = self.real_trade_count(live_ms, now_ms)
+            if live == 0:
+                hit = (0, None, None, None)
+            else:
+                hit = (
+                    live,
+                    self.flow_ratio(MINUTE_MS, now_ms),
+                    self.flow_ratio(5 * MINUTE_MS, now_ms),
+                    self.flow_ratio(15 * MINUTE_MS, now_ms),
+                )
+            self._remember(key, hit)
+        return hit
+
+    def _remember(self, key: tuple[object, ...], value: object) -> None:
+        if len(self._memo) >= 4 * _CACHE_MAX:  # many queries and no change in between
+            self._memo.clear()
+        self._memo[key] = value
+
     def last_price(self, now_ms: int) -> float | None:
         """Price of the last trade at or before ``now_ms`` (None if never any)."""
         idx = self._index(now_ms)
@@ -282,19 +404,30 @@ class TradeWindow:
         lo, hi = self._index(since_ms), self._index(now_ms)
         if hi <= lo:
             return None
-        prices = self._price[lo:hi]
-        return min(prices), max(prices)
+        key = ("range", lo, hi)
+        hit: tuple[float, float] | None = self._memo.get(key)
+        if hit is None:
+            prices = self._price[lo:hi]
+            hit = (min(prices), max(prices))
+            self._remember(key, hit)
+        return hit
 
     def adverse_moves(self, direction: Direction, now_ms: int, since_ms: int) -> int:
         """Consecutive latest distinct-price moves against ``direction`` ending in (since, now]."""
+        key = ("adverse", direction, now_ms, since_ms)
+        hit: int | None = self._memo.get(key)
+        if hit is not None:
+            return hit
+        sign = direction.sign
         i = bisect_right(self._tick_ts, now_ms, self._tick_head) - 1
         count = 0
         while i - 1 >= self._tick_head and self._tick_ts[i] > since_ms:
             move = self._tick_price[i] - self._tick_price[i - 1]
-            if move * direction.sign >= 0:
+            if move * sign >= 0:
                 break
             count += 1
             i -= 1
+        self._remember(key, count)
         return count
 
 
@@ -511,12 +644,9 @@ def _order_flow_reversal(
     direction: Direction, window: TradeWindow, now_ms: int, config: ExitConfig
 ) -> dict[str, float | str] | None:
     live_ms = int(config.order_flow_window_s * SECOND_MS)
-    live_trades = window.real_trade_count(live_ms, now_ms)
+    live_trades, r1, r5, r15 = window.flow_ratios(live_ms, now_ms)
     if live_trades == 0:
         return None
-    r1 = window.flow_ratio(MINUTE_MS, now_ms)
-    r5 = window.flow_ratio(5 * MINUTE_MS, now_ms)
-    r15 = window.flow_ratio(15 * MINUTE_MS, now_ms)
     if r1 is None or r5 is None or r15 is None:
         return None
     if direction is Direction.LONG:

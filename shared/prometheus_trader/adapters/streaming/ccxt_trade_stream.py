@@ -131,9 +131,7 @@ class CcxtTradeStream:
         fast path, no ``Trade`` per tick). Stale symbols are filled from REST (from their
         last seen trade, or ``after_ms``)."""
         streamed, rest = self._drain(symbols, after_ms)
-        out = unified_batches(streamed)
-        for symbol, batch in out.items():
-            out[symbol] = _in_time_order(batch)
+        out = buffered_batches(streamed)
         for symbol, batch in batches_from_trades(rest).items():
             mine = out.get(symbol)
             out[symbol] = batch if mine is None else merge_batches(mine, batch)
@@ -143,7 +141,7 @@ class CcxtTradeStream:
         """As :meth:`poll_ticks`, as domain trades ordered by (ts_ms, symbol, trade_id)."""
         streamed, rest = self._drain(symbols, after_ms)
         return sorted(
-            [*map(self._to_trade, streamed), *rest],
+            [*(self._to_trade(r) for rows in streamed.values() for r in rows), *rest],
             key=lambda t: (t.ts_ms, t.symbol, t.trade_id),
         )
 
@@ -155,7 +153,7 @@ class CcxtTradeStream:
 
     def _drain(
         self, symbols: Sequence[str], after_ms: int
-    ) -> tuple[list[Mapping[str, Any]], list[Trade]]:
+    ) -> tuple[dict[str, list[Mapping[str, Any]]], list[Trade]]:
         """Follow ``symbols``, fill stale ones from REST, and take what arrived for them."""
         self.follow(symbols)
         for symbol in self._stale_symbols():
@@ -164,7 +162,7 @@ class CcxtTradeStream:
             buffered, self._buffer = self._buffer, {}
             rest, self._rest_buffer = self._rest_buffer, []
         wanted = set(symbols)
-        streamed = [r for s in sorted(wanted & buffered.keys()) for r in buffered[s]]
+        streamed = {s: buffered[s] for s in sorted(wanted & buffered.keys())}
         rest.sort(key=lambda t: (t.ts_ms, t.trade_id))
         return streamed, [t for t in rest if t.symbol in wanted]
 
@@ -426,7 +424,9 @@ __all__ = [
     "TradeSource",
     "add_unified_trades",
     "binance_usdm_client_factory",
+    "buffered_batches",
     "unified_batches",
+    "unified_columns",
 ]
 
 
@@ -438,16 +438,16 @@ def unified_batches(raws: Sequence[Mapping[str, Any]]) -> dict[str, TickBatch]:
     """
     if not raws:
         return {}
-    symbols, stamps, prices, amounts, sides, ids = zip(*map(_ROW, raws), strict=True)
-    n = len(ids)
+    symbols = list(map(_SYMBOL, raws))
+    first = symbols[0]
+    n = len(symbols)
+    if symbols.count(first) == n:  # one symbol (a ccxt watch result is one market)
+        return {first: unified_columns(first, raws)}
+    stamps, prices, amounts, sides, ids = zip(*map(_FIELDS, raws), strict=True)
     ts = np.array(stamps, dtype=np.int64)
     price = np.array(prices, dtype=np.float64)
     amount = np.array(amounts, dtype=np.float64)
-    # ccxt's side is "buy"/"sell" (the aggressor); anything else counts as a sell
-    is_buy = np.fromiter(map(eq, sides, repeat("buy", n)), dtype=np.bool_, count=n)
-    first = symbols[0]
-    if symbols.count(first) == n:  # one symbol (a ccxt watch result is one market)
-        return {first: TickBatch(first, ts, price, amount, is_buy, ids)}
+    is_buy = np.array(list(map(eq, sides, repeat("buy", n))), dtype=np.bool_)
     index = {s: i for i, s in enumerate(dict.fromkeys(symbols))}
     codes = np.fromiter(map(index.__getitem__, symbols), dtype=np.intp, count=n)
     order = np.argsort(codes, kind="stable")
@@ -462,6 +462,27 @@ def unified_batches(raws: Sequence[Mapping[str, Any]]) -> dict[str, TickBatch]:
         )
         lo = hi
     return out
+
+
+def unified_columns(symbol: str, rows: Sequence[Mapping[str, Any]]) -> TickBatch:
+    """One symbol's ccxt unified trades as a batch, in the given order (one C-level pass
+    per column straight into a typed array)."""
+    n = len(rows)
+    return TickBatch(
+        symbol,
+        np.fromiter(map(_TIMESTAMP, rows), dtype=np.int64, count=n),
+        np.fromiter(map(_PRICE, rows), dtype=np.float64, count=n),
+        np.fromiter(map(_AMOUNT, rows), dtype=np.float64, count=n),
+        # ccxt's side is "buy"/"sell" (the aggressor); anything else counts as a sell
+        np.fromiter(map(eq, map(_SIDE, rows), repeat("buy", n)), dtype=np.bool_, count=n),
+        list(map(_ID, rows)),
+    )
+
+
+def buffered_batches(streamed: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, TickBatch]:
+    """What ``poll_ticks`` hands the monitor for the stream's per-symbol buffers: each
+    symbol's unified trades as a batch in time order."""
+    return {s: _in_time_order(unified_columns(s, rows)) for s, rows in streamed.items() if rows}
 
 
 def add_unified_trades(windows: dict[str, TradeWindow], raws: Sequence[Mapping[str, Any]]) -> int:
@@ -484,5 +505,7 @@ def _in_time_order(batch: TickBatch) -> TickBatch:
     return batch
 
 
-_ROW = itemgetter("symbol", "timestamp", "price", "amount", "side", "id")
-_SYMBOL, _TIMESTAMP, _ID = itemgetter("symbol"), itemgetter("timestamp"), itemgetter("id")
+_FIELDS = itemgetter("timestamp", "price", "amount", "side", "id")
+_SYMBOL, _TIMESTAMP, _PRICE, _AMOUNT, _SIDE, _ID = (
+    itemgetter(k) for k in ("symbol", "timestamp", "price", "amount", "side", "id")
+)
