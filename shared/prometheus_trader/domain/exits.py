@@ -196,21 +196,22 @@ class TradeWindow:
         if self._ts and ordered[0] < self._ts[-1]:
             np.maximum(ordered, self._ts[-1], out=ordered)
         is_buy = batch.is_buy
+        prev_real = self._cum_real[-1] if live else self._base_real
+        # amount × True is the amount exactly, × False is 0.0 (and amount − that is the
+        # other side's, exactly); the first add starts from the previous sum, so every
+        # partial sum is the one a running loop computes
+        amount = batch.amount
         if real is None:
-            sides = is_buy
-            sells = np.logical_not(is_buy)
-            reals = np.arange(1, n + 1, dtype=np.int64)
+            buys = amount * is_buy
+            sold = amount - buys
+            reals = np.arange(prev_real + 1, prev_real + n + 1, dtype=np.int64)
         else:
             # a bar trade's side is a guess: neither buy nor sell volume
-            sides = is_buy & real
-            sells = ~is_buy & real
+            buys = amount * (is_buy & real)
+            sold = amount * (~is_buy & real)
             reals = np.cumsum(real, dtype=np.int64)
-        reals += self._cum_real[-1] if live else self._base_real
-        # amount × True is the amount exactly, × False is 0.0; the first add starts from
-        # the previous sum, so every partial sum is the one a running loop computes
-        buys = batch.amount * sides
+            reals += prev_real
         buys[0] += self._cum_buy[-1] if live else self._base_buy
-        sold = batch.amount * sells
         sold[0] += self._cum_sell[-1] if live else self._base_sell
         self._ts.frombytes(ordered.tobytes())
         self._price.frombytes(price.tobytes())
@@ -374,16 +375,19 @@ class TradeWindow:
         key = ("flow", live_ms, now_ms)
         hit: tuple[int, float | None, float | None, float | None] | None = self._memo.get(key)
         if hit is None:
-            live = self.real_trade_count(live_ms, now_ms)
+            # the same numbers as real_trade_count and flow_ratio, one lookup per time
+            cum, index = self._cum, self._index
+            b1, s1, n1 = cum(index(now_ms))
+            live = n1 - cum(index(now_ms - live_ms))[2]
             if live == 0:
                 hit = (0, None, None, None)
             else:
-                hit = (
-                    live,
-                    self.flow_ratio(MINUTE_MS, now_ms),
-                    self.flow_ratio(5 * MINUTE_MS, now_ms),
-                    self.flow_ratio(15 * MINUTE_MS, now_ms),
-                )
+                ratios: list[float | None] = []
+                for window_ms in (MINUTE_MS, 5 * MINUTE_MS, 15 * MINUTE_MS):
+                    b0, s0, _ = cum(index(now_ms - window_ms))
+                    buy, sell = max(0.0, b1 - b0), max(0.0, s1 - s0)
+                    ratios.append(buy / sell if sell > 0 else math.inf if buy > 0 else None)
+                hit = (live, ratios[0], ratios[1], ratios[2])
             self._remember(key, hit)
         return hit
 
@@ -407,8 +411,13 @@ class TradeWindow:
         key = ("range", lo, hi)
         hit: tuple[float, float] | None = self._memo.get(key)
         if hit is None:
-            prices = self._price[lo:hi]
-            hit = (min(prices), max(prices))
+            if hi - lo < _VECTOR_MIN:
+                prices = self._price[lo:hi]
+                hit = (min(prices), max(prices))
+            else:  # a view on the buffer, dropped before the buffer can grow again
+                view = np.frombuffer(self._price, dtype=np.float64)[lo:hi]
+                hit = (float(view.min()), float(view.max()))
+                del view
             self._remember(key, hit)
         return hit
 
