@@ -129,7 +129,8 @@ class TickSource(Protocol):
     """The exit monitor's trade stream as per-symbol columns (no object per trade).
 
     The same trades as ``Exchange.poll_trades(symbols, after_ms)``, grouped by symbol,
-    each batch in time order. The live websocket stream implements it; without one the
+    each batch in the market's trade order (a trade older than the window's newest is
+    kept at the newest time). The live websocket stream implements it; without one the
     monitor groups the exchange's ``poll_trades`` into batches itself.
     """
 
