@@ -165,3 +165,19 @@ def test_unified_dicts_become_the_columns_of_the_equivalent_trades() -> None:
             assert getattr(batch, column).tolist() == getattr(ref, column).tolist(), column
         assert batch.real is None and ref.real is None
     assert buffered_batches({SYMBOL: raws[::2]})[SYMBOL].ts_ms.tolist() == [1_000, 1_002]
+
+
+def test_duplicates_are_looked_for_among_the_newest_rows() -> None:
+    trades = _trades([(1_000, False, 100.0, 1.0, True, i, True) for i in range(12)])
+    with patch.object(exits, "_SEEN_ROWS", 4), patch.object(exits, "_COMPACT_MIN", 2):
+        w = TradeWindow(SYMBOL, horizon_ms=2_500)
+        for t in trades[:10]:
+            w.add([t])
+        again = trades[9].model_copy(update={"ts_ms": trades[9].ts_ms + 1})
+        assert w.add([again]) == 0, "a repeat among the newest rows is dropped"
+        w.prune(trades[9].ts_ms)  # keeps the last 3 (ids 7-9), compacts the front
+        assert len(w) == 3 and w._head == 0
+        assert w.add([trades[10], again, trades[10]]) == 1  # repeats inside the batch too
+        old = trades[2].model_copy(update={"ts_ms": trades[10].ts_ms})
+        assert w.add([old]) == 1, "an id older than the newest rows is new again"
+        assert len(w) == 5

@@ -60,6 +60,7 @@ HORIZON_MS = 15 * MINUTE_MS
 _COMPACT_MIN = 4096  # compact storage once this many pruned rows sit at the front
 _CACHE_MAX = 64  # query times remembered between two changes of a window
 _VECTOR_MIN = 24  # batches this large go through numpy; smaller ones through lists
+_SEEN_ROWS = 4096  # duplicate ids are looked for among this many newest rows
 _HUGE = 1e18  # stands in for an infinite ratio in stored (JSON) details
 
 
@@ -71,11 +72,13 @@ class TradeWindow:
     least half the buffer (amortised O(1) per trade), so the buffers slide like a ring.
     Volumes are prefix sums, so any ``(now − w, now]`` volume is two binary searches.
     Distinct price changes are kept separately so counting adverse moves is O(moves).
-    Duplicate ``trade_id``s inside the window are ignored (websocket + REST overlap);
-    a trade older than the newest one is kept at the newest time (the window is ordered).
+    A ``trade_id`` already among the newest 4,096 rows is ignored (websocket + REST
+    overlap, a reconnect's replay; the stream keeps as many ids per symbol); a trade older
+    than the newest one is kept at the newest time (the window is ordered).
     Queries are valid for ``now_ms`` not older than the last :meth:`prune` time.
-    :meth:`add_columns` takes a batch as columns (no ``Trade`` object per tick): the
-    stream's fast path; :meth:`add` is the same on ``Trade`` objects.
+    :meth:`add_batch` takes a batch as numpy columns (``TickBatch``, no ``Trade`` object
+    per tick): the stream's path; :meth:`add_columns` and :meth:`add` are the same on
+    lists and on ``Trade`` objects.
     """
 
     def __init__(self, symbol: str | None = None, horizon_ms: int = HORIZON_MS) -> None:
@@ -92,7 +95,8 @@ class TradeWindow:
         self._base_sell = 0.0
         self._base_real = 0
         self._base_price: float | None = None  # last price of a pruned row
-        self._seen: set[str] = set()
+        self._seen: set[str] = set()  # ids of the rows from _seen_lo on
+        self._seen_lo = 0
         self._tick_head = 0
         self._tick_ts = array("q")
         self._tick_price = array("d")
@@ -225,7 +229,7 @@ class TradeWindow:
         np.not_equal(price[1:], price[:-1], out=changed[1:])
         self._tick_ts.frombytes(ordered[changed].tobytes())
         self._tick_price.frombytes(price[changed].tobytes())
-        self._changed()
+        self._appended()
         return n
 
     def _fresh(self, trade_ids: Sequence[str]) -> list[int] | None:
@@ -291,12 +295,22 @@ class TradeWindow:
         changed = list(map(ne, chain((last,), price), price))
         self._tick_ts.fromlist(list(compress(ordered, changed)))
         self._tick_price.fromlist(list(compress(price, changed)))
-        self._changed()
+        self._appended()
 
     def _changed(self) -> None:
         """Forget the remembered query answers (the window changed)."""
         self._idx_cache.clear()
         self._memo.clear()
+
+    def _appended(self) -> None:
+        """After an append: forget the ids of rows older than the newest ``_SEEN_ROWS``
+        (a small set of recent ids is several times cheaper to check than the window's)
+        and the remembered query answers."""
+        lo = len(self._ids) - _SEEN_ROWS
+        if lo > self._seen_lo:
+            self._seen.difference_update(self._ids[self._seen_lo : lo])
+            self._seen_lo = lo
+        self._changed()
 
     def prune(self, now_ms: int) -> None:
         """Forget trades at or before ``now_ms − horizon``."""
@@ -304,7 +318,9 @@ class TradeWindow:
         self._changed()
         new_head = bisect_right(self._ts, cutoff, self._head)
         if new_head > self._head:
-            self._seen.difference_update(self._ids[self._head : new_head])
+            if new_head > self._seen_lo:
+                self._seen.difference_update(self._ids[self._seen_lo : new_head])
+                self._seen_lo = new_head
             last = new_head - 1
             self._base_buy = self._cum_buy[last]
             self._base_sell = self._cum_sell[last]
@@ -329,6 +345,7 @@ class TradeWindow:
             del self._price[:h]
             del self._ids[:h]
             self._head = 0
+            self._seen_lo -= h
         if self._tick_head >= _COMPACT_MIN and self._tick_head * 2 >= len(self._tick_ts):
             del self._tick_ts[: self._tick_head]
             del self._tick_price[: self._tick_head]
