@@ -141,3 +141,42 @@ def test_a_silent_feed_raises_the_stale_alert_and_polls_rest(
         assert any(t.trade_id.startswith("rest-") for t in polled)
         server.silence(False)
         assert wait_until(lambda: not stream.status()[BTC].stale, timeout=30)
+
+
+class _Idle:
+    """A ccxt.pro client that never delivers (the test hands the stream its messages)."""
+
+    async def watch_trades_for_symbols(self, symbols: list[str]) -> list[dict[str, object]]:
+        import asyncio
+
+        await asyncio.Event().wait()
+        return []
+
+    async def close(self) -> None:
+        return None
+
+
+def test_poll_ticks_merges_streamed_and_rest_trades_in_time_order_without_repeats() -> None:
+    now = [0.0]
+    rest = RecordingRest()
+    unified = [
+        {"symbol": BTC, "timestamp": t, "id": str(t), "price": 61_000.0 + t, "amount": 0.5,
+         "side": "buy" if t % 2 else "sell"}
+        for t in (100, 101, 103)
+    ]  # fmt: skip
+    with CcxtTradeStream(
+        _Idle, exchange_id="binance", stale_after_s=5.0, rest=rest, monotonic=lambda: now[0]
+    ) as stream:
+        stream.follow([BTC])
+        assert stream.accept_unified(unified) == 3
+        assert stream.accept_unified(unified[1:]) == 0, "a replayed overlap is dropped"
+        batches = stream.poll_ticks([BTC], 0)
+        assert list(batches) == [BTC] and list(batches[BTC].trade_ids) == ["100", "101", "103"]
+        assert batches[BTC].is_buy.tolist() == [False, True, True]
+        assert stream.accept_unified([{**unified[0], "timestamp": 104, "id": "104"}]) == 1
+        now[0] = 10.0  # silent for longer than stale_after_s: REST fills in
+        batches = stream.poll_ticks([BTC], 0)
+        # REST asked from the last streamed trade on; its trade is merged in time order
+        assert rest.calls == [(BTC, 105)]
+        assert list(batches[BTC].trade_ids) == ["104", "rest-1"]
+        assert batches[BTC].ts_ms.tolist() == [104, 106]

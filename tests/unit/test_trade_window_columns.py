@@ -8,11 +8,16 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from prometheus_trader.adapters.streaming.ccxt_trade_stream import add_unified_trades
+from prometheus_trader.adapters.streaming.ccxt_trade_stream import (
+    add_unified_trades,
+    buffered_batches,
+    unified_batches,
+)
 from prometheus_trader.domain import exits
 from prometheus_trader.domain.exits import TradeWindow
 from prometheus_trader.domain.market import MarketType, Side, Trade
 from prometheus_trader.domain.signals import Direction
+from prometheus_trader.domain.ticks import batches_from_trades
 
 pytestmark = pytest.mark.unit
 SYMBOL = "BTC/USDT:USDT"
@@ -127,3 +132,52 @@ def test_a_trade_of_another_symbol_is_refused_after_the_ones_before_it() -> None
     with pytest.raises(ValueError, match="ETH/USDT:USDT"):
         w.add([good, stranger])
     assert len(w) == 1
+
+
+def test_unified_dicts_become_the_columns_of_the_equivalent_trades() -> None:
+    raws = [
+        {"symbol": SYMBOL, "timestamp": 1_000, "id": "1", "price": 100.0, "amount": 1.0,
+         "side": "buy"},
+        {"symbol": "ETH/USDT:USDT", "timestamp": 1_001, "id": "9", "price": 3.0,
+         "amount": 2.0, "side": None},  # no side: not a taker buy
+        {"symbol": SYMBOL, "timestamp": 1_002, "id": "2", "price": 99.0, "amount": 3.0,
+         "side": "sell"},
+    ]  # fmt: skip
+    trades = [
+        Trade(
+            exchange="binance",
+            market_type=MarketType.PERP,
+            symbol=r["symbol"],
+            ts_ms=r["timestamp"],
+            trade_id=r["id"],
+            price=r["price"],
+            amount=r["amount"],
+            side=Side.BUY if r["side"] == "buy" else Side.SELL,
+        )
+        for r in raws
+    ]
+    got, want = unified_batches(raws), batches_from_trades(trades)
+    assert list(got) == list(want) == [SYMBOL, "ETH/USDT:USDT"]
+    for symbol, batch in got.items():
+        ref = want[symbol]
+        assert list(batch.trade_ids) == list(ref.trade_ids)
+        for column in ("ts_ms", "price", "amount", "is_buy"):
+            assert getattr(batch, column).tolist() == getattr(ref, column).tolist(), column
+        assert batch.real is None and ref.real is None
+    assert buffered_batches({SYMBOL: raws[::2]})[SYMBOL].ts_ms.tolist() == [1_000, 1_002]
+
+
+def test_duplicates_are_looked_for_among_the_newest_rows() -> None:
+    trades = _trades([(1_000, False, 100.0, 1.0, True, i, True) for i in range(12)])
+    with patch.object(exits, "_SEEN_ROWS", 4), patch.object(exits, "_COMPACT_MIN", 2):
+        w = TradeWindow(SYMBOL, horizon_ms=2_500)
+        for t in trades[:10]:
+            w.add([t])
+        again = trades[9].model_copy(update={"ts_ms": trades[9].ts_ms + 1})
+        assert w.add([again]) == 0, "a repeat among the newest rows is dropped"
+        w.prune(trades[9].ts_ms)  # keeps the last 3 (ids 7-9), compacts the front
+        assert len(w) == 3 and w._head == 0
+        assert w.add([trades[10], again, trades[10]]) == 1  # repeats inside the batch too
+        old = trades[2].model_copy(update={"ts_ms": trades[10].ts_ms})
+        assert w.add([old]) == 1, "an id older than the newest rows is new again"
+        assert len(w) == 5

@@ -40,11 +40,14 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, chain, compress
 from operator import and_, mul, ne, not_, or_
+from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from prometheus_trader.domain.market import Side, Trade
 from prometheus_trader.domain.signals import Direction
+from prometheus_trader.domain.ticks import TickBatch
 from prometheus_trader.domain.trading import ExitReason, Position
 
 # Defaults chosen on binance-usdm-2025-05 (docs/decisions.md, scripts/eval_exits.py).
@@ -56,6 +59,8 @@ MINUTE_MS = 60_000
 HORIZON_MS = 15 * MINUTE_MS
 _COMPACT_MIN = 4096  # compact storage once this many pruned rows sit at the front
 _CACHE_MAX = 64  # query times remembered between two changes of a window
+_VECTOR_MIN = 24  # batches this large go through numpy; smaller ones through lists
+_SEEN_ROWS = 4096  # duplicate ids are looked for among this many newest rows
 _HUGE = 1e18  # stands in for an infinite ratio in stored (JSON) details
 
 
@@ -67,11 +72,13 @@ class TradeWindow:
     least half the buffer (amortised O(1) per trade), so the buffers slide like a ring.
     Volumes are prefix sums, so any ``(now − w, now]`` volume is two binary searches.
     Distinct price changes are kept separately so counting adverse moves is O(moves).
-    Duplicate ``trade_id``s inside the window are ignored (websocket + REST overlap);
-    a trade older than the newest one is kept at the newest time (the window is ordered).
+    A ``trade_id`` already among the newest 4,096 rows is ignored (websocket + REST
+    overlap, a reconnect's replay; the stream keeps as many ids per symbol); a trade older
+    than the newest one is kept at the newest time (the window is ordered).
     Queries are valid for ``now_ms`` not older than the last :meth:`prune` time.
-    :meth:`add_columns` takes a batch as columns (no ``Trade`` object per tick): the
-    stream's fast path; :meth:`add` is the same on ``Trade`` objects.
+    :meth:`add_batch` takes a batch as numpy columns (``TickBatch``, no ``Trade`` object
+    per tick): the stream's path; :meth:`add_columns` and :meth:`add` are the same on
+    lists and on ``Trade`` objects.
     """
 
     def __init__(self, symbol: str | None = None, horizon_ms: int = HORIZON_MS) -> None:
@@ -88,40 +95,42 @@ class TradeWindow:
         self._base_sell = 0.0
         self._base_real = 0
         self._base_price: float | None = None  # last price of a pruned row
-        self._seen: set[str] = set()
+        self._seen: set[str] = set()  # ids of the rows from _seen_lo on
+        self._seen_lo = 0
         self._tick_head = 0
         self._tick_ts = array("q")
         self._tick_price = array("d")
         # row index by query time: the positions on one symbol ask the same times
         self._idx_cache: dict[int, int] = {}
+        # answers shared by the positions on one symbol (flow ratios, price ranges,
+        # adverse moves), keyed by query; cleared whenever the window changes
+        self._memo: dict[tuple[object, ...], Any] = {}
 
     def __len__(self) -> int:
         return len(self._ts) - self._head
 
     def add(self, trades: Iterable[Trade]) -> int:
         """Append trades (oldest first); returns how many were new."""
-        ts: list[int] = []
-        price: list[float] = []
-        amount: list[float] = []
-        buy: list[bool] = []
-        ids: list[str] = []
-        real: list[bool] = []
-        added = 0
+        batch: list[Trade] = []
         for t in trades:
             if self.symbol is None:
                 self.symbol = t.symbol
             elif t.symbol != self.symbol:
                 # what came before the stranger is kept, as one trade at a time would
-                self.add_columns(ts, price, amount, buy, ids, real)
+                self._add_trades(batch)
                 raise ValueError(f"trade for {t.symbol} fed to the {self.symbol} window")
-            ts.append(t.ts_ms)
-            price.append(t.price)
-            amount.append(t.amount)
-            buy.append(t.side is Side.BUY)
-            ids.append(t.trade_id)
-            real.append(t.source == "trade")
-        added += self.add_columns(ts, price, amount, buy, ids, real)
-        return added
+            batch.append(t)
+        return self._add_trades(batch)
+
+    def _add_trades(self, trades: list[Trade]) -> int:
+        return self.add_columns(
+            [t.ts_ms for t in trades],
+            [t.price for t in trades],
+            [t.amount for t in trades],
+            [t.side is Side.BUY for t in trades],
+            [t.trade_id for t in trades],
+            [t.source == "trade" for t in trades],
+        )
 
     def add_columns(
         self,
@@ -134,19 +143,11 @@ class TradeWindow:
     ) -> int:
         """Append a batch given as columns (oldest first; ``real`` defaults to all real
         taker trades); returns how many were new. Same result as :meth:`add`."""
-        n = len(trade_ids)
-        if n == 0:
-            return 0
-        seen = self._seen
-        batch = set(trade_ids)
-        if len(batch) == n and seen.isdisjoint(batch):
-            seen |= batch
-        else:  # duplicates: keep the first of each id, as one trade at a time would
-            keep: list[int] = []
-            for i, tid in enumerate(trade_ids):
-                if tid not in seen:
-                    seen.add(tid)
-                    keep.append(i)
+        if len(trade_ids) >= _VECTOR_MIN:
+            batch = TickBatch.of(self.symbol or "", ts_ms, price, amount, is_buy, trade_ids, real)
+            return self.add_batch(batch)
+        keep = self._fresh(trade_ids)
+        if keep is not None:
             if not keep:
                 return 0
             ts_ms = [ts_ms[i] for i in keep]
@@ -155,13 +156,116 @@ class TradeWindow:
             is_buy = [is_buy[i] for i in keep]
             trade_ids = [trade_ids[i] for i in keep]
             real = None if real is None else [real[i] for i in keep]
-            n = len(keep)
+        self._append_lists(ts_ms, price, amount, is_buy, trade_ids, real)
+        return len(trade_ids)
+
+    def add_batch(self, batch: TickBatch) -> int:
+        """Append one symbol's batch of columns (oldest first); returns how many were new.
+
+        Vectorised: a handful of numpy steps per batch, whatever its size (a small
+        batch goes through plain lists, cheaper below ``_VECTOR_MIN`` rows). Either way
+        the numbers are the ones trade-at-a-time appends give: prefix sums are
+        accumulated in the same order, from the same starting value.
+        """
+        trade_ids = batch.trade_ids
+        if not trade_ids:
+            return 0
+        if batch.symbol:
+            if self.symbol is None:
+                self.symbol = batch.symbol
+            elif batch.symbol != self.symbol:
+                raise ValueError(f"trades of {batch.symbol} fed to the {self.symbol} window")
+        keep = self._fresh(trade_ids)
+        if keep is not None:
+            if not keep:
+                return 0
+            batch = batch.take(keep)
+            trade_ids = batch.trade_ids
+        n = len(trade_ids)
+        real = batch.real
+        if n < _VECTOR_MIN:
+            self._append_lists(
+                batch.ts_ms.tolist(),
+                batch.price.tolist(),
+                batch.amount.tolist(),
+                batch.is_buy.tolist(),
+                trade_ids,
+                None if real is None else real.tolist(),
+            )
+            return n
+        price = batch.price
+        live = len(self._ts) > self._head
+        # the window is ordered: a late trade is kept at the newest time
+        ordered = np.maximum.accumulate(batch.ts_ms)
+        if self._ts and ordered[0] < self._ts[-1]:
+            np.maximum(ordered, self._ts[-1], out=ordered)
+        is_buy = batch.is_buy
+        prev_real = self._cum_real[-1] if live else self._base_real
+        # amount × True is the amount exactly, × False is 0.0 (and amount − that is the
+        # other side's, exactly); the first add starts from the previous sum, so every
+        # partial sum is the one a running loop computes
+        amount = batch.amount
+        if real is None:
+            buys = amount * is_buy
+            sold = amount - buys
+            reals = np.arange(prev_real + 1, prev_real + n + 1, dtype=np.int64)
+        else:
+            # a bar trade's side is a guess: neither buy nor sell volume
+            buys = amount * (is_buy & real)
+            sold = amount * (~is_buy & real)
+            reals = np.cumsum(real, dtype=np.int64)
+            reals += prev_real
+        buys[0] += self._cum_buy[-1] if live else self._base_buy
+        sold[0] += self._cum_sell[-1] if live else self._base_sell
+        self._ts.frombytes(ordered.tobytes())
+        self._price.frombytes(price.tobytes())
+        self._ids.extend(trade_ids)
+        self._cum_buy.frombytes(buys.cumsum().tobytes())
+        self._cum_sell.frombytes(sold.cumsum().tobytes())
+        self._cum_real.frombytes(reals.tobytes())
+        # distinct price changes (equal successive prices are one tick)
+        changed = np.empty(n, dtype=np.bool_)
+        changed[0] = not self._tick_price or price[0] != self._tick_price[-1]
+        np.not_equal(price[1:], price[:-1], out=changed[1:])
+        self._tick_ts.frombytes(ordered[changed].tobytes())
+        self._tick_price.frombytes(price[changed].tobytes())
+        self._appended()
+        return n
+
+    def _fresh(self, trade_ids: Sequence[str]) -> list[int] | None:
+        """Record the batch's ids as seen; None if all are new, else the rows to keep
+        (the first of each id not seen before, as one trade at a time would)."""
+        seen = self._seen
+        before = len(seen)
+        if seen.isdisjoint(trade_ids):
+            seen.update(trade_ids)
+            if len(seen) - before == len(trade_ids):
+                return None
+            seen.difference_update(trade_ids)  # repeats inside the batch: one at a time
+        keep: list[int] = []
+        for i, tid in enumerate(trade_ids):
+            if tid not in seen:
+                seen.add(tid)
+                keep.append(i)
+        return keep
+
+    def _append_lists(
+        self,
+        ts_ms: Sequence[int],
+        price: Sequence[float],
+        amount: Sequence[float],
+        is_buy: Sequence[bool],
+        trade_ids: Sequence[str],
+        real: Sequence[bool] | None,
+    ) -> None:
+        """The list form of :meth:`add_batch`'s numpy steps (same numbers), for small
+        batches where C-level iterators beat numpy's per-call cost."""
+        n = len(trade_ids)
         price = list(price)
         live = len(self._ts) > self._head
         prev_buy = self._cum_buy[-1] if live else self._base_buy
         prev_sell = self._cum_sell[-1] if live else self._base_sell
         prev_real = self._cum_real[-1] if live else self._base_real
-        # the window is ordered: a late trade is kept at the newest time
         if self._ts:
             stamps = accumulate(ts_ms, max, initial=self._ts[-1])
             next(stamps)
@@ -172,42 +276,51 @@ class TradeWindow:
             sides: Sequence[bool] = is_buy
             reals: Iterable[int] = range(prev_real + 1, prev_real + n + 1)
         else:
-            # a bar trade's side is a guess: neither buy nor sell volume
             sides = list(map(and_, is_buy, real))
             is_buy = list(map(or_, is_buy, map(not_, real)))  # "not a real sell"
             cum_real = accumulate(map(int, real), initial=prev_real)
             next(cum_real)
             reals = cum_real
-        # amount × True is the amount exactly, × False is 0.0: the loop's numbers
-        buys = map(mul, amount, sides)
-        sells = map(mul, amount, map(not_, is_buy))
-        cum_buy = accumulate(buys, initial=prev_buy)
+        cum_buy = accumulate(map(mul, amount, sides), initial=prev_buy)
         next(cum_buy)
-        cum_sell = accumulate(sells, initial=prev_sell)
+        cum_sell = accumulate(map(mul, amount, map(not_, is_buy)), initial=prev_sell)
         next(cum_sell)
-        # fromlist: typed arrays take a list three times faster than an iterable
         self._ts.fromlist(ordered)
         self._price.fromlist(price)
         self._ids.extend(trade_ids)
         self._cum_buy.fromlist(list(cum_buy))
         self._cum_sell.fromlist(list(cum_sell))
         self._cum_real.fromlist(list(reals))
-        # distinct price changes (equal successive prices are one tick)
         last = self._tick_price[-1] if self._tick_price else None
         changed = list(map(ne, chain((last,), price), price))
         self._tick_ts.fromlist(list(compress(ordered, changed)))
         self._tick_price.fromlist(list(compress(price, changed)))
+        self._appended()
+
+    def _changed(self) -> None:
+        """Forget the remembered query answers (the window changed)."""
         self._idx_cache.clear()
-        return n
+        self._memo.clear()
+
+    def _appended(self) -> None:
+        """After an append: forget the ids of rows older than the newest ``_SEEN_ROWS``
+        (a small set of recent ids is several times cheaper to check than the window's)
+        and the remembered query answers."""
+        lo = len(self._ids) - _SEEN_ROWS
+        if lo > self._seen_lo:
+            self._seen.difference_update(self._ids[self._seen_lo : lo])
+            self._seen_lo = lo
+        self._changed()
 
     def prune(self, now_ms: int) -> None:
         """Forget trades at or before ``now_ms − horizon``."""
         cutoff = now_ms - self.horizon_ms
-        self._idx_cache.clear()
+        self._changed()
         new_head = bisect_right(self._ts, cutoff, self._head)
         if new_head > self._head:
-            for i in range(self._head, new_head):
-                self._seen.discard(self._ids[i])
+            if new_head > self._seen_lo:
+                self._seen.difference_update(self._ids[self._seen_lo : new_head])
+                self._seen_lo = new_head
             last = new_head - 1
             self._base_buy = self._cum_buy[last]
             self._base_sell = self._cum_sell[last]
@@ -224,14 +337,15 @@ class TradeWindow:
             h = self._head
             # rebase the prefix sums so they stay window-sized (float precision)
             base_buy, base_sell, base_real = self._base_buy, self._base_sell, self._base_real
-            self._cum_buy = array("d", [v - base_buy for v in self._cum_buy[h:]])
-            self._cum_sell = array("d", [v - base_sell for v in self._cum_sell[h:]])
-            self._cum_real = array("q", [v - base_real for v in self._cum_real[h:]])
+            self._cum_buy = _rebased(self._cum_buy, h, base_buy)
+            self._cum_sell = _rebased(self._cum_sell, h, base_sell)
+            self._cum_real = _rebased(self._cum_real, h, base_real)
             self._base_buy, self._base_sell, self._base_real = 0.0, 0.0, 0
             del self._ts[:h]
             del self._price[:h]
             del self._ids[:h]
             self._head = 0
+            self._seen_lo -= h
         if self._tick_head >= _COMPACT_MIN and self._tick_head * 2 >= len(self._tick_ts):
             del self._tick_ts[: self._tick_head]
             del self._tick_price[: self._tick_head]
@@ -269,6 +383,36 @@ class TradeWindow:
             return buy / sell
         return math.inf if buy > 0 else None
 
+    def flow_ratios(
+        self, live_ms: int, now_ms: int
+    ) -> tuple[int, float | None, float | None, float | None]:
+        """(real trades in the last ``live_ms``, 1m, 5m and 15m flow ratios; the ratios
+        are None without a live trade). Remembered until the window changes: every
+        position on the symbol asks the same at the same time."""
+        key = ("flow", live_ms, now_ms)
+        hit: tuple[int, float | None, float | None, float | None] | None = self._memo.get(key)
+        if hit is None:
+            # the same numbers as real_trade_count and flow_ratio, one lookup per time
+            cum, index = self._cum, self._index
+            b1, s1, n1 = cum(index(now_ms))
+            live = n1 - cum(index(now_ms - live_ms))[2]
+            if live == 0:
+                hit = (0, None, None, None)
+            else:
+                ratios: list[float | None] = []
+                for window_ms in (MINUTE_MS, 5 * MINUTE_MS, 15 * MINUTE_MS):
+                    b0, s0, _ = cum(index(now_ms - window_ms))
+                    buy, sell = max(0.0, b1 - b0), max(0.0, s1 - s0)
+                    ratios.append(buy / sell if sell > 0 else math.inf if buy > 0 else None)
+                hit = (live, ratios[0], ratios[1], ratios[2])
+            self._remember(key, hit)
+        return hit
+
+    def _remember(self, key: tuple[object, ...], value: object) -> None:
+        if len(self._memo) >= 4 * _CACHE_MAX:  # many queries and no change in between
+            self._memo.clear()
+        self._memo[key] = value
+
     def last_price(self, now_ms: int) -> float | None:
         """Price of the last trade at or before ``now_ms`` (None if never any)."""
         idx = self._index(now_ms)
@@ -281,20 +425,45 @@ class TradeWindow:
         lo, hi = self._index(since_ms), self._index(now_ms)
         if hi <= lo:
             return None
-        prices = self._price[lo:hi]
-        return min(prices), max(prices)
+        key = ("range", lo, hi)
+        hit: tuple[float, float] | None = self._memo.get(key)
+        if hit is None:
+            if hi - lo < _VECTOR_MIN:
+                prices = self._price[lo:hi]
+                hit = (min(prices), max(prices))
+            else:  # a view on the buffer, dropped before the buffer can grow again
+                view = np.frombuffer(self._price, dtype=np.float64)[lo:hi]
+                hit = (float(view.min()), float(view.max()))
+                del view
+            self._remember(key, hit)
+        return hit
 
     def adverse_moves(self, direction: Direction, now_ms: int, since_ms: int) -> int:
         """Consecutive latest distinct-price moves against ``direction`` ending in (since, now]."""
+        key = ("adverse", direction, now_ms, since_ms)
+        hit: int | None = self._memo.get(key)
+        if hit is not None:
+            return hit
+        sign = direction.sign
         i = bisect_right(self._tick_ts, now_ms, self._tick_head) - 1
         count = 0
         while i - 1 >= self._tick_head and self._tick_ts[i] > since_ms:
             move = self._tick_price[i] - self._tick_price[i - 1]
-            if move * direction.sign >= 0:
+            if move * sign >= 0:
                 break
             count += 1
             i -= 1
+        self._remember(key, count)
         return count
+
+
+def _rebased(values: array[Any], start: int, base: float) -> array[Any]:
+    """``values[start:] - base`` as a new typed array (one vectorised step)."""
+    tail = np.frombuffer(values, dtype=np.float64 if values.typecode == "d" else np.int64)
+    out = array(values.typecode)
+    out.frombytes((tail[start:] - base).tobytes())
+    del tail  # release the buffer export before the caller replaces the array
+    return out
 
 
 class ExitConfig(BaseModel):
@@ -501,12 +670,9 @@ def _order_flow_reversal(
     direction: Direction, window: TradeWindow, now_ms: int, config: ExitConfig
 ) -> dict[str, float | str] | None:
     live_ms = int(config.order_flow_window_s * SECOND_MS)
-    live_trades = window.real_trade_count(live_ms, now_ms)
+    live_trades, r1, r5, r15 = window.flow_ratios(live_ms, now_ms)
     if live_trades == 0:
         return None
-    r1 = window.flow_ratio(MINUTE_MS, now_ms)
-    r5 = window.flow_ratio(5 * MINUTE_MS, now_ms)
-    r15 = window.flow_ratio(15 * MINUTE_MS, now_ms)
     if r1 is None or r5 is None or r15 is None:
         return None
     if direction is Direction.LONG:

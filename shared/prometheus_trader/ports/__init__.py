@@ -21,6 +21,7 @@ from prometheus_trader.domain.market import (
     Ticker,
     Trade,
 )
+from prometheus_trader.domain.ticks import TickBatch
 from prometheus_trader.domain.trading import Balance, ExchangePosition, Order, OrderRequest
 
 T = TypeVar("T")
@@ -119,6 +120,22 @@ class Exchange(Protocol):
 
     def fetch_positions(self, account: str) -> list[ExchangePosition]:
         """Open net positions."""
+        ...
+
+
+# ---------------------------------------------------------------------- TickSource
+@runtime_checkable
+class TickSource(Protocol):
+    """The exit monitor's trade stream as per-symbol columns (no object per trade).
+
+    The same trades as ``Exchange.poll_trades(symbols, after_ms)``, grouped by symbol,
+    each batch in the market's trade order (a trade older than the window's newest is
+    kept at the newest time). The live websocket stream implements it; without one the
+    monitor groups the exchange's ``poll_trades`` into batches itself.
+    """
+
+    def poll_ticks(self, symbols: Sequence[str], after_ms: int) -> Mapping[str, TickBatch]:
+        """New trades of ``symbols`` since the last poll (or after ``after_ms``)."""
         ...
 
 
@@ -453,5 +470,6 @@ __all__ = [
     "SeriesKey",
     "StateStore",
     "StateTransaction",
+    "TickSource",
     "publish_attributes",
 ]

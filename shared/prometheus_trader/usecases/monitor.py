@@ -9,9 +9,10 @@ from typing import Any
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
 from prometheus_trader.domain.ids import client_order_id
-from prometheus_trader.domain.market import MINUTE_MS, Side, Trade
+from prometheus_trader.domain.market import MINUTE_MS, Side
 from prometheus_trader.domain.portfolio import DEFAULT_PORTFOLIO, PortfolioConfig
 from prometheus_trader.domain.signals import Direction
+from prometheus_trader.domain.ticks import batches_from_trades, total_ticks
 from prometheus_trader.domain.trading import (
     ExitReason,
     Order,
@@ -30,6 +31,7 @@ from prometheus_trader.ports import (
     ExchangeError,
     Filter,
     StateStore,
+    TickSource,
 )
 from prometheus_trader.usecases.audit import audit_order
 from prometheus_trader.usecases.events import publish_event
@@ -71,6 +73,7 @@ class ExitMonitor(Reconciliation):
         worker_id: str = "exit-monitor",
         adopt_stop_pct: float = 2.0,
         portfolio: PortfolioConfig | None = None,
+        ticks: TickSource | None = None,
     ) -> None:
         self._state = state
         self._exchange = exchange
@@ -81,6 +84,7 @@ class ExitMonitor(Reconciliation):
         self._worker_id = worker_id
         self._config_adopt_stop_pct = adopt_stop_pct
         self._windows: dict[str, TradeWindow] = {}
+        self._ticks = ticks  # the live stream's columns; None: the exchange's poll_trades
         self._cursor_ms: int | None = None
         self._cycles = 0
         # users of the positions being handled, read once per pass (not per check)
@@ -135,16 +139,18 @@ class ExitMonitor(Reconciliation):
         if positions:
             symbols = sorted({p.symbol for p in positions})
             after = now_ms - WINDOW_MS if self._cursor_ms is None else self._cursor_ms
-            trades = self._exchange.poll_trades(symbols, after)
-            report.trades_seen = len(trades)
-            by_symbol: dict[str, list[Trade]] = {}
-            for trade in trades:
-                by_symbol.setdefault(trade.symbol, []).append(trade)
-            for symbol, batch in by_symbol.items():  # one batch per window: same content
+            # new trades as per-symbol columns: the stream's own, else the exchange's
+            batches = (
+                self._ticks.poll_ticks(symbols, after)
+                if self._ticks is not None
+                else batches_from_trades(self._exchange.poll_trades(symbols, after))
+            )
+            report.trades_seen = total_ticks(batches)
+            for symbol, batch in batches.items():  # one vectorised append per window
                 window = self._windows.get(symbol)
                 if window is None:
                     window = self._windows[symbol] = TradeWindow(symbol)
-                window.add(batch)
+                window.add_batch(batch)
             for window in self._windows.values():
                 window.prune(now_ms)
             for position in positions:

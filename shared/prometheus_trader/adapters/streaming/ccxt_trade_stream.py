@@ -25,14 +25,18 @@ import contextlib
 import logging
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import repeat
+from operator import eq, itemgetter
 from typing import Any, Protocol
+
+import numpy as np
 
 from prometheus_trader.domain.exits import TradeWindow
 from prometheus_trader.domain.market import MarketType, Side, Trade
+from prometheus_trader.domain.ticks import TickBatch, batches_from_trades, merge_batches
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,10 @@ class CcxtTradeStream:
         self._now = monotonic
         self._lock = threading.Lock()
         self._wanted: frozenset[str] = frozenset()
-        self._buffer: list[Trade] = []
+        # what arrived since the last poll: ccxt's unified dicts per symbol (the stream),
+        # domain trades (the REST fallback)
+        self._buffer: dict[str, list[Mapping[str, Any]]] = {}
+        self._rest_buffer: list[Trade] = []
         self._recent: dict[str, tuple[deque[str], set[str]]] = {}
         self._status: dict[str, FeedStatus] = {}
         self.connects = 0
@@ -118,19 +125,46 @@ class CcxtTradeStream:
             self._wanted = wanted
         self._loop.call_soon_threadsafe(self._signal_change)
 
-    def poll_trades(self, symbols: Sequence[str], after_ms: int) -> list[Trade]:
+    def poll_ticks(self, symbols: Sequence[str], after_ms: int) -> dict[str, TickBatch]:
         """Follow ``symbols`` and return every trade of them that arrived since the last
-        poll, ordered by (ts_ms, symbol, trade_id). Stale symbols are filled from REST
-        (from their last seen trade, or ``after_ms``)."""
+        poll, per symbol as columns in time order (the ``TickSource`` port: the monitor's
+        fast path, no ``Trade`` per tick). Stale symbols are filled from REST (from their
+        last seen trade, or ``after_ms``)."""
+        streamed, rest = self._drain(symbols, after_ms)
+        out = buffered_batches(streamed)
+        for symbol, batch in batches_from_trades(rest).items():
+            mine = out.get(symbol)
+            out[symbol] = batch if mine is None else merge_batches(mine, batch)
+        return out
+
+    def poll_trades(self, symbols: Sequence[str], after_ms: int) -> list[Trade]:
+        """As :meth:`poll_ticks`, as domain trades ordered by (ts_ms, symbol, trade_id)."""
+        streamed, rest = self._drain(symbols, after_ms)
+        return sorted(
+            [*(self._to_trade(r) for rows in streamed.values() for r in rows), *rest],
+            key=lambda t: (t.ts_ms, t.symbol, t.trade_id),
+        )
+
+    def accept_unified(self, raws: Sequence[Mapping[str, Any]]) -> int:
+        """Buffer ccxt unified trades for the next poll, dropping ids seen recently (a
+        reconnect replays an overlap); returns how many were new. The websocket loop
+        calls it with each ``watch_trades_for_symbols`` result."""
+        return self._accept_unified(raws, self._now())
+
+    def _drain(
+        self, symbols: Sequence[str], after_ms: int
+    ) -> tuple[dict[str, list[Mapping[str, Any]]], list[Trade]]:
+        """Follow ``symbols``, fill stale ones from REST, and take what arrived for them."""
         self.follow(symbols)
         for symbol in self._stale_symbols():
             self._poll_rest(symbol, after_ms)
         with self._lock:
-            out, self._buffer = self._buffer, []
+            buffered, self._buffer = self._buffer, {}
+            rest, self._rest_buffer = self._rest_buffer, []
         wanted = set(symbols)
-        return sorted(
-            (t for t in out if t.symbol in wanted), key=lambda t: (t.ts_ms, t.symbol, t.trade_id)
-        )
+        streamed = {s: buffered[s] for s in sorted(wanted & buffered.keys())}
+        rest.sort(key=lambda t: (t.ts_ms, t.trade_id))
+        return streamed, [t for t in rest if t.symbol in wanted]
 
     def status(self) -> Mapping[str, FeedStatus]:
         """Per followed symbol: last message, stale flag, REST fallbacks (a copy)."""
@@ -193,26 +227,71 @@ class CcxtTradeStream:
 
     # ------------------------------------------------------------- ingestion
     def _accept(self, trades: Iterable[Trade], *, from_stream: bool) -> int:
-        now = self._now()
+        """Buffer REST trades (domain ``Trade``s), dropping ids seen recently."""
         taken = 0
         with self._lock:
             for trade in trades:
-                ids, seen = self._recent.setdefault(trade.symbol, (deque(), set()))
-                if trade.trade_id in seen:
+                if not self._remember(trade.symbol, [trade.trade_id]):
                     continue
-                ids.append(trade.trade_id)
-                seen.add(trade.trade_id)
-                if len(ids) > _RECENT_IDS:
-                    seen.discard(ids.popleft())
-                self._buffer.append(trade)
+                self._rest_buffer.append(trade)
                 taken += 1
                 st = self._status.get(trade.symbol)
                 if st is not None:
                     st.last_trade_ms = max(st.last_trade_ms or 0, trade.ts_ms)
-                    if from_stream:
-                        st.last_message_at = now
-                        st.stale = False
         return taken
+
+    def _accept_unified(self, raws: Sequence[Mapping[str, Any]], now: float) -> int:
+        """Buffer streamed unified trades per symbol (one step per symbol, not per tick)."""
+        if not raws:
+            return 0
+        symbols = list(map(_SYMBOL, raws))
+        first = symbols[0]
+        if symbols.count(first) == len(symbols):  # a ccxt watch result is one market
+            groups: dict[str, list[Mapping[str, Any]]] = {first: list(raws)}
+        else:
+            groups = {}
+            for raw, symbol in zip(raws, symbols, strict=True):
+                groups.setdefault(symbol, []).append(raw)
+        taken = 0
+        with self._lock:
+            for symbol, rows in groups.items():
+                fresh = self._remember(symbol, list(map(_ID, rows)))
+                if isinstance(fresh, list):
+                    rows = [r for r, new in zip(rows, fresh, strict=True) if new]
+                    if not rows:
+                        continue
+                self._buffer.setdefault(symbol, []).extend(rows)
+                taken += len(rows)
+                st = self._status.get(symbol)
+                if st is not None:
+                    newest = max(map(_TIMESTAMP, rows))
+                    st.last_trade_ms = max(st.last_trade_ms or 0, newest)
+                    st.last_message_at = now
+                    st.stale = False
+        return taken
+
+    def _remember(self, symbol: str, trade_ids: list[str]) -> bool | list[bool]:
+        """Record ids as seen (under the lock): True if all were new, else a flag per id
+        (the first of a repeated id is new). Only the last ``_RECENT_IDS`` are kept."""
+        ids, seen = self._recent.setdefault(symbol, (deque(), set()))
+        batch = set(trade_ids)
+        if len(batch) == len(trade_ids) and seen.isdisjoint(batch):
+            seen |= batch
+            ids.extend(trade_ids)
+            flags: bool | list[bool] = True
+        else:
+            flags = []
+            for tid in trade_ids:
+                new = tid not in seen
+                flags.append(new)
+                if new:
+                    seen.add(tid)
+                    ids.append(tid)
+            if all(flags):
+                flags = True
+        while len(ids) > _RECENT_IDS:
+            seen.discard(ids.popleft())
+        return flags
 
     def _to_trade(self, raw: Mapping[str, Any]) -> Trade:
         """A ccxt unified trade as our domain trade (the aggressor side ccxt parsed)."""
@@ -297,7 +376,7 @@ class CcxtTradeStream:
                     raw = watch.result()  # raises on a dropped connection
                     watch = None
                     last_rx = self._now()
-                    if self._accept((self._to_trade(t) for t in raw), from_stream=True):
+                    if self._accept_unified(raw, last_rx):
                         received = True
                 self._check_staleness()
                 if self._now() - last_rx > self._stale_after:
@@ -339,34 +418,88 @@ def binance_usdm_client_factory(
     return build
 
 
-__all__ = ["CcxtTradeStream", "FeedStatus", "TradeSource", "binance_usdm_client_factory"]
+__all__ = [
+    "CcxtTradeStream",
+    "FeedStatus",
+    "TradeSource",
+    "add_unified_trades",
+    "binance_usdm_client_factory",
+    "buffered_batches",
+    "unified_batches",
+    "unified_columns",
+]
+
+
+def unified_batches(raws: Sequence[Mapping[str, Any]]) -> dict[str, TickBatch]:
+    """ccxt unified trades as per-symbol column batches, each symbol's in the given order.
+
+    The fast path of tick ingestion: one C-level pass reads the six fields of every dict,
+    then numpy builds the columns and splits them by symbol (no object per tick).
+    """
+    if not raws:
+        return {}
+    symbols = list(map(_SYMBOL, raws))
+    first = symbols[0]
+    n = len(symbols)
+    if symbols.count(first) == n:  # one symbol (a ccxt watch result is one market)
+        return {first: unified_columns(first, raws)}
+    stamps, prices, amounts, sides, ids = zip(*map(_FIELDS, raws), strict=True)
+    ts = np.array(stamps, dtype=np.int64)
+    price = np.array(prices, dtype=np.float64)
+    amount = np.array(amounts, dtype=np.float64)
+    is_buy = np.array(list(map(eq, sides, repeat("buy", n))), dtype=np.bool_)
+    index = {s: i for i, s in enumerate(dict.fromkeys(symbols))}
+    codes = np.fromiter(map(index.__getitem__, symbols), dtype=np.intp, count=n)
+    order = np.argsort(codes, kind="stable")
+    ends = np.cumsum(np.bincount(codes, minlength=len(index))).tolist()
+    ts, price, amount, is_buy = ts[order], price[order], amount[order], is_buy[order]
+    id_list = np.array(ids, dtype=object)[order].tolist()
+    out: dict[str, TickBatch] = {}
+    lo = 0
+    for symbol, hi in zip(index, ends, strict=True):
+        out[symbol] = TickBatch(
+            symbol, ts[lo:hi], price[lo:hi], amount[lo:hi], is_buy[lo:hi], id_list[lo:hi]
+        )
+        lo = hi
+    return out
+
+
+def unified_columns(symbol: str, rows: Sequence[Mapping[str, Any]]) -> TickBatch:
+    """One symbol's ccxt unified trades as a batch, in the given order (one C-level pass
+    per column straight into a typed array)."""
+    n = len(rows)
+    return TickBatch(
+        symbol,
+        np.fromiter(map(_TIMESTAMP, rows), dtype=np.int64, count=n),
+        np.fromiter(map(_PRICE, rows), dtype=np.float64, count=n),
+        np.fromiter(map(_AMOUNT, rows), dtype=np.float64, count=n),
+        # ccxt's side is "buy"/"sell" (the aggressor); anything else counts as a sell
+        np.fromiter(map(eq, map(_SIDE, rows), repeat("buy", n)), dtype=np.bool_, count=n),
+        list(map(_ID, rows)),
+    )
+
+
+def buffered_batches(streamed: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, TickBatch]:
+    """What ``poll_ticks`` hands the monitor for the stream's per-symbol buffers: each
+    symbol's unified trades as a batch, in arrival order (one market's websocket stream
+    is in trade order; a trade older than the window's newest would be kept at the
+    newest time by the window, its documented rule)."""
+    return {s: unified_columns(s, rows) for s, rows in streamed.items() if rows}
 
 
 def add_unified_trades(windows: dict[str, TradeWindow], raws: Sequence[Mapping[str, Any]]) -> int:
-    """Feed ccxt unified trades straight into per-symbol windows; returns how many were new.
-
-    The fast path of tick ingestion: columns are read from ccxt's dicts and appended to
-    the window's arrays in one batch per symbol, with no ``Trade`` object per tick. The
-    window's content is the same as ``window.add`` on the equivalent ``Trade`` objects.
-    """
-    by_symbol: defaultdict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for raw, symbol in zip(raws, map(_SYMBOL, raws), strict=True):
-        by_symbol[symbol].append(raw)
+    """Feed ccxt unified trades straight into per-symbol windows; returns how many were new
+    (the window's content is the same as ``window.add`` on the equivalent ``Trade``s)."""
     added = 0
-    for symbol, rows in by_symbol.items():
+    for symbol, batch in unified_batches(raws).items():
         window = windows.get(symbol)
         if window is None:
             window = windows[symbol] = TradeWindow(symbol)
-        added += window.add_columns(
-            list(map(int, map(_TIMESTAMP, rows))),
-            list(map(float, map(_PRICE, rows))),
-            list(map(float, map(_AMOUNT, rows))),
-            list(map("buy".__eq__, map(_SIDE, rows))),
-            list(map(_ID, rows)),  # ccxt's ids are strings
-        )
+        added += window.add_batch(batch)
     return added
 
 
+_FIELDS = itemgetter("timestamp", "price", "amount", "side", "id")
 _SYMBOL, _TIMESTAMP, _PRICE, _AMOUNT, _SIDE, _ID = (
     itemgetter(k) for k in ("symbol", "timestamp", "price", "amount", "side", "id")
 )
