@@ -41,7 +41,7 @@ from prometheus_trader.app.backtest.live import CollectedCandles, LiveUseCases
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst, default_panel
 from prometheus_trader.domain.exits import ExitConfig
 from prometheus_trader.domain.feature_series import FeatureSeries
-from prometheus_trader.domain.features import SymbolFeatures
+from prometheus_trader.domain.features import SymbolFeatures, compute_features
 from prometheus_trader.domain.journal import JournalEntry
 from prometheus_trader.domain.market import (
     MINUTE_MS,
@@ -260,21 +260,38 @@ class BacktestEngine:
         keys = [k for k in self._keys if self._last_collected_ms(k, now_ms) is not None]
         since = max(start, self._collect_from)
         btc_key = next((k for k in keys if k.symbol == cfg.btc_symbol), None)
-        btc_series = None if btc_key is None else self._feature_series(btc_key)
+        btc_series = (
+            None
+            if btc_key is None or self.data.timeframe != "1m"
+            else self._feature_series(btc_key)
+        )
         day_ago = now_ms - 24 * 60 * MINUTE_MS
         features: dict[str, SymbolFeatures] = {}
         for key in keys:
             funding = self._funding.get(key)
             interest = self._interest.get(key)
+            funding_day = [] if funding is None else funding.between(day_ago, now_ms)
+            interest_hour = (
+                [] if interest is None else interest.between(now_ms - 60 * MINUTE_MS, now_ms)
+            )
+            if self.data.timeframe != "1m":  # coarse bars: the window, as the live ranker
+                features[key.symbol] = compute_features(
+                    self._window(key, start, now_ms),
+                    btc_1m=None
+                    if btc_key is None or key.symbol == cfg.btc_symbol
+                    else self._window(btc_key, start, now_ms),
+                    funding=funding_day,
+                    open_interest=interest_hour,
+                    now_ms=now_ms,
+                )
+                continue
             # = compute_features(the window, btc_1m=BTC's window, ...), read by index
             features[key.symbol] = self._feature_series(key).at(
                 now_ms,
                 since_ms=since,
                 btc=None if key.symbol == cfg.btc_symbol else btc_series,
-                funding=[] if funding is None else funding.between(day_ago, now_ms),
-                open_interest=[]
-                if interest is None
-                else interest.between(now_ms - 60 * MINUTE_MS, now_ms),
+                funding=funding_day,
+                open_interest=interest_hour,
             )
         lookback = timedelta(days=cfg.success_lookback_days)
         rates = symbol_success_rates(self.live.state, now, lookback)
