@@ -30,6 +30,7 @@ from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.app.demo import DEMO_USERS
 from prometheus_trader.app.logging import configure_logging
+from prometheus_trader.app.monitor_wake import next_cycle_ms, next_wake_ms
 from prometheus_trader.app.run_folder import fresh_run_folder, relocate
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.app.summary import performance_summary
@@ -249,7 +250,7 @@ def wire(
         executor=ExecuteSignalForUser(state, exchange, market, bus, blobs, clock),
         evaluator=EvaluateClosedPosition(state, clock),
         notifier=NotifyEvent(notifier, state),
-        monitor=ExitMonitor(state, exchange, bus, blobs, clock, ExitConfig()),
+        monitor=ExitMonitor(state, exchange, bus, blobs, clock, exit_config(settings)),
         reporter=DailyReporter(
             state,
             blobs,
@@ -263,6 +264,11 @@ def wire(
             state, market, bus, clock, notifier, TopLiquidConfig(exchange=settings.exchange)
         ),
     )
+
+
+def exit_config(settings: Settings) -> ExitConfig:
+    """The exit monitor's rules (the run's worker also schedules its cycles by them)."""
+    return ExitConfig()
 
 
 def wire_adapters(settings: Settings, a: Adapters) -> UseCases:
@@ -452,6 +458,7 @@ def _replay(
 ) -> None:
     s = rt.settings
     monitor_step = int(s.monitor_interval_seconds * 1000)
+    exits = exit_config(s)
     total = (end_ms - start_ms) // MINUTE_MS
     rt.usecases.monitor.reconcile()
     day = _day(start_ms)
@@ -474,7 +481,8 @@ def _replay(
                 rt.usecases.ranker.run()
             with timer.stage("dispatch+execute"):
                 rt.settle()
-        # the worker: a cycle every monitor step while positions are open
+        # the worker: a cycle every monitor step while positions are open, minus the
+        # steps that cannot decide anything new (app/monitor_wake.py)
         step = t
         while step < t + MINUTE_MS:
             rt.clock.set_ms(step)
@@ -484,7 +492,13 @@ def _replay(
                 rt.settle()
             if report.positions == 0 or report.positions == len(report.closed):
                 break
-            step += monitor_step
+            if report.closed or report.failed:
+                step += monitor_step
+                continue
+            with timer.stage("monitor_wake"):
+                wake = next_wake_ms(rt.state, rt.exchange, exits, step, t + MINUTE_MS)
+            step = next_cycle_ms(step, wake, monitor_step, t)
+            rt.usecases.monitor.skipped_until(step - monitor_step)
         t += MINUTE_MS
         if progress is not None:
             progress((t - start_ms) // MINUTE_MS, total, f"replay {_iso(t)[:16]}Z")

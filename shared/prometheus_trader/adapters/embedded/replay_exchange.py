@@ -337,6 +337,35 @@ class ReplayExchange:
             sorted(set(symbols)), max(after_ms, now - TRADE_HISTORY_MS), now
         )
 
+    # the embedded run's worker sleeps until the stream has something new (app/monitor_wake)
+    @_serialized
+    def next_visible_ms(self, symbols: Sequence[str], after_ms: int, until_ms: int) -> int | None:
+        """Earliest time in ``(after_ms, until_ms]`` at which a trade of ``symbols``
+        becomes visible (None: none does)."""
+        best: int | None = None
+        first_hour = (after_ms - MINUTE_MS) // HOUR_MS  # visible at most 1 min after its stamp
+        for symbol in sorted(set(symbols)):
+            for hour in range(first_hour, until_ms // HOUR_MS + 1):
+                visible = self._chunk(symbol, hour).visible
+                i = bisect.bisect_right(visible, after_ms)
+                # visibility is non-decreasing in stream order, except across hours
+                if i < len(visible) and visible[i] <= until_ms:
+                    best = visible[i] if best is None else min(best, visible[i])
+        return best
+
+    @_serialized
+    def real_trade_between(self, symbols: Sequence[str], after_ms: int, until_ms: int) -> bool:
+        """Whether a recorded trade (``source == "trade"``) of ``symbols`` is stamped in
+        ``(after_ms, until_ms]``."""
+        for symbol in sorted(set(symbols)):
+            for hour in range(after_ms // HOUR_MS, until_ms // HOUR_MS + 1):
+                chunk = self._chunk(symbol, hour)
+                lo = bisect.bisect_right(chunk.ts, after_ms)
+                hi = bisect.bisect_right(chunk.ts, until_ms)
+                if any(t.source == "trade" for t in chunk.trades[lo:hi]):
+                    return True
+        return False
+
     # ============================================================ paper accounts
     @property
     def ledger(self) -> PaperLedger:
