@@ -821,6 +821,8 @@ def _partitions(spec: _TableSpec, rows: pa.Table) -> set[_Partition]:
 
 def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
     """Select, order and cast ``data``'s columns to ``schema`` (nulls for missing optional)."""
+    if data.schema.equals(schema):  # built for this table (e.g. ``_models_table``)
+        return data
     columns = []
     for f in schema:
         if f.name in data.column_names:

@@ -228,11 +228,10 @@ class ReplayExchange:
         tickers: list[Ticker] = []
         for symbol in wanted:
             inst = self._instrument(symbol)
-            bars = self._bars_1m(symbol, now - DAY_MS, now)
-            if len(bars) == 0:
+            day = self._day_summary(symbol, now - DAY_MS, now)
+            if day is None:
                 continue
-            last = float(bars.close[-1])
-            first_open = float(bars.open[0])
+            last, first_open, last_ts, quote_volume = day
             half_step = inst.price_step / 2
             # one more decimal than the step: last ∓ half a step without float noise
             digits = _step_decimals(inst.price_step) + 1
@@ -241,11 +240,11 @@ class ReplayExchange:
                     exchange=self._exchange_id,
                     market_type=self._market_type,
                     symbol=symbol,
-                    ts_ms=int(bars.ts_ms[-1]) + MINUTE_MS,
+                    ts_ms=last_ts + MINUTE_MS,
                     last=last,
                     bid=round(last - half_step, digits),
                     ask=round(last + half_step, digits),
-                    quote_volume_24h=float(np.sum(bars.close * bars.volume)),
+                    quote_volume_24h=quote_volume,
                     change_24h_pct=(last / first_open - 1) * 100 if first_open > 0 else None,
                 )
             )
@@ -544,6 +543,37 @@ class ReplayExchange:
                 np.concatenate([getattr(p, f) for p in parts])
                 for f in ("open", "high", "low", "close", "volume", "taker_buy_volume")
             ),
+        )
+
+    def _day_summary(
+        self, symbol: str, start_ms: int, end_ms: int
+    ) -> tuple[float, float, int, float] | None:
+        """(last close, first open, last open time, Σ close×volume) of the closed 1m bars
+        that ``_bars_1m`` returns, without joining their columns (a ticker per symbol
+        every minute); None when there is no bar."""
+        last_open = end_ms - MINUTE_MS
+        if last_open < start_ms:
+            return None
+        parts: list[tuple[CandleSeries, int, int]] = []
+        for day in range(start_ms // DAY_MS, last_open // DAY_MS + 1):
+            series = self._bar_day(day).get(symbol)
+            if series is None or len(series) == 0:
+                continue
+            lo = int(np.searchsorted(series.ts_ms, start_ms, side="left"))
+            hi = int(np.searchsorted(series.ts_ms, last_open, side="right"))
+            if hi > lo:
+                parts.append((series, lo, hi))
+        if not parts:
+            return None
+        # the products joined, then one sum: the same float as summing the joined bars
+        products = [s.close[lo:hi] * s.volume[lo:hi] for s, lo, hi in parts]
+        quote = np.sum(products[0] if len(products) == 1 else np.concatenate(products))
+        (first, lo, _), (last, _, hi) = parts[0], parts[-1]
+        return (
+            float(last.close[hi - 1]),
+            float(first.open[lo]),
+            int(last.ts_ms[hi - 1]),
+            float(quote),
         )
 
     def _series(self, symbol: str, timeframe: str, start_ms: int, end_ms: int) -> CandleSeries:
