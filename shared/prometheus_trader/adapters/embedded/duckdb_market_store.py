@@ -834,8 +834,11 @@ def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+_ENUMS = (MarketType, Side)
+
+
 def _enum_value(value: object) -> object:
-    return value.value if isinstance(value, MarketType | Side) else value
+    return value.value if isinstance(value, _ENUMS) else value
 
 
 def _models_table(models: Iterable[Any], schema: pa.Schema) -> pa.Table:
@@ -844,7 +847,7 @@ def _models_table(models: Iterable[Any], schema: pa.Schema) -> pa.Table:
     for f in schema:
         values = [getattr(m, f.name) for m in items]
         # enum fields (market type, side) hold enums in every row: convert those columns only
-        if any(isinstance(v, MarketType | Side) for v in values):
+        if values and isinstance(values[0], _ENUMS):
             values = [_enum_value(v) for v in values]
         columns[f.name] = values
     return pa.table(columns, schema=schema)

@@ -174,6 +174,12 @@ class ReplayExchange:
         self._trade_chunks: OrderedDict[tuple[str, int], _TradeChunk] = OrderedDict()
         self._funding: dict[str, tuple[list[int], list[FundingRate]]] = {}
         self._first_bar: dict[str, int | None] = {}
+        # the last 24 h summary per symbol, for one ``now`` (the collector and the worker
+        # both ask for tickers at the same simulated time)
+        self._day_summaries: tuple[int, dict[str, tuple[float, float, int, float] | None]] = (
+            -1,
+            {},
+        )
         self._oi_days: OrderedDict[tuple[str, int], tuple[list[int], list[OpenInterest]]] = (
             OrderedDict()
         )
@@ -228,7 +234,12 @@ class ReplayExchange:
         tickers: list[Ticker] = []
         for symbol in wanted:
             inst = self._instrument(symbol)
-            day = self._day_summary(symbol, now - DAY_MS, now)
+            if self._day_summaries[0] != now:
+                self._day_summaries = (now, {})
+            summaries = self._day_summaries[1]
+            if symbol not in summaries:
+                summaries[symbol] = self._day_summary(symbol, now - DAY_MS, now)
+            day = summaries[symbol]
             if day is None:
                 continue
             last, first_open, last_ts, quote_volume = day
