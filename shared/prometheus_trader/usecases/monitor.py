@@ -178,6 +178,13 @@ class ExitMonitor(Reconciliation):
         )
         return report
 
+    def skipped_until(self, ms: int) -> None:
+        """The worker skipped its cycles up to ``ms`` because they could find nothing new
+        (no trade became visible; see app/monitor_wake.py): the next cycle reads trades and
+        price extremes from ``ms``, as it would after a cycle at ``ms``."""
+        if self._cursor_ms is not None and ms > self._cursor_ms:
+            self._cursor_ms = ms
+
     def _alert_failure(self, position: Position, exc: Exception) -> None:
         """Log and alert one position's failure (one event per position and error kind)."""
         log.error(

@@ -16,6 +16,7 @@ and widened by every write, so ``candle_range``/``series_keys`` never scan the t
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import threading
@@ -197,6 +198,14 @@ class DuckDBMarketStore(ClosesOnExit):
         # rows known to be new (after every stored row of their series), not yet INSERTed:
         # one INSERT per read instead of one per write (the collector writes every minute)
         self._pending: dict[TableName, list[pa.Table]] = {}
+        # per table and series: the first ts_ms among its pending rows; a read starting at
+        # or after it (the ranker's "bars since my last read") is answered from the pending
+        # rows alone, without an INSERT and a query per read
+        self._pending_first: dict[TableName, dict[tuple[str, ...], int]] = {}
+        # funding and open interest rows per series, sorted by time, for ``*_many`` reads
+        # (the ranker's every few minutes): built by one query, extended by appends,
+        # dropped by any other write
+        self._rows_cache: dict[TableName, dict[tuple[str, ...], _SeriesRows]] = {}
         self._con = duckdb.connect(":memory:")
         for spec in TABLES.values():
             cols = ", ".join(
@@ -255,13 +264,18 @@ class DuckDBMarketStore(ClosesOnExit):
             if batch is not None and self._all_after_stored(table, batch):
                 pending = self._pending.setdefault(table, [])
                 pending.append(data)
+                firsts = self._pending_first.setdefault(table, {})
+                for key, (lo, _) in batch.items():
+                    firsts.setdefault(key, lo)
                 self._dirty.update(_partitions(spec, data))
                 self._merge_bounds(table, batch)
+                self._extend_rows_cache(table, data)
                 if len(pending) >= _MAX_PENDING_BATCHES:
                     # a table nobody reads (tickers in a replay) must not pile up batches
                     self._materialize(table)
                 return len(data)
             self._materialize(table)
+            self._rows_cache.pop(table, None)
             self._con.register("_incoming", data)
             try:
                 try:
@@ -311,6 +325,7 @@ class DuckDBMarketStore(ClosesOnExit):
         """INSERT the pending rows of ``tables`` (all tables when none are named)."""
         for table in tables or tuple(self._pending):
             pending = self._pending.pop(table, None)
+            self._pending_first.pop(table, None)
             if not pending:
                 continue
             data = pending[0] if len(pending) == 1 else pa.concat_tables(pending)
@@ -491,6 +506,8 @@ class DuckDBMarketStore(ClosesOnExit):
             "AND exchange = ? AND market_type = ?"
         )
         with self._lock:
+            if self._pending_covers(table, unique, timeframe, start_ms):
+                return self._series_from_pending(table, unique, timeframe, start_ms, end_ms)
             self._materialize(table)
             if len(unique) == 1:
                 k = unique[0]
@@ -520,6 +537,61 @@ class DuckDBMarketStore(ClosesOnExit):
                     result[SeriesKey(exchange, MarketType(market_type), name)] = _to_series(
                         name, timeframe, part
                     )
+        return result
+
+    def _pending_covers(
+        self, table: TableName, keys: Sequence[SeriesKey], timeframe: str, start_ms: int
+    ) -> bool:
+        """Whether every row of ``keys`` at or after ``start_ms`` is still pending (not yet
+        INSERTed): pending rows come after every INSERTed row of their series."""
+        firsts = self._pending_first.get(table)
+        if not firsts:
+            return False
+        bounds = self._series_bounds(table)
+        for k in keys:
+            series = (k.exchange, k.market_type.value, k.symbol, timeframe)
+            first = firsts.get(series)
+            if first is None:  # nothing pending: only a series with no row that late
+                stored = bounds.get(series)
+                if stored is not None and stored[1] >= start_ms:
+                    return False
+            elif start_ms < first:
+                return False
+        return True
+
+    def _series_from_pending(
+        self,
+        table: TableName,
+        keys: Sequence[SeriesKey],
+        timeframe: str,
+        start_ms: int,
+        end_ms: int,
+    ) -> dict[SeriesKey, CandleSeries]:
+        """``_series`` answered from the pending rows (see ``_pending_covers``)."""
+        step = TIMEFRAME_MS[timeframe]
+        pending = self._pending[table]
+        data = pending[0] if len(pending) == 1 else pa.concat_tables(pending)
+        ts = data.column("ts_ms").to_numpy()
+        window = (ts >= start_ms) & (ts + step <= end_ms)
+        window &= np.asarray(data.column("timeframe").to_pylist(), dtype=object) == timeframe
+        exchanges = np.asarray(data.column("exchange").to_pylist(), dtype=object)
+        markets = np.asarray(data.column("market_type").to_pylist(), dtype=object)
+        symbols = np.asarray(data.column("symbol").to_pylist(), dtype=object)
+        columns = {c: data.column(c).to_numpy() for c in ("open", "high", "low", "close", "volume")}
+        columns["taker_buy_volume"] = pc.fill_null(
+            data.column("taker_buy_volume"), float("nan")
+        ).to_numpy()
+        result: dict[SeriesKey, CandleSeries] = {}
+        for k in keys:
+            rows = np.flatnonzero(
+                window
+                & (exchanges == k.exchange)
+                & (markets == k.market_type.value)
+                & (symbols == k.symbol)
+            )
+            rows = rows[np.argsort(ts[rows], kind="stable")]  # batches by time, rows by symbol
+            part = {"ts_ms": ts[rows], **{c: v[rows] for c, v in columns.items()}}
+            result[k] = _to_series(k.symbol, timeframe, part)
         return result
 
     def last_candle_ms(self, key: SeriesKey, timeframe: str) -> int | None:
@@ -590,6 +662,16 @@ class DuckDBMarketStore(ClosesOnExit):
         result: dict[SeriesKey, list[dict[str, Any]]] = {k: [] for k in keys}
         if not keys:
             return result
+        if table in _CACHED_ROWS:
+            with self._lock:
+                cache = self._cached_rows(table)
+                for k in keys:
+                    rows = cache.get((k.exchange, k.market_type.value, k.symbol))
+                    if rows is not None:
+                        lo = bisect.bisect_left(rows.ts, start_ms)
+                        hi = bisect.bisect_right(rows.ts, end_ms)
+                        result[k] = rows.rows[lo:hi]
+            return result
         wanted = {(k.exchange, k.market_type.value, k.symbol): k for k in keys}
         with self._lock:
             self._materialize(table)
@@ -604,6 +686,28 @@ class DuckDBMarketStore(ClosesOnExit):
             if key is not None:
                 result[key].append(row)
         return result
+
+    def _cached_rows(self, table: TableName) -> dict[tuple[str, ...], _SeriesRows]:
+        """Every row of ``table`` per series, oldest first (one query, then kept)."""
+        cache = self._rows_cache.get(table)
+        if cache is None:
+            self._materialize(table)
+            spec = TABLES[table]
+            data = self._con.sql(
+                f"SELECT {', '.join(spec.columns)} FROM {table} "
+                f"ORDER BY {', '.join(spec.primary_key)}"
+            ).to_arrow_table()
+            cache = self._rows_cache[table] = {}
+            _append_rows(cache, spec, data.to_pylist())
+        return cache
+
+    def _extend_rows_cache(self, table: TableName, data: pa.Table) -> None:
+        """Append a batch that comes after every stored row of its series."""
+        cache = self._rows_cache.get(table)
+        if cache is not None:
+            spec = TABLES[table]
+            rows = sorted(data.to_pylist(), key=lambda r: [r[c] for c in spec.primary_key])
+            _append_rows(cache, spec, rows)
 
     def latest_tickers(self, exchange: str, as_of_ms: int) -> list[Ticker]:
         """The newest ticker per (market type, symbol) with ``ts_ms <= as_of_ms``, sorted by
@@ -621,6 +725,32 @@ class DuckDBMarketStore(ClosesOnExit):
 
 
 # ------------------------------------------------------------------------- helpers
+# tables whose ``*_many`` reads are served from memory: small, read every ranking
+_CACHED_ROWS: frozenset[TableName] = frozenset({"funding", "open_interest"})
+
+
+@dataclass
+class _SeriesRows:
+    """One series' rows (as dicts) and their ts_ms, oldest first."""
+
+    ts: list[int]
+    rows: list[dict[str, Any]]
+
+
+def _append_rows(
+    cache: dict[tuple[str, ...], _SeriesRows], spec: _TableSpec, rows: list[dict[str, Any]]
+) -> None:
+    """Append rows sorted by primary key (each later than its series' cached rows)."""
+    cols = _series_columns(spec)
+    for row in rows:
+        key = tuple(row[c] for c in cols)
+        series = cache.get(key)
+        if series is None:
+            series = cache[key] = _SeriesRows([], [])
+        series.ts.append(row["ts_ms"])
+        series.rows.append(row)
+
+
 def _series_columns(spec: _TableSpec) -> list[str]:
     """The key columns naming one series (the primary key without time and trade id)."""
     return [c for c in spec.primary_key if c not in ("ts_ms", "trade_id")]
@@ -691,6 +821,8 @@ def _partitions(spec: _TableSpec, rows: pa.Table) -> set[_Partition]:
 
 def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
     """Select, order and cast ``data``'s columns to ``schema`` (nulls for missing optional)."""
+    if data.schema.equals(schema):  # built for this table (e.g. ``_models_table``)
+        return data
     columns = []
     for f in schema:
         if f.name in data.column_names:
@@ -702,13 +834,22 @@ def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+_ENUMS = (MarketType, Side)
+
+
 def _enum_value(value: object) -> object:
-    return value.value if isinstance(value, MarketType | Side) else value
+    return value.value if isinstance(value, _ENUMS) else value
 
 
 def _models_table(models: Iterable[Any], schema: pa.Schema) -> pa.Table:
     items = list(models)
-    columns = {f.name: [_enum_value(getattr(m, f.name)) for m in items] for f in schema}
+    columns: dict[str, list[Any]] = {}
+    for f in schema:
+        values = [getattr(m, f.name) for m in items]
+        # enum fields (market type, side) hold enums in every row: convert those columns only
+        if values and isinstance(values[0], _ENUMS):
+            values = [_enum_value(v) for v in values]
+        columns[f.name] = values
     return pa.table(columns, schema=schema)
 
 

@@ -195,6 +195,12 @@ class ReplayExchange:
         self._trade_chunks: OrderedDict[tuple[str, int], _TradeChunk] = OrderedDict()
         self._funding: dict[str, tuple[list[int], list[FundingRate]]] = {}
         self._first_bar: dict[str, int | None] = {}
+        # the last 24 h summary per symbol, for one ``now`` (the collector and the worker
+        # both ask for tickers at the same simulated time)
+        self._day_summaries: tuple[int, dict[str, tuple[float, float, int, float] | None]] = (
+            -1,
+            {},
+        )
         self._oi_days: OrderedDict[tuple[str, int], tuple[list[int], list[OpenInterest]]] = (
             OrderedDict()
         )
@@ -249,11 +255,15 @@ class ReplayExchange:
         tickers: list[Ticker] = []
         for symbol in wanted:
             inst = self._instrument(symbol)
-            bars = self._bars_1m(symbol, now - DAY_MS, now)
-            if len(bars) == 0:
+            if self._day_summaries[0] != now:
+                self._day_summaries = (now, {})
+            summaries = self._day_summaries[1]
+            if symbol not in summaries:
+                summaries[symbol] = self._day_summary(symbol, now - DAY_MS, now)
+            day = summaries[symbol]
+            if day is None:
                 continue
-            last = float(bars.close[-1])
-            first_open = float(bars.open[0])
+            last, first_open, last_ts, quote_volume = day
             half_step = inst.price_step / 2
             # one more decimal than the step: last ∓ half a step without float noise
             digits = _step_decimals(inst.price_step) + 1
@@ -262,11 +272,11 @@ class ReplayExchange:
                     exchange=self._exchange_id,
                     market_type=self._market_type,
                     symbol=symbol,
-                    ts_ms=int(bars.ts_ms[-1]) + self._bar_ms,
+                    ts_ms=last_ts + self._bar_ms,
                     last=last,
                     bid=round(last - half_step, digits),
                     ask=round(last + half_step, digits),
-                    quote_volume_24h=float(np.sum(bars.close * bars.volume)),
+                    quote_volume_24h=quote_volume,
                     change_24h_pct=(last / first_open - 1) * 100 if first_open > 0 else None,
                 )
             )
@@ -357,6 +367,36 @@ class ReplayExchange:
         return self._visible_between(
             sorted(set(symbols)), max(after_ms, now - TRADE_HISTORY_MS), now
         )
+
+    # the embedded run's worker sleeps until the stream has something new (app/monitor_wake)
+    @_serialized
+    def next_visible_ms(self, symbols: Sequence[str], after_ms: int, until_ms: int) -> int | None:
+        """Earliest time in ``(after_ms, until_ms]`` at which a trade of ``symbols``
+        becomes visible (None: none does)."""
+        best: int | None = None
+        # a trade is visible at most one replayed bar after its stamp
+        first_hour = (after_ms - self._bar_ms) // HOUR_MS
+        for symbol in sorted(set(symbols)):
+            for hour in range(first_hour, until_ms // HOUR_MS + 1):
+                visible = self._chunk(symbol, hour).visible
+                i = bisect.bisect_right(visible, after_ms)
+                # visibility is non-decreasing in stream order, except across hours
+                if i < len(visible) and visible[i] <= until_ms:
+                    best = visible[i] if best is None else min(best, visible[i])
+        return best
+
+    @_serialized
+    def real_trade_between(self, symbols: Sequence[str], after_ms: int, until_ms: int) -> bool:
+        """Whether a recorded trade (``source == "trade"``) of ``symbols`` is stamped in
+        ``(after_ms, until_ms]``."""
+        for symbol in sorted(set(symbols)):
+            for hour in range(after_ms // HOUR_MS, until_ms // HOUR_MS + 1):
+                chunk = self._chunk(symbol, hour)
+                lo = bisect.bisect_right(chunk.ts, after_ms)
+                hi = bisect.bisect_right(chunk.ts, until_ms)
+                if any(t.source == "trade" for t in chunk.trades[lo:hi]):
+                    return True
+        return False
 
     # ============================================================ paper accounts
     @property
@@ -539,6 +579,37 @@ class ReplayExchange:
             ),
         )
 
+    def _day_summary(
+        self, symbol: str, start_ms: int, end_ms: int
+    ) -> tuple[float, float, int, float] | None:
+        """(last close, first open, last open time, Σ close×volume) of the closed replayed
+        bars that ``_bars_1m`` returns, without joining their columns (a ticker per symbol
+        every minute); None when there is no bar."""
+        last_open = end_ms - self._bar_ms
+        if last_open < start_ms:
+            return None
+        parts: list[tuple[CandleSeries, int, int]] = []
+        for day in range(start_ms // DAY_MS, last_open // DAY_MS + 1):
+            series = self._bar_day(day).get(symbol)
+            if series is None or len(series) == 0:
+                continue
+            lo = int(np.searchsorted(series.ts_ms, start_ms, side="left"))
+            hi = int(np.searchsorted(series.ts_ms, last_open, side="right"))
+            if hi > lo:
+                parts.append((series, lo, hi))
+        if not parts:
+            return None
+        # the products joined, then one sum: the same float as summing the joined bars
+        products = [s.close[lo:hi] * s.volume[lo:hi] for s, lo, hi in parts]
+        quote = np.sum(products[0] if len(products) == 1 else np.concatenate(products))
+        (first, lo, _), (last, _, hi) = parts[0], parts[-1]
+        return (
+            float(last.close[hi - 1]),
+            float(first.open[lo]),
+            int(last.ts_ms[hi - 1]),
+            float(quote),
+        )
+
     def _series(self, symbol: str, timeframe: str, start_ms: int, end_ms: int) -> CandleSeries:
         """Closed bars of ``timeframe``: the store's own, else rolled up from 1m bars."""
         if timeframe == self._bar_tf:
@@ -618,7 +689,8 @@ class ReplayExchange:
             else:
                 side = Side.BUY if price > prev else Side.SELL
             prev = price
-            yield Trade(
+            # built from our own float columns: nothing to validate (a third of the cost)
+            yield Trade.model_construct(
                 exchange=self._exchange_id,
                 market_type=self._market_type,
                 symbol=symbol,
@@ -686,7 +758,7 @@ def _candles(
     for i in range(lo, min(hi, len(series))):
         taker = float(series.taker_buy_volume[i])
         out.append(
-            Candle(
+            Candle.model_construct(  # from the store's typed columns: nothing to validate
                 exchange=exchange,
                 market_type=market_type,
                 symbol=series.symbol,
