@@ -265,6 +265,17 @@ variable "heartbeat_stale_seconds" {
   default     = 300
 }
 
+variable "collector_exchange" {
+  description = "Venue whose public market data the collector reads through ccxt (binance = USD-M, bybit = linear); empty = replay the recorded data under replay/ (the executor's replay exchange reads the same, so the default keeps both on one source)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = contains(["", "binance", "binanceusdm", "bybit"], var.collector_exchange)
+    error_message = "collector_exchange must be binance, binanceusdm, bybit or empty."
+  }
+}
+
 variable "extra_env" {
   description = "Extra environment variables for every function and the worker (PROMETHEUS_* settings)."
   type        = map(string)
