@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_trader.domain.events import EventType, Severity
-from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
+from prometheus_trader.domain.exits import ExitConfig, ExitEvaluation, TradeWindow, evaluate_exit
 from prometheus_trader.domain.ids import client_order_id
 from prometheus_trader.domain.market import MINUTE_MS, Side, Trade
 from prometheus_trader.domain.portfolio import DEFAULT_PORTFOLIO, PortfolioConfig
@@ -33,12 +32,14 @@ from prometheus_trader.ports import (
 )
 from prometheus_trader.usecases.audit import audit_order
 from prometheus_trader.usecases.events import publish_event
+from prometheus_trader.usecases.live_docs import LiveDocs
 from prometheus_trader.usecases.names import Collections, labels
 from prometheus_trader.usecases.portfolio import PortfolioGuard
 from prometheus_trader.usecases.reconcile import ReconcileReport, Reconciliation
 
 log = logging.getLogger(__name__)
 WINDOW_MS = 15 * MINUTE_MS
+PERSIST_EVERY_MS = 30_000  # best/worst/trail written at most this often (see _track)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class ExitMonitor(Reconciliation):
         worker_id: str = "exit-monitor",
         adopt_stop_pct: float = 2.0,
         portfolio: PortfolioConfig | None = None,
+        persist_every_ms: int = PERSIST_EVERY_MS,
     ) -> None:
         self._state = state
         self._exchange = exchange
@@ -85,9 +87,25 @@ class ExitMonitor(Reconciliation):
         self._cycles = 0
         # users of the positions being handled, read once per pass (not per check)
         self._users: dict[str, User | None] = {}
-        # open positions kept between cycles: a stored document equal to the one read
-        # last cycle is not validated again (validation was a third of a cycle)
-        self._known: dict[str, tuple[dict[str, Any], Position]] = {}
+        # open positions and users held in memory, fed by the store's change stream: a
+        # cycle reads only what changed (re-reading and validating every open position
+        # each cycle was a third of it)
+        self._open = LiveDocs(
+            state,
+            clock,
+            Collections.POSITIONS,
+            [Filter("status", "==", PositionStatus.OPEN.value)],
+            Position,
+            merge=_keep_tracking,
+        )
+        self._user_docs = LiveDocs(state, clock, Collections.USERS, [], User, id_field="user_id")
+        # best/worst/trail are tracked in memory every cycle but written only when a
+        # decision threshold moves (the trail arms, a profit-lock rung is reached) or at
+        # most every ``persist_every_ms``: a restarted worker re-reads 15 minutes of
+        # trades, which covers whatever was not written yet (0: write every change)
+        self._persist_every_ms = persist_every_ms
+        self._saved_ms: dict[str, int] = {}  # position id -> when its tracking was written
+        self._unsaved: set[str] = set()  # ids whose tracking in memory is newer than stored
         # per exchange account, the ids of its resting orders, read once per cycle: a
         # protective order still resting has not filled, so it needs no fetch_order
         self._resting: dict[str, frozenset[str] | None] = {}
@@ -98,19 +116,13 @@ class ExitMonitor(Reconciliation):
 
     # ------------------------------------------------------------------ lifecycle
     def open_positions(self) -> list[Position]:
-        """Open positions of every user, in a stable order."""
-        docs = self._state.query(
-            Collections.POSITIONS, [Filter("status", "==", PositionStatus.OPEN.value)]
-        )
-        known, fresh = self._known, {}
-        out: list[Position] = []
-        for doc in docs:
-            hit = known.get(doc.get("id"))  # type: ignore[arg-type]
-            position = hit[1] if hit is not None and hit[0] == doc else Position.model_validate(doc)
-            fresh[position.id] = (doc, position)
-            out.append(position)
-        self._known = fresh
-        return sorted(out, key=lambda p: p.id)
+        """Open positions of every user, in a stable order (held in memory, refreshed
+        from the store's change stream; see ``LiveDocs``)."""
+        held = self._open.refresh()
+        if len(self._saved_ms) > 2 * len(held) + 64:  # forget positions that left
+            self._saved_ms = {i: t for i, t in self._saved_ms.items() if i in held}
+            self._unsaved &= held.keys()
+        return self._open.ordered()
 
     def cycle(self) -> CycleReport:
         """One pass: new trades in, every open position checked, heartbeat out."""
@@ -243,16 +255,45 @@ class ExitMonitor(Reconciliation):
         if evaluation.exit is not None:
             self._close(position, evaluation.exit.reason, evaluation.exit.detail)
             return evaluation.exit.reason.value
-        changes: dict[str, object] = {}
-        if evaluation.best_price != position.best_price:
-            changes["best_price"] = evaluation.best_price
-        if evaluation.worst_price != position.worst_price:
-            changes["worst_price"] = evaluation.worst_price
-        if evaluation.trail_stop != position.trail_stop:
-            changes["trail_stop"] = evaluation.trail_stop
-        if changes:
-            self._state.update(Collections.POSITIONS, position.id, changes)
+        self._track(position, evaluation, now_ms)
         return None
+
+    def _track(self, position: Position, evaluation: ExitEvaluation, now_ms: int) -> None:
+        """Hold the new best/worst/trail in memory; write them when they matter."""
+        pid = position.id
+        crossed = False
+        if (evaluation.best_price, evaluation.worst_price, evaluation.trail_stop) != (
+            position.best_price,
+            position.worst_price,
+            position.trail_stop,
+        ):
+            crossed = (evaluation.trail_stop is None) != (position.trail_stop is None) or (
+                self._rung(position, evaluation.best_price) != self._rung(position)
+            )
+            position = evaluation.apply(position)
+            self._open.hold(pid, position)
+            self._unsaved.add(pid)
+            self._saved_ms.setdefault(pid, now_ms)
+        if pid not in self._unsaved:
+            return
+        if not crossed and now_ms - self._saved_ms[pid] < self._persist_every_ms:
+            return
+        fields = {
+            "best_price": position.best_price,
+            "worst_price": position.worst_price,
+            "trail_stop": position.trail_stop,
+        }
+        self._state.update(Collections.POSITIONS, pid, fields)
+        self._open.hold(pid, position, stored=fields)
+        self._unsaved.discard(pid)
+        self._saved_ms[pid] = now_ms
+
+    def _rung(self, position: Position, best: float | None = None) -> int:
+        """How many profit-lock rungs the best price has reached."""
+        cfg = self._config
+        lev = position.leverage if cfg.profit_lock_on_leveraged_return else 1.0
+        gain = position.move_pct(position.best_price if best is None else best) * lev
+        return sum(1 for level in cfg.profit_lock_ladder if gain >= level[0])
 
     def _resting_ids(self, user_id: str) -> frozenset[str] | None:
         """Ids of the account's resting orders, read once per cycle (None: unknown)."""
@@ -415,6 +456,8 @@ class ExitMonitor(Reconciliation):
             }
         )
         self._state.set(Collections.POSITIONS, position.id, closed.model_dump(mode="json"))
+        self._open.forget(position.id)
+        self._unsaved.discard(position.id)
         publish_event(
             self._bus,
             self._state,
@@ -468,14 +511,27 @@ class ExitMonitor(Reconciliation):
         )
 
     def _load_users(self, positions: list[Position]) -> None:
-        self._users = {}
-        for user_id in sorted({p.user_id for p in positions}):
-            doc = self._state.get(Collections.USERS, user_id)
-            self._users[user_id] = User.model_validate(doc) if doc else None
+        everyone = self._user_docs.refresh()  # held in memory, fed by the change stream
+        self._users = {u: everyone.get(u) for u in sorted({p.user_id for p in positions})}
 
     def _account(self, user_id: str) -> str:
         user = self._users.get(user_id)
         return user.exchange_account if user else user_id
+
+
+def _keep_tracking(held: Position, stored: Position) -> Position:
+    """A changed stored position, with the best/worst/trail tracked in memory kept (the
+    store may hold older ones: they are written only when they matter)."""
+    if stored.status is not PositionStatus.OPEN or stored.direction is not held.direction:
+        return stored
+    best = _better(stored, held.best_price, stored.best_price)
+    worst = _worse(stored, held.worst_price, stored.worst_price)
+    trail = stored.trail_stop
+    if held.trail_stop is not None:
+        trail = held.trail_stop if trail is None else _better(stored, held.trail_stop, trail)
+    if (best, worst, trail) == (stored.best_price, stored.worst_price, stored.trail_stop):
+        return stored
+    return stored.model_copy(update={"best_price": best, "worst_price": worst, "trail_stop": trail})
 
 
 def _better(position: Position, price: float, current: float) -> float:
