@@ -31,6 +31,7 @@ from prometheus_trader.ports import (
     StateStore,
 )
 from prometheus_trader.usecases.audit import audit_order
+from prometheus_trader.usecases.cycle_window import CycleWindow
 from prometheus_trader.usecases.events import publish_event
 from prometheus_trader.usecases.live_docs import LiveDocs
 from prometheus_trader.usecases.names import Collections, labels
@@ -106,6 +107,8 @@ class ExitMonitor(Reconciliation):
         self._persist_every_ms = persist_every_ms
         self._saved_ms: dict[str, int] = {}  # position id -> when its tracking was written
         self._unsaved: set[str] = set()  # ids whose tracking in memory is newer than stored
+        self._views: dict[str, CycleWindow] = {}  # symbol -> this cycle's view of its window
+        self._views_cycle = -1
         # per exchange account, the ids of its resting orders, read once per cycle: a
         # protective order still resting has not filled, so it needs no fetch_order
         self._resting: dict[str, frozenset[str] | None] = {}
@@ -123,6 +126,11 @@ class ExitMonitor(Reconciliation):
             self._saved_ms = {i: t for i, t in self._saved_ms.items() if i in held}
             self._unsaved &= held.keys()
         return self._open.ordered()
+
+    def close(self) -> None:
+        """Stop following the store's change stream (the worker is shutting down)."""
+        self._open.close()
+        self._user_docs.close()
 
     def cycle(self) -> CycleReport:
         """One pass: new trades in, every open position checked, heartbeat out."""
@@ -248,7 +256,7 @@ class ExitMonitor(Reconciliation):
         if user is not None and user.kill_switch:
             self._close(position, ExitReason.KILL_SWITCH, {"kill_switch": "on"})
             return ExitReason.KILL_SWITCH.value
-        window = self._windows.get(position.symbol)
+        window = self._view(position.symbol)
         if window is None or window.last_price(now_ms) is None:
             return None
         evaluation = evaluate_exit(position, window, now_ms, self._config, since_ms=since_ms)
@@ -257,6 +265,18 @@ class ExitMonitor(Reconciliation):
             return evaluation.exit.reason.value
         self._track(position, evaluation, now_ms)
         return None
+
+    def _view(self, symbol: str) -> TradeWindow | None:
+        """This cycle's memoised view of the symbol's window (``CycleWindow``)."""
+        if self._views_cycle != self._cycles:  # a new cycle: windows changed
+            self._views, self._views_cycle = {}, self._cycles
+        view = self._views.get(symbol)
+        if view is None:
+            window = self._windows.get(symbol)
+            if window is None:
+                return None
+            view = self._views[symbol] = CycleWindow(window)
+        return view
 
     def _track(self, position: Position, evaluation: ExitEvaluation, now_ms: int) -> None:
         """Hold the new best/worst/trail in memory; write them when they matter."""
