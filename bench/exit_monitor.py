@@ -21,8 +21,8 @@ Writes ``bench/results/exit_monitor.json`` and prints the figures.
    store's change stream); the last two cycles (2 s of ticks each) are the steady state
    and are reported (the emulator runs one more: its listener's first complete result
    arrives in cycle 2). After each cycle the positions it closed are stored again as
-   open (new positions arriving as fast as old ones close), so every cycle sees all N
-   open positions, and the change stream carries them in. Two rule sets: the defaults
+   open under new ids (new positions arriving as fast as old ones close), so every cycle
+   sees all N open positions, and the change stream carries them in. Two rule sets: the defaults
    (on the emulator up to ``--emulator-default-max`` positions: each close is several
    round trips), and "quiet" (every rule computed, thresholds out of reach: the cost
    with no exits). ``state_updates``/``state_sets`` count the cycle's writes.
@@ -483,6 +483,7 @@ def bench_cycle(
 
         setattr(state, kind, counted)
     rows: list[dict[str, float]] = []
+    reopened: list[str] = []
     for cycle in range(cycles):
         clock.set_ms(end_ms - (cycles - 1) * CYCLE_MS + cycle * CYCLE_MS)
         exchange.now_ms = clock.now_ms()
@@ -495,7 +496,17 @@ def bench_cycle(
         cpu, wall = time.process_time() - began_cpu, time.perf_counter() - began_wall
         # positions open as fast as they close: the closed ones come back (as new), so
         # every measured cycle sees all ``positions_n`` open positions
-        seed(sorted(report.closed))
+        # (under new ids: a closed position never reopens)
+        for pid in sorted(report.closed):
+            fresh = {**docs[pid], "id": f"{pid}-{cycle + 1}"}
+            for key in ("signal_id", "stop_order_id", "entry_order_id"):
+                fresh[key] = f"{docs[pid][key]}-{cycle + 1}"
+            fresh["take_profit_order_ids"] = [f"tp-{fresh['id']}"]
+            fresh["stop_order_id"] = f"stop-{fresh['id']}"
+            docs[fresh["id"]] = fresh
+            reopened.append(fresh["id"])
+        seed(reopened)
+        reopened.clear()
         rows.append(
             {
                 "cycle": cycle + 1,

@@ -140,7 +140,7 @@ class ExitMonitor(Reconciliation):
         self._resting = {}
         report = CycleReport(positions=len(positions))
         try:  # portfolio rules first: a kill switch or the ladder may close positions
-            guarded = self._portfolio.run(positions)
+            guarded = self._portfolio.run(positions, self._active_users())
         except Exception as exc:  # isolate: the per-position rules must still run
             log.error(
                 "portfolio rules failed: %s: %s",
@@ -533,6 +533,10 @@ class ExitMonitor(Reconciliation):
     def _load_users(self, positions: list[Position]) -> None:
         everyone = self._user_docs.refresh()  # held in memory, fed by the change stream
         self._users = {u: everyone.get(u) for u in sorted({p.user_id for p in positions})}
+
+    def _active_users(self) -> list[User]:
+        """Every active user, from memory (``_load_users`` refreshed them this cycle)."""
+        return [u for u in self._user_docs.models().values() if u.active is True]
 
     def _account(self, user_id: str) -> str:
         user = self._users.get(user_id)
