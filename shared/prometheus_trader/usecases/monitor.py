@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 from prometheus_trader.domain.events import EventType, Severity
-from prometheus_trader.domain.exits import ExitConfig, ExitEvaluation, TradeWindow, evaluate_exit
+from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
 from prometheus_trader.domain.ids import client_order_id
 from prometheus_trader.domain.market import MINUTE_MS, Side, Trade
 from prometheus_trader.domain.portfolio import DEFAULT_PORTFOLIO, PortfolioConfig
@@ -37,10 +37,16 @@ from prometheus_trader.usecases.live_docs import LiveDocs
 from prometheus_trader.usecases.names import Collections, labels
 from prometheus_trader.usecases.portfolio import PortfolioGuard
 from prometheus_trader.usecases.reconcile import ReconcileReport, Reconciliation
+from prometheus_trader.usecases.tracking import (
+    PERSIST_EVERY_MS,
+    Tracking,
+    better,
+    keep_tracking,
+    worse,
+)
 
 log = logging.getLogger(__name__)
 WINDOW_MS = 15 * MINUTE_MS
-PERSIST_EVERY_MS = 30_000  # best/worst/trail written at most this often (see _track)
 
 
 @dataclass
@@ -97,16 +103,11 @@ class ExitMonitor(Reconciliation):
             Collections.POSITIONS,
             [Filter("status", "==", PositionStatus.OPEN.value)],
             Position,
-            merge=_keep_tracking,
+            merge=keep_tracking,
         )
         self._user_docs = LiveDocs(state, clock, Collections.USERS, [], User, id_field="user_id")
-        # best/worst/trail are tracked in memory every cycle but written only when a
-        # decision threshold moves (the trail arms, a profit-lock rung is reached) or at
-        # most every ``persist_every_ms``: a restarted worker re-reads 15 minutes of
-        # trades, which covers whatever was not written yet (0: write every change)
-        self._persist_every_ms = persist_every_ms
-        self._saved_ms: dict[str, int] = {}  # position id -> when its tracking was written
-        self._unsaved: set[str] = set()  # ids whose tracking in memory is newer than stored
+        # best/worst/trail tracked in memory every cycle, written when they matter
+        self._tracking = Tracking(state, self._open, self._config, persist_every_ms)
         self._views: dict[str, CycleWindow] = {}  # symbol -> this cycle's view of its window
         self._views_cycle = -1
         # per exchange account, the ids of its resting orders, read once per cycle: a
@@ -122,9 +123,7 @@ class ExitMonitor(Reconciliation):
         """Open positions of every user, in a stable order (held in memory, refreshed
         from the store's change stream; see ``LiveDocs``)."""
         held = self._open.refresh()
-        if len(self._saved_ms) > 2 * len(held) + 64:  # forget positions that left
-            self._saved_ms = {i: t for i, t in self._saved_ms.items() if i in held}
-            self._unsaved &= held.keys()
+        self._tracking.keep_only(set(held))
         return self._open.ordered()
 
     def close(self) -> None:
@@ -263,7 +262,7 @@ class ExitMonitor(Reconciliation):
         if evaluation.exit is not None:
             self._close(position, evaluation.exit.reason, evaluation.exit.detail)
             return evaluation.exit.reason.value
-        self._track(position, evaluation, now_ms)
+        self._tracking.track(position, evaluation, now_ms)
         return None
 
     def _view(self, symbol: str) -> TradeWindow | None:
@@ -277,43 +276,6 @@ class ExitMonitor(Reconciliation):
                 return None
             view = self._views[symbol] = CycleWindow(window)
         return view
-
-    def _track(self, position: Position, evaluation: ExitEvaluation, now_ms: int) -> None:
-        """Hold the new best/worst/trail in memory; write them when they matter."""
-        pid = position.id
-        crossed = False
-        if (evaluation.best_price, evaluation.worst_price, evaluation.trail_stop) != (
-            position.best_price,
-            position.worst_price,
-            position.trail_stop,
-        ):
-            crossed = (evaluation.trail_stop is None) != (position.trail_stop is None) or (
-                self._rung(position, evaluation.best_price) != self._rung(position)
-            )
-            position = evaluation.apply(position)
-            self._open.hold(pid, position)
-            self._unsaved.add(pid)
-            self._saved_ms.setdefault(pid, now_ms)
-        if pid not in self._unsaved:
-            return
-        if not crossed and now_ms - self._saved_ms[pid] < self._persist_every_ms:
-            return
-        fields = {
-            "best_price": position.best_price,
-            "worst_price": position.worst_price,
-            "trail_stop": position.trail_stop,
-        }
-        self._state.update(Collections.POSITIONS, pid, fields)
-        self._open.hold(pid, position, stored=fields)
-        self._unsaved.discard(pid)
-        self._saved_ms[pid] = now_ms
-
-    def _rung(self, position: Position, best: float | None = None) -> int:
-        """How many profit-lock rungs the best price has reached."""
-        cfg = self._config
-        lev = position.leverage if cfg.profit_lock_on_leveraged_return else 1.0
-        gain = position.move_pct(position.best_price if best is None else best) * lev
-        return sum(1 for level in cfg.profit_lock_ladder if gain >= level[0])
 
     def _resting_ids(self, user_id: str) -> frozenset[str] | None:
         """Ids of the account's resting orders, read once per cycle (None: unknown)."""
@@ -471,13 +433,13 @@ class ExitMonitor(Reconciliation):
                 "exit_detail": detail,
                 "realized_pnl": pnl,
                 "pnl_pct": pnl / position.notional * 100,
-                "best_price": _better(position, exit_price, position.best_price),
-                "worst_price": _worse(position, exit_price, position.worst_price),
+                "best_price": better(position, exit_price, position.best_price),
+                "worst_price": worse(position, exit_price, position.worst_price),
             }
         )
         self._state.set(Collections.POSITIONS, position.id, closed.model_dump(mode="json"))
         self._open.forget(position.id)
-        self._unsaved.discard(position.id)
+        self._tracking.closed(position.id)
         publish_event(
             self._bus,
             self._state,
@@ -543,31 +505,4 @@ class ExitMonitor(Reconciliation):
         return user.exchange_account if user else user_id
 
 
-def _keep_tracking(held: Position, stored: Position) -> Position:
-    """A changed stored position, with the best/worst/trail tracked in memory kept (the
-    store may hold older ones: they are written only when they matter)."""
-    if stored.status is not PositionStatus.OPEN or stored.direction is not held.direction:
-        return stored
-    best = _better(stored, held.best_price, stored.best_price)
-    worst = _worse(stored, held.worst_price, stored.worst_price)
-    trail = stored.trail_stop
-    if held.trail_stop is not None:
-        trail = held.trail_stop if trail is None else _better(stored, held.trail_stop, trail)
-    if (best, worst, trail) == (stored.best_price, stored.worst_price, stored.trail_stop):
-        return stored
-    return stored.model_copy(update={"best_price": best, "worst_price": worst, "trail_stop": trail})
-
-
-def _better(position: Position, price: float, current: float) -> float:
-    if position.direction is Direction.LONG:
-        return max(price, current)
-    return min(price, current)
-
-
-def _worse(position: Position, price: float, current: float) -> float:
-    if position.direction is Direction.LONG:
-        return min(price, current)
-    return max(price, current)
-
-
-__all__ = ["CycleReport", "ExitFailed", "ExitMonitor", "ReconcileReport"]
+__all__ = ["PERSIST_EVERY_MS", "CycleReport", "ExitFailed", "ExitMonitor", "ReconcileReport"]
