@@ -16,14 +16,20 @@ Writes ``bench/results/exit_monitor.json`` and prints the figures.
    called by the websocket loop with each ccxt result, dropping recently seen ids) per
    message of one trade, the worst case.
 2. **Cycle**: one ``ExitMonitor.cycle()`` over 1,000 and 10,000 open positions on 500
-   symbols, through the use-case with the embedded SQLite state store (a file) and a
-   bench exchange that answers from memory (open stops, fills at the last price), so the
-   time is the use-case's and the store's. Each symbol gets every 50th recorded tick of one
-   of the two recorded markets (price-scaled). Cycle 1 loads 15 minutes of ticks; cycles 2
-   and 3 are the steady state (2 s of ticks each) and are reported. After each cycle the
-   positions it closed are stored again as open (new positions arriving as fast as old
-   ones close), so every cycle sees all N open positions. Two rule sets: the defaults,
-   and "quiet" (every rule computed, thresholds out of reach: the cost with no exits).
+   symbols, through the use-case with the embedded SQLite state store (a file; CPU is the
+   figure) and with the Firestore emulator (started here on loopback; wall is the figure),
+   and a bench exchange that answers from memory (open stops, fills at the last price), so
+   the time is the use-case's and the store's. Each symbol gets every 50th recorded tick
+   of one of the two recorded markets (price-scaled). Cycle 1 loads 15 minutes of ticks
+   (and the open positions: the monitor holds them in memory from then on, fed by the
+   store's change stream); the last two cycles (2 s of ticks each) are the steady state
+   and are reported (the emulator runs one more: its listener's first complete result
+   arrives in cycle 2). After each cycle the positions it closed are stored again as
+   open under new ids (new positions arriving as fast as old ones close), so every cycle
+   sees all N open positions, and the change stream carries them in. Two rule sets: the defaults
+   (on the emulator up to ``--emulator-default-max`` positions: each close is several
+   round trips), and "quiet" (every rule computed, thresholds out of reach: the cost
+   with no exits). ``state_updates``/``state_sets`` count the cycle's writes.
 3. **Latency**: one tick at a time, in process: the tick's dict in → its column batch →
    window updated → decisions for the symbol's positions out; p50/p99 over one lap of
    the recording, in wall time (``perf_counter``: includes being descheduled on a busy
@@ -35,6 +41,7 @@ CPU is ``time.process_time``; wall is ``time.perf_counter``. No assertion on eit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -468,8 +475,27 @@ QUIET = ExitConfig(
 )
 
 
+def open_state(store: str, tmp: Path, name: str) -> Any:
+    """The state store under test: a SQLite file, or the Firestore emulator (the env
+    points at it; a unique collection prefix per run)."""
+    if store == "sqlite":
+        return SqliteStateStore(tmp / f"{name}.sqlite")
+    from prometheus_trader.adapters.gcp.firestore_state_store import FirestoreStateStore
+
+    return FirestoreStateStore(prefix=f"bench-{name}-{os.getpid()}-")
+
+
+STORES = {"sqlite": "embedded SQLite (file)", "firestore": "Firestore emulator"}
+SEED_CHUNK = 400  # writes per seeding transaction (Firestore takes at most 500)
+
+
 def bench_cycle(
-    base: Sequence[Raw], positions_n: int, tmp: Path, config: ExitConfig, label: str
+    base: Sequence[Raw],
+    positions_n: int,
+    tmp: Path,
+    config: ExitConfig,
+    label: str,
+    store: str = "sqlite",
 ) -> dict[str, object]:
     """Cycles 2 and 3 (steady state) over ``positions_n`` positions on 500 symbols."""
     raws = looped(base, 17)  # > 15 minutes of ticks, so cycle 1 fills the whole window
@@ -489,9 +515,12 @@ def bench_cycle(
     end_ms = raws[-1]["timestamp"] - 10 * CYCLE_MS
     opened_ms = end_ms - 60_000
     users = max(1, positions_n // 10)
-    state = SqliteStateStore(tmp / f"state-{positions_n}-{label[:5]}.sqlite")
+    state = open_state(store, tmp, f"state-{positions_n}-{label[:5]}")
     exchange = BenchExchange(ticks)
-    clock = SimulatedClock(datetime.fromtimestamp((end_ms - 2 * CYCLE_MS) / 1000, UTC))
+    # the emulator's listener starts in cycle 1 (that cycle queries) and delivers its
+    # first complete result by cycle 2: one more cycle, and the last two are reported
+    cycles = 3 if store == "sqlite" else 4
+    clock = SimulatedClock(datetime.fromtimestamp((end_ms - (cycles - 1) * CYCLE_MS) / 1000, UTC))
 
     docs: dict[str, dict[str, Any]] = {}
     for k in range(positions_n):
@@ -501,32 +530,65 @@ def bench_cycle(
         p = position(f"p{k:06d}", f"u{k % users:05d}", s, d, price, opened_ms)
         docs[p.id] = p.model_dump(mode="json")
 
-    def seed(tx: Any, ids: Iterable[str] | None = None) -> None:
+    def seed(ids: Iterable[str] | None = None) -> None:
+        """Store the users (first time) and the positions, in chunked transactions."""
+        writes: list[tuple[str, str, dict[str, Any]]] = []
         if ids is None:
             for u in range(users):
                 user = User.with_profile(f"u{u:05d}", RiskProfile.MODERATE)
-                tx.set(Collections.USERS, user.user_id, user.model_dump(mode="json"))
+                writes.append((Collections.USERS, user.user_id, user.model_dump(mode="json")))
         for pid in docs if ids is None else ids:
             doc = docs[pid]
-            tx.set(Collections.POSITIONS, pid, doc)
+            writes.append((Collections.POSITIONS, pid, doc))
             exchange.rest(doc["user_id"], f"stop-{pid}", doc["symbol"])
             exchange.rest(doc["user_id"], f"tp-{pid}", doc["symbol"])
+        for at in range(0, len(writes), SEED_CHUNK):
+            chunk = writes[at : at + SEED_CHUNK]
+            state.transaction(lambda tx, c=chunk: [tx.set(*w) for w in c])
 
-    state.transaction(seed)
+    seed()
     monitor = ExitMonitor(
-        state, exchange, InMemoryBus(), LocalBlobStore(tmp / "blobs"), clock, config
-    )  # type: ignore[arg-type]
+        state,
+        exchange,  # type: ignore[arg-type]
+        InMemoryBus(),
+        LocalBlobStore(tmp / "blobs"),
+        clock,
+        config,
+    )
+    writes = {"update": 0, "set": 0}  # the cycle's state writes (tracking; closes, events)
+    for kind in writes:
+        inner = getattr(state, kind)
+
+        def counted(*args: Any, _inner: Any = inner, _kind: str = kind) -> Any:
+            writes[_kind] += 1
+            return _inner(*args)
+
+        setattr(state, kind, counted)
     rows: list[dict[str, float]] = []
-    for cycle in range(3):
-        clock.set_ms(end_ms - 2 * CYCLE_MS + cycle * CYCLE_MS)
+    reopened: list[str] = []
+    for cycle in range(cycles):
+        clock.set_ms(end_ms - (cycles - 1) * CYCLE_MS + cycle * CYCLE_MS)
         exchange.now_ms = clock.now_ms()
+        if store != "sqlite":
+            time.sleep(1.0)  # not timed: the listener hears the re-stored positions
         calls, listed = exchange.fetch_order_calls, exchange.open_orders_calls
+        before = dict(writes)
         began_cpu, began_wall = time.process_time(), time.perf_counter()
         report = monitor.cycle()
         cpu, wall = time.process_time() - began_cpu, time.perf_counter() - began_wall
         # positions open as fast as they close: the closed ones come back (as new), so
         # every measured cycle sees all ``positions_n`` open positions
-        state.transaction(lambda tx, closed=sorted(report.closed): seed(tx, closed))
+        # (under new ids: a closed position never reopens)
+        for pid in sorted(report.closed):
+            fresh = {**docs[pid], "id": f"{pid}-{cycle + 1}"}
+            for key in ("signal_id", "stop_order_id", "entry_order_id"):
+                fresh[key] = f"{docs[pid][key]}-{cycle + 1}"
+            fresh["take_profit_order_ids"] = [f"tp-{fresh['id']}"]
+            fresh["stop_order_id"] = f"stop-{fresh['id']}"
+            docs[fresh["id"]] = fresh
+            reopened.append(fresh["id"])
+        seed(reopened)
+        reopened.clear()
         rows.append(
             {
                 "cycle": cycle + 1,
@@ -536,18 +598,21 @@ def bench_cycle(
                 "failed": len(report.failed),
                 "fetch_order_calls": exchange.fetch_order_calls - calls,
                 "fetch_open_orders_calls": exchange.open_orders_calls - listed,
+                "state_updates": writes["update"] - before["update"],
+                "state_sets": writes["set"] - before["set"],
                 "cpu_ms": round(cpu * 1000, 1),
                 "wall_ms": round(wall * 1000, 1),
             }
         )
+    monitor.close()
     state.close()
-    steady = rows[1:]
+    steady = rows[-2:]
     return {
         "positions": positions_n,
         "rules": label,
         "symbols": SYMBOLS,
         "users": users,
-        "store": "embedded SQLite (file)",
+        "store": STORES[store],
         "ticks_recorded_span_ms": raws[-1]["timestamp"] - t0,
         "cycles": rows,
         "steady_cpu_ms": max(r["cpu_ms"] for r in steady),
@@ -560,6 +625,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--laps", type=int, default=40, help="recording loops for ingestion")
     parser.add_argument("--positions", type=int, nargs="*", default=[1_000, 10_000])
+    parser.add_argument(
+        "--stores", nargs="*", default=["sqlite", "firestore"], choices=sorted(STORES)
+    )
+    parser.add_argument(
+        "--emulator-default-max",
+        type=int,
+        default=1_000,
+        help="largest position count run with the default rules on the emulator (each "
+        "close is several emulator round trips)",
+    )
     args = parser.parse_args()
     base = parsed_recording()
     result: dict[str, object] = {
@@ -569,11 +644,19 @@ def main() -> None:
         "ingestion": bench_ingestion(base, args.laps),
         "latency": bench_latency(base),
     }
-    with tempfile.TemporaryDirectory() as tmp:
+    rule_sets = ((QUIET, "quiet: no rule fires"), (ExitConfig(), "default"))
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        if "firestore" in args.stores:
+            from prometheus_trader.app.emulators import EmulatorStack
+
+            emulator = stack.enter_context(EmulatorStack(Path(tmp), services=("firestore",)))
+            os.environ.update(emulator.env())
         result["cycle"] = [
-            bench_cycle(base, n, Path(tmp), config, label)
+            bench_cycle(base, n, Path(tmp), config, label, store)
+            for store in args.stores
             for n in args.positions
-            for config, label in ((QUIET, "quiet: no rule fires"), (ExitConfig(), "default"))
+            for config, label in rule_sets
+            if store == "sqlite" or label != "default" or n <= args.emulator_default_max
         ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -593,7 +676,8 @@ def main() -> None:
     )
     for c in result["cycle"]:  # type: ignore[attr-defined]
         print(
-            f"cycle {c['positions']:>6} positions / {c['symbols']} symbols ({c['rules']}): "
+            f"cycle {c['store']}, {c['positions']:>6} positions / {c['symbols']} symbols "
+            f"({c['rules']}): "
             f"{c['steady_cpu_ms']} ms CPU, {c['steady_wall_ms']} ms wall "
             f"(cycles: {[(r['cpu_ms'], r['closed']) for r in c['cycles']]})"
         )

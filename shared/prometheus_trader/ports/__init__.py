@@ -219,6 +219,50 @@ class StateStore(Protocol):
         ...
 
 
+# ---------------------------------------------------------------------- ChangeFeed
+@dataclass(frozen=True)
+class DocumentChange:
+    """One document entering, changing in or leaving a watched query's result."""
+
+    doc_id: str
+    data: Document | None = None  # None: it left the result (deleted or no longer matches)
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """What a watch saw since the previous poll, oldest first."""
+
+    complete: bool  # True: start from an empty result, then apply ``changes`` in order
+    changes: list[DocumentChange]
+
+
+class WatchLost(Exception):
+    """The change stream broke (listener closed, history pruned): close it, watch again."""
+
+
+class Watch(Protocol):
+    """A live query: the documents matching it, kept fresh from the store's change stream."""
+
+    def poll(self) -> WatchBatch | None:
+        """Changes since the previous poll; the first batch is complete. None while the
+        first complete result has not arrived yet (a remote listener). Raises WatchLost."""
+        ...
+
+    def close(self) -> None:
+        """Stop following (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """The state store's change stream (Firestore listeners; the embedded store's change
+    log). Writes by every process and every store instance are seen, not only our own."""
+
+    def watch(self, collection: str, filters: Sequence[Filter] = ()) -> Watch:
+        """Follow the documents of ``collection`` matching every filter."""
+        ...
+
+
 # ----------------------------------------------------------------------------- Bus
 @dataclass(frozen=True)
 class BusMessage:
@@ -455,8 +499,10 @@ __all__ = [
     "BlobStore",
     "Bus",
     "BusMessage",
+    "ChangeFeed",
     "Clock",
     "Document",
+    "DocumentChange",
     "Exchange",
     "ExchangeError",
     "Filter",
@@ -471,5 +517,8 @@ __all__ = [
     "StateStore",
     "StateTransaction",
     "TickSource",
+    "Watch",
+    "WatchBatch",
+    "WatchLost",
     "publish_attributes",
 ]

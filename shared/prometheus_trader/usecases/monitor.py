@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
@@ -34,10 +33,19 @@ from prometheus_trader.ports import (
     TickSource,
 )
 from prometheus_trader.usecases.audit import audit_order
+from prometheus_trader.usecases.cycle_window import CycleWindow
 from prometheus_trader.usecases.events import publish_event
+from prometheus_trader.usecases.live_docs import LiveDocs
 from prometheus_trader.usecases.names import Collections, labels
 from prometheus_trader.usecases.portfolio import PortfolioGuard
 from prometheus_trader.usecases.reconcile import ReconcileReport, Reconciliation
+from prometheus_trader.usecases.tracking import (
+    PERSIST_EVERY_MS,
+    Tracking,
+    better,
+    keep_tracking,
+    worse,
+)
 
 log = logging.getLogger(__name__)
 WINDOW_MS = 15 * MINUTE_MS
@@ -74,6 +82,7 @@ class ExitMonitor(Reconciliation):
         adopt_stop_pct: float = 2.0,
         portfolio: PortfolioConfig | None = None,
         ticks: TickSource | None = None,
+        persist_every_ms: int = PERSIST_EVERY_MS,
     ) -> None:
         self._state = state
         self._exchange = exchange
@@ -89,9 +98,22 @@ class ExitMonitor(Reconciliation):
         self._cycles = 0
         # users of the positions being handled, read once per pass (not per check)
         self._users: dict[str, User | None] = {}
-        # open positions kept between cycles: a stored document equal to the one read
-        # last cycle is not validated again (validation was a third of a cycle)
-        self._known: dict[str, tuple[dict[str, Any], Position]] = {}
+        # open positions and users held in memory, fed by the store's change stream: a
+        # cycle reads only what changed (re-reading and validating every open position
+        # each cycle was a third of it)
+        self._open = LiveDocs(
+            state,
+            clock,
+            Collections.POSITIONS,
+            [Filter("status", "==", PositionStatus.OPEN.value)],
+            Position,
+            merge=keep_tracking,
+        )
+        self._user_docs = LiveDocs(state, clock, Collections.USERS, [], User, id_field="user_id")
+        # best/worst/trail tracked in memory every cycle, written when they matter
+        self._tracking = Tracking(state, self._open, self._config, persist_every_ms)
+        self._views: dict[str, CycleWindow] = {}  # symbol -> this cycle's view of its window
+        self._views_cycle = -1
         # per exchange account, the ids of its resting orders, read once per cycle: a
         # protective order still resting has not filled, so it needs no fetch_order
         self._resting: dict[str, frozenset[str] | None] = {}
@@ -102,19 +124,16 @@ class ExitMonitor(Reconciliation):
 
     # ------------------------------------------------------------------ lifecycle
     def open_positions(self) -> list[Position]:
-        """Open positions of every user, in a stable order."""
-        docs = self._state.query(
-            Collections.POSITIONS, [Filter("status", "==", PositionStatus.OPEN.value)]
-        )
-        known, fresh = self._known, {}
-        out: list[Position] = []
-        for doc in docs:
-            hit = known.get(doc.get("id"))  # type: ignore[arg-type]
-            position = hit[1] if hit is not None and hit[0] == doc else Position.model_validate(doc)
-            fresh[position.id] = (doc, position)
-            out.append(position)
-        self._known = fresh
-        return sorted(out, key=lambda p: p.id)
+        """Open positions of every user, in a stable order (held in memory, refreshed
+        from the store's change stream; see ``LiveDocs``)."""
+        held = self._open.refresh()
+        self._tracking.keep_only(set(held))
+        return self._open.ordered()
+
+    def close(self) -> None:
+        """Stop following the store's change stream (the worker is shutting down)."""
+        self._open.close()
+        self._user_docs.close()
 
     def cycle(self) -> CycleReport:
         """One pass: new trades in, every open position checked, heartbeat out."""
@@ -124,7 +143,7 @@ class ExitMonitor(Reconciliation):
         self._resting = {}
         report = CycleReport(positions=len(positions))
         try:  # portfolio rules first: a kill switch or the ladder may close positions
-            guarded = self._portfolio.run(positions)
+            guarded = self._portfolio.run(positions, self._active_users())
         except Exception as exc:  # isolate: the per-position rules must still run
             log.error(
                 "portfolio rules failed: %s: %s",
@@ -249,23 +268,27 @@ class ExitMonitor(Reconciliation):
         if user is not None and user.kill_switch:
             self._close(position, ExitReason.KILL_SWITCH, {"kill_switch": "on"})
             return ExitReason.KILL_SWITCH.value
-        window = self._windows.get(position.symbol)
+        window = self._view(position.symbol)
         if window is None or window.last_price(now_ms) is None:
             return None
         evaluation = evaluate_exit(position, window, now_ms, self._config, since_ms=since_ms)
         if evaluation.exit is not None:
             self._close(position, evaluation.exit.reason, evaluation.exit.detail)
             return evaluation.exit.reason.value
-        changes: dict[str, object] = {}
-        if evaluation.best_price != position.best_price:
-            changes["best_price"] = evaluation.best_price
-        if evaluation.worst_price != position.worst_price:
-            changes["worst_price"] = evaluation.worst_price
-        if evaluation.trail_stop != position.trail_stop:
-            changes["trail_stop"] = evaluation.trail_stop
-        if changes:
-            self._state.update(Collections.POSITIONS, position.id, changes)
+        self._tracking.track(position, evaluation, now_ms)
         return None
+
+    def _view(self, symbol: str) -> TradeWindow | None:
+        """This cycle's memoised view of the symbol's window (``CycleWindow``)."""
+        if self._views_cycle != self._cycles:  # a new cycle: windows changed
+            self._views, self._views_cycle = {}, self._cycles
+        view = self._views.get(symbol)
+        if view is None:
+            window = self._windows.get(symbol)
+            if window is None:
+                return None
+            view = self._views[symbol] = CycleWindow(window)
+        return view
 
     def _resting_ids(self, user_id: str) -> frozenset[str] | None:
         """Ids of the account's resting orders, read once per cycle (None: unknown)."""
@@ -423,11 +446,13 @@ class ExitMonitor(Reconciliation):
                 "exit_detail": detail,
                 "realized_pnl": pnl,
                 "pnl_pct": pnl / position.notional * 100,
-                "best_price": _better(position, exit_price, position.best_price),
-                "worst_price": _worse(position, exit_price, position.worst_price),
+                "best_price": better(position, exit_price, position.best_price),
+                "worst_price": worse(position, exit_price, position.worst_price),
             }
         )
         self._state.set(Collections.POSITIONS, position.id, closed.model_dump(mode="json"))
+        self._open.forget(position.id)
+        self._tracking.closed(position.id)
         publish_event(
             self._bus,
             self._state,
@@ -481,26 +506,16 @@ class ExitMonitor(Reconciliation):
         )
 
     def _load_users(self, positions: list[Position]) -> None:
-        self._users = {}
-        for user_id in sorted({p.user_id for p in positions}):
-            doc = self._state.get(Collections.USERS, user_id)
-            self._users[user_id] = User.model_validate(doc) if doc else None
+        everyone = self._user_docs.refresh()  # held in memory, fed by the change stream
+        self._users = {u: everyone.get(u) for u in sorted({p.user_id for p in positions})}
+
+    def _active_users(self) -> list[User]:
+        """Every active user, from memory (``_load_users`` refreshed them this cycle)."""
+        return [u for u in self._user_docs.models().values() if u.active is True]
 
     def _account(self, user_id: str) -> str:
         user = self._users.get(user_id)
         return user.exchange_account if user else user_id
 
 
-def _better(position: Position, price: float, current: float) -> float:
-    if position.direction is Direction.LONG:
-        return max(price, current)
-    return min(price, current)
-
-
-def _worse(position: Position, price: float, current: float) -> float:
-    if position.direction is Direction.LONG:
-        return min(price, current)
-    return max(price, current)
-
-
-__all__ = ["CycleReport", "ExitFailed", "ExitMonitor", "ReconcileReport"]
+__all__ = ["PERSIST_EVERY_MS", "CycleReport", "ExitFailed", "ExitMonitor", "ReconcileReport"]

@@ -81,14 +81,19 @@ class PortfolioGuard:
         self._btc_checked_minute: int | None = None
         self._flat_seen: set[str] = set()
 
-    def run(self, positions: list[Position]) -> PortfolioReport:
-        """Apply kill switch, ladder and BTC dump to every active user's open positions."""
+    def run(self, positions: list[Position], active: list[User] | None = None) -> PortfolioReport:
+        """Apply kill switch, ladder and BTC dump to every active user's open positions.
+
+        ``active``: the active users when the caller holds them (the exit monitor keeps
+        them in memory from the change stream); else they are queried."""
         report = PortfolioReport()
         sync_scaled_entries(self._state, self._exchange, self._bus, self._blobs, self._clock)
-        users = [
-            User.model_validate(d)
-            for d in self._state.query(Collections.USERS, [Filter("active", "==", True)])
-        ]
+        users = active
+        if users is None:
+            users = [
+                User.model_validate(d)
+                for d in self._state.query(Collections.USERS, [Filter("active", "==", True)])
+            ]
         by_user: dict[str, list[Position]] = {}
         for p in positions:
             by_user.setdefault(p.user_id, []).append(p)

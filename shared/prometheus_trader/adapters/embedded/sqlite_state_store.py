@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prometheus_trader.adapters import ClosesOnExit
-from prometheus_trader.ports import AlreadyExists, Document, Filter, StateTransaction
+from prometheus_trader.ports import AlreadyExists, Document, Filter, StateTransaction, Watch
 
 T = TypeVar("T")
 
@@ -483,3 +483,11 @@ class SqliteStateStore(ClosesOnExit):
                 tx.close()
                 self._in_transaction = False
             return result
+
+    # ------------------------------------------------------------------ change feed
+    def watch(self, collection: str, filters: Sequence[Filter] = ()) -> Watch:
+        """Follow a query's result through the change log (``sqlite_change_feed``): the
+        writes of every connection and process on this file are seen."""
+        from prometheus_trader.adapters.embedded.sqlite_change_feed import SqliteWatch
+
+        return SqliteWatch(self, collection, filters)

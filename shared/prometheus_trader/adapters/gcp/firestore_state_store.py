@@ -45,7 +45,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from prometheus_trader.adapters import ClosesOnExit
-from prometheus_trader.ports import AlreadyExists, Document, Filter, StateTransaction
+from prometheus_trader.ports import AlreadyExists, Document, Filter, StateTransaction, Watch
 
 T = TypeVar("T")
 
@@ -440,3 +440,11 @@ class FirestoreStateStore(ClosesOnExit):
                     raise
                 time.sleep(random.uniform(0, min(0.5, 0.01 * 2**n)))
         raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ change feed
+    def watch(self, collection: str, filters: Sequence[Filter] = ()) -> Watch:
+        """Follow a query's result with a real ``on_snapshot`` listener
+        (``firestore_change_feed``)."""
+        from prometheus_trader.adapters.gcp.firestore_change_feed import FirestoreWatch
+
+        return FirestoreWatch(self, collection, filters)
