@@ -15,7 +15,9 @@ order:
    (decided once, order styles, Kelly, breakers, scaled entries) on the bus, paper orders
    on the same ``ReplayExchange`` whose ledger lives in the in-memory state store;
 4. exits: the live ``ExitMonitor`` cycle (portfolio rules first) every
-   ``monitor_interval_seconds`` while a position is open, then the live evaluator.
+   ``monitor_interval_seconds`` while a position is open, minus the steps that cannot
+   decide anything new (the run's schedule, ``app/monitor_wake.py``), then the live
+   evaluator.
 
 Only the ranking is the backtest's own (arrays instead of the market store; the same
 domain calls as ``usecases/rank.py``). The pipeline is the reference:
@@ -38,6 +40,7 @@ from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.app.backtest.data import MemoryMarketData
 from prometheus_trader.app.backtest.live import CollectedCandles, LiveUseCases
+from prometheus_trader.app.monitor_wake import next_cycle_ms, next_wake_ms
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst, default_panel
 from prometheus_trader.domain.exits import ExitConfig
 from prometheus_trader.domain.feature_series import FeatureSeries
@@ -151,6 +154,7 @@ class BacktestEngine:
         self.policy = policy
         self.cfg = config
         self.panel = list(panel) if panel is not None else default_panel()
+        self._exits = exit_config or ExitConfig()
         self.result = BacktestResult()
         self._keys = data.series_keys()
         self._bar_ms = TIMEFRAME_MS[data.timeframe]
@@ -172,7 +176,7 @@ class BacktestEngine:
             exchange,
             clock,
             CollectedCandles(self._last_collected),
-            exit_config=exit_config or ExitConfig(),
+            exit_config=self._exits,
             max_data_age_minutes=config.max_data_age_minutes,
             max_delivery_attempts=config.max_delivery_attempts,
             bar_timeframe=data.timeframe,
@@ -210,7 +214,9 @@ class BacktestEngine:
         return self.result
 
     def _monitor_minute(self, t: int) -> None:
-        """The worker's cycles inside minute ``t`` (stops once nothing is open)."""
+        """The worker's cycles inside minute ``t`` (stops once nothing is open), minus the
+        steps that cannot decide anything new: the run's schedule (app/monitor_wake.py)."""
+        interval = self.cfg.monitor_interval_ms
         step = t
         while step < t + MINUTE_MS:
             self.clock.set_ms(step)
@@ -219,7 +225,12 @@ class BacktestEngine:
             self.result.monitor_cycles += 1
             if report.positions == 0 or report.positions == len(report.closed):
                 return
-            step += self.cfg.monitor_interval_ms
+            if report.closed or report.failed:
+                step += interval
+                continue
+            wake = next_wake_ms(self.live.state, self.exchange, self._exits, step, t + MINUTE_MS)
+            step = next_cycle_ms(step, wake, interval, t)
+            self.live.monitor.skipped_until(step - interval)
 
     # ================================================================ collect
     def _collect(self, now_ms: int) -> None:
