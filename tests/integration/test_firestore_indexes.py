@@ -213,9 +213,24 @@ def _shapes_of_call(call: ast.Call, scope: ast.AST, where: str) -> list[QuerySha
     ]
 
 
+# Generic helpers whose one query site takes its collection and filters from the
+# constructor: their shapes are read from every constructor call instead.
+# file -> (class, index of the collection argument; the filters follow it)
+GENERIC_QUERY_HELPERS = {"live_docs.py": ("LiveDocs", 2)}
+
+
+def _helper_call(node: ast.Call) -> ast.Call | None:
+    """A generic helper's constructor call as the ``query(collection, filters)`` it makes."""
+    for name, first in GENERIC_QUERY_HELPERS.values():
+        if isinstance(node.func, ast.Name) and node.func.id == name:
+            return ast.Call(func=node.func, args=node.args[first : first + 2], keywords=[])
+    return None
+
+
 def static_shapes() -> set[QueryShape]:
     shapes = set()
     for path in _sources():
+        generic = path.name in GENERIC_QUERY_HELPERS
         tree = ast.parse(path.read_text(), filename=str(path))
         scopes: list[ast.AST] = [tree]
         scopes += [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
@@ -228,13 +243,17 @@ def static_shapes() -> set[QueryShape]:
                 for n in ast.walk(f)
             }
             for node in ast.walk(scope):
-                if (
-                    id(node) not in nested
-                    and isinstance(node, ast.Call)
+                if id(node) in nested or not isinstance(node, ast.Call):
+                    continue
+                where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                helper = _helper_call(node)
+                if helper is not None:
+                    shapes.update(_shapes_of_call(helper, scope, where))
+                elif (
+                    not generic
                     and isinstance(node.func, ast.Attribute)
                     and node.func.attr == "query"
                 ):
-                    where = f"{path.relative_to(ROOT)}:{node.lineno}"
                     shapes.update(_shapes_of_call(node, scope, where))
     return shapes
 
