@@ -215,7 +215,11 @@ def _execute(execute: ExecuteSignalForUser, sid: str, user_id: str) -> bool:
 
 
 def worker(p: Parts) -> None:
-    monitor = ExitMonitor(p.state, p.exchange, p.bus, p.blobs, p.clock)
+    # the executors here retry an execution until it completes (nothing is dead-lettered),
+    # and one attempt can wait out an emulator lock (30 s wall = 2.5 simulated hours)
+    monitor = ExitMonitor(
+        p.state, p.exchange, p.bus, p.blobs, p.clock, abandoned_after=timedelta(days=365)
+    )
 
     @dataclass
     class Runtime:

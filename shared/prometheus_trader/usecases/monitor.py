@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
@@ -38,7 +39,7 @@ from prometheus_trader.usecases.events import publish_event
 from prometheus_trader.usecases.live_docs import LiveDocs
 from prometheus_trader.usecases.names import Collections, labels
 from prometheus_trader.usecases.portfolio import PortfolioGuard
-from prometheus_trader.usecases.reconcile import ReconcileReport, Reconciliation
+from prometheus_trader.usecases.reconcile import ABANDONED_AFTER, ReconcileReport, Reconciliation
 from prometheus_trader.usecases.tracking import (
     PERSIST_EVERY_MS,
     Tracking,
@@ -83,6 +84,7 @@ class ExitMonitor(Reconciliation):
         portfolio: PortfolioConfig | None = None,
         ticks: TickSource | None = None,
         persist_every_ms: int = PERSIST_EVERY_MS,
+        abandoned_after: timedelta = ABANDONED_AFTER,
     ) -> None:
         self._state = state
         self._exchange = exchange
@@ -92,6 +94,7 @@ class ExitMonitor(Reconciliation):
         self._config = config or ExitConfig()
         self._worker_id = worker_id
         self._config_adopt_stop_pct = adopt_stop_pct
+        self._abandoned_after = abandoned_after  # an unfinished execution older: dead-lettered
         self._windows: dict[str, TradeWindow] = {}
         self._ticks = ticks  # the live stream's columns; None: the exchange's poll_trades
         self._cursor_ms: int | None = None

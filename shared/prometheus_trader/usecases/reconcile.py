@@ -84,6 +84,7 @@ class Reconciliation:
     _clock: Clock
     _worker_id: str
     _config_adopt_stop_pct: float
+    _abandoned_after: timedelta
     _users: dict[str, User | None]
 
     # ----------------------------------------------- provided by ExitMonitor
@@ -208,10 +209,10 @@ class Reconciliation:
 
     def _in_flight(self, user_id: str, symbol: str) -> bool:
         """An execution of ``user_id`` in ``symbol`` has started, not completed, and may
-        still be redelivered (one older than ``ABANDONED_AFTER`` was dead-lettered)."""
+        still be redelivered (one older than ``abandoned_after`` was dead-lettered)."""
         # one equality filter (no composite index); a user's executions are few
         docs = self._state.query(Collections.EXECUTIONS, [Filter("user_id", "==", user_id)])
-        cutoff = self._clock.now() - ABANDONED_AFTER
+        cutoff = self._clock.now() - self._abandoned_after
         return any(
             d.get("symbol") == symbol
             and d.get("completed_at") is None
