@@ -429,25 +429,7 @@ def _run_into(
     if bars != "1m":  # a coarse-only store runs at its own resolution (docs/data.md)
         log.warning("coarse resolution: the run replays %s bars of %s", bars, settings.data_dir)
     settings = settings.model_copy(update={"bar_timeframe": bars})
-    start_ms = _floor_minute(
-        _ms(settings.replay_start)
-        if settings.replay_start
-        else first_ms + int(settings.warmup_hours * 3600_000)
-    )
-    # signals until replay_end (default: data end − drain); then open positions run to
-    # their exits for at most drain_hours, on data that exists
-    trade_until_ms = (
-        _ms(settings.replay_end)
-        if settings.replay_end
-        else data_end_ms - int(settings.drain_hours * 3600_000)
-    )
-    data_end_ms = min(data_end_ms, trade_until_ms + int(settings.drain_hours * 3600_000))
-    if trade_until_ms <= start_ms:
-        raise DataRangeError(
-            f"nothing to replay: trading would run from {_iso(start_ms)} to "
-            f"{_iso(trade_until_ms)} (data {_iso(first_ms)} → {_iso(data_end_ms)}, warm-up "
-            f"{settings.warmup_hours} h, drain {settings.drain_hours} h)"
-        )
+    start_ms, trade_until_ms, data_end_ms = replay_window(settings, first_ms, data_end_ms)
     rt = runtime_factory(settings, start_ms, run_dir)
     try:
         seed_users(rt)
@@ -660,6 +642,33 @@ def build_ledger(rt: Runtime) -> dict[str, Any]:
 def canonical_json(data: Any) -> bytes:
     """Stable serialization for hashing (sorted keys, no whitespace)."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def replay_window(
+    settings: Settings, first_ms: int, data_end_ms: int, what: str = "replay"
+) -> tuple[int, int, int]:
+    """(start, trade_until, end) ms of a run over data in ``[first_ms, data_end_ms)``:
+    signals from the warm-up's end (or ``replay_start``) until ``replay_end`` (default:
+    data end − drain); then open positions run to their exits for at most
+    ``drain_hours``, on data that exists. ``DataRangeError`` when nothing would trade."""
+    start_ms = _floor_minute(
+        _ms(settings.replay_start)
+        if settings.replay_start
+        else first_ms + int(settings.warmup_hours * 3600_000)
+    )
+    trade_until_ms = (
+        _ms(settings.replay_end)
+        if settings.replay_end
+        else data_end_ms - int(settings.drain_hours * 3600_000)
+    )
+    end_ms = min(data_end_ms, trade_until_ms + int(settings.drain_hours * 3600_000))
+    if trade_until_ms <= start_ms:
+        raise DataRangeError(
+            f"nothing to {what}: trading would run from {_iso(start_ms)} to "
+            f"{_iso(trade_until_ms)} (data {_iso(first_ms)} → {_iso(end_ms)}, warm-up "
+            f"{settings.warmup_hours} h, drain {settings.drain_hours} h)"
+        )
+    return start_ms, trade_until_ms, end_ms
 
 
 def _ms(dt: datetime) -> int:

@@ -14,7 +14,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from prometheus_trader.app.pipeline import (
     REPLAY_TIMEFRAMES,
     DataRangeError,
     canonical_json,
+    replay_window,
     synthesis_policy,
 )
 from prometheus_trader.app.settings import Settings
@@ -81,23 +82,7 @@ def window_for(settings: Settings, data: MemoryMarketData) -> tuple[int, int, in
     data_end_ms = min(r[1] for r in ranges) + bar_ms
     if data_end_ms - bar_ms <= first_ms:
         raise DataRangeError(f"the symbols in {settings.data_dir} share no common time range")
-    start_ms = _floor_minute(
-        _ms(settings.replay_start)
-        if settings.replay_start
-        else first_ms + int(settings.warmup_hours * 3600_000)
-    )
-    trade_until_ms = (
-        _ms(settings.replay_end)
-        if settings.replay_end
-        else data_end_ms - int(settings.drain_hours * 3600_000)
-    )
-    end_ms = min(data_end_ms, trade_until_ms + int(settings.drain_hours * 3600_000))
-    if trade_until_ms <= start_ms:
-        raise DataRangeError(
-            f"nothing to backtest: trading would run from {utc(start_ms).isoformat()} to "
-            f"{utc(trade_until_ms).isoformat()}"
-        )
-    return start_ms, trade_until_ms, end_ms
+    return replay_window(settings, first_ms, data_end_ms, "backtest")
 
 
 def run_backtest(
@@ -348,16 +333,6 @@ def _reports(
     finally:
         state.close()
         (out / "reports.sqlite").unlink(missing_ok=True)
-
-
-def _ms(dt: datetime) -> int:
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
-
-
-def _floor_minute(ms: int) -> int:
-    return ms - ms % MINUTE_MS
 
 
 __all__ = ["build_engine", "build_ledger", "run_backtest", "users_for", "window_for"]
