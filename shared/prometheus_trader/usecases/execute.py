@@ -480,20 +480,16 @@ class ExecuteSignalForUser(ExecutionSteps):
         )
         document = position.model_dump(mode="json")
 
-        def store(tx: StateTransaction) -> tuple[str, str]:
-            # a racing attempt whose protective order failed may have decided to flatten
-            current = tx.get(Collections.EXECUTIONS, exec_id) or {}
-            if current.get("phase") == ExecutionPhase.FLATTENING.value:
-                return "flatten", str(current.get("error") or "protective order failed")
-            if tx.get(Collections.POSITIONS, exec_id) is not None:
-                return "stored by a racer", ""
-            tx.create(Collections.POSITIONS, exec_id, document)
-            return "created", ""
-
-        decided, error = self._state.transaction(store)
-        if decided == "flatten":
+        # create-if-absent, then check: a racer whose stop was refused may have decided
+        # to flatten (its transaction reads this position: one of the two sees the other)
+        created = self._state.create(Collections.POSITIONS, exec_id, document)
+        current = self._state.get(Collections.EXECUTIONS, exec_id) or {}
+        if current.get("phase") == ExecutionPhase.FLATTENING.value:
+            if created:
+                self._state.delete(Collections.POSITIONS, exec_id)
+            error = str(current.get("error") or "protective order failed")
             return self._flatten(signal, user, plan, entry, error)
-        if decided == "created":
+        if created:
             payload = {
                 "position_id": position.id,
                 "signal_id": signal.id,
