@@ -43,6 +43,8 @@ locals {
     PROMETHEUS_LOG_LEVEL                = "INFO"
     }, var.collector_exchange == "" ? {} : {
     PROMETHEUS_COLLECTOR_EXCHANGE = var.collector_exchange
+    }, var.stream_exchange == "" ? {} : {
+    PROMETHEUS_STREAM_EXCHANGE = var.stream_exchange
   }, var.extra_env)
 }
 

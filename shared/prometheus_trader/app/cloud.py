@@ -36,6 +36,7 @@ from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.app.logging import configure_logging
 from prometheus_trader.app.pipeline import UseCases, wire
 from prometheus_trader.app.settings import Settings
+from prometheus_trader.app.streaming import LazyTickSource, build_trade_stream, stream_venue
 from prometheus_trader.domain.trading import Execution
 from prometheus_trader.ports import (
     BlobStore,
@@ -46,6 +47,7 @@ from prometheus_trader.ports import (
     Notifier,
     SecretStore,
     StateStore,
+    TickSource,
 )
 from prometheus_trader.usecases.collect import CollectReport
 from prometheus_trader.usecases.collect_live import CollectLiveMarketData, LiveCollectReport
@@ -361,8 +363,27 @@ class CloudRuntime:
                 bus=self.bus,
                 blobs=self.blobs,
                 notifier=self.notifier,
+                ticks=self.trade_stream,
             ),
         )
+
+    @property
+    def trade_stream(self) -> TickSource | None:
+        """The worker's live trades when ``stream_exchange`` is set (``app/streaming.py``);
+        None: the monitor polls its exchange. The websocket opens on the first poll, so
+        only the worker's monitor opens one (function instances wire the same use-cases)."""
+        if not self.settings.stream_exchange:
+            return None
+        stream_venue(self.settings)  # a venue we cannot stream is refused at start
+
+        def make() -> TickSource:
+            stream = build_trade_stream(
+                self.settings, bus=self.bus, state=self.state, clock=self.clock
+            )
+            self._closers.append(stream.close)
+            return stream
+
+        return LazyTickSource(lambda: self._once("trade_stream", make))
 
     @property
     def dispatcher(self) -> DispatchSignal:

@@ -54,6 +54,7 @@ from prometheus_trader.ports import (
     Notifier,
     SecretStore,
     StateStore,
+    TickSource,
 )
 from prometheus_trader.usecases.collect import CollectMarketData
 from prometheus_trader.usecases.dispatch import DispatchSignal
@@ -257,8 +258,10 @@ def wire(
     bus: Bus,
     blobs: BlobStore,
     notifier: Notifier,
+    ticks: TickSource | None = None,
 ) -> UseCases:
-    """The use-cases over these adapters (the one place they are wired)."""
+    """The use-cases over these adapters (the one place they are wired). ``ticks``: the
+    worker's live trade stream (``app/streaming.py``); None = the exchange's poll."""
     bars = settings.bar_timeframe or "1m"  # coarse-only stores: their own bars (docs/data.md)
     return UseCases(
         collector=CollectMarketData(
@@ -293,7 +296,7 @@ def wire(
         ),
         evaluator=EvaluateClosedPosition(state, clock),
         notifier=NotifyEvent(notifier, state),
-        monitor=ExitMonitor(state, exchange, bus, blobs, clock, exit_config(settings)),
+        monitor=ExitMonitor(state, exchange, bus, blobs, clock, exit_config(settings), ticks=ticks),
         reporter=DailyReporter(
             state,
             blobs,

@@ -119,8 +119,8 @@ class Settings(BaseSettings):
     secret_prefix: str = ""
     exchange_mode: Literal["replay"] = Field(
         default="replay",
-        description="replay = paper fills over recorded data in the market store (a live "
-        "ccxt exchange is a later issue)",
+        description="replay = paper fills (the paper ledger in the state store) at the prices "
+        "in the market store: recorded data, or what the live collector writes",
     )
     # live collector (issue 9, docs/collectors.md); unset = the replay collector
     collector_exchange: str | None = Field(
@@ -141,6 +141,26 @@ class Settings(BaseSettings):
     collector_backfill_minutes: int = Field(default=24 * 60, ge=60)
     collector_gap_attempts: int = Field(default=2, ge=1)
     collector_shortlist: int = Field(default=10, ge=0, description="trades for the top N ranked")
+    # the worker's live trades (issue 9, docs/streaming.md); unset = the exchange's poll
+    stream_exchange: str | None = Field(
+        default=None,
+        description="binance (USD-M): the exit worker streams the trades of every symbol with "
+        "an open position over ccxt's websocket API, with a REST fallback; unset = the exchange "
+        "adapter's poll_trades (the replay exchange reads the market store)",
+    )
+    stream_env: Literal["demo", "live"] = Field(
+        default="live", description="the venue's live market or its demo trading"
+    )
+    stream_urls: dict[str, str] | None = Field(
+        default=None,
+        description="loopback overrides {ws, rest} for the stream (stand-ins in tests)",
+    )
+    stream_stale_after_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="a followed symbol silent this long is stale: one system_error alert per "
+        "episode, REST polling meanwhile; the exchange-side stop stays in place",
+    )
     replay_source_prefix: str = Field(
         default="replay", description="market-store prefix (same bucket) the replay exchange reads"
     )
