@@ -63,7 +63,10 @@ def _show(state: BreakerState) -> None:
 def add(
     user_id: str,
     profile: Annotated[RiskProfile, typer.Option(help="risk profile")] = RiskProfile.MODERATE,
-    mode: Annotated[TradingMode, typer.Option(help="trading mode")] = TradingMode.PAPER,
+    mode: Annotated[
+        TradingMode,
+        typer.Option(help="trading mode (paper or advisory; live after the user connects keys)"),
+    ] = TradingMode.PAPER,
     name: Annotated[str, typer.Option(help="display name")] = "",
 ) -> None:
     """Create a user and print their first API token (shown once)."""

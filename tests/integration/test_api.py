@@ -16,9 +16,10 @@ from fastapi.testclient import TestClient
 from tests.api_support import ApiWorld, api_world
 from tests.support import REPO
 
+from prometheus_trader.domain.users import TradingMode
 from prometheus_trader.usecases.controls import exchange_key_secret
 from prometheus_trader.usecases.names import Collections
-from prometheus_trader.usecases.users import token_sha256
+from prometheus_trader.usecases.users import Invalid, UserAccounts, token_sha256
 
 pytestmark = pytest.mark.integration
 
@@ -208,10 +209,35 @@ def test_exchange_keys_go_to_the_secret_store_only(world: ApiWorld, client: Test
         "/api/v1/users/me/settings", headers=auth(world.alice), json={"mode": "live"}
     )
     assert live.status_code == 200
+    # live orders go to the keys' venue account, paper ones to the paper ledger's
+    assert world.state.get(Collections.USERS, "alice")["exchange_account"] == "binance-live:alice"  # type: ignore[index]
     assert client.delete(url, headers=auth(world.alice)).status_code == 409
     client.patch("/api/v1/users/me/settings", headers=auth(world.alice), json={"mode": "paper"})
+    assert world.state.get(Collections.USERS, "alice")["exchange_account"] == "alice"  # type: ignore[index]
     assert client.delete(url, headers=auth(world.alice)).json()["connected"] is False
     assert world.secrets.list_secrets() == []
+
+
+def test_a_new_user_cannot_start_live(world: ApiWorld) -> None:
+    with pytest.raises(Invalid, match="starts in paper or advisory"):
+        UserAccounts(world.state, world.clock).add("carol", mode=TradingMode.LIVE)
+
+
+def test_switching_between_paper_and_live_waits_for_open_positions(
+    world: ApiWorld, client: TestClient
+) -> None:
+    assert client.put("/api/v1/users/me/exchange", headers=auth(world.alice), json=KEYS).is_success
+    world.state.set(
+        Collections.POSITIONS, "p-open", {"id": "p-open", "user_id": "alice", "status": "open"}
+    )
+    url = "/api/v1/users/me/settings"
+    refused = client.patch(url, headers=auth(world.alice), json={"mode": "live"})
+    assert refused.status_code == 409 and "positions are open" in refused.json()["detail"]
+    assert world.state.get(Collections.USERS, "alice")["exchange_account"] == "alice"  # type: ignore[index]
+    # another setting with the same mode is fine while positions are open
+    assert client.patch(url, headers=auth(world.alice), json={"mode": "paper"}).status_code == 200
+    world.state.update(Collections.POSITIONS, "p-open", {"status": "closed"})
+    assert client.patch(url, headers=auth(world.alice), json={"mode": "live"}).status_code == 200
 
 
 def test_pause_resume_kill_and_the_daily_breaker(world: ApiWorld, client: TestClient) -> None:

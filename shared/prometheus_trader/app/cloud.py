@@ -12,9 +12,11 @@ never opens a Secret Manager client and importing a function's ``main.py`` does 
 * ``embedded``: SQLite, the in-process bus, local folders under ``var_dir/service`` (one
   process only: the worker run locally, tests).
 
-The exchange is, for now, the :class:`ReplayExchange` (paper fills over recorded data in
-the market store, ``exchange_mode="replay"``); a live ccxt adapter is a later issue.
-Paper accounts persist in the state store (``adapters/paper``), so every function
+The exchange routes by account (``adapters/routed_exchange.py``): paper accounts fill on
+the paper ledger at the market store's prices (recorded data, or what the live collector
+writes); a ``mode=live`` user's venue account (``binance-demo:alice``) trades through ccxt
+with that user's keys from the secret store, in ``trading_env`` (live also needs
+``allow_live``). Paper accounts persist in the state store (``adapters/paper``), so every function
 instance, the worker and a restarted worker share one paper ledger. The notifier is the
 console one (one line on stdout per notification), plus webhooks / SendGrid / Telegram
 with ``notifier="routed"``.
@@ -28,11 +30,12 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from prometheus_trader.adapters.embedded.clocks import SystemClock
 from prometheus_trader.adapters.embedded.console_notifier import ConsoleNotifier
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
+from prometheus_trader.adapters.routed_exchange import RoutedExchange
 from prometheus_trader.app.logging import configure_logging
 from prometheus_trader.app.pipeline import UseCases, wire
 from prometheus_trader.app.settings import Settings
@@ -43,6 +46,8 @@ from prometheus_trader.ports import (
     Bus,
     BusMessage,
     Clock,
+    Exchange,
+    ExchangeError,
     MarketStore,
     Notifier,
     SecretStore,
@@ -283,8 +288,9 @@ class CloudRuntime:
         )
 
     @property
-    def exchange(self) -> ReplayExchange:
-        """The exchange: paper fills over recorded data (``exchange_mode="replay"``)."""
+    def paper_exchange(self) -> ReplayExchange:
+        """Paper accounts (the ledger in the state store), filled at the market store's
+        prices; also the market data every account reads."""
 
         def make() -> ReplayExchange:
             s = self.settings
@@ -302,7 +308,29 @@ class CloudRuntime:
                 bar_timeframe=s.bar_timeframe or "1m",  # PROMETHEUS_BAR_TIMEFRAME (docs/data.md)
             )
 
-        return self._once("exchange", make)
+        return self._once("paper_exchange", make)
+
+    @property
+    def exchange(self) -> Exchange:
+        """Every account's exchange: paper accounts on the paper ledger, ``mode=live``
+        users' venue accounts (``binance-demo:alice``) on ccxt with their own keys from
+        the secret store (``adapters/routed_exchange.py``, docs/exchanges.md)."""
+
+        def venue(name: str, env: str) -> Exchange:
+            from prometheus_trader.adapters.ccxt.factory import build_ccxt_exchange
+
+            if env not in ("demo", "live"):
+                raise ExchangeError(f"unknown exchange environment {env!r}")
+            return build_ccxt_exchange(
+                name,
+                cast(Literal["demo", "live"], env),
+                secrets=self.secrets,
+                state=self.state,
+                allow_live=self.settings.allow_live,
+                urls=self.settings.exchange_urls,
+            )
+
+        return self._once("exchange", lambda: RoutedExchange(self.paper_exchange, venue))
 
     @property
     def notifier(self) -> Notifier:

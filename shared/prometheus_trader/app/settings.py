@@ -94,6 +94,15 @@ class Settings(BaseSettings):
         "only demo keys are ever used, live keys cannot even be added",
     )
 
+    trading_env: Literal["demo", "live"] = Field(
+        default="live",
+        description="where mode=live users' orders go: live = the venue with their live keys "
+        "(also needs allow_live); demo = the venue's demo trading with their demo keys",
+    )
+    exchange_urls: dict[str, str] | None = Field(
+        default=None, description="ccxt URL overrides for orders, loopback only (stand-ins)"
+    )
+
     # services (functions + worker): which adapters app.cloud wires
     backend: Literal["embedded", "gcp"] = Field(
         default="embedded",

@@ -134,3 +134,21 @@ class User(BaseModel):
         }
         data.update(overrides)
         return cls.model_validate(data)
+
+
+def venue_account(user_id: str, venue: str, env: str) -> str:
+    """The exchange account of a user whose orders go to a venue (``mode=live``), e.g.
+    ``binance-demo:alice``. A paper account is the user id itself, so the account alone
+    says where an order, a position or a balance lives (no lookup, nothing to go stale)."""
+    return f"{venue}-{env}:{user_id}"
+
+
+def parse_venue_account(account: str) -> tuple[str, str, str] | None:
+    """``(venue, env, user_id)`` of a venue account; None for a paper account."""
+    head, sep, user_id = account.partition(":")
+    if not sep:
+        return None
+    venue, dash, env = head.rpartition("-")
+    if not dash or not venue or not user_id:
+        raise ValueError(f"not an exchange account: {account!r}")
+    return venue, env, user_id

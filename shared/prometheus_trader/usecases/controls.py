@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from prometheus_trader.domain.trading import Balance, Execution, Position
-from prometheus_trader.domain.users import TradingMode, User
+from prometheus_trader.domain.users import TradingMode, User, venue_account
 from prometheus_trader.ports import BlobStore, Clock, ExchangeError, Filter, SecretStore, StateStore
 from prometheus_trader.usecases.names import Collections
 from prometheus_trader.usecases.stats import UserStats, user_stats_id
@@ -142,6 +142,7 @@ class Controls:
         blobs: Callable[[], BlobStore],
         balance: Callable[[str], Balance] | None = None,
         key_check: KeyCheck | None = None,
+        trading_env: str = "live",
     ) -> None:
         self._state = state
         self._clock = clock
@@ -149,6 +150,7 @@ class Controls:
         self._blobs = blobs
         self._balance = balance
         self._key_check = key_check
+        self._trading_env = trading_env  # where mode=live orders go (Settings.trading_env)
 
     def user(self, user_id: str) -> User:
         """One user (NotFound if missing)."""
@@ -232,10 +234,14 @@ class Controls:
         doc = self._state.get(Collections.EXCHANGE_KEYS, user_id)
         return KeyStatus.model_validate(doc) if doc else KeyStatus(connected=False)
 
-    def has_live_keys(self, user_id: str) -> bool:
-        """True once live (not demo) keys are connected."""
+    def trading_account(self, user_id: str) -> str | None:
+        """The exchange account ``mode=live`` trades on: the venue of the user's connected
+        keys, when they are keys of this deployment's trading environment (demo keys for a
+        demo deployment, live keys for a live one); None otherwise."""
         doc = self._state.get(Collections.EXCHANGE_KEYS, user_id)
-        return bool(doc and doc.get("connected") and doc.get("env") == "live")
+        if not (doc and doc.get("connected") and doc.get("env") == self._trading_env):
+            return None
+        return venue_account(user_id, str(doc["exchange"]), self._trading_env)
 
     def connect_keys(self, user_id: str, keys: ExchangeKeys) -> KeyStatus:
         """Check the keys (when the exchange adapter can), then store them."""

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
 from prometheus_trader.domain.users import PROFILE_LIMITS, RiskProfile, TradingMode, User
-from prometheus_trader.ports import StateStore
+from prometheus_trader.ports import Filter, StateStore
 from prometheus_trader.usecases.json_types import JSON_NUMBER
 from prometheus_trader.usecases.names import Collections
 from prometheus_trader.usecases.users import Conflict, Invalid, NotFound
@@ -81,9 +81,10 @@ NULLABLE = {"notify_webhook", "notify_email"}
 class Settings:
     """Read and update a user's settings."""
 
-    def __init__(self, state: StateStore, has_exchange_keys: Callable[[str], bool]) -> None:
+    def __init__(self, state: StateStore, trading_account: Callable[[str], str | None]) -> None:
         self._state = state
-        self._has_keys = has_exchange_keys
+        # the exchange account mode=live would trade on (None: no keys for it)
+        self._trading_account = trading_account
 
     def _user(self, user_id: str) -> User:
         doc = self._state.get(Collections.USERS, user_id)
@@ -117,14 +118,38 @@ class Settings:
             if name in sent:
                 value = getattr(update, name)
                 data[name] = value.value if isinstance(value, TradingMode) else value
-        if update.mode is TradingMode.LIVE and not self._has_keys(user_id):
-            raise Conflict("live mode needs live exchange keys: connect them first")
+        if "mode" in sent:
+            data["exchange_account"] = self._account_for(user, update.mode)
         try:
             new = User.model_validate(data)
         except ValidationError as exc:
             raise Invalid(f"invalid settings: {exc.errors()[0]['msg']}") from None
         self._state.set(Collections.USERS, user_id, new.model_dump(mode="json"))
         return UserSettings.of(new)
+
+    def _account_for(self, user: User, mode: TradingMode | None) -> str:
+        """The exchange account ``mode`` trades on: the venue's for live, the paper ledger's
+        (the user id) otherwise. Refused while positions are open on the current account:
+        their orders and stops live there."""
+        if mode is TradingMode.LIVE:
+            account = self._trading_account(user.user_id)
+            if account is None:
+                raise Conflict(
+                    "live mode needs exchange keys for this deployment's trading environment: "
+                    "connect them first"
+                )
+        else:
+            account = user.user_id
+        if account != user.exchange_account and self._open_positions(user.user_id):
+            raise Conflict(
+                "positions are open on the current account: close them (or wait for their "
+                "exits) before switching between paper and live"
+            )
+        return account
+
+    def _open_positions(self, user_id: str) -> int:
+        filters = [Filter("user_id", "==", user_id), Filter("status", "==", "open")]
+        return len(self._state.query(Collections.POSITIONS, filters, limit=1))
 
 
 def _is_symbol(value: str) -> bool:

@@ -112,7 +112,15 @@ class UserAccounts:
         mode: TradingMode = TradingMode.PAPER,
         display_name: str = "",
     ) -> User:
-        """Create a user with the profile's default limits (Conflict if the id exists)."""
+        """Create a user with the profile's default limits (Conflict if the id exists).
+
+        A new user starts in paper or advisory mode: live needs the user's own exchange
+        keys first (connected with their token, then ``mode=live`` in their settings)."""
+        if mode is TradingMode.LIVE:
+            raise Invalid(
+                "a new user starts in paper or advisory mode: connect exchange keys, then "
+                "switch the user's settings to live"
+            )
         try:
             user = User.with_profile(user_id, profile, mode=mode, display_name=display_name)
         except ValidationError as exc:

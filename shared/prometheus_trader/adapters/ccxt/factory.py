@@ -2,7 +2,8 @@
 
 Keys come from the secret store, order claims from the state store, the live switch from
 ``Settings.allow_live``; the user's own switch is read from the users collection on each
-new account (``mode == "live"``).
+new account (``mode == "live"``). Accounts are venue accounts (``binance-demo:alice``,
+``domain.users.venue_account``); the user id in them picks the keys.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from prometheus_trader.adapters.ccxt.claims import OrderClaims
-from prometheus_trader.adapters.ccxt.config import Env, keys_from_store
+from prometheus_trader.adapters.ccxt.config import Env, KeysMissing, keys_from_store
 from prometheus_trader.adapters.ccxt.exchange import CcxtExchange
+from prometheus_trader.domain.users import parse_venue_account
 from prometheus_trader.ports import SecretStore, StateStore
 from prometheus_trader.usecases.names import Collections
 
@@ -27,15 +29,27 @@ def build_ccxt_exchange(
 ) -> CcxtExchange:
     """A ``CcxtExchange`` for ``exchange`` (binance, bybit) in ``env`` (demo, live)."""
 
+    keys = keys_from_store(secrets, exchange, env)
+
+    def user_of(account: str) -> str:
+        # a venue account names its user (``binance-demo:alice``, domain.users); an
+        # account of another venue or environment never gets this venue's keys
+        parsed = parse_venue_account(account)
+        if parsed is None:
+            return account  # a bare user id (direct use of the adapter)
+        venue, account_env, user_id = parsed
+        if (venue, account_env) != (exchange, env):
+            raise KeysMissing(f"account {account!r} is not a {env} account on {exchange}")
+        return user_id
+
     def user_allows_live(account: str) -> bool:
-        # accounts are user ids (User.exchange_account defaults to the user id)
-        doc = state.get(Collections.USERS, account)
+        doc = state.get(Collections.USERS, user_of(account))
         return bool(doc and doc.get("mode") == "live")
 
     return CcxtExchange(
         exchange,
         env,
-        keys_from_store(secrets, exchange, env),
+        lambda account: keys(user_of(account)),
         allow_live=allow_live,
         user_allows_live=user_allows_live,
         urls=urls,

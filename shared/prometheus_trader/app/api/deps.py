@@ -27,6 +27,7 @@ class ApiDeps:
     balance: Callable[[str], Balance] | None = None
     key_check: KeyCheck | None = None
     exchange: str = "binance"
+    trading_env: str = "live"  # where mode=live orders go (Settings.trading_env)
     info: Callable[[], dict[str, Any]] = field(default=lambda: {})
     rate_per_minute: int = DEFAULT_RATE_PER_MINUTE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

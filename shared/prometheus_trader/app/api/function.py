@@ -85,6 +85,7 @@ def api_deps(runtime: CloudRuntime) -> ApiDeps:
         balance=exchange_balance(runtime),
         key_check=ccxt_key_check(runtime),
         exchange=runtime.settings.exchange,
+        trading_env=runtime.settings.trading_env,
         info=lambda: describe(runtime),
         rate_per_minute=runtime.settings.api_rate_per_minute,
         max_body_bytes=runtime.settings.api_max_body_bytes,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -131,7 +131,8 @@ class NewUser(BaseModel):
 
     user_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     risk_profile: RiskProfile = RiskProfile.MODERATE
-    mode: TradingMode = TradingMode.PAPER
+    # live comes later: the user connects keys, then switches their settings to live
+    mode: Literal[TradingMode.PAPER, TradingMode.ADVISORY] = TradingMode.PAPER
     display_name: str = Field(default="", max_length=100)
 
 

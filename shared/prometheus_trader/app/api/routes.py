@@ -61,11 +61,12 @@ def _controls(request: Request) -> Controls:
         blobs=deps.blobs,
         balance=deps.balance,
         key_check=deps.key_check,
+        trading_env=deps.trading_env,
     )
 
 
 def _settings(request: Request) -> Settings:
-    return Settings(deps_of(request).state(), _controls(request).has_live_keys)
+    return Settings(deps_of(request).state(), _controls(request).trading_account)
 
 
 def _watchlist(request: Request) -> Watchlist:
