@@ -41,6 +41,8 @@ locals {
     PROMETHEUS_RANK_INTERVAL_MINUTES    = tostring(local.rank_interval_minutes)
     PROMETHEUS_MAX_DELIVERY_ATTEMPTS    = tostring(var.max_delivery_attempts)
     PROMETHEUS_LOG_LEVEL                = "INFO"
+    PROMETHEUS_TRADING_ENV              = var.trading_env
+    PROMETHEUS_ALLOW_LIVE               = tostring(var.allow_live)
     }, var.collector_exchange == "" ? {} : {
     PROMETHEUS_COLLECTOR_EXCHANGE = var.collector_exchange
     }, var.stream_exchange == "" ? {} : {

@@ -287,6 +287,23 @@ variable "stream_exchange" {
   }
 }
 
+variable "trading_env" {
+  description = "Where mode=live users' orders go: live = the venue with their live keys (needs allow_live), demo = the venue's demo trading with their demo keys (a demo deployment). Paper users always stay on the paper ledger."
+  type        = string
+  default     = "live"
+
+  validation {
+    condition     = contains(["demo", "live"], var.trading_env)
+    error_message = "trading_env must be demo or live."
+  }
+}
+
+variable "allow_live" {
+  description = "Deployment-wide switch for real-money orders (PROMETHEUS_ALLOW_LIVE); each user must also switch to mode=live with live keys."
+  type        = bool
+  default     = false
+}
+
 variable "extra_env" {
   description = "Extra environment variables for every function and the worker (PROMETHEUS_* settings)."
   type        = map(string)
