@@ -378,11 +378,16 @@ class TradeWindow:
         if idx is None:
             if len(cache) >= _CACHE_MAX:  # many query times and no change in between
                 cache.clear()
-            ts = self._ts
-            # "now" is usually at or after the newest trade: no search
-            idx = cache[t_ms] = (
-                len(ts) if ts and t_ms >= ts[-1] else bisect_right(ts, t_ms, self._head)
-            )
+            ts, head = self._ts, self._head
+            # "now" is usually at or after the newest trade, "now − horizon" before the
+            # oldest kept one (pruned at that now): no search for either
+            if ts and t_ms >= ts[-1]:
+                idx = len(ts)
+            elif head < len(ts) and t_ms < ts[head]:
+                idx = head
+            else:
+                idx = bisect_right(ts, t_ms, head)
+            cache[t_ms] = idx
         return idx
 
     def _cum(self, idx: int) -> tuple[float, float, int]:
