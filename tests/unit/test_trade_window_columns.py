@@ -181,3 +181,61 @@ def test_duplicates_are_looked_for_among_the_newest_rows() -> None:
         old = trades[2].model_copy(update={"ts_ms": trades[10].ts_ms})
         assert w.add([old]) == 1, "an id older than the newest rows is new again"
         assert len(w) == 5
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows, st.integers(1, 60))
+def test_checked_batches_equal_one_trade_at_a_time(
+    spec: list[tuple[int, bool, float, float, bool, int, bool]], batch: int
+) -> None:
+    """Batches whose source already dropped repeats (the stream's) skip the window's own
+    id check: with unique ids the window is the same, and so is the price range since
+    the previous cycle (read from the last batch's column)."""
+    trades = _trades([(*row[:5], i, row[6]) for i, row in enumerate(spec)])  # unique ids
+    one = TradeWindow(SYMBOL, horizon_ms=20_000)
+    checked = TradeWindow(SYMBOL, horizon_ms=20_000)
+    before: int | None = None
+    with patch.object(exits, "_COMPACT_MIN", 8):
+        for start in range(0, len(trades), batch):
+            chunk = trades[start : start + batch]
+            for t in chunk:
+                one.add([t])
+            (got,) = batches_from_trades(chunk, checked=True).values()
+            assert got.checked
+            assert checked.add_batch(got) == len(chunk)
+            now = max(t.ts_ms for t in trades[: start + batch])
+            one.prune(now)
+            checked.prune(now)
+            since = now - 5_000 if before is None else before
+            assert _snapshot(checked, now) == _snapshot(one, now)
+            for lo, hi in ((since, now), (since, now - 500), (since + 700, now)):
+                assert checked.price_range(lo, hi) == one.price_range(lo, hi)
+            before = now
+
+
+def test_an_unchecked_batch_after_checked_ones_looks_among_the_newest_rows() -> None:
+    trades = _trades([(1_000, False, 100.0 + i, 1.0, True, i, True) for i in range(12)])
+    with patch.object(exits, "_SEEN_ROWS", 4):
+        w = TradeWindow(SYMBOL)
+        w.add_batch(batches_from_trades(trades[:10], checked=True)[SYMBOL])
+        assert len(w) == 10
+        again = trades[9].model_copy(update={"ts_ms": trades[9].ts_ms + 1})
+        assert w.add([again]) == 0, "a repeat among the newest rows is dropped"
+        old = trades[2].model_copy(update={"ts_ms": trades[10].ts_ms})
+        assert w.add([old, trades[10]]) == 2, "an id older than the newest rows is new"
+        assert len(w) == 12
+
+
+def test_the_price_range_inside_the_last_batch_is_that_of_its_rows() -> None:
+    spec = [(10, False, 100.0 + (i % 7) * (1 if i % 2 else -1), 1.0, True, i, True)
+            for i in range(90)]  # fmt: skip
+    trades = _trades(spec)
+    one, batched = TradeWindow(SYMBOL), TradeWindow(SYMBOL)
+    for t in trades:
+        one.add([t])
+    for chunk in (trades[:40], trades[40:]):  # numpy-sized batches
+        batched.add_batch(batches_from_trades(chunk, checked=True)[SYMBOL])
+    stamps = [t.ts_ms for t in trades]
+    for lo in range(stamps[38], stamps[-1], 30):
+        for hi in range(lo + 10, stamps[-1] + 20, 40):
+            assert batched.price_range(lo, hi) == one.price_range(lo, hi), (lo, hi)

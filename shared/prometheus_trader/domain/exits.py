@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prometheus_trader.domain.market import Side, Trade
 from prometheus_trader.domain.signals import Direction
-from prometheus_trader.domain.ticks import TickBatch
+from prometheus_trader.domain.ticks import F64, TickBatch
 from prometheus_trader.domain.trading import ExitReason, Position
 
 # Defaults chosen on binance-usdm-2025-05 (docs/decisions.md, scripts/eval_exits.py).
@@ -73,8 +73,9 @@ class TradeWindow:
     Volumes are prefix sums, so any ``(now − w, now]`` volume is two binary searches.
     Distinct price changes are kept separately so counting adverse moves is O(moves).
     A ``trade_id`` already among the newest 4,096 rows is ignored (websocket + REST
-    overlap, a reconnect's replay; the stream keeps as many ids per symbol); a trade older
-    than the newest one is kept at the newest time (the window is ordered).
+    overlap, a reconnect's replay; the stream keeps as many ids per symbol, and its batches
+    come ``checked``: not looked at again); a trade older than the newest one is kept at
+    the newest time (the window is ordered).
     Queries are valid for ``now_ms`` not older than the last :meth:`prune` time.
     :meth:`add_batch` takes a batch as numpy columns (``TickBatch``, no ``Trade`` object
     per tick): the stream's path; :meth:`add_columns` and :meth:`add` are the same on
@@ -97,6 +98,13 @@ class TradeWindow:
         self._base_price: float | None = None  # last price of a pruned row
         self._seen: set[str] = set()  # ids of the rows from _seen_lo on
         self._seen_lo = 0
+        # rows from checked batches (the stream already dropped repeats) are appended
+        # without recording ids; they are read back from the rows if an unchecked batch
+        # ever comes (the monitor feeds a window from one source)
+        self._seen_stale = False
+        # the last appended batch's prices (first row, numpy column): the price range
+        # since the previous cycle is usually exactly those rows
+        self._tail: tuple[int, F64] | None = None
         self._tick_head = 0
         self._tick_ts = array("q")
         self._tick_price = array("d")
@@ -175,12 +183,17 @@ class TradeWindow:
                 self.symbol = batch.symbol
             elif batch.symbol != self.symbol:
                 raise ValueError(f"trades of {batch.symbol} fed to the {self.symbol} window")
-        keep = self._fresh(trade_ids)
-        if keep is not None:
-            if not keep:
-                return 0
-            batch = batch.take(keep)
-            trade_ids = batch.trade_ids
+        if batch.checked:
+            if not self._seen_stale:
+                self._seen_stale = True
+                self._seen.clear()
+        else:
+            keep = self._fresh(trade_ids)
+            if keep is not None:
+                if not keep:
+                    return 0
+                batch = batch.take(keep)
+                trade_ids = batch.trade_ids
         n = len(trade_ids)
         real = batch.real
         if n < _VECTOR_MIN:
@@ -217,6 +230,7 @@ class TradeWindow:
             reals += prev_real
         buys[0] += self._cum_buy[-1] if live else self._base_buy
         sold[0] += self._cum_sell[-1] if live else self._base_sell
+        self._tail = (len(self._ts), price)
         self._ts.frombytes(ordered.tobytes())
         self._price.frombytes(price.tobytes())
         self._ids.extend(trade_ids)
@@ -235,6 +249,10 @@ class TradeWindow:
     def _fresh(self, trade_ids: Sequence[str]) -> list[int] | None:
         """Record the batch's ids as seen; None if all are new, else the rows to keep
         (the first of each id not seen before, as one trade at a time would)."""
+        if self._seen_stale:  # rows came from checked batches: their ids, as recorded
+            self._seen_stale = False
+            self._seen_lo = max(self._head, len(self._ids) - _SEEN_ROWS)
+            self._seen = set(self._ids[self._seen_lo :])
         seen = self._seen
         before = len(seen)
         if seen.isdisjoint(trade_ids):
@@ -285,6 +303,7 @@ class TradeWindow:
         next(cum_buy)
         cum_sell = accumulate(map(mul, amount, map(not_, is_buy)), initial=prev_sell)
         next(cum_sell)
+        self._tail = None
         self._ts.fromlist(ordered)
         self._price.fromlist(price)
         self._ids.extend(trade_ids)
@@ -307,7 +326,7 @@ class TradeWindow:
         (a small set of recent ids is several times cheaper to check than the window's)
         and the remembered query answers."""
         lo = len(self._ids) - _SEEN_ROWS
-        if lo > self._seen_lo:
+        if lo > self._seen_lo and not self._seen_stale:
             self._seen.difference_update(self._ids[self._seen_lo : lo])
             self._seen_lo = lo
         self._changed()
@@ -318,7 +337,7 @@ class TradeWindow:
         self._changed()
         new_head = bisect_right(self._ts, cutoff, self._head)
         if new_head > self._head:
-            if new_head > self._seen_lo:
+            if new_head > self._seen_lo and not self._seen_stale:
                 self._seen.difference_update(self._ids[self._seen_lo : new_head])
                 self._seen_lo = new_head
             last = new_head - 1
@@ -343,6 +362,7 @@ class TradeWindow:
             self._base_buy, self._base_sell, self._base_real = 0.0, 0.0, 0
             del self._ts[:h]
             del self._price[:h]
+            self._tail = None
             del self._ids[:h]
             self._head = 0
             self._seen_lo -= h
@@ -358,7 +378,16 @@ class TradeWindow:
         if idx is None:
             if len(cache) >= _CACHE_MAX:  # many query times and no change in between
                 cache.clear()
-            idx = cache[t_ms] = bisect_right(self._ts, t_ms, self._head)
+            ts, head = self._ts, self._head
+            # "now" is usually at or after the newest trade, "now − horizon" before the
+            # oldest kept one (pruned at that now): no search for either
+            if ts and t_ms >= ts[-1]:
+                idx = len(ts)
+            elif head < len(ts) and t_ms < ts[head]:
+                idx = head
+            else:
+                idx = bisect_right(ts, t_ms, head)
+            cache[t_ms] = idx
         return idx
 
     def _cum(self, idx: int) -> tuple[float, float, int]:
@@ -428,7 +457,11 @@ class TradeWindow:
         key = ("range", lo, hi)
         hit: tuple[float, float] | None = self._memo.get(key)
         if hit is None:
-            if hi - lo < _VECTOR_MIN:
+            tail = self._tail
+            if tail is not None and lo >= tail[0] and hi <= tail[0] + len(tail[1]):
+                seg = tail[1][lo - tail[0] : hi - tail[0]]
+                hit = (float(np.minimum.reduce(seg)), float(np.maximum.reduce(seg)))
+            elif hi - lo < _VECTOR_MIN:
                 prices = self._price[lo:hi]
                 hit = (min(prices), max(prices))
             else:  # a view on the buffer, dropped before the buffer can grow again

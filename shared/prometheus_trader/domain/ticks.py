@@ -28,6 +28,8 @@ class TickBatch:
 
     ``is_buy``: the taker bought (aggressor side). ``real``: the trade is a real taker
     trade (``source == "trade"``), not one derived from a bar; None means all real.
+    ``checked``: the source already dropped the ids it saw recently (the stream remembers
+    as many per symbol as a window looks among), so a window does not look again.
     """
 
     symbol: str
@@ -37,6 +39,7 @@ class TickBatch:
     is_buy: Bools
     trade_ids: Sequence[str]
     real: Bools | None = None
+    checked: bool = False
 
     def __len__(self) -> int:
         return len(self.trade_ids)
@@ -51,6 +54,8 @@ class TickBatch:
         is_buy: Sequence[bool] | Bools,
         trade_ids: Sequence[str],
         real: Sequence[bool] | Bools | None = None,
+        *,
+        checked: bool = False,
     ) -> TickBatch:
         """A batch from plain sequences (converted to typed arrays)."""
         n = len(trade_ids)
@@ -61,7 +66,7 @@ class TickBatch:
             np.asarray(is_buy, dtype=np.bool_).reshape(n),
         )
         flags = None if real is None else np.asarray(real, dtype=np.bool_).reshape(n)
-        return cls(symbol, *cols, trade_ids=trade_ids, real=flags)
+        return cls(symbol, *cols, trade_ids=trade_ids, real=flags, checked=checked)
 
     def take(self, rows: Sequence[int] | npt.NDArray[np.intp]) -> TickBatch:
         """The batch restricted to ``rows`` (in that order)."""
@@ -75,11 +80,13 @@ class TickBatch:
             self.is_buy[idx],
             [ids[i] for i in idx.tolist()],
             None if self.real is None else self.real[idx],
+            self.checked,
         )
 
 
-def batches_from_trades(trades: Iterable[Trade]) -> dict[str, TickBatch]:
-    """Domain trades grouped by symbol as columns, each symbol's in the given order."""
+def batches_from_trades(trades: Iterable[Trade], *, checked: bool = False) -> dict[str, TickBatch]:
+    """Domain trades grouped by symbol as columns, each symbol's in the given order
+    (``checked``: the source already dropped repeated ids, see :class:`TickBatch`)."""
     cols: dict[str, tuple[list[int], list[float], list[float], list[bool], list[str], list[bool]]]
     cols = {}
     for t in trades:
@@ -93,7 +100,9 @@ def batches_from_trades(trades: Iterable[Trade]) -> dict[str, TickBatch]:
         c[4].append(t.trade_id)
         c[5].append(t.source == "trade")
     return {
-        symbol: TickBatch.of(symbol, ts, price, amount, buy, ids, None if all(real) else real)
+        symbol: TickBatch.of(
+            symbol, ts, price, amount, buy, ids, None if all(real) else real, checked=checked
+        )
         for symbol, (ts, price, amount, buy, ids, real) in cols.items()
     }
 
@@ -120,6 +129,7 @@ def merge_batches(first: TickBatch, second: TickBatch) -> TickBatch:
         np.concatenate((first.is_buy, second.is_buy)),
         [*first.trade_ids, *second.trade_ids],
         real,
+        first.checked and second.checked,
     )
     return both.take(order)
 

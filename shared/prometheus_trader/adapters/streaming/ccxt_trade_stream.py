@@ -132,7 +132,7 @@ class CcxtTradeStream:
         last seen trade, or ``after_ms``)."""
         streamed, rest = self._drain(symbols, after_ms)
         out = buffered_batches(streamed)
-        for symbol, batch in batches_from_trades(rest).items():
+        for symbol, batch in batches_from_trades(rest, checked=True).items():
             mine = out.get(symbol)
             out[symbol] = batch if mine is None else merge_batches(mine, batch)
         return out
@@ -464,9 +464,11 @@ def unified_batches(raws: Sequence[Mapping[str, Any]]) -> dict[str, TickBatch]:
     return out
 
 
-def unified_columns(symbol: str, rows: Sequence[Mapping[str, Any]]) -> TickBatch:
+def unified_columns(
+    symbol: str, rows: Sequence[Mapping[str, Any]], *, checked: bool = False
+) -> TickBatch:
     """One symbol's ccxt unified trades as a batch, in the given order (one C-level pass
-    per column straight into a typed array)."""
+    per column straight into a typed array). ``checked``: repeats already dropped."""
     n = len(rows)
     return TickBatch(
         symbol,
@@ -474,8 +476,10 @@ def unified_columns(symbol: str, rows: Sequence[Mapping[str, Any]]) -> TickBatch
         np.fromiter(map(_PRICE, rows), dtype=np.float64, count=n),
         np.fromiter(map(_AMOUNT, rows), dtype=np.float64, count=n),
         # ccxt's side is "buy"/"sell" (the aggressor); anything else counts as a sell
-        np.fromiter(map(eq, map(_SIDE, rows), repeat("buy", n)), dtype=np.bool_, count=n),
-        list(map(_ID, rows)),
+        np.fromiter([r["side"] == "buy" for r in rows], dtype=np.bool_, count=n),
+        [r["id"] for r in rows],
+        None,
+        checked,
     )
 
 
@@ -483,8 +487,9 @@ def buffered_batches(streamed: Mapping[str, Sequence[Mapping[str, Any]]]) -> dic
     """What ``poll_ticks`` hands the monitor for the stream's per-symbol buffers: each
     symbol's unified trades as a batch, in arrival order (one market's websocket stream
     is in trade order; a trade older than the window's newest would be kept at the
-    newest time by the window, its documented rule)."""
-    return {s: unified_columns(s, rows) for s, rows in streamed.items() if rows}
+    newest time by the window, its documented rule). The batches are ``checked``: the
+    hand-over (``accept_unified``) already dropped the ids the stream saw recently."""
+    return {s: unified_columns(s, rows, checked=True) for s, rows in streamed.items() if rows}
 
 
 def add_unified_trades(windows: dict[str, TradeWindow], raws: Sequence[Mapping[str, Any]]) -> int:
@@ -500,6 +505,6 @@ def add_unified_trades(windows: dict[str, TradeWindow], raws: Sequence[Mapping[s
 
 
 _FIELDS = itemgetter("timestamp", "price", "amount", "side", "id")
-_SYMBOL, _TIMESTAMP, _PRICE, _AMOUNT, _SIDE, _ID = (
-    itemgetter(k) for k in ("symbol", "timestamp", "price", "amount", "side", "id")
+_SYMBOL, _TIMESTAMP, _PRICE, _AMOUNT, _ID = (
+    itemgetter(k) for k in ("symbol", "timestamp", "price", "amount", "id")
 )
