@@ -4,8 +4,9 @@ Run: ``.venv/bin/python bench/fanout.py [users ...]`` (default 1000 10000). For 
 count: a fresh embedded world (SQLite state file, in-process bus, replay exchange over the
 bundled sample); every user already has closed positions in the store (history) and one
 signal is dispatched and executed for all of them. Reports decisions per CPU-second of the
-dispatch + execute use-cases and the cost per decision, which must stay flat as users grow,
-then repeats the smallest count with every port behind a timing proxy to say where the
+dispatch + execute use-cases and the cost per decision, which must stay flat as users grow
+(every decision accepted with 3 paper orders: the worst case), the same for a mixed
+population (a signal the conservative third of the users rejects), then repeats the smallest count with every port behind a timing proxy to say where the
 CPU time of a decision goes (state store, paper venue, blob store, bus, market store, the
 use-cases + domain). Writes ``bench/results/fanout.json``.
 """
@@ -43,7 +44,19 @@ HISTORY_PER_USER = 5  # closed positions already stored per user
 PROFILES = list(RiskProfile)
 
 
-def _signal(exchange: ReplayExchange, clock: SimulatedClock) -> OpportunitySignal:
+# take-profit levels (% from entry, size fraction): every profile accepts the first set;
+# the mixed set's first level (2.2 % for a 1 % stop: reward:risk 2.2) is below the
+# conservative profile's minimum 2.5, so a third of the users (the conservative ones)
+# are rejected by the risk gate, as in `make run`'s three demo users
+ALL_ACCEPTED = ((3.0, 0.5), (4.0, 0.3), (5.0, 0.2))
+MIXED = ((2.2, 0.5), (3.0, 0.3), (4.0, 0.2))
+
+
+def _signal(
+    exchange: ReplayExchange,
+    clock: SimulatedClock,
+    levels: tuple[tuple[float, float], ...] = ALL_ACCEPTED,
+) -> OpportunitySignal:
     price = exchange.fetch_tickers([SYMBOL])[0].last
     now = clock.now()
     return OpportunitySignal(
@@ -58,10 +71,9 @@ def _signal(exchange: ReplayExchange, clock: SimulatedClock) -> OpportunitySigna
         stop_loss=price * 0.99,
         stop_loss_pct=1.0,
         take_profits=[
-            TakeProfitLevel(price=price * (1 + r / 100), pct=r, size_fraction=f)
-            for r, f in ((3.0, 0.5), (4.0, 0.3), (5.0, 0.2))
+            TakeProfitLevel(price=price * (1 + r / 100), pct=r, size_fraction=f) for r, f in levels
         ],
-        reward_risk=3.7,
+        reward_risk=sum(r * f for r, f in levels),
         confidence=0.8,
         created_at=now,
         expires_at=now + timedelta(minutes=20),
@@ -103,11 +115,12 @@ class _Timed:
         return timed
 
 
-def measure(users: int, tmp: Path, breakdown: bool = False) -> dict[str, Any]:
+def measure(users: int, tmp: Path, breakdown: bool = False, mixed: bool = False) -> dict[str, Any]:
     """One fan-out to ``users`` users; CPU seconds of dispatch + execute.
 
     ``breakdown``: the ports go through timing proxies (a few % slower) and the result
     also says how the CPU time splits between them and the use-case + domain code.
+    ``mixed``: the signal the conservative third of the users rejects (``MIXED``).
     """
     clock = SimulatedClock(START)
     with DuckDBMarketStore(SAMPLE_STORE_DIR, read_only=True) as source:
@@ -118,7 +131,7 @@ def measure(users: int, tmp: Path, breakdown: bool = False) -> dict[str, Any]:
         bus = InMemoryBus()
         blobs = LocalBlobStore(tmp / "blobs")
         state.transaction(lambda tx: _seed(tx, users))
-        signal = _signal(exchange, clock)
+        signal = _signal(exchange, clock, MIXED if mixed else ALL_ACCEPTED)
         doc = signal.model_dump(mode="json")
         state.create(Collections.SIGNALS, signal.id, doc)
         ports: tuple[Any, Any, Any, Any, Any] = (state, exchange, market, bus, blobs)
@@ -142,7 +155,11 @@ def measure(users: int, tmp: Path, breakdown: bool = False) -> dict[str, Any]:
         bus.publish(Topics.SIGNALS, doc, dedupe_key=signal.id, ordering_key="binance")
         bus.drain_all()
         cpu, wall = time.process_time() - began_cpu, time.perf_counter() - began_wall
-        decisions = len(state.query(Collections.EXECUTIONS))
+        records = state.query(Collections.EXECUTIONS)
+        decisions = len(records)
+        outcomes: dict[str, int] = {}
+        for record in records:
+            outcomes[str(record.get("outcome"))] = outcomes.get(str(record.get("outcome")), 0) + 1
         state.close()
         market.close()
     row: dict[str, Any] = {
@@ -152,6 +169,7 @@ def measure(users: int, tmp: Path, breakdown: bool = False) -> dict[str, Any]:
         "wall_seconds": round(wall, 3),
         "decisions_per_cpu_second": round(decisions / cpu, 1),
         "cpu_ms_per_decision": round(cpu / decisions * 1000, 4),
+        "outcomes": dict(sorted(outcomes.items())),
     }
     if breakdown:
         split = dict(_Timed.cpu)
@@ -191,6 +209,16 @@ def main(argv: list[str]) -> int:
             f"{n:6d} users: {row['decisions_per_cpu_second']:8.1f} decisions/CPU-s, "
             f"{row['cpu_ms_per_decision']:.3f} ms CPU per decision"
         )
+    mixed_rows = []
+    for n in counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            row = measure(n, Path(tmp), mixed=True)
+        mixed_rows.append(row)
+        print(
+            f"{n:6d} users, mixed {row['outcomes']}: "
+            f"{row['decisions_per_cpu_second']:8.1f} decisions/CPU-s, "
+            f"{row['cpu_ms_per_decision']:.3f} ms CPU per decision"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         split = measure(counts[0], Path(tmp), breakdown=True)
     print(f"where the time goes ({counts[0]} users, ms CPU per decision, timed ports):")
@@ -201,6 +229,11 @@ def main(argv: list[str]) -> int:
         "python": platform.python_version(),
         "history_positions_per_user": HISTORY_PER_USER,
         "runs": rows,
+        "mixed_population": {
+            "signal": "first take profit at reward:risk 2.2: the conservative profile "
+            "(minimum 2.5) rejects it, moderate and aggressive accept",
+            "runs": mixed_rows,
+        },
         "breakdown": split,
         "cost_ratio_largest_to_smallest": round(
             rows[-1]["cpu_ms_per_decision"] / rows[0]["cpu_ms_per_decision"], 3
