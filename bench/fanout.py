@@ -6,8 +6,9 @@ bundled sample); every user already has closed positions in the store (history) 
 signal is dispatched and executed for all of them. Reports decisions per CPU-second of the
 dispatch + execute use-cases and the cost per decision, which must stay flat as users grow
 (every decision accepted with 3 paper orders: the worst case), the same for a mixed
-population (a signal the conservative third of the users rejects), then repeats the smallest count with every port behind a timing proxy to say where the
-CPU time of a decision goes (state store, paper venue, blob store, bus, market store, the
+population (a signal the conservative third of the users rejects), then repeats the
+smallest count with every port behind a timing proxy to say where the CPU time of a
+decision goes (state store, paper venue, blob store, bus, market store, the
 use-cases + domain). Writes ``bench/results/fanout.json``.
 """
 
