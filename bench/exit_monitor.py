@@ -519,7 +519,7 @@ def bench_cycle(
     exchange = BenchExchange(ticks)
     # the emulator's listener starts in cycle 1 (that cycle queries) and delivers its
     # first complete result by cycle 2: one more cycle, and the last two are reported
-    cycles = 3 if store == "sqlite" else 4
+    cycles = 4
     clock = SimulatedClock(datetime.fromtimestamp((end_ms - (cycles - 1) * CYCLE_MS) / 1000, UTC))
 
     docs: dict[str, dict[str, Any]] = {}
