@@ -150,7 +150,9 @@ class PortfolioGuard:
         prices = self._prices({p.symbol for p in positions})
         held = self._held_stats()
         for user in sorted(users, key=lambda u: u.user_id):
-            mine = [p for p in by_user.get(user.user_id, []) if p.id not in report.closed]
+            mine = by_user.get(user.user_id, [])
+            if report.closed:
+                mine = [p for p in mine if p.id not in report.closed]
             if user.kill_switch:
                 self.kill_switch(user, mine, report)
                 continue
@@ -161,7 +163,9 @@ class PortfolioGuard:
                 self._flat_seen.discard(user.user_id)
             else:
                 self._flat_seen.add(user.user_id)
-        open_left = [p for p in positions if p.id not in report.closed]
+        open_left = (
+            [p for p in positions if p.id not in report.closed] if report.closed else positions
+        )
         self._btc_dump(open_left, report)
         return report
 
