@@ -177,3 +177,67 @@ def test_quiet_positions_are_found_on_a_calm_market() -> None:
         assert evaluate_exit(position, window, now, config, since_ms=now - CYCLE_MS).exit is None
         assert k < 60
     assert quiet >= 35
+
+
+def _trade(i: int, ts_ms: int, price: float) -> Trade:
+    return Trade(
+        exchange="binance",
+        market_type=MarketType.PERP,
+        symbol="BTC/USDT:USDT",
+        ts_ms=ts_ms,
+        price=price,
+        amount=1.0,
+        side=Side.BUY if i % 2 else Side.SELL,
+        trade_id=str(i),
+    )
+
+
+def _run(
+    position: Position, config: ExitConfig, prices: list[tuple[int, float]], end_ms: int
+) -> list[tuple[int, bool, str | None]]:
+    """Cycles every 2 s to ``end_ms``: (time, quiet, exit reason) until the exit."""
+    window = TradeWindow(position.symbol)
+    bands = HoldBands(config)
+    trades = [_trade(i, ts, p) for i, (ts, p) in enumerate(prices)]
+    out: list[tuple[int, bool, str | None]] = []
+    since: int | None = None
+    for now in range(1_000 + CYCLE_MS, end_ms, CYCLE_MS):
+        window.add([t for t in trades if now - CYCLE_MS < t.ts_ms <= now])
+        window.prune(now)
+        quiet = since is not None and position.id in bands.quiet(
+            {position.symbol: window}.get, now, since
+        )
+        evaluation = evaluate_exit(position, window, now, config, since_ms=since)
+        reason = evaluation.exit.reason.value if evaluation.exit else None
+        out.append((now, quiet, reason))
+        if evaluation.exit is not None:
+            break
+        position = evaluation.apply(position)
+        bands.settle(position, hold_band(position, config, None))
+        since = now
+    return out
+
+
+def test_a_flat_position_is_quiet_until_its_max_hold() -> None:
+    config = CONFIGS[1]
+    position = _position(Direction.LONG, 2.0, 3.0, 1.0)  # max hold 6 minutes
+    prices = [(1_000 + 500 * i, 100.0 + (0.01 if i % 2 else 0.0)) for i in range(900)]
+    cycles = _run(position, config, prices, 8 * 60_000)
+    assert cycles[-1][2] == "max_hold"
+    assert not cycles[-1][1]
+    assert sum(q for _, q, _ in cycles) > len(cycles) / 2
+
+
+def test_a_take_profit_inside_the_tracked_range_is_not_quiet() -> None:
+    """A spike above the target between two cycles raises best above it while the last
+    price stays below; the price coming back to the target must be evaluated."""
+    config = CONFIGS[1]
+    position = _position(Direction.LONG, 2.0, 1.0, 1.0)  # target 101
+    prices = [(1_000 + 1_000 * i, 100.0) for i in range(30)]  # calm half minute
+    prices += [(31_500, 101.5), (31_800, 100.5)]  # the spike, back below the target
+    prices += [(33_000 + 1_000 * i, 100.5) for i in range(10)]
+    prices += [(44_500, 101.0)]  # at the target, below the best
+    cycles = _run(position, config, prices, 60_000)
+    assert cycles[-1][2] == "take_profit"
+    assert not cycles[-1][1]
+    assert any(q for _, q, _ in cycles)

@@ -123,6 +123,8 @@ class PortfolioGuard:
                 id_field="user_id",
             )
         self._quiet: dict[str, _Quiet] = {}
+        # user -> the held stats when this guard wrote that user's document
+        self._wrote: dict[str, UserStats | None] = {}
         # below the ladder's first step no step is reached (``ladder_decision`` says None)
         self._first_step = min((p for p, _ in config.ladder), default=math.inf)
 
@@ -269,6 +271,9 @@ class PortfolioGuard:
             user_stats_id(user.user_id),
             {"ladder_day": now.strftime("%Y-%m-%d"), "ladder_step_pct": decision.step_pct},
         )
+        if held is not None:  # the held stats are older than this write
+            self._wrote[user.user_id] = held.get(user.user_id)
+            self._quiet.pop(user.user_id, None)
         halt = decision.action is LadderAction.CLOSE_ALL_AND_HALT
         self._record(
             user.user_id,
@@ -304,6 +309,12 @@ class PortfolioGuard:
             return observe_user(self._state, user, now, equity)
         uid = user.user_id
         current = held.get(uid)
+        if uid in self._wrote:
+            if self._wrote[uid] is current:
+                # this guard wrote the stats and the stream has not brought that back yet
+                # (a remote listener lags): read the document, as before
+                return observe_user(self._state, user, now, equity)
+            del self._wrote[uid]
         day = now.strftime("%Y-%m-%d")
         quiet = self._quiet.get(uid)
         if (
@@ -319,8 +330,9 @@ class PortfolioGuard:
         if current is not None and not transitions and stats == current:
             resume_at = consecutive_resume_at(current, user.limits)
             self._quiet[uid] = _Quiet(user, current, equity, day, resume_at)
-        else:
+        else:  # it may have written: held stats are stale until the stream has it
             self._quiet.pop(uid, None)
+            self._wrote[uid] = current
         return stats, transitions
 
     # ------------------------------------------------------------------- BTC dump
