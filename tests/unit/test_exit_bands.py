@@ -193,12 +193,17 @@ def _trade(i: int, ts_ms: int, price: float) -> Trade:
 
 
 def _run(
-    position: Position, config: ExitConfig, prices: list[tuple[int, float]], end_ms: int
+    position: Position,
+    config: ExitConfig,
+    prices: list[tuple[int, float]],
+    end_ms: int,
+    trades: list[Trade] | None = None,
 ) -> list[tuple[int, bool, str | None]]:
     """Cycles every 2 s to ``end_ms``: (time, quiet, exit reason) until the exit."""
     window = TradeWindow(position.symbol)
     bands = HoldBands(config)
-    trades = [_trade(i, ts, p) for i, (ts, p) in enumerate(prices)]
+    if trades is None:
+        trades = [_trade(i, ts, p) for i, (ts, p) in enumerate(prices)]
     out: list[tuple[int, bool, str | None]] = []
     since: int | None = None
     for now in range(1_000 + CYCLE_MS, end_ms, CYCLE_MS):
@@ -241,3 +246,20 @@ def test_a_take_profit_inside_the_tracked_range_is_not_quiet() -> None:
     assert cycles[-1][2] == "take_profit"
     assert not cycles[-1][1]
     assert any(q for _, q, _ in cycles)
+
+
+def test_an_order_flow_reversal_at_a_flat_price_is_not_quiet() -> None:
+    """Rule 1 reads volumes, not prices: buyers for 14 minutes, then sellers take over
+    at the same price; the long position must be evaluated (and exits)."""
+    config = ExitConfig(enable_adverse_moves=False, enable_max_hold=False)
+    position = _position(Direction.LONG, 2.0, 3.0, 1.0)
+    trades = []
+    for i in range(15 * 60):  # one trade a second, all at 100
+        late = i >= 14 * 60
+        buy = i % 4 != 0 if not late else i % 6 == 0
+        trade = _trade(i, 1_000 + 1_000 * i, 100.0)
+        trades.append(trade.model_copy(update={"side": Side.BUY if buy else Side.SELL}))
+    cycles = _run(position, config, [], 17 * 60_000, trades)
+    assert cycles[-1][2] == "order_flow_reversal"
+    assert not cycles[-1][1]
+    assert sum(q for _, q, _ in cycles) > len(cycles) / 2
