@@ -87,6 +87,7 @@ from prometheus_trader.domain.trading import (  # noqa: E402
 from prometheus_trader.domain.users import RiskProfile, User  # noqa: E402
 from prometheus_trader.usecases.monitor import ExitMonitor  # noqa: E402
 from prometheus_trader.usecases.names import Collections  # noqa: E402
+from prometheus_trader.usecases.stats import UserStats, user_stats_id  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "exit_monitor.json"
 CYCLE_MS = 2_000
@@ -573,7 +574,7 @@ def bench_cycle(
     exchange = BenchExchange(ticks)
     # the emulator's listener starts in cycle 1 (that cycle queries) and delivers its
     # first complete result by cycle 2: one more cycle, and the last two are reported
-    cycles = 3 if store == "sqlite" else 4
+    cycles = 4
     clock = SimulatedClock(datetime.fromtimestamp((end_ms - (cycles - 1) * CYCLE_MS) / 1000, UTC))
 
     docs: dict[str, dict[str, Any]] = {}
@@ -588,9 +589,19 @@ def bench_cycle(
         """Store the users (first time) and the positions, in chunked transactions."""
         writes: list[tuple[str, str, dict[str, Any]]] = []
         if ids is None:
+            equity = exchange.fetch_balance("").equity
+            day = datetime.fromtimestamp(end_ms / 1000, UTC).strftime("%Y-%m-%d")
             for u in range(users):
                 user = User.with_profile(f"u{u:05d}", RiskProfile.MODERATE)
                 writes.append((Collections.USERS, user.user_id, user.model_dump(mode="json")))
+                # users who trade have their running stats (the portfolio rules' equity
+                # readings) from earlier cycles: the steady state, where they change nothing
+                stats = UserStats(
+                    user_id=user.user_id, day=day, day_start_equity=equity, peak_equity=equity
+                )
+                writes.append(
+                    (Collections.STATS, user_stats_id(user.user_id), stats.model_dump(mode="json"))
+                )
         for pid in docs if ids is None else ids:
             doc = docs[pid]
             writes.append((Collections.POSITIONS, pid, doc))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from prometheus_trader.domain.events import EventType, Severity
+from prometheus_trader.domain.exit_bands import hold_band
 from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
 from prometheus_trader.domain.ids import client_order_id
 from prometheus_trader.domain.market import MINUTE_MS, Side
@@ -36,6 +37,7 @@ from prometheus_trader.ports import (
 from prometheus_trader.usecases.audit import audit_order
 from prometheus_trader.usecases.cycle_window import CycleWindow
 from prometheus_trader.usecases.events import publish_event
+from prometheus_trader.usecases.hold_bands import HoldBands
 from prometheus_trader.usecases.live_docs import LiveDocs
 from prometheus_trader.usecases.names import Collections, labels
 from prometheus_trader.usecases.portfolio import PortfolioGuard
@@ -115,11 +117,16 @@ class ExitMonitor(Reconciliation):
         self._user_docs = LiveDocs(state, clock, Collections.USERS, [], User, id_field="user_id")
         # best/worst/trail tracked in memory every cycle, written when they matter
         self._tracking = Tracking(state, self._open, self._config, persist_every_ms)
+        # positions whose rules provably hold until their price band or a deadline is
+        # left: skipped (the same decisions as evaluating them; see usecases/hold_bands.py)
+        self._bands = HoldBands(self._config)
         self._views: dict[str, CycleWindow] = {}  # symbol -> this cycle's view of its window
         self._views_cycle = -1
         # per exchange account, the ids of its resting orders, read once per cycle: a
         # protective order still resting has not filled, so it needs no fetch_order
         self._resting: dict[str, frozenset[str] | None] = {}
+        # per user, (account, its resting ids) holding every settled position's orders
+        self._verified: dict[str, tuple[str, frozenset[str] | None]] = {}
         # portfolio rules (kill switch, daily drawdown ladder, BTC dump) close through here
         self._portfolio = PortfolioGuard(
             state, exchange, bus, blobs, clock, self.close_position, portfolio or DEFAULT_PORTFOLIO
@@ -129,14 +136,16 @@ class ExitMonitor(Reconciliation):
     def open_positions(self) -> list[Position]:
         """Open positions of every user, in a stable order (held in memory, refreshed
         from the store's change stream; see ``LiveDocs``)."""
-        held = self._open.refresh()
-        self._tracking.keep_only(set(held))
+        held = set(self._open.refresh())
+        self._tracking.keep_only(held)
+        self._bands.keep_only(held)
         return self._open.ordered()
 
     def close(self) -> None:
         """Stop following the store's change stream (the worker is shutting down)."""
         self._open.close()
         self._user_docs.close()
+        self._portfolio.close()
 
     def cycle(self) -> CycleReport:
         """One pass: new trades in, every open position checked, heartbeat out."""
@@ -144,6 +153,7 @@ class ExitMonitor(Reconciliation):
         positions = self.open_positions()
         self._load_users(positions)
         self._resting = {}
+        self._verified = {}
         report = CycleReport(positions=len(positions))
         try:  # portfolio rules first: a kill switch or the ladder may close positions
             guarded = self._portfolio.run(positions, self._active_users())
@@ -175,8 +185,18 @@ class ExitMonitor(Reconciliation):
                 window.add_batch(batch)
             for window in self._windows.values():
                 window.prune(now_ms)
+            quiet = self._bands.quiet(self._windows.get, now_ms, after)
+            verified, resting = self._verified, self._resting
             for position in positions:
                 try:
+                    if quiet.get(position.id) is position:
+                        # provably holds and changes nothing: what _check would do, unless
+                        # a protective order stopped resting or the kill switch is on
+                        known = verified.get(position.user_id)
+                        if known is not None and resting.get(known[0]) is known[1]:
+                            continue  # _untouched's first answer, inlined: 10,000 a cycle
+                        if self._untouched(position):
+                            continue
                     reason = self._check(position, now_ms, after)
                 except Exception as exc:  # isolate: every other position still gets checked
                     report.failed[position.id] = f"{type(exc).__name__}: {exc}"
@@ -278,8 +298,32 @@ class ExitMonitor(Reconciliation):
         if evaluation.exit is not None:
             self._close(position, evaluation.exit.reason, evaluation.exit.detail)
             return evaluation.exit.reason.value
-        self._tracking.track(position, evaluation, now_ms)
+        held = self._tracking.track(position, evaluation, now_ms)
+        due = self._tracking.write_due_ms(held.id)
+        self._bands.settle(held, hold_band(held, self._config, due))
         return None
+
+    def _untouched(self, position: Position) -> bool:
+        """Nothing outside the exit rules acts on the position this cycle: its protective
+        orders are all resting (so ``_closed_on_exchange`` fetches nothing) and its user's
+        kill switch is off."""
+        uid = position.user_id
+        verified = self._verified.get(uid)
+        if verified is not None and self._resting.get(verified[0]) is verified[1]:
+            return True  # every settled position of the user: its orders rest (this cycle)
+        user = self._users.get(uid)
+        if user is not None and user.kill_switch:
+            return False
+        resting = self._resting_ids(uid)
+        if resting is None:
+            return False
+        if resting.issuperset(self._bands.protective(uid)):
+            self._verified[uid] = (self._account(uid), resting)
+            return True
+        stop = position.stop_order_id
+        if stop and stop not in resting:
+            return False
+        return resting.issuperset(position.take_profit_order_ids)
 
     def _view(self, symbol: str) -> TradeWindow | None:
         """This cycle's memoised view of the symbol's window (``CycleWindow``)."""
@@ -456,6 +500,7 @@ class ExitMonitor(Reconciliation):
         self._state.set(Collections.POSITIONS, position.id, closed.model_dump(mode="json"))
         self._open.forget(position.id)
         self._tracking.closed(position.id)
+        self._bands.drop(position.id)
         publish_event(
             self._bus,
             self._state,

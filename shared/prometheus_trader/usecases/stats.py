@@ -68,8 +68,15 @@ def load_user_stats(state: StateStore, user_id: str, now: datetime, equity: floa
     return stats.rolled_to(now, equity)
 
 
+_READ = UserStats.model_construct(user_id="")  # observe_user's default: read the document
+
+
 def observe_user(
-    state: StateStore, user: User, now: datetime, equity: float
+    state: StateStore,
+    user: User,
+    now: datetime,
+    equity: float,
+    held: UserStats | None = _READ,
 ) -> tuple[UserStats, list[BreakerTransition]]:
     """Record an equity reading: roll the day, raise the true peak, move the breakers.
 
@@ -78,11 +85,17 @@ def observe_user(
     and the first one creates the document if absent: concurrent executors of one user
     (redeliveries, racers) then never contend on it (Firestore allows about one sustained
     write per second per document, and its emulator starves contending transactions).
+    ``held``: the stored stats as the caller holds them (the exit monitor, from the
+    change stream; None: no document) instead of reading them; a write still reads the
+    document in its transaction.
     """
     ref = user_stats_id(user.user_id)
 
     def observe(doc: Document | None) -> tuple[UserStats, UserStats, list[BreakerTransition]]:
         stats = UserStats.model_validate(doc) if doc else UserStats(user_id=user.user_id)
+        return observe_stats(stats)
+
+    def observe_stats(stats: UserStats) -> tuple[UserStats, UserStats, list[BreakerTransition]]:
         account, transitions = observe_account(
             stats,
             user.limits,
@@ -93,11 +106,16 @@ def observe_user(
         new = stats.model_copy(update=account.model_dump(include=set(AccountState.model_fields)))
         return stats, new, transitions
 
-    doc = state.get(Collections.STATS, ref)
-    stats, new, transitions = observe(doc)
-    if doc is not None and new == stats and not transitions:
+    if held is _READ:
+        doc = state.get(Collections.STATS, ref)
+        stored = doc is not None
+        stats, new, transitions = observe(doc)
+    else:
+        stored = held is not None
+        stats, new, transitions = observe_stats(held or UserStats(user_id=user.user_id))
+    if stored and new == stats and not transitions:
         return new, transitions
-    if doc is None and state.create(Collections.STATS, ref, new.model_dump(mode="json")):
+    if not stored and state.create(Collections.STATS, ref, new.model_dump(mode="json")):
         return new, transitions
 
     def work(tx: StateTransaction) -> tuple[UserStats, list[BreakerTransition]]:

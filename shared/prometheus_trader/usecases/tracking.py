@@ -37,8 +37,9 @@ class Tracking:
         self._saved_ms: dict[str, int] = {}  # position id -> when its tracking was written
         self._unsaved: set[str] = set()  # ids whose tracking in memory is newer than stored
 
-    def track(self, position: Position, evaluation: ExitEvaluation, now_ms: int) -> None:
-        """Hold the new best/worst/trail in memory; write them when they matter."""
+    def track(self, position: Position, evaluation: ExitEvaluation, now_ms: int) -> Position:
+        """Hold the new best/worst/trail in memory; write them when they matter. Returns
+        the position as now held."""
         pid = position.id
         crossed = False
         if (evaluation.best_price, evaluation.worst_price, evaluation.trail_stop) != (
@@ -54,9 +55,9 @@ class Tracking:
             self._unsaved.add(pid)
             self._saved_ms.setdefault(pid, now_ms)
         if pid not in self._unsaved:
-            return
+            return position
         if not crossed and now_ms - self._saved_ms[pid] < self._persist_every_ms:
-            return
+            return position
         fields = {
             "best_price": position.best_price,
             "worst_price": position.worst_price,
@@ -66,6 +67,13 @@ class Tracking:
         self._book.hold(pid, position, stored=fields)
         self._unsaved.discard(pid)
         self._saved_ms[pid] = now_ms
+        return position
+
+    def write_due_ms(self, position_id: str) -> int | None:
+        """When the position's unsaved tracking is written at the latest (None: saved)."""
+        if position_id not in self._unsaved:
+            return None
+        return self._saved_ms[position_id] + self._persist_every_ms
 
     def closed(self, position_id: str) -> None:
         """The position's close wrote its whole document."""
