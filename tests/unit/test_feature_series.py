@@ -66,6 +66,15 @@ def _assert_same(fast: SymbolFeatures, ref: SymbolFeatures) -> None:
         if repr(getattr(fast, name)) != repr(getattr(ref, name))
     }
     assert not differ, f"{ref.symbol} at {ref.as_of_ms}: {differ}"
+    # built without validation (domain/trusted.py): what validation would have set
+    assert list(fast.__dict__) == list(ref.__dict__)
+    assert fast.model_fields_set == ref.model_fields_set
+    for made, valid in zip(
+        [*fast.zones, *fast.fair_value_gaps], [*ref.zones, *ref.fair_value_gaps], strict=True
+    ):
+        assert list(made.__dict__) == list(valid.__dict__)
+        assert made.model_fields_set == valid.model_fields_set
+    assert fast.model_dump_json() == ref.model_dump_json()
 
 
 @pytest.fixture(scope="module")

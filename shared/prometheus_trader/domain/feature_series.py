@@ -32,14 +32,13 @@ from prometheus_trader.domain.features import (
     SymbolFeatures,
     Zone,
     _bar_shape,
+    _MAX_RATIO,
     _btc,
     _change,
     _deviation_sigma,
     _distance_pct,
-    _fair_value_gaps,
     _fin,
     _hurst,
-    _imbalances,
     _in_gap,
     _latest_funding,
     _liquidations,
@@ -56,6 +55,7 @@ from prometheus_trader.domain.market import (
     FundingRate,
     OpenInterest,
 )
+from prometheus_trader.domain.trusted import trusted
 
 __all__ = ["FeatureSeries"]
 
@@ -64,6 +64,11 @@ _NEG_INF = np.array([-np.inf])
 
 _B15_SPAN_MS = 14 * MINUTE_MS  # a complete 15m bar's last 1m bar opens 14 minutes in
 _B5_SPAN_MS = 4 * MINUTE_MS
+
+
+def _features(**values: object) -> SymbolFeatures:
+    """``SymbolFeatures(**values)`` for values of the field types, given in field order."""
+    return trusted(SymbolFeatures, values)
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,27 @@ class FeatureSeries:
             self._pivot_low[k : len(b15) - k] = wl.argmin(axis=1) == k
         self._body_top = np.maximum(b15.open, b15.close)
         self._body_bottom = np.minimum(b15.open, b15.close)
+        # element-wise arrays of the per-window features, computed once (an element of
+        # the array is the element the window's own computation gives, bit for bit)
+        self._typical = (s.high + s.low + s.close) / 3  # features._value_area
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self._log_returns = np.diff(np.log(s.close))  # read only if _positive_close
+        # features._imbalances: taker buy volume, or its estimate from the close location
+        self._nan_taker = np.r_[0, np.cumsum(np.isnan(s.taker_buy_volume))].astype(np.int32)
+        self._buy_taker = np.clip(s.taker_buy_volume, 0.0, s.volume)
+        self._sell_taker = s.volume - self._buy_taker
+        rng = s.high - s.low
+        location = np.where(rng > 0, (s.close - s.low) / np.where(rng > 0, rng, 1.0), 0.5)
+        self._buy_est = s.volume * np.clip(location, 0.0, 1.0)
+        self._sell_est = s.volume - self._buy_est
+        # features._fair_value_gaps: each gap's size by its third bar, and the gap objects
+        # (a gap is the same object at every window that keeps it)
+        self._gap_sizes = {
+            b.timeframe: (b.low[2:] - b.high[:-2], b.low[:-2] - b.high[2:]) for b in (self.b5, b15)
+        }
+        self._gap_objects: dict[tuple[str, str, int], FairValueGap] = {}
+        # BTC's side of the correlation at one window, shared by every symbol's ranking
+        self._centered: tuple[int, int, FloatArray, FloatArray] | None = None
         self._wilder: dict[int, Wilder] = {}
         self._parts: dict[tuple[int, int], _Part15] = {}
         # a full window (window_bars 1m bars) holds one of two numbers of complete 15m
@@ -205,7 +231,7 @@ class FeatureSeries:
         part = self._part15(j0, j1)
         atr_pct = None if part.atr is None or price <= 0 else _fin(part.atr / price * 100)
         autocorr = part.autocorr
-        imb1, imb5, imb15, estimated = _imbalances(bars)
+        imb1, imb5, imb15, estimated = self._imbalances(lo, hi)
         close_pos, upper, lower = _bar_shape(b5)
         tolerance_pct = max(cfg.zone_tolerance_atr * (atr_pct or 0.0), 0.02)
         zones, bos = self._zones(part, b15, price)
@@ -213,13 +239,15 @@ class FeatureSeries:
         supply = _nearest(zones, "supply", price)
         demand_dist = _distance_pct(demand, price)
         supply_dist = _distance_pct(supply, price)
-        gaps: list[FairValueGap] = _fair_value_gaps(b5, cfg) + part.gaps
+        gaps: list[FairValueGap] = self._fvgs(self.b5, f0, f1) + part.gaps
         poc, vah, val = self._value_area(lo, hi, bars)
         liq = _liquidations(bars, open_interest, now_ms, price, cfg)
         btc_corr, btc_change = self._btc(lo, hi, bars, btc, now_ms, since_ms)
-        return SymbolFeatures(
+        # every value below already has its field's type (floats are float, liq's sums
+        # of no level are int 0, hence float()): the validated model, without validating
+        return _features(
             symbol=s.symbol,
-            as_of_ms=now_ms,
+            as_of_ms=int(now_ms),
             bars=n,
             last_bar_ts_ms=last_ts,
             data_quality=quality,
@@ -262,8 +290,8 @@ class FeatureSeries:
             poc=poc,
             vah=vah,
             val=val,
-            liq_long_notional=liq[0],
-            liq_short_notional=liq[1],
+            liq_long_notional=None if liq[0] is None else float(liq[0]),
+            liq_short_notional=None if liq[1] is None else float(liq[1]),
             liq_imbalance=liq[2],
             liq_cluster_price=liq[3],
             liq_cluster_ratio=liq[4],
@@ -272,6 +300,68 @@ class FeatureSeries:
         )
 
     # ------------------------------------------------------------------ pieces
+    def _imbalances(
+        self, lo: int, hi: int
+    ) -> tuple[float | None, float | None, float | None, bool]:
+        """``features._imbalances`` of the window lo..hi from the series' buy/sell arrays."""
+        t0 = max(lo, hi - 15)  # the window's last 15 bars
+        taker = not int(self._nan_taker[hi] - self._nan_taker[t0])
+        buy, sell = (
+            (self._buy_taker, self._sell_taker) if taker else (self._buy_est, self._sell_est)
+        )
+        out: list[float | None] = []
+        for k in (1, 5, 15):
+            if hi - t0 < k:
+                out.append(None)
+                continue
+            b, s = float(buy[hi - k : hi].sum()), float(sell[hi - k : hi].sum())
+            if b + s <= 0:
+                out.append(None)
+            elif s <= 0:
+                out.append(_MAX_RATIO)
+            else:
+                out.append(_fin(min(_MAX_RATIO, max(1 / _MAX_RATIO, b / s))))
+        return out[0], out[1], out[2], not taker
+
+    def _fvgs(self, b: CandleSeries, lo: int, hi: int) -> list[FairValueGap]:
+        """``features._fair_value_gaps(b.rows(lo, hi))`` (b: the series' 5m or 15m bars)."""
+        n = hi - lo
+        if n < 3:
+            return []
+        cfg = self.config
+        high, low = b.high[lo:hi], b.low[lo:hi]
+        min_size = float(b.close[hi - 1]) * cfg.min_gap_pct / 100
+        later_low = np.concatenate((np.minimum.accumulate(low[::-1])[::-1][1:], _INF))
+        later_high = np.concatenate((np.maximum.accumulate(high[::-1])[::-1][1:], _NEG_INF))
+        bull_size, bear_size = self._gap_sizes[b.timeframe]
+        idx = np.arange(2, n)
+        bull = idx[(bull_size[lo : hi - 2] > min_size) & (later_low[2:] > high[:-2])]
+        bear = idx[(bear_size[lo : hi - 2] > min_size) & (later_high[2:] < low[:-2])]
+        gaps: list[FairValueGap] = []
+        for kind, found in (("bullish", bull), ("bearish", bear)):
+            for i in found[-cfg.max_gaps :].tolist():
+                key = (b.timeframe, kind, lo + i)
+                gap = self._gap_objects.get(key)
+                if gap is None:
+                    j = lo + i
+                    edges = (
+                        (b.high[j - 2], b.low[j])
+                        if kind == "bullish"
+                        else (b.high[j], b.low[j - 2])
+                    )
+                    gap = self._gap_objects[key] = trusted(
+                        FairValueGap,
+                        {
+                            "timeframe": b.timeframe,
+                            "kind": kind,
+                            "low": float(edges[0]),
+                            "high": float(edges[1]),
+                            "ts_ms": int(b.ts_ms[j]),
+                        },
+                    )
+                gaps.append(gap)
+        return gaps
+
     def _quality(self, lo: int, hi: int, now_ms: int) -> tuple[DataQuality, str]:
         """``features._quality`` from the running counts."""
         cfg, n = self.config, hi - lo
@@ -328,7 +418,7 @@ class FeatureSeries:
             minus_di=_fin(t.minus_di[j0]),
             hurst=hurst,
             autocorr=autocorr,
-            gaps=_fair_value_gaps(b15, cfg),
+            gaps=self._fvgs(self.b15, j0, j1),
             pivots=self._pivots(j0, j1, b15),
         )
 
@@ -360,7 +450,7 @@ class FeatureSeries:
             minus_di=minus_di,
             hurst=_hurst(b15, cfg.hurst_min_bars),
             autocorr=self._autocorr(j0, j1),
-            gaps=_fair_value_gaps(b15, cfg),
+            gaps=self._fvgs(self.b15, j0, j1),
             pivots=self._pivots(j0, j1, b15),
         )
 
@@ -413,26 +503,32 @@ class FeatureSeries:
             z_low = float(low[i])
             z_high = max(float(piv.body_bottom[i]), z_low + min_width)
             zones.append(
-                Zone(
-                    kind="demand",
-                    low=z_low,
-                    high=z_high,
-                    ts_ms=int(b15.ts_ms[i]),
-                    volume_ratio=float(b15.volume[i]) / piv.avg_volume,
-                    touches=int((low[i + k + 1 :] <= z_high).sum()),
+                trusted(
+                    Zone,
+                    {
+                        "kind": "demand",
+                        "low": z_low,
+                        "high": z_high,
+                        "ts_ms": int(b15.ts_ms[i]),
+                        "volume_ratio": float(b15.volume[i]) / piv.avg_volume,
+                        "touches": int((low[i + k + 1 :] <= z_high).sum()),
+                    },
                 )
             )
         for i in piv.alive_high:
             z_high = float(high[i])
             z_low = min(float(piv.body_top[i]), z_high - min_width)
             zones.append(
-                Zone(
-                    kind="supply",
-                    low=z_low,
-                    high=z_high,
-                    ts_ms=int(b15.ts_ms[i]),
-                    volume_ratio=float(b15.volume[i]) / piv.avg_volume,
-                    touches=int((high[i + k + 1 :] >= z_low).sum()),
+                trusted(
+                    Zone,
+                    {
+                        "kind": "supply",
+                        "low": z_low,
+                        "high": z_high,
+                        "ts_ms": int(b15.ts_ms[i]),
+                        "volume_ratio": float(b15.volume[i]) / piv.avg_volume,
+                        "touches": int((high[i + k + 1 :] >= z_low).sum()),
+                    },
                 )
             )
         bos = 0
@@ -455,7 +551,7 @@ class FeatureSeries:
             return low, high, low
         nb = cfg.profile_bins
         width = (high - low) / nb
-        typical = (bars.high + bars.low + bars.close) / 3
+        typical = self._typical[lo:hi]
         idx = np.clip(((typical - low) / width).astype(np.int64), 0, nb - 1)
         counts = np.bincount(idx, weights=bars.volume, minlength=nb)
         poc_i = int(counts.argmax())
@@ -504,11 +600,23 @@ class FeatureSeries:
             return None, btc_change
         if not (self._positive_close and btc._positive_close):
             return _btc(bars, btc.series.rows(blo, bhi), now_ms, cfg)
-        ra, rb = np.diff(np.log(bars.close)), np.diff(np.log(btc.series.close[blo:bhi]))
-        if ra.shape[0] < cfg.min_corr_returns:
+        # np.diff(np.log(close)) of a window is a slice of the series' log returns
+        if hi - lo - 1 < cfg.min_corr_returns:
             return None, btc_change
-        ra, rb = ra - ra.mean(), rb - rb.mean()
-        denom = math.sqrt(float((ra**2).sum() * (rb**2).sum()))
+        ra = self._log_returns[lo : hi - 1]
+        ra = ra - ra.mean()
+        rb, rb_squares = btc._centered_returns(blo, bhi)
+        denom = math.sqrt(float((ra**2).sum() * rb_squares))
         if denom == 0:
             return None, btc_change
         return _fin(max(-1.0, min(1.0, float((ra * rb).sum()) / denom))), btc_change
+
+    def _centered_returns(self, lo: int, hi: int) -> tuple[FloatArray, FloatArray]:
+        """The window's 1m log returns minus their mean, and their sum of squares (kept
+        for the last window: every symbol of a ranking correlates with the same BTC)."""
+        kept = self._centered
+        if kept is None or kept[0] != lo or kept[1] != hi:
+            r = self._log_returns[lo : hi - 1]
+            r = r - r.mean()
+            kept = self._centered = (lo, hi, r, (r**2).sum())
+        return kept[2], kept[3]
