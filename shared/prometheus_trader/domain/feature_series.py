@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,7 +35,6 @@ from prometheus_trader.domain.features import (
     _MAX_RATIO,
     _btc,
     _change,
-    _deviation_sigma,
     _distance_pct,
     _fin,
     _hurst,
@@ -66,6 +65,28 @@ _B15_SPAN_MS = 14 * MINUTE_MS  # a complete 15m bar's last 1m bar opens 14 minut
 _B5_SPAN_MS = 4 * MINUTE_MS
 
 
+_sum = np.add.reduce  # ndarray.sum / mean / std without their Python wrappers: same loops
+
+
+def _mean(x: FloatArray) -> np.float64:
+    """``x.mean()`` of a non-empty 1-D float array: numpy's sum, then ÷ n."""
+    return _sum(x) / x.shape[0]  # type: ignore[no-any-return]
+
+
+def _deviation_sigma(closes: FloatArray) -> float | None:
+    """``features._deviation_sigma``: ``closes.std()`` is numpy's ``_var`` (sum, ÷ n,
+    squared deviations, sum, ÷ n) and a square root, spelled out."""
+    n = closes.shape[0]
+    if n < 15:
+        return None
+    mean = _sum(closes) / n
+    dev = closes - mean
+    std = float(np.sqrt(_sum(dev * dev) / n))
+    if std <= 0:
+        return None
+    return _fin((closes[-1] - mean) / std)
+
+
 def _features(**values: object) -> SymbolFeatures:
     """``SymbolFeatures(**values)`` for values of the field types, given in field order."""
     return trusted(SymbolFeatures, values)
@@ -82,6 +103,9 @@ class _Pivots:
     last_low: float | None
     body_bottom: FloatArray
     body_top: FloatArray
+    # the zones built so far, by pivot and price-dependent bound (its bits): the other
+    # values (and the touches, given that bound) are the window's, the same every time
+    zones: dict[tuple[str, int, str], Zone] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -314,7 +338,7 @@ class FeatureSeries:
             if hi - t0 < k:
                 out.append(None)
                 continue
-            b, s = float(buy[hi - k : hi].sum()), float(sell[hi - k : hi].sum())
+            b, s = float(_sum(buy[hi - k : hi])), float(_sum(sell[hi - k : hi]))
             if b + s <= 0:
                 out.append(None)
             elif s <= 0:
@@ -499,11 +523,14 @@ class FeatureSeries:
         high, low = b15.high, b15.low
         min_width = price * 0.0002
         zones: list[Zone] = []
+        kept = piv.zones
         for i in piv.alive_low:
             z_low = float(low[i])
             z_high = max(float(piv.body_bottom[i]), z_low + min_width)
-            zones.append(
-                trusted(
+            key = ("demand", i, z_high.hex())
+            zone = kept.get(key)
+            if zone is None:
+                zone = kept[key] = trusted(
                     Zone,
                     {
                         "kind": "demand",
@@ -514,12 +541,14 @@ class FeatureSeries:
                         "touches": int((low[i + k + 1 :] <= z_high).sum()),
                     },
                 )
-            )
+            zones.append(zone)
         for i in piv.alive_high:
             z_high = float(high[i])
             z_low = min(float(piv.body_top[i]), z_high - min_width)
-            zones.append(
-                trusted(
+            key = ("supply", i, z_low.hex())
+            zone = kept.get(key)
+            if zone is None:
+                zone = kept[key] = trusted(
                     Zone,
                     {
                         "kind": "supply",
@@ -530,7 +559,7 @@ class FeatureSeries:
                         "touches": int((high[i + k + 1 :] >= z_low).sum()),
                     },
                 )
-            )
+            zones.append(zone)
         bos = 0
         if piv.last_high is not None and price > piv.last_high:
             bos = 1
@@ -543,8 +572,8 @@ class FeatureSeries:
     ) -> tuple[float | None, float | None, float | None]:
         """``features._value_area`` (the profile's bins read as a list)."""
         cfg = self.config
-        low, high = float(bars.low.min()), float(bars.high.max())
-        total = float(bars.volume.sum())
+        low, high = float(np.minimum.reduce(bars.low)), float(np.maximum.reduce(bars.high))
+        total = float(_sum(bars.volume))
         if not (math.isfinite(low) and math.isfinite(high)) or total <= 0:
             return None, None, None
         if high <= low:
@@ -552,7 +581,8 @@ class FeatureSeries:
         nb = cfg.profile_bins
         width = (high - low) / nb
         typical = self._typical[lo:hi]
-        idx = np.clip(((typical - low) / width).astype(np.int64), 0, nb - 1)
+        idx = ((typical - low) / width).astype(np.int64)  # np.clip(idx, 0, nb - 1):
+        np.minimum(np.maximum(idx, 0, out=idx), nb - 1, out=idx)
         counts = np.bincount(idx, weights=bars.volume, minlength=nb)
         poc_i = int(counts.argmax())
         profile = counts.tolist()
@@ -604,12 +634,12 @@ class FeatureSeries:
         if hi - lo - 1 < cfg.min_corr_returns:
             return None, btc_change
         ra = self._log_returns[lo : hi - 1]
-        ra = ra - ra.mean()
+        ra = ra - _mean(ra)
         rb, rb_squares = btc._centered_returns(blo, bhi)
-        denom = math.sqrt(float((ra**2).sum() * rb_squares))
+        denom = math.sqrt(float(_sum(ra * ra) * rb_squares))  # ra**2 is ra * ra
         if denom == 0:
             return None, btc_change
-        return _fin(max(-1.0, min(1.0, float((ra * rb).sum()) / denom))), btc_change
+        return _fin(max(-1.0, min(1.0, float(_sum(ra * rb)) / denom))), btc_change
 
     def _centered_returns(self, lo: int, hi: int) -> tuple[FloatArray, FloatArray]:
         """The window's 1m log returns minus their mean, and their sum of squares (kept
@@ -617,6 +647,6 @@ class FeatureSeries:
         kept = self._centered
         if kept is None or kept[0] != lo or kept[1] != hi:
             r = self._log_returns[lo : hi - 1]
-            r = r - r.mean()
-            kept = self._centered = (lo, hi, r, (r**2).sum())
+            r = r - _mean(r)
+            kept = self._centered = (lo, hi, r, _sum(r * r))
         return kept[2], kept[3]

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -106,7 +108,7 @@ def rank_symbols(
         scored.append(_score(symbol, f, success_rates.get(symbol), w))
     scored.sort(key=lambda r: (-r.score, r.symbol))
     top_movers = [r.symbol for r in scored if r.top_mover]
-    ranked = [r.model_copy(update={"rank": i + 1}) for i, r in enumerate(scored[:top_n])]
+    ranked = [r.ranked(i + 1) for i, r in enumerate(scored[:top_n])]
     return Ranking(ranked=ranked, excluded=excluded, top_movers=sorted(top_movers))
 
 
@@ -124,9 +126,24 @@ def cluster_component(cluster_ratio: float | None, cap: float = 2.0) -> float:
     return min(cluster_ratio, cap) / cap
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """A symbol's score before the cut: only the top N become :class:`RankedSymbol`."""
+
+    symbol: str
+    score: float
+    top_mover: bool
+    values: dict[str, Any]
+    features: SymbolFeatures
+
+    def ranked(self, rank: int) -> RankedSymbol:
+        """The validated ``RankedSymbol`` at ``rank``."""
+        return RankedSymbol(**self.values, rank=rank, features=self.features.as_dict())
+
+
 def _score(
     symbol: str, f: SymbolFeatures, success_rate: float | None, w: RankingWeights
-) -> RankedSymbol:
+) -> _Scored:
     ratio = f.imbalance_5m if f.imbalance_5m is not None else f.imbalance_15m
     imb = imbalance_component(ratio, w.imbalance_full_ratio)
     clu = cluster_component(f.liq_cluster_ratio, w.cluster_cap)
@@ -139,19 +156,19 @@ def _score(
         reasons.append(f"1m change {f.change_1m_pct:+.2f}% beyond ±{TOP_MOVER_1M_PCT:g}%")
     if f.change_5m_pct is not None and abs(f.change_5m_pct) > TOP_MOVER_5M_PCT:
         reasons.append(f"5m change {f.change_5m_pct:+.2f}% beyond ±{TOP_MOVER_5M_PCT:g}%")
-    return RankedSymbol(
-        symbol=symbol,
-        rank=0,
-        score=w.imbalance * imb + w.cluster * clu + w.success * suc,
-        imbalance_component=imb,
-        cluster_component=clu,
-        success_component=suc,
-        imbalance_ratio=ratio,
-        imbalance_estimated=f.imbalance_estimated,
-        cluster_ratio=f.liq_cluster_ratio,
-        success_rate=rate,
-        top_mover=bool(reasons),
-        top_mover_reasons=reasons,
-        data_quality=f.data_quality,
-        features=f.as_dict(),
-    )
+    score = w.imbalance * imb + w.cluster * clu + w.success * suc
+    values = {
+        "symbol": symbol,
+        "score": score,
+        "imbalance_component": imb,
+        "cluster_component": clu,
+        "success_component": suc,
+        "imbalance_ratio": ratio,
+        "imbalance_estimated": f.imbalance_estimated,
+        "cluster_ratio": f.liq_cluster_ratio,
+        "success_rate": rate,
+        "top_mover": bool(reasons),
+        "top_mover_reasons": reasons,
+        "data_quality": f.data_quality,
+    }
+    return _Scored(symbol, score, bool(reasons), values, f)

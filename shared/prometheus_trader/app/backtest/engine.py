@@ -251,6 +251,12 @@ class BacktestEngine:
         window = self._window(key, self._collect_from, now_ms)
         return int(window.ts_ms[-1]) if len(window) else None
 
+    def _has_collected(self, key: SeriesKey, now_ms: int) -> bool:
+        """Whether ``_last_collected_ms(key, now_ms)`` is not None (without the window)."""
+        ts = self.data.series[key].ts_ms
+        lo = int(np.searchsorted(ts, self._collect_from, side="left"))
+        return int(np.searchsorted(ts, now_ms - self._bar_ms, side="right")) > lo
+
     def _last_collected(self, key: SeriesKey) -> int | None:
         if key not in self.data.series:
             return None
@@ -268,7 +274,7 @@ class BacktestEngine:
         cfg = self.cfg
         now = self.clock.now()
         start = now_ms - int(cfg.window_hours * 60) * MINUTE_MS
-        keys = [k for k in self._keys if self._last_collected_ms(k, now_ms) is not None]
+        keys = [k for k in self._keys if self._has_collected(k, now_ms)]
         since = max(start, self._collect_from)
         btc_key = next((k for k in keys if k.symbol == cfg.btc_symbol), None)
         btc_series = (
