@@ -27,12 +27,12 @@ import numpy as np
 
 from prometheus_trader.domain.feature_tables import Table15, Wilder, table15
 from prometheus_trader.domain.features import (
+    _MAX_RATIO,
     FairValueGap,
     FeatureConfig,
     SymbolFeatures,
     Zone,
     _bar_shape,
-    _MAX_RATIO,
     _btc,
     _change,
     _distance_pct,
@@ -203,8 +203,8 @@ class FeatureSeries:
         """Row range of the window ``compute_features`` would see at ``now_ms`` (bars
         closed by then, opened at or after ``since_ms``, the newest ``window_bars``)."""
         ts = self.series.ts_ms
-        hi = int(np.searchsorted(ts, now_ms - MINUTE_MS, side="right"))
-        lo = 0 if since_ms is None else int(np.searchsorted(ts, since_ms, side="left"))
+        hi = int(ts.searchsorted(now_ms - MINUTE_MS, side="right"))
+        lo = 0 if since_ms is None else int(ts.searchsorted(since_ms, side="left"))
         return max(lo, hi - self.config.window_bars), hi
 
     def window(self, now_ms: int, since_ms: int | None = None) -> CandleSeries:
@@ -246,11 +246,11 @@ class FeatureSeries:
         price = float(close[-1])
         # complete 15m / 5m bars inside the window: a slice of the series' own roll-ups
         first_ts, last_ts = int(ts[lo]), int(ts[hi - 1])
-        j0 = int(np.searchsorted(self.b15.ts_ms, first_ts, side="left"))
-        j1 = max(j0, int(np.searchsorted(self.b15.ts_ms, last_ts - _B15_SPAN_MS, side="right")))
+        j0 = int(self.b15.ts_ms.searchsorted(first_ts, side="left"))
+        j1 = max(j0, int(self.b15.ts_ms.searchsorted(last_ts - _B15_SPAN_MS, side="right")))
         b15 = self.b15.rows(j0, j1)
-        f0 = int(np.searchsorted(self.b5.ts_ms, first_ts, side="left"))
-        f1 = max(f0, int(np.searchsorted(self.b5.ts_ms, last_ts - _B5_SPAN_MS, side="right")))
+        f0 = int(self.b5.ts_ms.searchsorted(first_ts, side="left"))
+        f1 = max(f0, int(self.b5.ts_ms.searchsorted(last_ts - _B5_SPAN_MS, side="right")))
         b5 = self.b5.rows(f0, f1)
         part = self._part15(j0, j1)
         atr_pct = None if part.atr is None or price <= 0 else _fin(part.atr / price * 100)
@@ -321,6 +321,42 @@ class FeatureSeries:
             liq_cluster_ratio=liq[4],
             btc_correlation=btc_corr,
             btc_change_15m_pct=btc_change,
+        )
+
+    def ranking_at(
+        self,
+        now_ms: int,
+        *,
+        since_ms: int | None = None,
+        open_interest: Sequence[OpenInterest] = (),
+    ) -> SymbolFeatures:
+        """``at`` with only the fields the ranking scores by (``ranking.RANKING_FIELDS``,
+        and the quality reason and last price), each equal to ``at``'s; every other field
+        keeps its default. Cheap: the backtest ranks every symbol with these and computes
+        the full features only for the symbols it then analyses."""
+        lo, hi = self.bounds(now_ms, since_ms)
+        if hi <= lo:
+            return self.at(now_ms, since_ms=since_ms, open_interest=open_interest)
+        quality, reason = self._quality(lo, hi, now_ms)
+        close = self.series.close[lo:hi]
+        price = float(close[-1])
+        imb1, imb5, imb15, estimated = self._imbalances(lo, hi)
+        liq = _liquidations(self.series.rows(lo, hi), open_interest, now_ms, price, self.config)
+        return SymbolFeatures(
+            symbol=self.symbol,
+            as_of_ms=now_ms,
+            bars=hi - lo,
+            last_bar_ts_ms=int(self.series.ts_ms[hi - 1]),
+            data_quality=quality,
+            quality_reason=reason,
+            last_price=_fin(price),
+            change_1m_pct=_change(close, 1),
+            change_5m_pct=_change(close, 5),
+            imbalance_1m=imb1,
+            imbalance_5m=imb5,
+            imbalance_15m=imb15,
+            imbalance_estimated=estimated,
+            liq_cluster_ratio=liq[4],
         )
 
     # ------------------------------------------------------------------ pieces

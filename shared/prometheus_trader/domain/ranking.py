@@ -24,7 +24,15 @@ from pydantic import BaseModel, ConfigDict
 from prometheus_trader.domain.features import SymbolFeatures
 from prometheus_trader.domain.market import DataQuality
 
-__all__ = ["ExcludedSymbol", "RankedSymbol", "Ranking", "RankingWeights", "rank_symbols"]
+__all__ = [
+    "RANKING_FIELDS",
+    "ExcludedSymbol",
+    "RankedSymbol",
+    "Ranking",
+    "RankingWeights",
+    "rank_order",
+    "rank_symbols",
+]
 
 SUCCESS_PRIOR = 0.5
 TOP_MOVER_1M_PCT = 2.0
@@ -91,25 +99,64 @@ def rank_symbols(
     weights: RankingWeights | None = None,
 ) -> Ranking:
     """Score every symbol with OK data; the top ``top_n`` by score desc, then symbol."""
-    w = weights or RankingWeights()
-    scored: list[RankedSymbol] = []
-    excluded: list[ExcludedSymbol] = []
+    scored, excluded = _scored(features, success_rates, weights or RankingWeights())
+    top_movers = [r.symbol for r in scored if r.top_mover]
+    ranked = [r.ranked(i + 1) for i, r in enumerate(scored[:top_n])]
+    return Ranking(
+        ranked=ranked,
+        excluded=[
+            ExcludedSymbol(
+                symbol=symbol,
+                data_quality=f.data_quality,
+                reason=f.quality_reason or f"data quality {f.data_quality.value}",
+            )
+            for symbol, f in excluded
+        ],
+        top_movers=sorted(top_movers),
+    )
+
+
+RANKING_FIELDS = (
+    "data_quality",
+    "change_1m_pct",
+    "change_5m_pct",
+    "imbalance_5m",
+    "imbalance_15m",
+    "imbalance_estimated",
+    "liq_cluster_ratio",
+)
+"""The only features ``rank_order`` (and the scores of ``rank_symbols``) read."""
+
+
+def rank_order(
+    features: Mapping[str, SymbolFeatures],
+    success_rates: Mapping[str, float],
+    top_n: int = 10,
+    weights: RankingWeights | None = None,
+) -> tuple[list[tuple[str, float]], list[str]]:
+    """What ``rank_symbols`` ranks, without building the ranking: its top ``top_n`` as
+    (symbol, score) and its top movers. Reads only ``RANKING_FIELDS`` of each symbol's
+    features, so a caller may pass features holding just those (the backtest computes
+    the rest only for the symbols it then analyses)."""
+    scored, _ = _scored(features, success_rates, weights or RankingWeights())
+    ranked = [(r.symbol, float(r.score)) for r in scored[:top_n]]
+    return ranked, sorted(r.symbol for r in scored if r.top_mover)
+
+
+def _scored(
+    features: Mapping[str, SymbolFeatures], success_rates: Mapping[str, float], w: RankingWeights
+) -> tuple[list[_Scored], list[tuple[str, SymbolFeatures]]]:
+    """The symbols with OK data scored, by score desc then symbol; the others apart."""
+    scored: list[_Scored] = []
+    excluded: list[tuple[str, SymbolFeatures]] = []
     for symbol in sorted(features):
         f = features[symbol]
         if f.data_quality is not DataQuality.OK:
-            excluded.append(
-                ExcludedSymbol(
-                    symbol=symbol,
-                    data_quality=f.data_quality,
-                    reason=f.quality_reason or f"data quality {f.data_quality.value}",
-                )
-            )
+            excluded.append((symbol, f))
             continue
         scored.append(_score(symbol, f, success_rates.get(symbol), w))
     scored.sort(key=lambda r: (-r.score, r.symbol))
-    top_movers = [r.symbol for r in scored if r.top_mover]
-    ranked = [r.ranked(i + 1) for i, r in enumerate(scored[:top_n])]
-    return Ranking(ranked=ranked, excluded=excluded, top_movers=sorted(top_movers))
+    return scored, excluded
 
 
 def imbalance_component(ratio: float | None, full_ratio: float = 3.0) -> float:

@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
-import numpy as np
-
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
@@ -53,7 +51,7 @@ from prometheus_trader.domain.market import (
     FundingRate,
     OpenInterest,
 )
-from prometheus_trader.domain.ranking import rank_symbols
+from prometheus_trader.domain.ranking import rank_order
 from prometheus_trader.domain.signals import OpportunitySignal
 from prometheus_trader.domain.synthesizer import SignalParams, SynthesisPolicy, build_signal
 from prometheus_trader.domain.trading import Execution, ExitReason, Position
@@ -243,8 +241,8 @@ class BacktestEngine:
         """The collected bars (1m, or the data's coarser timeframe) of ``key`` with
         ``start <= ts`` closed by now."""
         series = self.data.series[key]
-        lo = int(np.searchsorted(series.ts_ms, max(start_ms, self._collect_from), side="left"))
-        hi = int(np.searchsorted(series.ts_ms, now_ms - self._bar_ms, side="right"))
+        lo = int(series.ts_ms.searchsorted(max(start_ms, self._collect_from), side="left"))
+        hi = int(series.ts_ms.searchsorted(now_ms - self._bar_ms, side="right"))
         return series.rows(lo, max(lo, hi))
 
     def _last_collected_ms(self, key: SeriesKey, now_ms: int) -> int | None:
@@ -254,8 +252,8 @@ class BacktestEngine:
     def _has_collected(self, key: SeriesKey, now_ms: int) -> bool:
         """Whether ``_last_collected_ms(key, now_ms)`` is not None (without the window)."""
         ts = self.data.series[key].ts_ms
-        lo = int(np.searchsorted(ts, self._collect_from, side="left"))
-        return int(np.searchsorted(ts, now_ms - self._bar_ms, side="right")) > lo
+        lo = int(ts.searchsorted(self._collect_from, side="left"))
+        return int(ts.searchsorted(now_ms - self._bar_ms, side="right")) > lo
 
     def _last_collected(self, key: SeriesKey) -> int | None:
         if key not in self.data.series:
@@ -283,7 +281,11 @@ class BacktestEngine:
             else self._feature_series(btc_key)
         )
         day_ago = now_ms - 24 * 60 * MINUTE_MS
+        # the ranking reads a few features of every symbol (ranking.RANKING_FIELDS): on 1m
+        # bars those alone (FeatureSeries.ranking_at), the full features only for the
+        # symbols analysed below, each equal to compute_features' on the window
         features: dict[str, SymbolFeatures] = {}
+        sparse: dict[str, tuple[list[FundingRate], list[OpenInterest]]] = {}
         for key in keys:
             funding = self._funding.get(key)
             interest = self._interest.get(key)
@@ -302,28 +304,33 @@ class BacktestEngine:
                     now_ms=now_ms,
                 )
                 continue
-            # = compute_features(the window, btc_1m=BTC's window, ...), read by index
-            features[key.symbol] = self._feature_series(key).at(
-                now_ms,
-                since_ms=since,
-                btc=None if key.symbol == cfg.btc_symbol else btc_series,
-                funding=funding_day,
-                open_interest=interest_hour,
+            features[key.symbol] = self._feature_series(key).ranking_at(
+                now_ms, since_ms=since, open_interest=interest_hour
             )
+            sparse[key.symbol] = (funding_day, interest_hour)
         lookback = timedelta(days=cfg.success_lookback_days)
         rates = symbol_success_rates(self.live.state, now, lookback)
-        ranking = rank_symbols(features, rates, top_n=cfg.top_n)
+        # = rank_symbols(features, rates, top_n): its top N (with scores) and top movers
+        ranked, top_movers = rank_order(features, rates, top_n=cfg.top_n)
         self.result.rankings += 1
         active = live_signal_symbols(self.live.state, now)
-        scores = {r.symbol: r.score for r in ranking.ranked}
-        candidates = [r.symbol for r in ranking.ranked] + [
-            s for s in ranking.top_movers if s not in scores
-        ]
+        scores = dict(ranked)
+        candidates = [symbol for symbol, _ in ranked] + [s for s in top_movers if s not in scores]
         signals: list[OpportunitySignal] = []
         for symbol in candidates:
             if symbol in active:
                 continue
             key = next(k for k in keys if k.symbol == symbol)
+            if symbol in sparse:
+                # = compute_features(the window, btc_1m=BTC's window, ...), read by index
+                funding_day, interest_hour = sparse[symbol]
+                features[symbol] = self._feature_series(key).at(
+                    now_ms,
+                    since_ms=since,
+                    btc=None if symbol == cfg.btc_symbol else btc_series,
+                    funding=funding_day,
+                    open_interest=interest_hour,
+                )
             ctx = AnalysisContext(
                 symbol=symbol,
                 features=features[symbol],
