@@ -119,6 +119,10 @@ def test_sample_series_at_ranking_times_equal_compute_features(
 def _assert_ranking_fields(light: SymbolFeatures, ref: SymbolFeatures) -> None:
     for name in (*RANKING_FIELDS, "symbol", "bars", "quality_reason", "last_price"):
         assert repr(getattr(light, name)) == repr(getattr(ref, name)), name
+    # built without validation: what validating the fields it sets would give
+    valid = SymbolFeatures(**{name: getattr(light, name) for name in light.model_fields_set})
+    assert repr(light) == repr(valid) and list(light.__dict__) == list(valid.__dict__)
+    assert light.model_fields_set == valid.model_fields_set
 
 
 def test_funding_open_interest_and_mark_price_pass_through(

@@ -87,6 +87,30 @@ def _deviation_sigma(closes: FloatArray) -> float | None:
     return _fin((closes[-1] - mean) / std)
 
 
+_Imbalances = tuple[float | None, float | None, float | None, bool]
+# SymbolFeatures' defaults in field order (the required fields: placeholders)
+_DEFAULTS: dict[str, object] = {
+    name: None if info.is_required() else info.default
+    for name, info in SymbolFeatures.model_fields.items()
+}
+_RANKING_SET = {
+    "symbol",
+    "as_of_ms",
+    "bars",
+    "last_bar_ts_ms",
+    "data_quality",
+    "quality_reason",
+    "last_price",
+    "change_1m_pct",
+    "change_5m_pct",
+    "imbalance_1m",
+    "imbalance_5m",
+    "imbalance_15m",
+    "imbalance_estimated",
+    "liq_cluster_ratio",
+}
+
+
 def _features(**values: object) -> SymbolFeatures:
     """``SymbolFeatures(**values)`` for values of the field types, given in field order."""
     return trusted(SymbolFeatures, values)
@@ -187,6 +211,7 @@ class FeatureSeries:
         }
         self._gap_objects: dict[tuple[str, str, int], FairValueGap] = {}
         # BTC's side of the correlation at one window, shared by every symbol's ranking
+        self._imbalances_kept: tuple[int, int, _Imbalances] = (-1, -1, (None, None, None, False))
         self._centered: tuple[int, int, FloatArray, FloatArray] | None = None
         self._wilder: dict[int, Wilder] = {}
         self._parts: dict[tuple[int, int], _Part15] = {}
@@ -342,28 +367,36 @@ class FeatureSeries:
         price = float(close[-1])
         imb1, imb5, imb15, estimated = self._imbalances(lo, hi)
         liq = _liquidations(self.series.rows(lo, hi), open_interest, now_ms, price, self.config)
-        return SymbolFeatures(
-            symbol=self.symbol,
-            as_of_ms=now_ms,
-            bars=hi - lo,
-            last_bar_ts_ms=int(self.series.ts_ms[hi - 1]),
-            data_quality=quality,
-            quality_reason=reason,
-            last_price=_fin(price),
-            change_1m_pct=_change(close, 1),
-            change_5m_pct=_change(close, 5),
-            imbalance_1m=imb1,
-            imbalance_5m=imb5,
-            imbalance_15m=imb15,
-            imbalance_estimated=estimated,
-            liq_cluster_ratio=liq[4],
-        )
+        # SymbolFeatures(**these) without validating: the defaults in field order, these
+        # set (all of the field types, as in ``at``), a fresh list for each list default
+        values = {
+            **_DEFAULTS,
+            "symbol": self.symbol,
+            "as_of_ms": int(now_ms),
+            "bars": hi - lo,
+            "last_bar_ts_ms": int(self.series.ts_ms[hi - 1]),
+            "data_quality": quality,
+            "quality_reason": reason,
+            "last_price": _fin(price),
+            "change_1m_pct": _change(close, 1),
+            "change_5m_pct": _change(close, 5),
+            "imbalance_1m": imb1,
+            "imbalance_5m": imb5,
+            "imbalance_15m": imb15,
+            "imbalance_estimated": estimated,
+            "liq_cluster_ratio": liq[4],
+            "zones": [],
+            "fair_value_gaps": [],
+        }
+        return trusted(SymbolFeatures, values, _RANKING_SET.copy())
 
     # ------------------------------------------------------------------ pieces
-    def _imbalances(
-        self, lo: int, hi: int
-    ) -> tuple[float | None, float | None, float | None, bool]:
-        """``features._imbalances`` of the window lo..hi from the series' buy/sell arrays."""
+    def _imbalances(self, lo: int, hi: int) -> _Imbalances:
+        """``features._imbalances`` of the window lo..hi from the series' buy/sell arrays
+        (kept for the last window: ``ranking_at`` and then ``at`` ask for the same)."""
+        kept = self._imbalances_kept
+        if kept[0] == lo and kept[1] == hi:
+            return kept[2]
         t0 = max(lo, hi - 15)  # the window's last 15 bars
         taker = not int(self._nan_taker[hi] - self._nan_taker[t0])
         buy, sell = (
@@ -381,7 +414,9 @@ class FeatureSeries:
                 out.append(_MAX_RATIO)
             else:
                 out.append(_fin(min(_MAX_RATIO, max(1 / _MAX_RATIO, b / s))))
-        return out[0], out[1], out[2], not taker
+        result = (out[0], out[1], out[2], not taker)
+        self._imbalances_kept = (lo, hi, result)
+        return result
 
     def _fvgs(self, b: CandleSeries, lo: int, hi: int) -> list[FairValueGap]:
         """``features._fair_value_gaps(b.rows(lo, hi))`` (b: the series' 5m or 15m bars)."""

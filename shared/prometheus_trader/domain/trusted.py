@@ -23,12 +23,13 @@ M = TypeVar("M", bound=BaseModel)
 _set = object.__setattr__
 
 
-def trusted(cls: type[M], values: dict[str, Any]) -> M:
+def trusted(cls: type[M], values: dict[str, Any], fields_set: set[str] | None = None) -> M:
     """``cls(**values)`` without validation; ``values`` holds every field of ``cls`` in
-    declaration order, each already of its field's type (the caller's contract)."""
+    declaration order, each already of its field's type (the caller's contract);
+    ``fields_set``: the fields passed, when the others took their defaults."""
     m = cls.__new__(cls)
     _set(m, "__dict__", values)
-    _set(m, "__pydantic_fields_set__", set(values))
+    _set(m, "__pydantic_fields_set__", set(values) if fields_set is None else fields_set)
     _set(m, "__pydantic_extra__", None)
     _set(m, "__pydantic_private__", None)
     return m
