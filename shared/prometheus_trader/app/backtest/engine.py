@@ -38,6 +38,7 @@ from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.app.backtest.data import MemoryMarketData
 from prometheus_trader.app.backtest.live import CollectedCandles, LiveUseCases
+from prometheus_trader.app.backtest.ranking_state import JournalRates, LiveSignals
 from prometheus_trader.app.monitor_wake import next_cycle_ms, next_wake_ms
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst, default_panel
 from prometheus_trader.domain.exits import ExitConfig
@@ -58,8 +59,7 @@ from prometheus_trader.domain.trading import Execution, ExitReason, Position
 from prometheus_trader.domain.users import User
 from prometheus_trader.ports import SeriesKey
 from prometheus_trader.usecases.names import Collections
-from prometheus_trader.usecases.rank import live_signal_symbols, publish_signal
-from prometheus_trader.usecases.stats import symbol_success_rates
+from prometheus_trader.usecases.rank import publish_signal
 
 Progress = Callable[[int, int, str], None]
 DAY_MS = 24 * 60 * MINUTE_MS
@@ -158,6 +158,10 @@ class BacktestEngine:
         self._bar_ms = TIMEFRAME_MS[data.timeframe]
         self._collect_from = config.start_ms - config.warmup_ms
         self._features: dict[SeriesKey, FeatureSeries] = {}
+        # the ranker's two state reads, answered from what this engine published and
+        # the journal entries closed since the last ranking (app/backtest/ranking_state.py)
+        self._live_signals = LiveSignals()
+        self._journal_rates = JournalRates()
         self._funding: dict[SeriesKey, _Sparse[FundingRate]] = {
             k: _Sparse([p.ts_ms for p in pts], pts, None)
             for k in self._keys
@@ -309,11 +313,11 @@ class BacktestEngine:
             )
             sparse[key.symbol] = (funding_day, interest_hour)
         lookback = timedelta(days=cfg.success_lookback_days)
-        rates = symbol_success_rates(self.live.state, now, lookback)
+        rates = self._journal_rates.rates(self.live.state, now, lookback)  # = symbol_success_rates
         # = rank_symbols(features, rates, top_n): its top N (with scores) and top movers
         ranked, top_movers = rank_order(features, rates, top_n=cfg.top_n)
         self.result.rankings += 1
-        active = live_signal_symbols(self.live.state, now)
+        active = self._live_signals.symbols(now)  # = live_signal_symbols(state, now)
         scores = dict(ranked)
         candidates = [symbol for symbol, _ in ranked] + [s for s in top_movers if s not in scores]
         signals: list[OpportunitySignal] = []
@@ -364,6 +368,7 @@ class BacktestEngine:
             if any(s.id == signal.id for s in signals):
                 continue
             self.result.signals.append(signal)
+            self._live_signals.published(signal)
             signals.append(signal)
         return signals
 
