@@ -196,14 +196,6 @@ class FeatureSeries:
         self._typical = (s.high + s.low + s.close) / 3  # features._value_area
         with np.errstate(divide="ignore", invalid="ignore"):
             self._log_returns = np.diff(np.log(s.close))  # read only if _positive_close
-        # features._imbalances: taker buy volume, or its estimate from the close location
-        self._nan_taker = np.r_[0, np.cumsum(np.isnan(s.taker_buy_volume))].astype(np.int32)
-        self._buy_taker = np.clip(s.taker_buy_volume, 0.0, s.volume)
-        self._sell_taker = s.volume - self._buy_taker
-        rng = s.high - s.low
-        location = np.where(rng > 0, (s.close - s.low) / np.where(rng > 0, rng, 1.0), 0.5)
-        self._buy_est = s.volume * np.clip(location, 0.0, 1.0)
-        self._sell_est = s.volume - self._buy_est
         # features._fair_value_gaps: each gap's size by its third bar, and the gap objects
         # (a gap is the same object at every window that keeps it)
         self._gap_sizes = {
@@ -397,17 +389,22 @@ class FeatureSeries:
         kept = self._imbalances_kept
         if kept[0] == lo and kept[1] == hi:
             return kept[2]
-        t0 = max(lo, hi - 15)  # the window's last 15 bars
-        taker = not int(self._nan_taker[hi] - self._nan_taker[t0])
-        buy, sell = (
-            (self._buy_taker, self._sell_taker) if taker else (self._buy_est, self._sell_est)
-        )
+        tail = self.series.rows(max(lo, hi - 15), hi)  # the window's last 15 bars
+        taker = tail.has_taker_volume
+        if taker:
+            buy = np.clip(tail.taker_buy_volume, 0.0, tail.volume)
+        else:  # the estimate from the close location, as features._imbalances makes it
+            rng = tail.high - tail.low
+            location = np.where(rng > 0, (tail.close - tail.low) / np.where(rng > 0, rng, 1.0), 0.5)
+            buy = tail.volume * np.clip(location, 0.0, 1.0)
+        sell = tail.volume - buy
+        n = buy.shape[0]
         out: list[float | None] = []
         for k in (1, 5, 15):
-            if hi - t0 < k:
+            if n < k:
                 out.append(None)
                 continue
-            b, s = float(_sum(buy[hi - k : hi])), float(_sum(sell[hi - k : hi]))
+            b, s = float(_sum(buy[n - k :])), float(_sum(sell[n - k :]))
             if b + s <= 0:
                 out.append(None)
             elif s <= 0:

@@ -9,8 +9,11 @@ order:
    the ranker's window, read by index from ``FeatureSeries`` (arrays computed once per
    series; the values ``compute_features`` gives on the window, bit for bit; no
    look-ahead: only bars closed by now, only funding/OI stamped by now), the SPEC
-   ranking with the symbol win rates from the journal (``symbol_success_rates``), the
-   eight analysts, the synthesizer, signals published with the ranker's own ``publish_signal``;
+   ranking (``rank_order``: ``rank_symbols``' order from the fields it scores, so the
+   full features are computed only for the symbols analysed) with the symbol win rates
+   from the journal (= ``symbol_success_rates``, kept incrementally: ranking_state.py),
+   the eight analysts, the synthesizer, signals published with the ranker's own
+   ``publish_signal``;
 3. dispatch + execute per user: the live ``DispatchSignal`` and ``ExecuteSignalForUser``
    (decided once, order styles, Kelly, breakers, scaled entries) on the bus, paper orders
    on the same ``ReplayExchange`` whose ledger lives in the in-memory state store;
@@ -99,6 +102,7 @@ class _Sparse(Generic[P]):
     points: Sequence[P]
     lookback_days: int | None  # open interest: the exchange looks back one UTC day
     collected: list[P] = field(default_factory=list)
+    collected_ms: list[int] = field(default_factory=list)  # their times (grows all run)
 
     def collect(self, now_ms: int) -> None:
         i = bisect.bisect_right(self.stamps, now_ms)
@@ -109,9 +113,10 @@ class _Sparse(Generic[P]):
             return
         if not self.collected or point.ts_ms > self.collected[-1].ts_ms:
             self.collected.append(point)
+            self.collected_ms.append(point.ts_ms)
 
     def between(self, start_ms: int, end_ms: int) -> list[P]:
-        stamps = [p.ts_ms for p in self.collected]
+        stamps = self.collected_ms
         return self.collected[
             bisect.bisect_left(stamps, start_ms) : bisect.bisect_right(stamps, end_ms)
         ]
