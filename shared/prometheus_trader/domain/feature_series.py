@@ -201,7 +201,11 @@ class FeatureSeries:
         self._gap_sizes = {
             b.timeframe: (b.low[2:] - b.high[:-2], b.low[:-2] - b.high[2:]) for b in (self.b5, b15)
         }
-        self._gap_objects: dict[tuple[str, str, int], FairValueGap] = {}
+        # (kind, bar) -> the gap, per timeframe; gaps before a window are dropped now and
+        # then (windows move forward; an older window would build them again, equal)
+        self._gap_objects: dict[str, dict[tuple[str, int], FairValueGap]] = {
+            b.timeframe: {} for b in (self.b5, b15)
+        }
         # BTC's side of the correlation at one window, shared by every symbol's ranking
         self._imbalances_kept: tuple[int, int, _Imbalances] = (-1, -1, (None, None, None, False))
         self._centered: tuple[int, int, FloatArray, FloatArray] | None = None
@@ -430,10 +434,13 @@ class FeatureSeries:
         bull = idx[(bull_size[lo : hi - 2] > min_size) & (later_low[2:] > high[:-2])]
         bear = idx[(bear_size[lo : hi - 2] > min_size) & (later_high[2:] < low[:-2])]
         gaps: list[FairValueGap] = []
+        kept = self._gap_objects[b.timeframe]
+        if len(kept) > 256:
+            kept = self._gap_objects[b.timeframe] = {k: g for k, g in kept.items() if k[1] >= lo}
         for kind, found in (("bullish", bull), ("bearish", bear)):
             for i in found[-cfg.max_gaps :].tolist():
-                key = (b.timeframe, kind, lo + i)
-                gap = self._gap_objects.get(key)
+                key = (kind, lo + i)
+                gap = kept.get(key)
                 if gap is None:
                     j = lo + i
                     edges = (
@@ -441,7 +448,7 @@ class FeatureSeries:
                         if kind == "bullish"
                         else (b.high[j], b.low[j - 2])
                     )
-                    gap = self._gap_objects[key] = trusted(
+                    gap = kept[key] = trusted(
                         FairValueGap,
                         {
                             "timeframe": b.timeframe,
