@@ -23,6 +23,7 @@ from prometheus_trader.domain.market import (
     MarketType,
     OpenInterest,
 )
+from prometheus_trader.domain.ranking import RANKING_FIELDS, rank_order, rank_symbols
 from prometheus_trader.sample import SAMPLE_STORE_DIR
 
 pytestmark = pytest.mark.unit
@@ -66,6 +67,15 @@ def _assert_same(fast: SymbolFeatures, ref: SymbolFeatures) -> None:
         if repr(getattr(fast, name)) != repr(getattr(ref, name))
     }
     assert not differ, f"{ref.symbol} at {ref.as_of_ms}: {differ}"
+    # built without validation (domain/trusted.py): what validation would have set
+    assert list(fast.__dict__) == list(ref.__dict__)
+    assert fast.model_fields_set == ref.model_fields_set
+    for made, valid in zip(
+        [*fast.zones, *fast.fair_value_gaps], [*ref.zones, *ref.fair_value_gaps], strict=True
+    ):
+        assert list(made.__dict__) == list(valid.__dict__)
+        assert made.model_fields_set == valid.model_fields_set
+    assert fast.model_dump_json() == ref.model_dump_json()
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +96,33 @@ def test_sample_series_at_ranking_times_equal_compute_features(
     for i, now in enumerate(times):
         # mostly the ranker's 24 h window, sometimes cut by a collection start
         since = now - 1440 * MINUTE_MS if i % 4 else first + (i % 7) * 45 * MINUTE_MS
+        refs, light = {}, {}
         for symbol, fs in sample.items():
             other = None if symbol == BTC else btc
             fast = fs.at(now, since_ms=since, btc=other)
-            ref = _reference(fs, now, since, other)
+            ref = refs[symbol] = _reference(fs, now, since, other)
             _assert_same(fast, ref)
+            light[symbol] = fs.ranking_at(now, since_ms=since)
+            _assert_ranking_fields(light[symbol], ref)
             full += ref.bars == 1440
             short += 60 <= ref.bars < 1440
+        # the backtest ranks by the ranking fields alone: the same order, scores, movers
+        rates = {BTC: 0.75, "ETH/USDT:USDT": 0.25}
+        ranking = rank_symbols(refs, rates, top_n=10)
+        assert rank_order(light, rates, top_n=10) == (
+            [(r.symbol, r.score) for r in ranking.ranked],
+            ranking.top_movers,
+        )
     assert full > 200 and short > 50  # both paths (tabulated and computed) were compared
+
+
+def _assert_ranking_fields(light: SymbolFeatures, ref: SymbolFeatures) -> None:
+    for name in (*RANKING_FIELDS, "symbol", "bars", "quality_reason", "last_price"):
+        assert repr(getattr(light, name)) == repr(getattr(ref, name)), name
+    # built without validation: what validating the fields it sets would give
+    valid = SymbolFeatures(**{name: getattr(light, name) for name in light.model_fields_set})
+    assert repr(light) == repr(valid) and list(light.__dict__) == list(valid.__dict__)
+    assert light.model_fields_set == valid.model_fields_set
 
 
 def test_funding_open_interest_and_mark_price_pass_through(
@@ -110,7 +139,9 @@ def test_funding_open_interest_and_mark_price_pass_through(
     ]
     kw = {"funding": funding, "open_interest": interest, "mark_price": price}
     fast = fs.at(now, btc=sample[BTC], **kw)  # type: ignore[arg-type]
-    _assert_same(fast, _reference(fs, now, None, sample[BTC], **kw))
+    ref = _reference(fs, now, None, sample[BTC], **kw)
+    _assert_same(fast, ref)
+    _assert_ranking_fields(fs.ranking_at(now, open_interest=interest), ref)
     assert fast.funding_rate == 1e-4 and fast.liq_long_notional is not None
 
 
@@ -120,7 +151,9 @@ def _check_all(s: CandleSeries, btc: CandleSeries | None = None, step: int = 25)
     count = 0
     for now in range(int(s.ts_ms[0]), int(s.ts_ms[-1]) + 3 * MINUTE_MS, step * MINUTE_MS):
         for since in (None, now - 1440 * MINUTE_MS, now - 300 * MINUTE_MS):
-            _assert_same(fs.at(now, since_ms=since, btc=other), _reference(fs, now, since, other))
+            ref = _reference(fs, now, since, other)
+            _assert_same(fs.at(now, since_ms=since, btc=other), ref)
+            _assert_ranking_fields(fs.ranking_at(now, since_ms=since), ref)
             count += 1
     return count
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from prometheus_trader.domain.feature_tables import Table15, Wilder, table15
 from prometheus_trader.domain.features import (
+    _MAX_RATIO,
     FairValueGap,
     FeatureConfig,
     SymbolFeatures,
@@ -34,12 +35,9 @@ from prometheus_trader.domain.features import (
     _bar_shape,
     _btc,
     _change,
-    _deviation_sigma,
     _distance_pct,
-    _fair_value_gaps,
     _fin,
     _hurst,
-    _imbalances,
     _in_gap,
     _latest_funding,
     _liquidations,
@@ -56,6 +54,7 @@ from prometheus_trader.domain.market import (
     FundingRate,
     OpenInterest,
 )
+from prometheus_trader.domain.trusted import trusted
 
 __all__ = ["FeatureSeries"]
 
@@ -64,6 +63,57 @@ _NEG_INF = np.array([-np.inf])
 
 _B15_SPAN_MS = 14 * MINUTE_MS  # a complete 15m bar's last 1m bar opens 14 minutes in
 _B5_SPAN_MS = 4 * MINUTE_MS
+
+
+_sum = np.add.reduce  # ndarray.sum / mean / std without their Python wrappers: same loops
+
+
+def _mean(x: FloatArray) -> np.float64:
+    """``x.mean()`` of a non-empty 1-D float array: numpy's sum, then ÷ n."""
+    return _sum(x) / x.shape[0]  # type: ignore[no-any-return]
+
+
+def _deviation_sigma(closes: FloatArray) -> float | None:
+    """``features._deviation_sigma``: ``closes.std()`` is numpy's ``_var`` (sum, ÷ n,
+    squared deviations, sum, ÷ n) and a square root, spelled out."""
+    n = closes.shape[0]
+    if n < 15:
+        return None
+    mean = _sum(closes) / n
+    dev = closes - mean
+    std = float(np.sqrt(_sum(dev * dev) / n))
+    if std <= 0:
+        return None
+    return _fin((closes[-1] - mean) / std)
+
+
+_Imbalances = tuple[float | None, float | None, float | None, bool]
+# SymbolFeatures' defaults in field order (the required fields: placeholders)
+_DEFAULTS: dict[str, object] = {
+    name: None if info.is_required() else info.default
+    for name, info in SymbolFeatures.model_fields.items()
+}
+_RANKING_SET = {
+    "symbol",
+    "as_of_ms",
+    "bars",
+    "last_bar_ts_ms",
+    "data_quality",
+    "quality_reason",
+    "last_price",
+    "change_1m_pct",
+    "change_5m_pct",
+    "imbalance_1m",
+    "imbalance_5m",
+    "imbalance_15m",
+    "imbalance_estimated",
+    "liq_cluster_ratio",
+}
+
+
+def _features(**values: object) -> SymbolFeatures:
+    """``SymbolFeatures(**values)`` for values of the field types, given in field order."""
+    return trusted(SymbolFeatures, values)
 
 
 @dataclass(frozen=True)
@@ -77,6 +127,9 @@ class _Pivots:
     last_low: float | None
     body_bottom: FloatArray
     body_top: FloatArray
+    # the zones built so far, by pivot and price-dependent bound (its bits): the other
+    # values (and the touches, given that bound) are the window's, the same every time
+    zones: dict[tuple[str, int, str], Zone] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,6 +191,24 @@ class FeatureSeries:
             self._pivot_low[k : len(b15) - k] = wl.argmin(axis=1) == k
         self._body_top = np.maximum(b15.open, b15.close)
         self._body_bottom = np.minimum(b15.open, b15.close)
+        # element-wise arrays of the per-window features, computed once (an element of
+        # the array is the element the window's own computation gives, bit for bit)
+        self._typical = (s.high + s.low + s.close) / 3  # features._value_area
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self._log_returns = np.diff(np.log(s.close))  # read only if _positive_close
+        # features._fair_value_gaps: each gap's size by its third bar, and the gap objects
+        # (a gap is the same object at every window that keeps it)
+        self._gap_sizes = {
+            b.timeframe: (b.low[2:] - b.high[:-2], b.low[:-2] - b.high[2:]) for b in (self.b5, b15)
+        }
+        # (kind, bar) -> the gap, per timeframe; gaps before a window are dropped now and
+        # then (windows move forward; an older window would build them again, equal)
+        self._gap_objects: dict[str, dict[tuple[str, int], FairValueGap]] = {
+            b.timeframe: {} for b in (self.b5, b15)
+        }
+        # BTC's side of the correlation at one window, shared by every symbol's ranking
+        self._imbalances_kept: tuple[int, int, _Imbalances] = (-1, -1, (None, None, None, False))
+        self._centered: tuple[int, int, FloatArray, FloatArray] | None = None
         self._wilder: dict[int, Wilder] = {}
         self._parts: dict[tuple[int, int], _Part15] = {}
         # a full window (window_bars 1m bars) holds one of two numbers of complete 15m
@@ -153,8 +224,8 @@ class FeatureSeries:
         """Row range of the window ``compute_features`` would see at ``now_ms`` (bars
         closed by then, opened at or after ``since_ms``, the newest ``window_bars``)."""
         ts = self.series.ts_ms
-        hi = int(np.searchsorted(ts, now_ms - MINUTE_MS, side="right"))
-        lo = 0 if since_ms is None else int(np.searchsorted(ts, since_ms, side="left"))
+        hi = int(ts.searchsorted(now_ms - MINUTE_MS, side="right"))
+        lo = 0 if since_ms is None else int(ts.searchsorted(since_ms, side="left"))
         return max(lo, hi - self.config.window_bars), hi
 
     def window(self, now_ms: int, since_ms: int | None = None) -> CandleSeries:
@@ -196,16 +267,16 @@ class FeatureSeries:
         price = float(close[-1])
         # complete 15m / 5m bars inside the window: a slice of the series' own roll-ups
         first_ts, last_ts = int(ts[lo]), int(ts[hi - 1])
-        j0 = int(np.searchsorted(self.b15.ts_ms, first_ts, side="left"))
-        j1 = max(j0, int(np.searchsorted(self.b15.ts_ms, last_ts - _B15_SPAN_MS, side="right")))
+        j0 = int(self.b15.ts_ms.searchsorted(first_ts, side="left"))
+        j1 = max(j0, int(self.b15.ts_ms.searchsorted(last_ts - _B15_SPAN_MS, side="right")))
         b15 = self.b15.rows(j0, j1)
-        f0 = int(np.searchsorted(self.b5.ts_ms, first_ts, side="left"))
-        f1 = max(f0, int(np.searchsorted(self.b5.ts_ms, last_ts - _B5_SPAN_MS, side="right")))
+        f0 = int(self.b5.ts_ms.searchsorted(first_ts, side="left"))
+        f1 = max(f0, int(self.b5.ts_ms.searchsorted(last_ts - _B5_SPAN_MS, side="right")))
         b5 = self.b5.rows(f0, f1)
         part = self._part15(j0, j1)
         atr_pct = None if part.atr is None or price <= 0 else _fin(part.atr / price * 100)
         autocorr = part.autocorr
-        imb1, imb5, imb15, estimated = _imbalances(bars)
+        imb1, imb5, imb15, estimated = self._imbalances(lo, hi)
         close_pos, upper, lower = _bar_shape(b5)
         tolerance_pct = max(cfg.zone_tolerance_atr * (atr_pct or 0.0), 0.02)
         zones, bos = self._zones(part, b15, price)
@@ -213,13 +284,15 @@ class FeatureSeries:
         supply = _nearest(zones, "supply", price)
         demand_dist = _distance_pct(demand, price)
         supply_dist = _distance_pct(supply, price)
-        gaps: list[FairValueGap] = _fair_value_gaps(b5, cfg) + part.gaps
+        gaps: list[FairValueGap] = self._fvgs(self.b5, f0, f1) + part.gaps
         poc, vah, val = self._value_area(lo, hi, bars)
         liq = _liquidations(bars, open_interest, now_ms, price, cfg)
         btc_corr, btc_change = self._btc(lo, hi, bars, btc, now_ms, since_ms)
-        return SymbolFeatures(
+        # every value below already has its field's type (floats are float, liq's sums
+        # of no level are int 0, hence float()): the validated model, without validating
+        return _features(
             symbol=s.symbol,
-            as_of_ms=now_ms,
+            as_of_ms=int(now_ms),
             bars=n,
             last_bar_ts_ms=last_ts,
             data_quality=quality,
@@ -262,8 +335,8 @@ class FeatureSeries:
             poc=poc,
             vah=vah,
             val=val,
-            liq_long_notional=liq[0],
-            liq_short_notional=liq[1],
+            liq_long_notional=None if liq[0] is None else float(liq[0]),
+            liq_short_notional=None if liq[1] is None else float(liq[1]),
             liq_imbalance=liq[2],
             liq_cluster_price=liq[3],
             liq_cluster_ratio=liq[4],
@@ -271,7 +344,123 @@ class FeatureSeries:
             btc_change_15m_pct=btc_change,
         )
 
+    def ranking_at(
+        self,
+        now_ms: int,
+        *,
+        since_ms: int | None = None,
+        open_interest: Sequence[OpenInterest] = (),
+    ) -> SymbolFeatures:
+        """``at`` with only the fields the ranking scores by (``ranking.RANKING_FIELDS``,
+        and the quality reason and last price), each equal to ``at``'s; every other field
+        keeps its default. Cheap: the backtest ranks every symbol with these and computes
+        the full features only for the symbols it then analyses."""
+        lo, hi = self.bounds(now_ms, since_ms)
+        if hi <= lo:
+            return self.at(now_ms, since_ms=since_ms, open_interest=open_interest)
+        quality, reason = self._quality(lo, hi, now_ms)
+        close = self.series.close[lo:hi]
+        price = float(close[-1])
+        imb1, imb5, imb15, estimated = self._imbalances(lo, hi)
+        liq = _liquidations(self.series.rows(lo, hi), open_interest, now_ms, price, self.config)
+        # SymbolFeatures(**these) without validating: the defaults in field order, these
+        # set (all of the field types, as in ``at``), a fresh list for each list default
+        values = {
+            **_DEFAULTS,
+            "symbol": self.symbol,
+            "as_of_ms": int(now_ms),
+            "bars": hi - lo,
+            "last_bar_ts_ms": int(self.series.ts_ms[hi - 1]),
+            "data_quality": quality,
+            "quality_reason": reason,
+            "last_price": _fin(price),
+            "change_1m_pct": _change(close, 1),
+            "change_5m_pct": _change(close, 5),
+            "imbalance_1m": imb1,
+            "imbalance_5m": imb5,
+            "imbalance_15m": imb15,
+            "imbalance_estimated": estimated,
+            "liq_cluster_ratio": liq[4],
+            "zones": [],
+            "fair_value_gaps": [],
+        }
+        return trusted(SymbolFeatures, values, _RANKING_SET.copy())
+
     # ------------------------------------------------------------------ pieces
+    def _imbalances(self, lo: int, hi: int) -> _Imbalances:
+        """``features._imbalances`` of the window lo..hi from the series' buy/sell arrays
+        (kept for the last window: ``ranking_at`` and then ``at`` ask for the same)."""
+        kept = self._imbalances_kept
+        if kept[0] == lo and kept[1] == hi:
+            return kept[2]
+        tail = self.series.rows(max(lo, hi - 15), hi)  # the window's last 15 bars
+        taker = tail.has_taker_volume
+        if taker:
+            buy = np.clip(tail.taker_buy_volume, 0.0, tail.volume)
+        else:  # the estimate from the close location, as features._imbalances makes it
+            rng = tail.high - tail.low
+            location = np.where(rng > 0, (tail.close - tail.low) / np.where(rng > 0, rng, 1.0), 0.5)
+            buy = tail.volume * np.clip(location, 0.0, 1.0)
+        sell = tail.volume - buy
+        n = buy.shape[0]
+        out: list[float | None] = []
+        for k in (1, 5, 15):
+            if n < k:
+                out.append(None)
+                continue
+            b, s = float(_sum(buy[n - k :])), float(_sum(sell[n - k :]))
+            if b + s <= 0:
+                out.append(None)
+            elif s <= 0:
+                out.append(_MAX_RATIO)
+            else:
+                out.append(_fin(min(_MAX_RATIO, max(1 / _MAX_RATIO, b / s))))
+        result = (out[0], out[1], out[2], not taker)
+        self._imbalances_kept = (lo, hi, result)
+        return result
+
+    def _fvgs(self, b: CandleSeries, lo: int, hi: int) -> list[FairValueGap]:
+        """``features._fair_value_gaps(b.rows(lo, hi))`` (b: the series' 5m or 15m bars)."""
+        n = hi - lo
+        if n < 3:
+            return []
+        cfg = self.config
+        high, low = b.high[lo:hi], b.low[lo:hi]
+        min_size = float(b.close[hi - 1]) * cfg.min_gap_pct / 100
+        later_low = np.concatenate((np.minimum.accumulate(low[::-1])[::-1][1:], _INF))
+        later_high = np.concatenate((np.maximum.accumulate(high[::-1])[::-1][1:], _NEG_INF))
+        bull_size, bear_size = self._gap_sizes[b.timeframe]
+        idx = np.arange(2, n)
+        bull = idx[(bull_size[lo : hi - 2] > min_size) & (later_low[2:] > high[:-2])]
+        bear = idx[(bear_size[lo : hi - 2] > min_size) & (later_high[2:] < low[:-2])]
+        gaps: list[FairValueGap] = []
+        kept = self._gap_objects[b.timeframe]
+        if len(kept) > 256:
+            kept = self._gap_objects[b.timeframe] = {k: g for k, g in kept.items() if k[1] >= lo}
+        for kind, found in (("bullish", bull), ("bearish", bear)):
+            for i in found[-cfg.max_gaps :].tolist():
+                key = (kind, lo + i)
+                gap = kept.get(key)
+                if gap is None:
+                    j = lo + i
+                    edges = (
+                        (b.high[j - 2], b.low[j])
+                        if kind == "bullish"
+                        else (b.high[j], b.low[j - 2])
+                    )
+                    gap = kept[key] = trusted(
+                        FairValueGap,
+                        {
+                            "timeframe": b.timeframe,
+                            "kind": kind,
+                            "low": float(edges[0]),
+                            "high": float(edges[1]),
+                            "ts_ms": int(b.ts_ms[j]),
+                        },
+                    )
+                gaps.append(gap)
+        return gaps
+
     def _quality(self, lo: int, hi: int, now_ms: int) -> tuple[DataQuality, str]:
         """``features._quality`` from the running counts."""
         cfg, n = self.config, hi - lo
@@ -328,7 +517,7 @@ class FeatureSeries:
             minus_di=_fin(t.minus_di[j0]),
             hurst=hurst,
             autocorr=autocorr,
-            gaps=_fair_value_gaps(b15, cfg),
+            gaps=self._fvgs(self.b15, j0, j1),
             pivots=self._pivots(j0, j1, b15),
         )
 
@@ -360,7 +549,7 @@ class FeatureSeries:
             minus_di=minus_di,
             hurst=_hurst(b15, cfg.hurst_min_bars),
             autocorr=self._autocorr(j0, j1),
-            gaps=_fair_value_gaps(b15, cfg),
+            gaps=self._fvgs(self.b15, j0, j1),
             pivots=self._pivots(j0, j1, b15),
         )
 
@@ -409,32 +598,43 @@ class FeatureSeries:
         high, low = b15.high, b15.low
         min_width = price * 0.0002
         zones: list[Zone] = []
+        kept = piv.zones
         for i in piv.alive_low:
             z_low = float(low[i])
             z_high = max(float(piv.body_bottom[i]), z_low + min_width)
-            zones.append(
-                Zone(
-                    kind="demand",
-                    low=z_low,
-                    high=z_high,
-                    ts_ms=int(b15.ts_ms[i]),
-                    volume_ratio=float(b15.volume[i]) / piv.avg_volume,
-                    touches=int((low[i + k + 1 :] <= z_high).sum()),
+            key = ("demand", i, z_high.hex())
+            zone = kept.get(key)
+            if zone is None:
+                zone = kept[key] = trusted(
+                    Zone,
+                    {
+                        "kind": "demand",
+                        "low": z_low,
+                        "high": z_high,
+                        "ts_ms": int(b15.ts_ms[i]),
+                        "volume_ratio": float(b15.volume[i]) / piv.avg_volume,
+                        "touches": int((low[i + k + 1 :] <= z_high).sum()),
+                    },
                 )
-            )
+            zones.append(zone)
         for i in piv.alive_high:
             z_high = float(high[i])
             z_low = min(float(piv.body_top[i]), z_high - min_width)
-            zones.append(
-                Zone(
-                    kind="supply",
-                    low=z_low,
-                    high=z_high,
-                    ts_ms=int(b15.ts_ms[i]),
-                    volume_ratio=float(b15.volume[i]) / piv.avg_volume,
-                    touches=int((high[i + k + 1 :] >= z_low).sum()),
+            key = ("supply", i, z_low.hex())
+            zone = kept.get(key)
+            if zone is None:
+                zone = kept[key] = trusted(
+                    Zone,
+                    {
+                        "kind": "supply",
+                        "low": z_low,
+                        "high": z_high,
+                        "ts_ms": int(b15.ts_ms[i]),
+                        "volume_ratio": float(b15.volume[i]) / piv.avg_volume,
+                        "touches": int((high[i + k + 1 :] >= z_low).sum()),
+                    },
                 )
-            )
+            zones.append(zone)
         bos = 0
         if piv.last_high is not None and price > piv.last_high:
             bos = 1
@@ -447,16 +647,17 @@ class FeatureSeries:
     ) -> tuple[float | None, float | None, float | None]:
         """``features._value_area`` (the profile's bins read as a list)."""
         cfg = self.config
-        low, high = float(bars.low.min()), float(bars.high.max())
-        total = float(bars.volume.sum())
+        low, high = float(np.minimum.reduce(bars.low)), float(np.maximum.reduce(bars.high))
+        total = float(_sum(bars.volume))
         if not (math.isfinite(low) and math.isfinite(high)) or total <= 0:
             return None, None, None
         if high <= low:
             return low, high, low
         nb = cfg.profile_bins
         width = (high - low) / nb
-        typical = (bars.high + bars.low + bars.close) / 3
-        idx = np.clip(((typical - low) / width).astype(np.int64), 0, nb - 1)
+        typical = self._typical[lo:hi]
+        idx = ((typical - low) / width).astype(np.int64)  # np.clip(idx, 0, nb - 1):
+        np.minimum(np.maximum(idx, 0, out=idx), nb - 1, out=idx)
         counts = np.bincount(idx, weights=bars.volume, minlength=nb)
         poc_i = int(counts.argmax())
         profile = counts.tolist()
@@ -504,11 +705,23 @@ class FeatureSeries:
             return None, btc_change
         if not (self._positive_close and btc._positive_close):
             return _btc(bars, btc.series.rows(blo, bhi), now_ms, cfg)
-        ra, rb = np.diff(np.log(bars.close)), np.diff(np.log(btc.series.close[blo:bhi]))
-        if ra.shape[0] < cfg.min_corr_returns:
+        # np.diff(np.log(close)) of a window is a slice of the series' log returns
+        if hi - lo - 1 < cfg.min_corr_returns:
             return None, btc_change
-        ra, rb = ra - ra.mean(), rb - rb.mean()
-        denom = math.sqrt(float((ra**2).sum() * (rb**2).sum()))
+        ra = self._log_returns[lo : hi - 1]
+        ra = ra - _mean(ra)
+        rb, rb_squares = btc._centered_returns(blo, bhi)
+        denom = math.sqrt(float(_sum(ra * ra) * rb_squares))  # ra**2 is ra * ra
         if denom == 0:
             return None, btc_change
-        return _fin(max(-1.0, min(1.0, float((ra * rb).sum()) / denom))), btc_change
+        return _fin(max(-1.0, min(1.0, float(_sum(ra * rb)) / denom))), btc_change
+
+    def _centered_returns(self, lo: int, hi: int) -> tuple[FloatArray, FloatArray]:
+        """The window's 1m log returns minus their mean, and their sum of squares (kept
+        for the last window: every symbol of a ranking correlates with the same BTC)."""
+        kept = self._centered
+        if kept is None or kept[0] != lo or kept[1] != hi:
+            r = self._log_returns[lo : hi - 1]
+            r = r - _mean(r)
+            kept = self._centered = (lo, hi, r, _sum(r * r))
+        return kept[2], kept[3]

@@ -16,13 +16,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from prometheus_trader.domain.features import SymbolFeatures
 from prometheus_trader.domain.market import DataQuality
 
-__all__ = ["ExcludedSymbol", "RankedSymbol", "Ranking", "RankingWeights", "rank_symbols"]
+__all__ = [
+    "RANKING_FIELDS",
+    "ExcludedSymbol",
+    "RankedSymbol",
+    "Ranking",
+    "RankingWeights",
+    "rank_order",
+    "rank_symbols",
+]
 
 SUCCESS_PRIOR = 0.5
 TOP_MOVER_1M_PCT = 2.0
@@ -89,25 +99,64 @@ def rank_symbols(
     weights: RankingWeights | None = None,
 ) -> Ranking:
     """Score every symbol with OK data; the top ``top_n`` by score desc, then symbol."""
-    w = weights or RankingWeights()
-    scored: list[RankedSymbol] = []
-    excluded: list[ExcludedSymbol] = []
+    scored, excluded = _scored(features, success_rates, weights or RankingWeights())
+    top_movers = [r.symbol for r in scored if r.top_mover]
+    ranked = [r.ranked(i + 1) for i, r in enumerate(scored[:top_n])]
+    return Ranking(
+        ranked=ranked,
+        excluded=[
+            ExcludedSymbol(
+                symbol=symbol,
+                data_quality=f.data_quality,
+                reason=f.quality_reason or f"data quality {f.data_quality.value}",
+            )
+            for symbol, f in excluded
+        ],
+        top_movers=sorted(top_movers),
+    )
+
+
+RANKING_FIELDS = (
+    "data_quality",
+    "change_1m_pct",
+    "change_5m_pct",
+    "imbalance_5m",
+    "imbalance_15m",
+    "imbalance_estimated",
+    "liq_cluster_ratio",
+)
+"""The only features ``rank_order`` (and the scores of ``rank_symbols``) read."""
+
+
+def rank_order(
+    features: Mapping[str, SymbolFeatures],
+    success_rates: Mapping[str, float],
+    top_n: int = 10,
+    weights: RankingWeights | None = None,
+) -> tuple[list[tuple[str, float]], list[str]]:
+    """What ``rank_symbols`` ranks, without building the ranking: its top ``top_n`` as
+    (symbol, score) and its top movers. Reads only ``RANKING_FIELDS`` of each symbol's
+    features, so a caller may pass features holding just those (the backtest computes
+    the rest only for the symbols it then analyses)."""
+    scored, _ = _scored(features, success_rates, weights or RankingWeights())
+    ranked = [(r.symbol, float(r.score)) for r in scored[:top_n]]
+    return ranked, sorted(r.symbol for r in scored if r.top_mover)
+
+
+def _scored(
+    features: Mapping[str, SymbolFeatures], success_rates: Mapping[str, float], w: RankingWeights
+) -> tuple[list[_Scored], list[tuple[str, SymbolFeatures]]]:
+    """The symbols with OK data scored, by score desc then symbol; the others apart."""
+    scored: list[_Scored] = []
+    excluded: list[tuple[str, SymbolFeatures]] = []
     for symbol in sorted(features):
         f = features[symbol]
         if f.data_quality is not DataQuality.OK:
-            excluded.append(
-                ExcludedSymbol(
-                    symbol=symbol,
-                    data_quality=f.data_quality,
-                    reason=f.quality_reason or f"data quality {f.data_quality.value}",
-                )
-            )
+            excluded.append((symbol, f))
             continue
         scored.append(_score(symbol, f, success_rates.get(symbol), w))
     scored.sort(key=lambda r: (-r.score, r.symbol))
-    top_movers = [r.symbol for r in scored if r.top_mover]
-    ranked = [r.model_copy(update={"rank": i + 1}) for i, r in enumerate(scored[:top_n])]
-    return Ranking(ranked=ranked, excluded=excluded, top_movers=sorted(top_movers))
+    return scored, excluded
 
 
 def imbalance_component(ratio: float | None, full_ratio: float = 3.0) -> float:
@@ -124,9 +173,24 @@ def cluster_component(cluster_ratio: float | None, cap: float = 2.0) -> float:
     return min(cluster_ratio, cap) / cap
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """A symbol's score before the cut: only the top N become :class:`RankedSymbol`."""
+
+    symbol: str
+    score: float
+    top_mover: bool
+    values: dict[str, Any]
+    features: SymbolFeatures
+
+    def ranked(self, rank: int) -> RankedSymbol:
+        """The validated ``RankedSymbol`` at ``rank``."""
+        return RankedSymbol(**self.values, rank=rank, features=self.features.as_dict())
+
+
 def _score(
     symbol: str, f: SymbolFeatures, success_rate: float | None, w: RankingWeights
-) -> RankedSymbol:
+) -> _Scored:
     ratio = f.imbalance_5m if f.imbalance_5m is not None else f.imbalance_15m
     imb = imbalance_component(ratio, w.imbalance_full_ratio)
     clu = cluster_component(f.liq_cluster_ratio, w.cluster_cap)
@@ -139,19 +203,19 @@ def _score(
         reasons.append(f"1m change {f.change_1m_pct:+.2f}% beyond ±{TOP_MOVER_1M_PCT:g}%")
     if f.change_5m_pct is not None and abs(f.change_5m_pct) > TOP_MOVER_5M_PCT:
         reasons.append(f"5m change {f.change_5m_pct:+.2f}% beyond ±{TOP_MOVER_5M_PCT:g}%")
-    return RankedSymbol(
-        symbol=symbol,
-        rank=0,
-        score=w.imbalance * imb + w.cluster * clu + w.success * suc,
-        imbalance_component=imb,
-        cluster_component=clu,
-        success_component=suc,
-        imbalance_ratio=ratio,
-        imbalance_estimated=f.imbalance_estimated,
-        cluster_ratio=f.liq_cluster_ratio,
-        success_rate=rate,
-        top_mover=bool(reasons),
-        top_mover_reasons=reasons,
-        data_quality=f.data_quality,
-        features=f.as_dict(),
-    )
+    score = w.imbalance * imb + w.cluster * clu + w.success * suc
+    values = {
+        "symbol": symbol,
+        "score": score,
+        "imbalance_component": imb,
+        "cluster_component": clu,
+        "success_component": suc,
+        "imbalance_ratio": ratio,
+        "imbalance_estimated": f.imbalance_estimated,
+        "cluster_ratio": f.liq_cluster_ratio,
+        "success_rate": rate,
+        "top_mover": bool(reasons),
+        "top_mover_reasons": reasons,
+        "data_quality": f.data_quality,
+    }
+    return _Scored(symbol, score, bool(reasons), values, f)

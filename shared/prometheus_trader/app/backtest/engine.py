@@ -9,8 +9,11 @@ order:
    the ranker's window, read by index from ``FeatureSeries`` (arrays computed once per
    series; the values ``compute_features`` gives on the window, bit for bit; no
    look-ahead: only bars closed by now, only funding/OI stamped by now), the SPEC
-   ranking with the symbol win rates from the journal (``symbol_success_rates``), the
-   eight analysts, the synthesizer, signals published with the ranker's own ``publish_signal``;
+   ranking (``rank_order``: ``rank_symbols``' order from the fields it scores, so the
+   full features are computed only for the symbols analysed) with the symbol win rates
+   from the journal (= ``symbol_success_rates``, kept incrementally: ranking_state.py),
+   the eight analysts, the synthesizer, signals published with the ranker's own
+   ``publish_signal``;
 3. dispatch + execute per user: the live ``DispatchSignal`` and ``ExecuteSignalForUser``
    (decided once, order styles, Kelly, breakers, scaled entries) on the bus, paper orders
    on the same ``ReplayExchange`` whose ledger lives in the in-memory state store;
@@ -33,13 +36,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
-import numpy as np
-
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.app.backtest.data import MemoryMarketData
 from prometheus_trader.app.backtest.live import CollectedCandles, LiveUseCases
+from prometheus_trader.app.backtest.ranking_state import JournalRates, LiveSignals
 from prometheus_trader.app.monitor_wake import next_cycle_ms, next_wake_ms
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst, default_panel
 from prometheus_trader.domain.exits import ExitConfig
@@ -53,15 +55,14 @@ from prometheus_trader.domain.market import (
     FundingRate,
     OpenInterest,
 )
-from prometheus_trader.domain.ranking import rank_symbols
+from prometheus_trader.domain.ranking import rank_order
 from prometheus_trader.domain.signals import OpportunitySignal
 from prometheus_trader.domain.synthesizer import SignalParams, SynthesisPolicy, build_signal
 from prometheus_trader.domain.trading import Execution, ExitReason, Position
 from prometheus_trader.domain.users import User
 from prometheus_trader.ports import SeriesKey
 from prometheus_trader.usecases.names import Collections
-from prometheus_trader.usecases.rank import live_signal_symbols, publish_signal
-from prometheus_trader.usecases.stats import symbol_success_rates
+from prometheus_trader.usecases.rank import publish_signal
 
 Progress = Callable[[int, int, str], None]
 DAY_MS = 24 * 60 * MINUTE_MS
@@ -101,6 +102,7 @@ class _Sparse(Generic[P]):
     points: Sequence[P]
     lookback_days: int | None  # open interest: the exchange looks back one UTC day
     collected: list[P] = field(default_factory=list)
+    collected_ms: list[int] = field(default_factory=list)  # their times (grows all run)
 
     def collect(self, now_ms: int) -> None:
         i = bisect.bisect_right(self.stamps, now_ms)
@@ -111,9 +113,10 @@ class _Sparse(Generic[P]):
             return
         if not self.collected or point.ts_ms > self.collected[-1].ts_ms:
             self.collected.append(point)
+            self.collected_ms.append(point.ts_ms)
 
     def between(self, start_ms: int, end_ms: int) -> list[P]:
-        stamps = [p.ts_ms for p in self.collected]
+        stamps = self.collected_ms
         return self.collected[
             bisect.bisect_left(stamps, start_ms) : bisect.bisect_right(stamps, end_ms)
         ]
@@ -160,6 +163,10 @@ class BacktestEngine:
         self._bar_ms = TIMEFRAME_MS[data.timeframe]
         self._collect_from = config.start_ms - config.warmup_ms
         self._features: dict[SeriesKey, FeatureSeries] = {}
+        # the ranker's two state reads, answered from what this engine published and
+        # the journal entries closed since the last ranking (app/backtest/ranking_state.py)
+        self._live_signals = LiveSignals()
+        self._journal_rates = JournalRates()
         self._funding: dict[SeriesKey, _Sparse[FundingRate]] = {
             k: _Sparse([p.ts_ms for p in pts], pts, None)
             for k in self._keys
@@ -243,13 +250,19 @@ class BacktestEngine:
         """The collected bars (1m, or the data's coarser timeframe) of ``key`` with
         ``start <= ts`` closed by now."""
         series = self.data.series[key]
-        lo = int(np.searchsorted(series.ts_ms, max(start_ms, self._collect_from), side="left"))
-        hi = int(np.searchsorted(series.ts_ms, now_ms - self._bar_ms, side="right"))
+        lo = int(series.ts_ms.searchsorted(max(start_ms, self._collect_from), side="left"))
+        hi = int(series.ts_ms.searchsorted(now_ms - self._bar_ms, side="right"))
         return series.rows(lo, max(lo, hi))
 
     def _last_collected_ms(self, key: SeriesKey, now_ms: int) -> int | None:
         window = self._window(key, self._collect_from, now_ms)
         return int(window.ts_ms[-1]) if len(window) else None
+
+    def _has_collected(self, key: SeriesKey, now_ms: int) -> bool:
+        """Whether ``_last_collected_ms(key, now_ms)`` is not None (without the window)."""
+        ts = self.data.series[key].ts_ms
+        lo = int(ts.searchsorted(self._collect_from, side="left"))
+        return int(ts.searchsorted(now_ms - self._bar_ms, side="right")) > lo
 
     def _last_collected(self, key: SeriesKey) -> int | None:
         if key not in self.data.series:
@@ -268,7 +281,7 @@ class BacktestEngine:
         cfg = self.cfg
         now = self.clock.now()
         start = now_ms - int(cfg.window_hours * 60) * MINUTE_MS
-        keys = [k for k in self._keys if self._last_collected_ms(k, now_ms) is not None]
+        keys = [k for k in self._keys if self._has_collected(k, now_ms)]
         since = max(start, self._collect_from)
         btc_key = next((k for k in keys if k.symbol == cfg.btc_symbol), None)
         btc_series = (
@@ -277,7 +290,11 @@ class BacktestEngine:
             else self._feature_series(btc_key)
         )
         day_ago = now_ms - 24 * 60 * MINUTE_MS
+        # the ranking reads a few features of every symbol (ranking.RANKING_FIELDS): on 1m
+        # bars those alone (FeatureSeries.ranking_at), the full features only for the
+        # symbols analysed below, each equal to compute_features' on the window
         features: dict[str, SymbolFeatures] = {}
+        sparse: dict[str, tuple[list[FundingRate], list[OpenInterest]]] = {}
         for key in keys:
             funding = self._funding.get(key)
             interest = self._interest.get(key)
@@ -296,28 +313,33 @@ class BacktestEngine:
                     now_ms=now_ms,
                 )
                 continue
-            # = compute_features(the window, btc_1m=BTC's window, ...), read by index
-            features[key.symbol] = self._feature_series(key).at(
-                now_ms,
-                since_ms=since,
-                btc=None if key.symbol == cfg.btc_symbol else btc_series,
-                funding=funding_day,
-                open_interest=interest_hour,
+            features[key.symbol] = self._feature_series(key).ranking_at(
+                now_ms, since_ms=since, open_interest=interest_hour
             )
+            sparse[key.symbol] = (funding_day, interest_hour)
         lookback = timedelta(days=cfg.success_lookback_days)
-        rates = symbol_success_rates(self.live.state, now, lookback)
-        ranking = rank_symbols(features, rates, top_n=cfg.top_n)
+        rates = self._journal_rates.rates(self.live.state, now, lookback)  # = symbol_success_rates
+        # = rank_symbols(features, rates, top_n): its top N (with scores) and top movers
+        ranked, top_movers = rank_order(features, rates, top_n=cfg.top_n)
         self.result.rankings += 1
-        active = live_signal_symbols(self.live.state, now)
-        scores = {r.symbol: r.score for r in ranking.ranked}
-        candidates = [r.symbol for r in ranking.ranked] + [
-            s for s in ranking.top_movers if s not in scores
-        ]
+        active = self._live_signals.symbols(now)  # = live_signal_symbols(state, now)
+        scores = dict(ranked)
+        candidates = [symbol for symbol, _ in ranked] + [s for s in top_movers if s not in scores]
         signals: list[OpportunitySignal] = []
         for symbol in candidates:
             if symbol in active:
                 continue
             key = next(k for k in keys if k.symbol == symbol)
+            if symbol in sparse:
+                # = compute_features(the window, btc_1m=BTC's window, ...), read by index
+                funding_day, interest_hour = sparse[symbol]
+                features[symbol] = self._feature_series(key).at(
+                    now_ms,
+                    since_ms=since,
+                    btc=None if symbol == cfg.btc_symbol else btc_series,
+                    funding=funding_day,
+                    open_interest=interest_hour,
+                )
             ctx = AnalysisContext(
                 symbol=symbol,
                 features=features[symbol],
@@ -351,6 +373,7 @@ class BacktestEngine:
             if any(s.id == signal.id for s in signals):
                 continue
             self.result.signals.append(signal)
+            self._live_signals.published(signal)
             signals.append(signal)
         return signals
 

@@ -10,6 +10,7 @@ from typing import Protocol
 from prometheus_trader.domain.features import SymbolFeatures
 from prometheus_trader.domain.market import CandleSeries
 from prometheus_trader.domain.signals import AnalystView, Direction
+from prometheus_trader.domain.trusted import trusted
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,20 @@ def view(
     metrics: Mapping[str, float | None],
 ) -> AnalystView:
     """An :class:`AnalystView` with strength clamped and unknown metrics left out."""
-    return AnalystView(
-        analyst=name,
-        direction=direction,
-        strength=0.0 if direction is None else round(clamp01(strength), 6),
-        reasons=reasons,
-        metrics={k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)},
+    # every value is of its field's type and in range (clamp01 gives a float in 0..1),
+    # so the validated view is built without validating (every ranking builds 8 per
+    # candidate); a new list, as validation would copy it
+    return trusted(
+        AnalystView,
+        {
+            "analyst": name,
+            "direction": None if direction is None else Direction(direction),
+            "strength": 0.0 if direction is None else round(clamp01(strength), 6),
+            "reasons": list(reasons),
+            "metrics": {
+                k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)
+            },
+        },
     )
 
 
