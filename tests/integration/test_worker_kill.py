@@ -9,7 +9,8 @@ closes everything (kill switch), and the invariants are checked from the ledger:
 * 0 lost: every accepted execution has its position; every position ends closed;
 * 0 double-closed: each position's filled reduce-only orders add up to its amount
   exactly once, and it has one ``position_closed`` event;
-* 0 orphan orders: no resting order and no exchange position is left.
+* 0 orphan orders: no resting order and no exchange position is left;
+* 0 adopted: reconciliation never found an exchange position without its record.
 """
 
 from __future__ import annotations
@@ -189,6 +190,10 @@ def check_invariants(state: StateStore, t0: float) -> dict[str, object]:
     lost = [e["id"] for e in accepted if e.get("position_id") not in positions]
     assert lost == []
     assert all(p["status"] == "closed" for p in positions.values())
+    # 0 adopted: every exchange position had its record (reconciliation never found one
+    # that no executor recorded or was still recording)
+    adopted = [p for p in positions if p.startswith("adopted-")]
+    assert adopted == [], adopted
     closed_events: dict[str, int] = {}
     for event in state.query(Collections.EVENTS, [Filter("type", "==", "position_closed")]):
         pid = event["payload"]["position_id"]
@@ -211,11 +216,6 @@ def check_invariants(state: StateStore, t0: float) -> dict[str, object]:
                 net[order.symbol] = net.get(order.symbol, 0.0) + sign * order.filled
         assert all(abs(v) < 1e-6 for v in net.values()), net
         for position in (p for p in positions.values() if p["user_id"] == user_id):
-            if position["id"].startswith("adopted-"):
-                # an exchange position reconciliation found with no record (counted and
-                # reported below): it has no signal's order ids; it got its own stop
-                assert position["stop_order_id"], position["id"]
-                continue
             cids = {client_order_id(position["signal_id"], user_id, leg) for leg in LEGS}
             closed_amount = sum(v for c, v in filled_reducing.items() if c in cids)
             # closed exactly once: all of it, not twice
@@ -236,7 +236,7 @@ def check_invariants(state: StateStore, t0: float) -> dict[str, object]:
     return {
         "executions": outcomes,
         "positions": len(positions),
-        "adopted": sum(1 for p in positions if p.startswith("adopted-")),
+        "adopted": len(adopted),
         "closed_by": reasons,
         "lost": 0,
         "double_closed": 0,

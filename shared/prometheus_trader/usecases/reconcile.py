@@ -25,7 +25,15 @@ from prometheus_trader.domain.trading import (
     PositionStatus,
 )
 from prometheus_trader.domain.users import User
-from prometheus_trader.ports import Bus, Clock, Exchange, ExchangeError, Filter, StateStore
+from prometheus_trader.ports import (
+    Bus,
+    Clock,
+    Document,
+    Exchange,
+    ExchangeError,
+    Filter,
+    StateStore,
+)
 from prometheus_trader.usecases.events import publish_event
 from prometheus_trader.usecases.names import Collections, labels
 
@@ -177,16 +185,17 @@ class Reconciliation:
                 continue
             owner = next((u for u in users if u.exchange_account == account), None)
             label = f"{account} {symbol}"
-            # in this order: an executor records its position before it completes the
-            # execution, so "not in flight" then "no record" means nobody will record it
-            in_flight = owner is not None and self._in_flight(owner.user_id, symbol)
-            if owner is not None and not in_flight and self._recorded(owner.user_id, symbol):
-                continue  # opened since the snapshot above
-            if owner is None or in_flight:
+            if owner is None:
+                report.untracked[label] = ""  # alert only: nobody to adopt it for
+                continue
+            in_flight, untracked = self._untracked(account, owner.user_id, symbol)
+            if in_flight:
                 report.untracked[label] = ""  # alert only: an executor may still record it
                 continue
+            if untracked is None:
+                continue  # recorded, or flattened, since the snapshot above
             try:
-                report.untracked[label] = self._adopt(owner, ex_pos)
+                report.untracked[label] = self._adopt(owner, untracked)
             except Exception as exc:
                 report.untracked[label] = ""
                 report.errors[label] = f"{type(exc).__name__}: {exc}"
@@ -207,17 +216,55 @@ class Reconciliation:
             elif order.reduce_only or not self._in_flight_account(account, order.symbol):
                 report.unexplained_orders.append(order.id)
 
+    def _untracked(
+        self, account: str, user_id: str, symbol: str
+    ) -> tuple[bool, ExchangePosition | None]:
+        """(an execution may still record it, the held position nobody will record), for
+        a symbol the exchange held with no record in the first snapshot.
+
+        Read in this order: the user's executions, the stored open positions, the
+        exchange again, the executions again. An executor creates its execution before
+        its entry fills and stores its position before completing; whoever closes
+        (monitor, opposite signal, a flattening executor) flattens the exchange first. So
+        a position held at the second exchange read was opened by an execution the first
+        read shows in flight, or (completed) whose record the positions read shows open,
+        or that the last read shows as new. The first exchange read is not reused: its
+        position may have been flattened and its execution completed since (a flattening
+        executor's position was adopted that way), and a re-read alone could pick up a
+        position opened and recorded after the positions read.
+        """
+        before = self._executions(user_id, symbol)
+        if self._any_in_flight(before):
+            return True, None
+        if self._recorded(user_id, symbol):
+            return False, None
+        held = next(
+            (p for p in self._exchange.fetch_positions(account) if p.symbol == symbol), None
+        )
+        if held is None:
+            return False, None
+        after = self._executions(user_id, symbol)
+        started = {d.get("id") for d in after} - {d.get("id") for d in before}
+        if started or self._any_in_flight(after):
+            return True, None  # started meanwhile: a later pass decides
+        return False, held
+
     def _in_flight(self, user_id: str, symbol: str) -> bool:
         """An execution of ``user_id`` in ``symbol`` has started, not completed, and may
         still be redelivered (one older than ``abandoned_after`` was dead-lettered)."""
+        return self._any_in_flight(self._executions(user_id, symbol))
+
+    def _executions(self, user_id: str, symbol: str) -> list[Document]:
+        """The execution records of ``user_id`` in ``symbol`` (read now)."""
         # one equality filter (no composite index); a user's executions are few
         docs = self._state.query(Collections.EXECUTIONS, [Filter("user_id", "==", user_id)])
+        return [d for d in docs if d.get("symbol") == symbol]
+
+    def _any_in_flight(self, executions: list[Document]) -> bool:
         cutoff = self._clock.now() - self._abandoned_after
         return any(
-            d.get("symbol") == symbol
-            and d.get("completed_at") is None
-            and _created_after(d.get("created_at"), cutoff)
-            for d in docs
+            d.get("completed_at") is None and _created_after(d.get("created_at"), cutoff)
+            for d in executions
         )
 
     def _recorded(self, user_id: str, symbol: str) -> bool:
