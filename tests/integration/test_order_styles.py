@@ -176,3 +176,26 @@ def test_opposite_signal_closes_first_when_the_user_says_so(world: World) -> Non
     second = world.state.get(Collections.POSITIONS, execution_id("sig-3", "u"))
     assert second is not None and second["direction"] == "short"
     assert [p.direction for p in world.exchange.fetch_positions("u")] == [Direction.SHORT]
+
+
+def test_reconciliation_leaves_a_filled_scaled_leg_to_the_monitors_sync(world: World) -> None:
+    """A scaled entry's leg fills after its execution completed: until the monitor's sync
+    records it, the exchange holds a position with no record and nothing in flight.
+    Reconciliation alerts but does not adopt it (adopting would give one exchange
+    position two records, and the sync's protective orders a second stop)."""
+    world.user(order_style=OrderStyle.SCALED, scaled_entries=3, scaling="increasing")
+    signal = world.signal(1, Direction.LONG, band_pct=0.3)
+    assert world.execute(signal) == "accepted"
+    exec_id = execution_id(signal.id, "u")
+    for minute in range(1, 21):  # no monitor cycle: the legs fill unseen
+        world.clock.set(START + timedelta(minutes=minute))
+        if world.exchange.fetch_positions("u"):
+            break
+    assert world.exchange.fetch_positions("u"), "a leg filled"
+    report = world.monitor.reconcile()
+    assert report.untracked == {f"u {ETH}": ""}, "alerted, not adopted"
+    assert world.state.query(Collections.POSITIONS) == []
+    world.monitor.cycle()  # the sync records the filled legs under the execution's id
+    (position,) = world.state.query(Collections.POSITIONS)
+    assert position["id"] == exec_id
+    assert world.monitor.reconcile().untracked == {}

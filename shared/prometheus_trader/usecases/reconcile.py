@@ -234,7 +234,9 @@ class Reconciliation:
         position opened and recorded after the positions read.
         """
         before = self._executions(user_id, symbol)
-        if self._any_in_flight(before):
+        if self._any_in_flight(before) or self._scaled_pending(user_id, symbol):
+            # a pending scaled entry's leg fills on the exchange with its execution
+            # already complete: the monitor's next sync records it
             return True, None
         if self._recorded(user_id, symbol):
             return False, None
@@ -259,6 +261,14 @@ class Reconciliation:
         # one equality filter (no composite index); a user's executions are few
         docs = self._state.query(Collections.EXECUTIONS, [Filter("user_id", "==", user_id)])
         return [d for d in docs if d.get("symbol") == symbol]
+
+    def _scaled_pending(self, user_id: str, symbol: str) -> bool:
+        """A scaled entry of ``user_id`` in ``symbol`` still has legs that may fill."""
+        # the monitor's own query (pending ones are few: they end when the signal expires)
+        docs = self._state.query(Collections.SCALED_ENTRIES, [Filter("status", "==", "pending")])
+        return any(
+            d.get("user_id") == user_id and d.get("plan", {}).get("symbol") == symbol for d in docs
+        )
 
     def _any_in_flight(self, executions: list[Document]) -> bool:
         cutoff = self._clock.now() - self._abandoned_after
