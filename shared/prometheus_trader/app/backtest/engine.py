@@ -36,8 +36,8 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
+from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
-from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.app.backtest.data import MemoryMarketData
 from prometheus_trader.app.backtest.live import CollectedCandles, LiveUseCases
 from prometheus_trader.app.monitor_wake import next_cycle_ms, next_wake_ms
@@ -58,7 +58,7 @@ from prometheus_trader.domain.signals import OpportunitySignal
 from prometheus_trader.domain.synthesizer import SignalParams, SynthesisPolicy, build_signal
 from prometheus_trader.domain.trading import Execution, ExitReason, Position
 from prometheus_trader.domain.users import User
-from prometheus_trader.ports import SeriesKey
+from prometheus_trader.ports import SeriesKey, StateStore
 from prometheus_trader.usecases.names import Collections
 from prometheus_trader.usecases.rank import live_signal_symbols, publish_signal
 from prometheus_trader.usecases.stats import symbol_success_rates
@@ -145,7 +145,7 @@ class BacktestEngine:
         *,
         exit_config: ExitConfig | None = None,
         panel: Sequence[Analyst] | None = None,
-        state: SqliteStateStore | None = None,
+        state: StateStore | None = None,
     ) -> None:
         self.data = data
         self.exchange = exchange
@@ -172,7 +172,7 @@ class BacktestEngine:
         }
         # the live use-cases, over the store the paper exchange keeps its ledger in
         self.live = LiveUseCases.wire(
-            state if state is not None else SqliteStateStore(":memory:"),
+            state if state is not None else MemoryStateStore(),
             exchange,
             clock,
             CollectedCandles(self._last_collected),
