@@ -59,6 +59,7 @@ from prometheus_trader.domain.synthesizer import SignalParams, SynthesisPolicy, 
 from prometheus_trader.domain.trading import Execution, ExitReason, Position
 from prometheus_trader.domain.users import User
 from prometheus_trader.ports import SeriesKey, StateStore
+from prometheus_trader.usecases.housekeeping import ExpireSignals
 from prometheus_trader.usecases.names import Collections
 from prometheus_trader.usecases.rank import live_signal_symbols, publish_signal
 from prometheus_trader.usecases.stats import symbol_success_rates
@@ -183,6 +184,7 @@ class BacktestEngine:
         )
         for user in self.users:
             self.live.state.create(Collections.USERS, user.user_id, user.model_dump(mode="json"))
+        self._expire = ExpireSignals(self.live.state, clock)
 
     # ================================================================ the loop
     def run(self, progress: Progress | None = None) -> BacktestResult:
@@ -199,6 +201,10 @@ class BacktestEngine:
             if minute % cfg.collect_interval_minutes == 0:
                 self._collect(t)
             if t < cfg.trade_until_ms and minute % cfg.rank_interval_minutes == 0:
+                # as the pipeline's housekeeping (each minute, before the ranker): no
+                # decision reads the status, but the ranker's pending-signal query would
+                # otherwise return every signal of the run (293 on the month)
+                self._expire.run()
                 for signal in self._rank(t):
                     publish_signal(live.state, live.bus, signal)
                 live.bus.drain_all()  # dispatch + execute
