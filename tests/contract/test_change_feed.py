@@ -179,7 +179,8 @@ def _writer(kind: str, where: str, env: dict[str, str]) -> None:
     other.close()
 
 
-SHARED = [(i, f) for i, f in FACTORIES if i != "sqlite-memory"]  # another process can open it
+# another process can open it
+SHARED = [(i, f) for i, f in FACTORIES if i not in ("sqlite-memory", "memory")]
 
 
 @pytest.fixture(params=[f for _, f in SHARED], ids=[i for i, _ in SHARED])

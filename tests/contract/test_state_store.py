@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.ports import AlreadyExists, Filter, StateStore, StateTransaction
 
@@ -36,6 +37,7 @@ def _firestore(request: pytest.FixtureRequest, tmp: Path) -> StateStore:
 FACTORIES: list[tuple[str, StoreFactory]] = [
     ("sqlite-memory", lambda request, tmp: SqliteStateStore()),
     ("sqlite-file", lambda request, tmp: SqliteStateStore(tmp / "state.sqlite")),
+    ("memory", lambda request, tmp: MemoryStateStore()),  # one process only (the backtest)
     ("firestore-emulator", _firestore),
 ]
 

@@ -37,8 +37,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
+from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
-from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.app.backtest.data import MemoryMarketData
 from prometheus_trader.app.backtest.live import CollectedCandles, LiveUseCases
 from prometheus_trader.app.backtest.ranking_state import JournalRates, LiveSignals
@@ -60,7 +60,8 @@ from prometheus_trader.domain.signals import OpportunitySignal
 from prometheus_trader.domain.synthesizer import SignalParams, SynthesisPolicy, build_signal
 from prometheus_trader.domain.trading import Execution, ExitReason, Position
 from prometheus_trader.domain.users import User
-from prometheus_trader.ports import SeriesKey
+from prometheus_trader.ports import SeriesKey, StateStore
+from prometheus_trader.usecases.housekeeping import ExpireSignals
 from prometheus_trader.usecases.names import Collections
 from prometheus_trader.usecases.rank import publish_signal
 
@@ -148,7 +149,7 @@ class BacktestEngine:
         *,
         exit_config: ExitConfig | None = None,
         panel: Sequence[Analyst] | None = None,
-        state: SqliteStateStore | None = None,
+        state: StateStore | None = None,
     ) -> None:
         self.data = data
         self.exchange = exchange
@@ -179,7 +180,7 @@ class BacktestEngine:
         }
         # the live use-cases, over the store the paper exchange keeps its ledger in
         self.live = LiveUseCases.wire(
-            state if state is not None else SqliteStateStore(":memory:"),
+            state if state is not None else MemoryStateStore(),
             exchange,
             clock,
             CollectedCandles(self._last_collected),
@@ -190,6 +191,7 @@ class BacktestEngine:
         )
         for user in self.users:
             self.live.state.create(Collections.USERS, user.user_id, user.model_dump(mode="json"))
+        self._expire = ExpireSignals(self.live.state, clock)
 
     # ================================================================ the loop
     def run(self, progress: Progress | None = None) -> BacktestResult:
@@ -206,6 +208,10 @@ class BacktestEngine:
             if minute % cfg.collect_interval_minutes == 0:
                 self._collect(t)
             if t < cfg.trade_until_ms and minute % cfg.rank_interval_minutes == 0:
+                # as the pipeline's housekeeping (each minute, before the ranker): no
+                # decision reads the status, but the ranker's pending-signal query would
+                # otherwise return every signal of the run (293 on the month)
+                self._expire.run()
                 for signal in self._rank(t):
                     publish_signal(live.state, live.bus, signal)
                 live.bus.drain_all()  # dispatch + execute

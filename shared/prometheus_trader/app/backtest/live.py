@@ -6,6 +6,9 @@ with its ``PortfolioGuard``, ``EvaluateClosedPosition``, ``DispatchSignal``): so
 there reaches the backtest without a hand-kept mirror. Their documents live in a private
 in-memory SQLite store (the same store the paper exchange keeps its ledger in), their
 messages on the in-process bus, their audit lines in memory.
+
+The store is a ``MemoryStateStore`` (dicts, no SQL or JSON round trip; one process only):
+the same query semantics as the SQLite store, and the same ledger.
 """
 
 from __future__ import annotations
@@ -16,10 +19,9 @@ from typing import cast
 
 from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
-from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.domain.exits import ExitConfig
 from prometheus_trader.domain.market import MINUTE_MS, Ticker
-from prometheus_trader.ports import Clock, MarketStore, SeriesKey
+from prometheus_trader.ports import Clock, MarketStore, SeriesKey, StateStore
 from prometheus_trader.usecases.dispatch import DispatchSignal
 from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
 from prometheus_trader.usecases.execute import ExecuteSignalForUser, ExecutorConfig
@@ -105,7 +107,7 @@ class CollectedCandles:
 class LiveUseCases:
     """The state store, bus and use-cases of one backtest."""
 
-    state: SqliteStateStore
+    state: StateStore
     bus: InMemoryBus
     blobs: MemoryBlobStore
     executor: ExecuteSignalForUser
@@ -115,7 +117,7 @@ class LiveUseCases:
     @classmethod
     def wire(
         cls,
-        state: SqliteStateStore,
+        state: StateStore,
         exchange: ReplayExchange,
         clock: Clock,
         market: CollectedCandles,

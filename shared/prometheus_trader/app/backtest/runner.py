@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
 from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
-from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
+from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.app.backtest.data import MemoryMarketData
 from prometheus_trader.app.backtest.engine import (
     BacktestEngine,
@@ -46,6 +46,7 @@ from prometheus_trader.domain.market import MINUTE_MS, TIMEFRAME_MS
 from prometheus_trader.domain.performance import TradeResult, compute_performance
 from prometheus_trader.domain.synthesizer import SignalParams
 from prometheus_trader.domain.users import RiskProfile, User
+from prometheus_trader.ports import StateStore
 from prometheus_trader.usecases.names import Collections
 from prometheus_trader.usecases.report import DailyReporter
 
@@ -161,8 +162,9 @@ def build_engine(
 ) -> BacktestEngine:
     """An engine over ``data`` with the configured strategy, fills and cadences."""
     clock = SimulatedClock(utc(start_ms))
-    # the paper ledger and the use-cases' documents: one private in-memory store
-    state = SqliteStateStore(":memory:")
+    # the paper ledger and the use-cases' documents: one private in-memory store (dicts:
+    # the SQLite store's semantics without its SQL and JSON round trips)
+    state = MemoryStateStore()
     bars = settings.model_copy(update={"bar_timeframe": data.timeframe})  # the data's bars
     return BacktestEngine(
         data,
@@ -192,7 +194,7 @@ def build_engine(
 
 
 def backtest_exchange(
-    settings: Settings, data: MemoryMarketData, clock: SimulatedClock, state: SqliteStateStore
+    settings: Settings, data: MemoryMarketData, clock: SimulatedClock, state: StateStore
 ) -> BacktestExchange:
     """``pipeline.replay_exchange``'s exchange (same fills, same ledger), as the backtest's
     ``BacktestExchange`` (tickers kept while their bars are the same)."""
@@ -315,7 +317,7 @@ def _reports(
     result: BacktestResult, users: tuple[User, ...], out: Path, start_ms: int, end_ms: int
 ) -> list[str]:
     """The daily report set, by the pipeline's reporter, from the journal (written once)."""
-    state = SqliteStateStore(out / "reports.sqlite")
+    state = MemoryStateStore()
     blobs = LocalBlobStore(out / "blobs")
     try:
         for user in users:
@@ -332,7 +334,6 @@ def _reports(
         return sorted(str(blobs.path_for(k).relative_to(out)) for k in blobs.list("reports/"))
     finally:
         state.close()
-        (out / "reports.sqlite").unlink(missing_ok=True)
 
 
 __all__ = ["build_engine", "build_ledger", "run_backtest", "users_for", "window_for"]
