@@ -82,8 +82,15 @@ def seed(state: SqliteStateStore, user_id: str, price: float, now_ms: int, n: in
         User.with_profile(user_id, RiskProfile.AGGRESSIVE).model_dump(mode="json"),
     )
     now = datetime.fromtimestamp(now_ms / 1000, UTC)
-    signal = OpportunitySignal(
-        id=f"sig-{n:04d}-{user_id}",
+    signal = long_signal(f"sig-{n:04d}-{user_id}", price, now)
+    state.create(Collections.SIGNALS, signal.id, signal.model_dump(mode="json"))
+    return signal.id
+
+
+def long_signal(signal_id: str, price: float, now: datetime) -> OpportunitySignal:
+    """A long BTC signal at ``price``: stop 1 % below, take-profit 3 % above."""
+    return OpportunitySignal(
+        id=signal_id,
         symbol=SYMBOL,
         exchange="binance",
         market_type=MarketType.PERP,
@@ -100,8 +107,6 @@ def seed(state: SqliteStateStore, user_id: str, price: float, now_ms: int, n: in
         expires_at=now + timedelta(minutes=20),
         strategy="consensus",
     )
-    state.create(Collections.SIGNALS, signal.id, signal.model_dump(mode="json"))
-    return signal.id
 
 
 def message(signal_id: str, user_id: str, attempt: int = 1) -> BusMessage:

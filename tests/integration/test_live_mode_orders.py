@@ -7,19 +7,17 @@ deployment keeps trading on the paper ledger. The venue is the Binance USD-M sta
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from tests.integration.ccxt_executors import SYMBOL, message
+from tests.integration.ccxt_executors import SYMBOL, long_signal, message
 from tests.standins.binance_usdm import serve_binance
 from tests.standins.engine import DEFAULT_NOW_MS, Engine
 
 from prometheus_trader.adapters.ccxt.config import LiveTradingRefused
 from prometheus_trader.app.cloud import CloudRuntime
 from prometheus_trader.app.settings import Settings
-from prometheus_trader.domain.market import MarketType
-from prometheus_trader.domain.signals import Direction, OpportunitySignal, TakeProfitLevel
 from prometheus_trader.domain.users import RiskProfile, TradingMode, User
 from prometheus_trader.usecases.controls import Controls, ExchangeKeys
 from prometheus_trader.usecases.names import Collections
@@ -29,27 +27,6 @@ from prometheus_trader.usecases.user_settings import SettingsUpdate
 pytestmark = pytest.mark.integration
 
 ALICE_KEY, ALICE_SECRET = "alice-demo-key", "alice-demo-secret"
-
-
-def signal_at(price: float, now: datetime) -> OpportunitySignal:
-    return OpportunitySignal(
-        id="sig-live-mode",
-        symbol=SYMBOL,
-        exchange="binance",
-        market_type=MarketType.PERP,
-        direction=Direction.LONG,
-        entry_price=price,
-        entry_low=price * 0.999,
-        entry_high=price * 1.001,
-        stop_loss=round(price * 0.99, 1),
-        stop_loss_pct=1.0,
-        take_profits=[TakeProfitLevel(price=round(price * 1.03, 1), pct=3.0, size_fraction=1.0)],
-        reward_risk=3.0,
-        confidence=0.8,
-        created_at=now,
-        expires_at=now + timedelta(minutes=20),
-        strategy="consensus",
-    )
 
 
 def test_live_users_trade_on_the_venue_with_their_keys_paper_users_on_the_ledger(
@@ -94,7 +71,7 @@ def test_live_users_trade_on_the_venue_with_their_keys_paper_users_on_the_ledger
             assert alice is not None and alice["exchange_account"] == "binance-demo:alice"
 
             rt.collect()  # the market store the executor's freshness check reads
-            signal = signal_at(engine.last_price(SYMBOL), rt.clock.now())
+            signal = long_signal("sig-live-mode", engine.last_price(SYMBOL), rt.clock.now())
             rt.state.create(Collections.SIGNALS, signal.id, signal.model_dump(mode="json"))
             for user_id in ("alice", "bob"):
                 done = rt.execute(message(signal.id, user_id))

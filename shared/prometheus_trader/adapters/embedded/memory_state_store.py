@@ -43,10 +43,9 @@ from prometheus_trader.adapters.embedded.memory_documents import (
 )
 from prometheus_trader.adapters.embedded.sqlite_state_store import (
     INDEXED_FIELDS,
-    ReadAfterWriteError,
+    LocalTransaction,
 )
 from prometheus_trader.ports import (
-    AlreadyExists,
     Document,
     DocumentChange,
     Filter,
@@ -130,51 +129,6 @@ def compile_filter(flt: Filter) -> _Predicate:
         alternatives = [_equals(get, v) for v in scalars]
         return lambda doc: any(p(doc) for p in alternatives)
     raise ValueError(f"unknown filter operator {flt.op!r}")
-
-
-class _Transaction:
-    """``StateTransaction`` over the store while it holds its lock."""
-
-    def __init__(self, store: MemoryStateStore) -> None:
-        self._store = store
-        self._wrote = False
-        self._open = True
-        # create() on an existing id must fail the commit even if fn swallowed the error.
-        self.conflict: AlreadyExists | None = None
-
-    def close(self) -> None:
-        self._open = False
-
-    def _check_open(self) -> None:
-        if not self._open:
-            raise RuntimeError("transaction is finished")
-
-    def get(self, collection: str, doc_id: str) -> Document | None:
-        """Read a document (only before the first write)."""
-        self._check_open()
-        if self._wrote:
-            raise ReadAfterWriteError("transactions must do all reads before any write")
-        return self._store._get(collection, doc_id)
-
-    def create(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
-        """Create; raises AlreadyExists (and fails the transaction) if it exists."""
-        self._check_open()
-        self._wrote = True
-        if not self._store._insert(collection, doc_id, data):
-            self.conflict = AlreadyExists(f"{collection}/{doc_id} already exists")
-            raise self.conflict
-
-    def set(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
-        """Create or replace."""
-        self._check_open()
-        self._wrote = True
-        self._store._replace(collection, doc_id, data)
-
-    def update(self, collection: str, doc_id: str, changes: Mapping[str, Any]) -> None:
-        """Merge top-level fields into an existing document (KeyError if missing)."""
-        self._check_open()
-        self._wrote = True
-        self._store._merge(collection, doc_id, changes)
 
 
 class MemoryStateStore(ClosesOnExit):
@@ -376,7 +330,7 @@ class MemoryStateStore(ClosesOnExit):
                 raise RuntimeError("nested transactions are not supported")
             undo: list[tuple[str, str, _Entry | None]] = []
             self._undo, self._pending = undo, []
-            tx = _Transaction(self)
+            tx = LocalTransaction(self)
             try:
                 result = fn(tx)
                 if tx.conflict is not None:

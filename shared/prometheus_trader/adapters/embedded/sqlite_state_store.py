@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from prometheus_trader.adapters import ClosesOnExit
 from prometheus_trader.ports import AlreadyExists, Document, Filter, StateTransaction, Watch
@@ -235,10 +235,23 @@ def _filter_sql(flt: Filter) -> tuple[str, list[object]]:
     raise ValueError(f"unknown filter operator {flt.op!r}")
 
 
-class _Transaction:
-    """``StateTransaction`` over the store's open ``BEGIN IMMEDIATE`` transaction."""
+class TransactionBackend(Protocol):
+    """What ``LocalTransaction`` needs of a store holding its transaction open."""
 
-    def __init__(self, store: SqliteStateStore) -> None:
+    def _get(self, collection: str, doc_id: str) -> Document | None: ...
+
+    def _insert(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> bool: ...
+
+    def _replace(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None: ...
+
+    def _merge(self, collection: str, doc_id: str, changes: Mapping[str, Any]) -> None: ...
+
+
+class LocalTransaction:
+    """``StateTransaction`` over a local store's open transaction (SQLite's ``BEGIN
+    IMMEDIATE``, the memory store's lock): Firestore's rules, reads before writes."""
+
+    def __init__(self, store: TransactionBackend) -> None:
         self._store = store
         self._wrote = False
         self._open = True
@@ -465,7 +478,7 @@ class SqliteStateStore(ClosesOnExit):
                 raise RuntimeError("nested transactions are not supported")
             self._conn.execute("BEGIN IMMEDIATE")
             self._in_transaction = True
-            tx = _Transaction(self)
+            tx = LocalTransaction(self)
             try:
                 result = fn(tx)
                 if tx.conflict is not None:
