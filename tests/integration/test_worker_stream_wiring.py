@@ -103,8 +103,6 @@ def test_a_silent_feed_raises_one_critical_system_error_event(
     try:
         stream = rt.trade_stream
         assert stream is not None
-        assert wait_until(lambda: bool(stream.poll_ticks([BTC], 0)), timeout=30)
-        server.silence()
 
         def stale_events() -> list[dict[str, object]]:
             return [
@@ -113,9 +111,17 @@ def test_a_silent_feed_raises_one_critical_system_error_event(
                 if e["type"] == "system_error" and e["payload"].get("error") == "trade feed stale"
             ]
 
+        # trades arrived (only the websocket serves them here): the feed is live now; a
+        # slow connect on a loaded machine may already have been one stale episode
+        assert wait_until(lambda: bool(stream.poll_ticks([BTC], 0)), timeout=30)
+        earlier = len(stale_events())
+        server.silence()
+
         # the monitor keeps polling while the feed is silent (stale detection runs on each poll)
-        assert wait_until(lambda: (stream.poll_ticks([BTC], 0), bool(stale_events()))[1], 15)
-        (event,) = stale_events()
+        assert wait_until(
+            lambda: (stream.poll_ticks([BTC], 0), len(stale_events()) > earlier)[1], 15
+        )
+        (event,) = stale_events()[earlier:]
         assert event["severity"] == "critical"
         assert event["payload"]["symbol"] == BTC and event["payload"]["venue"] == "binance"
     finally:
