@@ -37,7 +37,7 @@ from prometheus_trader.adapters.embedded.console_notifier import ConsoleNotifier
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.routed_exchange import RoutedExchange
 from prometheus_trader.app.logging import configure_logging
-from prometheus_trader.app.pipeline import UseCases, wire
+from prometheus_trader.app.pipeline import UseCases, paper_fills, wire
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.app.streaming import LazyTickSource, build_trade_stream, stream_venue
 from prometheus_trader.domain.trading import Execution
@@ -293,19 +293,11 @@ class CloudRuntime:
         prices; also the market data every account reads."""
 
         def make() -> ReplayExchange:
-            s = self.settings
             return ReplayExchange(
                 self.replay_source,
                 self.clock,
-                exchange_id=s.exchange,
-                market_type=s.market_type,
-                taker_fee=s.taker_fee_pct / 100,
-                maker_fee=s.maker_fee_pct / 100,
-                slippage_bps=s.slippage_bps,
-                latency_ms=s.latency_ms,
-                starting_balance=s.paper_starting_balance,
-                ledger=self.state,
-                bar_timeframe=s.bar_timeframe or "1m",  # PROMETHEUS_BAR_TIMEFRAME (docs/data.md)
+                ledger=self.state,  # shared by every instance: not exclusive
+                **paper_fills(self.settings),
             )
 
         return self._once("paper_exchange", make)

@@ -209,19 +209,23 @@ def replay_exchange(
     accounts persist in ``ledger`` (the run's state store). One process writes them (the
     run's, or ``stack run``'s in-process functions), so reads trust the exchange's cache."""
     return ReplayExchange(
-        source,
-        clock,
-        exchange_id=settings.exchange,
-        market_type=settings.market_type,
-        taker_fee=settings.taker_fee_pct / 100,
-        maker_fee=settings.maker_fee_pct / 100,
-        slippage_bps=settings.slippage_bps,
-        latency_ms=settings.latency_ms,
-        starting_balance=settings.paper_starting_balance,
-        ledger=ledger,
-        ledger_exclusive=True,
-        bar_timeframe=settings.bar_timeframe or "1m",
+        source, clock, ledger=ledger, ledger_exclusive=True, **paper_fills(settings)
     )
+
+
+def paper_fills(settings: Settings) -> dict[str, Any]:
+    """The paper exchange's settings (venue, fees, slippage, latency, balance, bars): one
+    place for the run, the backtest and the deployed runtime."""
+    return {
+        "exchange_id": settings.exchange,
+        "market_type": settings.market_type,
+        "taker_fee": settings.taker_fee_pct / 100,
+        "maker_fee": settings.maker_fee_pct / 100,
+        "slippage_bps": settings.slippage_bps,
+        "latency_ms": settings.latency_ms,
+        "starting_balance": settings.paper_starting_balance,
+        "bar_timeframe": settings.bar_timeframe or "1m",  # PROMETHEUS_BAR_TIMEFRAME
+    }
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from prometheus_trader.app.pipeline import (
     REPLAY_TIMEFRAMES,
     DataRangeError,
     canonical_json,
+    paper_fills,
     replay_window,
     synthesis_policy,
 )
@@ -199,18 +200,7 @@ def backtest_exchange(
     """``pipeline.replay_exchange``'s exchange (same fills, same ledger), as the backtest's
     ``BacktestExchange`` (tickers kept while their bars are the same)."""
     return BacktestExchange(
-        data,
-        clock,
-        exchange_id=settings.exchange,
-        market_type=settings.market_type,
-        taker_fee=settings.taker_fee_pct / 100,
-        maker_fee=settings.maker_fee_pct / 100,
-        slippage_bps=settings.slippage_bps,
-        latency_ms=settings.latency_ms,
-        starting_balance=settings.paper_starting_balance,
-        ledger=state,
-        ledger_exclusive=True,
-        bar_timeframe=settings.bar_timeframe or "1m",
+        data, clock, ledger=state, ledger_exclusive=True, **paper_fills(settings)
     )
 
 
