@@ -14,7 +14,7 @@ import pytest
 from _analysis_fixtures import T0, random_walk, series
 
 from prometheus_trader.app.backtest.data import MemoryMarketData
-from prometheus_trader.domain.feature_series import FeatureSeries
+from prometheus_trader.domain.feature_series import REGIME_FIELDS, FeatureSeries
 from prometheus_trader.domain.features import SymbolFeatures, compute_features
 from prometheus_trader.domain.market import (
     MINUTE_MS,
@@ -104,6 +104,7 @@ def test_sample_series_at_ranking_times_equal_compute_features(
             _assert_same(fast, ref)
             light[symbol] = fs.ranking_at(now, since_ms=since)
             _assert_ranking_fields(light[symbol], ref)
+            _assert_regime_fields(fs.regime_at(now, since_ms=since), ref)
             full += ref.bars == 1440
             short += 60 <= ref.bars < 1440
         # the backtest ranks by the ranking fields alone: the same order, scores, movers
@@ -123,6 +124,16 @@ def _assert_ranking_fields(light: SymbolFeatures, ref: SymbolFeatures) -> None:
     valid = SymbolFeatures(**{name: getattr(light, name) for name in light.model_fields_set})
     assert repr(light) == repr(valid) and list(light.__dict__) == list(valid.__dict__)
     assert light.model_fields_set == valid.model_fields_set
+
+
+def _assert_regime_fields(regime: SymbolFeatures, ref: SymbolFeatures) -> None:
+    names = (*REGIME_FIELDS, "symbol", "bars", "data_quality", "quality_reason")
+    for name in names:
+        assert repr(getattr(regime, name)) == repr(getattr(ref, name)), name
+    assert regime.trend_direction == ref.trend_direction
+    valid = SymbolFeatures(**{name: getattr(regime, name) for name in regime.model_fields_set})
+    assert repr(regime) == repr(valid) and list(regime.__dict__) == list(valid.__dict__)
+    assert regime.model_fields_set == valid.model_fields_set
 
 
 def test_funding_open_interest_and_mark_price_pass_through(
@@ -154,6 +165,7 @@ def _check_all(s: CandleSeries, btc: CandleSeries | None = None, step: int = 25)
             ref = _reference(fs, now, since, other)
             _assert_same(fs.at(now, since_ms=since, btc=other), ref)
             _assert_ranking_fields(fs.ranking_at(now, since_ms=since), ref)
+            _assert_regime_fields(fs.regime_at(now, since_ms=since), ref)
             count += 1
     return count
 
@@ -182,6 +194,7 @@ def test_empty_and_too_early() -> None:
     fs = FeatureSeries(s)
     _assert_same(fs.at(T0), _reference(fs, T0, None, None))  # nothing closed yet
     _assert_same(fs.at(T0 + 30 * MINUTE_MS), _reference(fs, T0 + 30 * MINUTE_MS, None, None))
+    _assert_same(fs.regime_at(T0), _reference(fs, T0, None, None))
 
 
 def test_unordered_series_is_refused() -> None:

@@ -56,7 +56,7 @@ from prometheus_trader.domain.market import (
 )
 from prometheus_trader.domain.trusted import trusted
 
-__all__ = ["FeatureSeries"]
+__all__ = ["REGIME_FIELDS", "FeatureSeries"]
 
 _INF = np.array([np.inf])
 _NEG_INF = np.array([-np.inf])
@@ -108,6 +108,18 @@ _RANKING_SET = {
     "imbalance_15m",
     "imbalance_estimated",
     "liq_cluster_ratio",
+}
+
+REGIME_FIELDS = ("adx", "plus_di", "minus_di", "hurst", "autocorr_15m", "mean_reversion")
+"""The fields ``FeatureSeries.regime_at`` computes: the 15m regime."""
+_REGIME_SET = {
+    "symbol",
+    "as_of_ms",
+    "bars",
+    "last_bar_ts_ms",
+    "data_quality",
+    "quality_reason",
+    *REGIME_FIELDS,
 }
 
 
@@ -267,8 +279,7 @@ class FeatureSeries:
         price = float(close[-1])
         # complete 15m / 5m bars inside the window: a slice of the series' own roll-ups
         first_ts, last_ts = int(ts[lo]), int(ts[hi - 1])
-        j0 = int(self.b15.ts_ms.searchsorted(first_ts, side="left"))
-        j1 = max(j0, int(self.b15.ts_ms.searchsorted(last_ts - _B15_SPAN_MS, side="right")))
+        j0, j1 = self._bounds15(first_ts, last_ts)
         b15 = self.b15.rows(j0, j1)
         f0 = int(self.b5.ts_ms.searchsorted(first_ts, side="left"))
         f1 = max(f0, int(self.b5.ts_ms.searchsorted(last_ts - _B5_SPAN_MS, side="right")))
@@ -386,7 +397,44 @@ class FeatureSeries:
         }
         return trusted(SymbolFeatures, values, _RANKING_SET.copy())
 
+    def regime_at(self, now_ms: int, *, since_ms: int | None = None) -> SymbolFeatures:
+        """``at`` with only the 15m regime fields (``REGIME_FIELDS``: ADX, +DI, -DI, Hurst,
+        autocorrelation, mean reversion), each equal to ``at``'s; every other field keeps
+        its default. Cheap (the 15m part is kept per window): the backtest asks it first
+        and skips a symbol whose regime alone rules out a signal (``regime_vetoes``)."""
+        lo, hi = self.bounds(now_ms, since_ms)
+        if hi <= lo:
+            return self.at(now_ms, since_ms=since_ms)
+        ts = self.series.ts_ms
+        part = self._part15(*self._bounds15(int(ts[lo]), int(ts[hi - 1])))
+        autocorr = part.autocorr
+        quality, reason = self._quality(lo, hi, now_ms)
+        values = {
+            **_DEFAULTS,
+            "symbol": self.symbol,
+            "as_of_ms": int(now_ms),
+            "bars": hi - lo,
+            "last_bar_ts_ms": int(ts[hi - 1]),
+            "data_quality": quality,
+            "quality_reason": reason,
+            "adx": part.adx,
+            "plus_di": part.plus_di,
+            "minus_di": part.minus_di,
+            "hurst": part.hurst,
+            "autocorr_15m": autocorr,
+            "mean_reversion": None if autocorr is None else min(1.0, max(0.0, (1 - autocorr) / 2)),
+            "zones": [],
+            "fair_value_gaps": [],
+        }
+        return trusted(SymbolFeatures, values, _REGIME_SET.copy())
+
     # ------------------------------------------------------------------ pieces
+    def _bounds15(self, first_ts: int, last_ts: int) -> tuple[int, int]:
+        """The complete 15m bars (j0..j1 of the series' roll-up) of a window's 1m bars."""
+        t15 = self.b15.ts_ms
+        j0 = int(t15.searchsorted(first_ts, side="left"))
+        return j0, max(j0, int(t15.searchsorted(last_ts - _B15_SPAN_MS, side="right")))
+
     def _imbalances(self, lo: int, hi: int) -> _Imbalances:
         """``features._imbalances`` of the window lo..hi from the series' buy/sell arrays
         (kept for the last window: ``ranking_at`` and then ``at`` ask for the same)."""

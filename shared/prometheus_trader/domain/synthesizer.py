@@ -16,6 +16,18 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from prometheus_trader.domain.analysts import (
+    AnalysisContext,
+    Analyst,
+    CorrelationAnalyst,
+    DerivativesAnalyst,
+    LiquidationMapAnalyst,
+    MarketStructureAnalyst,
+    MicrostructureAnalyst,
+    OrderFlowAnalyst,
+    SentimentAnalyst,
+    TechnicalRegimeAnalyst,
+)
 from prometheus_trader.domain.analysts.base import NO_DATA
 from prometheus_trader.domain.analysts.technical import TECHNICAL
 from prometheus_trader.domain.features import SymbolFeatures
@@ -38,6 +50,7 @@ __all__ = [
     "SynthesisResult",
     "build_signal",
     "policy_from_name",
+    "regime_vetoes",
 ]
 
 
@@ -408,6 +421,58 @@ class HierarchicalPolicy:
             score += w.fvg
             parts.append(f"in a {'bullish' if long else 'bearish'} FVG (+{w.fvg:g})")
         return score, parts
+
+
+# ------------------------------------------------------------------- regime veto
+
+# the panel's analysts whose views name them (``view.analyst == analyst.name``)
+_KNOWN_ANALYSTS = (
+    TechnicalRegimeAnalyst,
+    MarketStructureAnalyst,
+    OrderFlowAnalyst,
+    MicrostructureAnalyst,
+    DerivativesAnalyst,
+    LiquidationMapAnalyst,
+    CorrelationAnalyst,
+    SentimentAnalyst,
+)
+
+
+def regime_vetoes(
+    policy: SynthesisPolicy, panel: Sequence[Analyst], regime: SymbolFeatures
+) -> bool:
+    """True when ``policy.decide(views of panel, features)`` is a skip for EVERY features
+    whose 15m regime fields (``feature_series.REGIME_FIELDS``) are ``regime``'s: a caller
+    may then leave the other features and analysts uncomputed (the backtest does; the
+    decision is the same). False whenever that is not certain: other policies or panels.
+
+    - hierarchical: its level 1 alone (regime unknown or ranging) skips;
+    - consensus (``ranging_is_conflict``): the regime analyst saying "ranging" is a major
+      conflict, and every branch of ``decide`` then skips (no voter, a tie, or problems).
+      Only when the regime analyst is the panel's one ``TechnicalRegimeAnalyst`` (it reads
+      the regime fields alone) and every analyst is a domain one (views named by it).
+    """
+    f = regime
+    if type(policy) is HierarchicalPolicy:
+        cfg = policy.config
+        return (
+            f.adx is None
+            or f.hurst is None
+            or f.mean_reversion is None
+            or f.adx <= cfg.adx_min
+            or f.hurst <= cfg.persistence_min
+            or f.mean_reversion >= cfg.mean_reversion_max
+            or f.trend_direction is None
+        )
+    if type(policy) is ConsensusPolicy and policy.config.ranging_is_conflict:
+        if not all(type(a) in _KNOWN_ANALYSTS for a in panel):
+            return False
+        named = [a for a in panel if a.name == policy.config.regime_analyst]
+        if len(named) != 1 or type(named[0]) is not TechnicalRegimeAnalyst:
+            return False
+        v = named[0].analyze(AnalysisContext(symbol=f.symbol, features=f))
+        return v.abstains and v.metrics.get("trending") == 0.0
+    return False
 
 
 def _pct(x: float | None) -> str:

@@ -57,7 +57,12 @@ from prometheus_trader.domain.market import (
 )
 from prometheus_trader.domain.ranking import rank_order
 from prometheus_trader.domain.signals import OpportunitySignal
-from prometheus_trader.domain.synthesizer import SignalParams, SynthesisPolicy, build_signal
+from prometheus_trader.domain.synthesizer import (
+    SignalParams,
+    SynthesisPolicy,
+    build_signal,
+    regime_vetoes,
+)
 from prometheus_trader.domain.trading import Execution, ExitReason, Position
 from prometheus_trader.domain.users import User
 from prometheus_trader.ports import SeriesKey, StateStore
@@ -337,9 +342,13 @@ class BacktestEngine:
                 continue
             key = next(k for k in keys if k.symbol == symbol)
             if symbol in sparse:
+                series = self._feature_series(key)
+                # a regime that rules out a signal whatever the rest: decide() would skip
+                if regime_vetoes(self.policy, self.panel, series.regime_at(now_ms, since_ms=since)):
+                    continue
                 # = compute_features(the window, btc_1m=BTC's window, ...), read by index
                 funding_day, interest_hour = sparse[symbol]
-                features[symbol] = self._feature_series(key).at(
+                features[symbol] = series.at(
                     now_ms,
                     since_ms=since,
                     btc=None if symbol == cfg.btc_symbol else btc_series,
