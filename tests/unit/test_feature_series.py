@@ -15,7 +15,7 @@ from _analysis_fixtures import T0, random_walk, series
 
 from prometheus_trader.app.backtest.data import MemoryMarketData
 from prometheus_trader.domain.feature_series import REGIME_FIELDS, FeatureSeries
-from prometheus_trader.domain.features import SymbolFeatures, compute_features
+from prometheus_trader.domain.features import SymbolFeatures, _imbalances, compute_features
 from prometheus_trader.domain.market import (
     MINUTE_MS,
     CandleSeries,
@@ -187,6 +187,33 @@ def test_gaps_bad_prices_and_flat_stretches_take_the_computed_paths() -> None:
     assert _check_all(s, btc, step=20) > 300
     negative = series(np.r_[random_walk(1000, seed=11), -np.ones(5), random_walk(600, seed=12)])
     assert _check_all(negative, btc, step=40) > 100
+
+
+def test_imbalances_at_every_window_end_with_and_without_taker_volume() -> None:
+    """The imbalance sums come from blocks of window ends (sliding-window reductions):
+    every end, across block edges, with taker volume missing in stretches (a tail with
+    one missing bar is estimated) and sizes that make pairwise and sequential sums differ."""
+    n = 2600
+    rng = np.random.default_rng(3)
+    volume = rng.lognormal(0.0, 2.0, n) * rng.choice([1.0, 1e-4, 1e4], n)
+    taker = volume * rng.uniform(-0.1, 1.1, n)  # clipped to 0..volume
+    taker[400:430] = np.nan
+    taker[1100] = np.nan
+    taker[2050:2060] = np.nan
+    volume[700:720] = 0.0  # no volume: None
+    s = series(random_walk(n, seed=13), volume=volume, taker_buy=taker)
+    fs = FeatureSeries(s)
+    names = ("imbalance_1m", "imbalance_5m", "imbalance_15m", "imbalance_estimated")
+    estimated = 0
+    for hi in range(1, n + 1):
+        now = int(s.ts_ms[hi - 1]) + MINUTE_MS
+        for since in (None, int(s.ts_ms[max(0, hi - 15)]), int(s.ts_ms[max(0, hi - 3)])):
+            light = fs.ranking_at(now, since_ms=since)
+            lo = 0 if since is None else int(np.searchsorted(s.ts_ms, since))
+            ref = _imbalances(s.rows(max(0, lo, hi - 1440), hi))
+            assert repr(tuple(getattr(light, name) for name in names)) == repr(ref), (hi, since)
+            estimated += ref[3]
+    assert 100 < estimated < 3 * n  # both ways
 
 
 def test_empty_and_too_early() -> None:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from prometheus_trader.domain.feature_tables import Table15, Wilder, table15
 from prometheus_trader.domain.features import (
@@ -123,6 +124,24 @@ _REGIME_SET = {
 }
 
 
+BoolArray = npt.NDArray[np.bool_]
+_TailBlock = tuple[BoolArray, tuple[list[tuple[FloatArray, FloatArray]], ...]]
+_TAIL_BLOCK = 1024  # window ends whose imbalance sums are computed at once
+_windows = np.lib.stride_tricks.sliding_window_view
+
+
+def _buy_sell(tail: CandleSeries, taker: bool) -> tuple[FloatArray, FloatArray]:
+    """Buy and sell volume per bar, as ``features._imbalances`` splits them (element-wise:
+    a longer series' elements are the tail's)."""
+    if taker:
+        buy = np.clip(tail.taker_buy_volume, 0.0, tail.volume)
+    else:  # the estimate from the close location, as features._imbalances makes it
+        rng = tail.high - tail.low
+        location = np.where(rng > 0, (tail.close - tail.low) / np.where(rng > 0, rng, 1.0), 0.5)
+        buy = tail.volume * np.clip(location, 0.0, 1.0)
+    return buy, tail.volume - buy
+
+
 def _features(**values: object) -> SymbolFeatures:
     """``SymbolFeatures(**values)`` for values of the field types, given in field order."""
     return trusted(SymbolFeatures, values)
@@ -144,9 +163,10 @@ class _Pivots:
     zones: dict[tuple[str, int, str], Zone] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Part15:
-    """The features of one window's complete 15m bars (ATR before dividing by price)."""
+    """The features of one window's complete 15m bars (ATR before dividing by price);
+    the gaps and pivots only once ``at`` asks (``regime_at`` reads the rest alone)."""
 
     atr: float | None
     adx: float | None
@@ -154,8 +174,9 @@ class _Part15:
     minus_di: float | None
     hurst: float | None
     autocorr: float | None
-    gaps: list[FairValueGap]
-    pivots: _Pivots | None
+    j0: int
+    j1: int
+    structure: tuple[list[FairValueGap], _Pivots | None] | None = None
 
 
 class FeatureSeries:
@@ -220,6 +241,7 @@ class FeatureSeries:
         }
         # BTC's side of the correlation at one window, shared by every symbol's ranking
         self._imbalances_kept: tuple[int, int, _Imbalances] = (-1, -1, (None, None, None, False))
+        self._tail_block: tuple[int, _TailBlock] | None = None
         self._centered: tuple[int, int, FloatArray, FloatArray] | None = None
         self._wilder: dict[int, Wilder] = {}
         self._parts: dict[tuple[int, int], _Part15] = {}
@@ -290,12 +312,13 @@ class FeatureSeries:
         imb1, imb5, imb15, estimated = self._imbalances(lo, hi)
         close_pos, upper, lower = _bar_shape(b5)
         tolerance_pct = max(cfg.zone_tolerance_atr * (atr_pct or 0.0), 0.02)
-        zones, bos = self._zones(part, b15, price)
+        gaps15, pivots = self._structure15(part, b15)
+        zones, bos = self._zones(pivots, b15, price)
         demand = _nearest(zones, "demand", price)
         supply = _nearest(zones, "supply", price)
         demand_dist = _distance_pct(demand, price)
         supply_dist = _distance_pct(supply, price)
-        gaps: list[FairValueGap] = self._fvgs(self.b5, f0, f1) + part.gaps
+        gaps: list[FairValueGap] = self._fvgs(self.b5, f0, f1) + gaps15
         poc, vah, val = self._value_area(lo, hi, bars)
         liq = _liquidations(bars, open_interest, now_ms, price, cfg)
         btc_corr, btc_change = self._btc(lo, hi, bars, btc, now_ms, since_ms)
@@ -441,22 +464,23 @@ class FeatureSeries:
         kept = self._imbalances_kept
         if kept[0] == lo and kept[1] == hi:
             return kept[2]
-        tail = self.series.rows(max(lo, hi - 15), hi)  # the window's last 15 bars
-        taker = tail.has_taker_volume
-        if taker:
-            buy = np.clip(tail.taker_buy_volume, 0.0, tail.volume)
-        else:  # the estimate from the close location, as features._imbalances makes it
-            rng = tail.high - tail.low
-            location = np.where(rng > 0, (tail.close - tail.low) / np.where(rng > 0, rng, 1.0), 0.5)
-            buy = tail.volume * np.clip(location, 0.0, 1.0)
-        sell = tail.volume - buy
-        n = buy.shape[0]
+        if hi - lo >= 15:  # a full tail: its sums read from the block of window ends
+            taker, sums = self._tail_sums(hi)
+        else:
+            tail = self.series.rows(max(lo, hi - 15), hi)  # the window's last bars
+            taker = tail.has_taker_volume
+            buy, sell = _buy_sell(tail, taker)
+            n = buy.shape[0]
+            sums = [
+                None if n < k else (float(_sum(buy[n - k :])), float(_sum(sell[n - k :])))
+                for k in (1, 5, 15)
+            ]
         out: list[float | None] = []
-        for k in (1, 5, 15):
-            if n < k:
+        for pair in sums:
+            if pair is None:
                 out.append(None)
                 continue
-            b, s = float(_sum(buy[n - k :])), float(_sum(sell[n - k :]))
+            b, s = pair
             if b + s <= 0:
                 out.append(None)
             elif s <= 0:
@@ -466,6 +490,47 @@ class FeatureSeries:
         result = (out[0], out[1], out[2], not taker)
         self._imbalances_kept = (lo, hi, result)
         return result
+
+    def _tail_sums(self, hi: int) -> tuple[bool, list[tuple[float, float] | None]]:
+        """Whether the 15 bars before ``hi`` all carry taker volume, and the buy and sell
+        sums of the last 1, 5 and 15 of them as ``features._imbalances`` adds them.
+
+        Computed for a block of window ends at once: each sum is numpy's reduction of a
+        row of a ``sliding_window_view``, the same pairwise loop as on the 1-D slice
+        (``tests/unit/test_feature_series.py`` compares them), and each element is the
+        element-wise value the tail's own arrays hold. The block of the newest window is
+        kept (windows move forward; an older one is computed again, equal)."""
+        b = (hi - 15) // _TAIL_BLOCK
+        block = self._tail_block
+        if block is None or block[0] != b:
+            block = self._tail_block = (b, self._tail_block_sums(b))
+        i = hi - 15 - b * _TAIL_BLOCK
+        taker, rows = block[1]
+        tk = not bool(taker[i])
+        return tk, [(float(x[0][i]), float(x[1][i])) for x in rows[0 if tk else 1]]
+
+    def _tail_block_sums(self, b: int) -> _TailBlock:
+        """The sums of ``_tail_sums`` for the window ends 15 + b × block ... (both ways:
+        from taker volume and estimated), and where a tail misses taker volume."""
+        s = self.series
+        r0 = b * _TAIL_BLOCK
+        r1 = min(len(s), r0 + _TAIL_BLOCK + 14)
+        part = s.rows(r0, r1)
+        missing = np.r_[0, np.cumsum(np.isnan(part.taker_buy_volume))]
+        no_taker = (missing[15:] - missing[:-15]) > 0
+        out = []
+        for taker in (True, False):
+            buy, sell = _buy_sell(part, taker)
+            rows = []
+            for k in (1, 5, 15):
+                rows.append(
+                    (
+                        _sum(_windows(buy[15 - k :], k), axis=1),
+                        _sum(_windows(sell[15 - k :], k), axis=1),
+                    )
+                )
+            out.append(rows)
+        return no_taker, (out[0], out[1])
 
     def _fvgs(self, b: CandleSeries, lo: int, hi: int) -> list[FairValueGap]:
         """``features._fair_value_gaps(b.rows(lo, hi))`` (b: the series' 5m or 15m bars)."""
@@ -565,8 +630,8 @@ class FeatureSeries:
             minus_di=_fin(t.minus_di[j0]),
             hurst=hurst,
             autocorr=autocorr,
-            gaps=self._fvgs(self.b15, j0, j1),
-            pivots=self._pivots(j0, j1, b15),
+            j0=j0,
+            j1=j1,
         )
 
     def _computed15(self, j0: int, j1: int, b15: CandleSeries) -> _Part15:
@@ -597,9 +662,19 @@ class FeatureSeries:
             minus_di=minus_di,
             hurst=_hurst(b15, cfg.hurst_min_bars),
             autocorr=self._autocorr(j0, j1),
-            gaps=self._fvgs(self.b15, j0, j1),
-            pivots=self._pivots(j0, j1, b15),
+            j0=j0,
+            j1=j1,
         )
+
+    def _structure15(
+        self, part: _Part15, b15: CandleSeries
+    ) -> tuple[list[FairValueGap], _Pivots | None]:
+        """The 15m fair-value gaps and unbroken pivots of the part's window (b15: its bars),
+        computed on first use and kept with the part."""
+        if part.structure is None:
+            j0, j1 = part.j0, part.j1
+            part.structure = (self._fvgs(self.b15, j0, j1), self._pivots(j0, j1, b15))
+        return part.structure
 
     def _autocorr(self, j0: int, j1: int) -> float | None:
         """``features._autocorr_15m`` (log returns sliced from the series')."""
@@ -637,9 +712,10 @@ class FeatureSeries:
             body_top=self._body_top[j0:j1],
         )
 
-    def _zones(self, part: _Part15, b15: CandleSeries, price: float) -> tuple[list[Zone], int]:
+    def _zones(
+        self, piv: _Pivots | None, b15: CandleSeries, price: float
+    ) -> tuple[list[Zone], int]:
         """``features._zones``: the kept zones of the unbroken pivots at this price."""
-        piv = part.pivots
         if piv is None:
             return [], 0
         k = self.config.swing_k

@@ -45,7 +45,7 @@ from prometheus_trader.app.backtest.ranking_state import JournalRates, LiveSigna
 from prometheus_trader.app.monitor_wake import next_cycle_ms, next_wake_ms
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst, default_panel
 from prometheus_trader.domain.exits import ExitConfig
-from prometheus_trader.domain.feature_series import FeatureSeries
+from prometheus_trader.domain.feature_series import REGIME_FIELDS, FeatureSeries
 from prometheus_trader.domain.features import SymbolFeatures, compute_features
 from prometheus_trader.domain.journal import JournalEntry
 from prometheus_trader.domain.market import (
@@ -173,6 +173,7 @@ class BacktestEngine:
         # the journal entries closed since the last ranking (app/backtest/ranking_state.py)
         self._live_signals = LiveSignals()
         self._journal_rates = JournalRates()
+        self._vetoes: dict[str, tuple[tuple[object, ...], bool]] = {}  # see _vetoed
         self._funding: dict[SeriesKey, _Sparse[FundingRate]] = {
             k: _Sparse([p.ts_ms for p in pts], pts, None)
             for k in self._keys
@@ -344,7 +345,7 @@ class BacktestEngine:
             if symbol in sparse:
                 series = self._feature_series(key)
                 # a regime that rules out a signal whatever the rest: decide() would skip
-                if regime_vetoes(self.policy, self.panel, series.regime_at(now_ms, since_ms=since)):
+                if self._vetoed(symbol, series.regime_at(now_ms, since_ms=since)):
                     continue
                 # = compute_features(the window, btc_1m=BTC's window, ...), read by index
                 funding_day, interest_hour = sparse[symbol]
@@ -391,6 +392,15 @@ class BacktestEngine:
             self._live_signals.published(signal)
             signals.append(signal)
         return signals
+
+    def _vetoed(self, symbol: str, regime: SymbolFeatures) -> bool:
+        """``regime_vetoes(policy, panel, regime)``, a function of the regime fields: kept
+        per symbol while they stay the same (a 15m window: three rankings)."""
+        values = tuple(getattr(regime, name) for name in REGIME_FIELDS)
+        kept = self._vetoes.get(symbol)
+        if kept is None or kept[0] != values:
+            kept = self._vetoes[symbol] = (values, regime_vetoes(self.policy, self.panel, regime))
+        return kept[1]
 
     # ================================================================ results
     def _results(self) -> None:
