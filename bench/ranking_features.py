@@ -3,11 +3,14 @@
 Run: ``.venv/bin/python bench/ranking_features.py --store /tmp/month [--rankings 300]``.
 Walks forward through consecutive 5-minute rankings two days into the store's common
 range, as the backtest does: ``FeatureSeries.ranking_at`` for every series (what the
-ranking scores), then ``FeatureSeries.at`` (all features) for ``--analysed`` of them (the
-ranked symbols the backtest analyses; with a checkout from before ``ranking_at`` on
-``PYTHONPATH``, ``at`` for every series, as the backtest did then). Prints CPU
-milliseconds per ranking and microseconds per call as JSON; ``--compute-features`` also
-times ``compute_features`` on the same windows (the live ranker's path), for reference.
+ranking scores), then for ``--analysed`` of them (the ranked symbols the backtest
+analyses) ``FeatureSeries.regime_at`` and the consensus policy's ``regime_vetoes``, and
+``FeatureSeries.at`` (all features) with the eight analysts and ``decide`` for those not
+vetoed (``--no-veto``: for all of them, as before the veto; with a checkout from before
+``ranking_at`` on ``PYTHONPATH``, ``at`` for every series, as the backtest did then).
+Prints CPU milliseconds per ranking and microseconds per call as JSON;
+``--compute-features`` also times ``compute_features`` on the same windows (the live
+ranker's path), for reference.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import time
 from pathlib import Path
 
 from prometheus_trader.app.backtest.data import MemoryMarketData
+from prometheus_trader.domain.analysts import AnalysisContext, default_panel
 from prometheus_trader.domain.feature_series import FeatureSeries
 from prometheus_trader.domain.features import compute_features
 from prometheus_trader.domain.market import MINUTE_MS, MarketType
+from prometheus_trader.domain.synthesizer import ConsensusPolicy, regime_vetoes
 
 BTC = "BTC/USDT:USDT"
 
@@ -33,6 +38,7 @@ def main() -> int:
     parser.add_argument("--rankings", type=int, default=300)
     parser.add_argument("--analysed", type=int, default=10)
     parser.add_argument("--compute-features", action="store_true")
+    parser.add_argument("--no-veto", action="store_true", help="at() for every analysed one")
     args = parser.parse_args()
     data = MemoryMarketData.from_parquet(args.store, "binance", MarketType.PERP)
     series = {k.symbol: FeatureSeries(s) for k, s in sorted(data.series.items(), key=str)}
@@ -42,9 +48,12 @@ def main() -> int:
     times = [t0 + i * 5 * MINUTE_MS for i in range(args.rankings)]
     day = 1440 * MINUTE_MS
     analysed = list(series.values())[: args.analysed]
-    cpu_rank = cpu_full = 0.0
+    cpu_rank = cpu_regime = cpu_full = cpu_analysts = 0.0
+    regimes = fulls = 0
     # before ranking_at (an older checkout on PYTHONPATH): every series' full features
     light = hasattr(FeatureSeries, "ranking_at")
+    veto = hasattr(FeatureSeries, "regime_at") and not args.no_veto
+    panel, policy = default_panel(), ConsensusPolicy()
     for now in times:
         c0 = time.process_time()
         for fs in series.values():
@@ -52,25 +61,40 @@ def main() -> int:
                 fs.ranking_at(now, since_ms=now - day)
             else:
                 fs.at(now, since_ms=now - day, btc=None if fs is btc else btc)
-        c1 = time.process_time()
+        cpu_rank += time.process_time() - c0
         for fs in analysed if light else ():  # before: the features were all computed
-            fs.at(now, since_ms=now - day, btc=None if fs is btc else btc)
-        cpu_rank += c1 - c0
-        cpu_full += time.process_time() - c1
+            c0 = time.process_time()
+            if veto:
+                regimes += 1
+                vetoed = regime_vetoes(policy, panel, fs.regime_at(now, since_ms=now - day))
+                cpu_regime += time.process_time() - c0
+                if vetoed:
+                    continue
+            c0 = time.process_time()
+            f = fs.at(now, since_ms=now - day, btc=None if fs is btc else btc)
+            c1 = time.process_time()
+            fulls += 1
+            ctx = AnalysisContext(symbol=fs.symbol, features=f)
+            policy.decide([a.analyze(ctx) for a in panel], f)
+            cpu_full += c1 - c0
+            cpu_analysts += time.process_time() - c1
+    total = cpu_rank + cpu_regime + cpu_full + cpu_analysts
     out = {
         "store": str(args.store),
         "rankings": len(times),
         "series": len(series),
         "analysed_per_ranking": len(analysed),
-        "cpu_ms_per_ranking": round((cpu_rank + cpu_full) / len(times) * 1e3, 3),
+        "cpu_ms_per_ranking": round(total / len(times) * 1e3, 3),
         "ranking_at": light,
         "ranking_at_us": round(cpu_rank / len(times) / len(series) * 1e6, 1) if light else None,
+        "regime_at_and_veto_us": round(cpu_regime / regimes * 1e6, 1) if regimes else None,
+        "not_vetoed_share": round(fulls / max(1, regimes), 3) if regimes else None,
+        "at_calls_per_ranking": round(fulls / len(times), 2) if light else len(series),
         "at_us": round(
-            (cpu_full / max(1, len(analysed)) if light else cpu_rank / len(series))
-            / len(times)
-            * 1e6,
+            (cpu_full / max(1, fulls) if light else cpu_rank / len(times) / len(series)) * 1e6,
             1,
         ),
+        "analysts_and_decide_us": round(cpu_analysts / fulls * 1e6, 1) if fulls else None,
     }
     if args.compute_features:
         c0 = time.process_time()

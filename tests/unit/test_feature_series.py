@@ -160,9 +160,14 @@ def _check_all(s: CandleSeries, btc: CandleSeries | None = None, step: int = 25)
     fs = FeatureSeries(s)
     other = None if btc is None else FeatureSeries(btc)
     count = 0
+    regimes: dict[tuple[int, int], str] = {}  # regime_bars -> the regime fields
     for now in range(int(s.ts_ms[0]), int(s.ts_ms[-1]) + 3 * MINUTE_MS, step * MINUTE_MS):
         for since in (None, now - 1440 * MINUTE_MS, now - 300 * MINUTE_MS):
             ref = _reference(fs, now, since, other)
+            bars = fs.regime_bars(now, since_ms=since)
+            if bars is not None:  # equal 15m bars, equal regime fields (the engine keeps them)
+                regime = repr([getattr(ref, name) for name in REGIME_FIELDS])
+                assert regimes.setdefault(bars, regime) == regime
             _assert_same(fs.at(now, since_ms=since, btc=other), ref)
             _assert_ranking_fields(fs.ranking_at(now, since_ms=since), ref)
             _assert_regime_fields(fs.regime_at(now, since_ms=since), ref)

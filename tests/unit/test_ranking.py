@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from _analysis_fixtures import features
 
 from prometheus_trader.domain.market import DataQuality
-from prometheus_trader.domain.ranking import cluster_component, imbalance_component, rank_symbols
+from prometheus_trader.domain.ranking import (
+    cluster_component,
+    imbalance_component,
+    rank_order,
+    rank_symbols,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -93,3 +99,30 @@ def test_ranking_is_deterministic_and_serializable() -> None:
     a = rank_symbols(f, {"Q": 0.1}).model_dump_json()
     b = rank_symbols(dict(reversed(list(f.items()))), {"Q": 0.1}).model_dump_json()
     assert a == b
+
+
+def test_rank_order_is_rank_symbols_order_scores_and_movers() -> None:
+    """``rank_order`` (the backtest's) scores without building the records: the same top
+    N with the same scores, the same top movers, on random features with ties."""
+    rng = random.Random(11)
+    choices = [None, 0.0, -1.0, 0.33, 1.0, 3.0, 5.0, math.inf, math.nan]
+    for _ in range(300):
+        batch = {}
+        for _i in range(rng.randint(0, 14)):
+            symbol = f"S{rng.randint(0, 20)}/USDT:USDT"
+            batch[symbol] = features(
+                symbol=symbol,
+                data_quality=rng.choice([DataQuality.OK] * 4 + [DataQuality.STALE]),
+                imbalance_5m=rng.choice(choices),
+                imbalance_15m=rng.choice(choices),
+                liq_cluster_ratio=rng.choice(choices),
+                change_1m_pct=rng.choice([None, 0.5, -2.5, 2.0, 3.0]),
+                change_5m_pct=rng.choice([None, 1.0, -6.0, 5.0]),
+            )
+        rates = {s: rng.choice([0.0, 0.5, 1.0, 2.0, math.nan]) for s in batch if rng.random() < 0.5}
+        top_n = rng.randint(1, 12)
+        ranking = rank_symbols(batch, rates, top_n=top_n)
+        assert rank_order(batch, rates, top_n=top_n) == (
+            [(r.symbol, r.score) for r in ranking.ranked],
+            ranking.top_movers,
+        )

@@ -420,6 +420,15 @@ class FeatureSeries:
         }
         return trusted(SymbolFeatures, values, _RANKING_SET.copy())
 
+    def regime_bars(self, now_ms: int, *, since_ms: int | None = None) -> tuple[int, int] | None:
+        """The complete 15m bars (the roll-up's rows j0..j1) that ``regime_at``'s fields
+        are computed from alone: equal bars, equal regime fields. None: no window."""
+        lo, hi = self.bounds(now_ms, since_ms)
+        if hi <= lo:
+            return None
+        ts = self.series.ts_ms
+        return self._bounds15(int(ts[lo]), int(ts[hi - 1]))
+
     def regime_at(self, now_ms: int, *, since_ms: int | None = None) -> SymbolFeatures:
         """``at`` with only the 15m regime fields (``REGIME_FIELDS``: ADX, +DI, -DI, Hurst,
         autocorrelation, mean reversion), each equal to ``at``'s; every other field keeps

@@ -138,9 +138,18 @@ def rank_order(
     (symbol, score) and its top movers. Reads only ``RANKING_FIELDS`` of each symbol's
     features, so a caller may pass features holding just those (the backtest computes
     the rest only for the symbols it then analyses)."""
-    scored, _ = _scored(features, success_rates, weights or RankingWeights())
-    ranked = [(r.symbol, float(r.score)) for r in scored[:top_n]]
-    return ranked, sorted(r.symbol for r in scored if r.top_mover)
+    w = weights or RankingWeights()
+    # _scored's order and values without building its records (every ranking, every symbol)
+    scored: list[tuple[float, str, float, bool]] = []  # (-score, symbol, score, top mover)
+    for symbol in sorted(features):
+        f = features[symbol]
+        if f.data_quality is not DataQuality.OK:
+            continue
+        score = _components(f, success_rates.get(symbol), w)[5]
+        scored.append((-score, symbol, score, _top_mover(f)))
+    scored.sort(key=lambda r: (r[0], r[1]))
+    ranked = [(symbol, float(score)) for _, symbol, score, _ in scored[:top_n]]
+    return ranked, sorted(symbol for _, symbol, _, mover in scored if mover)
 
 
 def _scored(
@@ -188,9 +197,10 @@ class _Scored:
         return RankedSymbol(**self.values, rank=rank, features=self.features.as_dict())
 
 
-def _score(
-    symbol: str, f: SymbolFeatures, success_rate: float | None, w: RankingWeights
-) -> _Scored:
+def _components(
+    f: SymbolFeatures, success_rate: float | None, w: RankingWeights
+) -> tuple[float | None, float, float, float | None, float, float]:
+    """The ratio, imbalance and cluster components, the rate, success component, score."""
     ratio = f.imbalance_5m if f.imbalance_5m is not None else f.imbalance_15m
     imb = imbalance_component(ratio, w.imbalance_full_ratio)
     clu = cluster_component(f.liq_cluster_ratio, w.cluster_cap)
@@ -198,12 +208,25 @@ def _score(
     if success_rate is not None and math.isfinite(success_rate):
         rate = min(1.0, max(0.0, success_rate))
     suc = SUCCESS_PRIOR if rate is None else rate
+    return ratio, imb, clu, rate, suc, w.imbalance * imb + w.cluster * clu + w.success * suc
+
+
+def _top_mover(f: SymbolFeatures) -> bool:
+    """Whether ``_score`` gives the symbol top-mover reasons."""
+    return (f.change_1m_pct is not None and abs(f.change_1m_pct) > TOP_MOVER_1M_PCT) or (
+        f.change_5m_pct is not None and abs(f.change_5m_pct) > TOP_MOVER_5M_PCT
+    )
+
+
+def _score(
+    symbol: str, f: SymbolFeatures, success_rate: float | None, w: RankingWeights
+) -> _Scored:
+    ratio, imb, clu, rate, suc, score = _components(f, success_rate, w)
     reasons: list[str] = []
     if f.change_1m_pct is not None and abs(f.change_1m_pct) > TOP_MOVER_1M_PCT:
         reasons.append(f"1m change {f.change_1m_pct:+.2f}% beyond ±{TOP_MOVER_1M_PCT:g}%")
     if f.change_5m_pct is not None and abs(f.change_5m_pct) > TOP_MOVER_5M_PCT:
         reasons.append(f"5m change {f.change_5m_pct:+.2f}% beyond ±{TOP_MOVER_5M_PCT:g}%")
-    score = w.imbalance * imb + w.cluster * clu + w.success * suc
     values = {
         "symbol": symbol,
         "score": score,

@@ -45,7 +45,7 @@ from prometheus_trader.app.backtest.ranking_state import JournalRates, LiveSigna
 from prometheus_trader.app.monitor_wake import next_cycle_ms, next_wake_ms
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst, default_panel
 from prometheus_trader.domain.exits import ExitConfig
-from prometheus_trader.domain.feature_series import REGIME_FIELDS, FeatureSeries
+from prometheus_trader.domain.feature_series import FeatureSeries
 from prometheus_trader.domain.features import SymbolFeatures, compute_features
 from prometheus_trader.domain.journal import JournalEntry
 from prometheus_trader.domain.market import (
@@ -173,7 +173,8 @@ class BacktestEngine:
         # the journal entries closed since the last ranking (app/backtest/ranking_state.py)
         self._live_signals = LiveSignals()
         self._journal_rates = JournalRates()
-        self._vetoes: dict[str, tuple[tuple[object, ...], bool]] = {}  # see _vetoed
+        self._vetoes: dict[str, tuple[tuple[int, int] | None, bool]] = {}  # see _vetoed
+        self._collected_keys: set[SeriesKey] = set()
         self._funding: dict[SeriesKey, _Sparse[FundingRate]] = {
             k: _Sparse([p.ts_ms for p in pts], pts, None)
             for k in self._keys
@@ -293,7 +294,11 @@ class BacktestEngine:
         cfg = self.cfg
         now = self.clock.now()
         start = now_ms - int(cfg.window_hours * 60) * MINUTE_MS
-        keys = [k for k in self._keys if self._has_collected(k, now_ms)]
+        collected = self._collected_keys  # once collected, always (time only moves on)
+        for k in self._keys:
+            if k not in collected and self._has_collected(k, now_ms):
+                collected.add(k)
+        keys = [k for k in self._keys if k in collected]
         since = max(start, self._collect_from)
         btc_key = next((k for k in keys if k.symbol == cfg.btc_symbol), None)
         btc_series = (
@@ -345,7 +350,7 @@ class BacktestEngine:
             if symbol in sparse:
                 series = self._feature_series(key)
                 # a regime that rules out a signal whatever the rest: decide() would skip
-                if self._vetoed(symbol, series.regime_at(now_ms, since_ms=since)):
+                if self._vetoed(symbol, series, now_ms, since):
                     continue
                 # = compute_features(the window, btc_1m=BTC's window, ...), read by index
                 funding_day, interest_hour = sparse[symbol]
@@ -393,13 +398,15 @@ class BacktestEngine:
             signals.append(signal)
         return signals
 
-    def _vetoed(self, symbol: str, regime: SymbolFeatures) -> bool:
-        """``regime_vetoes(policy, panel, regime)``, a function of the regime fields: kept
-        per symbol while they stay the same (a 15m window: three rankings)."""
-        values = tuple(getattr(regime, name) for name in REGIME_FIELDS)
+    def _vetoed(self, symbol: str, series: FeatureSeries, now_ms: int, since: int) -> bool:
+        """``regime_vetoes(policy, panel, the regime at now)``, a function of the regime
+        fields, which are a function of the window's complete 15m bars: kept per symbol
+        while those stay the same (three rankings in a row)."""
+        bars = series.regime_bars(now_ms, since_ms=since)
         kept = self._vetoes.get(symbol)
-        if kept is None or kept[0] != values:
-            kept = self._vetoes[symbol] = (values, regime_vetoes(self.policy, self.panel, regime))
+        if bars is None or kept is None or kept[0] != bars:
+            regime = series.regime_at(now_ms, since_ms=since)
+            kept = self._vetoes[symbol] = (bars, regime_vetoes(self.policy, self.panel, regime))
         return kept[1]
 
     # ================================================================ results
