@@ -119,9 +119,12 @@ def test_a_consensus_veto_holds_for_any_views_of_the_other_analysts() -> None:
             rng.uniform(0.3, 0.9),
             rng.uniform(-0.8, 0.8),
         )
-        if not regime_vetoes(policy, panel, regime):
-            continue
         technical = panel[0].analyze(AnalysisContext(symbol="X", features=regime))
+        ranging = technical.abstains and technical.metrics.get("trending") == 0.0
+        assert TechnicalRegimeAnalyst().ranging(regime) == ranging
+        assert regime_vetoes(policy, panel, regime) == ranging
+        if not ranging:
+            continue
         for _ in range(20):
             views = [technical] + [_random_view(rng, a.name) for a in panel[1:]]
             assert not policy.decide(views, regime).publish

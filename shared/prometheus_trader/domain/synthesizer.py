@@ -17,7 +17,6 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prometheus_trader.domain.analysts import (
-    AnalysisContext,
     Analyst,
     CorrelationAnalyst,
     DerivativesAnalyst,
@@ -470,8 +469,7 @@ def regime_vetoes(
         named = [a for a in panel if a.name == policy.config.regime_analyst]
         if len(named) != 1 or type(named[0]) is not TechnicalRegimeAnalyst:
             return False
-        v = named[0].analyze(AnalysisContext(symbol=f.symbol, features=f))
-        return v.abstains and v.metrics.get("trending") == 0.0
+        return named[0].ranging(f)  # = its view is an abstention with "trending" 0
     return False
 
 

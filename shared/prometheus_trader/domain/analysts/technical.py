@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prometheus_trader.domain.analysts.base import AnalysisContext, abstain, clamp01, view
+from prometheus_trader.domain.features import SymbolFeatures
 from prometheus_trader.domain.signals import AnalystView
 
 TECHNICAL = "technical"
@@ -22,6 +23,23 @@ class TechnicalRegimeAnalyst:
     adx_min: float = 25.0
     persistence_min: float = 0.55
     mean_reversion_max: float = 0.6
+
+    def ranging(self, f: SymbolFeatures) -> bool:
+        """Whether ``analyze`` says "ranging" (an abstention with ``trending`` 0) on
+        features ``f``, without building the view (``synthesizer.regime_vetoes``)."""
+        if f.adx is None or f.hurst is None or f.mean_reversion is None:
+            return False  # no data: an abstention, not a ranging verdict
+        return not self._trending(f)
+
+    def _trending(self, f: SymbolFeatures) -> bool:
+        """ADX, persistence and mean-reversion beyond their bounds, and a DI direction."""
+        assert f.adx is not None and f.hurst is not None and f.mean_reversion is not None
+        return (
+            f.adx > self.adx_min
+            and f.hurst > self.persistence_min
+            and f.mean_reversion < self.mean_reversion_max
+            and f.trend_direction is not None
+        )
 
     def analyze(self, ctx: AnalysisContext) -> AnalystView:
         """Regime on 15m bars."""
@@ -45,13 +63,7 @@ class TechnicalRegimeAnalyst:
             f"(> {self.persistence_min:g}), mean-reversion {f.mean_reversion:.2f} "
             f"(< {self.mean_reversion_max:g})"
         )
-        trending = (
-            f.adx > self.adx_min
-            and f.hurst > self.persistence_min
-            and f.mean_reversion < self.mean_reversion_max
-            and direction is not None
-        )
-        if not trending or direction is None:
+        if not self._trending(f) or direction is None:
             return abstain(self.name, f"ranging: {numbers}", {**metrics, "trending": 0.0})
         strength = 0.4 + 0.6 * clamp01((f.adx - self.adx_min) / 25)
         return view(
