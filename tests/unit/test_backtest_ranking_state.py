@@ -15,8 +15,10 @@ from datetime import timedelta
 import pytest
 from _trading_fixtures import T0, signal
 
+from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.app.backtest.ranking_state import JournalRates, LiveSignals
+from prometheus_trader.ports import StateStore
 from prometheus_trader.usecases.names import Collections
 from prometheus_trader.usecases.rank import live_signal_symbols
 from prometheus_trader.usecases.stats import symbol_success_rates
@@ -26,9 +28,11 @@ pytestmark = pytest.mark.unit
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT", "XRP/USDT:USDT")
 
 
-def test_live_signals_and_rates_follow_the_store() -> None:
+@pytest.mark.parametrize("store", [SqliteStateStore, MemoryStateStore])
+def test_live_signals_and_rates_follow_the_store(store: type[StateStore]) -> None:
+    """On SQLite JournalRates queries by close time, on the memory store it watches."""
     rng = random.Random(5)
-    state = SqliteStateStore(":memory:")
+    state = store(":memory:") if store is SqliteStateStore else store()
     live, rates = LiveSignals(), JournalRates()
     lookback = timedelta(hours=6)
     now = T0

@@ -11,10 +11,12 @@ classes give the same answers from what the backtest already knows:
   fresh private store; ids are unique per ranking time), and one is live while
   ``expires_at > now``: the dispatcher marks a signal expired only once it is, and
   nothing else changes a signal's status;
-- :class:`JournalRates`: reads only the journal entries closed since the last ranking
-  (``closed_at`` never goes back: a trade is journaled when it closes, at the simulated
-  now), and tallies the entries with ``closed_at >= now - lookback`` compared as text,
-  as ``usecases.stats.journal_since`` queries them.
+- :class:`JournalRates`: reads only the journal entries written since the last ranking
+  (on the backtest's ``MemoryStateStore`` a watch of the journal names them; on another
+  store, the entries closed since the newest close read: ``closed_at`` never goes back,
+  a trade is journaled when it closes, at the simulated now), and tallies the entries
+  with ``closed_at >= now - lookback`` compared as text, as
+  ``usecases.stats.journal_since`` queries them.
 
 ``tests/unit/test_backtest_ranking_state.py`` compares both with the live helpers on a
 store; the ledger of ``tests/integration/test_backtest_equivalence.py`` checks the rest.
@@ -26,8 +28,9 @@ import bisect
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 
+from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.domain.signals import OpportunitySignal
-from prometheus_trader.ports import Filter, StateStore
+from prometheus_trader.ports import Document, Filter, StateStore, Watch
 from prometheus_trader.usecases.names import Collections
 
 __all__ = ["JournalRates", "LiveSignals"]
@@ -64,11 +67,12 @@ class JournalRates:
         # has closed_at text >= it, whatever its fraction of a second
         self._mark = ""
         self._kept: tuple[int, int, dict[str, float]] | None = None
+        self._watch: tuple[MemoryStateStore, Watch] | None = None
 
     def rates(self, state: StateStore, now: datetime, lookback: timedelta) -> dict[str, float]:
         """Win rate per symbol over the journal's last ``lookback``."""
         bound = (now - lookback).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        for doc in state.query(Collections.JOURNAL, [Filter("closed_at", ">=", self._mark)]):
+        for doc in self._unread(state):
             position = str(doc["position_id"])
             if position in self._seen:
                 continue
@@ -88,3 +92,15 @@ class JournalRates:
             rates = {s: w / t if t else 0.0 for s, (t, w) in sorted(counts.items())}
             kept = self._kept = (first, len(self._entries), rates)
         return dict(kept[2])
+
+    def _unread(self, state: StateStore) -> list[Document]:
+        """The journal entries written since the last call (and maybe some read before).
+        On the backtest's memory store a watch of the journal says which (the first poll:
+        all of them); on others, the entries closed since the newest close read."""
+        if not isinstance(state, MemoryStateStore):
+            return state.query(Collections.JOURNAL, [Filter("closed_at", ">=", self._mark)])
+        if self._watch is None or self._watch[0] is not state:
+            self._watch = (state, state.watch(Collections.JOURNAL))
+        batch = self._watch[1].poll()
+        assert batch is not None  # a memory store's watch has its first result at once
+        return [c.data for c in batch.changes if c.data is not None]
