@@ -241,6 +241,8 @@ class FeatureSeries:
         }
         # BTC's side of the correlation at one window, shared by every symbol's ranking
         self._imbalances_kept: tuple[int, int, _Imbalances] = (-1, -1, (None, None, None, False))
+        # regime_bars' window, for the regime_at that follows it
+        self._regime_kept: tuple[int, int | None, int, int, tuple[int, int]] | None = None
         self._tail_block: tuple[int, _TailBlock] | None = None
         self._centered: tuple[int, int, FloatArray, FloatArray] | None = None
         self._wilder: dict[int, Wilder] = {}
@@ -427,18 +429,25 @@ class FeatureSeries:
         if hi <= lo:
             return None
         ts = self.series.ts_ms
-        return self._bounds15(int(ts[lo]), int(ts[hi - 1]))
+        bars = self._bounds15(int(ts[lo]), int(ts[hi - 1]))
+        self._regime_kept = (now_ms, since_ms, lo, hi, bars)  # regime_at asks next
+        return bars
 
     def regime_at(self, now_ms: int, *, since_ms: int | None = None) -> SymbolFeatures:
         """``at`` with only the 15m regime fields (``REGIME_FIELDS``: ADX, +DI, -DI, Hurst,
         autocorrelation, mean reversion), each equal to ``at``'s; every other field keeps
         its default. Cheap (the 15m part is kept per window): the backtest asks it first
         and skips a symbol whose regime alone rules out a signal (``regime_vetoes``)."""
-        lo, hi = self.bounds(now_ms, since_ms)
-        if hi <= lo:
-            return self.at(now_ms, since_ms=since_ms)
+        kept = self._regime_kept
+        if kept is not None and kept[0] == now_ms and kept[1] == since_ms:
+            lo, hi, bars = kept[2], kept[3], kept[4]
+        else:
+            lo, hi = self.bounds(now_ms, since_ms)
+            if hi <= lo:
+                return self.at(now_ms, since_ms=since_ms)
+            bars = self._bounds15(int(self.series.ts_ms[lo]), int(self.series.ts_ms[hi - 1]))
         ts = self.series.ts_ms
-        part = self._part15(*self._bounds15(int(ts[lo]), int(ts[hi - 1])))
+        part = self._part15(*bars)
         autocorr = part.autocorr
         quality, reason = self._quality(lo, hi, now_ms)
         values = {
@@ -605,18 +614,17 @@ class FeatureSeries:
         part = self._parts.get(key)
         if part is not None:
             return part
-        b15 = self.b15.rows(j0, j1)
         table = self._tables.get(j1 - j0)
         if table is not None and j0 < table.atr.shape[0]:
-            part = self._from_table(table, j0, j1, b15)
+            part = self._from_table(table, j0, j1)
         else:
-            part = self._computed15(j0, j1, b15)
+            part = self._computed15(j0, j1, self.b15.rows(j0, j1))
         if len(self._parts) > 8:
             self._parts.clear()
         self._parts[key] = part
         return part
 
-    def _from_table(self, t: Table15, j0: int, j1: int, b15: CandleSeries) -> _Part15:
+    def _from_table(self, t: Table15, j0: int, j1: int) -> _Part15:
         """The 15m features of a full-length window, read from the series' tables."""
         cfg = self.config
         positive = not int(self._b15_nonpos[j1] - self._b15_nonpos[j0])
@@ -624,7 +632,7 @@ class FeatureSeries:
         if positive:
             slope = float(t.hurst[j0])
             if math.isnan(slope):  # a zero RMS somewhere: as features._hurst does
-                hurst = _hurst(b15, cfg.hurst_min_bars)
+                hurst = _hurst(self.b15.rows(j0, j1), cfg.hurst_min_bars)
             else:
                 hurst = _fin(min(1.0, max(0.0, slope)))
         autocorr = None

@@ -311,15 +311,15 @@ class BacktestEngine:
         # bars those alone (FeatureSeries.ranking_at), the full features only for the
         # symbols analysed below, each equal to compute_features' on the window
         features: dict[str, SymbolFeatures] = {}
-        sparse: dict[str, tuple[list[FundingRate], list[OpenInterest]]] = {}
+        sparse: dict[str, tuple[_Sparse[FundingRate] | None, list[OpenInterest]]] = {}
         for key in keys:
             funding = self._funding.get(key)
             interest = self._interest.get(key)
-            funding_day = [] if funding is None else funding.between(day_ago, now_ms)
             interest_hour = (
                 [] if interest is None else interest.between(now_ms - 60 * MINUTE_MS, now_ms)
             )
             if self.data.timeframe != "1m":  # coarse bars: the window, as the live ranker
+                funding_day = [] if funding is None else funding.between(day_ago, now_ms)
                 features[key.symbol] = compute_features(
                     self._window(key, start, now_ms),
                     btc_1m=None
@@ -333,7 +333,7 @@ class BacktestEngine:
             features[key.symbol] = self._feature_series(key).ranking_at(
                 now_ms, since_ms=since, open_interest=interest_hour
             )
-            sparse[key.symbol] = (funding_day, interest_hour)
+            sparse[key.symbol] = (funding, interest_hour)  # funding: read if analysed
         lookback = timedelta(days=cfg.success_lookback_days)
         rates = self._journal_rates.rates(self.live.state, now, lookback)  # = symbol_success_rates
         # = rank_symbols(features, rates, top_n): its top N (with scores) and top movers
@@ -353,7 +353,8 @@ class BacktestEngine:
                 if self._vetoed(symbol, series, now_ms, since):
                     continue
                 # = compute_features(the window, btc_1m=BTC's window, ...), read by index
-                funding_day, interest_hour = sparse[symbol]
+                funding, interest_hour = sparse[symbol]
+                funding_day = [] if funding is None else funding.between(day_ago, now_ms)
                 features[symbol] = series.at(
                     now_ms,
                     since_ms=since,
