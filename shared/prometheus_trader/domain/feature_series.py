@@ -241,6 +241,7 @@ class FeatureSeries:
         }
         # BTC's side of the correlation at one window, shared by every symbol's ranking
         self._imbalances_kept: tuple[int, int, _Imbalances] = (-1, -1, (None, None, None, False))
+        self._no_bars = s.rows(0, 0)
         # regime_bars' window, for the regime_at that follows it
         self._regime_kept: tuple[int, int | None, int, int, tuple[int, int]] | None = None
         self._tail_block: tuple[int, _TailBlock] | None = None
@@ -398,7 +399,9 @@ class FeatureSeries:
         close = self.series.close[lo:hi]
         price = float(close[-1])
         imb1, imb5, imb15, estimated = self._imbalances(lo, hi)
-        liq = _liquidations(self.series.rows(lo, hi), open_interest, now_ms, price, self.config)
+        # fewer than two points: _liquidations returns before reading the bars
+        bars = self.series.rows(lo, hi) if len(open_interest) >= 2 else self._no_bars
+        liq = _liquidations(bars, open_interest, now_ms, price, self.config)
         # SymbolFeatures(**these) without validating: the defaults in field order, these
         # set (all of the field types, as in ``at``), a fresh list for each list default
         values = {

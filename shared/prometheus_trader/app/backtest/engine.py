@@ -13,7 +13,9 @@ order:
    full features are computed only for the symbols analysed) with the symbol win rates
    from the journal (= ``symbol_success_rates``, kept incrementally: ranking_state.py),
    the eight analysts, the synthesizer, signals published with the ranker's own
-   ``publish_signal``;
+   ``publish_signal``. A candidate whose 15m regime alone makes the synthesizer skip
+   (``regime_vetoes``: ranging) is skipped before its full features and analysts: the
+   same decision, nothing else computed;
 3. dispatch + execute per user: the live ``DispatchSignal`` and ``ExecuteSignalForUser``
    (decided once, order styles, Kelly, breakers, scaled entries) on the bus, paper orders
    on the same ``ReplayExchange`` whose ledger lives in the in-memory state store;
