@@ -26,7 +26,12 @@ from prometheus_trader.domain.analysts import AnalysisContext, default_panel
 from prometheus_trader.domain.feature_series import FeatureSeries
 from prometheus_trader.domain.features import compute_features
 from prometheus_trader.domain.market import MINUTE_MS, MarketType
-from prometheus_trader.domain.synthesizer import ConsensusPolicy, regime_vetoes
+from prometheus_trader.domain.synthesizer import ConsensusPolicy
+
+try:  # a checkout from before the veto (on PYTHONPATH) has none
+    from prometheus_trader.domain.synthesizer import regime_vetoes
+except ImportError:  # pragma: no cover
+    regime_vetoes = None  # type: ignore[assignment]
 
 BTC = "BTC/USDT:USDT"
 
@@ -52,7 +57,7 @@ def main() -> int:
     regimes = fulls = 0
     # before ranking_at (an older checkout on PYTHONPATH): every series' full features
     light = hasattr(FeatureSeries, "ranking_at")
-    veto = hasattr(FeatureSeries, "regime_at") and not args.no_veto
+    veto = regime_vetoes is not None and not args.no_veto
     panel, policy = default_panel(), ConsensusPolicy()
     for now in times:
         c0 = time.process_time()
