@@ -195,7 +195,8 @@ class FeatureSeries:
         # running counts: gaps / missing bars between bars, bad closes, bad 15m closes
         # (int32: counts of bars; kept per 1m bar of every series, so their size matters)
         self._gaps = np.r_[0, np.cumsum(steps != MINUTE_MS)].astype(np.int32)
-        self._missing = np.r_[0, np.cumsum(np.maximum(steps // MINUTE_MS - 1, 0))]
+        missing = np.r_[0, np.cumsum(np.maximum(steps // MINUTE_MS - 1, 0))]
+        self._missing = missing.astype(np.int32) if missing[-1] < 2**31 else missing
         self._bad_close = np.r_[0, np.cumsum(~np.isfinite(s.close))].astype(np.int32)
         self._positive_close = bool((s.close > 0).all())
         self.b5 = s.resample("5m")
@@ -224,11 +225,6 @@ class FeatureSeries:
             self._pivot_low[k : len(b15) - k] = wl.argmin(axis=1) == k
         self._body_top = np.maximum(b15.open, b15.close)
         self._body_bottom = np.minimum(b15.open, b15.close)
-        # element-wise arrays of the per-window features, computed once (an element of
-        # the array is the element the window's own computation gives, bit for bit)
-        self._typical = (s.high + s.low + s.close) / 3  # features._value_area
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self._log_returns = np.diff(np.log(s.close))  # read only if _positive_close
         # features._fair_value_gaps: each gap's size by its third bar, and the gap objects
         # (a gap is the same object at every window that keeps it)
         self._gap_sizes = {
@@ -799,7 +795,9 @@ class FeatureSeries:
             return low, high, low
         nb = cfg.profile_bins
         width = (high - low) / nb
-        typical = self._typical[lo:hi]
+        # element-wise on the window's bars (``at`` runs for few windows now: the regime
+        # veto skips most, so a per-series array would only hold memory)
+        typical = (bars.high + bars.low + bars.close) / 3
         idx = ((typical - low) / width).astype(np.int64)  # np.clip(idx, 0, nb - 1):
         np.minimum(np.maximum(idx, 0, out=idx), nb - 1, out=idx)
         counts = np.bincount(idx, weights=bars.volume, minlength=nb)
@@ -852,7 +850,7 @@ class FeatureSeries:
         # np.diff(np.log(close)) of a window is a slice of the series' log returns
         if hi - lo - 1 < cfg.min_corr_returns:
             return None, btc_change
-        ra = self._log_returns[lo : hi - 1]
+        ra = np.diff(np.log(self.series.close[lo:hi]))  # all closes are positive
         ra = ra - _mean(ra)
         rb, rb_squares = btc._centered_returns(blo, bhi)
         denom = math.sqrt(float(_sum(ra * ra) * rb_squares))  # ra**2 is ra * ra
@@ -865,7 +863,7 @@ class FeatureSeries:
         for the last window: every symbol of a ranking correlates with the same BTC)."""
         kept = self._centered
         if kept is None or kept[0] != lo or kept[1] != hi:
-            r = self._log_returns[lo : hi - 1]
+            r = np.diff(np.log(self.series.close[lo:hi]))  # all closes are positive
             r = r - _mean(r)
             kept = self._centered = (lo, hi, r, _sum(r * r))
         return kept[2], kept[3]
