@@ -6,6 +6,7 @@ contract-test suite (``tests/contract``) runs against every adapter.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -216,6 +217,22 @@ class StateStore(Protocol):
 
     def transaction(self, fn: Callable[[StateTransaction], T]) -> T:
         """Run ``fn`` atomically (it may be retried on contention: keep it pure)."""
+        ...
+
+    # --- batches (hfx: the batched executor reads and writes many users at once) ---
+    def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, Document]:
+        """The documents of ``doc_ids`` that exist, by id (absent ids are left out)."""
+        ...
+
+    def create_many(
+        self, collection: str, docs: Mapping[str, Mapping[str, Any]]
+    ) -> builtins.set[str]:
+        """Create each document if absent (each on its own, not all-or-nothing); the ids
+        created. An existing document is left untouched, as ``create`` does."""
+        ...
+
+    def set_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Create or replace each document (each on its own, not all-or-nothing)."""
         ...
 
 

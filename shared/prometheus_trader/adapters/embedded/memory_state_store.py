@@ -25,6 +25,7 @@ top-level ``update``, reads before writes in transactions). What it does instead
 
 from __future__ import annotations
 
+import builtins
 import marshal
 import operator
 import threading
@@ -322,6 +323,30 @@ class MemoryStateStore(ClosesOnExit):
         if best is None:
             return list(docs.items())
         return [(i, docs[i]) for i in best]
+
+    # ------------------------------------------------------------------ batches
+    def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, Document]:
+        """The documents of ``doc_ids`` that exist, by id."""
+        found: dict[str, Document] = {}
+        with self._lock:
+            for doc_id in doc_ids:
+                doc = self._get(collection, doc_id)
+                if doc is not None:
+                    found[doc_id] = doc
+        return found
+
+    def create_many(
+        self, collection: str, docs: Mapping[str, Mapping[str, Any]]
+    ) -> builtins.set[str]:
+        """Create each document if absent; the ids created."""
+        with self._lock:
+            return {d for d, data in docs.items() if self._insert(collection, d, data)}
+
+    def set_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Create or replace each document."""
+        with self._lock:
+            for doc_id, data in docs.items():
+                self._replace(collection, doc_id, data)
 
     def transaction(self, fn: Callable[[StateTransaction], T]) -> T:
         """Run ``fn`` atomically: on any exception nothing it wrote is kept."""
