@@ -201,15 +201,31 @@ def _range_sql(path: str, op: str, value: object) -> tuple[str, list[object]]:
     )
 
 
-def _index_sql(filters: Sequence[Filter]) -> tuple[str, str, list[object]] | None:
-    """(index name, condition, params) for the most selective indexable ``==`` filter.
+def _index_sql(
+    filters: Sequence[Filter],
+) -> tuple[str, str, list[object], Filter | None] | None:
+    """(index name, condition, params, covered filter) for the most selective indexable
+    ``==`` filter, or an ``in`` over strings (the batched executor's "these users").
 
-    The filter's own (typed) condition still applies; this one only lets SQLite read the
-    matching rows through the index (the expression must be spelled as in the index, and
-    the index is named: without statistics SQLite prefers the primary key).
+    An ``==`` filter's own (typed) condition still applies; this one only lets SQLite read
+    the matching rows through the index (the expression must be spelled as in the index,
+    and the index is named: without statistics SQLite prefers the primary key). An ``in``
+    over strings is exact on the column (it holds JSON text as TEXT, and TEXT never
+    equals a number there), so it is the whole condition (the covered filter): its typed
+    form would parse the document once per listed value.
     """
     for name in INDEXED_FIELDS:
         for flt in filters:
+            values = flt.value
+            if (
+                flt.field == name
+                and flt.op == "in"
+                and isinstance(values, list | tuple)
+                and values
+                and all(type(v) is str for v in values)
+            ):
+                marks = ", ".join("?" * len(values))
+                return f"documents_{name}", f"f_{name} IN ({marks})", list(values), flt
             if flt.field != name or flt.op != "==":
                 continue
             value = _plain(flt.value)
@@ -217,7 +233,7 @@ def _index_sql(filters: Sequence[Filter]) -> tuple[str, str, list[object]] | Non
                 value = int(value)  # json_extract gives 1/0 for true/false
             elif not isinstance(value, int | float | str):
                 continue
-            return f"documents_{name}", f"f_{name} = ?", [value]
+            return f"documents_{name}", f"f_{name} = ?", [value], None
     return None
 
 
@@ -458,6 +474,8 @@ class SqliteStateStore(ClosesOnExit):
             where.append(indexed[1])
             params.extend(indexed[2])
         for flt in filters:
+            if indexed is not None and flt is indexed[3]:
+                continue
             sql, flt_params = _filter_sql(flt)
             where.append(sql)
             params.extend(flt_params)
