@@ -123,6 +123,20 @@ class Exchange(Protocol):
         """Open net positions."""
         ...
 
+    # batch calls (a fan-out books many users' orders at once; issue 12)
+    def create_orders(
+        self, requests: Sequence[tuple[str, OrderRequest]]
+    ) -> list[Order | OrderRejected]:
+        """``create_order(account, request)`` for each item, in order, with the same
+        client-order-id idempotency; a refused order's ``OrderRejected`` is returned in
+        its place. Any other error (transient) raises for the whole call: some leading
+        items may have been placed, so repeat the whole call (idempotent)."""
+        ...
+
+    def fetch_balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
+        """``fetch_balance`` of each account (each once), by account."""
+        ...
+
 
 # ---------------------------------------------------------------------- TickSource
 @runtime_checkable

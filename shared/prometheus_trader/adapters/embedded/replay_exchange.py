@@ -89,7 +89,14 @@ from prometheus_trader.domain.trading import (
     Order,
     OrderRequest,
 )
-from prometheus_trader.ports import Clock, ExchangeError, MarketStore, SeriesKey, StateStore
+from prometheus_trader.ports import (
+    Clock,
+    ExchangeError,
+    MarketStore,
+    OrderRejected,
+    SeriesKey,
+    StateStore,
+)
 
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
@@ -419,6 +426,20 @@ class ReplayExchange:
         """
         self._instrument_map()
         return self._ledger.create_order(account, request)
+
+    @_serialized
+    def create_orders(
+        self, requests: Sequence[tuple[str, OrderRequest]]
+    ) -> list[Order | OrderRejected]:
+        """``create_order`` for each (account, request), in order; a refusal in its place
+        (see ``PaperLedger.create_orders``)."""
+        self._instrument_map()
+        return self._ledger.create_orders(requests)
+
+    @_serialized
+    def fetch_balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
+        """``fetch_balance`` of each account, by account."""
+        return self._ledger.fetch_balances(accounts)
 
     @_serialized
     def fetch_order(self, account: str, order_id: str) -> Order:

@@ -27,10 +27,11 @@ Fill semantics are the replay exchange's (see its module docstring); the math is
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from prometheus_trader.adapters.exchange_batch import balances_one_by_one, orders_one_by_one
 from prometheus_trader.adapters.paper.book import (
     AccountBook,
     FillConfig,
@@ -122,6 +123,16 @@ class PaperLedger:
             return self._new_order(session, account, order_id, request)
 
         return self._transact(account, op, read_order=order_id)
+
+    def create_orders(
+        self, requests: Sequence[tuple[str, OrderRequest]]
+    ) -> list[Order | OrderRejected]:
+        """``create_order`` for each (account, request), in order; a refusal in its place."""
+        return orders_one_by_one(self.create_order, requests)
+
+    def fetch_balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
+        """``fetch_balance`` of each account, by account."""
+        return balances_one_by_one(self.fetch_balance, accounts)
 
     def fetch_order(self, account: str, order_id: str) -> Order:
         """One order by exchange id (``ExchangeError`` if unknown)."""
