@@ -36,6 +36,7 @@ from prometheus_trader.sample import SAMPLE_STORE_DIR
 from prometheus_trader.usecases.collect import CollectMarketData
 from prometheus_trader.usecases.dispatch import DispatchSignal
 from prometheus_trader.usecases.execute import ExecuteSignalForUser
+from prometheus_trader.usecases.execute_batch import ExecuteSignalBatch
 from prometheus_trader.usecases.names import Collections, Subscriptions, Topics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fanout.json"
@@ -43,6 +44,7 @@ START = datetime(2025, 5, 21, 8, 0, tzinfo=UTC)
 SYMBOL = "ETH/USDT:USDT"
 HISTORY_PER_USER = 5  # closed positions already stored per user
 PROFILES = list(RiskProfile)
+BUCKETS = 64  # the batched executor's buckets (app settings' default)
 
 
 # take-profit levels (% from entry, size fraction): every profile accepts the first set;
@@ -116,12 +118,20 @@ class _Timed:
         return timed
 
 
-def measure(users: int, tmp: Path, breakdown: bool = False, mixed: bool = False) -> dict[str, Any]:
+def measure(
+    users: int,
+    tmp: Path,
+    breakdown: bool = False,
+    mixed: bool = False,
+    buckets: int = BUCKETS,
+) -> dict[str, Any]:
     """One fan-out to ``users`` users; CPU seconds of dispatch + execute.
 
     ``breakdown``: the ports go through timing proxies (a few % slower) and the result
     also says how the CPU time splits between them and the use-case + domain code.
     ``mixed``: the signal the conservative third of the users rejects (``MIXED``).
+    ``buckets``: 0 = one message per user (``ExecuteSignalForUser``), else one batch
+    message per bucket of users (``ExecuteSignalBatch``).
     """
     clock = SimulatedClock(START)
     with DuckDBMarketStore(SAMPLE_STORE_DIR, read_only=True) as source:
@@ -145,13 +155,14 @@ def measure(users: int, tmp: Path, breakdown: bool = False, mixed: bool = False)
             )
             _Timed.cpu.clear()
             _Timed.calls.clear()
-        executor = ExecuteSignalForUser(*ports, clock)
+        executor = (ExecuteSignalBatch if buckets else ExecuteSignalForUser)(*ports, clock)
         bus.subscribe(
             Topics.SIGNALS,
             Subscriptions.DISPATCHER,
-            DispatchSignal(ports[0], ports[3], clock).handle,
+            DispatchSignal(ports[0], ports[3], clock, buckets=buckets).handle,
         )
-        bus.subscribe(Topics.EXECUTIONS, Subscriptions.EXECUTOR, executor.handle)
+        handler = executor.handle_message if buckets else executor.handle  # type: ignore[attr-defined]
+        bus.subscribe(Topics.EXECUTIONS, Subscriptions.EXECUTOR, handler)
         began_cpu, began_wall = time.process_time(), time.perf_counter()
         bus.publish(Topics.SIGNALS, doc, dedupe_key=signal.id, ordering_key="binance")
         bus.drain_all()
@@ -165,6 +176,7 @@ def measure(users: int, tmp: Path, breakdown: bool = False, mixed: bool = False)
         market.close()
     row: dict[str, Any] = {
         "users": users,
+        "path": f"batched, {buckets} buckets" if buckets else "per user",
         "decisions": decisions,
         "cpu_seconds": round(cpu, 3),
         "wall_seconds": round(wall, 3),
@@ -222,11 +234,19 @@ def main(argv: list[str]) -> int:
         )
     with tempfile.TemporaryDirectory() as tmp:
         split = measure(counts[0], Path(tmp), breakdown=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        per_user = measure(counts[0], Path(tmp), buckets=0)
+    print(
+        f"{counts[0]:6d} users, per-user path (before): "
+        f"{per_user['decisions_per_cpu_second']:8.1f} decisions/CPU-s, "
+        f"{per_user['cpu_ms_per_decision']:.3f} ms CPU per decision"
+    )
     print(f"where the time goes ({counts[0]} users, ms CPU per decision, timed ports):")
     for part, ms in split["cpu_ms_per_decision_by_part"].items():
         print(f"  {part:32s} {ms:7.3f}")
     result = {
-        "benchmark": "one signal fanned out to N users through dispatch + execute (embedded)",
+        "benchmark": "one signal fanned out to N users through dispatch + execute (embedded), "
+        f"batched executor ({BUCKETS} buckets)",
         "python": platform.python_version(),
         "history_positions_per_user": HISTORY_PER_USER,
         "runs": rows,
@@ -236,6 +256,7 @@ def main(argv: list[str]) -> int:
             "runs": mixed_rows,
         },
         "breakdown": split,
+        "per_user_path_same_run": per_user,
         "cost_ratio_largest_to_smallest": round(
             rows[-1]["cpu_ms_per_decision"] / rows[0]["cpu_ms_per_decision"], 3
         ),

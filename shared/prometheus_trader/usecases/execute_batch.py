@@ -235,11 +235,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         return held
 
     def _balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
-        unique = list(dict.fromkeys(accounts))
-        many = getattr(self._exchange, "fetch_balances", None)
-        if many is not None:
-            return dict(many(unique))
-        return {a: self._exchange.fetch_balance(a) for a in unique}
+        return dict(self._exchange.fetch_balances(list(dict.fromkeys(accounts))))
 
     def _observe_all(
         self, users: list[User], now: datetime, equities: Mapping[str, float]
@@ -542,18 +538,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
     def _create_orders(
         self, requests: list[tuple[str, OrderRequest]]
     ) -> list[Order | OrderRejected]:
-        if not requests:
-            return []
-        many = getattr(self._exchange, "create_orders", None)
-        if many is not None:
-            return list(many(requests))
-        placed: list[Order | OrderRejected] = []
-        for account, request in requests:
-            try:
-                placed.append(self._exchange.create_order(account, request))
-            except OrderRejected as exc:
-                placed.append(exc)
-        return placed
+        return list(self._exchange.create_orders(requests)) if requests else []
 
     def _publish(self, events: list[Event]) -> None:
         """Store the events (one ``create_many``), then publish each, as ``publish_event``."""
