@@ -93,12 +93,11 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
     """Handles ``executions`` messages: a bucket of users (``ExecutionBatchRequest``) or
     one user (``ExecutionRequest``, the per-user path)."""
 
-    def handle_message(self, message: BusMessage) -> None:
-        """The bus handler for both message kinds."""
+    def handle_message(self, message: BusMessage) -> Execution | BatchReport:
+        """The bus handler for both message kinds (a bucket's, or one user's)."""
         if "user_ids" in message.data:
-            self.handle_batch(message)
-        else:
-            super().handle(message)
+            return self.handle_batch(message)
+        return self.handle(message)
 
     # ------------------------------------------------------------------ the batch
     def handle_batch(self, message: BusMessage) -> BatchReport:
