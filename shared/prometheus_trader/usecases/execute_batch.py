@@ -46,7 +46,11 @@ from prometheus_trader.domain.trading import (
 from prometheus_trader.domain.users import TradingMode, User
 from prometheus_trader.ports import BusMessage, Document, Filter, OrderRejected, SeriesKey
 from prometheus_trader.usecases.dispatch import ExecutionBatchRequest, ExecutionRequest
-from prometheus_trader.usecases.execute import _FINAL_FIELDS, ExecuteSignalForUser
+from prometheus_trader.usecases.execute import (
+    _FINAL_FIELDS,
+    ExecuteSignalForUser,
+    position_payload,
+)
 from prometheus_trader.usecases.names import Collections, Topics, labels
 from prometheus_trader.usecases.portfolio import user_edge
 from prometheus_trader.usecases.scaled import is_scaled
@@ -510,17 +514,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
             item.record = record
             position, plan = item.position, item.decision.plan  # type: ignore[union-attr]
             assert position is not None and plan is not None and item.entry is not None
-            payload = {
-                "position_id": position.id,
-                "signal_id": signal.id,
-                "symbol": signal.symbol,
-                "direction": signal.direction.value,
-                "amount": position.amount,
-                "entry_price": position.entry_price,
-                "stop_loss": position.stop_loss,
-                "position_pct": plan.position_pct,
-                "risk_pct": plan.risk_pct,
-            }
+            payload = position_payload(signal, plan, position)
             uid = item.user.user_id
             events.append(_event(EventType.TRADE_EXECUTED, item.entry.id, now, uid, payload))
             events.append(_event(EventType.POSITION_OPENED, position.id, now, uid, payload))
