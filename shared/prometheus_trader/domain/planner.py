@@ -14,10 +14,12 @@ plan that cannot be sized gets ``amount == 0`` and a note, and the risk gate rej
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_trader.domain.market import Instrument, MarketType, Side
 from prometheus_trader.domain.signals import Direction, OpportunitySignal, TakeProfitLevel
 from prometheus_trader.domain.trading import OrderType, PlannedOrder, TradePlan
+from prometheus_trader.domain.trusted import trusted
 from prometheus_trader.domain.users import OrderStyle, Scaling, User
 
 __all__ = ["OrderStyle", "Scaling", "kelly_risk_pct", "plan_for_user", "plan_trade", "resize_plan"]
@@ -286,16 +288,13 @@ def _assemble(
     if tp_legs:
         reward = sum(a * abs(p - entry) for p, a in tp_legs) / total
         take_profits = [
-            TakeProfitLevel(price=p, pct=abs(p - entry) / entry * 100, size_fraction=a / total)
-            for p, a in tp_legs
+            _take_profit(p, abs(p - entry) / entry * 100, a / total) for p, a in tp_legs
         ]
     else:
         weight_sum = sum(f for _, f in tp_targets) or 1.0
         reward = sum(f * abs(p - entry) for p, f in tp_targets) / weight_sum
         take_profits = [
-            TakeProfitLevel(
-                price=p, pct=abs(p - entry) / entry * 100, size_fraction=min(1.0, f / weight_sum)
-            )
+            _take_profit(p, abs(p - entry) / entry * 100, min(1.0, f / weight_sum))
             for p, f in tp_targets
         ]
     if not tp_targets:
@@ -313,58 +312,117 @@ def _assemble(
         exit_side = Side.SELL if sign > 0 else Side.BUY
         for leg in kept:
             orders.append(
-                PlannedOrder(
-                    leg=leg.leg,
-                    side=entry_side,
-                    type=leg.type,
-                    amount=leg.amount,
-                    price=leg.price if leg.type is OrderType.LIMIT else None,
+                _order(
+                    leg.leg,
+                    entry_side,
+                    leg.type,
+                    leg.amount,
+                    leg.price if leg.type is OrderType.LIMIT else None,
+                    None,
+                    False,
+                    _ENTRY_ORDER_FIELDS,
                 )
             )
         orders.append(
-            PlannedOrder(
-                leg="sl",
-                side=exit_side,
-                type=OrderType.STOP_MARKET,
-                amount=total,
-                stop_price=stop,
-                reduce_only=True,
-            )
+            _order("sl", exit_side, OrderType.STOP_MARKET, total, None, stop, True, _EXIT_FIELDS)
         )
         for i, (price, amount) in enumerate(tp_legs, start=1):
             orders.append(
-                PlannedOrder(
-                    leg=f"tp{i}",
-                    side=exit_side,
-                    type=OrderType.TAKE_PROFIT_MARKET,
-                    amount=amount,
-                    stop_price=price,
-                    reduce_only=True,
+                _order(
+                    f"tp{i}",
+                    exit_side,
+                    OrderType.TAKE_PROFIT_MARKET,
+                    amount,
+                    None,
+                    price,
+                    True,
+                    _EXIT_FIELDS,
                 )
             )
     positive_equity = equity > 0
-    return TradePlan(
-        signal_id=signal_id,
-        user_id=user_id,
-        symbol=symbol,
-        exchange=exchange,
-        market_type=market_type,
-        direction=direction,
-        entry_price=entry,
-        stop_loss=stop,
-        take_profits=take_profits,
-        amount=total,
-        notional=notional,
-        equity=max(0.0, equity),
-        leverage=leverage,
-        margin=notional / leverage,
-        risk_pct=risk_quote / equity * 100 if positive_equity else 0.0,
-        stop_distance_pct=stop_distance_pct,
-        position_pct=notional / equity * 100 if positive_equity else 0.0,
-        reward_risk=reward_risk,
-        orders=orders,
-        notes=notes,
+    values: dict[str, Any] = {
+        "signal_id": signal_id,
+        "user_id": user_id,
+        "symbol": symbol,
+        "exchange": exchange,
+        "market_type": market_type,
+        "direction": direction,
+        "entry_price": float(entry),
+        "stop_loss": None if stop is None else float(stop),
+        "take_profits": take_profits,
+        "amount": float(total),
+        "notional": float(notional),
+        "equity": float(max(0.0, equity)),
+        "leverage": float(leverage),
+        "margin": float(notional / leverage),
+        "risk_pct": float(risk_quote / equity * 100) if positive_equity else 0.0,
+        "stop_distance_pct": float(stop_distance_pct),
+        "position_pct": float(notional / equity * 100) if positive_equity else 0.0,
+        "reward_risk": float(reward_risk),
+        "orders": orders,
+        "notes": notes,
+    }
+    # every number was computed here and is a float now: built without re-validation
+    # unless a constraint fails or a text/enum is not of its type (then validation
+    # converts or raises as it always did)
+    nonnegative = (
+        total, notional, values["equity"], values["margin"], values["risk_pct"],
+        stop_distance_pct, values["position_pct"], reward_risk, values["leverage"] - 1,
+    )  # fmt: skip
+    if (
+        all(v >= 0 for v in nonnegative)
+        and type(signal_id) is str
+        and type(user_id) is str
+        and type(symbol) is str
+        and type(exchange) is str
+        and type(market_type) is MarketType
+        and type(direction) is Direction
+    ):
+        return trusted(TradePlan, values)
+    return TradePlan.model_validate(values)
+
+
+# PlannedOrder fields passed by the planner (the others keep their defaults)
+_ENTRY_ORDER_FIELDS = frozenset({"leg", "side", "type", "amount", "price"})
+_EXIT_FIELDS = frozenset({"leg", "side", "type", "amount", "stop_price", "reduce_only"})
+
+
+def _order(
+    leg: str,
+    side: Side,
+    type_: OrderType,
+    amount: float,
+    price: float | None,
+    stop_price: float | None,
+    reduce_only: bool,
+    fields_set: frozenset[str],
+) -> PlannedOrder:
+    """``PlannedOrder(...)`` of the planner's own values, without re-validation."""
+    if not amount > 0:  # validation refuses it
+        return PlannedOrder(leg=leg, side=side, type=type_, amount=amount)
+    return trusted(
+        PlannedOrder,
+        {
+            "leg": leg,
+            "side": side,
+            "type": type_,
+            "amount": float(amount),
+            "price": None if price is None else float(price),
+            "stop_price": None if stop_price is None else float(stop_price),
+            "reduce_only": reduce_only,
+        },
+        set(fields_set),
     )
+
+
+def _take_profit(price: float, pct: float, size_fraction: float) -> TakeProfitLevel:
+    """``TakeProfitLevel(...)`` of the planner's own values, without re-validation."""
+    if price > 0 and pct > 0 and 0 < size_fraction <= 1:
+        return trusted(
+            TakeProfitLevel,
+            {"price": float(price), "pct": float(pct), "size_fraction": float(size_fraction)},
+        )
+    return TakeProfitLevel(price=price, pct=pct, size_fraction=size_fraction)
 
 
 def _meets_minimum(leg: _EntryLeg, instrument: Instrument) -> bool:

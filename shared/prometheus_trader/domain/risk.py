@@ -14,8 +14,8 @@ from elsewhere (e.g. a stored execution record) before placing any order.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
+from math import isfinite
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,7 @@ from prometheus_trader.domain.trading import (
     RiskDecision,
     TradePlan,
 )
+from prometheus_trader.domain.trusted import trusted
 from prometheus_trader.domain.users import RiskLimits, User
 
 # Rule order; evaluate_risk records one RiskCheck per code in exactly this order.
@@ -112,15 +113,19 @@ def breaker_state(ctx: RiskContext, limits: RiskLimits) -> BreakerState:
         if ctx.day_start_equity > 0
         else 0.0
     )
-    sticky = set(ctx.breakers_tripped)  # a trip holds until its own reset rule
-    return BreakerState(
-        daily_loss=ctx.realized_pnl_today_pct <= -limits.daily_loss_limit_pct
-        or "daily_loss" in sticky,
-        consecutive_losses=ctx.consecutive_losses >= limits.max_consecutive_losses,
-        max_drawdown=drawdown >= limits.max_drawdown_pct or "max_drawdown" in sticky,
-        realized_today_pct=ctx.realized_pnl_today_pct,
-        equity_change_today_pct=change_today,
-        drawdown_pct=drawdown,
+    sticky = ctx.breakers_tripped  # a trip holds until its own reset rule
+    # built without re-validation: booleans and floats of their types (validated inputs)
+    return trusted(
+        BreakerState,
+        {
+            "daily_loss": ctx.realized_pnl_today_pct <= -limits.daily_loss_limit_pct
+            or "daily_loss" in sticky,
+            "consecutive_losses": ctx.consecutive_losses >= limits.max_consecutive_losses,
+            "max_drawdown": drawdown >= limits.max_drawdown_pct or "max_drawdown" in sticky,
+            "realized_today_pct": float(ctx.realized_pnl_today_pct),
+            "equity_change_today_pct": float(change_today),
+            "drawdown_pct": float(drawdown),
+        },
     )
 
 
@@ -154,14 +159,27 @@ def evaluate_risk(
             rechecked = _run_checks(signal, shrunk, user, ctx, instrument, floor)
             annotated = [_annotate_shrink(c, plan, shrunk, failed) for c in rechecked]
             approved = all(c.passed for c in annotated)
-            return RiskDecision(
-                approved=approved,
-                checks=annotated,
-                plan=shrunk if approved else None,
-                shrunk=True,
+            return trusted(
+                RiskDecision,
+                {
+                    "approved": approved,
+                    "checks": annotated,
+                    "plan": shrunk if approved else None,
+                    "shrunk": True,
+                },
             )
     approved = not failed
-    return RiskDecision(approved=approved, checks=checks, plan=plan if approved else None)
+    # as RiskDecision(approved=..., checks=..., plan=...) would build it (shrunk unset)
+    return trusted(
+        RiskDecision,
+        {
+            "approved": approved,
+            "checks": checks,
+            "plan": plan if approved else None,
+            "shrunk": False,
+        },
+        {"approved", "checks", "plan"},
+    )
 
 
 def assert_approved(
@@ -193,9 +211,7 @@ def _run_checks(
     checks: list[RiskCheck] = []
 
     def add(code: RiskCode, passed: bool, detail: str, **values: float) -> None:
-        # stored records are JSON: keep numbers finite (inf only arises with equity <= 0)
-        finite = {k: v if math.isfinite(v) else _HUGE for k, v in values.items()}
-        checks.append(RiskCheck(code=code, passed=passed, detail=detail, values=finite))
+        checks.append(_check(code, passed, detail, values))
 
     ttl_left = (signal.expires_at - ctx.now).total_seconds()
     add(
@@ -369,6 +385,33 @@ def _run_checks(
         free_margin=ctx.free_margin,
     )
     return checks
+
+
+def _check(code: RiskCode, passed: bool, detail: str, values: dict[str, float]) -> RiskCheck:
+    """``RiskCheck(code=..., passed=..., detail=..., values=...)`` without re-validation
+    (domain.trusted): the values are made floats here as validation would, the other
+    fields are of their types by construction. A check without numbers is immutable and
+    the same for every user (kill switch off, active...): built once, then shared."""
+    if not values:
+        key = (code, passed, detail)
+        check = _NUMBERLESS.get(key)
+        if check is None:
+            check = trusted(
+                RiskCheck, {"code": code, "passed": passed, "detail": detail, "values": {}}
+            )
+            if len(_NUMBERLESS) < _NUMBERLESS_MAX:
+                _NUMBERLESS[key] = check
+        return check
+    for v in values.values():
+        if type(v) is not float or not isfinite(v):
+            # stored records are JSON: keep numbers finite (inf only arises with equity <= 0)
+            values = {k: float(x) if isfinite(x) else _HUGE for k, x in values.items()}
+            break
+    return trusted(RiskCheck, {"code": code, "passed": passed, "detail": detail, "values": values})
+
+
+_NUMBERLESS: dict[tuple[RiskCode, bool, str], RiskCheck] = {}
+_NUMBERLESS_MAX = 1024  # details carry a user's pause reason: bounded
 
 
 def _open_exposure_pct(positions: list[Position], equity: float) -> float:
