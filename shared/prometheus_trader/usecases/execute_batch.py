@@ -18,17 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from prometheus_trader.domain.breakers import (
-    AccountState,
-    BreakerTransition,
-    consecutive_resume_at,
-    observe_account,
-)
 from prometheus_trader.domain.events import Event, EventType, Severity
 from prometheus_trader.domain.ids import client_order_id, execution_id, stable_id
 from prometheus_trader.domain.market import MINUTE_MS, TIMEFRAME_MS
-from prometheus_trader.domain.planner import plan_for_user
-from prometheus_trader.domain.portfolio import ladder_blocks_entries
+from prometheus_trader.domain.planner import JournalEdge, plan_for_user
 from prometheus_trader.domain.risk import RiskContext, evaluate_risk
 from prometheus_trader.domain.signals import OpportunitySignal
 from prometheus_trader.domain.trading import (
@@ -52,10 +45,11 @@ from prometheus_trader.usecases.execute import (
     position_payload,
 )
 from prometheus_trader.usecases.names import Collections, Topics, labels
-from prometheus_trader.usecases.portfolio import user_edge
+from prometheus_trader.usecases.portfolio import edge_from_journal
 from prometheus_trader.usecases.scaled import is_scaled
 from prometheus_trader.usecases.stats import (
-    UserStats,
+    account_fields,
+    account_fields_from_stats,
     observe_user,
     publish_breaker_events,
     user_stats_id,
@@ -198,6 +192,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         now = self._clock.now()
         equities = {i.user.user_id: balances[i.user.exchange_account].equity for i in kept}
         accounts = self._observe_all([i.user for i in kept], now, equities)
+        edges = self._edges([i.user for i in kept])
         now_ms = self._clock.now_ms()
         key = SeriesKey(signal.exchange, signal.market_type, signal.symbol)
         bar_ms = TIMEFRAME_MS[self._config.bar_timeframe]
@@ -212,7 +207,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
             user = item.user
             balance = balances[user.exchange_account]
             plan = plan_for_user(
-                signal, user, instrument, balance.equity, edge=user_edge(self._state, user)
+                signal, user, instrument, balance.equity, edge=edges.get(user.user_id)
             )
             context = RiskContext(
                 now=now,
@@ -244,59 +239,45 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         self, users: list[User], now: datetime, equities: Mapping[str, float]
     ) -> dict[str, dict[str, object]]:
         """``risk_account_fields`` for every user: one read of their stats, one
-        ``create_many`` for users without stats; a change goes through ``observe_user``."""
+        ``create_many`` for users without stats; a change goes through ``observe_user``
+        (its transaction re-reads the document: the evaluator writes it too)."""
         refs = {u.user_id: user_stats_id(u.user_id) for u in users}
         docs = self._state.get_many(Collections.STATS, list(refs.values()))
-        observed: dict[str, tuple[UserStats, list[BreakerTransition]]] = {}
-        fresh: dict[str, tuple[User, UserStats, list[BreakerTransition]]] = {}
+        readings = {
+            u.user_id: account_fields(docs.get(refs[u.user_id]), u, now, equities[u.user_id])
+            for u in users
+        }
+        fresh: dict[str, Document] = {}
         for user in users:
-            equity = equities[user.user_id]
-            doc = docs.get(refs[user.user_id])
-            if doc is not None:
-                observed[user.user_id] = observe_user(
-                    self._state, user, now, equity, held=UserStats.model_validate(doc)
-                )
-                continue
-            stats = UserStats(user_id=user.user_id)
-            account, transitions = observe_account(
-                stats,
-                user.limits,
-                now,
-                equity,
-                resume_requested_at=user.breakers_resume_requested_at,
-            )
-            new = stats.model_copy(
-                update=account.model_dump(include=set(AccountState.model_fields))
-            )
-            fresh[user.user_id] = (user, new, transitions)
-        created = self._state.create_many(
-            Collections.STATS,
-            {refs[u]: new.model_dump(mode="json") for u, (_, new, _) in fresh.items()},
-        )
-        for user_id, (user, new, transitions) in fresh.items():
-            if refs[user_id] in created:
-                observed[user_id] = (new, transitions)
-            else:  # created meanwhile by another writer: observe it as the per-user path
-                observed[user_id] = observe_user(self._state, user, now, equities[user_id])
+            new_doc = readings[user.user_id].new_doc
+            if refs[user.user_id] not in docs and new_doc is not None:
+                fresh[refs[user.user_id]] = new_doc
+        created = self._state.create_many(Collections.STATS, fresh)
         fields: dict[str, dict[str, object]] = {}
         for user in users:
-            stats, transitions = observed[user.user_id]
-            publish_breaker_events(self._bus, self._state, user.user_id, transitions)
-            equity = equities[user.user_id]
-            daily_drawdown = max(0.0, -stats.day_change_pct(equity))
-            fields[user.user_id] = {  # as stats.risk_account_fields
-                "day_start_equity": stats.day_start_equity,
-                "peak_equity": max(stats.peak_equity, equity),
-                "realized_pnl_today_pct": stats.realized_pnl_today_pct,
-                "consecutive_losses": stats.consecutive_losses,
-                "consecutive_loss_resume_at": consecutive_resume_at(stats, user.limits),
-                "entries_blocked": ladder_blocks_entries(
-                    stats.ladder_step_today(now), daily_drawdown
-                ),
-                "daily_drawdown_pct": daily_drawdown,
-                "breakers_tripped": sorted(stats.tripped),
-            }
+            reading = readings[user.user_id]
+            ref = refs[user.user_id]
+            if ref not in created and reading.new_doc is not None:
+                # changed, or created meanwhile by another writer: as the per-user path
+                equity = equities[user.user_id]
+                stats, transitions = observe_user(self._state, user, now, equity)
+                reading = reading._replace(
+                    fields=account_fields_from_stats(stats, user, now, equity),
+                    transitions=transitions,
+                )
+            publish_breaker_events(self._bus, self._state, user.user_id, reading.transitions)
+            fields[user.user_id] = reading.fields
         return fields
+
+    def _edges(self, users: list[User]) -> dict[str, JournalEdge]:
+        """The Kelly users' journal edges (``user_edge``), their journals read at once."""
+        kelly = [u.user_id for u in users if u.kelly_fraction is not None]
+        journals: dict[str, list[Document]] = {u: [] for u in kelly}
+        for start in range(0, len(kelly), _IN_VALUES):
+            part = kelly[start : start + _IN_VALUES]
+            for doc in self._state.query(Collections.JOURNAL, [Filter("user_id", "in", part)]):
+                journals[doc["user_id"]].append(doc)
+        return {u: edge_from_journal(docs) for u, docs in journals.items()}
 
     def _record_decisions(
         self, signal: OpportunitySignal, items: list[_Item]
