@@ -27,6 +27,7 @@ from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
 from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
 from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
+from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.domain.market import MarketType
@@ -124,6 +125,7 @@ def measure(
     breakdown: bool = False,
     mixed: bool = False,
     buckets: int = BUCKETS,
+    memory: bool = False,
 ) -> dict[str, Any]:
     """One fan-out to ``users`` users; CPU seconds of dispatch + execute.
 
@@ -132,13 +134,15 @@ def measure(
     ``mixed``: the signal the conservative third of the users rejects (``MIXED``).
     ``buckets``: 0 = one message per user (``ExecuteSignalForUser``), else one batch
     message per bucket of users (``ExecuteSignalBatch``).
+    ``memory``: the state in a ``MemoryStateStore`` (the backtest's store: no SQL, no
+    JSON text) instead of the SQLite file: what the store's encoding and SQL cost.
     """
     clock = SimulatedClock(START)
     with DuckDBMarketStore(SAMPLE_STORE_DIR, read_only=True) as source:
         exchange = ReplayExchange(source, clock)
         market = DuckDBMarketStore(tmp / "market")
         CollectMarketData(exchange, market, clock, backfill_minutes=60).run()
-        state = SqliteStateStore(tmp / "state.sqlite")
+        state: Any = MemoryStateStore() if memory else SqliteStateStore(tmp / "state.sqlite")
         bus = InMemoryBus()
         blobs = LocalBlobStore(tmp / "blobs")
         state.transaction(lambda tx: _seed(tx, users))
@@ -177,6 +181,7 @@ def measure(
     row: dict[str, Any] = {
         "users": users,
         "path": f"batched, {buckets} buckets" if buckets else "per user",
+        "state_store": "memory" if memory else "SQLite file",
         "decisions": decisions,
         "cpu_seconds": round(cpu, 3),
         "wall_seconds": round(wall, 3),
@@ -234,6 +239,16 @@ def main(argv: list[str]) -> int:
         )
     with tempfile.TemporaryDirectory() as tmp:
         split = measure(counts[0], Path(tmp), breakdown=True)
+    memory_rows = []
+    for n in counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            row = measure(n, Path(tmp), memory=True)
+        memory_rows.append(row)
+        print(
+            f"{n:6d} users, memory state store: "
+            f"{row['decisions_per_cpu_second']:8.1f} decisions/CPU-s, "
+            f"{row['cpu_ms_per_decision']:.3f} ms CPU per decision"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         per_user = measure(counts[0], Path(tmp), buckets=0)
     print(
@@ -257,6 +272,7 @@ def main(argv: list[str]) -> int:
         },
         "breakdown": split,
         "per_user_path_same_run": per_user,
+        "memory_state_store": memory_rows,
         "cost_ratio_largest_to_smallest": round(
             rows[-1]["cpu_ms_per_decision"] / rows[0]["cpu_ms_per_decision"], 3
         ),

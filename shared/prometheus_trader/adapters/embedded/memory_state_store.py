@@ -310,7 +310,19 @@ class MemoryStateStore(ClosesOnExit):
         best: set[str] | None = None
         if index is not None:
             for flt in filters:
-                if flt.op != "==" or flt.field not in _INDEXED:
+                if flt.field not in _INDEXED:
+                    continue
+                if flt.op == "in" and isinstance(flt.value, list | tuple):
+                    # hfx: the batched executor's "these users": the union of their ids
+                    keys = [index_key(normalize_value(v)) for v in flt.value]
+                    if any(k is None for k in keys):
+                        continue
+                    by_key = index[flt.field]
+                    union: set[str] = set().union(*(by_key.get(k, ()) for k in keys))
+                    if best is None or len(union) < len(best):
+                        best = union
+                    continue
+                if flt.op != "==":
                     continue
                 key = index_key(normalize_value(flt.value))
                 if key is None:
