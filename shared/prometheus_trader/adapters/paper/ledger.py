@@ -241,15 +241,18 @@ class PaperLedger:
                     for seq, fill in session.fills:
                         fills[fill.order_id] = (account, seq, fill)
                 results.append(result)
+            # a resting order's record is dumped inside its account's document already:
+            # its order document takes that dump (by object: the same record, same time)
+            dumped: dict[int, Any] = {}
             for pending in books.values():
                 if pending.written:
-                    t.set(
-                        PaperCollections.ACCOUNTS,
-                        pending.doc_id,
-                        pending.book.model_dump(mode="json"),
-                    )
+                    book = pending.book
+                    doc = book.model_dump(mode="json")
+                    dumped.update(zip(map(id, book.open_orders), doc["open_orders"], strict=True))
+                    t.set(PaperCollections.ACCOUNTS, pending.doc_id, doc)
             for order_id, (account, rec) in orders.items():
-                t.set(PaperCollections.ORDERS, order_id, self._order_doc(account, rec))
+                record = dumped.get(id(rec))
+                t.set(PaperCollections.ORDERS, order_id, self._order_doc(account, rec, record))
             for account, seq, fill in fills.values():
                 t.set(PaperCollections.FILLS, fill.order_id, self._fill_doc(account, seq, fill))
             return results, list(books.values())
@@ -493,7 +496,10 @@ class PaperLedger:
             raise rejected
         return cast(R, result)
 
-    def _order_doc(self, account: str, rec: RestingOrder) -> dict[str, Any]:
+    def _order_doc(
+        self, account: str, rec: RestingOrder, record: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The order's document (``record``: ``rec`` dumped already)."""
         return {
             "exchange": self.config.exchange_id,
             "account": account,
@@ -501,7 +507,7 @@ class PaperLedger:
             "client_order_id": rec.order.client_order_id,
             "seq": rec.seq,
             "status": rec.order.status.value,
-            "record": rec.model_dump(mode="json"),
+            "record": rec.model_dump(mode="json") if record is None else record,
         }
 
     def _fill_doc(self, account: str, seq: int, fill: Fill) -> dict[str, Any]:
