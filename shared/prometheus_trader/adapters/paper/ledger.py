@@ -301,12 +301,15 @@ class PaperLedger:
         """Open net positions, by symbol."""
         book = self._read(account)
         return [
-            ExchangePosition(
-                account=account,
-                symbol=symbol,
-                direction=Direction.LONG if pos.amount > 0 else Direction.SHORT,
-                amount=abs(pos.amount),
-                entry_price=pos.entry_price,
+            trusted(  # the book's own floats: nothing to validate
+                ExchangePosition,
+                {
+                    "account": account,
+                    "symbol": symbol,
+                    "direction": Direction.LONG if pos.amount > 0 else Direction.SHORT,
+                    "amount": abs(pos.amount),
+                    "entry_price": pos.entry_price,
+                },
             )
             for symbol, pos in sorted(book.positions.items())
             if pos.amount != 0
@@ -409,16 +412,14 @@ class PaperLedger:
         doc_id = self._doc_id(account)
         now = self._clock.now_ms()
         cached = self._cache.get(doc_id)
-        if self._exclusive and cached is not None:
-            doc: Document | None = {"version": cached.version}
-        else:
+        if not self._exclusive or cached is None:  # the only writer trusts its cache
             doc = self.state.get(PaperCollections.ACCOUNTS, doc_id)
-        if doc is None:
-            return self._new_book(account)
-        if cached is None or cached.version != doc["version"]:
-            book = AccountBook.model_validate(doc)
-            cached = _Cached(book.version, book, book.synced_ms or now)
-            self._cache[doc_id] = cached
+            if doc is None:
+                return self._new_book(account)
+            if cached is None or cached.version != doc["version"]:
+                book = AccountBook.model_validate(doc)
+                cached = _Cached(book.version, book, book.synced_ms or now)
+                self._cache[doc_id] = cached
         if now > cached.checked_ms:
             if self._would_trigger(cached.book, cached.checked_ms, now):
                 return self._transact(account, lambda session, _: session.book)
@@ -429,15 +430,18 @@ class PaperLedger:
         resting = book.resting()
         if not resting:
             return False
-        symbols = sorted({r.order.symbol for r in resting})
-        for trade in self.market.visible_trades(symbols, after_ms, now_ms):
-            for rec in resting:
-                if (
-                    rec.order.symbol == trade.symbol
-                    and trade.ts_ms > rec.active_after_ms
-                    and trigger_price(rec.order, trade.price, self.config.slippage) is not None
-                ):
-                    return True
+        by_symbol: dict[str, list[RestingOrder]] = {}
+        for rec in resting:
+            by_symbol.setdefault(rec.order.symbol, []).append(rec)
+        # whether any trade triggers any order: one symbol at a time (no merged stream)
+        for symbol, recs in by_symbol.items():
+            for trade in self.market.visible_trades([symbol], after_ms, now_ms):
+                for rec in recs:
+                    if (
+                        trade.ts_ms > rec.active_after_ms
+                        and trigger_price(rec.order, trade.price, 0.0) is not None
+                    ):
+                        return True
         return False
 
     def _transact(
