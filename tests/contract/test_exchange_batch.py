@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from tests.contract.exchange_adapters import ACCOUNTS, ADAPTERS, PortHarness
+from tests.contract.exchange_adapters import ACCOUNTS, ADAPTERS, START_MS, PortHarness
+from tests.standins.engine import recorded_market
 
+from prometheus_trader.adapters.embedded.clocks import SimulatedClock
+from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
+from prometheus_trader.adapters.paper import ledger as ledger_module
 from prometheus_trader.adapters.paper.ledger import PaperCollections
 from prometheus_trader.domain.market import Side
 from prometheus_trader.domain.trading import Order, OrderRequest, OrderStatus, OrderType
@@ -197,3 +202,57 @@ def test_fetch_balances_equals_fetch_balance_per_account(h2: PortHarness) -> Non
 def h2(request: pytest.FixtureRequest) -> Iterator[PortHarness]:
     with ADAPTERS[request.param](request) as harness:
         yield harness
+
+
+class FailingCommits:
+    """A ``MemoryStateStore`` whose chosen transactions fail at commit (rolled back)."""
+
+    def __init__(self, fail_at: set[int]) -> None:
+        self.inner = MemoryStateStore()
+        self.fail_at = fail_at
+        self.transactions = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def transaction(self, fn: Callable[[Any], Any]) -> Any:
+        self.transactions += 1
+        if self.transactions not in self.fail_at:
+            return self.inner.transaction(fn)
+
+        def then_fail(t: Any) -> Any:
+            fn(t)
+            raise ConnectionError("store unavailable at commit")
+
+        return self.inner.transaction(then_fail)
+
+
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_a_failed_batch_raises_and_its_repeat_books_what_one_by_one_would(
+    exclusive: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items go in transactions of ``BATCH_ITEMS``: a failure in one raises for the whole
+    call (the transactions before it stay), and repeating the call (idempotent) ends with
+    the ledger of the calls one by one."""
+    monkeypatch.setattr(ledger_module, "BATCH_ITEMS", 4)
+    market = recorded_market().store
+
+    def exchange(state: Any) -> ReplayExchange:
+        clock = SimulatedClock(datetime.fromtimestamp(START_MS / 1000, UTC))
+        return ReplayExchange(market, clock, ledger=state, ledger_exclusive=exclusive)
+
+    single = exchange(MemoryStateStore())
+    flaky_state = FailingCommits(fail_at={2})
+    batch = exchange(flaky_state)
+    price = single.fetch_tickers([BTC])[0].last
+    items = first_batch(price)
+    expected = one_by_one(single, items)
+    with pytest.raises(ConnectionError):
+        batch.create_orders(items)
+    # the first transaction's 4 items were booked, the failed one's rolled back
+    assert ledger_text(batch) != ledger_text(single)
+    assert len(batch.fills("alice")) == 1 and batch.fetch_open_orders("bob") == []
+    got = batch.create_orders(items)
+    assert comparable(got) == comparable(expected)
+    assert account_state(batch, got) == account_state(single, expected)
+    assert ledger_text(batch) == ledger_text(single)

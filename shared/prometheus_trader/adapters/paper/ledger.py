@@ -241,15 +241,18 @@ class PaperLedger:
                     for seq, fill in session.fills:
                         fills[fill.order_id] = (account, seq, fill)
                 results.append(result)
+            # a resting order's record is dumped inside its account's document already:
+            # its order document takes that dump (by object: the same record, same time)
+            dumped: dict[int, Any] = {}
             for pending in books.values():
                 if pending.written:
-                    t.set(
-                        PaperCollections.ACCOUNTS,
-                        pending.doc_id,
-                        pending.book.model_dump(mode="json"),
-                    )
+                    book = pending.book
+                    doc = book.model_dump(mode="json")
+                    dumped.update(zip(map(id, book.open_orders), doc["open_orders"], strict=True))
+                    t.set(PaperCollections.ACCOUNTS, pending.doc_id, doc)
             for order_id, (account, rec) in orders.items():
-                t.set(PaperCollections.ORDERS, order_id, self._order_doc(account, rec))
+                record = dumped.get(id(rec))
+                t.set(PaperCollections.ORDERS, order_id, self._order_doc(account, rec, record))
             for account, seq, fill in fills.values():
                 t.set(PaperCollections.FILLS, fill.order_id, self._fill_doc(account, seq, fill))
             return results, list(books.values())
@@ -298,12 +301,15 @@ class PaperLedger:
         """Open net positions, by symbol."""
         book = self._read(account)
         return [
-            ExchangePosition(
-                account=account,
-                symbol=symbol,
-                direction=Direction.LONG if pos.amount > 0 else Direction.SHORT,
-                amount=abs(pos.amount),
-                entry_price=pos.entry_price,
+            trusted(  # the book's own floats: nothing to validate
+                ExchangePosition,
+                {
+                    "account": account,
+                    "symbol": symbol,
+                    "direction": Direction.LONG if pos.amount > 0 else Direction.SHORT,
+                    "amount": abs(pos.amount),
+                    "entry_price": pos.entry_price,
+                },
             )
             for symbol, pos in sorted(book.positions.items())
             if pos.amount != 0
@@ -406,16 +412,14 @@ class PaperLedger:
         doc_id = self._doc_id(account)
         now = self._clock.now_ms()
         cached = self._cache.get(doc_id)
-        if self._exclusive and cached is not None:
-            doc: Document | None = {"version": cached.version}
-        else:
+        if not self._exclusive or cached is None:  # the only writer trusts its cache
             doc = self.state.get(PaperCollections.ACCOUNTS, doc_id)
-        if doc is None:
-            return self._new_book(account)
-        if cached is None or cached.version != doc["version"]:
-            book = AccountBook.model_validate(doc)
-            cached = _Cached(book.version, book, book.synced_ms or now)
-            self._cache[doc_id] = cached
+            if doc is None:
+                return self._new_book(account)
+            if cached is None or cached.version != doc["version"]:
+                book = AccountBook.model_validate(doc)
+                cached = _Cached(book.version, book, book.synced_ms or now)
+                self._cache[doc_id] = cached
         if now > cached.checked_ms:
             if self._would_trigger(cached.book, cached.checked_ms, now):
                 return self._transact(account, lambda session, _: session.book)
@@ -426,15 +430,18 @@ class PaperLedger:
         resting = book.resting()
         if not resting:
             return False
-        symbols = sorted({r.order.symbol for r in resting})
-        for trade in self.market.visible_trades(symbols, after_ms, now_ms):
-            for rec in resting:
-                if (
-                    rec.order.symbol == trade.symbol
-                    and trade.ts_ms > rec.active_after_ms
-                    and trigger_price(rec.order, trade.price, self.config.slippage) is not None
-                ):
-                    return True
+        by_symbol: dict[str, list[RestingOrder]] = {}
+        for rec in resting:
+            by_symbol.setdefault(rec.order.symbol, []).append(rec)
+        # whether any trade triggers any order: one symbol at a time (no merged stream)
+        for symbol, recs in by_symbol.items():
+            for trade in self.market.visible_trades([symbol], after_ms, now_ms):
+                for rec in recs:
+                    if (
+                        trade.ts_ms > rec.active_after_ms
+                        and trigger_price(rec.order, trade.price, 0.0) is not None
+                    ):
+                        return True
         return False
 
     def _transact(
@@ -493,7 +500,10 @@ class PaperLedger:
             raise rejected
         return cast(R, result)
 
-    def _order_doc(self, account: str, rec: RestingOrder) -> dict[str, Any]:
+    def _order_doc(
+        self, account: str, rec: RestingOrder, record: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The order's document (``record``: ``rec`` dumped already)."""
         return {
             "exchange": self.config.exchange_id,
             "account": account,
@@ -501,7 +511,7 @@ class PaperLedger:
             "client_order_id": rec.order.client_order_id,
             "seq": rec.seq,
             "status": rec.order.status.value,
-            "record": rec.model_dump(mode="json"),
+            "record": rec.model_dump(mode="json") if record is None else record,
         }
 
     def _fill_doc(self, account: str, seq: int, fill: Fill) -> dict[str, Any]:
