@@ -234,6 +234,8 @@ def test_decisions_identical_to_the_frozen_reference(
     old_stats, new_v0, transitions_v0 = _observe_v0(stats_doc, usr, now, equity)
     fields_v0 = _fields_v0(new_v0, usr, now, equity)
     same(reading.fields, fields_v0, "fields")
+    same(reading.stats.__dict__, new_v0.__dict__, "stats")
+    assert reading.stats.model_fields_set == new_v0.model_fields_set
     same(
         [t.model_dump(mode="json") for t in reading.transitions],
         [t.model_dump(mode="json") for t in transitions_v0],
