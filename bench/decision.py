@@ -54,8 +54,16 @@ from prometheus_trader.domain.users import (
     RiskProfile,
     User,
 )
-from prometheus_trader.usecases.portfolio import edge_from_journal
-from prometheus_trader.usecases.stats import AccountReading, account_fields
+
+try:
+    from prometheus_trader.usecases.portfolio import edge_from_journal
+    from prometheus_trader.usecases.stats import AccountReading, account_fields
+except ImportError:  # the code before the pure API: run it the same way, to compare
+    from bench_decision_compat import (  # type: ignore[import-not-found,no-redef]
+        AccountReading,
+        account_fields,
+        edge_from_journal,
+    )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decision.json"
 NOW = datetime(2025, 5, 21, 8, 0, tzinfo=UTC)
