@@ -6,7 +6,8 @@ journal documents (Kelly users only) and the balance; this bench builds those do
 for ``users`` users (all three risk profiles, every order style, with and without open
 positions, fresh and stored stats, Kelly users, paused and excluding users, shrunk and
 rejected plans) and then runs the decision work over all of them in stages, each stage
-timed in CPU seconds (time.process_time) for every user at once:
+timed in CPU seconds (time.process_time) for every user at once (best of three passes;
+then two more with the garbage collector off, reported apart):
 
 * ``parse``: the user and position documents to models;
 * ``plan``: the journal edge (Kelly users) and ``plan_for_user``;
@@ -24,6 +25,7 @@ a speed change must leave it unchanged. ``--profile`` adds the top cProfile entr
 from __future__ import annotations
 
 import cProfile
+import gc
 import hashlib
 import json
 import platform
@@ -54,8 +56,16 @@ from prometheus_trader.domain.users import (
     RiskProfile,
     User,
 )
-from prometheus_trader.usecases.portfolio import edge_from_journal
-from prometheus_trader.usecases.stats import AccountReading, account_fields
+
+try:
+    from prometheus_trader.usecases.portfolio import edge_from_journal
+    from prometheus_trader.usecases.stats import AccountReading, account_fields
+except ImportError:  # the code before the pure API: run it the same way, to compare
+    from bench_decision_compat import (  # type: ignore[import-not-found,no-redef]
+        AccountReading,
+        account_fields,
+        edge_from_journal,
+    )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decision.json"
 NOW = datetime(2025, 5, 21, 8, 0, tzinfo=UTC)
@@ -314,6 +324,20 @@ def main(argv: list[str]) -> int:
         cpu, records, readings = run(signal, population)
         for stage, s in cpu.items():
             best[stage] = min(best.get(stage, s), s)
+    # the same without the cyclic garbage collector: its share grows with the live heap
+    # (here every user's documents, models and records at once), which the caller
+    # controls (batch size, gc.freeze() after a read); the rest is the code's own cost
+    nogc: dict[str, float] = {}
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(2):
+            cpu, records, readings = run(signal, population)
+            for stage, s in cpu.items():
+                nogc[stage] = min(nogc.get(stage, s), s)
+    finally:
+        gc.enable()
+    us_nogc = {stage: round(nogc[stage] / users * 1e6, 2) for stage in STAGES}
     us = {stage: round(best[stage] / users * 1e6, 2) for stage in STAGES}
     domain_us = round(us["plan"] + us["account"] + us["gate"], 2)
     total_us = round(sum(us.values()), 2)
@@ -331,6 +355,13 @@ def main(argv: list[str]) -> int:
         "us_per_decision_domain (plan + account + gate)": domain_us,
         "us_per_decision_total": total_us,
         "decisions_per_cpu_second": round(1e6 / total_us, 1),
+        "without_gc": {
+            "us_per_decision_by_stage": us_nogc,
+            "us_per_decision_domain": round(
+                us_nogc["plan"] + us_nogc["account"] + us_nogc["gate"], 2
+            ),
+            "us_per_decision_total": round(sum(us_nogc.values()), 2),
+        },
         "outcomes": dict(sorted(outcomes.items())),
         "transitions": sum(len(r.transitions) for r in readings),
         "stats_docs_to_write": sum(r.new_doc is not None for r in readings),
@@ -339,6 +370,7 @@ def main(argv: list[str]) -> int:
     for stage in STAGES:
         print(f"  {stage:8s} {us[stage]:8.2f} µs")
     print(f"domain (plan+account+gate) {domain_us:.2f} µs; total {total_us:.2f} µs per decision")
+    print(f"without the garbage collector: {result['without_gc']}")
     print(f"outcomes {result['outcomes']}; sha256 {result['records_sha256']}")
     if profile:
         prof = cProfile.Profile()

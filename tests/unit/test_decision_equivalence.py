@@ -25,6 +25,7 @@ from prometheus_trader.domain.signals import Direction
 from prometheus_trader.domain.trading import RiskDecision
 from prometheus_trader.domain.users import PROFILE_LIMITS, OrderStyle, RiskProfile, User
 from prometheus_trader.usecases import stats
+from prometheus_trader.usecases.decide import decide_from_documents
 from prometheus_trader.usecases.portfolio import edge_from_journal
 
 pytestmark = pytest.mark.unit
@@ -234,6 +235,8 @@ def test_decisions_identical_to_the_frozen_reference(
     old_stats, new_v0, transitions_v0 = _observe_v0(stats_doc, usr, now, equity)
     fields_v0 = _fields_v0(new_v0, usr, now, equity)
     same(reading.fields, fields_v0, "fields")
+    same(reading.stats.__dict__, new_v0.__dict__, "stats")
+    assert reading.stats.model_fields_set == new_v0.model_fields_set
     same(
         [t.model_dump(mode="json") for t in reading.transitions],
         [t.model_dump(mode="json") for t in transitions_v0],
@@ -275,6 +278,23 @@ def test_decisions_identical_to_the_frozen_reference(
         return
     decision = risk.evaluate_risk(sig, plan, usr, ctx, inst, min_reward_risk=strategy_rr)
     same(decision, decision_v0, "decision")
+    decided = decide_from_documents(
+        sig,
+        inst,
+        usr,
+        positions,
+        stats_doc,
+        journal_docs,
+        equity=equity,
+        free_margin=equity * free_frac,
+        now=now,
+        data_quality_ok=quality,
+        data_age_s=data_age,
+        max_data_age_s=120.0,
+    )
+    if strategy_rr is None:  # the executor judges without a strategy floor
+        same(decided.decision, decision, "decide_from_documents")
+    same(decided.reading.new_doc, reading.new_doc, "decide_from_documents reading")
     assert stored(decision) == stored(decision_v0)
     assert RiskDecision.model_validate(decision.model_dump()) == decision
     same(

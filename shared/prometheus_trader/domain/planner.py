@@ -19,7 +19,7 @@ from typing import Any
 from prometheus_trader.domain.market import Instrument, MarketType, Side
 from prometheus_trader.domain.signals import Direction, OpportunitySignal, TakeProfitLevel
 from prometheus_trader.domain.trading import OrderType, PlannedOrder, TradePlan
-from prometheus_trader.domain.trusted import trusted
+from prometheus_trader.domain.trusted import copied, trusted
 from prometheus_trader.domain.users import OrderStyle, Scaling, User
 
 __all__ = ["OrderStyle", "Scaling", "kelly_risk_pct", "plan_for_user", "plan_trade", "resize_plan"]
@@ -80,44 +80,18 @@ def plan_trade(
         )
     leverage = max(1.0, min(limits.leverage, instrument.max_leverage))
     direction = signal.direction
-    reference = entry_price if entry_price is not None else signal.entry_price
-    stop = instrument.round_price(signal.stop_loss) if signal.stop_loss is not None else None
-
-    if style is OrderStyle.SCALED:
-        prices = _scaled_prices(signal, instrument, scaled_entries)
-        weights = _scaling_weights(len(prices), scaling)
-        leg_names = [f"entry{i + 1}" for i in range(len(prices))]
-        leg_type = OrderType.LIMIT
-    else:
-        prices = [instrument.round_price(reference)]
-        weights = [1.0]
-        leg_names = ["entry"]
-        leg_type = OrderType.MARKET
-
-    all_tps = [instrument.round_price(tp.price) for tp in signal.take_profits]
-    fractions = [tp.size_fraction for tp in signal.take_profits]
-    if style is OrderStyle.BRACKET:
-        tp_targets = [(all_tps[0], 1.0)]
-    else:
-        tp_targets = list(zip(all_tps, fractions, strict=True))
+    terms = _signal_terms(signal, instrument, entry_price, style, scaled_entries, scaling)
+    stop, prices, weights = terms.stop, terms.prices, terms.weights
+    leg_names, leg_type, tp_targets = terms.leg_names, terms.leg_type, terms.tp_targets
 
     amounts = [0.0] * len(prices)
-    if stop is None:
-        notes.append("signal has no stop-loss: not sized")
-    elif min(prices) <= 0 or stop <= 0:
-        notes.append(f"price step {instrument.price_step} rounds a price to zero: not sized")
-        prices = [reference] * len(prices)
-    elif any(direction.sign * (p - stop) <= 0 for p in prices):
-        notes.append(f"stop-loss {stop} is on the wrong side of the entry: not sized")
+    if terms.unsized_note is not None:
+        notes.append(terms.unsized_note)
     elif equity <= 0:
         notes.append(f"equity {equity} is not positive: not sized")
     else:
         budget = equity * target_risk / 100
-        per_unit = sum(
-            w * _unit_loss(p, stop, instrument.taker_fee)
-            for p, w in zip(prices, weights, strict=True)
-        )
-        total = budget / per_unit
+        total = budget / terms.per_unit
         amounts = [instrument.round_amount(total * w) for w in weights]
         if not any(amounts):
             notes.append(
@@ -144,6 +118,106 @@ def plan_trade(
         notes=notes,
         fallback_entry=prices[0],
     )
+
+
+@dataclass(frozen=True)
+class _SignalTerms:
+    """What sizing needs from the signal and the instrument alone (not the user's equity
+    or risk): the same for every user of a fan-out with one order style."""
+
+    stop: float | None
+    prices: list[float]  # entry prices (the reference price when a step rounds to zero)
+    weights: list[float]
+    leg_names: list[str]
+    leg_type: OrderType
+    tp_targets: list[tuple[float, float]]
+    unsized_note: str | None  # why no user can be sized on this signal, if so
+    per_unit: float  # quote lost per unit of total size at the stop (fees included)
+
+
+def _signal_terms(
+    signal: OpportunitySignal,
+    instrument: Instrument,
+    entry_price: float | None,
+    style: OrderStyle,
+    scaled_entries: int,
+    scaling: Scaling,
+) -> _SignalTerms:
+    """The sizing terms of a signal, remembered per signal value, instrument and style
+    (prices are validated positive: equal keys are equal values, never -0.0 or NaN)."""
+    scaled = style is OrderStyle.SCALED
+    key = (
+        id(instrument),
+        style,
+        scaled_entries if scaled else 0,
+        scaling if scaled else "",
+        entry_price,
+        signal.direction,
+        signal.entry_price,
+        signal.entry_low,
+        signal.entry_high,
+        signal.stop_loss,
+        *[(tp.price, tp.size_fraction) for tp in signal.take_profits],
+    )
+    hit = _TERMS.get(key)
+    if hit is not None and hit[0] is instrument:  # the id is of this very instrument
+        return hit[1]
+    terms = _compute_terms(signal, instrument, entry_price, style, scaled_entries, scaling)
+    if len(_TERMS) >= _TERMS_MAX:
+        _TERMS.clear()
+    _TERMS[key] = (instrument, terms)
+    return terms
+
+
+_TERMS: dict[tuple[object, ...], tuple[Instrument, _SignalTerms]] = {}
+_TERMS_MAX = 256
+
+
+def _compute_terms(
+    signal: OpportunitySignal,
+    instrument: Instrument,
+    entry_price: float | None,
+    style: OrderStyle,
+    scaled_entries: int,
+    scaling: Scaling,
+) -> _SignalTerms:
+    direction = signal.direction
+    reference = entry_price if entry_price is not None else signal.entry_price
+    stop = instrument.round_price(signal.stop_loss) if signal.stop_loss is not None else None
+
+    if style is OrderStyle.SCALED:
+        prices = _scaled_prices(signal, instrument, scaled_entries)
+        weights = _scaling_weights(len(prices), scaling)
+        leg_names = [f"entry{i + 1}" for i in range(len(prices))]
+        leg_type = OrderType.LIMIT
+    else:
+        prices = [instrument.round_price(reference)]
+        weights = [1.0]
+        leg_names = ["entry"]
+        leg_type = OrderType.MARKET
+
+    all_tps = [instrument.round_price(tp.price) for tp in signal.take_profits]
+    fractions = [tp.size_fraction for tp in signal.take_profits]
+    if style is OrderStyle.BRACKET:
+        tp_targets = [(all_tps[0], 1.0)]
+    else:
+        tp_targets = list(zip(all_tps, fractions, strict=True))
+
+    note: str | None = None
+    per_unit = 0.0
+    if stop is None:
+        note = "signal has no stop-loss: not sized"
+    elif min(prices) <= 0 or stop <= 0:
+        note = f"price step {instrument.price_step} rounds a price to zero: not sized"
+        prices = [reference] * len(prices)
+    elif any(direction.sign * (p - stop) <= 0 for p in prices):
+        note = f"stop-loss {stop} is on the wrong side of the entry: not sized"
+    else:
+        per_unit = sum(
+            w * _unit_loss(p, stop, instrument.taker_fee)
+            for p, w in zip(prices, weights, strict=True)
+        )
+    return _SignalTerms(stop, prices, weights, leg_names, leg_type, tp_targets, note, per_unit)
 
 
 def resize_plan(plan: TradePlan, instrument: Instrument, max_position_pct: float) -> TradePlan:
@@ -494,5 +568,5 @@ def plan_for_user(
             f"Kelly x{user.kelly_fraction:g} over {edge.trades} trades "
             f"(win {edge.win_rate:.0%}, win/loss {edge.avg_win_loss_ratio:.2f})"
         )
-        plan = plan.model_copy(update={"notes": [*plan.notes, note]})
+        plan = copied(plan, {"notes": [*plan.notes, note]})
     return plan

@@ -14,9 +14,11 @@ from prometheus_trader.domain.breakers import (
     BreakerTransition,
     consecutive_resume_at,
     observe_account,
+    utc_day,
 )
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.portfolio import ladder_blocks_entries
+from prometheus_trader.domain.trusted import copied
 from prometheus_trader.domain.users import User
 from prometheus_trader.ports import Bus, Document, Filter, StateStore, StateTransaction
 from prometheus_trader.usecases.events import publish_event
@@ -54,7 +56,7 @@ class UserStats(AccountState):
 
     def ladder_step_today(self, now: datetime) -> float:
         """The ladder step already acted on today (0 on a new day)."""
-        return self.ladder_step_pct if self.ladder_day == now.strftime("%Y-%m-%d") else 0.0
+        return self.ladder_step_pct if self.ladder_day == utc_day(now) else 0.0
 
 
 def user_stats_id(user_id: str) -> str:
@@ -185,8 +187,14 @@ def observe_stats_model(
         equity,
         resume_requested_at=user.breakers_resume_requested_at,
     )
-    new = stats.model_copy(update=account.model_dump(include=set(AccountState.model_fields)))
-    return stats, new, transitions
+    # stats.model_copy(update=account.model_dump(include=<AccountState fields>)) spelled
+    # out (the python dump copies the containers: tripped)
+    update = {name: getattr(account, name) for name in _ACCOUNT_FIELDS}
+    update["tripped"] = dict(account.tripped)
+    return stats, copied(stats, update), transitions
+
+
+_ACCOUNT_FIELDS = tuple(AccountState.model_fields)
 
 
 def observe_stats_doc(
