@@ -176,6 +176,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         open_positions = self._open_positions_of([i.user.user_id for i in items])
         slow: list[str] = []
         kept: list[_Item] = []
+        accounts_seen: set[str] = set()
         for item in items:
             user = item.user
             held = open_positions.get(user.user_id, [])
@@ -183,7 +184,12 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
                 p.symbol == signal.symbol and p.direction is not signal.direction for p in held
             ):
                 slow.append(user.user_id)  # closes a position first: the per-user path
+            elif user.exchange_account in accounts_seen:
+                # an account shared with an earlier user of the batch: its balance after
+                # that user's orders counts, so it goes after them, per user
+                slow.append(user.user_id)
             else:
+                accounts_seen.add(user.exchange_account)
                 kept.append(item)
         if not kept:
             return [], slow
