@@ -474,3 +474,11 @@ def test_create_many_and_set_many_inside_no_transaction_are_each_durable(
         {"n": 1},
         {"n": 2},
     )
+
+
+def test_create_many_of_many_documents_creates_each_absent_one_once(store: StateStore) -> None:
+    store.set_many("things", {f"d{i:02d}": {"old": i} for i in range(0, 40, 2)})
+    created = store.create_many("things", {f"d{i:02d}": {"new": i} for i in range(40)})
+    assert created == {f"d{i:02d}" for i in range(1, 40, 2)}
+    got = store.get_many("things", [f"d{i:02d}" for i in range(40)])
+    assert got == {f"d{i:02d}": ({"old": i} if i % 2 == 0 else {"new": i}) for i in range(40)}

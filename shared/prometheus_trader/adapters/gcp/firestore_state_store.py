@@ -37,6 +37,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -67,6 +68,7 @@ class ReadAfterWriteError(RuntimeError):
 # ------------------------------------------------------------------ encoding
 _GET_ALL_IDS = 300  # document references per get_all call
 _BATCH_WRITES = 500  # Firestore's limit of writes per batch
+_CREATE_WORKERS = 16  # concurrent creates of one create_many
 
 
 def encode_id(doc_id: str) -> str:
@@ -373,10 +375,17 @@ class FirestoreStateStore(ClosesOnExit):
     def create_many(
         self, collection: str, docs: Mapping[str, Mapping[str, Any]]
     ) -> builtins.set[str]:
-        """Create each document if absent; the ids created. One ``create`` per document:
-        a write batch fails whole on one existing id, and create-if-absent must hold for
-        each document on its own (racing batches may overlap)."""
-        return {doc_id for doc_id, data in docs.items() if self.create(collection, doc_id, data)}
+        """Create each document if absent; the ids created. One ``create`` per document
+        (a write batch fails whole on one existing id, and create-if-absent must hold for
+        each document on its own: racing batches may overlap), up to 16 at a time: a
+        bucket's records would otherwise cost one round trip each, in a row. Returns
+        when every create has; the first error is raised (the others may have landed)."""
+        items = list(docs.items())
+        if len(items) <= 1:
+            return {d for d, data in items if self.create(collection, d, data)}
+        with ThreadPoolExecutor(max_workers=min(_CREATE_WORKERS, len(items))) as pool:
+            made = list(pool.map(lambda item: self.create(collection, *item), items))
+        return {d for (d, _), created in zip(items, made, strict=True) if created}
 
     def set_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> None:
         """Create or replace each document: write batches of up to 500 (each atomic)."""
