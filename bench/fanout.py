@@ -27,6 +27,7 @@ from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
 from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
 from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
+from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.domain.market import MarketType
@@ -36,6 +37,7 @@ from prometheus_trader.sample import SAMPLE_STORE_DIR
 from prometheus_trader.usecases.collect import CollectMarketData
 from prometheus_trader.usecases.dispatch import DispatchSignal
 from prometheus_trader.usecases.execute import ExecuteSignalForUser
+from prometheus_trader.usecases.execute_batch import ExecuteSignalBatch
 from prometheus_trader.usecases.names import Collections, Subscriptions, Topics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fanout.json"
@@ -43,6 +45,7 @@ START = datetime(2025, 5, 21, 8, 0, tzinfo=UTC)
 SYMBOL = "ETH/USDT:USDT"
 HISTORY_PER_USER = 5  # closed positions already stored per user
 PROFILES = list(RiskProfile)
+BUCKETS = 64  # the batched executor's buckets (app settings' default)
 
 
 # take-profit levels (% from entry, size fraction): every profile accepts the first set;
@@ -116,19 +119,30 @@ class _Timed:
         return timed
 
 
-def measure(users: int, tmp: Path, breakdown: bool = False, mixed: bool = False) -> dict[str, Any]:
+def measure(
+    users: int,
+    tmp: Path,
+    breakdown: bool = False,
+    mixed: bool = False,
+    buckets: int = BUCKETS,
+    memory: bool = False,
+) -> dict[str, Any]:
     """One fan-out to ``users`` users; CPU seconds of dispatch + execute.
 
     ``breakdown``: the ports go through timing proxies (a few % slower) and the result
     also says how the CPU time splits between them and the use-case + domain code.
     ``mixed``: the signal the conservative third of the users rejects (``MIXED``).
+    ``buckets``: 0 = one message per user (``ExecuteSignalForUser``), else one batch
+    message per bucket of users (``ExecuteSignalBatch``).
+    ``memory``: the state in a ``MemoryStateStore`` (the backtest's store: no SQL, no
+    JSON text) instead of the SQLite file: what the store's encoding and SQL cost.
     """
     clock = SimulatedClock(START)
     with DuckDBMarketStore(SAMPLE_STORE_DIR, read_only=True) as source:
         exchange = ReplayExchange(source, clock)
         market = DuckDBMarketStore(tmp / "market")
         CollectMarketData(exchange, market, clock, backfill_minutes=60).run()
-        state = SqliteStateStore(tmp / "state.sqlite")
+        state: Any = MemoryStateStore() if memory else SqliteStateStore(tmp / "state.sqlite")
         bus = InMemoryBus()
         blobs = LocalBlobStore(tmp / "blobs")
         state.transaction(lambda tx: _seed(tx, users))
@@ -145,13 +159,17 @@ def measure(users: int, tmp: Path, breakdown: bool = False, mixed: bool = False)
             )
             _Timed.cpu.clear()
             _Timed.calls.clear()
-        executor = ExecuteSignalForUser(*ports, clock)
+        executor = (ExecuteSignalBatch if buckets else ExecuteSignalForUser)(*ports, clock)
         bus.subscribe(
             Topics.SIGNALS,
             Subscriptions.DISPATCHER,
-            DispatchSignal(ports[0], ports[3], clock).handle,
+            DispatchSignal(ports[0], ports[3], clock, buckets=buckets).handle,
         )
-        bus.subscribe(Topics.EXECUTIONS, Subscriptions.EXECUTOR, executor.handle)
+        handler = executor.handle_message if buckets else executor.handle  # type: ignore[attr-defined]
+        bus.subscribe(Topics.EXECUTIONS, Subscriptions.EXECUTOR, handler)
+        # the instruments are inferred from the bars once per exchange (~0.4 s CPU): a
+        # warm executor, as in a running pipeline, so the figure is the cost per decision
+        exchange.load_markets()
         began_cpu, began_wall = time.process_time(), time.perf_counter()
         bus.publish(Topics.SIGNALS, doc, dedupe_key=signal.id, ordering_key="binance")
         bus.drain_all()
@@ -165,6 +183,8 @@ def measure(users: int, tmp: Path, breakdown: bool = False, mixed: bool = False)
         market.close()
     row: dict[str, Any] = {
         "users": users,
+        "path": f"batched, {buckets} buckets" if buckets else "per user",
+        "state_store": "memory" if memory else "SQLite file",
         "decisions": decisions,
         "cpu_seconds": round(cpu, 3),
         "wall_seconds": round(wall, 3),
@@ -222,11 +242,29 @@ def main(argv: list[str]) -> int:
         )
     with tempfile.TemporaryDirectory() as tmp:
         split = measure(counts[0], Path(tmp), breakdown=True)
+    memory_rows = []
+    for n in counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            row = measure(n, Path(tmp), memory=True)
+        memory_rows.append(row)
+        print(
+            f"{n:6d} users, memory state store: "
+            f"{row['decisions_per_cpu_second']:8.1f} decisions/CPU-s, "
+            f"{row['cpu_ms_per_decision']:.3f} ms CPU per decision"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        per_user = measure(counts[0], Path(tmp), buckets=0)
+    print(
+        f"{counts[0]:6d} users, per-user path (before): "
+        f"{per_user['decisions_per_cpu_second']:8.1f} decisions/CPU-s, "
+        f"{per_user['cpu_ms_per_decision']:.3f} ms CPU per decision"
+    )
     print(f"where the time goes ({counts[0]} users, ms CPU per decision, timed ports):")
     for part, ms in split["cpu_ms_per_decision_by_part"].items():
         print(f"  {part:32s} {ms:7.3f}")
     result = {
-        "benchmark": "one signal fanned out to N users through dispatch + execute (embedded)",
+        "benchmark": "one signal fanned out to N users through dispatch + execute (embedded), "
+        f"batched executor ({BUCKETS} buckets)",
         "python": platform.python_version(),
         "history_positions_per_user": HISTORY_PER_USER,
         "runs": rows,
@@ -236,6 +274,8 @@ def main(argv: list[str]) -> int:
             "runs": mixed_rows,
         },
         "breakdown": split,
+        "per_user_path_same_run": per_user,
+        "memory_state_store": memory_rows,
         "cost_ratio_largest_to_smallest": round(
             rows[-1]["cpu_ms_per_decision"] / rows[0]["cpu_ms_per_decision"], 3
         ),

@@ -1,4 +1,5 @@
-"""Executor (Pub/Sub `executions`): plan, risk gate, orders, position for one user.
+"""Executor (Pub/Sub `executions`): plan, risk gate, orders, positions for a bucket of users
+(or one user): the batched executor, docs/execution.md.
 
 Serves our push subscription and an Eventarc trigger alike (a raw push body or a
 CloudEvent, decoded by ``triggers.push``). A body that is not a push is a 4xx; poison

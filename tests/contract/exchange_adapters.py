@@ -23,6 +23,7 @@ from tests.standins.engine import DEFAULT_NOW_MS, Engine, recorded_market
 
 from prometheus_trader.adapters.ccxt import CcxtExchange, Credentials, RetryPolicy
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
+from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.ports import Exchange
@@ -70,11 +71,27 @@ def paper_sqlite(request: pytest.FixtureRequest) -> Iterator[PortHarness]:
     """The replay exchange with its paper ledger persisted in a SQLite state store."""
     tmp = request.getfixturevalue("tmp_path")
     clock = SimulatedClock(datetime.fromtimestamp(START_MS / 1000, UTC))
-    ledger = SqliteStateStore(tmp / "paper.sqlite")
+    # a file of its own: a test may open two harnesses (tests/contract/test_exchange_batch.py)
+    ledger = SqliteStateStore(tmp / f"paper-{uuid.uuid4().hex[:8]}.sqlite")
     exchange = ReplayExchange(
         recorded_market().store, clock, starting_balance=10_000.0, ledger=ledger
     )
     yield PortHarness("paper-sqlite", exchange, lambda ms: clock.advance(ms / 1000))
+
+
+@register("paper-memory")
+@contextmanager
+def paper_memory(request: pytest.FixtureRequest) -> Iterator[PortHarness]:
+    """The same with its paper ledger in a ``MemoryStateStore`` (the backtest's)."""
+    clock = SimulatedClock(datetime.fromtimestamp(START_MS / 1000, UTC))
+    exchange = ReplayExchange(
+        recorded_market().store,
+        clock,
+        starting_balance=10_000.0,
+        ledger=MemoryStateStore(),
+        ledger_exclusive=True,
+    )
+    yield PortHarness("paper-memory", exchange, lambda ms: clock.advance(ms / 1000))
 
 
 @register("paper-firestore")

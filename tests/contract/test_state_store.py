@@ -418,3 +418,67 @@ def test_equality_filter_matches_exactly_equal_values(
         return isinstance(x, bool) == isinstance(y, bool) and x == y
 
     assert matched == (["a", "b"] if same(other, value) else ["a"])
+
+
+# ---------------------------------------------------------------- batches
+def test_get_many_returns_the_existing_documents_by_id(store: StateStore) -> None:
+    assert store.get_many("things", []) == {}
+    store.set("things", "a", {"v": 1})
+    store.set("things", "b/c", {"v": [1, {"x": None}]})
+    store.set("other", "z", {"v": 3})
+    got = store.get_many("things", ["a", "missing", "b/c", "a", "z"])
+    assert got == {"a": {"v": 1}, "b/c": {"v": [1, {"x": None}]}}
+
+
+def test_get_many_reads_more_ids_than_one_statement_holds(store: StateStore) -> None:
+    docs = {f"d{i:04d}": {"i": i} for i in range(1203)}
+    store.set_many("things", docs)
+    got = store.get_many("things", [f"d{i:04d}" for i in range(1210)])
+    assert got == docs
+
+
+def test_create_many_creates_only_the_absent_ones(store: StateStore) -> None:
+    assert store.create("things", "a", {"v": 1})
+    created = store.create_many("things", {"a": {"v": 9}, "b": {"v": 2}, "c": {"v": 3}})
+    assert created == {"b", "c"}
+    assert store.get_many("things", ["a", "b", "c"]) == {
+        "a": {"v": 1},
+        "b": {"v": 2},
+        "c": {"v": 3},
+    }
+    assert store.create_many("things", {"b": {"v": 5}}) == set()
+    assert store.get("things", "b") == {"v": 2}
+    assert store.create_many("things", {}) == set()
+
+
+def test_set_many_creates_and_replaces(store: StateStore) -> None:
+    store.set("things", "a", {"v": 1, "old": True})
+    store.set_many("things", {"a": {"v": 2}, "b": {"v": 3, "user_id": "u1"}})
+    assert store.get("things", "a") == {"v": 2}
+    assert store.get("things", "b") == {"v": 3, "user_id": "u1"}
+    store.set_many("things", {})
+    # batch writes are visible to queries (and to the indexed fields of the local stores)
+    assert ids_of(store.query("things", [Filter("user_id", "==", "u1")])) == ["u1"]
+
+
+def ids_of(docs: list[dict[str, Any]]) -> list[str]:
+    return [d["user_id"] for d in docs]
+
+
+def test_create_many_and_set_many_inside_no_transaction_are_each_durable(
+    store: StateStore,
+) -> None:
+    store.create_many("things", {"x": {"n": 1}})
+    store.set_many("things", {"y": {"n": 2}})
+    assert store.transaction(lambda tx: (tx.get("things", "x"), tx.get("things", "y"))) == (
+        {"n": 1},
+        {"n": 2},
+    )
+
+
+def test_create_many_of_many_documents_creates_each_absent_one_once(store: StateStore) -> None:
+    store.set_many("things", {f"d{i:02d}": {"old": i} for i in range(0, 40, 2)})
+    created = store.create_many("things", {f"d{i:02d}": {"new": i} for i in range(40)})
+    assert created == {f"d{i:02d}" for i in range(1, 40, 2)}
+    got = store.get_many("things", [f"d{i:02d}" for i in range(40)])
+    assert got == {f"d{i:02d}": ({"old": i} if i % 2 == 0 else {"new": i}) for i in range(40)}

@@ -7,7 +7,7 @@ injected by a thin wrapper (``Faulty``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,13 +19,14 @@ from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
 from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
+from prometheus_trader.adapters.exchange_batch import orders_one_by_one
 from prometheus_trader.domain.events import EventType
 from prometheus_trader.domain.ids import client_order_id, execution_id
 from prometheus_trader.domain.market import MarketType
 from prometheus_trader.domain.signals import Direction, OpportunitySignal, TakeProfitLevel
 from prometheus_trader.domain.trading import Execution, Order, OrderRequest, OrderStatus
 from prometheus_trader.domain.users import RiskProfile, User
-from prometheus_trader.ports import BusMessage, Exchange, Filter
+from prometheus_trader.ports import BusMessage, Exchange, Filter, OrderRejected
 from prometheus_trader.sample import SAMPLE_STORE_DIR
 from prometheus_trader.usecases.collect import CollectMarketData
 from prometheus_trader.usecases.dispatch import ExecutionRequest
@@ -76,6 +77,12 @@ class Faulty:
         reported = order.model_copy(update={"amount": request.amount, "status": OrderStatus.OPEN})
         self._partial_orders[request.client_order_id] = reported
         return reported.model_copy()
+
+    def create_orders(
+        self, requests: Sequence[tuple[str, OrderRequest]]
+    ) -> list[Order | OrderRejected]:
+        # one by one through the faults (the inner batch would bypass them)
+        return orders_one_by_one(self.create_order, requests)
 
     def cancel_order(self, account: str, order_id: str) -> Order:
         for cid, order in self._partial_orders.items():

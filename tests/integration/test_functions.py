@@ -274,7 +274,7 @@ def test_transient_failure_is_a_500_for_redelivery(world: CloudWorld) -> None:
 
 
 # -------------------------------------------------------------------- dispatcher
-def test_dispatcher_publishes_one_execution_per_admitted_user(world: CloudWorld) -> None:
+def test_dispatcher_publishes_one_execution_batch_per_bucket(world: CloudWorld) -> None:
     world.bus.ensure_subscription(Topics.EXECUTIONS, Subscriptions.EXECUTOR)
     user, signal = seed_user_and_signal(world)
     paused = User.with_profile("bob", RiskProfile.MODERATE, paused=True, watch_all=True)
@@ -290,7 +290,8 @@ def test_dispatcher_publishes_one_execution_per_admitted_user(world: CloudWorld)
         requests = [json.loads(m.message.data) for m in pulled.received_messages]
     finally:
         subscriber.close()
-    assert requests == [{"signal_id": signal.id, "user_id": user.user_id}]
+    # one admitted user: one bucket's batch message (the batched executor's)
+    assert requests == [{"signal_id": signal.id, "user_ids": [user.user_id]}]
 
 
 # ------------------------------------------------------------- scheduler and API

@@ -7,7 +7,7 @@ evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -301,6 +301,9 @@ class RefusingExchange:
 
     def create_order(self, account: str, request: object) -> NoReturn:
         raise OrderRejected("insufficient margin (code -2019)")
+
+    def create_orders(self, requests: Sequence[tuple[str, object]]) -> list[OrderRejected]:
+        return [OrderRejected("insufficient margin (code -2019)") for _ in requests]
 
 
 def test_exchange_rejection_is_a_final_recorded_decision(world: World) -> None:

@@ -49,7 +49,23 @@ def test_the_most_selective_index_is_used() -> None:
         ["positions", *indexed[2]],
     ).fetchall()
     assert any("documents_user_id" in str(row) for row in plan)
-    assert _index_sql([Filter("user_id", "in", ["a"]), Filter("x", "==", 1)]) is None
+    assert _index_sql([Filter("user_id", "in", [1]), Filter("x", "==", 1)]) is None
+
+
+def test_an_in_over_strings_reads_through_the_index_with_firestore_typing() -> None:
+    store = SqliteStateStore()
+    store.set("positions", "a", {"id": "a", "user_id": "u1", "status": "open"})
+    store.set("positions", "b", {"id": "b", "user_id": "u2", "status": "open"})
+    store.set(
+        "positions", "c", {"id": "c", "user_id": 1, "status": "open"}
+    )  # a number never matches
+    store.set("positions", "d", {"id": "d", "user_id": "u1", "status": "closed"})
+    store.set("positions", "e", {"id": "e", "user_id": ["u1"], "status": "open"})  # nor an array
+    flt = Filter("user_id", "in", ["u1", "1", "u3"])
+    indexed = _index_sql([Filter("status", "==", "open"), flt])
+    assert indexed is not None and indexed[0] == "documents_user_id" and indexed[3] is flt
+    assert _ids(store, flt, Filter("status", "==", "open")) == ["a"]
+    assert _ids(store, Filter("user_id", "in", ["u1", "u2"])) == ["a", "b", "d"]
 
 
 def test_a_file_from_before_the_indexes_gets_them_on_open(tmp_path: Path) -> None:

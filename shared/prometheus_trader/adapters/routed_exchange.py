@@ -23,7 +23,7 @@ from prometheus_trader.domain.market import (
 )
 from prometheus_trader.domain.trading import Balance, ExchangePosition, Order, OrderRequest
 from prometheus_trader.domain.users import parse_venue_account
-from prometheus_trader.ports import Exchange
+from prometheus_trader.ports import Exchange, OrderRejected
 
 
 class RoutedExchange:
@@ -90,6 +90,34 @@ class RoutedExchange:
     def create_order(self, account: str, request: OrderRequest) -> Order:
         """An order on the account's venue (or the paper ledger)."""
         return self._for(account).create_order(account, request)
+
+    def create_orders(
+        self, requests: Sequence[tuple[str, OrderRequest]]
+    ) -> list[Order | OrderRejected]:
+        """Each venue's items in one ``create_orders`` call (an account's items keep their
+        order: an account lives on one venue); the results in the requests' order."""
+        groups: dict[int, tuple[Exchange, list[int]]] = {}
+        for i, (account, _) in enumerate(requests):
+            target = self._for(account)
+            groups.setdefault(id(target), (target, []))[1].append(i)
+        out: list[Order | OrderRejected | None] = [None] * len(requests)
+        for target, indices in groups.values():
+            results = target.create_orders([requests[i] for i in indices])
+            for i, result in zip(indices, results, strict=True):
+                out[i] = result
+        return [r for r in out if r is not None]
+
+    def fetch_balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
+        """Each venue's accounts in one ``fetch_balances`` call; by account, in the
+        accounts' order."""
+        groups: dict[int, tuple[Exchange, list[str]]] = {}
+        for account in dict.fromkeys(accounts):
+            target = self._for(account)
+            groups.setdefault(id(target), (target, []))[1].append(account)
+        found: dict[str, Balance] = {}
+        for target, names in groups.values():
+            found.update(target.fetch_balances(names))
+        return {account: found[account] for account in dict.fromkeys(accounts)}
 
     def fetch_order(self, account: str, order_id: str) -> Order:
         """One order of the account."""

@@ -58,6 +58,7 @@ from prometheus_trader.usecases.collect import CollectReport
 from prometheus_trader.usecases.collect_live import CollectLiveMarketData, LiveCollectReport
 from prometheus_trader.usecases.dispatch import DispatchSignal
 from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
+from prometheus_trader.usecases.execute_batch import BatchReport
 from prometheus_trader.usecases.housekeeping import Housekeeping
 from prometheus_trader.usecases.monitor import ExitMonitor
 from prometheus_trader.usecases.notify import NotifyEvent
@@ -407,7 +408,7 @@ class CloudRuntime:
 
     @property
     def dispatcher(self) -> DispatchSignal:
-        """``signals`` → one ``executions`` message per admitted user."""
+        """``signals`` → ``executions`` messages: one per bucket of admitted users."""
         return self.usecases.dispatcher
 
     @property
@@ -495,11 +496,11 @@ class CloudRuntime:
             self.refresh_market()
             return self.usecases.ranker.run()
 
-    def execute(self, message: BusMessage) -> Execution:
-        """Executor over the current market store."""
+    def execute(self, message: BusMessage) -> Execution | BatchReport:
+        """Executor over the current market store (a user's message or a bucket's)."""
         with self._lock:
             self.refresh_market()
-            return self.usecases.executor.handle(message)
+            return self.usecases.executor.handle_message(message)
 
 
 _runtime: CloudRuntime | None = None

@@ -59,7 +59,7 @@ from prometheus_trader.ports import (
 from prometheus_trader.usecases.collect import CollectMarketData
 from prometheus_trader.usecases.dispatch import DispatchSignal
 from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
-from prometheus_trader.usecases.execute import ExecuteSignalForUser
+from prometheus_trader.usecases.execute_batch import ExecuteSignalBatch
 from prometheus_trader.usecases.execution_steps import ExecutorConfig
 from prometheus_trader.usecases.housekeeping import Housekeeping, TopLiquidConfig
 from prometheus_trader.usecases.monitor import ExitMonitor
@@ -235,7 +235,7 @@ class UseCases:
     collector: CollectMarketData
     ranker: RankAndPublishSignals
     dispatcher: DispatchSignal
-    executor: ExecuteSignalForUser
+    executor: ExecuteSignalBatch  # both message kinds: per user and per bucket
     evaluator: EvaluateClosedPosition
     notifier: NotifyEvent
     monitor: ExitMonitor
@@ -246,7 +246,7 @@ class UseCases:
         """(topic, subscription) → the handler that consumes it."""
         return {
             (Topics.SIGNALS, Subscriptions.DISPATCHER): self.dispatcher.handle,
-            (Topics.EXECUTIONS, Subscriptions.EXECUTOR): self.executor.handle,
+            (Topics.EXECUTIONS, Subscriptions.EXECUTOR): self.executor.handle_message,
             (Topics.EVENTS, Subscriptions.EVALUATOR): self.evaluator.handle,
             (Topics.EVENTS, Subscriptions.NOTIFIER): self.notifier.handle,
         }
@@ -294,8 +294,8 @@ def wire(
                 timeframe=bars,
             ),
         ),
-        dispatcher=DispatchSignal(state, bus, clock),
-        executor=ExecuteSignalForUser(
+        dispatcher=DispatchSignal(state, bus, clock, buckets=settings.execution_buckets),
+        executor=ExecuteSignalBatch(
             state, exchange, market, bus, blobs, clock, ExecutorConfig(bar_timeframe=bars)
         ),
         evaluator=EvaluateClosedPosition(state, clock),

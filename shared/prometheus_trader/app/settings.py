@@ -79,6 +79,14 @@ class Settings(BaseSettings):
 
     # bus
     max_delivery_attempts: int = Field(default=5, ge=1)
+    # hfx (issue 12): the dispatcher's executions messages; 0 = one per user
+    execution_buckets: int = Field(
+        default=64,
+        ge=0,
+        le=10_000,
+        description="one executions message per bucket of users (stable hash of the user "
+        "id), run by the batched executor; 0 = one message per user",
+    )
 
     # logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

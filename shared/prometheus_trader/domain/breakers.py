@@ -24,6 +24,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from prometheus_trader.domain.trusted import copied
 from prometheus_trader.domain.users import RiskLimits
 
 
@@ -109,7 +110,7 @@ def observe_account(
     resume_requested_at: datetime | None = None,
 ) -> tuple[AccountState, list[BreakerTransition]]:
     """Move ``state`` forward to ``now`` at ``equity``; return it and the transitions."""
-    today = now.strftime("%Y-%m-%d")
+    today = utc_day(now)
     updates: dict[str, object] = {}
     held = dict(state.tripped)
     if state.day != today:
@@ -128,10 +129,10 @@ def observe_account(
         reasons[Breaker.CONSECUTIVE_LOSSES] = "resumed by the user"
         reasons[Breaker.MAX_DRAWDOWN] = "resumed by the user (peak restarts at current equity)"
     # the sticky trips cleared by their reset rules above are judged afresh below
-    new = state.model_copy(update={**updates, "tripped": held})
+    new = copied(state, {**updates, "tripped": held})
     resume_at = consecutive_resume_at(new, limits)
     if resume_at is not None and now >= resume_at:
-        new = new.model_copy(update={"consecutive_losses": 0})
+        new = copied(new, {"consecutive_losses": 0})
         reasons.setdefault(
             Breaker.CONSECUTIVE_LOSSES,
             f"cool-down of {limits.consecutive_loss_cooldown_minutes} min after the last loss",
@@ -177,8 +178,24 @@ def observe_account(
                 )
             )
     if tripped != new.tripped:
-        new = new.model_copy(update={"tripped": tripped})
+        new = copied(new, {"tripped": tripped})
     return new, transitions
+
+
+# (the instant, its day) last asked: one fan-out asks for one instant; one tuple, swapped
+# whole, so a concurrent reader never pairs an instant with another's day
+_last_day: list[tuple[datetime | None, str]] = [(None, "")]
+
+
+def utc_day(now: datetime) -> str:
+    """``now.strftime("%Y-%m-%d")`` (the day of ``now`` in its own timezone, UTC for ours),
+    remembered for the last instant asked (the same object for every user of a fan-out)."""
+    last = _last_day[0]
+    if now is last[0]:
+        return last[1]
+    day = now.strftime("%Y-%m-%d")
+    _last_day[0] = (now, day)
+    return day
 
 
 def record_trade(state: AccountState, closed_at: datetime, equity_pnl_pct: float) -> AccountState:

@@ -79,8 +79,14 @@ class Instrument(Frozen):
 
 
 def _clean(value: float, step: float) -> float:
-    decimals = max(0, -math.floor(math.log10(step)) + 1) if step < 1 else 0
-    return round(value, decimals + 2)
+    digits = _DIGITS.get(step)
+    if digits is None:  # a handful of steps per market: computed once each
+        digits = (max(0, -math.floor(math.log10(step)) + 1) if step < 1 else 0) + 2
+        _DIGITS[step] = digits
+    return round(value, digits)
+
+
+_DIGITS: dict[float, int] = {}  # price/amount step -> decimals kept by _clean
 
 
 class Candle(Frozen):

@@ -14,10 +14,12 @@ plan that cannot be sized gets ``amount == 0`` and a note, and the risk gate rej
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_trader.domain.market import Instrument, MarketType, Side
 from prometheus_trader.domain.signals import Direction, OpportunitySignal, TakeProfitLevel
 from prometheus_trader.domain.trading import OrderType, PlannedOrder, TradePlan
+from prometheus_trader.domain.trusted import copied, trusted
 from prometheus_trader.domain.users import OrderStyle, Scaling, User
 
 __all__ = ["OrderStyle", "Scaling", "kelly_risk_pct", "plan_for_user", "plan_trade", "resize_plan"]
@@ -78,44 +80,18 @@ def plan_trade(
         )
     leverage = max(1.0, min(limits.leverage, instrument.max_leverage))
     direction = signal.direction
-    reference = entry_price if entry_price is not None else signal.entry_price
-    stop = instrument.round_price(signal.stop_loss) if signal.stop_loss is not None else None
-
-    if style is OrderStyle.SCALED:
-        prices = _scaled_prices(signal, instrument, scaled_entries)
-        weights = _scaling_weights(len(prices), scaling)
-        leg_names = [f"entry{i + 1}" for i in range(len(prices))]
-        leg_type = OrderType.LIMIT
-    else:
-        prices = [instrument.round_price(reference)]
-        weights = [1.0]
-        leg_names = ["entry"]
-        leg_type = OrderType.MARKET
-
-    all_tps = [instrument.round_price(tp.price) for tp in signal.take_profits]
-    fractions = [tp.size_fraction for tp in signal.take_profits]
-    if style is OrderStyle.BRACKET:
-        tp_targets = [(all_tps[0], 1.0)]
-    else:
-        tp_targets = list(zip(all_tps, fractions, strict=True))
+    terms = _signal_terms(signal, instrument, entry_price, style, scaled_entries, scaling)
+    stop, prices, weights = terms.stop, terms.prices, terms.weights
+    leg_names, leg_type, tp_targets = terms.leg_names, terms.leg_type, terms.tp_targets
 
     amounts = [0.0] * len(prices)
-    if stop is None:
-        notes.append("signal has no stop-loss: not sized")
-    elif min(prices) <= 0 or stop <= 0:
-        notes.append(f"price step {instrument.price_step} rounds a price to zero: not sized")
-        prices = [reference] * len(prices)
-    elif any(direction.sign * (p - stop) <= 0 for p in prices):
-        notes.append(f"stop-loss {stop} is on the wrong side of the entry: not sized")
+    if terms.unsized_note is not None:
+        notes.append(terms.unsized_note)
     elif equity <= 0:
         notes.append(f"equity {equity} is not positive: not sized")
     else:
         budget = equity * target_risk / 100
-        per_unit = sum(
-            w * _unit_loss(p, stop, instrument.taker_fee)
-            for p, w in zip(prices, weights, strict=True)
-        )
-        total = budget / per_unit
+        total = budget / terms.per_unit
         amounts = [instrument.round_amount(total * w) for w in weights]
         if not any(amounts):
             notes.append(
@@ -142,6 +118,106 @@ def plan_trade(
         notes=notes,
         fallback_entry=prices[0],
     )
+
+
+@dataclass(frozen=True)
+class _SignalTerms:
+    """What sizing needs from the signal and the instrument alone (not the user's equity
+    or risk): the same for every user of a fan-out with one order style."""
+
+    stop: float | None
+    prices: list[float]  # entry prices (the reference price when a step rounds to zero)
+    weights: list[float]
+    leg_names: list[str]
+    leg_type: OrderType
+    tp_targets: list[tuple[float, float]]
+    unsized_note: str | None  # why no user can be sized on this signal, if so
+    per_unit: float  # quote lost per unit of total size at the stop (fees included)
+
+
+def _signal_terms(
+    signal: OpportunitySignal,
+    instrument: Instrument,
+    entry_price: float | None,
+    style: OrderStyle,
+    scaled_entries: int,
+    scaling: Scaling,
+) -> _SignalTerms:
+    """The sizing terms of a signal, remembered per signal value, instrument and style
+    (prices are validated positive: equal keys are equal values, never -0.0 or NaN)."""
+    scaled = style is OrderStyle.SCALED
+    key = (
+        id(instrument),
+        style,
+        scaled_entries if scaled else 0,
+        scaling if scaled else "",
+        entry_price,
+        signal.direction,
+        signal.entry_price,
+        signal.entry_low,
+        signal.entry_high,
+        signal.stop_loss,
+        *[(tp.price, tp.size_fraction) for tp in signal.take_profits],
+    )
+    hit = _TERMS.get(key)
+    if hit is not None and hit[0] is instrument:  # the id is of this very instrument
+        return hit[1]
+    terms = _compute_terms(signal, instrument, entry_price, style, scaled_entries, scaling)
+    if len(_TERMS) >= _TERMS_MAX:
+        _TERMS.clear()
+    _TERMS[key] = (instrument, terms)
+    return terms
+
+
+_TERMS: dict[tuple[object, ...], tuple[Instrument, _SignalTerms]] = {}
+_TERMS_MAX = 256
+
+
+def _compute_terms(
+    signal: OpportunitySignal,
+    instrument: Instrument,
+    entry_price: float | None,
+    style: OrderStyle,
+    scaled_entries: int,
+    scaling: Scaling,
+) -> _SignalTerms:
+    direction = signal.direction
+    reference = entry_price if entry_price is not None else signal.entry_price
+    stop = instrument.round_price(signal.stop_loss) if signal.stop_loss is not None else None
+
+    if style is OrderStyle.SCALED:
+        prices = _scaled_prices(signal, instrument, scaled_entries)
+        weights = _scaling_weights(len(prices), scaling)
+        leg_names = [f"entry{i + 1}" for i in range(len(prices))]
+        leg_type = OrderType.LIMIT
+    else:
+        prices = [instrument.round_price(reference)]
+        weights = [1.0]
+        leg_names = ["entry"]
+        leg_type = OrderType.MARKET
+
+    all_tps = [instrument.round_price(tp.price) for tp in signal.take_profits]
+    fractions = [tp.size_fraction for tp in signal.take_profits]
+    if style is OrderStyle.BRACKET:
+        tp_targets = [(all_tps[0], 1.0)]
+    else:
+        tp_targets = list(zip(all_tps, fractions, strict=True))
+
+    note: str | None = None
+    per_unit = 0.0
+    if stop is None:
+        note = "signal has no stop-loss: not sized"
+    elif min(prices) <= 0 or stop <= 0:
+        note = f"price step {instrument.price_step} rounds a price to zero: not sized"
+        prices = [reference] * len(prices)
+    elif any(direction.sign * (p - stop) <= 0 for p in prices):
+        note = f"stop-loss {stop} is on the wrong side of the entry: not sized"
+    else:
+        per_unit = sum(
+            w * _unit_loss(p, stop, instrument.taker_fee)
+            for p, w in zip(prices, weights, strict=True)
+        )
+    return _SignalTerms(stop, prices, weights, leg_names, leg_type, tp_targets, note, per_unit)
 
 
 def resize_plan(plan: TradePlan, instrument: Instrument, max_position_pct: float) -> TradePlan:
@@ -286,16 +362,13 @@ def _assemble(
     if tp_legs:
         reward = sum(a * abs(p - entry) for p, a in tp_legs) / total
         take_profits = [
-            TakeProfitLevel(price=p, pct=abs(p - entry) / entry * 100, size_fraction=a / total)
-            for p, a in tp_legs
+            _take_profit(p, abs(p - entry) / entry * 100, a / total) for p, a in tp_legs
         ]
     else:
         weight_sum = sum(f for _, f in tp_targets) or 1.0
         reward = sum(f * abs(p - entry) for p, f in tp_targets) / weight_sum
         take_profits = [
-            TakeProfitLevel(
-                price=p, pct=abs(p - entry) / entry * 100, size_fraction=min(1.0, f / weight_sum)
-            )
+            _take_profit(p, abs(p - entry) / entry * 100, min(1.0, f / weight_sum))
             for p, f in tp_targets
         ]
     if not tp_targets:
@@ -313,58 +386,117 @@ def _assemble(
         exit_side = Side.SELL if sign > 0 else Side.BUY
         for leg in kept:
             orders.append(
-                PlannedOrder(
-                    leg=leg.leg,
-                    side=entry_side,
-                    type=leg.type,
-                    amount=leg.amount,
-                    price=leg.price if leg.type is OrderType.LIMIT else None,
+                _order(
+                    leg.leg,
+                    entry_side,
+                    leg.type,
+                    leg.amount,
+                    leg.price if leg.type is OrderType.LIMIT else None,
+                    None,
+                    False,
+                    _ENTRY_ORDER_FIELDS,
                 )
             )
         orders.append(
-            PlannedOrder(
-                leg="sl",
-                side=exit_side,
-                type=OrderType.STOP_MARKET,
-                amount=total,
-                stop_price=stop,
-                reduce_only=True,
-            )
+            _order("sl", exit_side, OrderType.STOP_MARKET, total, None, stop, True, _EXIT_FIELDS)
         )
         for i, (price, amount) in enumerate(tp_legs, start=1):
             orders.append(
-                PlannedOrder(
-                    leg=f"tp{i}",
-                    side=exit_side,
-                    type=OrderType.TAKE_PROFIT_MARKET,
-                    amount=amount,
-                    stop_price=price,
-                    reduce_only=True,
+                _order(
+                    f"tp{i}",
+                    exit_side,
+                    OrderType.TAKE_PROFIT_MARKET,
+                    amount,
+                    None,
+                    price,
+                    True,
+                    _EXIT_FIELDS,
                 )
             )
     positive_equity = equity > 0
-    return TradePlan(
-        signal_id=signal_id,
-        user_id=user_id,
-        symbol=symbol,
-        exchange=exchange,
-        market_type=market_type,
-        direction=direction,
-        entry_price=entry,
-        stop_loss=stop,
-        take_profits=take_profits,
-        amount=total,
-        notional=notional,
-        equity=max(0.0, equity),
-        leverage=leverage,
-        margin=notional / leverage,
-        risk_pct=risk_quote / equity * 100 if positive_equity else 0.0,
-        stop_distance_pct=stop_distance_pct,
-        position_pct=notional / equity * 100 if positive_equity else 0.0,
-        reward_risk=reward_risk,
-        orders=orders,
-        notes=notes,
+    values: dict[str, Any] = {
+        "signal_id": signal_id,
+        "user_id": user_id,
+        "symbol": symbol,
+        "exchange": exchange,
+        "market_type": market_type,
+        "direction": direction,
+        "entry_price": float(entry),
+        "stop_loss": None if stop is None else float(stop),
+        "take_profits": take_profits,
+        "amount": float(total),
+        "notional": float(notional),
+        "equity": float(max(0.0, equity)),
+        "leverage": float(leverage),
+        "margin": float(notional / leverage),
+        "risk_pct": float(risk_quote / equity * 100) if positive_equity else 0.0,
+        "stop_distance_pct": float(stop_distance_pct),
+        "position_pct": float(notional / equity * 100) if positive_equity else 0.0,
+        "reward_risk": float(reward_risk),
+        "orders": orders,
+        "notes": notes,
+    }
+    # every number was computed here and is a float now: built without re-validation
+    # unless a constraint fails or a text/enum is not of its type (then validation
+    # converts or raises as it always did)
+    nonnegative = (
+        total, notional, values["equity"], values["margin"], values["risk_pct"],
+        stop_distance_pct, values["position_pct"], reward_risk, values["leverage"] - 1,
+    )  # fmt: skip
+    if (
+        all(v >= 0 for v in nonnegative)
+        and type(signal_id) is str
+        and type(user_id) is str
+        and type(symbol) is str
+        and type(exchange) is str
+        and type(market_type) is MarketType
+        and type(direction) is Direction
+    ):
+        return trusted(TradePlan, values)
+    return TradePlan.model_validate(values)
+
+
+# PlannedOrder fields passed by the planner (the others keep their defaults)
+_ENTRY_ORDER_FIELDS = frozenset({"leg", "side", "type", "amount", "price"})
+_EXIT_FIELDS = frozenset({"leg", "side", "type", "amount", "stop_price", "reduce_only"})
+
+
+def _order(
+    leg: str,
+    side: Side,
+    type_: OrderType,
+    amount: float,
+    price: float | None,
+    stop_price: float | None,
+    reduce_only: bool,
+    fields_set: frozenset[str],
+) -> PlannedOrder:
+    """``PlannedOrder(...)`` of the planner's own values, without re-validation."""
+    if not amount > 0:  # validation refuses it
+        return PlannedOrder(leg=leg, side=side, type=type_, amount=amount)
+    return trusted(
+        PlannedOrder,
+        {
+            "leg": leg,
+            "side": side,
+            "type": type_,
+            "amount": float(amount),
+            "price": None if price is None else float(price),
+            "stop_price": None if stop_price is None else float(stop_price),
+            "reduce_only": reduce_only,
+        },
+        set(fields_set),
     )
+
+
+def _take_profit(price: float, pct: float, size_fraction: float) -> TakeProfitLevel:
+    """``TakeProfitLevel(...)`` of the planner's own values, without re-validation."""
+    if price > 0 and pct > 0 and 0 < size_fraction <= 1:
+        return trusted(
+            TakeProfitLevel,
+            {"price": float(price), "pct": float(pct), "size_fraction": float(size_fraction)},
+        )
+    return TakeProfitLevel(price=price, pct=pct, size_fraction=size_fraction)
 
 
 def _meets_minimum(leg: _EntryLeg, instrument: Instrument) -> bool:
@@ -436,5 +568,5 @@ def plan_for_user(
             f"Kelly x{user.kelly_fraction:g} over {edge.trades} trades "
             f"(win {edge.win_rate:.0%}, win/loss {edge.avg_win_loss_ratio:.2f})"
         )
-        plan = plan.model_copy(update={"notes": [*plan.notes, note]})
+        plan = copied(plan, {"notes": [*plan.notes, note]})
     return plan

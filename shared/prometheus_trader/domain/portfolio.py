@@ -126,17 +126,23 @@ def ladder_blocks_entries(
     step_done_pct: float, daily_drawdown_pct: float, config: PortfolioConfig = DEFAULT_PORTFOLIO
 ) -> str | None:
     """Why the ladder blocks new entries now (None: it does not)."""
-    if step_done_pct >= config.halt_pct:
+    # the default thresholds, computed once (every executor decision asks)
+    halt, block = (
+        _DEFAULT_STEPS
+        if config is DEFAULT_PORTFOLIO
+        else (config.halt_pct, config.block_entries_pct)
+    )
+    if step_done_pct >= halt:
         return (
             f"daily drawdown ladder reached {step_done_pct:g}%: "
             "trading stopped until the next UTC day"
         )
-    if daily_drawdown_pct >= config.block_entries_pct:
-        return (
-            f"daily drawdown {daily_drawdown_pct:.2f}% >= {config.block_entries_pct:g}%: "
-            "no new entries"
-        )
+    if daily_drawdown_pct >= block:
+        return f"daily drawdown {daily_drawdown_pct:.2f}% >= {block:g}%: no new entries"
     return None
+
+
+_DEFAULT_STEPS = (DEFAULT_PORTFOLIO.halt_pct, DEFAULT_PORTFOLIO.block_entries_pct)
 
 
 def pct_change(closes: Sequence[float], minutes: int) -> float | None:

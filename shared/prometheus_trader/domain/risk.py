@@ -14,8 +14,9 @@ from elsewhere (e.g. a stored execution record) before placing any order.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from datetime import datetime
+from math import copysign, isfinite
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +31,7 @@ from prometheus_trader.domain.trading import (
     RiskDecision,
     TradePlan,
 )
+from prometheus_trader.domain.trusted import trusted
 from prometheus_trader.domain.users import RiskLimits, User
 
 # Rule order; evaluate_risk records one RiskCheck per code in exactly this order.
@@ -112,15 +114,19 @@ def breaker_state(ctx: RiskContext, limits: RiskLimits) -> BreakerState:
         if ctx.day_start_equity > 0
         else 0.0
     )
-    sticky = set(ctx.breakers_tripped)  # a trip holds until its own reset rule
-    return BreakerState(
-        daily_loss=ctx.realized_pnl_today_pct <= -limits.daily_loss_limit_pct
-        or "daily_loss" in sticky,
-        consecutive_losses=ctx.consecutive_losses >= limits.max_consecutive_losses,
-        max_drawdown=drawdown >= limits.max_drawdown_pct or "max_drawdown" in sticky,
-        realized_today_pct=ctx.realized_pnl_today_pct,
-        equity_change_today_pct=change_today,
-        drawdown_pct=drawdown,
+    sticky = ctx.breakers_tripped  # a trip holds until its own reset rule
+    # built without re-validation: booleans and floats of their types (validated inputs)
+    return trusted(
+        BreakerState,
+        {
+            "daily_loss": ctx.realized_pnl_today_pct <= -limits.daily_loss_limit_pct
+            or "daily_loss" in sticky,
+            "consecutive_losses": ctx.consecutive_losses >= limits.max_consecutive_losses,
+            "max_drawdown": drawdown >= limits.max_drawdown_pct or "max_drawdown" in sticky,
+            "realized_today_pct": float(ctx.realized_pnl_today_pct),
+            "equity_change_today_pct": float(change_today),
+            "drawdown_pct": float(drawdown),
+        },
     )
 
 
@@ -154,14 +160,27 @@ def evaluate_risk(
             rechecked = _run_checks(signal, shrunk, user, ctx, instrument, floor)
             annotated = [_annotate_shrink(c, plan, shrunk, failed) for c in rechecked]
             approved = all(c.passed for c in annotated)
-            return RiskDecision(
-                approved=approved,
-                checks=annotated,
-                plan=shrunk if approved else None,
-                shrunk=True,
+            return trusted(
+                RiskDecision,
+                {
+                    "approved": approved,
+                    "checks": annotated,
+                    "plan": shrunk if approved else None,
+                    "shrunk": True,
+                },
             )
     approved = not failed
-    return RiskDecision(approved=approved, checks=checks, plan=plan if approved else None)
+    # as RiskDecision(approved=..., checks=..., plan=...) would build it (shrunk unset)
+    return trusted(
+        RiskDecision,
+        {
+            "approved": approved,
+            "checks": checks,
+            "plan": plan if approved else None,
+            "shrunk": False,
+        },
+        {"approved", "checks", "plan"},
+    )
 
 
 def assert_approved(
@@ -193,16 +212,15 @@ def _run_checks(
     checks: list[RiskCheck] = []
 
     def add(code: RiskCode, passed: bool, detail: str, **values: float) -> None:
-        # stored records are JSON: keep numbers finite (inf only arises with equity <= 0)
-        finite = {k: v if math.isfinite(v) else _HUGE for k, v in values.items()}
-        checks.append(RiskCheck(code=code, passed=passed, detail=detail, values=finite))
+        checks.append(_check(code, passed, detail, values))
 
-    ttl_left = (signal.expires_at - ctx.now).total_seconds()
-    add(
-        RiskCode.SIGNAL_EXPIRED,
-        not signal.is_expired(ctx.now),
-        f"signal expires in {ttl_left:.0f}s" if ttl_left > 0 else "signal expired",
-        seconds_left=ttl_left,
+    # Checks whose every input is in their key are built once per key and shared (they
+    # are immutable): every user of a fan-out judges one signal at one instant.
+    checks.append(
+        _memo(
+            (RiskCode.SIGNAL_EXPIRED, signal.expires_at, ctx.now),
+            lambda: _expiry_check(signal, ctx.now),
+        )
     )
     add(
         RiskCode.KILL_SWITCH,
@@ -221,20 +239,20 @@ def _run_checks(
         not is_excluded,
         f"{signal.symbol} is excluded by the user" if is_excluded else "symbol allowed",
     )
-    fresh = ctx.data_quality_ok and ctx.data_age_s <= ctx.max_data_age_s
-    add(
-        RiskCode.STALE_DATA,
-        fresh,
-        "data fresh"
-        if fresh
-        else (
-            "data quality flagged"
-            if not ctx.data_quality_ok
-            else f"data {ctx.data_age_s:.0f}s old > {ctx.max_data_age_s:.0f}s"
-        ),
-        data_age_s=ctx.data_age_s,
-        max_data_age_s=ctx.max_data_age_s,
-        data_quality_ok=float(ctx.data_quality_ok),
+    age, max_age = ctx.data_age_s, ctx.max_data_age_s
+    checks.append(
+        _memo(
+            # the signs tell 0.0 from -0.0 (equal as keys, stored differently)
+            (
+                RiskCode.STALE_DATA,
+                ctx.data_quality_ok,
+                age,
+                max_age,
+                copysign(1, age),
+                copysign(1, max_age),
+            ),
+            lambda: _stale_check(ctx),
+        )
     )
     if plan.stop_loss is None:
         add(RiskCode.NO_STOP_LOSS, False, "no stop-loss")
@@ -275,12 +293,17 @@ def _run_checks(
             f"already {plan.direction.value} in {plan.symbol}",
             open_in_symbol=float(len(same)),
         )
-    add(
-        RiskCode.MAX_OPEN_POSITIONS,
-        len(open_positions) < limits.max_open_positions,
-        f"{len(open_positions)} open of max {limits.max_open_positions}",
-        open_positions=float(len(open_positions)),
-        max_open_positions=float(limits.max_open_positions),
+    n_open, max_open = len(open_positions), limits.max_open_positions
+    checks.append(
+        _memo(
+            (RiskCode.MAX_OPEN_POSITIONS, n_open, max_open),
+            lambda: _check(
+                RiskCode.MAX_OPEN_POSITIONS,
+                n_open < max_open,
+                f"{n_open} open of max {max_open}",
+                {"open_positions": float(n_open), "max_open_positions": float(max_open)},
+            ),
+        )
     )
     breakers = breaker_state(ctx, limits)
     add(
@@ -301,18 +324,28 @@ def _run_checks(
         if ctx.consecutive_loss_resume_at is not None
         else 0.0
     )
-    add(
-        RiskCode.CONSECUTIVE_LOSS_BREAKER,
-        not breakers.consecutive_losses,
-        f"{ctx.consecutive_losses} consecutive losses of max {limits.max_consecutive_losses}"
-        + (
-            f" (paused; resumes in {resume_s / 60:.0f} min or when the user resumes)"
-            if breakers.consecutive_losses
-            else ""
-        ),
-        consecutive_losses=float(ctx.consecutive_losses),
-        max_consecutive_losses=float(limits.max_consecutive_losses),
-        resumes_in_s=max(0.0, resume_s),
+    losses, max_losses = ctx.consecutive_losses, limits.max_consecutive_losses
+    streak = breakers.consecutive_losses
+    checks.append(
+        _memo(
+            # resume_s: a timedelta's seconds or 0.0, never -0.0
+            (RiskCode.CONSECUTIVE_LOSS_BREAKER, losses, max_losses, resume_s, streak),
+            lambda: _check(
+                RiskCode.CONSECUTIVE_LOSS_BREAKER,
+                not streak,
+                f"{losses} consecutive losses of max {max_losses}"
+                + (
+                    f" (paused; resumes in {resume_s / 60:.0f} min or when the user resumes)"
+                    if streak
+                    else ""
+                ),
+                {
+                    "consecutive_losses": float(losses),
+                    "max_consecutive_losses": float(max_losses),
+                    "resumes_in_s": max(0.0, resume_s),
+                },
+            ),
+        )
     )
     add(
         RiskCode.MAX_DRAWDOWN,
@@ -369,6 +402,76 @@ def _run_checks(
         free_margin=ctx.free_margin,
     )
     return checks
+
+
+def _check(code: RiskCode, passed: bool, detail: str, values: dict[str, float]) -> RiskCheck:
+    """``RiskCheck(code=..., passed=..., detail=..., values=...)`` without re-validation
+    (domain.trusted): the values are made floats here as validation would, the other
+    fields are of their types by construction. A check without numbers is immutable and
+    the same for every user (kill switch off, active...): built once, then shared."""
+    if not values:
+        key = (code, passed, detail)
+        check = _NUMBERLESS.get(key)
+        if check is None:
+            check = trusted(
+                RiskCheck, {"code": code, "passed": passed, "detail": detail, "values": {}}
+            )
+            if len(_NUMBERLESS) < _NUMBERLESS_MAX:
+                _NUMBERLESS[key] = check
+        return check
+    for v in values.values():
+        if type(v) is not float or not isfinite(v):
+            # stored records are JSON: keep numbers finite (inf only arises with equity <= 0)
+            values = {k: float(x) if isfinite(x) else _HUGE for k, x in values.items()}
+            break
+    return trusted(RiskCheck, {"code": code, "passed": passed, "detail": detail, "values": values})
+
+
+def _expiry_check(signal: OpportunitySignal, now: datetime) -> RiskCheck:
+    ttl_left = (signal.expires_at - now).total_seconds()
+    return _check(
+        RiskCode.SIGNAL_EXPIRED,
+        not signal.is_expired(now),
+        f"signal expires in {ttl_left:.0f}s" if ttl_left > 0 else "signal expired",
+        {"seconds_left": ttl_left},
+    )
+
+
+def _stale_check(ctx: RiskContext) -> RiskCheck:
+    fresh = ctx.data_quality_ok and ctx.data_age_s <= ctx.max_data_age_s
+    return _check(
+        RiskCode.STALE_DATA,
+        fresh,
+        "data fresh"
+        if fresh
+        else (
+            "data quality flagged"
+            if not ctx.data_quality_ok
+            else f"data {ctx.data_age_s:.0f}s old > {ctx.max_data_age_s:.0f}s"
+        ),
+        {
+            "data_age_s": ctx.data_age_s,
+            "max_data_age_s": ctx.max_data_age_s,
+            "data_quality_ok": float(ctx.data_quality_ok),
+        },
+    )
+
+
+def _memo(key: tuple[object, ...], build: Callable[[], RiskCheck]) -> RiskCheck:
+    """The check of ``key`` (every input of the check), built once and then shared."""
+    check = _MEMO.get(key)
+    if check is None:
+        check = build()
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()  # keys hold instants and ages: old ones are never asked again
+        _MEMO[key] = check
+    return check
+
+
+_MEMO: dict[tuple[object, ...], RiskCheck] = {}
+_MEMO_MAX = 4096
+_NUMBERLESS: dict[tuple[RiskCode, bool, str], RiskCheck] = {}
+_NUMBERLESS_MAX = 1024  # details carry a user's pause reason: bounded
 
 
 def _open_exposure_pct(positions: list[Position], equity: float) -> float:

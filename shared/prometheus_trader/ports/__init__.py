@@ -6,6 +6,7 @@ contract-test suite (``tests/contract``) runs against every adapter.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -122,6 +123,20 @@ class Exchange(Protocol):
         """Open net positions."""
         ...
 
+    # batch calls (a fan-out books many users' orders at once; issue 12)
+    def create_orders(
+        self, requests: Sequence[tuple[str, OrderRequest]]
+    ) -> list[Order | OrderRejected]:
+        """``create_order(account, request)`` for each item, in order, with the same
+        client-order-id idempotency; a refused order's ``OrderRejected`` is returned in
+        its place. Any other error (transient) raises for the whole call: some leading
+        items may have been placed, so repeat the whole call (idempotent)."""
+        ...
+
+    def fetch_balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
+        """``fetch_balance`` of each account (each once), by account."""
+        ...
+
 
 # ---------------------------------------------------------------------- TickSource
 @runtime_checkable
@@ -216,6 +231,22 @@ class StateStore(Protocol):
 
     def transaction(self, fn: Callable[[StateTransaction], T]) -> T:
         """Run ``fn`` atomically (it may be retried on contention: keep it pure)."""
+        ...
+
+    # --- batches (hfx: the batched executor reads and writes many users at once) ---
+    def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, Document]:
+        """The documents of ``doc_ids`` that exist, by id (absent ids are left out)."""
+        ...
+
+    def create_many(
+        self, collection: str, docs: Mapping[str, Mapping[str, Any]]
+    ) -> builtins.set[str]:
+        """Create each document if absent (each on its own, not all-or-nothing); the ids
+        created. An existing document is left untouched, as ``create`` does."""
+        ...
+
+    def set_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Create or replace each document (each on its own, not all-or-nothing)."""
         ...
 
 

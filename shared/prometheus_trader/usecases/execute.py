@@ -367,7 +367,11 @@ class ExecuteSignalForUser(ExecutionSteps):
         exec_id = record.id
         existing = self._state.get(Collections.POSITIONS, exec_id)
         if existing is not None:
-            return accepted(Position.model_validate(existing))
+            # stored by an earlier attempt that may have died before its events: publish
+            # them again (deterministic ids: stored once, consumers dedupe on the id)
+            position = Position.model_validate(existing)
+            self._position_events(signal, user, plan, position)
+            return accepted(position)
         entry_leg = next(o for o in plan.orders if o.leg == "entry")
         # on a repeat this returns the first attempt's order (same client order id)
         entry = self._place(
@@ -490,39 +494,30 @@ class ExecuteSignalForUser(ExecutionSteps):
             error = str(current.get("error") or "protective order failed")
             return self._flatten(signal, user, plan, entry, error)
         if created:
-            payload = {
-                "position_id": position.id,
-                "signal_id": signal.id,
-                "symbol": signal.symbol,
-                "direction": signal.direction.value,
-                "amount": position.amount,
-                "entry_price": position.entry_price,
-                "stop_loss": position.stop_loss,
-                "position_pct": plan.position_pct,
-                "risk_pct": plan.risk_pct,
-            }
-            now = self._clock.now()
-            publish_event(
-                self._bus,
-                self._state,
-                EventType.TRADE_EXECUTED,
-                key=entry.id,
-                now=now,
-                user_id=user.user_id,
-                payload=payload,
-            )
-            publish_event(
-                self._bus,
-                self._state,
-                EventType.POSITION_OPENED,
-                key=position.id,
-                now=now,
-                user_id=user.user_id,
-                payload=payload,
-            )
+            self._position_events(signal, user, plan, position)
         else:  # a racing attempt stored it first: report that one
             position = Position.model_validate(self._state.get(Collections.POSITIONS, exec_id))
         return accepted(position)
+
+    def _position_events(
+        self, signal: OpportunitySignal, user: User, plan: TradePlan, position: Position
+    ) -> None:
+        """``trade_executed`` and ``position_opened`` of a stored position."""
+        payload = position_payload(signal, plan, position)
+        now = self._clock.now()
+        for event_type, key in (
+            (EventType.TRADE_EXECUTED, position.entry_order_id),
+            (EventType.POSITION_OPENED, position.id),
+        ):
+            publish_event(
+                self._bus,
+                self._state,
+                event_type,
+                key=key,
+                now=now,
+                user_id=user.user_id,
+                payload=payload,
+            )
 
     def _instrument(self, symbol: str) -> Instrument:
         if symbol not in self._instruments:
@@ -533,4 +528,21 @@ class ExecuteSignalForUser(ExecutionSteps):
             raise LookupError(f"unknown instrument {symbol}") from None
 
 
-__all__ = ["EntryPending", "ExecuteSignalForUser", "ExecutorConfig"]
+def position_payload(
+    signal: OpportunitySignal, plan: TradePlan, position: Position
+) -> dict[str, object]:
+    """The payload of a new position's two events."""
+    return {
+        "position_id": position.id,
+        "signal_id": signal.id,
+        "symbol": signal.symbol,
+        "direction": signal.direction.value,
+        "amount": position.amount,
+        "entry_price": position.entry_price,
+        "stop_loss": position.stop_loss,
+        "position_pct": plan.position_pct,
+        "risk_pct": plan.risk_pct,
+    }
+
+
+__all__ = ["EntryPending", "ExecuteSignalForUser", "ExecutorConfig", "position_payload"]

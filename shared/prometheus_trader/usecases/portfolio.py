@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -480,6 +480,12 @@ def user_edge(state: StateStore, user: User) -> JournalEdge | None:
     if user.kelly_fraction is None:
         return None
     docs = state.query(Collections.JOURNAL, [Filter("user_id", "==", user.user_id)])
+    return edge_from_journal(docs)
+
+
+def edge_from_journal(docs: Iterable[Mapping[str, Any]]) -> JournalEdge:
+    """The edge of a user's journal documents (``Collections.JOURNAL`` with ``user_id`` ==
+    the user; any order); pure: a batched caller reads many users' journals at once."""
     return journal_edge([float(d["equity_pnl_pct"]) for d in docs])
 
 

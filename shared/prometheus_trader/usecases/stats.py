@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from pydantic import Field
 
@@ -13,9 +14,11 @@ from prometheus_trader.domain.breakers import (
     BreakerTransition,
     consecutive_resume_at,
     observe_account,
+    utc_day,
 )
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.portfolio import ladder_blocks_entries
+from prometheus_trader.domain.trusted import copied
 from prometheus_trader.domain.users import User
 from prometheus_trader.ports import Bus, Document, Filter, StateStore, StateTransaction
 from prometheus_trader.usecases.events import publish_event
@@ -53,7 +56,7 @@ class UserStats(AccountState):
 
     def ladder_step_today(self, now: datetime) -> float:
         """The ladder step already acted on today (0 on a new day)."""
-        return self.ladder_step_pct if self.ladder_day == now.strftime("%Y-%m-%d") else 0.0
+        return self.ladder_step_pct if self.ladder_day == utc_day(now) else 0.0
 
 
 def user_stats_id(user_id: str) -> str:
@@ -92,19 +95,10 @@ def observe_user(
     ref = user_stats_id(user.user_id)
 
     def observe(doc: Document | None) -> tuple[UserStats, UserStats, list[BreakerTransition]]:
-        stats = UserStats.model_validate(doc) if doc else UserStats(user_id=user.user_id)
-        return observe_stats(stats)
+        return observe_stats_doc(doc, user, now, equity)
 
     def observe_stats(stats: UserStats) -> tuple[UserStats, UserStats, list[BreakerTransition]]:
-        account, transitions = observe_account(
-            stats,
-            user.limits,
-            now,
-            equity,
-            resume_requested_at=user.breakers_resume_requested_at,
-        )
-        new = stats.model_copy(update=account.model_dump(include=set(AccountState.model_fields)))
-        return stats, new, transitions
+        return observe_stats_model(stats, user, now, equity)
 
     if held is _READ:
         doc = state.get(Collections.STATS, ref)
@@ -157,6 +151,64 @@ def risk_account_fields(
     that come from it: the executor's one call before the gate."""
     stats, transitions = observe_user(state, user, now, equity)
     publish_breaker_events(bus, state, user.user_id, transitions)
+    return account_fields_from_stats(stats, user, now, equity)
+
+
+# ---------------------------------------------------------------- pure, over documents
+# A batched executor reads many users' stats documents in one call and computes each
+# user's reading with these (no I/O); the functions above are the per-user path over them.
+
+
+class AccountReading(NamedTuple):
+    """One equity reading of one user's account, computed from the stored stats document.
+
+    ``fields``: the ``RiskContext`` fields that come from the account (what
+    :func:`risk_account_fields` returns); ``transitions``: the breaker trips and resets to
+    publish (:func:`publish_breaker_events`); ``new_doc``: the stats document to store
+    (``UserStats`` JSON), None when the stored one is unchanged (nothing to write);
+    ``stats``: the stats after the reading.
+    """
+
+    fields: dict[str, object]
+    transitions: list[BreakerTransition]
+    new_doc: Document | None
+    stats: UserStats
+
+
+def observe_stats_model(
+    stats: UserStats, user: User, now: datetime, equity: float
+) -> tuple[UserStats, UserStats, list[BreakerTransition]]:
+    """``(stats, new stats, transitions)``: ``stats`` moved forward to ``now`` at ``equity``
+    by the breakers (:func:`~prometheus_trader.domain.breakers.observe_account`); pure."""
+    account, transitions = observe_account(
+        stats,
+        user.limits,
+        now,
+        equity,
+        resume_requested_at=user.breakers_resume_requested_at,
+    )
+    # stats.model_copy(update=account.model_dump(include=<AccountState fields>)) spelled
+    # out (the python dump copies the containers: tripped)
+    update = {name: getattr(account, name) for name in _ACCOUNT_FIELDS}
+    update["tripped"] = dict(account.tripped)
+    return stats, copied(stats, update), transitions
+
+
+_ACCOUNT_FIELDS = tuple(AccountState.model_fields)
+
+
+def observe_stats_doc(
+    doc: Document | None, user: User, now: datetime, equity: float
+) -> tuple[UserStats, UserStats, list[BreakerTransition]]:
+    """:func:`observe_stats_model` of a stored stats document (None: no document yet)."""
+    stats = UserStats.model_validate(doc) if doc else UserStats(user_id=user.user_id)
+    return observe_stats_model(stats, user, now, equity)
+
+
+def account_fields_from_stats(
+    stats: UserStats, user: User, now: datetime, equity: float
+) -> dict[str, object]:
+    """The ``RiskContext`` fields of an observed account (``stats`` after the reading)."""
     daily_drawdown = max(0.0, -stats.day_change_pct(equity))
     return {
         "day_start_equity": stats.day_start_equity,
@@ -168,6 +220,25 @@ def risk_account_fields(
         "daily_drawdown_pct": daily_drawdown,
         "breakers_tripped": sorted(stats.tripped),
     }
+
+
+def account_fields(
+    stats_doc: Document | None, user: User, now: datetime, equity: float
+) -> AccountReading:
+    """The account reading of ``user`` at ``now`` and ``equity`` from its stats document
+    (``state.get(Collections.STATS, user_stats_id(user_id))``; None: none stored); pure.
+
+    Values identical to :func:`risk_account_fields` (which also writes and publishes):
+    the caller stores ``new_doc`` when it is not None (:func:`observe_user` does it in a
+    transaction that re-reads the document: the evaluator writes it too) and publishes
+    ``transitions``.
+    """
+    stats, new, transitions = observe_stats_doc(stats_doc, user, now, equity)
+    changed = stats_doc is None or new != stats or bool(transitions)
+    new_doc = new.model_dump(mode="json") if changed else None
+    return AccountReading(
+        account_fields_from_stats(new, user, now, equity), transitions, new_doc, new
+    )
 
 
 @dataclass(frozen=True)

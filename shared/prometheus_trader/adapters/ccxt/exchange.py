@@ -44,6 +44,7 @@ from prometheus_trader.adapters.ccxt.errors import (
     scrub,
     translate,
 )
+from prometheus_trader.adapters.exchange_batch import balances_one_by_one, orders_one_by_one
 from prometheus_trader.domain.market import (
     TIMEFRAME_MS,
     Candle,
@@ -462,6 +463,17 @@ class CcxtExchange:
             lambda: self._send(account, request),
             lambda: self.fetch_order_by_client_id(account, request),
         )
+
+    def create_orders(
+        self, requests: Sequence[tuple[str, OrderRequest]]
+    ) -> list[Order | OrderRejected]:
+        """``create_order`` one by one: the venues' batch endpoints take one account per
+        request and have their own failure modes; a refusal in its place."""
+        return orders_one_by_one(self.create_order, requests)
+
+    def fetch_balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
+        """``fetch_balance`` of each account (one request each), by account."""
+        return balances_one_by_one(self.fetch_balance, accounts)
 
     def _send(self, account: str, request: OrderRequest) -> Order:
         """Send one order; after an unknown outcome, look it up before sending again."""

@@ -25,6 +25,7 @@ top-level ``update``, reads before writes in transactions). What it does instead
 
 from __future__ import annotations
 
+import builtins
 import marshal
 import operator
 import threading
@@ -309,7 +310,19 @@ class MemoryStateStore(ClosesOnExit):
         best: set[str] | None = None
         if index is not None:
             for flt in filters:
-                if flt.op != "==" or flt.field not in _INDEXED:
+                if flt.field not in _INDEXED:
+                    continue
+                if flt.op == "in" and isinstance(flt.value, list | tuple):
+                    # hfx: the batched executor's "these users": the union of their ids
+                    keys = [index_key(normalize_value(v)) for v in flt.value]
+                    if any(k is None for k in keys):
+                        continue
+                    by_key = index[flt.field]
+                    union: set[str] = set().union(*(by_key.get(k, ()) for k in keys))
+                    if best is None or len(union) < len(best):
+                        best = union
+                    continue
+                if flt.op != "==":
                     continue
                 key = index_key(normalize_value(flt.value))
                 if key is None:
@@ -322,6 +335,30 @@ class MemoryStateStore(ClosesOnExit):
         if best is None:
             return list(docs.items())
         return [(i, docs[i]) for i in best]
+
+    # ------------------------------------------------------------------ batches
+    def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, Document]:
+        """The documents of ``doc_ids`` that exist, by id."""
+        found: dict[str, Document] = {}
+        with self._lock:
+            for doc_id in doc_ids:
+                doc = self._get(collection, doc_id)
+                if doc is not None:
+                    found[doc_id] = doc
+        return found
+
+    def create_many(
+        self, collection: str, docs: Mapping[str, Mapping[str, Any]]
+    ) -> builtins.set[str]:
+        """Create each document if absent; the ids created."""
+        with self._lock:
+            return {d for d, data in docs.items() if self._insert(collection, d, data)}
+
+    def set_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Create or replace each document."""
+        with self._lock:
+            for doc_id, data in docs.items():
+                self._replace(collection, doc_id, data)
 
     def transaction(self, fn: Callable[[StateTransaction], T]) -> T:
         """Run ``fn`` atomically: on any exception nothing it wrote is kept."""

@@ -33,7 +33,7 @@ the 2-second ``poll_trades`` of the exit monitor never queries the store once wa
 
 Paper trading (SPEC §5 paper executor) is the ``PaperLedger`` (``adapters/paper``): the
 accounts persist in a ``StateStore`` (the run's SQLite file, Firestore deployed; a private
-in-memory SQLite store when none is given), so every process using the same store shares
+``MemoryStateStore`` when none is given), so every process using the same store shares
 them. Accounts are created on first use with ``starting_balance`` USDT, one-way net
 positions, isolated per-position margin (``|amount| × entry / leverage``). Orders are
 idempotent on ``client_order_id`` per account. Market orders fill at the last trade
@@ -67,7 +67,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
+from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.adapters.paper.ledger import FillConfig, PaperLedger
 from prometheus_trader.domain.market import (
     MINUTE_MS,
@@ -89,7 +89,14 @@ from prometheus_trader.domain.trading import (
     Order,
     OrderRequest,
 )
-from prometheus_trader.ports import Clock, ExchangeError, MarketStore, SeriesKey, StateStore
+from prometheus_trader.ports import (
+    Clock,
+    ExchangeError,
+    MarketStore,
+    OrderRejected,
+    SeriesKey,
+    StateStore,
+)
 
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
@@ -195,6 +202,7 @@ class ReplayExchange:
         self._trade_chunks: OrderedDict[tuple[str, int], _TradeChunk] = OrderedDict()
         self._funding: dict[str, tuple[list[int], list[FundingRate]]] = {}
         self._first_bar: dict[str, int | None] = {}
+        self._price_memo: dict[str, tuple[int, float | None]] = {}  # symbol → (as of, price)
         # the last 24 h summary per symbol, for one ``now`` (the collector and the worker
         # both ask for tickers at the same simulated time)
         self._day_summaries: tuple[int, dict[str, tuple[float, float, int, float] | None]] = (
@@ -205,9 +213,10 @@ class ReplayExchange:
             OrderedDict()
         )
         # paper accounts live in the state store (shared by every process using it); a
-        # private in-memory store when none is given (one process, tests)
+        # private in-memory store when none is given (one process, tests: dicts, the
+        # backtest's store; nothing else reads it)
         self._ledger = PaperLedger(
-            ledger if ledger is not None else SqliteStateStore(),
+            ledger if ledger is not None else MemoryStateStore(),
             self,
             clock,
             FillConfig(
@@ -421,6 +430,20 @@ class ReplayExchange:
         return self._ledger.create_order(account, request)
 
     @_serialized
+    def create_orders(
+        self, requests: Sequence[tuple[str, OrderRequest]]
+    ) -> list[Order | OrderRejected]:
+        """``create_order`` for each (account, request), in order; a refusal in its place
+        (see ``PaperLedger.create_orders``)."""
+        self._instrument_map()
+        return self._ledger.create_orders(requests)
+
+    @_serialized
+    def fetch_balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
+        """``fetch_balance`` of each account, by account."""
+        return self._ledger.fetch_balances(accounts)
+
+    @_serialized
     def fetch_order(self, account: str, order_id: str) -> Order:
         """One order by exchange id (``ExchangeError`` if unknown)."""
         return self._ledger.fetch_order(account, order_id)
@@ -463,7 +486,13 @@ class ReplayExchange:
 
     def last_price(self, symbol: str, as_of_ms: int) -> float | None:
         """Price of the last trade visible at ``as_of_ms``."""
-        return self._last_price(symbol, as_of_ms)
+        # the ledger asks at one time many times (every order and balance of a batch)
+        memo = self._price_memo.get(symbol)
+        if memo is not None and memo[0] == as_of_ms:
+            return memo[1]
+        price = self._last_price(symbol, as_of_ms)
+        self._price_memo[symbol] = (as_of_ms, price)
+        return price
 
     def visible_trades(self, symbols: Sequence[str], after_ms: int, now_ms: int) -> list[Trade]:
         """Trades of ``symbols`` that became visible in ``(after_ms, now_ms]``."""

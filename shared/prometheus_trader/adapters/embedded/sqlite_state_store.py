@@ -18,6 +18,7 @@ processes may share a file too.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -90,6 +91,13 @@ def _row(collection: str, doc_id: str, data: Mapping[str, Any]) -> tuple[object,
     text = _encode_document(data)
     get = data.get
     return (collection, doc_id, text, *[_index_value(get(f)) for f in INDEXED_FIELDS])
+
+
+_CHUNK = 500  # ids per IN (...) list (well under SQLite's variable limit)
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
 
 
 _CACHE_KIB = 64 * 1024  # page cache per connection (SQLite's default is 2 MiB)
@@ -193,15 +201,31 @@ def _range_sql(path: str, op: str, value: object) -> tuple[str, list[object]]:
     )
 
 
-def _index_sql(filters: Sequence[Filter]) -> tuple[str, str, list[object]] | None:
-    """(index name, condition, params) for the most selective indexable ``==`` filter.
+def _index_sql(
+    filters: Sequence[Filter],
+) -> tuple[str, str, list[object], Filter | None] | None:
+    """(index name, condition, params, covered filter) for the most selective indexable
+    ``==`` filter, or an ``in`` over strings (the batched executor's "these users").
 
-    The filter's own (typed) condition still applies; this one only lets SQLite read the
-    matching rows through the index (the expression must be spelled as in the index, and
-    the index is named: without statistics SQLite prefers the primary key).
+    An ``==`` filter's own (typed) condition still applies; this one only lets SQLite read
+    the matching rows through the index (the expression must be spelled as in the index,
+    and the index is named: without statistics SQLite prefers the primary key). An ``in``
+    over strings is exact on the column (it holds JSON text as TEXT, and TEXT never
+    equals a number there), so it is the whole condition (the covered filter): its typed
+    form would parse the document once per listed value.
     """
     for name in INDEXED_FIELDS:
         for flt in filters:
+            values = flt.value
+            if (
+                flt.field == name
+                and flt.op == "in"
+                and isinstance(values, list | tuple)
+                and values
+                and all(type(v) is str for v in values)
+            ):
+                marks = ", ".join("?" * len(values))
+                return f"documents_{name}", f"f_{name} IN ({marks})", list(values), flt
             if flt.field != name or flt.op != "==":
                 continue
             value = _plain(flt.value)
@@ -209,7 +233,7 @@ def _index_sql(filters: Sequence[Filter]) -> tuple[str, str, list[object]] | Non
                 value = int(value)  # json_extract gives 1/0 for true/false
             elif not isinstance(value, int | float | str):
                 continue
-            return f"documents_{name}", f"f_{name} = ?", [value]
+            return f"documents_{name}", f"f_{name} = ?", [value], None
     return None
 
 
@@ -450,6 +474,8 @@ class SqliteStateStore(ClosesOnExit):
             where.append(indexed[1])
             params.extend(indexed[2])
         for flt in filters:
+            if indexed is not None and flt is indexed[3]:
+                continue
             sql, flt_params = _filter_sql(flt)
             where.append(sql)
             params.extend(flt_params)
@@ -470,6 +496,70 @@ class SqliteStateStore(ClosesOnExit):
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         return [json.loads(row[0]) for row in rows]
+
+    # ------------------------------------------------------------------ batches
+    def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, Document]:
+        """The documents of ``doc_ids`` that exist, by id (a few statements, not one per id)."""
+        for doc_id in doc_ids:
+            _check_ref(collection, doc_id)
+        found: dict[str, Document] = {}
+        with self._lock:
+            for part in _chunks(list(dict.fromkeys(doc_ids))):
+                sql = (
+                    "SELECT id, data FROM documents WHERE collection = ? "
+                    f"AND id IN ({', '.join('?' * len(part))})"
+                )
+                for doc_id, text in self._conn.execute(sql, (collection, *part)):
+                    found[doc_id] = json.loads(text)
+        return found
+
+    def _existing_ids(self, collection: str, doc_ids: list[str]) -> builtins.set[str]:
+        existing: set[str] = set()
+        for part in _chunks(doc_ids):
+            sql = (
+                "SELECT id FROM documents WHERE collection = ? "
+                f"AND id IN ({', '.join('?' * len(part))})"
+            )
+            existing.update(row[0] for row in self._conn.execute(sql, (collection, *part)))
+        return existing
+
+    def _write_many(self, work: Callable[[], T]) -> T:
+        """Run ``work`` in one ``BEGIN IMMEDIATE`` block (one commit for the batch), or
+        inside the caller's open transaction."""
+        with self._lock:
+            if self._in_transaction:
+                return work()
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work()
+            except BaseException:
+                self._rollback()
+                raise
+            self._conn.execute("COMMIT")
+            return result
+
+    def create_many(
+        self, collection: str, docs: Mapping[str, Mapping[str, Any]]
+    ) -> builtins.set[str]:
+        """Create each document if absent, in one transaction; the ids created."""
+        for doc_id in docs:
+            _check_ref(collection, doc_id)
+        rows = [_row(collection, doc_id, data) for doc_id, data in docs.items()]
+
+        def work() -> builtins.set[str]:
+            # read under the write lock (BEGIN IMMEDIATE): what is absent now is ours
+            existing = self._existing_ids(collection, list(docs))
+            self._conn.executemany(_INSERT_SQL, [r for r in rows if r[1] not in existing])
+            return {doc_id for doc_id in docs if doc_id not in existing}
+
+        return self._write_many(work)
+
+    def set_many(self, collection: str, docs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Create or replace each document, in one transaction (one ``executemany``)."""
+        for doc_id in docs:
+            _check_ref(collection, doc_id)
+        rows = [_row(collection, doc_id, data) for doc_id, data in docs.items()]
+        self._write_many(lambda: self._conn.executemany(_REPLACE_SQL, rows))
 
     def transaction(self, fn: Callable[[StateTransaction], T]) -> T:
         """Run ``fn`` atomically: on any exception nothing it wrote is kept."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,9 +21,47 @@ from prometheus_trader.domain.paper import (
     trigger_price,
 )
 from prometheus_trader.domain.trading import Fill, Order, OrderStatus, OrderType
+from prometheus_trader.domain.trusted import trusted
 
 if TYPE_CHECKING:
     from prometheus_trader.adapters.paper.ledger import PaperLedger
+
+M = TypeVar("M", bound=BaseModel)
+_set = object.__setattr__
+_FLAT = PaperPosition()  # a missing position (read only)
+
+
+def assign(model: BaseModel, **values: Any) -> None:
+    """``model.name = value`` for each value, as pydantic assigns a field of a model
+    without ``validate_assignment`` (into ``__dict__``, and the name into the fields
+    set), without its per-assignment dispatch (the ledger's hot path)."""
+    model.__dict__.update(values)
+    model.__pydantic_fields_set__.update(values)
+
+
+def copy_model(model: M) -> M:
+    """``model.model_copy()`` (shallow: a new ``__dict__``, the same values) without its
+    overhead (the ledger copies every order it hands out)."""
+    copy = model.__class__.__new__(model.__class__)
+    _set(copy, "__dict__", model.__dict__.copy())
+    _set(copy, "__pydantic_fields_set__", model.__pydantic_fields_set__.copy())
+    _set(copy, "__pydantic_extra__", None)
+    _set(copy, "__pydantic_private__", None)
+    return copy
+
+
+def copy_book(book: AccountBook) -> AccountBook:
+    """A deep copy of ``book`` (what a dump and validate round trip gives: its positions,
+    resting orders and their orders copied; every other value is immutable)."""
+    copy = copy_model(book)
+    copy.__dict__["positions"] = {s: copy_model(p) for s, p in book.positions.items()}
+    orders = []
+    for rec in book.open_orders:
+        twin = copy_model(rec)
+        twin.__dict__["order"] = copy_model(rec.order)
+        orders.append(twin)
+    copy.__dict__["open_orders"] = orders
+    return copy
 
 
 class PaperMarket(Protocol):
@@ -104,19 +142,19 @@ class Session:
         return bool(self.orders or self.fills)
 
     def finish(self, rec: RestingOrder, status: OrderStatus, ts_ms: int, note: str = "") -> None:
-        rec.order.status = status
-        rec.order.updated_ms = ts_ms
+        order_id = rec.order.id
+        assign(rec.order, status=status, updated_ms=ts_ms)
         if note:
-            rec.note = note
-        self.book.open_orders = [r for r in self.book.open_orders if r.order.id != rec.order.id]
-        self.orders[rec.order.id] = rec
+            assign(rec, note=note)
+        assign(self.book, open_orders=[r for r in self.book.open_orders if r.order.id != order_id])
+        self.orders[order_id] = rec
 
     def sync(self, now_ms: int) -> None:
         """Match resting orders against the trades visible since the cursor."""
         book = self.book
         start = book.synced_ms
         if start is None or now_ms <= start:
-            book.synced_ms = now_ms if start is None else start
+            assign(book, synced_ms=now_ms if start is None else start)
             return
         symbols = sorted({r.order.symbol for r in book.resting()})
         if symbols:
@@ -144,10 +182,10 @@ class Session:
         notional = order.amount * price
         if notional < inst.min_notional:
             return f"notional {notional:.2f} below the minimum {inst.min_notional:g} USDT"
-        pos = self.book.positions.get(order.symbol, PaperPosition())
+        pos = self.book.positions.get(order.symbol, _FLAT)
         opening = max(0.0, order.amount - closable(pos, order.side))
         needed = opening * price / rec.leverage
-        free = self.ledger.balance(self.book).free
+        free = self.ledger.free_margin(self.book)
         if opening > 0 and needed > free:
             return (
                 f"insufficient margin: needs {needed:.2f} USDT at {rec.leverage:g}x, "
@@ -165,7 +203,9 @@ class Session:
         order = rec.order
         config = self.ledger.config
         inst = self.ledger.instrument(order.symbol)
-        pos = self.book.positions.setdefault(order.symbol, PaperPosition())
+        pos = self.book.positions.get(order.symbol)
+        if pos is None:
+            pos = self.book.positions[order.symbol] = PaperPosition()
         amount = order.amount
         if order.reduce_only:
             if pos.amount * side_sign(order.side) >= 0:
@@ -180,25 +220,28 @@ class Session:
                 return problem
         fee = amount * price * (config.taker_fee if taker else config.maker_fee)
         realized, closing = apply_fill(pos, order.side, amount, price, rec.leverage)
-        self.book.wallet += realized - fee
-        order.filled = amount
-        order.average = price
-        order.fee = fee
+        book = self.book
+        assign(book, wallet=book.wallet + (realized - fee))
+        assign(order, filled=amount, average=price, fee=fee)
         self.finish(rec, OrderStatus.FILLED, ts_ms)
-        self.book.fill_seq += 1
+        assign(book, fill_seq=book.fill_seq + 1)
         self.fills.append(
             (
                 self.book.fill_seq,
-                Fill(
-                    order_id=order.id,
-                    client_order_id=order.client_order_id,
-                    account=order.account,
-                    symbol=order.symbol,
-                    side=order.side,
-                    ts_ms=ts_ms,
-                    price=price,
-                    amount=amount,
-                    fee=fee,
+                # built from the order and floats of our own: nothing to validate
+                trusted(
+                    Fill,
+                    {
+                        "order_id": order.id,
+                        "client_order_id": order.client_order_id,
+                        "account": order.account,
+                        "symbol": order.symbol,
+                        "side": order.side,
+                        "ts_ms": ts_ms,
+                        "price": float(price),
+                        "amount": float(amount),
+                        "fee": float(fee),
+                    },
                 ),
             )
         )

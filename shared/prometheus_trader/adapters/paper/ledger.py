@@ -27,19 +27,23 @@ Fill semantics are the replay exchange's (see its module docstring); the math is
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from prometheus_trader.adapters.exchange_batch import balances_one_by_one
 from prometheus_trader.adapters.paper.book import (
     AccountBook,
     FillConfig,
     PaperMarket,
     RestingOrder,
     Session,
+    assign,
+    copy_model,
 )
 from prometheus_trader.domain.ids import stable_id
-from prometheus_trader.domain.market import Instrument
+from prometheus_trader.domain.market import Instrument, Side
 from prometheus_trader.domain.paper import (
     adverse,
     side_sign,
@@ -55,6 +59,7 @@ from prometheus_trader.domain.trading import (
     OrderStatus,
     OrderType,
 )
+from prometheus_trader.domain.trusted import trusted
 from prometheus_trader.ports import (
     Clock,
     Document,
@@ -74,6 +79,43 @@ class PaperCollections:
     ACCOUNTS = "paper_accounts"
     ORDERS = "paper_orders"
     FILLS = "paper_fills"
+
+
+# what validating the models would have set as their fields set (the rest are defaults)
+_ORDER_FIELDS_SET = frozenset(
+    (
+        "id",
+        "client_order_id",
+        "account",
+        "symbol",
+        "side",
+        "type",
+        "amount",
+        "price",
+        "stop_price",
+        "reduce_only",
+        "status",
+        "created_ms",
+        "updated_ms",
+    )
+)
+_RESTING_FIELDS_SET = frozenset(("order", "seq", "leverage", "active_after_ms"))
+_BALANCE_FIELDS_SET = frozenset(("wallet", "unrealized_pnl", "used_margin"))
+
+# items booked in one transaction by ``create_orders`` (Firestore caps a transaction's
+# writes: about 5 per account at most here)
+BATCH_ITEMS = 96
+
+
+@dataclass
+class _Pending:
+    """One account's book inside a ``create_orders`` transaction."""
+
+    account: str
+    doc_id: str
+    book: AccountBook
+    stored: bool  # its document exists (in the store, or written by this transaction)
+    written: bool = False
 
 
 @dataclass
@@ -112,28 +154,130 @@ class PaperLedger:
 
     def create_order(self, account: str, request: OrderRequest) -> Order:
         """Place an order; the same ``client_order_id`` returns the existing order."""
-        order_id = self.order_id(account, request.client_order_id)
+        (result,) = self._create_batch([(account, request)])
+        if isinstance(result, OrderRejected):
+            raise result
+        return result
 
-        def op(session: Session, existing: Document | None) -> Order:
-            if existing is not None:  # as of now: this very sync may have filled it
-                if order_id in session.orders:
-                    return session.orders[order_id].order.model_copy()
-                return RestingOrder.model_validate(existing["record"]).order
-            return self._new_order(session, account, order_id, request)
+    def create_orders(
+        self, requests: Sequence[tuple[str, OrderRequest]]
+    ) -> list[Order | OrderRejected]:
+        """``create_order`` for each (account, request), in order; a refusal in its place.
 
-        return self._transact(account, op, read_order=order_id)
+        Up to ``BATCH_ITEMS`` items share one transaction: each item is booked exactly as
+        its own ``create_order`` would (the same sync, version bump, orders and fills, on
+        the book the previous items left), and every document the items change is written
+        once, with its last value: the stored documents are those of the calls one by one.
+        An error other than a refusal rolls back its transaction (the earlier ones stay)."""
+        out: list[Order | OrderRejected] = []
+        for start in range(0, len(requests), BATCH_ITEMS):
+            out += self._create_batch(requests[start : start + BATCH_ITEMS])
+        return out
+
+    def fetch_balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
+        """``fetch_balance`` of each account, by account."""
+        return balances_one_by_one(self.fetch_balance, accounts)
+
+    def _create_batch(
+        self, items: Sequence[tuple[str, OrderRequest]]
+    ) -> list[Order | OrderRejected]:
+        """Book ``items`` in one transaction (see ``create_orders``)."""
+        now = self._clock.now_ms()
+        doc_ids = {account: self._doc_id(account) for account, _ in items}
+        # the only writer may start from its cached books (the stored ones) instead of
+        # reading and parsing them; the first run only (a retried fn reads the store) and
+        # the cache is dropped if the transaction fails (the books are changed in place)
+        trusted = (
+            {d: c for d in doc_ids.values() if (c := self._cache.get(d)) is not None}
+            if self._exclusive
+            else {}
+        )
+        runs = 0
+
+        def fn(t: StateTransaction) -> tuple[list[Order | OrderRejected], list[_Pending]]:
+            nonlocal runs
+            runs += 1
+            books: dict[str, _Pending] = {}
+            # what the items changed, by id, with its latest value (written once, at the end)
+            orders: dict[str, tuple[str, RestingOrder]] = {}
+            fills: dict[str, tuple[str, int, Fill]] = {}
+            results: list[Order | OrderRejected] = []
+            for account, request in items:
+                doc_id = doc_ids[account]
+                pending = books.get(doc_id)
+                if pending is None:
+                    cached = trusted.get(doc_id) if runs == 1 else None
+                    if cached is not None:
+                        pending = _Pending(account, doc_id, cached.book, stored=True)
+                    else:
+                        doc = t.get(PaperCollections.ACCOUNTS, doc_id)
+                        book = AccountBook.model_validate(doc) if doc else self._new_book(account)
+                        pending = _Pending(account, doc_id, book, stored=doc is not None)
+                    books[doc_id] = pending
+                order_id = self.order_id(account, request.client_order_id)
+                known = orders.get(order_id)
+                existing: RestingOrder | Document | None = (
+                    known[1] if known else t.get(PaperCollections.ORDERS, order_id)
+                )
+                session = Session(self, pending.book)
+                session.sync(now)
+                result: Order | OrderRejected
+                if existing is None:
+                    try:
+                        result = self._new_order(session, account, order_id, request)
+                    except OrderRejected as exc:
+                        result = exc
+                elif order_id in session.orders:  # as of now: this very sync may have filled it
+                    result = copy_model(session.orders[order_id].order)
+                elif isinstance(existing, RestingOrder):
+                    result = copy_model(existing.order)
+                else:
+                    result = RestingOrder.model_validate(existing["record"]).order
+                if session.changed or not pending.stored:
+                    assign(pending.book, version=pending.book.version + 1)
+                    pending.stored = pending.written = True
+                    for rec in session.orders.values():
+                        orders[rec.order.id] = (account, rec)
+                    for seq, fill in session.fills:
+                        fills[fill.order_id] = (account, seq, fill)
+                results.append(result)
+            # a resting order's record is dumped inside its account's document already:
+            # its order document takes that dump (by object: the same record, same time)
+            dumped: dict[int, Any] = {}
+            for pending in books.values():
+                if pending.written:
+                    book = pending.book
+                    doc = book.model_dump(mode="json")
+                    dumped.update(zip(map(id, book.open_orders), doc["open_orders"], strict=True))
+                    t.set(PaperCollections.ACCOUNTS, pending.doc_id, doc)
+            for order_id, (account, rec) in orders.items():
+                record = dumped.get(id(rec))
+                t.set(PaperCollections.ORDERS, order_id, self._order_doc(account, rec, record))
+            for account, seq, fill in fills.values():
+                t.set(PaperCollections.FILLS, fill.order_id, self._fill_doc(account, seq, fill))
+            return results, list(books.values())
+
+        try:
+            results, pendings = self.state.transaction(fn)
+        except BaseException:
+            for doc_id in doc_ids.values():
+                self._cache.pop(doc_id, None)
+            raise
+        for pending in pendings:
+            self._cache[pending.doc_id] = _Cached(pending.book.version, pending.book, now)
+        return results
 
     def fetch_order(self, account: str, order_id: str) -> Order:
         """One order by exchange id (``ExchangeError`` if unknown)."""
         book = self._read(account)
         for rec in book.open_orders:
             if rec.order.id == order_id:
-                return rec.order.model_copy()
+                return copy_model(rec.order)
         return self._stored_order(account, order_id).order
 
     def fetch_open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
         """Resting orders, in creation order."""
-        return [r.order.model_copy() for r in self._read(account).resting(symbol)]
+        return [copy_model(r.order) for r in self._read(account).resting(symbol)]
 
     def cancel_order(self, account: str, order_id: str) -> Order:
         """Cancel a resting order (no-op on a filled or cancelled one)."""
@@ -145,9 +289,9 @@ class PaperLedger:
             for rec in session.book.resting():
                 if rec.order.id == order_id:
                     session.finish(rec, OrderStatus.CANCELED, self._clock.now_ms())
-                    return rec.order.model_copy()
+                    return copy_model(rec.order)
             if order_id in session.orders:  # filled by this very sync
-                return session.orders[order_id].order.model_copy()
+                return copy_model(session.orders[order_id].order)
             assert current is not None  # it existed before the transaction
             return RestingOrder.model_validate(current["record"]).order
 
@@ -157,12 +301,15 @@ class PaperLedger:
         """Open net positions, by symbol."""
         book = self._read(account)
         return [
-            ExchangePosition(
-                account=account,
-                symbol=symbol,
-                direction=Direction.LONG if pos.amount > 0 else Direction.SHORT,
-                amount=abs(pos.amount),
-                entry_price=pos.entry_price,
+            trusted(  # the book's own floats: nothing to validate
+                ExchangePosition,
+                {
+                    "account": account,
+                    "symbol": symbol,
+                    "direction": Direction.LONG if pos.amount > 0 else Direction.SHORT,
+                    "amount": abs(pos.amount),
+                    "entry_price": pos.entry_price,
+                },
             )
             for symbol, pos in sorted(book.positions.items())
             if pos.amount != 0
@@ -191,8 +338,10 @@ class PaperLedger:
 
     # ------------------------------------------------------------------- helpers
     def order_id(self, account: str, client_order_id: str) -> str:
-        """The exchange id of an account's order: derived, so creation is idempotent."""
-        return f"{self.config.exchange_id}-{stable_id(account, client_order_id, length=20)}"
+        """The exchange id of an account's order: derived, so creation is idempotent
+        (``stable_id(account, client_order_id, length=20)``, spelled out: one per order)."""
+        digest = hashlib.sha256(f"{account}\x1f{client_order_id}".encode()).hexdigest()
+        return f"{self.config.exchange_id}-{digest[:20]}"
 
     @staticmethod
     @functools.lru_cache(maxsize=4096)
@@ -208,6 +357,21 @@ class PaperLedger:
 
     def balance(self, book: AccountBook) -> Balance:
         """Balance of ``book`` at the clock's now."""
+        wallet, unrealized, used = self.balance_parts(book)
+        # floats of our own: nothing to validate
+        return trusted(
+            Balance,
+            {
+                "currency": "USDT",
+                "wallet": wallet,
+                "unrealized_pnl": unrealized,
+                "used_margin": used,
+            },
+            set(_BALANCE_FIELDS_SET),
+        )
+
+    def balance_parts(self, book: AccountBook) -> tuple[float, float, float]:
+        """(wallet, unrealized PnL at the last price, margin in use) of ``book`` now."""
         unrealized = used = 0.0
         now = self._clock.now_ms()
         for symbol, pos in sorted(book.positions.items()):
@@ -217,7 +381,12 @@ class PaperLedger:
             last = self.market.last_price(symbol, now)
             if last is not None:
                 unrealized += pos.amount * (last - pos.entry_price)
-        return Balance(wallet=book.wallet, unrealized_pnl=unrealized, used_margin=used)
+        return float(book.wallet), unrealized, used
+
+    def free_margin(self, book: AccountBook) -> float:
+        """``balance(book).free`` (the same floats, without building the model)."""
+        balance = self.balance_parts(book)
+        return balance[0] + balance[1] - balance[2]
 
     def _doc_id(self, account: str) -> str:
         return f"{self.config.exchange_id}-{self._account_hash(account)}"
@@ -243,16 +412,14 @@ class PaperLedger:
         doc_id = self._doc_id(account)
         now = self._clock.now_ms()
         cached = self._cache.get(doc_id)
-        if self._exclusive and cached is not None:
-            doc: Document | None = {"version": cached.version}
-        else:
+        if not self._exclusive or cached is None:  # the only writer trusts its cache
             doc = self.state.get(PaperCollections.ACCOUNTS, doc_id)
-        if doc is None:
-            return self._new_book(account)
-        if cached is None or cached.version != doc["version"]:
-            book = AccountBook.model_validate(doc)
-            cached = _Cached(book.version, book, book.synced_ms or now)
-            self._cache[doc_id] = cached
+            if doc is None:
+                return self._new_book(account)
+            if cached is None or cached.version != doc["version"]:
+                book = AccountBook.model_validate(doc)
+                cached = _Cached(book.version, book, book.synced_ms or now)
+                self._cache[doc_id] = cached
         if now > cached.checked_ms:
             if self._would_trigger(cached.book, cached.checked_ms, now):
                 return self._transact(account, lambda session, _: session.book)
@@ -263,15 +430,18 @@ class PaperLedger:
         resting = book.resting()
         if not resting:
             return False
-        symbols = sorted({r.order.symbol for r in resting})
-        for trade in self.market.visible_trades(symbols, after_ms, now_ms):
-            for rec in resting:
-                if (
-                    rec.order.symbol == trade.symbol
-                    and trade.ts_ms > rec.active_after_ms
-                    and trigger_price(rec.order, trade.price, self.config.slippage) is not None
-                ):
-                    return True
+        by_symbol: dict[str, list[RestingOrder]] = {}
+        for rec in resting:
+            by_symbol.setdefault(rec.order.symbol, []).append(rec)
+        # whether any trade triggers any order: one symbol at a time (no merged stream)
+        for symbol, recs in by_symbol.items():
+            for trade in self.market.visible_trades([symbol], after_ms, now_ms):
+                for rec in recs:
+                    if (
+                        trade.ts_ms > rec.active_after_ms
+                        and trigger_price(rec.order, trade.price, 0.0) is not None
+                    ):
+                        return True
         return False
 
     def _transact(
@@ -317,17 +487,7 @@ class PaperLedger:
                 for rec in session.orders.values():
                     t.set(PaperCollections.ORDERS, rec.order.id, self._order_doc(account, rec))
                 for seq, fill in session.fills:
-                    t.set(
-                        PaperCollections.FILLS,
-                        fill.order_id,
-                        {
-                            "exchange": self.config.exchange_id,
-                            "account": account,
-                            "owner": self._owner(account),
-                            "seq": seq,
-                            "fill": fill.model_dump(mode="json"),
-                        },
-                    )
+                    t.set(PaperCollections.FILLS, fill.order_id, self._fill_doc(account, seq, fill))
             return result, rejected, book
 
         try:
@@ -340,7 +500,10 @@ class PaperLedger:
             raise rejected
         return cast(R, result)
 
-    def _order_doc(self, account: str, rec: RestingOrder) -> dict[str, Any]:
+    def _order_doc(
+        self, account: str, rec: RestingOrder, record: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The order's document (``record``: ``rec`` dumped already)."""
         return {
             "exchange": self.config.exchange_id,
             "account": account,
@@ -348,7 +511,16 @@ class PaperLedger:
             "client_order_id": rec.order.client_order_id,
             "seq": rec.seq,
             "status": rec.order.status.value,
-            "record": rec.model_dump(mode="json"),
+            "record": rec.model_dump(mode="json") if record is None else record,
+        }
+
+    def _fill_doc(self, account: str, seq: int, fill: Fill) -> dict[str, Any]:
+        return {
+            "exchange": self.config.exchange_id,
+            "account": account,
+            "owner": self._owner(account),
+            "seq": seq,
+            "fill": fill.model_dump(mode="json"),
         }
 
     def _new_order(
@@ -366,51 +538,74 @@ class PaperLedger:
             )
         now = self._clock.now_ms()
         arrival = now + self.config.latency_ms
-        rec = RestingOrder(
-            order=Order(
-                id=order_id,
-                client_order_id=cid,
-                account=account,
-                symbol=request.symbol,
-                side=request.side,
-                type=request.type,
-                amount=request.amount,
-                price=request.price,
-                stop_price=request.stop_price,
-                reduce_only=request.reduce_only,
-                status=OrderStatus.OPEN,
-                created_ms=now,
-                updated_ms=now,
-            ),
-            seq=session.book.order_seq + 1,
-            leverage=leverage,
-            active_after_ms=arrival,
+        # the request's fields are validated already: build without validating again
+        order = trusted(
+            Order,
+            {
+                "id": order_id,
+                "client_order_id": cid,
+                "account": account,
+                "symbol": request.symbol,
+                "side": side if type(side := request.side) is Side else Side(side),
+                "type": kind if type(kind := request.type) is OrderType else OrderType(kind),
+                "amount": float(request.amount),
+                "price": None if request.price is None else float(request.price),
+                "stop_price": None if request.stop_price is None else float(request.stop_price),
+                "reduce_only": bool(request.reduce_only),
+                "status": OrderStatus.OPEN,
+                "filled": 0.0,
+                "average": None,
+                "fee": 0.0,
+                "created_ms": now,
+                "updated_ms": now,
+            },
+            set(_ORDER_FIELDS_SET),
         )
-        # work on a scratch session: a rejected order must leave no trace in the book
-        # (a dump/validate round trip: a deep copy at a fraction of copy.deepcopy's cost)
-        scratch = Session(self, AccountBook.model_validate(session.book.model_dump()))
-        if request.type is OrderType.MARKET:
-            price = self.market.last_price(request.symbol, arrival)
-            if price is None:
-                raise OrderRejected(f"order {cid}: no market price for {request.symbol} yet")
-            fill_price = adverse(price, request.side, self.config.slippage)
-            if not request.reduce_only:
-                reason = scratch.opening_problem(rec, fill_price, inst)
+        rec = trusted(
+            RestingOrder,
+            {
+                "order": order,
+                "seq": session.book.order_seq + 1,
+                "leverage": leverage,
+                "active_after_ms": arrival,
+                "note": "",
+            },
+            set(_RESTING_FIELDS_SET),
+        )
+        # a rejected order must leave no trace in the book. Until an order is accepted the
+        # only changes to the book are (see ``Session.fill``) its record appended to (or
+        # filtered out of) the resting orders and an empty position for its symbol: both
+        # undone on a refusal. Its orders and fills are collected apart, adopted on success.
+        book = session.book
+        scratch = Session(self, book)
+        resting = list(book.open_orders)
+        had_position = request.symbol in book.positions
+        try:
+            if request.type is OrderType.MARKET:
+                price = self.market.last_price(request.symbol, arrival)
+                if price is None:
+                    raise OrderRejected(f"order {cid}: no market price for {request.symbol} yet")
+                fill_price = adverse(price, request.side, self.config.slippage)
+                if not request.reduce_only:
+                    reason = scratch.opening_problem(rec, fill_price, inst)
+                    if reason:
+                        raise OrderRejected(f"order {cid}: {reason}")
+                reason = scratch.fill(rec, fill_price, arrival, True)
                 if reason:
                     raise OrderRejected(f"order {cid}: {reason}")
-            reason = scratch.fill(rec, fill_price, arrival, True)
-            if reason:
-                raise OrderRejected(f"order {cid}: {reason}")
-        else:
-            scratch.book.open_orders.append(rec)
-            self._validate_resting(scratch, rec, inst)
+            else:
+                book.open_orders.append(rec)
+                self._validate_resting(scratch, rec, inst)
+        except OrderRejected:
+            assign(book, open_orders=resting)
+            if not had_position:
+                book.positions.pop(request.symbol, None)
+            raise
         scratch.orders[rec.order.id] = rec
-        scratch.book.order_seq = rec.seq
-        # adopt the scratch result
-        session.book.__dict__.update(scratch.book.__dict__)
+        assign(book, order_seq=rec.seq)
         session.orders.update(scratch.orders)
         session.fills.extend(scratch.fills)
-        return rec.order.model_copy()
+        return copy_model(rec.order)
 
     def _validate_resting(self, session: Session, rec: RestingOrder, inst: Instrument) -> None:
         order = rec.order
