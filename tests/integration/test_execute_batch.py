@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from pydantic import ValidationError
 from tests.integration.execution_world import SYMBOL, World, make_world
 
 from prometheus_trader.domain.ids import client_order_id
@@ -231,3 +232,44 @@ def test_buckets_are_stable_and_spread() -> None:
     assert user_bucket("u000", 64) == user_bucket("u000", 64)
     spread = {user_bucket(f"user-{i}", 64) for i in range(1000)}
     assert len(spread) == 64
+
+
+def test_a_broken_document_holds_up_only_its_own_user(worlds: tuple[World, World]) -> None:
+    """A user document or an open position that does not parse fails that user alone:
+    the rest of the bucket is decided and executed, then the batch raises (the trigger
+    acks a ``ValidationError`` as poison, so nothing else would ever run them)."""
+    world = worlds[1]
+    good = [User.with_profile(f"ok{i}", PROFILES[i % 3]) for i in range(4)]
+    for user in good:
+        world.state.create(Collections.USERS, user.user_id, user.model_dump(mode="json"))
+    broken_user = User.with_profile("broken-user", RiskProfile.MODERATE).model_dump(mode="json")
+    broken_user["limits"] = "not limits"
+    world.state.create(Collections.USERS, "broken-user", broken_user)
+    holder = User.with_profile("broken-position", RiskProfile.MODERATE)
+    world.state.create(Collections.USERS, holder.user_id, holder.model_dump(mode="json"))
+    world.state.create(
+        Collections.POSITIONS,
+        "garbled",
+        {"id": "garbled", "user_id": holder.user_id, "status": "open", "symbol": SYMBOL},
+    )
+    signal = _signal(world, Direction.LONG, (3.0, 4.0, 5.0))
+    batch = ExecuteSignalBatch(
+        world.state, world.exchange, world.market, world.bus, world.blobs, world.clock
+    )
+    ids = [u.user_id for u in good] + ["broken-user", holder.user_id]
+    message = BusMessage(
+        topic=Topics.EXECUTIONS,
+        message_id="batch-1",
+        data={"signal_id": signal.id, "user_ids": ids},
+    )
+    with pytest.raises(ValidationError):
+        batch.handle_batch(message)
+    records = {
+        d["user_id"]: d
+        for d in world.state.query(Collections.EXECUTIONS)
+        if d["signal_id"] == signal.id
+    }
+    assert set(records) == {u.user_id for u in good}
+    assert all(r["completed_at"] is not None for r in records.values())
+    assert {r["outcome"] for r in records.values()} <= {"accepted", "rejected"}
+    assert any(r["outcome"] == "accepted" for r in records.values())

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from pydantic import ValidationError
+
 from prometheus_trader.domain.events import Event, EventType, Severity
 from prometheus_trader.domain.ids import client_order_id, execution_id, stable_id
 from prometheus_trader.domain.market import MINUTE_MS, TIMEFRAME_MS
@@ -133,7 +135,14 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
                     extra=labels(stage="execute", user=user_id, signal=signal.id),
                 )
                 continue
-            items.append(_Item(User.model_validate(doc), exec_ids[user_id]))
+            try:
+                user = User.model_validate(doc)
+            except ValidationError:
+                # one broken document must not hold up the bucket: the per-user path
+                # raises for this user alone, after the others had their turn
+                slow.append(user_id)
+                continue
+            items.append(_Item(user, exec_ids[user_id]))
         items, more_slow = self._decide_all(signal, items)
         slow.extend(more_slow)
         items, more_slow = self._record_decisions(signal, items)
@@ -173,14 +182,16 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         """The gate's decision for each user (the per-user path's inputs, read at once)."""
         if not items:
             return [], []
-        open_positions = self._open_positions_of([i.user.user_id for i in items])
+        open_positions, unreadable = self._open_positions_of([i.user.user_id for i in items])
         slow: list[str] = []
         kept: list[_Item] = []
         accounts_seen: set[str] = set()
         for item in items:
             user = item.user
             held = open_positions.get(user.user_id, [])
-            if user.close_on_opposite_signal and any(
+            if user.user_id in unreadable:
+                slow.append(user.user_id)  # a broken position: per user, where it fails alone
+            elif user.close_on_opposite_signal and any(
                 p.symbol == signal.symbol and p.direction is not signal.direction for p in held
             ):
                 slow.append(user.user_id)  # closes a position first: the per-user path
@@ -209,25 +220,39 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
             "data_age_s": max(0.0, min(age_s, 1e9)),
             "max_data_age_s": self._config.max_data_age_minutes * 60 + (bar_ms - MINUTE_MS) / 1000,
         }
+        decided: list[_Item] = []
         for item in kept:
             user = item.user
             balance = balances[user.exchange_account]
-            plan = plan_for_user(
-                signal, user, instrument, balance.equity, edge=edges.get(user.user_id)
-            )
-            context = RiskContext(
-                now=now,
-                equity=balance.equity,
-                free_margin=balance.free,
-                open_positions=open_positions.get(user.user_id, []),
-                **accounts[user.user_id],
-                **data,
-            )
-            item.decision = evaluate_risk(signal, plan, user, context, instrument)
-        return kept, slow
+            try:
+                plan = plan_for_user(
+                    signal, user, instrument, balance.equity, edge=edges.get(user.user_id)
+                )
+                context = RiskContext(
+                    now=now,
+                    equity=balance.equity,
+                    free_margin=balance.free,
+                    open_positions=open_positions.get(user.user_id, []),
+                    **accounts[user.user_id],
+                    **data,
+                )
+                item.decision = evaluate_risk(signal, plan, user, context, instrument)
+            except Exception:  # nothing recorded yet: the per-user path decides (or fails) alone
+                log.exception(
+                    "decision failed in a batch: handed to the per-user path",
+                    extra=labels(stage="execute", user=user.user_id, signal=signal.id),
+                )
+                slow.append(user.user_id)
+                continue
+            decided.append(item)
+        return decided, slow
 
-    def _open_positions_of(self, user_ids: Sequence[str]) -> dict[str, list[Position]]:
+    def _open_positions_of(
+        self, user_ids: Sequence[str]
+    ) -> tuple[dict[str, list[Position]], set[str]]:
+        """The users' open positions, and the users with a position that does not parse."""
         held: dict[str, list[Position]] = {}
+        unreadable: set[str] = set()
         for start in range(0, len(user_ids), _IN_VALUES):
             part = list(user_ids[start : start + _IN_VALUES])
             docs = self._state.query(
@@ -235,8 +260,14 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
                 [Filter("user_id", "in", part), Filter("status", "==", "open")],
             )
             for doc in docs:  # sorted by id, as the per-user query returns them
-                held.setdefault(doc["user_id"], []).append(Position.model_validate(doc))
-        return held
+                try:
+                    position = Position.model_validate(doc)
+                except ValidationError:
+                    # a broken position: its user goes per user (and fails there alone)
+                    unreadable.add(str(doc.get("user_id")))
+                    continue
+                held.setdefault(doc["user_id"], []).append(position)
+        return held, unreadable
 
     def _balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
         return dict(self._exchange.fetch_balances(list(dict.fromkeys(accounts))))
