@@ -116,6 +116,7 @@ class _Pending:
     book: AccountBook
     stored: bool  # its document exists (in the store, or written by this transaction)
     written: bool = False
+    quiet: int | None = None  # no resting order triggers up to then (``_Cached.checked_ms``)
 
 
 @dataclass
@@ -208,7 +209,9 @@ class PaperLedger:
                 if pending is None:
                     cached = trusted.get(doc_id) if runs == 1 else None
                     if cached is not None:
-                        pending = _Pending(account, doc_id, cached.book, stored=True)
+                        pending = _Pending(
+                            account, doc_id, cached.book, stored=True, quiet=cached.checked_ms
+                        )
                     else:
                         doc = t.get(PaperCollections.ACCOUNTS, doc_id)
                         book = AccountBook.model_validate(doc) if doc else self._new_book(account)
@@ -220,7 +223,7 @@ class PaperLedger:
                     known[1] if known else t.get(PaperCollections.ORDERS, order_id)
                 )
                 session = Session(self, pending.book)
-                session.sync(now)
+                session.sync(now, pending.quiet)
                 result: Order | OrderRejected
                 if existing is None:
                     try:
@@ -467,14 +470,16 @@ class PaperLedger:
             nonlocal runs
             runs += 1
             doc: Document | None
+            quiet: int | None = None
             if trusted is not None and runs == 1:
                 doc, book = {"version": trusted.version}, trusted.book
+                quiet = trusted.checked_ms
             else:
                 doc = t.get(PaperCollections.ACCOUNTS, doc_id)
                 book = AccountBook.model_validate(doc) if doc else self._new_book(account)
             existing = t.get(PaperCollections.ORDERS, read_order) if read_order else None
             session = Session(self, book)
-            session.sync(now)
+            session.sync(now, quiet)
             result: R | None = None
             rejected: OrderRejected | None = None
             try:
