@@ -18,7 +18,13 @@ twice (SQLite ``BEGIN IMMEDIATE`` serializes them; Firestore retries the loser, 
 sees the new cursor). Reads do not write: a read checks, without a transaction, whether
 any resting order would trigger between the stored cursor and now; only then (or for an
 order, a cancel) does it open a transaction. The cursor is written only with a change,
-never per tick: re-walking trades that trigger nothing is free of side effects.
+never per tick: re-walking trades that trigger nothing is free of side effects (the only
+writer, ``exclusive``, starts the walk where its last read found nothing to trigger).
+
+Orders: ``create_orders`` books many (a fan-out) in transactions of ``BATCH_ITEMS``: each
+item exactly as its own ``create_order``, on the book the items before it left, and each
+document the items change written once, with its last value, so the stored documents are
+those of the calls one by one (``tests/contract/test_exchange_batch.py``).
 
 Fill semantics are the replay exchange's (see its module docstring); the math is in
 ``domain.paper``.
