@@ -85,9 +85,12 @@ class PaperCollections:
 
 _BALANCE_FIELDS_SET = frozenset(("wallet", "unrealized_pnl", "used_margin"))
 
-# items booked in one transaction by ``create_orders`` (Firestore caps a transaction's
-# writes: about 5 per account at most here)
+# items booked in one transaction by ``create_orders``: an item writes 1–3 documents
+# (account, order, fill) plus what its sync fills. A ledger other processes write too
+# (Firestore deployed) locks fewer documents per transaction: about 100 writes at most,
+# Firestore's advice (its hard cap is 500)
 BATCH_ITEMS = 96
+SHARED_BATCH_ITEMS = 32
 
 
 @dataclass
@@ -148,14 +151,16 @@ class PaperLedger:
     ) -> list[Order | OrderRejected]:
         """``create_order`` for each (account, request), in order; a refusal in its place.
 
-        Up to ``BATCH_ITEMS`` items share one transaction: each item is booked exactly as
+        Up to ``BATCH_ITEMS`` items (``SHARED_BATCH_ITEMS`` on a ledger other processes
+        write too) share one transaction: each item is booked exactly as
         its own ``create_order`` would (the same sync, version bump, orders and fills, on
         the book the previous items left), and every document the items change is written
         once, with its last value: the stored documents are those of the calls one by one.
         An error other than a refusal rolls back its transaction (the earlier ones stay)."""
         out: list[Order | OrderRejected] = []
-        for start in range(0, len(requests), BATCH_ITEMS):
-            out += self._create_batch(requests[start : start + BATCH_ITEMS])
+        size = BATCH_ITEMS if self._exclusive else SHARED_BATCH_ITEMS
+        for start in range(0, len(requests), size):
+            out += self._create_batch(requests[start : start + size])
         return out
 
     def fetch_balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
