@@ -231,10 +231,11 @@ class FailingCommits:
 def test_a_failed_batch_raises_and_its_repeat_books_what_one_by_one_would(
     exclusive: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Items go in transactions of ``BATCH_ITEMS``: a failure in one raises for the whole
-    call (the transactions before it stay), and repeating the call (idempotent) ends with
-    the ledger of the calls one by one."""
+    """Items go in transactions of ``BATCH_ITEMS`` (``SHARED_BATCH_ITEMS``): a failure in
+    one raises for the whole call (the transactions before it stay), and repeating the
+    call (idempotent) ends with the ledger of the calls one by one."""
     monkeypatch.setattr(ledger_module, "BATCH_ITEMS", 4)
+    monkeypatch.setattr(ledger_module, "SHARED_BATCH_ITEMS", 4)
     market = recorded_market().store
 
     def exchange(state: Any) -> ReplayExchange:

@@ -149,15 +149,21 @@ class Session:
         assign(self.book, open_orders=[r for r in self.book.open_orders if r.order.id != order_id])
         self.orders[order_id] = rec
 
-    def sync(self, now_ms: int) -> None:
-        """Match resting orders against the trades visible since the cursor."""
+    def sync(self, now_ms: int, quiet_until: int | None = None) -> None:
+        """Match resting orders against the trades visible since the cursor.
+
+        ``quiet_until``: the ledger checked that no resting order triggers on a trade
+        visible up to then, so walking those trades would change nothing: the walk starts
+        there (the cursor still moves to ``now_ms``)."""
         book = self.book
         start = book.synced_ms
         if start is None or now_ms <= start:
             assign(book, synced_ms=now_ms if start is None else start)
             return
+        if quiet_until is not None:
+            start = max(start, min(quiet_until, now_ms))
         symbols = sorted({r.order.symbol for r in book.resting()})
-        if symbols:
+        if symbols and start < now_ms:
             for trade in self.ledger.market.visible_trades(symbols, start, now_ms):
                 self.on_trade(trade)
         book.synced_ms = now_ms

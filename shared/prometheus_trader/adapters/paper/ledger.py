@@ -18,7 +18,13 @@ twice (SQLite ``BEGIN IMMEDIATE`` serializes them; Firestore retries the loser, 
 sees the new cursor). Reads do not write: a read checks, without a transaction, whether
 any resting order would trigger between the stored cursor and now; only then (or for an
 order, a cancel) does it open a transaction. The cursor is written only with a change,
-never per tick: re-walking trades that trigger nothing is free of side effects.
+never per tick: re-walking trades that trigger nothing is free of side effects (the only
+writer, ``exclusive``, starts the walk where its last read found nothing to trigger).
+
+Orders: ``create_orders`` books many (a fan-out) in transactions of ``BATCH_ITEMS``: each
+item exactly as its own ``create_order``, on the book the items before it left, and each
+document the items change written once, with its last value, so the stored documents are
+those of the calls one by one (``tests/contract/test_exchange_batch.py``).
 
 Fill semantics are the replay exchange's (see its module docstring); the math is in
 ``domain.paper``.
@@ -42,13 +48,10 @@ from prometheus_trader.adapters.paper.book import (
     assign,
     copy_model,
 )
+from prometheus_trader.adapters.paper.placing import place_order
 from prometheus_trader.domain.ids import stable_id
-from prometheus_trader.domain.market import Instrument, Side
-from prometheus_trader.domain.paper import (
-    adverse,
-    side_sign,
-    trigger_price,
-)
+from prometheus_trader.domain.market import Instrument
+from prometheus_trader.domain.paper import trigger_price
 from prometheus_trader.domain.signals import Direction
 from prometheus_trader.domain.trading import (
     Balance,
@@ -57,7 +60,6 @@ from prometheus_trader.domain.trading import (
     Order,
     OrderRequest,
     OrderStatus,
-    OrderType,
 )
 from prometheus_trader.domain.trusted import trusted
 from prometheus_trader.ports import (
@@ -81,30 +83,14 @@ class PaperCollections:
     FILLS = "paper_fills"
 
 
-# what validating the models would have set as their fields set (the rest are defaults)
-_ORDER_FIELDS_SET = frozenset(
-    (
-        "id",
-        "client_order_id",
-        "account",
-        "symbol",
-        "side",
-        "type",
-        "amount",
-        "price",
-        "stop_price",
-        "reduce_only",
-        "status",
-        "created_ms",
-        "updated_ms",
-    )
-)
-_RESTING_FIELDS_SET = frozenset(("order", "seq", "leverage", "active_after_ms"))
 _BALANCE_FIELDS_SET = frozenset(("wallet", "unrealized_pnl", "used_margin"))
 
-# items booked in one transaction by ``create_orders`` (Firestore caps a transaction's
-# writes: about 5 per account at most here)
+# items booked in one transaction by ``create_orders``: an item writes 1–3 documents
+# (account, order, fill) plus what its sync fills. A ledger other processes write too
+# (Firestore deployed) locks fewer documents per transaction: about 100 writes at most,
+# Firestore's advice (its hard cap is 500)
 BATCH_ITEMS = 96
+SHARED_BATCH_ITEMS = 32
 
 
 @dataclass
@@ -116,6 +102,7 @@ class _Pending:
     book: AccountBook
     stored: bool  # its document exists (in the store, or written by this transaction)
     written: bool = False
+    quiet: int | None = None  # no resting order triggers up to then (``_Cached.checked_ms``)
 
 
 @dataclass
@@ -164,14 +151,16 @@ class PaperLedger:
     ) -> list[Order | OrderRejected]:
         """``create_order`` for each (account, request), in order; a refusal in its place.
 
-        Up to ``BATCH_ITEMS`` items share one transaction: each item is booked exactly as
+        Up to ``BATCH_ITEMS`` items (``SHARED_BATCH_ITEMS`` on a ledger other processes
+        write too) share one transaction: each item is booked exactly as
         its own ``create_order`` would (the same sync, version bump, orders and fills, on
         the book the previous items left), and every document the items change is written
         once, with its last value: the stored documents are those of the calls one by one.
         An error other than a refusal rolls back its transaction (the earlier ones stay)."""
         out: list[Order | OrderRejected] = []
-        for start in range(0, len(requests), BATCH_ITEMS):
-            out += self._create_batch(requests[start : start + BATCH_ITEMS])
+        size = BATCH_ITEMS if self._exclusive else SHARED_BATCH_ITEMS
+        for start in range(0, len(requests), size):
+            out += self._create_batch(requests[start : start + size])
         return out
 
     def fetch_balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
@@ -208,7 +197,9 @@ class PaperLedger:
                 if pending is None:
                     cached = trusted.get(doc_id) if runs == 1 else None
                     if cached is not None:
-                        pending = _Pending(account, doc_id, cached.book, stored=True)
+                        pending = _Pending(
+                            account, doc_id, cached.book, stored=True, quiet=cached.checked_ms
+                        )
                     else:
                         doc = t.get(PaperCollections.ACCOUNTS, doc_id)
                         book = AccountBook.model_validate(doc) if doc else self._new_book(account)
@@ -220,11 +211,11 @@ class PaperLedger:
                     known[1] if known else t.get(PaperCollections.ORDERS, order_id)
                 )
                 session = Session(self, pending.book)
-                session.sync(now)
+                session.sync(now, pending.quiet)
                 result: Order | OrderRejected
                 if existing is None:
                     try:
-                        result = self._new_order(session, account, order_id, request)
+                        result = place_order(self, session, account, order_id, request)
                     except OrderRejected as exc:
                         result = exc
                 elif order_id in session.orders:  # as of now: this very sync may have filled it
@@ -355,6 +346,10 @@ class PaperLedger:
             raise ExchangeError(f"unknown symbol {symbol}")
         return inst
 
+    def now_ms(self) -> int:
+        """The clock's now."""
+        return self._clock.now_ms()
+
     def balance(self, book: AccountBook) -> Balance:
         """Balance of ``book`` at the clock's now."""
         wallet, unrealized, used = self.balance_parts(book)
@@ -467,14 +462,16 @@ class PaperLedger:
             nonlocal runs
             runs += 1
             doc: Document | None
+            quiet: int | None = None
             if trusted is not None and runs == 1:
                 doc, book = {"version": trusted.version}, trusted.book
+                quiet = trusted.checked_ms
             else:
                 doc = t.get(PaperCollections.ACCOUNTS, doc_id)
                 book = AccountBook.model_validate(doc) if doc else self._new_book(account)
             existing = t.get(PaperCollections.ORDERS, read_order) if read_order else None
             session = Session(self, book)
-            session.sync(now)
+            session.sync(now, quiet)
             result: R | None = None
             rejected: OrderRejected | None = None
             try:
@@ -522,123 +519,6 @@ class PaperLedger:
             "seq": seq,
             "fill": fill.model_dump(mode="json"),
         }
-
-    def _new_order(
-        self, session: Session, account: str, order_id: str, request: OrderRequest
-    ) -> Order:
-        """Validate and place a new order (``OrderRejected``: nothing is recorded)."""
-        cid = request.client_order_id
-        inst = self.market.paper_instrument(request.symbol)
-        if inst is None:
-            raise OrderRejected(f"order {cid}: unknown symbol {request.symbol}")
-        leverage = 1.0 if request.leverage is None else float(request.leverage)
-        if not 1 <= leverage <= inst.max_leverage:
-            raise OrderRejected(
-                f"order {cid}: leverage {leverage:g} outside 1..{inst.max_leverage:g}"
-            )
-        now = self._clock.now_ms()
-        arrival = now + self.config.latency_ms
-        # the request's fields are validated already: build without validating again
-        order = trusted(
-            Order,
-            {
-                "id": order_id,
-                "client_order_id": cid,
-                "account": account,
-                "symbol": request.symbol,
-                "side": side if type(side := request.side) is Side else Side(side),
-                "type": kind if type(kind := request.type) is OrderType else OrderType(kind),
-                "amount": float(request.amount),
-                "price": None if request.price is None else float(request.price),
-                "stop_price": None if request.stop_price is None else float(request.stop_price),
-                "reduce_only": bool(request.reduce_only),
-                "status": OrderStatus.OPEN,
-                "filled": 0.0,
-                "average": None,
-                "fee": 0.0,
-                "created_ms": now,
-                "updated_ms": now,
-            },
-            set(_ORDER_FIELDS_SET),
-        )
-        rec = trusted(
-            RestingOrder,
-            {
-                "order": order,
-                "seq": session.book.order_seq + 1,
-                "leverage": leverage,
-                "active_after_ms": arrival,
-                "note": "",
-            },
-            set(_RESTING_FIELDS_SET),
-        )
-        # a rejected order must leave no trace in the book. Until an order is accepted the
-        # only changes to the book are (see ``Session.fill``) its record appended to (or
-        # filtered out of) the resting orders and an empty position for its symbol: both
-        # undone on a refusal. Its orders and fills are collected apart, adopted on success.
-        book = session.book
-        scratch = Session(self, book)
-        resting = list(book.open_orders)
-        had_position = request.symbol in book.positions
-        try:
-            if request.type is OrderType.MARKET:
-                price = self.market.last_price(request.symbol, arrival)
-                if price is None:
-                    raise OrderRejected(f"order {cid}: no market price for {request.symbol} yet")
-                fill_price = adverse(price, request.side, self.config.slippage)
-                if not request.reduce_only:
-                    reason = scratch.opening_problem(rec, fill_price, inst)
-                    if reason:
-                        raise OrderRejected(f"order {cid}: {reason}")
-                reason = scratch.fill(rec, fill_price, arrival, True)
-                if reason:
-                    raise OrderRejected(f"order {cid}: {reason}")
-            else:
-                book.open_orders.append(rec)
-                self._validate_resting(scratch, rec, inst)
-        except OrderRejected:
-            assign(book, open_orders=resting)
-            if not had_position:
-                book.positions.pop(request.symbol, None)
-            raise
-        scratch.orders[rec.order.id] = rec
-        assign(book, order_seq=rec.seq)
-        session.orders.update(scratch.orders)
-        session.fills.extend(scratch.fills)
-        return copy_model(rec.order)
-
-    def _validate_resting(self, session: Session, rec: RestingOrder, inst: Instrument) -> None:
-        order = rec.order
-        cid = order.client_order_id
-        slippage = self.config.slippage
-        last = self.market.last_price(order.symbol, rec.active_after_ms)
-        if order.type is OrderType.LIMIT:
-            if order.price is None or order.price <= 0:
-                raise OrderRejected(f"order {cid}: a limit order needs a positive price")
-            reference = order.price
-        else:
-            if order.stop_price is None or order.stop_price <= 0:
-                raise OrderRejected(f"order {cid}: a {order.type} order needs a stop price")
-            reference = order.stop_price
-            if last is not None and trigger_price(order, last, 0.0) is not None:
-                raise OrderRejected(
-                    f"order {cid}: stop price {order.stop_price:g} would trigger immediately "
-                    f"(last {last:g})"
-                )
-        if not order.reduce_only:
-            reason = session.opening_problem(rec, reference, inst)
-            if reason:
-                raise OrderRejected(f"order {cid}: {reason}")
-        if order.type is OrderType.LIMIT and order.price is not None and last is not None:
-            marketable = adverse(last, order.side, slippage)
-            if (side_sign(order.side) > 0 and marketable <= order.price) or (
-                side_sign(order.side) < 0 and marketable >= order.price
-            ):
-                # a limit that crosses the book fills at once as a taker (never worse than
-                # its limit)
-                reason = session.fill(rec, marketable, rec.active_after_ms, True)
-                if reason:
-                    raise OrderRejected(f"order {cid}: {reason}")
 
 
 def _by_seq(rec: RestingOrder) -> int:
