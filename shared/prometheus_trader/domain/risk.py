@@ -300,18 +300,36 @@ def _run_checks(
         )
     )
     breakers = breaker_state(ctx, limits)
-    add(
-        RiskCode.DAILY_LOSS_BREAKER,
-        not breakers.daily_loss and ctx.entries_blocked is None,
-        f"realized today {breakers.realized_today_pct:.2f}% vs limit "
-        f"-{limits.daily_loss_limit_pct:.2f}%"
-        + (" (paused until next UTC day)" if breakers.daily_loss else "")
-        + (f"; {ctx.entries_blocked}" if ctx.entries_blocked else ""),
-        realized_today_pct=breakers.realized_today_pct,
-        equity_change_today_pct=breakers.equity_change_today_pct,
-        daily_loss_limit_pct=limits.daily_loss_limit_pct,
-        daily_drawdown_pct=ctx.daily_drawdown_pct,
-        ladder_blocked=float(ctx.entries_blocked is not None),
+    realized, change = breakers.realized_today_pct, breakers.equity_change_today_pct
+    daily_limit, daily_dd = limits.daily_loss_limit_pct, ctx.daily_drawdown_pct
+    blocked, daily_loss = ctx.entries_blocked, breakers.daily_loss
+    checks.append(
+        _memo(
+            # most users have not traded today: no realized PnL, no change, no drawdown
+            (
+                RiskCode.DAILY_LOSS_BREAKER,
+                *_exact(realized),
+                *_exact(change),
+                *_exact(daily_limit),
+                *_exact(daily_dd),
+                blocked,
+                daily_loss,
+            ),
+            lambda: _check(
+                RiskCode.DAILY_LOSS_BREAKER,
+                not daily_loss and blocked is None,
+                f"realized today {realized:.2f}% vs limit -{daily_limit:.2f}%"
+                + (" (paused until next UTC day)" if daily_loss else "")
+                + (f"; {blocked}" if blocked else ""),
+                {
+                    "realized_today_pct": realized,
+                    "equity_change_today_pct": change,
+                    "daily_loss_limit_pct": daily_limit,
+                    "daily_drawdown_pct": daily_dd,
+                    "ladder_blocked": float(blocked is not None),
+                },
+            ),
+        )
     )
     resume_s = (
         (ctx.consecutive_loss_resume_at - ctx.now).total_seconds()
