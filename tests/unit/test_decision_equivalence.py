@@ -25,7 +25,6 @@ from prometheus_trader.domain.signals import Direction
 from prometheus_trader.domain.trading import RiskDecision
 from prometheus_trader.domain.users import PROFILE_LIMITS, OrderStyle, RiskProfile, User
 from prometheus_trader.usecases import stats
-from prometheus_trader.usecases.decide import decide_from_documents
 from prometheus_trader.usecases.portfolio import edge_from_journal
 
 pytestmark = pytest.mark.unit
@@ -326,23 +325,6 @@ def test_decisions_identical_to_the_frozen_reference(
     event(f"shrunk={decision.shrunk}")
     event(f"transitions={len(reading.transitions)}")
     event(f"stats written={reading.new_doc is not None}")
-    decided = decide_from_documents(
-        sig,
-        inst,
-        usr,
-        positions,
-        stats_doc,
-        journal_docs,
-        equity=equity,
-        free_margin=equity * free_frac,
-        now=now,
-        data_quality_ok=quality,
-        data_age_s=data_age,
-        max_data_age_s=120.0,
-    )
-    if strategy_rr is None:  # the executor judges without a strategy floor
-        same(decided.decision, decision, "decide_from_documents")
-    same(decided.reading.new_doc, reading.new_doc, "decide_from_documents reading")
     assert stored(decision) == stored(decision_v0)
     assert RiskDecision.model_validate(decision.model_dump()) == decision
     same(
