@@ -300,7 +300,16 @@ def wire(
         ),
         evaluator=EvaluateClosedPosition(state, clock),
         notifier=NotifyEvent(notifier, state),
-        monitor=ExitMonitor(state, exchange, bus, blobs, clock, exit_config(settings), ticks=ticks),
+        monitor=ExitMonitor(
+            state,
+            exchange,
+            bus,
+            blobs,
+            clock,
+            exit_config(settings),
+            ticks=ticks,
+            close_concurrency=settings.monitor_close_concurrency,
+        ),
         reporter=DailyReporter(
             state,
             blobs,

@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     collect_interval_minutes: int = Field(default=1, ge=1)
     rank_interval_minutes: int = Field(default=5, ge=1)
     monitor_interval_seconds: float = Field(default=2.0, gt=0)
+    monitor_close_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=64,
+        description="threads running one exit-monitor cycle's closes, one exchange account's "
+        "in order on one thread (1: each close inline, as it is decided)",
+    )
     analysis_window_hours: float = Field(default=24.0, ge=2.0)
 
     # ranking and signals

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -35,6 +36,12 @@ from prometheus_trader.ports import (
     TickSource,
 )
 from prometheus_trader.usecases.audit import audit_order
+from prometheus_trader.usecases.close_pool import (
+    CloseOutcome,
+    ClosePool,
+    DeferredCloses,
+    PendingClose,
+)
 from prometheus_trader.usecases.cycle_window import CycleWindow
 from prometheus_trader.usecases.events import publish_event
 from prometheus_trader.usecases.hold_bands import HoldBands
@@ -87,6 +94,7 @@ class ExitMonitor(Reconciliation):
         ticks: TickSource | None = None,
         persist_every_ms: int = PERSIST_EVERY_MS,
         abandoned_after: timedelta = ABANDONED_AFTER,
+        close_concurrency: int = 1,
     ) -> None:
         self._state = state
         self._exchange = exchange
@@ -131,6 +139,13 @@ class ExitMonitor(Reconciliation):
         self._portfolio = PortfolioGuard(
             state, exchange, bus, blobs, clock, self.close_position, portfolio or DEFAULT_PORTFOLIO
         )
+        # the closes a cycle decides run their I/O on this many threads, one exchange
+        # account's closes in order on one thread (1: each close inline, as it is decided;
+        # see usecases/close_pool.py)
+        self._closes = ClosePool(close_concurrency)
+        self._deferred: DeferredCloses | None = None  # this cycle's, while deciding
+        # on a thread running collected closes: the ids it closed (memory is the cycle's)
+        self._local = threading.local()
 
     # ------------------------------------------------------------------ lifecycle
     def open_positions(self) -> list[Position]:
@@ -146,6 +161,7 @@ class ExitMonitor(Reconciliation):
         self._open.close()
         self._user_docs.close()
         self._portfolio.close()
+        self._closes.shutdown()
 
     def cycle(self) -> CycleReport:
         """One pass: new trades in, every open position checked, heartbeat out."""
@@ -186,24 +202,13 @@ class ExitMonitor(Reconciliation):
             for window in self._windows.values():
                 window.prune(now_ms)
             quiet = self._bands.quiet(self._windows.get, now_ms, after)
-            verified, resting = self._verified, self._resting
-            for position in positions:
-                try:
-                    if quiet.get(position.id) is position:
-                        # provably holds and changes nothing: what _check would do, unless
-                        # a protective order stopped resting or the kill switch is on
-                        known = verified.get(position.user_id)
-                        if known is not None and resting.get(known[0]) is known[1]:
-                            continue  # _untouched's first answer, inlined: 10,000 a cycle
-                        if self._untouched(position):
-                            continue
-                    reason = self._check(position, now_ms, after)
-                except Exception as exc:  # isolate: every other position still gets checked
-                    report.failed[position.id] = f"{type(exc).__name__}: {exc}"
-                    self._alert_failure(position, exc)
-                    continue
-                if reason is not None:
-                    report.closed[position.id] = reason
+            # decisions stay on this thread, in order; the closes they decide are
+            # collected and run after the loop (concurrently across accounts)
+            self._deferred = self._closes.collector()
+            try:
+                self._decide(positions, quiet, now_ms, after, report)
+            finally:
+                self._run_deferred(report)
         self._cursor_ms = now_ms
         self._cycles += 1
         self._state.set(
@@ -219,6 +224,93 @@ class ExitMonitor(Reconciliation):
             },
         )
         return report
+
+    def _decide(
+        self,
+        positions: list[Position],
+        quiet: dict[str, Position],
+        now_ms: int,
+        after: int,
+        report: CycleReport,
+    ) -> None:
+        """Check every position in order (closes inline, or collected in ``_deferred``)."""
+        verified, resting = self._verified, self._resting
+        for position in positions:
+            try:
+                if quiet.get(position.id) is position:
+                    # provably holds and changes nothing: what _check would do, unless
+                    # a protective order stopped resting or the kill switch is on
+                    known = verified.get(position.user_id)
+                    if known is not None and resting.get(known[0]) is known[1]:
+                        continue  # _untouched's first answer, inlined: 10,000 a cycle
+                    if self._untouched(position):
+                        continue
+                reason = self._check(position, now_ms, after)
+            except Exception as exc:  # isolate: every other position still gets checked
+                report.failed[position.id] = f"{type(exc).__name__}: {exc}"
+                self._alert_failure(position, exc)
+                continue
+            if reason is not None and self._deferred is None:
+                report.closed[position.id] = reason
+
+    def _run_deferred(self, report: CycleReport) -> None:
+        """Run the closes this cycle's decisions collected (concurrently across
+        accounts), then apply their results to the in-memory state on this thread."""
+        deferred, self._deferred = self._deferred, None
+        if not deferred:
+            return
+        for outcome in self._closes.run(deferred, self._run_close):
+            for position_id in outcome.closed:
+                self._forget(position_id)
+            position = outcome.pending.position
+            if outcome.error is None:
+                report.closed[position.id] = outcome.pending.reason
+            else:
+                report.failed[position.id] = f"{type(outcome.error).__name__}: {outcome.error}"
+        for account in deferred.groups:  # their orders changed: read them again
+            self._resting.pop(account, None)
+
+    def _run_close(self, pending: PendingClose) -> CloseOutcome:
+        """One collected close's I/O, on a pool thread (never raises: isolated as the
+        sequential cycle isolates it, alerted here)."""
+        closed: list[str] = []
+        self._local.closed = closed
+        error: Exception | None = None
+        try:
+            pending.run()
+        except Exception as exc:
+            error = exc
+            try:
+                self._alert_failure(pending.position, exc)
+            except Exception as alert_exc:  # the outcome must still reach the cycle
+                log.error("alert failed: %s", type(alert_exc).__name__)
+        finally:
+            self._local.closed = None
+        return CloseOutcome(pending, error, tuple(closed))
+
+    def _exit(self, position: Position, reason: ExitReason, detail: dict[str, float | str]) -> None:
+        """Close now, or collect the close when the cycle defers its closes."""
+        if self._deferred is None:
+            self._close(position, reason, detail)
+        else:
+            self._deferred.add(
+                self._account(position.user_id),
+                position,
+                reason.value,
+                lambda: self._close(position, reason, detail),
+            )
+
+    def _forget(self, position_id: str) -> None:
+        """A close wrote the position's closed document: drop it from memory."""
+        self._open.forget(position_id)
+        self._tracking.closed(position_id)
+        self._bands.drop(position_id)
+
+    def _orders_changed(self, account: str) -> None:
+        """The account's orders change: read its resting orders again (on the cycle's
+        thread; a pool thread's closes are applied by ``_run_deferred``)."""
+        if getattr(self._local, "closed", None) is None:
+            self._resting.pop(account, None)
 
     def skipped_until(self, ms: int) -> None:
         """The worker skipped its cycles up to ``ms`` because they could find nothing new
@@ -289,14 +381,14 @@ class ExitMonitor(Reconciliation):
             return "exchange-side exit"
         user = self._users.get(position.user_id)
         if user is not None and user.kill_switch:
-            self._close(position, ExitReason.KILL_SWITCH, {"kill_switch": "on"})
+            self._exit(position, ExitReason.KILL_SWITCH, {"kill_switch": "on"})
             return ExitReason.KILL_SWITCH.value
         window = self._view(position.symbol)
         if window is None or window.last_price(now_ms) is None:
             return None
         evaluation = evaluate_exit(position, window, now_ms, self._config, since_ms=since_ms)
         if evaluation.exit is not None:
-            self._close(position, evaluation.exit.reason, evaluation.exit.detail)
+            self._exit(position, evaluation.exit.reason, evaluation.exit.detail)
             return evaluation.exit.reason.value
         held = self._tracking.track(position, evaluation, now_ms)
         due = self._tracking.write_due_ms(held.id)
@@ -370,13 +462,26 @@ class ExitMonitor(Reconciliation):
                 continue  # still resting: not filled
             order = self._exchange.fetch_order(account, order_id)
             if order.status is OrderStatus.FILLED and order.average is not None:
-                self._audit(position, "exchange_fill", order, reason)
-                self._cancel_protective(position, keep=order.id)
-                self._record_close(
-                    position, order, reason, {"trigger": order.stop_price or 0.0, "by": "exchange"}
-                )
+                self._settle_fill(position, order, reason)
                 return True
         return False
+
+    def _settle_fill(self, position: Position, order: Order, reason: ExitReason) -> None:
+        """Record a close the exchange made (now, or collected with the cycle's closes)."""
+
+        def settle() -> None:
+            self._audit(position, "exchange_fill", order, reason)
+            self._cancel_protective(position, keep=order.id)
+            self._record_close(
+                position, order, reason, {"trigger": order.stop_price or 0.0, "by": "exchange"}
+            )
+
+        if self._deferred is None:
+            settle()
+        else:
+            self._deferred.add(
+                self._account(position.user_id), position, "exchange-side exit", settle
+            )
 
     # --------------------------------------------------------------------- close
     def _close(
@@ -390,7 +495,7 @@ class ExitMonitor(Reconciliation):
         return this order instead of placing a second one.
         """
         account = self._account(position.user_id)
-        self._resting.pop(account, None)  # orders change from here on: read them again
+        self._orders_changed(account)  # orders change from here on: read them again
         side = Side.SELL if position.direction is Direction.LONG else Side.BUY
         request = OrderRequest(
             client_order_id=client_order_id(position.signal_id, position.user_id, "exit"),
@@ -456,7 +561,7 @@ class ExitMonitor(Reconciliation):
 
     def _cancel_protective(self, position: Position, keep: str | None = None) -> None:
         account = self._account(position.user_id)
-        self._resting.pop(account, None)
+        self._orders_changed(account)
         ids = [position.stop_order_id, *position.take_profit_order_ids]
         for order_id in ids:
             if order_id and order_id != keep:
@@ -498,9 +603,11 @@ class ExitMonitor(Reconciliation):
             }
         )
         self._state.set(Collections.POSITIONS, position.id, closed.model_dump(mode="json"))
-        self._open.forget(position.id)
-        self._tracking.closed(position.id)
-        self._bands.drop(position.id)
+        done: list[str] | None = getattr(self._local, "closed", None)
+        if done is None:
+            self._forget(position.id)
+        else:  # a pool thread: the cycle's thread forgets it (``_run_deferred``)
+            done.append(position.id)
         publish_event(
             self._bus,
             self._state,
