@@ -218,7 +218,13 @@ def worker(p: Parts) -> None:
     # the executors here retry an execution until it completes (nothing is dead-lettered),
     # and one attempt can wait out an emulator lock (30 s wall = 2.5 simulated hours)
     monitor = ExitMonitor(
-        p.state, p.exchange, p.bus, p.blobs, p.clock, abandoned_after=timedelta(days=365)
+        p.state,
+        p.exchange,
+        p.bus,
+        p.blobs,
+        p.clock,
+        abandoned_after=timedelta(days=365),
+        close_concurrency=4,  # kills land in the middle of concurrent closes too
     )
 
     @dataclass
