@@ -53,6 +53,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -90,6 +91,7 @@ from prometheus_trader.usecases.names import Collections  # noqa: E402
 from prometheus_trader.usecases.stats import UserStats, user_stats_id  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "exit_monitor.json"
+CLOSE_HEAVY_RESULTS = ROOT / "bench" / "results" / "exit_monitor_close_heavy.json"
 CYCLE_MS = 2_000
 SYMBOLS = 500
 STRIDE = 50
@@ -438,6 +440,7 @@ class BenchExchange:
         # what is measured): stop and take-profit of every seeded position
         self._orders: dict[str, Order] = {}
         self._resting: dict[str, dict[str, Order]] = {}
+        self._lock = threading.Lock()  # the monitor's closes may run on several threads
 
     def rest(self, account: str, order_id: str, symbol: str) -> None:
         """Seed one resting reduce-only order."""
@@ -475,8 +478,9 @@ class BenchExchange:
     now_ms = 0
 
     def fetch_order(self, account: str, order_id: str) -> Order:
-        self.fetch_order_calls += 1
-        return self._orders[order_id]
+        with self._lock:
+            self.fetch_order_calls += 1
+            return self._orders[order_id]
 
     def create_order(self, account: str, request: OrderRequest) -> Order:
         price = self._last.get(request.symbol, 1.0)
@@ -498,10 +502,11 @@ class BenchExchange:
         )
 
     def cancel_order(self, account: str, order_id: str) -> Order:
-        self._resting.get(account, {}).pop(order_id, None)
-        order = self._orders[order_id].model_copy(update={"status": OrderStatus.CANCELED})
-        self._orders[order_id] = order
-        return order
+        with self._lock:
+            self._resting.get(account, {}).pop(order_id, None)
+            order = self._orders[order_id].model_copy(update={"status": OrderStatus.CANCELED})
+            self._orders[order_id] = order
+            return order
 
     def fetch_balance(self, account: str) -> Balance:
         return Balance(wallet=10_000.0)
@@ -513,8 +518,9 @@ class BenchExchange:
         return []
 
     def fetch_open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
-        self.open_orders_calls += 1
-        return list(self._resting.get(account, {}).values())
+        with self._lock:
+            self.open_orders_calls += 1
+            return list(self._resting.get(account, {}).values())
 
     def fetch_positions(self, account: str) -> list[Any]:
         return []
@@ -540,6 +546,15 @@ def open_state(store: str, tmp: Path, name: str) -> Any:
     return FirestoreStateStore(prefix=f"bench-{name}-{os.getpid()}-")
 
 
+_RUN = [0]
+
+
+def _runs() -> int:
+    """A new number per cycle bench (its own state file or collection prefix)."""
+    _RUN[0] += 1
+    return _RUN[0]
+
+
 STORES = {"sqlite": "embedded SQLite (file)", "firestore": "Firestore emulator"}
 SEED_CHUNK = 400  # writes per seeding transaction (Firestore takes at most 500)
 
@@ -551,6 +566,7 @@ def bench_cycle(
     config: ExitConfig,
     label: str,
     store: str = "sqlite",
+    concurrency: int = 1,
 ) -> dict[str, object]:
     """Cycles 2 and 3 (steady state) over ``positions_n`` positions on 500 symbols."""
     raws = looped(base, 17)  # > 15 minutes of ticks, so cycle 1 fills the whole window
@@ -570,7 +586,7 @@ def bench_cycle(
     end_ms = raws[-1]["timestamp"] - 10 * CYCLE_MS
     opened_ms = end_ms - 60_000
     users = max(1, positions_n // 10)
-    state = open_state(store, tmp, f"state-{positions_n}-{label[:5]}")
+    state = open_state(store, tmp, f"state-{positions_n}-{label[:5]}-c{concurrency}-{_runs()}")
     exchange = BenchExchange(ticks)
     # the emulator's listener starts in cycle 1 (that cycle queries) and delivers its
     # first complete result by cycle 2: one more cycle, and the last two are reported
@@ -619,13 +635,16 @@ def bench_cycle(
         LocalBlobStore(tmp / "blobs"),
         clock,
         config,
+        close_concurrency=concurrency,
     )
     writes = {"update": 0, "set": 0}  # the cycle's state writes (tracking; closes, events)
+    counting = threading.Lock()
     for kind in writes:
         inner = getattr(state, kind)
 
         def counted(*args: Any, _inner: Any = inner, _kind: str = kind) -> Any:
-            writes[_kind] += 1
+            with counting:  # closes may run on several threads
+                writes[_kind] += 1
             return _inner(*args)
 
         setattr(state, kind, counted)
@@ -678,6 +697,7 @@ def bench_cycle(
         "symbols": SYMBOLS,
         "users": users,
         "store": STORES[store],
+        "close_concurrency": concurrency,
         "ticks_recorded_span_ms": raws[-1]["timestamp"] - t0,
         "cycles": rows,
         "steady_cpu_ms": max(r["cpu_ms"] for r in steady),
@@ -702,8 +722,20 @@ def main() -> None:
         help="largest position count run with the default rules on the emulator (each "
         "close is several emulator round trips)",
     )
+    parser.add_argument(
+        "--close-heavy",
+        action="store_true",
+        help="only the close-heavy cycle: the default rules (about 60 %% of the positions "
+        "close each cycle) over --positions (default 1,000), once per --close-concurrency, "
+        "back to back, --repeat times; writes bench/results/exit_monitor_close_heavy.json",
+    )
+    parser.add_argument("--close-concurrency", type=int, nargs="*", default=[1, 16])
+    parser.add_argument("--repeat", type=int, default=2, help="close-heavy rounds")
     args = parser.parse_args()
     base = parsed_recording()
+    if args.close_heavy:
+        close_heavy(base, args)
+        return
     result: dict[str, object] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -755,6 +787,48 @@ def main() -> None:
             f"(cycles: {[(r['cpu_ms'], r['closed']) for r in c['cycles']]})"
         )
     print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+def close_heavy(base: Sequence[Raw], args: argparse.Namespace) -> None:
+    """Cycles where most positions close, the closes run on 1 and N threads, back to
+    back (same machine load for both), on each store."""
+    positions = args.positions if args.positions != [1_000, 10_000] else [1_000]
+    runs: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        if "firestore" in args.stores:
+            from prometheus_trader.app.emulators import EmulatorStack
+
+            emulator = stack.enter_context(EmulatorStack(Path(tmp), services=("firestore",)))
+            os.environ.update(emulator.env())
+        for store in args.stores:
+            for n in positions:
+                for round_ in range(args.repeat):
+                    for c in args.close_concurrency:
+                        load = os.getloadavg()[0]
+                        run = bench_cycle(base, n, Path(tmp), ExitConfig(), "default", store, c)
+                        run["round"] = round_ + 1
+                        cycles = run["cycles"][1:]  # type: ignore[index]
+                        run["heaviest"] = max(cycles, key=lambda r: r["closed"])
+                        run["load_average_before"] = round(load, 1)
+                        runs.append(run)
+                        print(
+                            f"close-heavy {run['store']}, {n} positions, concurrency {c}, "
+                            f"round {round_ + 1} (load average {load:.1f}): "
+                            f"heaviest steady cycle {run['heaviest']['closed']} closes "  # type: ignore[index]
+                            f"{run['heaviest']['wall_ms']} ms wall, "  # type: ignore[index]
+                            f"{run['heaviest']['cpu_ms']} ms CPU "  # type: ignore[index]
+                            f"(cycles wall/CPU/closed: "
+                            f"{[(r['wall_ms'], r['cpu_ms'], r['closed']) for r in run['cycles']]})",  # type: ignore[attr-defined]
+                            flush=True,
+                        )
+    result = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "close_heavy": runs,
+    }
+    CLOSE_HEAVY_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    CLOSE_HEAVY_RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {CLOSE_HEAVY_RESULTS.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
