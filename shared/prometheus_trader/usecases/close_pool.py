@@ -45,14 +45,31 @@ class CloseOutcome:
 
 @dataclass
 class DeferredCloses:
-    """The closes one cycle decided, grouped by exchange account, in decision order."""
+    """The closes one cycle decided, in decision order, grouped so that closes sharing a
+    user or an exchange account are in one group (run in order on one thread)."""
 
-    groups: dict[str, list[PendingClose]] = field(default_factory=dict)
+    groups: dict[int, list[PendingClose]] = field(default_factory=dict)
+    accounts: set[str] = field(default_factory=set)
     count: int = 0
+    _group_of: dict[str, int] = field(default_factory=dict)  # "u:<user>"/"a:<account>"
 
     def add(self, account: str, position: Position, reason: str, run: Callable[[], None]) -> None:
-        """Collect one close of ``account`` (run after the cycle's decisions)."""
-        self.groups.setdefault(account, []).append(PendingClose(self.count, position, reason, run))
+        """Collect one close of ``position`` on ``account`` (run after the decisions)."""
+        keys = (f"u:{position.user_id}", f"a:{account}")
+        found = sorted({self._group_of[k] for k in keys if k in self._group_of})
+        group = found[0] if found else self.count
+        closes = self.groups.setdefault(group, [])
+        if len(found) > 1:  # the close joins two groups: one group, in decision order
+            other = found[1]
+            closes.extend(self.groups.pop(other))
+            closes.sort(key=lambda p: p.seq)
+            for k, g in list(self._group_of.items()):
+                if g == other:
+                    self._group_of[k] = group
+        for k in keys:
+            self._group_of[k] = group
+        closes.append(PendingClose(self.count, position, reason, run))
+        self.accounts.add(account)
         self.count += 1
 
 

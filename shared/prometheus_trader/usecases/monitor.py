@@ -267,7 +267,7 @@ class ExitMonitor(Reconciliation):
                 report.closed[position.id] = outcome.pending.reason
             else:
                 report.failed[position.id] = f"{type(outcome.error).__name__}: {outcome.error}"
-        for account in deferred.groups:  # their orders changed: read them again
+        for account in deferred.accounts:  # their orders changed: read them again
             self._resting.pop(account, None)
 
     def _run_close(self, pending: PendingClose) -> CloseOutcome:
