@@ -546,6 +546,20 @@ def open_state(store: str, tmp: Path, name: str) -> Any:
     return FirestoreStateStore(prefix=f"bench-{name}-{os.getpid()}-")
 
 
+class NoFeed:
+    """The state store without its change stream (no ``watch``): the monitor queries the
+    open positions every cycle. On the emulator the listener costs what the emulator
+    does (it re-sends every matching document per change); this isolates the closes."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "watch":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
 _RUN = [0]
 
 
@@ -567,6 +581,7 @@ def bench_cycle(
     label: str,
     store: str = "sqlite",
     concurrency: int = 1,
+    listener: bool = True,
 ) -> dict[str, object]:
     """Cycles 2 and 3 (steady state) over ``positions_n`` positions on 500 symbols."""
     raws = looped(base, 17)  # > 15 minutes of ticks, so cycle 1 fills the whole window
@@ -587,6 +602,8 @@ def bench_cycle(
     opened_ms = end_ms - 60_000
     users = max(1, positions_n // 10)
     state = open_state(store, tmp, f"state-{positions_n}-{label[:5]}-c{concurrency}-{_runs()}")
+    if not listener:
+        state = NoFeed(state)
     exchange = BenchExchange(ticks)
     # the emulator's listener starts in cycle 1 (that cycle queries) and delivers its
     # first complete result by cycle 2: one more cycle, and the last two are reported
@@ -698,6 +715,7 @@ def bench_cycle(
         "users": users,
         "store": STORES[store],
         "close_concurrency": concurrency,
+        "change_stream": listener,
         "ticks_recorded_span_ms": raws[-1]["timestamp"] - t0,
         "cycles": rows,
         "steady_cpu_ms": max(r["cpu_ms"] for r in steady),
@@ -731,6 +749,12 @@ def main() -> None:
     )
     parser.add_argument("--close-concurrency", type=int, nargs="*", default=[1, 16])
     parser.add_argument("--repeat", type=int, default=2, help="close-heavy rounds")
+    parser.add_argument(
+        "--no-listener",
+        action="store_true",
+        help="close-heavy: the store without its change stream (the monitor queries the "
+        "open positions each cycle; on the emulator this leaves out the listener's cost)",
+    )
     args = parser.parse_args()
     base = parsed_recording()
     if args.close_heavy:
@@ -805,14 +829,25 @@ def close_heavy(base: Sequence[Raw], args: argparse.Namespace) -> None:
                 for round_ in range(args.repeat):
                     for c in args.close_concurrency:
                         load = os.getloadavg()[0]
-                        run = bench_cycle(base, n, Path(tmp), ExitConfig(), "default", store, c)
+                        run = bench_cycle(
+                            base,
+                            n,
+                            Path(tmp),
+                            ExitConfig(),
+                            "default",
+                            store,
+                            c,
+                            listener=not args.no_listener,
+                        )
                         run["round"] = round_ + 1
                         cycles = run["cycles"][1:]  # type: ignore[index]
                         run["heaviest"] = max(cycles, key=lambda r: r["closed"])
                         run["load_average_before"] = round(load, 1)
                         runs.append(run)
                         print(
-                            f"close-heavy {run['store']}, {n} positions, concurrency {c}, "
+                            f"close-heavy {run['store']}"
+                            f"{'' if run['change_stream'] else ' (no change stream)'}, "
+                            f"{n} positions, concurrency {c}, "
                             f"round {round_ + 1} (load average {load:.1f}): "
                             f"heaviest steady cycle {run['heaviest']['closed']} closes "  # type: ignore[index]
                             f"{run['heaviest']['wall_ms']} ms wall, "  # type: ignore[index]
