@@ -39,7 +39,7 @@ from typing import Generic, TypeVar
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
-from prometheus_trader.app.backtest.data import MemoryMarketData
+from prometheus_trader.app.backtest.data import MemoryMarketData, release_free_memory
 from prometheus_trader.app.backtest.live import CollectedCandles, LiveUseCases
 from prometheus_trader.app.backtest.ranking_state import JournalRates, LiveSignals
 from prometheus_trader.app.monitor_wake import next_cycle_ms, next_wake_ms
@@ -216,6 +216,8 @@ class BacktestEngine:
                     publish_signal(live.state, live.bus, signal)
                 live.bus.drain_all()  # dispatch + execute
             self._monitor_minute(t)
+            if minute % 60 == 59:  # memory only: nothing read decides differently
+                self._forget(t + MINUTE_MS)
             t += MINUTE_MS
             done = (t - cfg.start_ms) // MINUTE_MS
             if progress is not None and (done % step_every == 0 or done == total):
@@ -244,6 +246,15 @@ class BacktestEngine:
             wake = next_wake_ms(self.live.state, self.exchange, self._exits, step, t + MINUTE_MS)
             step = next_cycle_ms(step, wake, interval, t)
             self.live.monitor.skipped_until(step - interval)
+
+    def _forget(self, now_ms: int) -> None:
+        """Drop the exchange's cached trade hours that are past, and hand the freed pages
+        back to the system (the month's peak RSS followed the caches and the heap's free
+        pages, not what the run keeps)."""
+        forget = getattr(self.exchange, "forget_before", None)
+        if forget is not None:
+            forget(now_ms)
+        release_free_memory()
 
     # ================================================================ collect
     def _collect(self, now_ms: int) -> None:
