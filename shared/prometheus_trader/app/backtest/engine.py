@@ -192,6 +192,8 @@ class BacktestEngine:
         for user in self.users:
             self.live.state.create(Collections.USERS, user.user_id, user.model_dump(mode="json"))
         self._expire = ExpireSignals(self.live.state, clock)
+        # the store's write count after an idle monitor cycle (see _monitor_minute)
+        self._idle_writes: int | None = None
 
     # ================================================================ the loop
     def run(self, progress: Progress | None = None) -> BacktestResult:
@@ -231,13 +233,23 @@ class BacktestEngine:
     def _monitor_minute(self, t: int) -> None:
         """The worker's cycles inside minute ``t`` (stops once nothing is open), minus the
         steps that cannot decide anything new: the run's schedule (app/monitor_wake.py)."""
+        monitor = self.live.monitor
+        writes = getattr(self.live.state, "writes", None)  # MemoryStateStore's count
+        if writes is not None and writes == self._idle_writes:
+            # the last cycle found nothing open and nothing pending (``idle``) and no
+            # document changed since: this one would only write the heartbeat
+            monitor.skipped_until(t)  # its trade cursor, as after a cycle at t
+            return
+        self._idle_writes = None
         interval = self.cfg.monitor_interval_ms
         step = t
         while step < t + MINUTE_MS:
             self.clock.set_ms(step)
-            report = self.live.monitor.cycle()
+            report = monitor.cycle()
             self.live.bus.drain_all()  # evaluate
             self.result.monitor_cycles += 1
+            if report.positions == 0 and not report.failed and monitor.idle():
+                self._idle_writes = getattr(self.live.state, "writes", None)
             if report.positions == 0 or report.positions == len(report.closed):
                 return
             if report.closed or report.failed:
@@ -245,7 +257,7 @@ class BacktestEngine:
                 continue
             wake = next_wake_ms(self.live.state, self.exchange, self._exits, step, t + MINUTE_MS)
             step = next_cycle_ms(step, wake, interval, t)
-            self.live.monitor.skipped_until(step - interval)
+            monitor.skipped_until(step - interval)
 
     def _forget(self, now_ms: int) -> None:
         """Drop the exchange's cached trade hours that are past, and hand the freed pages
