@@ -42,7 +42,12 @@ from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.app.backtest.data import MemoryMarketData, release_free_memory
 from prometheus_trader.app.backtest.live import CollectedCandles, LiveUseCases
 from prometheus_trader.app.backtest.ranking_state import JournalRates, LiveSignals
-from prometheus_trader.app.monitor_wake import next_cycle_ms, next_wake_ms
+from prometheus_trader.app.monitor_wake import (
+    WakeInputs,
+    next_cycle_ms,
+    next_wake_ms,
+    wake_inputs,
+)
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst, default_panel
 from prometheus_trader.domain.exits import ExitConfig
 from prometheus_trader.domain.feature_series import FeatureSeries
@@ -194,6 +199,7 @@ class BacktestEngine:
         self._expire = ExpireSignals(self.live.state, clock)
         # the store's write count after an idle monitor cycle (see _monitor_minute)
         self._idle_writes: int | None = None
+        self._wake_cache: tuple[int, WakeInputs] | None = None
 
     # ================================================================ the loop
     def run(self, progress: Progress | None = None) -> BacktestResult:
@@ -255,9 +261,26 @@ class BacktestEngine:
             if report.closed or report.failed:
                 step += interval
                 continue
-            wake = next_wake_ms(self.live.state, self.exchange, self._exits, step, t + MINUTE_MS)
+            wake = next_wake_ms(
+                self.live.state,
+                self.exchange,
+                self._exits,
+                step,
+                t + MINUTE_MS,
+                self._wake_inputs(),
+            )
             step = next_cycle_ms(step, wake, interval, t)
             monitor.skipped_until(step - interval)
+
+    def _wake_inputs(self) -> WakeInputs | None:
+        """``wake_inputs`` of the store, read again only after a write (None: the store
+        has no write count; ``next_wake_ms`` reads them)."""
+        writes = getattr(self.live.state, "writes", None)
+        if writes is None:
+            return None
+        if self._wake_cache is None or self._wake_cache[0] != writes:
+            self._wake_cache = (writes, wake_inputs(self.live.state, self._exits))
+        return self._wake_cache[1]
 
     def _forget(self, now_ms: int) -> None:
         """Drop the exchange's cached trade hours that are past, and hand the freed pages
