@@ -12,8 +12,13 @@ process (so each peak RSS is its own), one after the other in the same invocatio
 * ``jesse``: the same SMA crossover in jesse's research ``backtest()`` when jesse is
   importable by ``--jesse-python`` (a separate venv); otherwise the reason is recorded.
 
-Writes ``bench/results/backtest.json``. Candles/s = 1m candles inside the replayed window /
-wall seconds of the loop (data loading is reported separately).
+Prints the side-by-side table (candles, CPU and wall seconds of the loop, candles per
+CPU-second and per wall-second, peak RSS, signals / decisions / trades, the backtest's
+ledger sha256) with the load averages before and after each engine, and writes it all to
+``bench/results/backtest.json``. Candles/s = 1m candles inside the replayed window / seconds
+of the loop (data loading is reported separately). The machine may be shared: CPU seconds
+compare across engines, wall seconds follow the load. jesse gets ``--jesse-days`` of each
+series (it does not finish the month in ``JESSE_TIMEOUT_S``).
 """
 
 from __future__ import annotations
