@@ -67,3 +67,28 @@ def test_the_write_count_moves_with_every_write_and_no_read() -> None:
     store.delete("users", "a")
     counts.append(store.writes)
     assert counts == [0, 1, 1, 2, 2, 3]
+
+
+def test_idle_needs_nothing_open_nothing_pending_and_every_user_settled() -> None:
+    from prometheus_trader.app.backtest.data import MemoryMarketData
+    from prometheus_trader.app.backtest.runner import build_engine, window_for
+    from prometheus_trader.app.demo import DEMO_USERS
+    from prometheus_trader.usecases.names import Collections
+
+    settings = Settings()  # the bundled sample
+    data = MemoryMarketData.from_parquet(settings.data_dir, settings.exchange, settings.market_type)
+    start, until, end = window_for(settings, data)
+    engine = build_engine(settings, data, DEMO_USERS, start, until, end)
+    monitor, state = engine.live.monitor, engine.live.state
+    assert not monitor.idle()  # the guard has read no user yet
+    assert monitor.cycle().positions == 0
+    assert monitor.idle()
+    pending = {"id": "s1", "status": "pending", "user_id": DEMO_USERS[0].user_id}
+    state.set(Collections.SCALED_ENTRIES, "s1", pending)
+    assert not monitor.idle()  # a resting leg may fill with time alone
+    state.update(Collections.SCALED_ENTRIES, "s1", {"status": "done"})
+    assert monitor.idle()
+    user = DEMO_USERS[0].model_copy(update={"kill_switch": True})
+    state.set(Collections.USERS, user.user_id, user.model_dump(mode="json"))
+    monitor.cycle()
+    assert not monitor.idle()  # every cycle flattens a kill-switched account again

@@ -229,6 +229,7 @@ class ExitMonitor(Reconciliation):
         pending = [Filter("status", "==", "pending")]
         if self._state.query(Collections.SCALED_ENTRIES, pending):
             return False
+        self._user_docs.refresh()  # _active_users reads what this brings in
         return self._portfolio.settled(self._active_users())
 
     def skipped_until(self, ms: int) -> None:
