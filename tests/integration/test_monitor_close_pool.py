@@ -4,7 +4,8 @@ over the bundled real sample, one exit monitor closing inline as it decides
 pool of threads (``close_concurrency=4``). Many positions close in the same cycle (stops,
 targets, the rules, a kill switch, max hold), one user's exit orders fail; every cycle's
 report and, at the end, every stored document (all collections, journal and stats from
-the closed events included), every exchange order and the audit log are the same."""
+the closed events included), every exchange order and the audit log are the same
+(``tests/unit/test_close_pool.py`` proves the groups do run at the same time)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from tests.integration.test_usecases_embedded import World, world
 
 from prometheus_trader.domain.exits import ExitConfig
-from prometheus_trader.domain.signals import Direction
+from prometheus_trader.domain.signals import Direction, OpportunitySignal
 from prometheus_trader.domain.trading import Order, OrderRequest
 from prometheus_trader.domain.users import RiskProfile, User
 from prometheus_trader.ports import ExchangeError
@@ -32,18 +33,43 @@ __all__ = ["world"]
 USERS = 16
 FAILING = "user2"  # its exit orders are refused: the close fails, the others proceed
 KILLED = "user6"  # kill switch on, inactive: the portfolio rules skip it, the cycle closes
+SECOND = "XRP/USDT:USDT"  # each user's second position (one exchange account)
 CONFIG = ExitConfig(max_hold_minutes=4)  # the default rules; what is left closes at once
 
 
 def _open(w: World) -> None:
-    """Longs and shorts, a few with tight stops (they fill on the exchange), most with
-    wide ones (the rules and max hold close them with market orders)."""
+    """Longs and shorts on two symbols per user, a few with tight stops (they fill on the
+    exchange), most with wide ones (the rules and max hold close them with market
+    orders: a user's two closes in one cycle, in order on one thread)."""
     for k in range(USERS):
         w.clock.advance(0.001)  # one signal each (its id holds the time in ms)
         user = w.add_user(User.with_profile(f"user{k}", RiskProfile.AGGRESSIVE))
         direction = Direction.LONG if k % 2 == 0 else Direction.SHORT
         signal = w.signal(direction=direction, stop_pct=(0.05, 0.1, 3.0, 4.0)[k % 4])
         w.executor.handle(w.execution_message(signal.id, user.user_id))
+        other = _on(w, signal, SECOND)
+        w.executor.handle(w.execution_message(other.id, user.user_id))
+
+
+def _on(w: World, signal: OpportunitySignal, symbol: str) -> OpportunitySignal:
+    """``signal``'s levels moved to ``symbol``'s current price, stored."""
+    price = w.exchange.fetch_tickers([symbol])[0].last
+    r = price / signal.entry_price
+    moved = signal.model_copy(
+        update={
+            "id": f"{signal.id}-{symbol.split('/')[0]}",
+            "symbol": symbol,
+            "entry_price": price,
+            "entry_low": signal.entry_low * r,
+            "entry_high": signal.entry_high * r,
+            "stop_loss": signal.stop_loss * r,
+            "take_profits": [
+                tp.model_copy(update={"price": tp.price * r}) for tp in signal.take_profits
+            ],
+        }
+    )
+    w.state.create(Collections.SIGNALS, moved.id, moved.model_dump(mode="json"))
+    return moved
 
 
 def _refuse_exits(w: World) -> None:
@@ -141,4 +167,4 @@ def test_concurrent_closes_store_exactly_what_sequential_closes_store(
     owners = {worlds[0].state.get(Collections.POSITIONS, pid)["user_id"] for pid in failed}  # type: ignore[index]
     assert owners == {FAILING}, failed  # isolated and counted (retried every cycle)
     assert len(worlds[0].state.query(Collections.JOURNAL, [])) >= USERS - 2
-    assert len(threads) > 1, threads  # the closes did run on several threads
+    assert any(t.startswith("exit-close") for t in threads), threads  # on the pool
