@@ -466,6 +466,7 @@ class ExecuteSignalForUser(ExecutionSteps):
             market_type=signal.market_type,
             symbol=signal.symbol,
             direction=signal.direction,
+            exchange_account=user.exchange_account,  # where _place sent its orders
             amount=entry.filled,
             entry_price=entry.average,
             entry_fee=entry.fee,

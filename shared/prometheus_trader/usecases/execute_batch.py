@@ -488,6 +488,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
             market_type=signal.market_type,
             symbol=signal.symbol,
             direction=signal.direction,
+            exchange_account=user.exchange_account,  # where _enter_all sent its orders
             amount=entry.filled,
             entry_price=entry.average,
             entry_fee=entry.fee,
