@@ -20,6 +20,7 @@ from tests.standins.engine import DEFAULT_NOW_MS, Engine
 
 from prometheus_trader.app.cloud import CloudRuntime
 from prometheus_trader.app.settings import Settings
+from prometheus_trader.domain.ids import execution_id
 from prometheus_trader.domain.trading import OrderStatus, OrderType
 from prometheus_trader.domain.users import RiskProfile, TradingMode, User
 from prometheus_trader.usecases.controls import Controls, ExchangeKeys
@@ -173,3 +174,34 @@ def test_the_switch_is_refused_while_an_execution_is_in_flight(world: World) -> 
     world.settings.update("alice", SettingsUpdate(mode=TradingMode.LIVE))
     alice = rt.state.get(Collections.USERS, "alice")
     assert alice is not None and alice["exchange_account"] == VENUE
+
+
+def test_a_redelivered_execution_keeps_the_account_it_was_decided_for(world: World) -> None:
+    """An execution decided on paper whose delivery comes back after alice went live (a
+    crash between the decision and the entry) places its orders on paper: the account
+    is recorded with the decision."""
+    rt, engine = world.rt, world.engine
+    world.open_position("sig-first")  # a completed execution on paper: its decision
+    [first] = rt.state.query(Collections.EXECUTIONS)
+    assert first["exchange_account"] == "alice"
+    signal = long_signal("sig-redelivered", engine.last_price(SYMBOL), rt.clock.now())
+    rt.state.create(Collections.SIGNALS, signal.id, signal.model_dump(mode="json"))
+    exec_id = execution_id(signal.id, "alice")
+    decided = {
+        **first,
+        "id": exec_id,
+        "signal_id": signal.id,
+        "outcome": None,
+        "order_ids": [],
+        "position_id": None,
+        "completed_at": None,
+    }
+    rt.state.create(Collections.EXECUTIONS, exec_id, decided)
+    world.move_alice_to(TradingMode.LIVE, VENUE)
+    done = rt.execute(message(signal.id, "alice"))
+    assert done.outcome is not None and done.outcome.value == "accepted", done
+    position = rt.state.get(Collections.POSITIONS, exec_id)
+    assert position is not None and position["exchange_account"] == "alice"
+    assert len(rt.paper_exchange.orders("alice")) == 6  # both executions' three orders
+    assert engine.orders == {} and engine.log == []
+    assert rt.monitor.reconcile().clean

@@ -239,6 +239,11 @@ class Execution(BaseModel):
     position_id: str | None = None
     error: str | None = Field(default=None, description="why the exchange refused, if it did")
     phase: ExecutionPhase | None = None
+    exchange_account: str | None = Field(
+        default=None,
+        description="the account its orders go to, recorded with the decision (a repeat "
+        "uses it whatever the user's account now); None, written before: the user's",
+    )
     created_at: datetime
     completed_at: datetime | None = None
 

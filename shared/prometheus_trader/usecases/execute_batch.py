@@ -334,6 +334,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
                 reasons=decision.reasons,
                 decision=decision,
                 phase=ExecutionPhase.DECIDED,
+                exchange_account=item.user.exchange_account,
                 created_at=now,
             )
             item.record = docs[item.exec_id] = record.model_dump(mode="json")
