@@ -138,17 +138,21 @@ def observe_account(
             f"cool-down of {limits.consecutive_loss_cooldown_minutes} min after the last loss",
         )
     reasons.setdefault(Breaker.DAILY_LOSS, "new UTC day")
-    values = {
-        "equity": equity,
-        "peak_equity": new.peak_equity,
-        "drawdown_pct": new.drawdown_pct(equity),
-        "max_drawdown_pct": limits.max_drawdown_pct,
-        "realized_today_pct": new.realized_pnl_today_pct,
-        "daily_loss_limit_pct": limits.daily_loss_limit_pct,
-        "consecutive_losses": float(state.consecutive_losses),
-        "max_consecutive_losses": float(limits.max_consecutive_losses),
-        "day_start_equity": new.day_start_equity,
-    }
+    observed = new  # the numbers of every transition (built only when there is one)
+
+    def values() -> dict[str, float]:
+        return {
+            "equity": equity,
+            "peak_equity": observed.peak_equity,
+            "drawdown_pct": observed.drawdown_pct(equity),
+            "max_drawdown_pct": limits.max_drawdown_pct,
+            "realized_today_pct": observed.realized_pnl_today_pct,
+            "daily_loss_limit_pct": limits.daily_loss_limit_pct,
+            "consecutive_losses": float(state.consecutive_losses),
+            "max_consecutive_losses": float(limits.max_consecutive_losses),
+            "day_start_equity": observed.day_start_equity,
+        }
+
     transitions: list[BreakerTransition] = []
     tripped = dict(new.tripped)
     for breaker, on in tripped_now(new, limits, equity).items():
@@ -161,7 +165,7 @@ def observe_account(
                     action="tripped",
                     reason=_trip_reason(breaker, new, limits, equity),
                     at=now,
-                    values=values,
+                    values=values(),
                 )
             )
         elif on:
@@ -174,7 +178,7 @@ def observe_account(
                     action="reset",
                     reason=reasons.get(breaker, ""),
                     at=now,
-                    values=values,
+                    values=values(),
                 )
             )
     if tripped != new.tripped:

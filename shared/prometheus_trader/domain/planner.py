@@ -14,7 +14,7 @@ plan that cannot be sized gets ``amount == 0`` and a note, and the risk gate rej
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_trader.domain.market import Instrument, MarketType, Side
 from prometheus_trader.domain.signals import Direction, OpportunitySignal, TakeProfitLevel
@@ -29,8 +29,7 @@ __all__ = ["OrderStyle", "Scaling", "kelly_risk_pct", "plan_for_user", "plan_tra
 _SHRINK_SAFETY = 1.0 - 1e-9
 
 
-@dataclass(frozen=True)
-class _EntryLeg:
+class _EntryLeg(NamedTuple):  # a tuple: built per leg per user (a frozen dataclass is slower)
     leg: str
     type: OrderType
     price: float  # price used for the risk math (reference price for a market order)

@@ -242,38 +242,32 @@ def _run_checks(
     age, max_age = ctx.data_age_s, ctx.max_data_age_s
     checks.append(
         _memo(
-            # the signs tell 0.0 from -0.0 (equal as keys, stored differently)
-            (
-                RiskCode.STALE_DATA,
-                ctx.data_quality_ok,
-                age,
-                max_age,
-                copysign(1, age),
-                copysign(1, max_age),
-            ),
+            (RiskCode.STALE_DATA, ctx.data_quality_ok, *_exact(age), *_exact(max_age)),
             lambda: _stale_check(ctx),
         )
     )
-    if plan.stop_loss is None:
+    stop, entry, distance = plan.stop_loss, plan.entry_price, plan.stop_distance_pct
+    if stop is None:
         add(RiskCode.NO_STOP_LOSS, False, "no stop-loss")
     else:
-        right_side = sign * (plan.entry_price - plan.stop_loss) > 0
-        add(
-            RiskCode.NO_STOP_LOSS,
-            right_side,
-            f"stop {plan.stop_loss} is {plan.stop_distance_pct:.3f}% from entry"
-            if right_side
-            else f"stop {plan.stop_loss} is on the wrong side of entry {plan.entry_price}",
-            stop_loss=plan.stop_loss,
-            entry_price=plan.entry_price,
-            stop_distance_pct=plan.stop_distance_pct,
+        # the plans of one signal share their stop and, mostly, their entry
+        checks.append(
+            _memo(
+                (RiskCode.NO_STOP_LOSS, sign, *_exact(stop), *_exact(entry), *_exact(distance)),
+                lambda: _stop_check(sign, stop, entry, distance),
+            )
         )
-    add(
-        RiskCode.REWARD_RISK_TOO_LOW,
-        plan.reward_risk >= min_rr,
-        f"reward:risk {plan.reward_risk:.2f} vs minimum {min_rr:.2f}",
-        reward_risk=plan.reward_risk,
-        min_reward_risk=min_rr,
+    reward_risk = plan.reward_risk
+    checks.append(
+        _memo(
+            (RiskCode.REWARD_RISK_TOO_LOW, *_exact(reward_risk), *_exact(min_rr)),
+            lambda: _check(
+                RiskCode.REWARD_RISK_TOO_LOW,
+                reward_risk >= min_rr,
+                f"reward:risk {reward_risk:.2f} vs minimum {min_rr:.2f}",
+                {"reward_risk": reward_risk, "min_reward_risk": min_rr},
+            ),
+        )
     )
     open_positions = [p for p in ctx.open_positions if p.status is PositionStatus.OPEN]
     same = [p for p in open_positions if p.symbol == plan.symbol and p.exchange == plan.exchange]
@@ -306,18 +300,36 @@ def _run_checks(
         )
     )
     breakers = breaker_state(ctx, limits)
-    add(
-        RiskCode.DAILY_LOSS_BREAKER,
-        not breakers.daily_loss and ctx.entries_blocked is None,
-        f"realized today {breakers.realized_today_pct:.2f}% vs limit "
-        f"-{limits.daily_loss_limit_pct:.2f}%"
-        + (" (paused until next UTC day)" if breakers.daily_loss else "")
-        + (f"; {ctx.entries_blocked}" if ctx.entries_blocked else ""),
-        realized_today_pct=breakers.realized_today_pct,
-        equity_change_today_pct=breakers.equity_change_today_pct,
-        daily_loss_limit_pct=limits.daily_loss_limit_pct,
-        daily_drawdown_pct=ctx.daily_drawdown_pct,
-        ladder_blocked=float(ctx.entries_blocked is not None),
+    realized, change = breakers.realized_today_pct, breakers.equity_change_today_pct
+    daily_limit, daily_dd = limits.daily_loss_limit_pct, ctx.daily_drawdown_pct
+    blocked, daily_loss = ctx.entries_blocked, breakers.daily_loss
+    checks.append(
+        _memo(
+            # most users have not traded today: no realized PnL, no change, no drawdown
+            (
+                RiskCode.DAILY_LOSS_BREAKER,
+                *_exact(realized),
+                *_exact(change),
+                *_exact(daily_limit),
+                *_exact(daily_dd),
+                blocked,
+                daily_loss,
+            ),
+            lambda: _check(
+                RiskCode.DAILY_LOSS_BREAKER,
+                not daily_loss and blocked is None,
+                f"realized today {realized:.2f}% vs limit -{daily_limit:.2f}%"
+                + (" (paused until next UTC day)" if daily_loss else "")
+                + (f"; {blocked}" if blocked else ""),
+                {
+                    "realized_today_pct": realized,
+                    "equity_change_today_pct": change,
+                    "daily_loss_limit_pct": daily_limit,
+                    "daily_drawdown_pct": daily_dd,
+                    "ladder_blocked": float(blocked is not None),
+                },
+            ),
+        )
     )
     resume_s = (
         (ctx.consecutive_loss_resume_at - ctx.now).total_seconds()
@@ -435,6 +447,24 @@ def _expiry_check(signal: OpportunitySignal, now: datetime) -> RiskCheck:
         f"signal expires in {ttl_left:.0f}s" if ttl_left > 0 else "signal expired",
         {"seconds_left": ttl_left},
     )
+
+
+def _stop_check(sign: int, stop: float, entry: float, distance_pct: float) -> RiskCheck:
+    right_side = sign * (entry - stop) > 0
+    return _check(
+        RiskCode.NO_STOP_LOSS,
+        right_side,
+        f"stop {stop} is {distance_pct:.3f}% from entry"
+        if right_side
+        else f"stop {stop} is on the wrong side of entry {entry}",
+        {"stop_loss": stop, "entry_price": entry, "stop_distance_pct": distance_pct},
+    )
+
+
+def _exact(x: float) -> tuple[float, type, float]:
+    """A number as a memo key: equal keys are the same number of the same type (0.0 and
+    -0.0, 1 and 1.0 are equal numbers but format and store differently)."""
+    return x, type(x), copysign(1, x)
 
 
 def _stale_check(ctx: RiskContext) -> RiskCheck:

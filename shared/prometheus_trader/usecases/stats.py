@@ -18,7 +18,7 @@ from prometheus_trader.domain.breakers import (
 )
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.portfolio import ladder_blocks_entries
-from prometheus_trader.domain.trusted import copied
+from prometheus_trader.domain.trusted import trusted
 from prometheus_trader.domain.users import User
 from prometheus_trader.ports import Bus, Document, Filter, StateStore, StateTransaction
 from prometheus_trader.usecases.events import publish_event
@@ -187,14 +187,20 @@ def observe_stats_model(
         equity,
         resume_requested_at=user.breakers_resume_requested_at,
     )
-    # stats.model_copy(update=account.model_dump(include=<AccountState fields>)) spelled
-    # out (the python dump copies the containers: tripped)
-    update = {name: getattr(account, name) for name in _ACCOUNT_FIELDS}
-    update["tripped"] = dict(account.tripped)
-    return stats, copied(stats, update), transitions
+    if type(account) is not type(stats) or stats.__pydantic_extra__ is not None:
+        update = account.model_dump(include=set(AccountState.model_fields))
+        return stats, stats.model_copy(update=update), transitions
+    # = stats.model_copy(update=account.model_dump(include=<AccountState fields>)):
+    # observe_account copied ``stats`` and changed only AccountState fields, so its values
+    # are the copy's (the dump copies the containers: tripped); the copy's fields set is
+    # stats' plus every AccountState field
+    values = dict(account.__dict__)
+    values["tripped"] = dict(values["tripped"])
+    new = trusted(type(stats), values, stats.__pydantic_fields_set__ | _ACCOUNT_FIELDS)
+    return stats, new, transitions
 
 
-_ACCOUNT_FIELDS = tuple(AccountState.model_fields)
+_ACCOUNT_FIELDS = frozenset(AccountState.model_fields)
 
 
 def observe_stats_doc(
