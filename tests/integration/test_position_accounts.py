@@ -40,9 +40,12 @@ class World:
     def __init__(self, rt: CloudRuntime, engine: Engine) -> None:
         self.rt, self.engine = rt, engine
         self.controls = Controls(
-            rt.state, rt.clock, secrets=lambda: rt.secrets, blobs=lambda: rt.blobs,
+            rt.state,
+            rt.clock,
+            secrets=lambda: rt.secrets,
+            blobs=lambda: rt.blobs,
             trading_env="demo",
-        )  # fmt: skip
+        )
         self.settings = UserSettings(rt.state, self.controls.trading_account, rt.clock)
 
     def open_position(self, signal_id: str) -> dict[str, object]:
