@@ -12,14 +12,21 @@ process (so each peak RSS is its own), one after the other in the same invocatio
 * ``jesse``: the same SMA crossover in jesse's research ``backtest()`` when jesse is
   importable by ``--jesse-python`` (a separate venv); otherwise the reason is recorded.
 
-Writes ``bench/results/backtest.json``. Candles/s = 1m candles inside the replayed window /
-wall seconds of the loop (data loading is reported separately).
+Prints the side-by-side table (candles, CPU and wall seconds of the loop, candles per
+CPU-second and per wall-second, peak RSS, signals / decisions / trades, the backtest's
+ledger sha256) with the load averages before and after each engine, and writes it all to
+``bench/results/backtest.json``. Candles/s = 1m candles inside the replayed window / seconds
+of the loop (data loading is reported separately). The machine may be shared: CPU seconds
+compare across engines, wall seconds follow the load. jesse gets ``--jesse-days`` of each
+series (it does not finish the month in ``JESSE_TIMEOUT_S``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -30,6 +37,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results" / "backtest.json"
 FAST, SLOW = 20, 50
+JESSE_TIMEOUT_S = 900  # wall seconds; jesse on the whole month takes far longer
 
 
 def _rss_mib() -> float:
@@ -39,8 +47,9 @@ def _rss_mib() -> float:
 def run_prometheus(store: Path) -> dict[str, Any]:
     """The backtest over the store's window with the demo users."""
     from prometheus_trader.app.backtest.data import MemoryMarketData
-    from prometheus_trader.app.backtest.runner import build_engine, window_for
+    from prometheus_trader.app.backtest.runner import build_engine, build_ledger, window_for
     from prometheus_trader.app.demo import DEMO_USERS
+    from prometheus_trader.app.pipeline import canonical_json
     from prometheus_trader.app.settings import Settings
     from prometheus_trader.domain.market import MINUTE_MS
 
@@ -55,6 +64,7 @@ def run_prometheus(store: Path) -> dict[str, Any]:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = engine.run()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    ledger = hashlib.sha256(canonical_json(build_ledger(engine, DEMO_USERS))).hexdigest()
     return {
         "candles": candles,
         "load_seconds": round(loaded - began, 2),
@@ -68,6 +78,7 @@ def run_prometheus(store: Path) -> dict[str, Any]:
         "trades": len(result.journal),
         "rankings": result.rankings,
         "monitor_cycles": result.monitor_cycles,
+        "ledger_sha256": ledger,
     }
 
 
@@ -143,12 +154,16 @@ def run_jesse(store: Path, jesse_python: str, days: float | None = None) -> dict
             for sym, s in series.items()
         },
     )
-    proc = subprocess.run(
-        [jesse_python, "-c", _JESSE_SCRIPT, str(arrays)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [jesse_python, "-c", _JESSE_SCRIPT, str(arrays)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=JESSE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"not done in {JESSE_TIMEOUT_S} s of wall time: use --jesse-days"}
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]}
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -236,21 +251,65 @@ def main() -> int:
         print(json.dumps(runner()))
         return 0
     engines = {}
+    load = {"before": _load_average()}
     for name in args.engines.split(","):
         engines[name] = _child(name, args.store, args.jesse_python, args.jesse_days)
+        load[f"after_{name}"] = _load_average()
         print(name, json.dumps(engines[name]), flush=True)
     result = {
         "benchmark": "backtest on a 1m market store, engines measured in one invocation",
         "store": str(args.store),
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average": load,
+        "jesse_days": args.jesse_days,
         "targets": {"candles_per_second": 400_000, "peak_rss_mib": 400},
         "engines": engines,
     }
+    print(table(result))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {RESULTS}")
     return 0
+
+
+def _load_average() -> list[float]:
+    """The 1/5/15-minute load averages (the machine is shared: CPU seconds compare,
+    wall seconds depend on the load)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+_COLUMNS = (
+    ("candles", "candles", "{:,}"),
+    ("CPU s", "loop_cpu_seconds", "{:,.2f}"),
+    ("wall s", "loop_wall_seconds", "{:,.2f}"),
+    ("candles/CPU-s", "candles_per_cpu_second", "{:,}"),
+    ("candles/wall-s", "candles_per_second", "{:,}"),
+    ("peak RSS MiB", "peak_rss_mib", "{:,.1f}"),
+    ("signals", "signals", "{:,}"),
+    ("decisions", "decisions", "{:,}"),
+    ("trades", "trades", "{:,}"),
+    ("ledger sha256", "ledger_sha256", "{:.8}…"),
+)
+
+
+def table(result: dict[str, Any]) -> str:
+    """The side-by-side table (markdown): one row per engine, ``–`` where an engine has no
+    such figure; the load averages under it."""
+    header = "| engine | " + " | ".join(name for name, _, _ in _COLUMNS) + " |"
+    lines = [header, "|" + " --- |" * (len(_COLUMNS) + 1)]
+    for engine, row in result["engines"].items():
+        if "error" in row:
+            lines.append(f"| {engine} | error: {row['error']} |")
+            continue
+        cells = [fmt.format(row[key]) if key in row else "–" for _, key, fmt in _COLUMNS]
+        lines.append(f"| {engine} | " + " | ".join(cells) + " |")
+    loads = ", ".join(f"{k} {v[0]}/{v[1]}/{v[2]}" for k, v in result["load_average"].items())
+    lines.append(f"load average (1/5/15 min): {loads}; {result['cpus']} CPUs")
+    if result.get("jesse_days") is not None:
+        lines.append(f"jesse: the first {result['jesse_days']:g} day(s) of each series")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

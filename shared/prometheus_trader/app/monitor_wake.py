@@ -23,6 +23,7 @@ followed by one at the next step, as before: its own writes are inputs of that c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -46,28 +47,24 @@ class TradeClock(Protocol):
         """Whether a recorded (``source == "trade"``) trade has ``after_ms < ts <= until``."""
 
 
-def next_wake_ms(
-    state: StateStore,
-    trades: TradeClock,
-    config: ExitConfig,
-    now_ms: int,
-    until_ms: int,
-) -> int:
-    """The earliest time in ``(now_ms, until_ms]`` at which the next cycle may decide
-    something a cycle at ``now_ms`` did not (``until_ms`` when nothing is due before it).
-    """
+@dataclass(frozen=True)
+class WakeInputs:
+    """What ``next_wake_ms`` reads from the store: the watched symbols and the times due
+    by themselves (max hold, scaled-entry expiry, breaker cool-downs). A function of the
+    documents alone: unchanged while the store is."""
+
+    symbols: list[str]
+    due: tuple[int, ...]
+
+
+def wake_inputs(state: StateStore, config: ExitConfig) -> WakeInputs:
+    """``next_wake_ms``'s reads of ``state``."""
     positions = state.query(
         Collections.POSITIONS, [Filter("status", "==", PositionStatus.OPEN.value)]
     )
     scaled = state.query(Collections.SCALED_ENTRIES, [Filter("status", "==", "pending")])
     symbols = sorted({str(p["symbol"]) for p in positions} | {_scaled_symbol(d) for d in scaled})
-    live_ms = int(config.order_flow_window_s * 1000)
-    if config.enable_order_flow and trades.real_trade_between(symbols, now_ms - live_ms, now_ms):
-        return now_ms + 1  # the flow rule is live: every step counts
-    due = [until_ms]
-    visible = trades.next_visible_ms(symbols, now_ms, until_ms)
-    if visible is not None:
-        due.append(visible)
+    due: list[int] = []
     if config.enable_max_hold:
         for p in positions:
             limit = int(p["max_hold_minutes"])
@@ -76,6 +73,32 @@ def next_wake_ms(
             due.append(int(p["opened_ms"]) + limit * MINUTE_MS)
     due.extend(_ms(str(d["expires_at"])) for d in scaled)
     due.extend(_cooldowns(state, {str(p["user_id"]) for p in positions}))
+    return WakeInputs(symbols, tuple(due))
+
+
+def next_wake_ms(
+    state: StateStore,
+    trades: TradeClock,
+    config: ExitConfig,
+    now_ms: int,
+    until_ms: int,
+    inputs: WakeInputs | None = None,
+) -> int:
+    """The earliest time in ``(now_ms, until_ms]`` at which the next cycle may decide
+    something a cycle at ``now_ms`` did not (``until_ms`` when nothing is due before it).
+
+    ``inputs``: ``wake_inputs(state, config)`` when the caller knows the store has not
+    changed since it read them (the backtest), else they are read."""
+    if inputs is None:
+        inputs = wake_inputs(state, config)
+    symbols = inputs.symbols
+    live_ms = int(config.order_flow_window_s * 1000)
+    if config.enable_order_flow and trades.real_trade_between(symbols, now_ms - live_ms, now_ms):
+        return now_ms + 1  # the flow rule is live: every step counts
+    due = [until_ms, *inputs.due]
+    visible = trades.next_visible_ms(symbols, now_ms, until_ms)
+    if visible is not None:
+        due.append(visible)
     return min((d for d in due if d > now_ms), default=now_ms + 1)
 
 
@@ -111,4 +134,4 @@ def next_cycle_ms(step_ms: int, wake_ms: int, interval_ms: int, grid_start_ms: i
     return max(step_ms + interval_ms, grid_start_ms + steps_to_wake * interval_ms)
 
 
-__all__ = ["TradeClock", "next_cycle_ms", "next_wake_ms"]
+__all__ = ["TradeClock", "WakeInputs", "next_cycle_ms", "next_wake_ms", "wake_inputs"]

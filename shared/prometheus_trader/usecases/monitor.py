@@ -221,6 +221,18 @@ class ExitMonitor(Reconciliation):
         )
         return report
 
+    def idle(self) -> bool:
+        """Whether a cycle would only write the heartbeat until the store changes: no open
+        position, no scaled entry pending and the portfolio guard settled for every
+        active user (time alone moves none of them; the backtest skips such cycles)."""
+        if self.open_positions():
+            return False
+        pending = [Filter("status", "==", "pending")]
+        if self._state.query(Collections.SCALED_ENTRIES, pending):
+            return False
+        self._user_docs.refresh()  # _active_users reads what this brings in
+        return self._portfolio.settled(self._active_users())
+
     def skipped_until(self, ms: int) -> None:
         """The worker skipped its cycles up to ``ms`` because they could find nothing new
         (no trade became visible; see app/monitor_wake.py): the next cycle reads trades and

@@ -172,6 +172,11 @@ class PortfolioGuard:
         self._btc_dump(open_left, report)
         return report
 
+    def settled(self, users: list[User]) -> bool:
+        """Whether ``run`` without positions does nothing for ``users`` (each read flat
+        already, kill switch off): only a change to the store can make it act again."""
+        return all(not u.kill_switch and u.user_id in self._flat_seen for u in users)
+
     # ---------------------------------------------------------------- kill switch
     def kill_switch(
         self, user: User, positions: list[Position], report: PortfolioReport | None = None

@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -206,6 +205,8 @@ class DuckDBMarketStore(ClosesOnExit):
         # (the ranker's every few minutes): built by one query, extended by appends,
         # dropped by any other write
         self._rows_cache: dict[TableName, dict[tuple[str, ...], _SeriesRows]] = {}
+        import duckdb  # here, not at import: the backtest reads Parquet without DuckDB (~13 MiB)
+
         self._con = duckdb.connect(":memory:")
         for spec in TABLES.values():
             cols = ", ".join(
@@ -236,6 +237,8 @@ class DuckDBMarketStore(ClosesOnExit):
         if not files:
             return
         cols = ", ".join(spec.columns)
+        import duckdb  # loaded by __init__ already
+
         try:
             self._con.execute(
                 f"INSERT INTO {spec.name} SELECT {cols} FROM read_parquet(?) "
@@ -277,6 +280,8 @@ class DuckDBMarketStore(ClosesOnExit):
             self._materialize(table)
             self._rows_cache.pop(table, None)
             self._con.register("_incoming", data)
+            import duckdb  # loaded by __init__ already
+
             try:
                 try:
                     # Fast path for the common case (all rows new, e.g. the collector's next

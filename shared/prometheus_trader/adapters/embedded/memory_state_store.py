@@ -144,6 +144,8 @@ class MemoryStateStore(ClosesOnExit):
         # inside a transaction: what to restore on failure, which ids to announce on commit
         self._undo: list[tuple[str, str, _Entry | None]] | None = None
         self._pending: list[tuple[str, str]] = []
+        # versions put so far (writes, deletes, rollbacks): equal counts, same documents
+        self.writes = 0
 
     def __repr__(self) -> str:
         return "MemoryStateStore()"
@@ -162,6 +164,7 @@ class MemoryStateStore(ClosesOnExit):
 
     def _put(self, collection: str, doc_id: str, entry: _Entry | None) -> _Entry | None:
         """Put a version (None: delete) and its index entries; the previous version."""
+        self.writes += 1
         docs = self._docs.setdefault(collection, {})
         old = docs.get(doc_id)
         if entry is None:

@@ -41,10 +41,15 @@ from typing import Generic, TypeVar
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
-from prometheus_trader.app.backtest.data import MemoryMarketData
+from prometheus_trader.app.backtest.data import MemoryMarketData, release_free_memory
 from prometheus_trader.app.backtest.live import CollectedCandles, LiveUseCases
 from prometheus_trader.app.backtest.ranking_state import JournalRates, LiveSignals
-from prometheus_trader.app.monitor_wake import next_cycle_ms, next_wake_ms
+from prometheus_trader.app.monitor_wake import (
+    WakeInputs,
+    next_cycle_ms,
+    next_wake_ms,
+    wake_inputs,
+)
 from prometheus_trader.domain.analysts import AnalysisContext, Analyst, default_panel
 from prometheus_trader.domain.exits import ExitConfig
 from prometheus_trader.domain.feature_series import FeatureSeries
@@ -201,6 +206,9 @@ class BacktestEngine:
         for user in self.users:
             self.live.state.create(Collections.USERS, user.user_id, user.model_dump(mode="json"))
         self._expire = ExpireSignals(self.live.state, clock)
+        # the store's write count after an idle monitor cycle (see _monitor_minute)
+        self._idle_writes: int | None = None
+        self._wake_cache: tuple[int, WakeInputs] | None = None
 
     # ================================================================ the loop
     def run(self, progress: Progress | None = None) -> BacktestResult:
@@ -225,6 +233,8 @@ class BacktestEngine:
                     publish_signal(live.state, live.bus, signal)
                 live.bus.drain_all()  # dispatch + execute
             self._monitor_minute(t)
+            if minute % 60 == 59:  # memory only: nothing read decides differently
+                self._forget(t + MINUTE_MS)
             t += MINUTE_MS
             done = (t - cfg.start_ms) // MINUTE_MS
             if progress is not None and (done % step_every == 0 or done == total):
@@ -238,21 +248,57 @@ class BacktestEngine:
     def _monitor_minute(self, t: int) -> None:
         """The worker's cycles inside minute ``t`` (stops once nothing is open), minus the
         steps that cannot decide anything new: the run's schedule (app/monitor_wake.py)."""
+        monitor = self.live.monitor
+        writes = getattr(self.live.state, "writes", None)  # MemoryStateStore's count
+        if writes is not None and writes == self._idle_writes:
+            # the last cycle found nothing open and nothing pending (``idle``) and no
+            # document changed since: this one would only write the heartbeat
+            monitor.skipped_until(t)  # its trade cursor, as after a cycle at t
+            return
+        self._idle_writes = None
         interval = self.cfg.monitor_interval_ms
         step = t
         while step < t + MINUTE_MS:
             self.clock.set_ms(step)
-            report = self.live.monitor.cycle()
+            report = monitor.cycle()
             self.live.bus.drain_all()  # evaluate
             self.result.monitor_cycles += 1
+            if report.positions == 0 and not report.failed and monitor.idle():
+                self._idle_writes = getattr(self.live.state, "writes", None)
             if report.positions == 0 or report.positions == len(report.closed):
                 return
             if report.closed or report.failed:
                 step += interval
                 continue
-            wake = next_wake_ms(self.live.state, self.exchange, self._exits, step, t + MINUTE_MS)
+            wake = next_wake_ms(
+                self.live.state,
+                self.exchange,
+                self._exits,
+                step,
+                t + MINUTE_MS,
+                self._wake_inputs(),
+            )
             step = next_cycle_ms(step, wake, interval, t)
-            self.live.monitor.skipped_until(step - interval)
+            monitor.skipped_until(step - interval)
+
+    def _wake_inputs(self) -> WakeInputs | None:
+        """``wake_inputs`` of the store, read again only after a write (None: the store
+        has no write count; ``next_wake_ms`` reads them)."""
+        writes = getattr(self.live.state, "writes", None)
+        if writes is None:
+            return None
+        if self._wake_cache is None or self._wake_cache[0] != writes:
+            self._wake_cache = (writes, wake_inputs(self.live.state, self._exits))
+        return self._wake_cache[1]
+
+    def _forget(self, now_ms: int) -> None:
+        """Drop the exchange's cached trade hours that are past, and hand the freed pages
+        back to the system (the month's peak RSS followed the caches and the heap's free
+        pages, not what the run keeps)."""
+        forget = getattr(self.exchange, "forget_before", None)
+        if forget is not None:
+            forget(now_ms)
+        release_free_memory()
 
     # ================================================================ collect
     def _collect(self, now_ms: int) -> None:

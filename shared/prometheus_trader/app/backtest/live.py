@@ -91,6 +91,17 @@ class BacktestExchange(ReplayExchange):
             self._tickers_key = key
         return list(self._tickers)
 
+    def forget_before(self, now_ms: int) -> None:
+        """Drop the cached trade hours that ended over an hour before ``now_ms``: the
+        backtest only moves forward, so the replay exchange's cache (512 symbol-hours of
+        derived trades, ~45 MiB on the 16-perp month) would hold mostly hours nobody reads
+        again; a dropped hour read again is rebuilt from the same bars (the cache never
+        decides a value)."""
+        first = now_ms // HOUR_MS - 1
+        with self._lock:
+            for key in [k for k in self._trade_chunks if k[1] < first]:
+                del self._trade_chunks[key]
+
 
 class CollectedCandles:
     """The one ``MarketStore`` read the executor makes: the newest collected 1m bar."""
@@ -149,6 +160,7 @@ class LiveUseCases:
         return cls(state, bus, blobs, executor, monitor, evaluator)
 
 
-DAY_MS = 24 * 60 * MINUTE_MS
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
 
 __all__ = ["BacktestExchange", "CollectedCandles", "LiveUseCases", "MemoryBlobStore"]

@@ -22,7 +22,7 @@ from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
 from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
 from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
-from prometheus_trader.app.backtest.data import MemoryMarketData
+from prometheus_trader.app.backtest.data import MemoryMarketData, release_free_memory
 from prometheus_trader.app.backtest.engine import (
     BacktestEngine,
     BacktestResult,
@@ -125,6 +125,7 @@ def run_backtest(
     )
     metrics = _metrics(result, users, start_ms, end_ms)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    release_free_memory()  # the run's free heap pages, before the reports' large strings
     reports = _reports(result, users, out, start_ms, end_ms) if write_reports else []
     summary = _summary(settings, engine, result, ledger, ledger_bytes, start_ms, end_ms)
     summary["reports"] = reports  # relative to the output folder: reruns compare equal
