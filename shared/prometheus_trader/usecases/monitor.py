@@ -22,6 +22,7 @@ from prometheus_trader.domain.trading import (
     OrderType,
     Position,
     PositionStatus,
+    position_account,  # hacc
 )
 from prometheus_trader.domain.users import User
 from prometheus_trader.ports import (
@@ -373,7 +374,7 @@ class ExitMonitor(Reconciliation):
 
         ``resting``: ids known to be resting (open) this cycle; those are not fetched.
         """
-        account = self._account(position.user_id)
+        account = self._account(position)
         for order_id, reason in [
             *([(position.stop_order_id, ExitReason.STOP_LOSS)] if position.stop_order_id else []),
             *((tp, ExitReason.TAKE_PROFIT) for tp in position.take_profit_order_ids),
@@ -401,7 +402,7 @@ class ExitMonitor(Reconciliation):
         (the cycle alerts and goes on); the same client order id makes the next try
         return this order instead of placing a second one.
         """
-        account = self._account(position.user_id)
+        account = self._account(position)
         self._resting.pop(account, None)  # orders change from here on: read them again
         side = Side.SELL if position.direction is Direction.LONG else Side.BUY
         request = OrderRequest(
@@ -467,7 +468,7 @@ class ExitMonitor(Reconciliation):
         return sum(p.amount for p in self._exchange.fetch_positions(account) if p.symbol == symbol)
 
     def _cancel_protective(self, position: Position, keep: str | None = None) -> None:
-        account = self._account(position.user_id)
+        account = self._account(position)
         self._resting.pop(account, None)
         ids = [position.stop_order_id, *position.take_profit_order_ids]
         for order_id in ids:
@@ -573,9 +574,15 @@ class ExitMonitor(Reconciliation):
         """Every active user, from memory (``_load_users`` refreshed them this cycle)."""
         return [u for u in self._user_docs.models().values() if u.active is True]
 
-    def _account(self, user_id: str) -> str:
-        user = self._users.get(user_id)
-        return user.exchange_account if user else user_id
+    # --- hacc: a position's orders live on its own account (domain.trading.position_account)
+    def _account(self, of: str | Position) -> str:
+        """The account of a position's orders, or a user's current account (by id)."""
+        if isinstance(of, Position):
+            return position_account(of, self._users.get(of.user_id))
+        user = self._users.get(of)
+        return user.exchange_account if user else of
+
+    # --- end hacc
 
 
 __all__ = ["PERSIST_EVERY_MS", "CycleReport", "ExitFailed", "ExitMonitor", "ReconcileReport"]
