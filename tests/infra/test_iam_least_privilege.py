@@ -29,7 +29,7 @@ from prometheus_trader.usecases.collect import CollectMarketData
 from prometheus_trader.usecases.controls import Controls
 from prometheus_trader.usecases.dispatch import DispatchSignal
 from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
-from prometheus_trader.usecases.execute import ExecuteSignalForUser
+from prometheus_trader.usecases.execute_batch import ExecuteSignalBatch
 from prometheus_trader.usecases.housekeeping import Housekeeping
 from prometheus_trader.usecases.monitor import ExitMonitor
 from prometheus_trader.usecases.names import Topics
@@ -50,7 +50,7 @@ ENTRY: dict[str, tuple[str, tuple[type, ...]]] = {
     "collector": ("collect", (CollectMarketData,)),
     "ranker": ("rank", (RankAndPublishSignals,)),
     "dispatcher": ("dispatcher", (DispatchSignal,)),
-    "executor": ("execute", (ExecuteSignalForUser,)),
+    "executor": ("execute", (ExecuteSignalBatch,)),
     "evaluator": ("evaluator", (EvaluateClosedPosition,)),
     "notifier": ("notify", (NotifyEvent,)),
     "reporter": ("reporter", (DailyReporter,)),

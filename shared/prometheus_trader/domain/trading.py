@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prometheus_trader.domain.market import MarketType, Side
 from prometheus_trader.domain.signals import Direction, TakeProfitLevel
+from prometheus_trader.domain.users import User
 
 
 class OrderType(StrEnum):
@@ -238,6 +239,11 @@ class Execution(BaseModel):
     position_id: str | None = None
     error: str | None = Field(default=None, description="why the exchange refused, if it did")
     phase: ExecutionPhase | None = None
+    exchange_account: str | None = Field(
+        default=None,
+        description="the account its orders go to, recorded with the decision (a repeat "
+        "uses it whatever the user's account now); None, written before: the user's",
+    )
     created_at: datetime
     completed_at: datetime | None = None
 
@@ -279,6 +285,11 @@ class Position(BaseModel):
     market_type: MarketType
     symbol: str
     direction: Direction
+    exchange_account: str | None = Field(
+        default=None,
+        description="the account its orders went to (None, written before: the user's); "
+        "read it through position_account",
+    )
     amount: float = Field(gt=0)
     entry_price: float = Field(gt=0)
     entry_fee: float = 0.0
@@ -324,3 +335,13 @@ class Position(BaseModel):
     def mae_pct(self) -> float:
         """Maximum adverse excursion, % of entry (<= 0)."""
         return self.move_pct(self.worst_price)
+
+
+def position_account(position: Position, user: User | None) -> str:
+    """The exchange account holding ``position``'s orders: its own, which may differ from
+    the user's current one (a paper <-> live switch while its execution was in flight);
+    for a document written before positions carried it, the user's (else the user id,
+    the paper account)."""
+    if position.exchange_account is not None:
+        return position.exchange_account
+    return user.exchange_account if user is not None else position.user_id

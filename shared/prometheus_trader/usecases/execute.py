@@ -119,6 +119,10 @@ class ExecuteSignalForUser(ExecutionSteps):
             )
         user = User.model_validate(user_doc)
         record = self._decided(exec_id, record, signal, user)
+        if record.exchange_account not in (None, user.exchange_account):
+            # the user switched paper <-> live since the decision: this execution's orders
+            # (placed, or to place) stay on the account it was decided for
+            user = user.model_copy(update={"exchange_account": record.exchange_account})
         decision = record.decision
         assert decision is not None
         try:
@@ -174,6 +178,7 @@ class ExecuteSignalForUser(ExecutionSteps):
                 reasons=decision.reasons,
                 decision=decision,
                 phase=ExecutionPhase.DECIDED,
+                exchange_account=user.exchange_account,
                 created_at=self._clock.now(),
             )
             if self._state.create(Collections.EXECUTIONS, exec_id, mine.model_dump(mode="json")):
@@ -466,6 +471,7 @@ class ExecuteSignalForUser(ExecutionSteps):
             market_type=signal.market_type,
             symbol=signal.symbol,
             direction=signal.direction,
+            exchange_account=user.exchange_account,  # where _place sent its orders
             amount=entry.filled,
             entry_price=entry.average,
             entry_fee=entry.fee,

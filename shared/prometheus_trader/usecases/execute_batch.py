@@ -334,6 +334,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
                 reasons=decision.reasons,
                 decision=decision,
                 phase=ExecutionPhase.DECIDED,
+                exchange_account=item.user.exchange_account,
                 created_at=now,
             )
             item.record = docs[item.exec_id] = record.model_dump(mode="json")
@@ -488,6 +489,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
             market_type=signal.market_type,
             symbol=signal.symbol,
             direction=signal.direction,
+            exchange_account=user.exchange_account,  # where _enter_all sent its orders
             amount=entry.filled,
             entry_price=entry.average,
             entry_fee=entry.fee,

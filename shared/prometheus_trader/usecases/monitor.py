@@ -23,6 +23,7 @@ from prometheus_trader.domain.trading import (
     OrderType,
     Position,
     PositionStatus,
+    position_account,  # hacc
 )
 from prometheus_trader.domain.users import User
 from prometheus_trader.ports import (
@@ -139,9 +140,9 @@ class ExitMonitor(Reconciliation):
         self._portfolio = PortfolioGuard(
             state, exchange, bus, blobs, clock, self.close_position, portfolio or DEFAULT_PORTFOLIO
         )
-        # the closes a cycle decides run their I/O on this many threads, one exchange
-        # account's closes in order on one thread (1: each close inline, as it is decided;
-        # see usecases/close_pool.py)
+        # the closes a cycle decides run their I/O on this many threads, the closes of one
+        # user or exchange account in order on one thread (1: each close inline, as it is
+        # decided; see usecases/close_pool.py)
         self._closes = ClosePool(close_concurrency)
         self._deferred: DeferredCloses | None = None  # this cycle's, while deciding
         # on a thread running collected closes: the ids it closed (memory is the cycle's)
@@ -294,7 +295,7 @@ class ExitMonitor(Reconciliation):
             self._close(position, reason, detail)
         else:
             self._deferred.add(
-                self._account(position.user_id),
+                self._account(position),
                 position,
                 reason.value,
                 lambda: self._close(position, reason, detail),
@@ -465,7 +466,7 @@ class ExitMonitor(Reconciliation):
 
         ``resting``: ids known to be resting (open) this cycle; those are not fetched.
         """
-        account = self._account(position.user_id)
+        account = self._account(position)
         for order_id, reason in [
             *([(position.stop_order_id, ExitReason.STOP_LOSS)] if position.stop_order_id else []),
             *((tp, ExitReason.TAKE_PROFIT) for tp in position.take_profit_order_ids),
@@ -491,9 +492,7 @@ class ExitMonitor(Reconciliation):
         if self._deferred is None:
             settle()
         else:
-            self._deferred.add(
-                self._account(position.user_id), position, "exchange-side exit", settle
-            )
+            self._deferred.add(self._account(position), position, "exchange-side exit", settle)
 
     # --------------------------------------------------------------------- close
     def _close(
@@ -506,7 +505,7 @@ class ExitMonitor(Reconciliation):
         (the cycle alerts and goes on); the same client order id makes the next try
         return this order instead of placing a second one.
         """
-        account = self._account(position.user_id)
+        account = self._account(position)
         self._orders_changed(account)  # orders change from here on: read them again
         side = Side.SELL if position.direction is Direction.LONG else Side.BUY
         request = OrderRequest(
@@ -572,7 +571,7 @@ class ExitMonitor(Reconciliation):
         return sum(p.amount for p in self._exchange.fetch_positions(account) if p.symbol == symbol)
 
     def _cancel_protective(self, position: Position, keep: str | None = None) -> None:
-        account = self._account(position.user_id)
+        account = self._account(position)
         self._orders_changed(account)
         ids = [position.stop_order_id, *position.take_profit_order_ids]
         for order_id in ids:
@@ -680,9 +679,15 @@ class ExitMonitor(Reconciliation):
         """Every active user, from memory (``_load_users`` refreshed them this cycle)."""
         return [u for u in self._user_docs.models().values() if u.active is True]
 
-    def _account(self, user_id: str) -> str:
-        user = self._users.get(user_id)
-        return user.exchange_account if user else user_id
+    # --- hacc: a position's orders live on its own account (domain.trading.position_account)
+    def _account(self, of: str | Position) -> str:
+        """The account of a position's orders, or a user's current account (by id)."""
+        if isinstance(of, Position):
+            return position_account(of, self._users.get(of.user_id))
+        user = self._users.get(of)
+        return user.exchange_account if user else of
+
+    # --- end hacc
 
 
 __all__ = ["PERSIST_EVERY_MS", "CycleReport", "ExitFailed", "ExitMonitor", "ReconcileReport"]

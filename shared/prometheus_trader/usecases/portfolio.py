@@ -38,6 +38,7 @@ from prometheus_trader.domain.trading import (
     OrderType,
     Position,
     PositionStatus,
+    position_account,
 )
 from prometheus_trader.domain.users import User
 from prometheus_trader.ports import (
@@ -181,9 +182,11 @@ class PortfolioGuard:
         self, user: User, positions: list[Position], report: PortfolioReport | None = None
     ) -> PortfolioReport:
         """Cancel every resting order and close every position of the user, on every
-        symbol (tracked or not). Idempotent: a second pass finds nothing to do."""
+        symbol (tracked or not) of every account they trade on: the current one and each
+        one their positions are on (each closes on its own account). Idempotent: a second
+        pass finds nothing to do."""
         report = report or PortfolioReport()
-        account = user.exchange_account
+        accounts = sorted({user.exchange_account, *(position_account(p, user) for p in positions)})
         # close first: each close places its exit before cancelling that position's stop,
         # so a position whose exit fails keeps its stop (never left unprotected)
         closed: list[str] = []
@@ -199,28 +202,29 @@ class PortfolioGuard:
             closed.append(position.id)
             report.closed[position.id] = ExitReason.KILL_SWITCH.value
         cancelled: list[str] = []
-        for order in self._exchange.fetch_open_orders(account):
-            if order.id in still_protected:
-                continue
-            self._exchange.cancel_order(account, order.id)
-            self._audit("cancel_order", user.user_id, order.id, order.symbol, "kill_switch")
-            cancelled.append(order.id)
-        # whatever the exchange still holds (not tracked by us): flatten it too
         flattened: list[str] = []
-        for held in self._exchange.fetch_positions(account):
-            side = Side.SELL if held.direction is Direction.LONG else Side.BUY
-            now_ms = self._clock.now_ms()
-            request = OrderRequest(
-                client_order_id=client_order_id(f"kill-{now_ms}", user.user_id, held.symbol),
-                symbol=held.symbol,
-                side=side,
-                type=OrderType.MARKET,
-                amount=abs(held.amount),
-                reduce_only=True,
-            )
-            order = self._exchange.create_order(account, request)
-            self._audit("close_untracked", user.user_id, order.id, held.symbol, "kill_switch")
-            flattened.append(held.symbol)
+        for account in accounts:
+            for order in self._exchange.fetch_open_orders(account):
+                if order.id in still_protected:
+                    continue
+                self._exchange.cancel_order(account, order.id)
+                self._audit("cancel_order", user.user_id, order.id, order.symbol, "kill_switch")
+                cancelled.append(order.id)
+            # whatever the exchange still holds (not tracked by us): flatten it too
+            for held in self._exchange.fetch_positions(account):
+                side = Side.SELL if held.direction is Direction.LONG else Side.BUY
+                now_ms = self._clock.now_ms()
+                request = OrderRequest(
+                    client_order_id=client_order_id(f"kill-{now_ms}", user.user_id, held.symbol),
+                    symbol=held.symbol,
+                    side=side,
+                    type=OrderType.MARKET,
+                    amount=abs(held.amount),
+                    reduce_only=True,
+                )
+                order = self._exchange.create_order(account, request)
+                self._audit("close_untracked", user.user_id, order.id, held.symbol, "kill_switch")
+                flattened.append(held.symbol)
         report.cancelled.extend(cancelled)
         if cancelled or closed or flattened:
             self._record(

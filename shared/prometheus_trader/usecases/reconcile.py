@@ -102,7 +102,7 @@ class Reconciliation:
     def _load_users(self, positions: list[Position]) -> None:
         raise NotImplementedError
 
-    def _account(self, user_id: str) -> str:
+    def _account(self, of: str | Position) -> str:
         raise NotImplementedError
 
     def _closed_on_exchange(self, position: Position) -> bool:
@@ -138,9 +138,11 @@ class Reconciliation:
         self._load_users(positions)
         for user in users:
             self._users.setdefault(user.user_id, user)
+        # each position against the account holding its orders (its own, which may not be
+        # its user's current one); every user's current account for untracked positions
         by_account: dict[str, list[Position]] = {}
         for position in positions:
-            by_account.setdefault(self._account(position.user_id), []).append(position)
+            by_account.setdefault(self._account(position), []).append(position)
         accounts = sorted({u.exchange_account for u in users} | set(by_account))
         report.accounts = len(accounts)
         for account in accounts:
@@ -159,6 +161,7 @@ class Reconciliation:
         report: ReconcileReport,
     ) -> None:
         held = {p.symbol: p for p in self._exchange.fetch_positions(account)}
+        owner = _owner(account, users, positions)
         known: dict[str, float] = {}
         for position in positions:
             report.checked += 1
@@ -183,7 +186,6 @@ class Reconciliation:
                                 f"{known[symbol]:g} != {ex_pos.amount:g}"
                             )
                 continue
-            owner = next((u for u in users if u.exchange_account == account), None)
             label = f"{account} {symbol}"
             if owner is None:
                 report.untracked[label] = ""  # alert only: nobody to adopt it for
@@ -195,14 +197,14 @@ class Reconciliation:
             if untracked is None:
                 continue  # recorded, or flattened, since the snapshot above
             try:
-                report.untracked[label] = self._adopt(owner, untracked)
+                report.untracked[label] = self._adopt(owner, account, untracked)
             except Exception as exc:
                 report.untracked[label] = ""
                 report.errors[label] = f"{type(exc).__name__}: {exc}"
         referenced = {
             order_id
             for p in self.open_positions()
-            if self._account(p.user_id) == account
+            if self._account(p) == account
             for order_id in (p.stop_order_id, *p.take_profit_order_ids)
             if order_id
         }
@@ -213,7 +215,9 @@ class Reconciliation:
             if order.reduce_only and order.symbol not in still_held:
                 self._exchange.cancel_order(account, order.id)
                 report.orphan_orders_cancelled.append(order.id)
-            elif order.reduce_only or not self._in_flight_account(account, order.symbol):
+            elif order.reduce_only or not (
+                owner is not None and self._in_flight(owner.user_id, order.symbol)
+            ):
                 report.unexplained_orders.append(order.id)
 
     def _untracked(
@@ -285,13 +289,6 @@ class Reconciliation:
         )
         return any(d.get("symbol") == symbol for d in docs)
 
-    def _in_flight_account(self, account: str, symbol: str) -> bool:
-        return any(
-            self._in_flight(u.user_id, symbol)
-            for u in self._users.values()
-            if u is not None and u.exchange_account == account
-        )
-
     def _closed_by_exit_order(self, position: Position) -> bool:
         """An exit order placed before a crash closed it: find it by its client order id.
 
@@ -307,7 +304,7 @@ class Reconciliation:
             reduce_only=True,
         )
         try:
-            order = self._exchange.create_order(self._account(position.user_id), request)
+            order = self._exchange.create_order(self._account(position), request)
         except ExchangeError:
             return False
         if order.filled <= 0 or order.average is None:
@@ -327,7 +324,7 @@ class Reconciliation:
         synthetic = Order(
             id=f"reconciled-{position.id}",
             client_order_id=f"reconciled-{position.id}"[:36],
-            account=self._account(position.user_id),
+            account=self._account(position),
             symbol=position.symbol,
             side=side,
             type=OrderType.MARKET,
@@ -356,10 +353,11 @@ class Reconciliation:
             },
         )
 
-    def _adopt(self, user: User, held: ExchangePosition) -> str:
-        """Record an exchange position we did not know and protect it with a stop."""
+    def _adopt(self, user: User, account: str, held: ExchangePosition) -> str:
+        """Record an exchange position we did not know (on ``account``, the user's current
+        one or one their positions are on) and protect it with a stop there."""
         position_id = "adopted-" + stable_id(
-            user.exchange_account, held.symbol, held.direction.value, held.amount, held.entry_price
+            account, held.symbol, held.direction.value, held.amount, held.entry_price
         )
         existing = self._state.get(Collections.POSITIONS, position_id)
         if existing is not None and existing.get("status") == PositionStatus.OPEN.value:
@@ -376,7 +374,7 @@ class Reconciliation:
         if instrument is not None:
             stop_price = instrument.round_price(stop_price)
         stop = self._exchange.create_order(
-            user.exchange_account,
+            account,
             OrderRequest(
                 client_order_id=client_order_id(position_id, user.user_id, "sl"),
                 symbol=held.symbol,
@@ -396,6 +394,7 @@ class Reconciliation:
             market_type=MarketType.PERP,
             symbol=held.symbol,
             direction=held.direction,
+            exchange_account=account,
             amount=held.amount,
             entry_price=held.entry_price,
             stop_loss=stop_price,
@@ -468,3 +467,13 @@ def _created_after(created_at: object, cutoff: datetime) -> bool:
     if not isinstance(created_at, datetime):
         return True
     return created_at.astimezone(UTC) > cutoff
+
+
+def _owner(account: str, users: list[User], positions: list[Position]) -> User | None:
+    """Whose ``account`` is: the user trading on it now, else the user whose stored open
+    ``positions`` are on it (they switched between paper and live since)."""
+    by_id = {u.user_id: u for u in users}
+    for user in users:
+        if user.exchange_account == account:
+            return user
+    return next((by_id[p.user_id] for p in positions if p.user_id in by_id), None)

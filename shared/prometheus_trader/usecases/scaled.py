@@ -163,6 +163,7 @@ def _sync_one(
         market_type=plan.market_type,
         symbol=plan.symbol,
         direction=plan.direction,
+        exchange_account=account,  # where its legs rest, whatever the user's account now
         amount=total,
         entry_price=entry,
         entry_fee=fees,

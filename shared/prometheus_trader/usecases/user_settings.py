@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
 from prometheus_trader.domain.users import PROFILE_LIMITS, RiskProfile, TradingMode, User
-from prometheus_trader.ports import Filter, StateStore
+from prometheus_trader.ports import Clock, Filter, StateStore
 from prometheus_trader.usecases.json_types import JSON_NUMBER
 from prometheus_trader.usecases.names import Collections
 from prometheus_trader.usecases.users import Conflict, Invalid, NotFound
@@ -76,15 +77,28 @@ class SettingsUpdate(BaseModel):
 
 
 NULLABLE = {"notify_webhook", "notify_email"}
+# an execution record this recent without completed_at may still place orders on the
+# user's current account: the longest signal TTL (Settings.signal_ttl_minutes <= 30);
+# an older one acts on a decision for an expired signal, and its position (if any)
+# carries the account it was opened on anyway (Position.exchange_account)
+IN_FLIGHT_FOR = timedelta(minutes=30)
 
 
 class Settings:
     """Read and update a user's settings."""
 
-    def __init__(self, state: StateStore, trading_account: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        trading_account: Callable[[str], str | None],
+        clock: Clock | None = None,
+        in_flight_for: timedelta = IN_FLIGHT_FOR,
+    ) -> None:
         self._state = state
         # the exchange account mode=live would trade on (None: no keys for it)
         self._trading_account = trading_account
+        self._clock = clock
+        self._in_flight_for = in_flight_for
 
     def _user(self, user_id: str) -> User:
         doc = self._state.get(Collections.USERS, user_id)
@@ -129,8 +143,9 @@ class Settings:
 
     def _account_for(self, user: User, mode: TradingMode | None) -> str:
         """The exchange account ``mode`` trades on: the venue's for live, the paper ledger's
-        (the user id) otherwise. Refused while positions are open on the current account:
-        their orders and stops live there."""
+        (the user id) otherwise. Refused while positions are open on the current account
+        (their orders and stops live there) and while an execution is in flight (its
+        orders go to the current account)."""
         if mode is TradingMode.LIVE:
             account = self._trading_account(user.user_id)
             if account is None:
@@ -145,11 +160,40 @@ class Settings:
                 "positions are open on the current account: close them (or wait for their "
                 "exits) before switching between paper and live"
             )
+        if account != user.exchange_account and self._in_flight(user.user_id):
+            raise Conflict(
+                "a trade is being executed on the current account: try again once it has "
+                "completed (a few seconds) before switching between paper and live"
+            )
         return account
+
+    def _in_flight(self, user_id: str) -> bool:
+        """An execution of the user started less than ``in_flight_for`` ago and has not
+        completed (the executor may still place orders on the current account)."""
+        now = self._clock.now() if self._clock is not None else datetime.now(UTC)
+        cutoff = now - self._in_flight_for
+        # one equality filter (no composite index), as reconciliation reads them
+        docs = self._state.query(Collections.EXECUTIONS, [Filter("user_id", "==", user_id)])
+        return any(
+            d.get("completed_at") is None and _recent(d.get("created_at"), cutoff) for d in docs
+        )
 
     def _open_positions(self, user_id: str) -> int:
         filters = [Filter("user_id", "==", user_id), Filter("status", "==", "open")]
         return len(self._state.query(Collections.POSITIONS, filters, limit=1))
+
+
+def _recent(created_at: object, cutoff: datetime) -> bool:
+    """``created_at`` (a datetime or ISO string) is after ``cutoff``; unreadable: recent
+    (refuse rather than switch under a running execution)."""
+    if isinstance(created_at, str):
+        try:
+            created_at = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+        except ValueError:
+            return True
+    if not isinstance(created_at, datetime):
+        return True
+    return created_at.astimezone(UTC) > cutoff
 
 
 def _is_symbol(value: str) -> bool:

@@ -66,7 +66,8 @@ def _controls(request: Request) -> Controls:
 
 
 def _settings(request: Request) -> Settings:
-    return Settings(deps_of(request).state(), _controls(request).trading_account)
+    deps = deps_of(request)
+    return Settings(deps.state(), _controls(request).trading_account, deps.clock())
 
 
 def _watchlist(request: Request) -> Watchlist:
