@@ -32,7 +32,7 @@ locals {
   }
 
   # Bucket key (storage.tf) -> role -> identities. objectUser where a component writes
-  # (an audit append rewrites the day's object under a generation precondition), viewer
+  # (an audit append rewrites the user's day object under a generation precondition), viewer
   # where it only reads. The replay exchange reads recorded data from the market bucket.
   # Backtest results are written by operators from the CLI: no runtime grant.
   bucket_grants = {

@@ -31,7 +31,7 @@ locals {
       ]
     }
     # Reports (reports/<user>/<day>.json|html|csv, the CSV being the tax export) and the
-    # audit log (audit/orders/<day>.jsonl, appended with generation preconditions; every
+    # audit log (audit/orders/<day>/<user>.jsonl, appended with generation preconditions; every
     # append keeps the previous generation for audit_noncurrent_days).
     blobs = {
       purpose = "daily reports and the audit log"
