@@ -142,3 +142,28 @@ def test_concurrent_first_publishes_on_one_ordering_key_all_succeed(bus: PubSubB
         thread.join(timeout=60)
     assert errors == []
     assert len(set(ids)) == 8
+
+
+def test_a_publish_cancelled_behind_a_failed_ordered_message_is_retried(
+    bus: PubSubBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other face of a paused key: a message already batched behind the one that
+    failed comes back as the client's "batch cancelled" RuntimeError (seen with 8 racing
+    executors on a loaded machine); the key is resumed, so publishing again succeeds."""
+    from google.cloud.pubsub_v1.publisher._batch.base import BatchCancellationReason
+
+    real = bus._publish_once
+    calls: list[str] = []
+
+    def cancelled_once(path: str, payload: bytes, key: str, attributes: dict[str, str]) -> str:
+        calls.append(path)
+        if len(calls) == 1:
+            raise RuntimeError(BatchCancellationReason.PRIOR_ORDERED_MESSAGE_FAILED.value)
+        return real(path, payload, key, attributes)
+
+    monkeypatch.setattr(bus, "_publish_once", cancelled_once)
+    message_id = bus.publish("cancelled", {"n": 1}, dedupe_key="k1", ordering_key="user-1")
+    assert message_id and len(calls) >= 2
+    monkeypatch.setattr(bus, "_publish_once", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
+    with pytest.raises(RuntimeError, match="x"):  # any other RuntimeError still surfaces
+        bus.publish("cancelled", {"n": 2}, dedupe_key="k2", ordering_key="user-1")

@@ -38,6 +38,9 @@ from google.api_core import exceptions as gexc
 
 # google.cloud.pubsub_v1 ships no type information (google.pubsub_v1 does).
 from google.cloud import pubsub_v1  # type: ignore[attr-defined, unused-ignore]
+from google.cloud.pubsub_v1.publisher._batch.base import (  # type: ignore[import-untyped, unused-ignore]
+    BatchCancellationReason,
+)
 from google.cloud.pubsub_v1.publisher.exceptions import (  # type: ignore[import-untyped, unused-ignore]
     PublishToPausedOrderingKeyException,
 )
@@ -62,6 +65,7 @@ HOLD_DEADLINE_S = 300
 # stop waiting: hand the held messages back to Pub/Sub before their leases run out.
 BLOCK_LIMIT_S = HOLD_DEADLINE_S - 30
 # Keyword names of PublisherClient.publish that an attribute must not shadow.
+_PRIOR_ORDERED_FAILED = str(BatchCancellationReason.PRIOR_ORDERED_MESSAGE_FAILED.value)
 _RESERVED_ATTRIBUTES = frozenset({"topic", "data", "ordering_key", "retry", "timeout"})
 
 
@@ -381,6 +385,11 @@ class PubSubBus(ClosesOnExit):
                 # another publish on this key failed at the same moment and paused it;
                 # it has been resumed (see _publish_once): try again
                 if attempt == 2:
+                    raise
+            except RuntimeError as exc:
+                # the same, for a message already batched behind the one that failed: the
+                # client cancels its batch instead (the key was resumed): try again
+                if str(exc) != _PRIOR_ORDERED_FAILED or attempt == 2:
                     raise
         return self._publish_once(path, payload, ordering_key, attributes)
 
