@@ -29,20 +29,21 @@ locals {
 
   # Settings the package reads (prometheus_trader.app.settings, env prefix PROMETHEUS_).
   common_env = merge({
-    GOOGLE_CLOUD_PROJECT                = var.project_id
-    PROMETHEUS_BACKEND                  = "gcp"
-    PROMETHEUS_GCP_PROJECT              = var.project_id
-    PROMETHEUS_FIRESTORE_DATABASE       = var.firestore_database
-    PROMETHEUS_MARKET_BUCKET            = google_storage_bucket.data["market"].name
-    PROMETHEUS_MARKET_PREFIX            = local.market_prefix
-    PROMETHEUS_BLOB_BUCKET              = google_storage_bucket.data["blobs"].name
-    PROMETHEUS_SECRET_PREFIX            = var.user_secret_prefix
-    PROMETHEUS_COLLECT_INTERVAL_MINUTES = "1"
-    PROMETHEUS_RANK_INTERVAL_MINUTES    = tostring(local.rank_interval_minutes)
-    PROMETHEUS_MAX_DELIVERY_ATTEMPTS    = tostring(var.max_delivery_attempts)
-    PROMETHEUS_LOG_LEVEL                = "INFO"
-    PROMETHEUS_TRADING_ENV              = var.trading_env
-    PROMETHEUS_ALLOW_LIVE               = tostring(var.allow_live)
+    GOOGLE_CLOUD_PROJECT                 = var.project_id
+    PROMETHEUS_BACKEND                   = "gcp"
+    PROMETHEUS_GCP_PROJECT               = var.project_id
+    PROMETHEUS_FIRESTORE_DATABASE        = var.firestore_database
+    PROMETHEUS_MARKET_BUCKET             = google_storage_bucket.data["market"].name
+    PROMETHEUS_MARKET_PREFIX             = local.market_prefix
+    PROMETHEUS_BLOB_BUCKET               = google_storage_bucket.data["blobs"].name
+    PROMETHEUS_SECRET_PREFIX             = var.user_secret_prefix
+    PROMETHEUS_COLLECT_INTERVAL_MINUTES  = "1"
+    PROMETHEUS_RANK_INTERVAL_MINUTES     = tostring(local.rank_interval_minutes)
+    PROMETHEUS_MAX_DELIVERY_ATTEMPTS     = tostring(var.max_delivery_attempts)
+    PROMETHEUS_LOG_LEVEL                 = "INFO"
+    PROMETHEUS_TRADING_ENV               = var.trading_env
+    PROMETHEUS_ALLOW_LIVE                = tostring(var.allow_live)
+    PROMETHEUS_MONITOR_CLOSE_CONCURRENCY = tostring(var.monitor_close_concurrency)
     }, var.collector_exchange == "" ? {} : {
     PROMETHEUS_COLLECTOR_EXCHANGE = var.collector_exchange
     }, var.stream_exchange == "" ? {} : {

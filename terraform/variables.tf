@@ -287,6 +287,17 @@ variable "stream_exchange" {
   }
 }
 
+variable "monitor_close_concurrency" {
+  description = "Threads the exit worker runs one cycle's closes on (each exchange account's closes in order on one thread; the decisions stay on the cycle's thread): a crash that closes hundreds of positions at once overlaps their exchange and Firestore round trips instead of queueing them. 1 = one close after another."
+  type        = number
+  default     = 16
+
+  validation {
+    condition     = var.monitor_close_concurrency >= 1 && var.monitor_close_concurrency <= 64
+    error_message = "monitor_close_concurrency must be between 1 and 64."
+  }
+}
+
 variable "trading_env" {
   description = "Where mode=live users' orders go: live = the venue with their live keys (needs allow_live), demo = the venue's demo trading with their demo keys (a demo deployment). Paper users always stay on the paper ledger."
   type        = string

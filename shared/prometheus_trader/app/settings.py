@@ -50,11 +50,13 @@ class Settings(BaseSettings):
     rank_interval_minutes: int = Field(default=5, ge=1)
     monitor_interval_seconds: float = Field(default=2.0, gt=0)
     monitor_close_concurrency: int = Field(
-        default=16,
+        default=1,
         ge=1,
         le=64,
         description="threads running one exit-monitor cycle's closes, one exchange account's "
-        "in order on one thread (1: each close inline, as it is decided)",
+        "in order on one thread (1: each close inline, as it is decided, which keeps an "
+        "embedded run's event order and so its outbox byte-identical between reruns; the "
+        "deployed worker gets Terraform's monitor_close_concurrency, 16 by default)",
     )
     analysis_window_hours: float = Field(default=24.0, ge=2.0)
 
