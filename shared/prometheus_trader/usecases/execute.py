@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from pydantic import TypeAdapter
 
@@ -294,11 +295,6 @@ class ExecuteSignalForUser(ExecutionSteps):
         free: float,
         open_positions: list[Position],
     ) -> RiskContext:
-        now_ms = self._clock.now_ms()
-        key = SeriesKey(signal.exchange, signal.market_type, signal.symbol)
-        bar_ms = TIMEFRAME_MS[self._config.bar_timeframe]
-        last = self._market.last_candle_ms(key, self._config.bar_timeframe)
-        age_s = float("inf") if last is None else (now_ms - (last + bar_ms)) / 1000
         return RiskContext(
             now=self._clock.now(),
             equity=equity,
@@ -306,10 +302,22 @@ class ExecuteSignalForUser(ExecutionSteps):
             open_positions=open_positions,
             # the true equity peak, breaker cool-downs, the drawdown ladder (events published)
             **risk_account_fields(self._state, self._bus, user, self._clock.now(), equity),
-            data_quality_ok=last is not None,
-            data_age_s=max(0.0, min(age_s, 1e9)),
-            max_data_age_s=self._config.max_data_age_minutes * 60 + (bar_ms - MINUTE_MS) / 1000,
+            **self._data_freshness(signal),
         )
+
+    def _data_freshness(self, signal: OpportunitySignal) -> dict[str, Any]:
+        """The ``RiskContext`` fields on the signal's market data: collected at all, how
+        old the newest bar is, and the age the gate allows (one bar's span more than the
+        setting for coarse bars)."""
+        key = SeriesKey(signal.exchange, signal.market_type, signal.symbol)
+        bar_ms = TIMEFRAME_MS[self._config.bar_timeframe]
+        last = self._market.last_candle_ms(key, self._config.bar_timeframe)
+        age_s = float("inf") if last is None else (self._clock.now_ms() - (last + bar_ms)) / 1000
+        return {
+            "data_quality_ok": last is not None,
+            "data_age_s": max(0.0, min(age_s, 1e9)),
+            "max_data_age_s": self._config.max_data_age_minutes * 60 + (bar_ms - MINUTE_MS) / 1000,
+        }
 
     # ------------------------------------------------------------------------ act
     def _act(

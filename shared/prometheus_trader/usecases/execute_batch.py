@@ -14,7 +14,7 @@ rare case. The values written are those of the per-user path, field for field.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,7 +22,6 @@ from pydantic import ValidationError
 
 from prometheus_trader.domain.events import Event, EventType, Severity
 from prometheus_trader.domain.ids import client_order_id, execution_id, stable_id
-from prometheus_trader.domain.market import MINUTE_MS, TIMEFRAME_MS
 from prometheus_trader.domain.planner import JournalEdge, plan_for_user
 from prometheus_trader.domain.risk import RiskContext, evaluate_risk
 from prometheus_trader.domain.signals import OpportunitySignal
@@ -39,7 +38,7 @@ from prometheus_trader.domain.trading import (
     RiskDecision,
 )
 from prometheus_trader.domain.users import TradingMode, User
-from prometheus_trader.ports import BusMessage, Document, Filter, OrderRejected, SeriesKey
+from prometheus_trader.ports import BusMessage, Document, Filter, OrderRejected
 from prometheus_trader.usecases.dispatch import ExecutionBatchRequest, ExecutionRequest
 from prometheus_trader.usecases.execute import (
     _FINAL_FIELDS,
@@ -210,16 +209,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         equities = {i.user.user_id: balances[i.user.exchange_account].equity for i in kept}
         accounts = self._observe_all([i.user for i in kept], now, equities)
         edges = self._edges([i.user for i in kept])
-        now_ms = self._clock.now_ms()
-        key = SeriesKey(signal.exchange, signal.market_type, signal.symbol)
-        bar_ms = TIMEFRAME_MS[self._config.bar_timeframe]
-        last = self._market.last_candle_ms(key, self._config.bar_timeframe)
-        age_s = float("inf") if last is None else (now_ms - (last + bar_ms)) / 1000
-        data = {
-            "data_quality_ok": last is not None,
-            "data_age_s": max(0.0, min(age_s, 1e9)),
-            "max_data_age_s": self._config.max_data_age_minutes * 60 + (bar_ms - MINUTE_MS) / 1000,
-        }
+        data = self._data_freshness(signal)  # the same for every user of the batch
         decided: list[_Item] = []
         for item in kept:
             user = item.user
@@ -253,21 +243,24 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         """The users' open positions, and the users with a position that does not parse."""
         held: dict[str, list[Position]] = {}
         unreadable: set[str] = set()
+        docs = self._of_users(Collections.POSITIONS, user_ids, Filter("status", "==", "open"))
+        for doc in docs:  # sorted by id per query, as the per-user query returns them
+            try:
+                position = Position.model_validate(doc)
+            except ValidationError:
+                # a broken position: its user goes per user (and fails there alone)
+                unreadable.add(str(doc.get("user_id")))
+                continue
+            held.setdefault(doc["user_id"], []).append(position)
+        return held, unreadable
+
+    def _of_users(
+        self, collection: str, user_ids: Sequence[str], *filters: Filter
+    ) -> Iterator[Document]:
+        """The documents of these users (``user_id in ...``, ``_IN_VALUES`` ids a query)."""
         for start in range(0, len(user_ids), _IN_VALUES):
             part = list(user_ids[start : start + _IN_VALUES])
-            docs = self._state.query(
-                Collections.POSITIONS,
-                [Filter("user_id", "in", part), Filter("status", "==", "open")],
-            )
-            for doc in docs:  # sorted by id, as the per-user query returns them
-                try:
-                    position = Position.model_validate(doc)
-                except ValidationError:
-                    # a broken position: its user goes per user (and fails there alone)
-                    unreadable.add(str(doc.get("user_id")))
-                    continue
-                held.setdefault(doc["user_id"], []).append(position)
-        return held, unreadable
+            yield from self._state.query(collection, [Filter("user_id", "in", part), *filters])
 
     def _balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
         return dict(self._exchange.fetch_balances(list(dict.fromkeys(accounts))))
@@ -310,10 +303,8 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         """The Kelly users' journal edges (``user_edge``), their journals read at once."""
         kelly = [u.user_id for u in users if u.kelly_fraction is not None]
         journals: dict[str, list[Document]] = {u: [] for u in kelly}
-        for start in range(0, len(kelly), _IN_VALUES):
-            part = kelly[start : start + _IN_VALUES]
-            for doc in self._state.query(Collections.JOURNAL, [Filter("user_id", "in", part)]):
-                journals[doc["user_id"]].append(doc)
+        for doc in self._of_users(Collections.JOURNAL, kelly):
+            journals[doc["user_id"]].append(doc)
         return {u: edge_from_journal(docs) for u, docs in journals.items()}
 
     def _record_decisions(
