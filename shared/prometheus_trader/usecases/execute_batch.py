@@ -14,7 +14,7 @@ rare case. The values written are those of the per-user path, field for field.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -243,24 +243,21 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         """The users' open positions, and the users with a position that does not parse."""
         held: dict[str, list[Position]] = {}
         unreadable: set[str] = set()
-        docs = self._of_users(Collections.POSITIONS, user_ids, Filter("status", "==", "open"))
-        for doc in docs:  # sorted by id per query, as the per-user query returns them
-            try:
-                position = Position.model_validate(doc)
-            except ValidationError:
-                # a broken position: its user goes per user (and fails there alone)
-                unreadable.add(str(doc.get("user_id")))
-                continue
-            held.setdefault(doc["user_id"], []).append(position)
-        return held, unreadable
-
-    def _of_users(
-        self, collection: str, user_ids: Sequence[str], *filters: Filter
-    ) -> Iterator[Document]:
-        """The documents of these users (``user_id in ...``, ``_IN_VALUES`` ids a query)."""
         for start in range(0, len(user_ids), _IN_VALUES):
             part = list(user_ids[start : start + _IN_VALUES])
-            yield from self._state.query(collection, [Filter("user_id", "in", part), *filters])
+            docs = self._state.query(
+                Collections.POSITIONS,
+                [Filter("user_id", "in", part), Filter("status", "==", "open")],
+            )
+            for doc in docs:  # sorted by id, as the per-user query returns them
+                try:
+                    position = Position.model_validate(doc)
+                except ValidationError:
+                    # a broken position: its user goes per user (and fails there alone)
+                    unreadable.add(str(doc.get("user_id")))
+                    continue
+                held.setdefault(doc["user_id"], []).append(position)
+        return held, unreadable
 
     def _balances(self, accounts: Sequence[str]) -> dict[str, Balance]:
         return dict(self._exchange.fetch_balances(list(dict.fromkeys(accounts))))
@@ -303,8 +300,10 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         """The Kelly users' journal edges (``user_edge``), their journals read at once."""
         kelly = [u.user_id for u in users if u.kelly_fraction is not None]
         journals: dict[str, list[Document]] = {u: [] for u in kelly}
-        for doc in self._of_users(Collections.JOURNAL, kelly):
-            journals[doc["user_id"]].append(doc)
+        for start in range(0, len(kelly), _IN_VALUES):
+            part = kelly[start : start + _IN_VALUES]
+            for doc in self._state.query(Collections.JOURNAL, [Filter("user_id", "in", part)]):
+                journals[doc["user_id"]].append(doc)
         return {u: edge_from_journal(docs) for u, docs in journals.items()}
 
     def _record_decisions(
