@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
+import numpy as np
+
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
@@ -62,12 +64,14 @@ from prometheus_trader.domain.market import (
     FundingRate,
     OpenInterest,
 )
-from prometheus_trader.domain.ranking import rank_order
+from prometheus_trader.domain.ranking import RankInputs, rank_inputs, rank_order_of
+from prometheus_trader.domain.ranking_grid import RankingGrid, ranking_grid
 from prometheus_trader.domain.signals import OpportunitySignal
 from prometheus_trader.domain.synthesizer import (
     SignalParams,
     SynthesisPolicy,
     build_signal,
+    regime_veto_mask,
     regime_vetoes,
 )
 from prometheus_trader.domain.trading import Execution, ExitReason, Position
@@ -180,7 +184,20 @@ class BacktestEngine:
         # the journal entries closed since the last ranking (app/backtest/ranking_state.py)
         self._live_signals = LiveSignals()
         self._journal_rates = JournalRates()
-        self._vetoes: dict[str, tuple[tuple[int, int] | None, bool]] = {}  # see _vetoed
+        # regime_vetoes by the window's complete 15m bars, per symbol (see _vetoed)
+        self._vetoes: dict[str, dict[tuple[int, int], bool]] = {}
+        # the ranking times and each ranking's window start, known before the run: the
+        # ranking inputs of every series at all of them are computed at once (_grid)
+        minutes = np.arange(config.start_ms, config.trade_until_ms, MINUTE_MS, dtype=np.int64)
+        times = minutes[(minutes // MINUTE_MS) % config.rank_interval_minutes == 0]
+        self._rank_times = times
+        self._rank_since = np.maximum(
+            times - int(config.window_hours * 60) * MINUTE_MS, self._collect_from
+        )
+        self._rank_index = {t: i for i, t in enumerate(times.tolist())}
+        self._grids: dict[SeriesKey, RankingGrid] = {}
+        # regime_vetoes at every ranking time (None: not a closed form, ask each regime)
+        self._veto_masks: dict[SeriesKey, list[bool] | None] = {}
         self._collected_keys: set[SeriesKey] = set()
         self._funding: dict[SeriesKey, _Sparse[FundingRate]] = {
             k: _Sparse([p.ts_ms for p in pts], pts, None)
@@ -338,6 +355,14 @@ class BacktestEngine:
             fs = self._features[key] = FeatureSeries(self.data.series[key])
         return fs
 
+    def _grid(self, key: SeriesKey) -> RankingGrid:
+        """The series' ranking inputs at every ranking time (computed on first use)."""
+        grid = self._grids.get(key)
+        if grid is None:
+            fs = self._feature_series(key)
+            grid = self._grids[key] = ranking_grid(fs, self._rank_times, self._rank_since)
+        return grid
+
     def _rank(self, now_ms: int) -> list[OpportunitySignal]:
         cfg = self.cfg
         now = self.clock.now()
@@ -359,7 +384,9 @@ class BacktestEngine:
         # bars those alone (FeatureSeries.ranking_at), the full features only for the
         # symbols analysed below, each equal to compute_features' on the window
         features: dict[str, SymbolFeatures] = {}
+        inputs: dict[str, RankInputs] = {}  # what the ranking reads of each
         sparse: dict[str, tuple[_Sparse[FundingRate] | None, list[OpenInterest]]] = {}
+        index = self._rank_index.get(now_ms)  # the ranking's index in the grids
         for key in keys:
             funding = self._funding.get(key)
             interest = self._interest.get(key)
@@ -377,15 +404,23 @@ class BacktestEngine:
                     open_interest=interest_hour,
                     now_ms=now_ms,
                 )
+                inputs[key.symbol] = rank_inputs(features[key.symbol])
                 continue
-            features[key.symbol] = self._feature_series(key).ranking_at(
-                now_ms, since_ms=since, open_interest=interest_hour
-            )
             sparse[key.symbol] = (funding, interest_hour)  # funding: read if analysed
+            if index is not None and len(interest_hour) < 2:
+                # = rank_inputs(ranking_at(...)): with fewer than two open-interest
+                # points the cluster ratio is None, the rest is the grid's
+                inputs[key.symbol] = self._grid(key).inputs[index]
+                continue
+            inputs[key.symbol] = rank_inputs(
+                self._feature_series(key).ranking_at(
+                    now_ms, since_ms=since, open_interest=interest_hour
+                )
+            )
         lookback = timedelta(days=cfg.success_lookback_days)
         rates = self._journal_rates.rates(self.live.state, now, lookback)  # = symbol_success_rates
         # = rank_symbols(features, rates, top_n): its top N (with scores) and top movers
-        ranked, top_movers = rank_order(features, rates, top_n=cfg.top_n)
+        ranked, top_movers = rank_order_of(inputs, rates, top_n=cfg.top_n)
         self.result.rankings += 1
         active = self._live_signals.symbols(now)  # = live_signal_symbols(state, now)
         scores = dict(ranked)
@@ -398,7 +433,7 @@ class BacktestEngine:
             if symbol in sparse:
                 series = self._feature_series(key)
                 # a regime that rules out a signal whatever the rest: decide() would skip
-                if self._vetoed(symbol, series, now_ms, since):
+                if self._vetoed(key, series, now_ms, since, index):
                     continue
                 # = compute_features(the window, btc_1m=BTC's window, ...), read by index
                 funding, interest_hour = sparse[symbol]
@@ -447,16 +482,35 @@ class BacktestEngine:
             signals.append(signal)
         return signals
 
-    def _vetoed(self, symbol: str, series: FeatureSeries, now_ms: int, since: int) -> bool:
+    def _vetoed(
+        self, key: SeriesKey, series: FeatureSeries, now_ms: int, since: int, index: int | None
+    ) -> bool:
         """``regime_vetoes(policy, panel, the regime at now)``, a function of the regime
-        fields, which are a function of the window's complete 15m bars: kept per symbol
-        while those stay the same (three rankings in a row)."""
-        bars = series.regime_bars(now_ms, since_ms=since)
-        kept = self._vetoes.get(symbol)
-        if bars is None or kept is None or kept[0] != bars:
+        fields, which are a function of the window's complete 15m bars (``regime_bars``,
+        read from the grid): kept per symbol and bars for the whole run."""
+        if index is None:
+            bars = series.regime_bars(now_ms, since_ms=since)
+        else:
+            grid = self._grid(key)
+            bars = grid.bars[index]
+            if key not in self._veto_masks:
+                # regime_vetoes of the grid's regime fields, for all ranking times at once
+                adx, plus_di, minus_di, hurst, _, mean_reversion = grid.regime
+                array = regime_veto_mask(
+                    self.policy, self.panel, adx, plus_di, minus_di, hurst, mean_reversion
+                )
+                self._veto_masks[key] = None if array is None else array.tolist()
+            mask = self._veto_masks[key]
+            if mask is not None and bars is not None:
+                return bool(mask[index])
+        if bars is None:
+            return regime_vetoes(self.policy, self.panel, series.regime_at(now_ms, since_ms=since))
+        kept = self._vetoes.setdefault(key.symbol, {})
+        vetoed = kept.get(bars)
+        if vetoed is None:
             regime = series.regime_at(now_ms, since_ms=since)
-            kept = self._vetoes[symbol] = (bars, regime_vetoes(self.policy, self.panel, regime))
-        return kept[1]
+            vetoed = kept[bars] = regime_vetoes(self.policy, self.panel, regime)
+        return vetoed
 
     # ================================================================ results
     def _results(self) -> None:

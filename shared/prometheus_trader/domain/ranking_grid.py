@@ -1,0 +1,218 @@
+"""What the backtest's ranking reads of one series, at every ranking time at once.
+
+A backtest ranks its 16 series every 5 simulated minutes: ~7,000 rankings on a month, and
+for each symbol ``FeatureSeries.ranking_at`` (the ranking fields) and, for a candidate,
+``regime_bars`` (the window's complete 15m bars, on which the regime veto depends). None
+of that depends on the portfolio, only on the time and the collection start, both known
+before the run. :func:`ranking_grid` computes them for all ranking times with numpy, and
+the loop reads them by index.
+
+No look-ahead: the value at time ``t`` reads the rows of the window ``bounds(t, since)``
+(bars closed by ``t``) exactly as the scalar methods do. Equal, not close: the same
+searchsorted bounds, the same running counts, the same element-wise float operations
+(IEEE division and subtraction, numpy's or Python's alike), and the imbalance sums read
+from the very blocks ``FeatureSeries._tail_sums`` reads; Python's ``min``/``max`` are
+spelled as the comparisons they make (a NaN ratio clamps as they clamp it).
+``tests/unit/test_ranking_grid.py`` compares every value with ``ranking_at`` /
+``regime_bars`` on the bundled sample and on constructed series.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from prometheus_trader.domain.feature_series import (
+    _B15_SPAN_MS,
+    _TAIL_BLOCK,
+    BoolArray,
+    FeatureSeries,
+)
+from prometheus_trader.domain.features import _MAX_RATIO, _hurst
+from prometheus_trader.domain.market import MINUTE_MS, FloatArray, IntArray
+from prometheus_trader.domain.ranking import RankInputs
+
+__all__ = ["RankingGrid", "ranking_grid"]
+
+
+@dataclass(frozen=True)
+class RankingGrid:
+    """One series' ranking inputs and regime bars at ``times`` (index ``i``: ``times[i]``).
+
+    ``lo``/``hi``: the window's rows (``FeatureSeries.bounds``); ``inputs[i]``: the
+    ``RankInputs`` of ``ranking_at(times[i], since_ms=since[i])`` without open interest
+    (its cluster ratio is None); ``bars[i]``: ``regime_bars`` at that time."""
+
+    times: IntArray
+    lo: IntArray
+    hi: IntArray
+    inputs: list[RankInputs]
+    bars: list[tuple[int, int] | None]
+    # ``regime_at``'s fields at each time (NaN: None; all NaN where there is no window):
+    # adx, plus_di, minus_di, hurst, autocorr_15m, mean_reversion
+    regime: FloatArray
+
+
+def _none_nan(values: FloatArray) -> list[float | None]:
+    """A float array as a list, NaN as None (no valid value here is NaN)."""
+    return [None if v != v else v for v in values.tolist()]
+
+
+def _change(close: FloatArray, hi: IntArray, n: IntArray, k: int) -> FloatArray:
+    """``features._change(window close, k)`` at every window end (NaN: None)."""
+    valid = n > k
+    cur = close[np.where(valid, hi - 1, 0)]
+    prev = close[np.where(valid, hi - 1 - k, 0)]
+    valid &= ~(prev <= 0)  # ``close[-1 - k] <= 0``: None (a NaN close goes on, to NaN)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        value = (cur / prev - 1) * 100
+    value[~valid | ~np.isfinite(value)] = np.nan
+    return value
+
+
+def _ratio(buy: FloatArray, sell: FloatArray) -> FloatArray:
+    """``FeatureSeries._imbalances``' ratio of each (buy, sell) sum pair (NaN: None):
+    ``min(M, max(1/M, b/s))`` as the comparisons Python's min and max make."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = buy / sell
+    low = 1 / _MAX_RATIO
+    r = np.where(r > low, r, low)  # max(1/M, r): r only when r > 1/M
+    r = np.where(r < _MAX_RATIO, r, _MAX_RATIO)  # min(M, r): r only when r < M
+    r = np.where(sell <= 0, _MAX_RATIO, r)
+    return np.where(buy + sell <= 0, np.nan, r)
+
+
+def _tail_ratios(fs: FeatureSeries, his: IntArray) -> tuple[FloatArray, FloatArray]:
+    """The 5m and 15m imbalance ratios of full tails ending at ``his`` (each >= 15), from
+    the blocks ``_tail_sums`` reads (one block per 1,024 window ends)."""
+    sums = np.empty((4, his.shape[0]))  # buy 5, sell 5, buy 15, sell 15
+    blocks = (his - 15) // _TAIL_BLOCK
+    for b in np.unique(blocks).tolist():
+        at = np.flatnonzero(blocks == b)
+        i = his[at] - 15 - b * _TAIL_BLOCK
+        no_taker, (taker_rows, estimated_rows) = fs._tail_block_sums(b)
+        estimated = no_taker[i]
+        for out, row in ((0, 1), (2, 2)):  # the rows of the last 5 and the last 15 bars
+            for side in (0, 1):  # buy, sell
+                sums[out + side, at] = np.where(
+                    estimated, estimated_rows[row][side][i], taker_rows[row][side][i]
+                )
+    return _ratio(sums[0], sums[1]), _ratio(sums[2], sums[3])
+
+
+def _finite(x: FloatArray) -> FloatArray:
+    """``_fin`` element-wise (NaN: None)."""
+    return np.where(np.isfinite(x), x, np.nan)
+
+
+def _clamp01(x: FloatArray) -> FloatArray:
+    """``min(1.0, max(0.0, x))`` as Python's comparisons make it (a NaN gives 0.0)."""
+    x = np.where(x > 0.0, x, 0.0)
+    return np.where(x < 1.0, x, 1.0)
+
+
+def _regime(fs: FeatureSeries, j0: IntArray, j1: IntArray, has: BoolArray) -> FloatArray:
+    """``regime_at``'s fields of the 15m bars j0..j1 where ``has`` (see RankingGrid): the
+    full-length windows read from the series' tables as ``_from_table`` reads one row,
+    the others from ``_part15`` (one call per distinct bars)."""
+    m = j0.shape[0]
+    out = np.full((6, m), np.nan)
+    done = ~has
+    length = j1 - j0
+    for n, t in fs._tables.items():
+        at = np.flatnonzero(has & (length == n) & (j0 < t.atr.shape[0]))
+        if not at.size:
+            continue
+        done[at] = True
+        rows = j0[at]
+        positive = fs._b15_nonpos[j1[at]] == fs._b15_nonpos[rows]
+        out[0, at] = _finite(t.adx[rows])
+        out[1, at] = _finite(t.plus_di[rows])
+        out[2, at] = _finite(t.minus_di[rows])
+        slope = t.hurst[rows]
+        out[3, at] = np.where(positive, _finite(_clamp01(slope)), np.nan)
+        for k in np.flatnonzero(positive & np.isnan(slope)).tolist():  # a zero RMS
+            hurst = _hurst(fs.b15.rows(int(rows[k]), int(j1[at[k]])), fs.config.hurst_min_bars)
+            out[3, at[k]] = np.nan if hurst is None else hurst
+        denom = t.denom[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            autocorr = _finite(t.cross[rows] / denom)
+        out[4, at] = np.where(positive & (denom != 0), autocorr, np.nan)
+    parts: dict[tuple[int, int], tuple[float | None, ...]] = {}
+    for i in np.flatnonzero(~done).tolist():  # short windows, or missing 15m bars
+        bars = (int(j0[i]), int(j1[i]))
+        values = parts.get(bars)
+        if values is None:
+            p = fs._part15(*bars)
+            values = parts[bars] = (p.adx, p.plus_di, p.minus_di, p.hurst, p.autocorr)
+        out[:5, i] = [np.nan if v is None else v for v in values]
+    # mean_reversion = min(1.0, max(0.0, (1 - autocorr) / 2)), None without autocorr
+    autocorr = out[4]
+    out[5] = np.where(np.isnan(autocorr), np.nan, _clamp01((1 - autocorr) / 2))
+    return out
+
+
+def ranking_grid(fs: FeatureSeries, times: IntArray, since: IntArray) -> RankingGrid:
+    """``fs.ranking_at(t, since_ms=s)``'s ranking inputs (no open interest) and
+    ``fs.regime_bars(t, since_ms=s)`` for every (t, s) of ``times``/``since``."""
+    cfg = fs.config
+    s = fs.series
+    ts = s.ts_ms
+    times = np.asarray(times, dtype=np.int64)
+    since = np.asarray(since, dtype=np.int64)
+    hi = ts.searchsorted(times - MINUTE_MS, side="right").astype(np.int64)
+    lo = np.maximum(ts.searchsorted(since, side="left").astype(np.int64), hi - cfg.window_bars)
+    n = np.maximum(hi - lo, 0)
+    has = n > 0
+    last = np.where(has, hi - 1, 0)
+    first = np.where(has, lo, 0)
+    m = times.shape[0]
+    ok: BoolArray = np.zeros(m, dtype=bool)
+    nan = np.full(m, np.nan)
+    change_1m, change_5m, ratio = nan, nan.copy(), nan.copy()
+    j0 = j1 = np.zeros(m, dtype=np.int64)
+    regime = np.full((6, m), np.nan)
+    if len(s):
+        # FeatureSeries._quality is OK: enough bars, fresh, no gap, no bad close
+        age = times - (ts[last] + MINUTE_MS)
+        ok = (
+            has
+            & (n >= cfg.min_bars)
+            & ~(age > cfg.stale_after_ms)
+            & (fs._gaps[last] == fs._gaps[first])
+            & (fs._bad_close[np.where(has, hi, 0)] == fs._bad_close[first])
+        )
+        close = s.close
+        change_1m = _change(close, hi, n, 1)
+        change_5m = _change(close, hi, n, 5)
+        full = np.flatnonzero(n >= 15)
+        if full.size:
+            imb5, imb15 = _tail_ratios(fs, hi[full])
+            ratio[full] = np.where(np.isnan(imb5), imb15, imb5)
+        for i in np.flatnonzero(has & (n < 15)).tolist():  # a short window: as ranking_at
+            _, i5, i15, _ = fs._imbalances(int(lo[i]), int(hi[i]))
+            picked = i5 if i5 is not None else i15
+            ratio[i] = np.nan if picked is None else picked
+        # FeatureSeries._bounds15 of the window's first and last 1m bars
+        t15 = fs.b15.ts_ms
+        j0 = t15.searchsorted(ts[first], side="left").astype(np.int64)
+        j1 = np.maximum(
+            j0, t15.searchsorted(ts[last] - _B15_SPAN_MS, side="right").astype(np.int64)
+        )
+        regime = _regime(fs, j0, j1, has)
+    inputs = [
+        RankInputs(bool(k), r, None, c1, c5)
+        for k, r, c1, c5 in zip(
+            ok.tolist(),
+            _none_nan(ratio),
+            _none_nan(change_1m),
+            _none_nan(change_5m),
+            strict=True,
+        )
+    ]
+    bars: list[tuple[int, int] | None] = [
+        (a, b) if h else None
+        for a, b, h in zip(j0.tolist(), j1.tolist(), has.tolist(), strict=True)
+    ]
+    return RankingGrid(times=times, lo=lo, hi=hi, inputs=inputs, bars=bars, regime=regime)
