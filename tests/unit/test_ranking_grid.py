@@ -55,7 +55,7 @@ def _compare(s: CandleSeries, times: np.ndarray, since: np.ndarray) -> dict[str,
         light = ref.ranking_at(now, since_ms=start)
         assert repr(grid.inputs[i]) == repr(rank_inputs(light)), (s.symbol, now, start)
         bars = ref.regime_bars(now, since_ms=start)
-        assert grid.bars[i] == bars
+        assert grid.bars(i) == bars and grid.has[i] == (bars is not None)
         regime = ref.regime_at(now, since_ms=start)
         fields = [None if v != v else v for v in grid.regime[:, i].tolist()]
         assert repr(fields) == repr([getattr(regime, n) for n in REGIME_FIELDS]), (now, start)

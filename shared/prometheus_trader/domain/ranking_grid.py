@@ -42,16 +42,23 @@ class RankingGrid:
 
     ``lo``/``hi``: the window's rows (``FeatureSeries.bounds``); ``inputs[i]``: the
     ``RankInputs`` of ``ranking_at(times[i], since_ms=since[i])`` without open interest
-    (its cluster ratio is None); ``bars[i]``: ``regime_bars`` at that time."""
+    (its cluster ratio is None); ``has[i]``: whether there is a window; ``j0``/``j1``:
+    its complete 15m bars (``bars(i)``)."""
 
     times: IntArray
     lo: IntArray
     hi: IntArray
     inputs: list[RankInputs]
-    bars: list[tuple[int, int] | None]
+    has: list[bool]
+    j0: IntArray
+    j1: IntArray
     # ``regime_at``'s fields at each time (NaN: None; all NaN where there is no window):
     # adx, plus_di, minus_di, hurst, autocorr_15m, mean_reversion
     regime: FloatArray
+
+    def bars(self, i: int) -> tuple[int, int] | None:
+        """``regime_bars`` at ``times[i]``: the window's complete 15m bars, or None."""
+        return (int(self.j0[i]), int(self.j1[i])) if self.has[i] else None
 
 
 def _none_nan(values: FloatArray) -> list[float | None]:
@@ -211,8 +218,6 @@ def ranking_grid(fs: FeatureSeries, times: IntArray, since: IntArray) -> Ranking
             strict=True,
         )
     ]
-    bars: list[tuple[int, int] | None] = [
-        (a, b) if h else None
-        for a, b, h in zip(j0.tolist(), j1.tolist(), has.tolist(), strict=True)
-    ]
-    return RankingGrid(times=times, lo=lo, hi=hi, inputs=inputs, bars=bars, regime=regime)
+    return RankingGrid(
+        times=times, lo=lo, hi=hi, inputs=inputs, has=has.tolist(), j0=j0, j1=j1, regime=regime
+    )

@@ -139,6 +139,22 @@ class _Sparse(Generic[P]):
         ]
 
 
+@dataclass(eq=False)
+class _Slot:
+    """What the ranking keeps of one collected series (read without hashing its key)."""
+
+    key: SeriesKey
+    funding: _Sparse[FundingRate] | None
+    interest: _Sparse[OpenInterest] | None
+    series: FeatureSeries | None = None  # 1m bars: the features at any time
+    grid: RankingGrid | None = None  # 1m bars: the inputs at every ranking time
+    # regime_vetoes at every ranking time (None: not a closed form, asked regime by regime)
+    vetoes: list[bool] | None = None
+    vetoes_known: bool = False
+    # regime_vetoes by the window's complete 15m bars (see _vetoed)
+    kept: dict[tuple[int, int], bool] = field(default_factory=dict)
+
+
 @dataclass
 class BacktestResult:
     """Everything a backtest decided, in memory."""
@@ -184,8 +200,6 @@ class BacktestEngine:
         # the journal entries closed since the last ranking (app/backtest/ranking_state.py)
         self._live_signals = LiveSignals()
         self._journal_rates = JournalRates()
-        # regime_vetoes by the window's complete 15m bars, per symbol (see _vetoed)
-        self._vetoes: dict[str, dict[tuple[int, int], bool]] = {}
         # the ranking times and each ranking's window start, known before the run: the
         # ranking inputs of every series at all of them are computed at once (_grid)
         minutes = np.arange(config.start_ms, config.trade_until_ms, MINUTE_MS, dtype=np.int64)
@@ -195,10 +209,8 @@ class BacktestEngine:
             times - int(config.window_hours * 60) * MINUTE_MS, self._collect_from
         )
         self._rank_index = {t: i for i, t in enumerate(times.tolist())}
-        self._grids: dict[SeriesKey, RankingGrid] = {}
-        # regime_vetoes at every ranking time (None: not a closed form, ask each regime)
-        self._veto_masks: dict[SeriesKey, list[bool] | None] = {}
         self._collected_keys: set[SeriesKey] = set()
+        self._slots: list[_Slot] = []  # the collected series, in the order of _keys
         self._funding: dict[SeriesKey, _Sparse[FundingRate]] = {
             k: _Sparse([p.ts_ms for p in pts], pts, None)
             for k in self._keys
@@ -355,67 +367,82 @@ class BacktestEngine:
             fs = self._features[key] = FeatureSeries(self.data.series[key])
         return fs
 
-    def _grid(self, key: SeriesKey) -> RankingGrid:
+    def _grid(self, slot: _Slot) -> RankingGrid:
         """The series' ranking inputs at every ranking time (computed on first use)."""
-        grid = self._grids.get(key)
-        if grid is None:
-            fs = self._feature_series(key)
-            grid = self._grids[key] = ranking_grid(fs, self._rank_times, self._rank_since)
-        return grid
+        if slot.grid is None:
+            slot.grid = ranking_grid(self._series(slot), self._rank_times, self._rank_since)
+        return slot.grid
+
+    def _series(self, slot: _Slot) -> FeatureSeries:
+        if slot.series is None:
+            slot.series = self._feature_series(slot.key)
+        return slot.series
+
+    def _collected_slots(self, now_ms: int) -> list[_Slot]:
+        """The series collected by now (once collected, always: time only moves on)."""
+        collected = self._collected_keys
+        if len(collected) < len(self._keys):
+            grew = False
+            for k in self._keys:
+                if k not in collected and self._has_collected(k, now_ms):
+                    collected.add(k)
+                    grew = True
+            if grew:
+                kept = {slot.key: slot for slot in self._slots}
+                self._slots = [
+                    kept.get(k) or _Slot(k, self._funding.get(k), self._interest.get(k))
+                    for k in self._keys
+                    if k in collected
+                ]
+        return self._slots
 
     def _rank(self, now_ms: int) -> list[OpportunitySignal]:
         cfg = self.cfg
         now = self.clock.now()
         start = now_ms - int(cfg.window_hours * 60) * MINUTE_MS
-        collected = self._collected_keys  # once collected, always (time only moves on)
-        for k in self._keys:
-            if k not in collected and self._has_collected(k, now_ms):
-                collected.add(k)
-        keys = [k for k in self._keys if k in collected]
+        slots = self._collected_slots(now_ms)
         since = max(start, self._collect_from)
-        btc_key = next((k for k in keys if k.symbol == cfg.btc_symbol), None)
-        btc_series = (
-            None
-            if btc_key is None or self.data.timeframe != "1m"
-            else self._feature_series(btc_key)
-        )
+        btc_slot = next((slot for slot in slots if slot.key.symbol == cfg.btc_symbol), None)
+        btc_key = None if btc_slot is None else btc_slot.key
+        one_minute = self.data.timeframe == "1m"
+        btc_series = None if btc_slot is None or not one_minute else self._series(btc_slot)
         day_ago = now_ms - 24 * 60 * MINUTE_MS
+        hour_ago = now_ms - 60 * MINUTE_MS
         # the ranking reads a few features of every symbol (ranking.RANKING_FIELDS): on 1m
-        # bars those alone (FeatureSeries.ranking_at), the full features only for the
-        # symbols analysed below, each equal to compute_features' on the window
+        # bars those alone, from the grid of every ranking time (or ranking_at), the full
+        # features only for the symbols analysed below, each equal to compute_features'
         features: dict[str, SymbolFeatures] = {}
         inputs: dict[str, RankInputs] = {}  # what the ranking reads of each
-        sparse: dict[str, tuple[_Sparse[FundingRate] | None, list[OpenInterest]]] = {}
+        sparse: dict[str, tuple[_Slot, list[OpenInterest]]] = {}  # 1m: the rest if analysed
+        by_symbol: dict[str, _Slot] = {}  # = next(k for k in keys if k.symbol == symbol)
         index = self._rank_index.get(now_ms)  # the ranking's index in the grids
-        for key in keys:
-            funding = self._funding.get(key)
-            interest = self._interest.get(key)
-            interest_hour = (
-                [] if interest is None else interest.between(now_ms - 60 * MINUTE_MS, now_ms)
-            )
-            if self.data.timeframe != "1m":  # coarse bars: the window, as the live ranker
+        for slot in slots:
+            key = slot.key
+            symbol = key.symbol
+            by_symbol.setdefault(symbol, slot)
+            funding, interest = slot.funding, slot.interest
+            interest_hour = [] if interest is None else interest.between(hour_ago, now_ms)
+            if not one_minute:  # coarse bars: the window, as the live ranker
                 funding_day = [] if funding is None else funding.between(day_ago, now_ms)
-                features[key.symbol] = compute_features(
+                features[symbol] = compute_features(
                     self._window(key, start, now_ms),
                     btc_1m=None
-                    if btc_key is None or key.symbol == cfg.btc_symbol
+                    if btc_key is None or symbol == cfg.btc_symbol
                     else self._window(btc_key, start, now_ms),
                     funding=funding_day,
                     open_interest=interest_hour,
                     now_ms=now_ms,
                 )
-                inputs[key.symbol] = rank_inputs(features[key.symbol])
+                inputs[symbol] = rank_inputs(features[symbol])
                 continue
-            sparse[key.symbol] = (funding, interest_hour)  # funding: read if analysed
+            sparse[symbol] = (slot, interest_hour)
             if index is not None and len(interest_hour) < 2:
                 # = rank_inputs(ranking_at(...)): with fewer than two open-interest
                 # points the cluster ratio is None, the rest is the grid's
-                inputs[key.symbol] = self._grid(key).inputs[index]
+                inputs[symbol] = self._grid(slot).inputs[index]
                 continue
-            inputs[key.symbol] = rank_inputs(
-                self._feature_series(key).ranking_at(
-                    now_ms, since_ms=since, open_interest=interest_hour
-                )
+            inputs[symbol] = rank_inputs(
+                self._series(slot).ranking_at(now_ms, since_ms=since, open_interest=interest_hour)
             )
         lookback = timedelta(days=cfg.success_lookback_days)
         rates = self._journal_rates.rates(self.live.state, now, lookback)  # = symbol_success_rates
@@ -429,14 +456,15 @@ class BacktestEngine:
         for symbol in candidates:
             if symbol in active:
                 continue
-            key = next(k for k in keys if k.symbol == symbol)
+            key = by_symbol[symbol].key
             if symbol in sparse:
-                series = self._feature_series(key)
+                slot, interest_hour = sparse[symbol]
+                series = self._series(slot)
                 # a regime that rules out a signal whatever the rest: decide() would skip
-                if self._vetoed(key, series, now_ms, since, index):
+                if self._vetoed(slot, now_ms, since, index):
                     continue
                 # = compute_features(the window, btc_1m=BTC's window, ...), read by index
-                funding, interest_hour = sparse[symbol]
+                funding = slot.funding
                 funding_day = [] if funding is None else funding.between(day_ago, now_ms)
                 features[symbol] = series.at(
                     now_ms,
@@ -463,7 +491,7 @@ class BacktestEngine:
             signal = build_signal(
                 symbol=symbol,
                 exchange=cfg.exchange,
-                market_type=next(k.market_type for k in keys if k.symbol == symbol),
+                market_type=key.market_type,
                 direction=synthesis.direction,
                 last_price=last_price,
                 features=features[symbol],
@@ -482,34 +510,30 @@ class BacktestEngine:
             signals.append(signal)
         return signals
 
-    def _vetoed(
-        self, key: SeriesKey, series: FeatureSeries, now_ms: int, since: int, index: int | None
-    ) -> bool:
-        """``regime_vetoes(policy, panel, the regime at now)``, a function of the regime
-        fields, which are a function of the window's complete 15m bars (``regime_bars``,
-        read from the grid): kept per symbol and bars for the whole run."""
-        if index is None:
-            bars = series.regime_bars(now_ms, since_ms=since)
-        else:
-            grid = self._grid(key)
-            bars = grid.bars[index]
-            if key not in self._veto_masks:
-                # regime_vetoes of the grid's regime fields, for all ranking times at once
+    def _vetoed(self, slot: _Slot, now_ms: int, since: int, index: int | None) -> bool:
+        """``regime_vetoes(policy, panel, the regime at now)``: at a ranking time of the
+        grid, ``regime_veto_mask`` of its regime fields (all times at once); otherwise a
+        function of the regime fields, which are a function of the window's complete 15m
+        bars (``regime_bars``): kept per series and bars for the whole run."""
+        series = self._series(slot)
+        if index is not None:
+            grid = self._grid(slot)
+            if not slot.vetoes_known:
                 adx, plus_di, minus_di, hurst, _, mean_reversion = grid.regime
-                array = regime_veto_mask(
+                mask = regime_veto_mask(
                     self.policy, self.panel, adx, plus_di, minus_di, hurst, mean_reversion
                 )
-                self._veto_masks[key] = None if array is None else array.tolist()
-            mask = self._veto_masks[key]
-            if mask is not None and bars is not None:
-                return bool(mask[index])
+                slot.vetoes = None if mask is None else mask.tolist()
+                slot.vetoes_known = True
+            if slot.vetoes is not None and grid.has[index]:
+                return slot.vetoes[index]
+        bars = series.regime_bars(now_ms, since_ms=since)
         if bars is None:
             return regime_vetoes(self.policy, self.panel, series.regime_at(now_ms, since_ms=since))
-        kept = self._vetoes.setdefault(key.symbol, {})
-        vetoed = kept.get(bars)
+        vetoed = slot.kept.get(bars)
         if vetoed is None:
             regime = series.regime_at(now_ms, since_ms=since)
-            vetoed = kept[bars] = regime_vetoes(self.policy, self.panel, regime)
+            vetoed = slot.kept[bars] = regime_vetoes(self.policy, self.panel, regime)
         return vetoed
 
     # ================================================================ results
