@@ -104,6 +104,10 @@ def test_constructed_series_take_the_other_paths() -> None:
     ts = T0 + MINUTE_MS * np.arange(n, dtype=np.int64)
     ts[1800:] += 7 * MINUTE_MS  # a hole: GAPPED, a 15m bar missing (the computed path)
     s = series(closes, ts_ms=ts, volume=volume, taker_buy=taker)
+    # volumes whose 15-bar sums differ between numpy's pairwise loop and a plain one: a
+    # grid summing in another order would differ from ranking_at
+    tails = volume[np.arange(n - 15)[:, None] + np.arange(15)]
+    assert any(float(np.add.reduce(t)) != sum(t.tolist()) for t in tails)
     times = np.arange(T0 - 2 * MINUTE_MS, int(ts[-1]) + 5 * MINUTE_MS, 3 * MINUTE_MS)
     for back in (1440, 300, 12):  # 12: windows shorter than a full tail (< 15 bars)
         since = np.maximum(times - back * MINUTE_MS, T0 + 4 * MINUTE_MS)

@@ -10,9 +10,10 @@ the loop reads them by index.
 No look-ahead: the value at time ``t`` reads the rows of the window ``bounds(t, since)``
 (bars closed by ``t``) exactly as the scalar methods do. Equal, not close: the same
 searchsorted bounds, the same running counts, the same element-wise float operations
-(IEEE division and subtraction, numpy's or Python's alike), and the imbalance sums read
-from the very blocks ``FeatureSeries._tail_sums`` reads; Python's ``min``/``max`` are
-spelled as the comparisons they make (a NaN ratio clamps as they clamp it).
+(IEEE division and subtraction, numpy's or Python's alike), the imbalance sums as
+``FeatureSeries._tail_sums`` makes them (numpy's pairwise sum of each tail's bars), and
+Python's ``min``/``max`` spelled as the comparisons they make (a NaN ratio clamps as
+they clamp it).
 ``tests/unit/test_ranking_grid.py`` compares every value with ``ranking_at`` /
 ``regime_bars`` on the bundled sample and on constructed series.
 """
@@ -25,9 +26,10 @@ import numpy as np
 
 from prometheus_trader.domain.feature_series import (
     _B15_SPAN_MS,
-    _TAIL_BLOCK,
     BoolArray,
     FeatureSeries,
+    _buy_sell,
+    _sum,
 )
 from prometheus_trader.domain.features import _MAX_RATIO, _hurst
 from prometheus_trader.domain.market import MINUTE_MS, FloatArray, IntArray
@@ -91,21 +93,27 @@ def _ratio(buy: FloatArray, sell: FloatArray) -> FloatArray:
 
 
 def _tail_ratios(fs: FeatureSeries, his: IntArray) -> tuple[FloatArray, FloatArray]:
-    """The 5m and 15m imbalance ratios of full tails ending at ``his`` (each >= 15), from
-    the blocks ``_tail_sums`` reads (one block per 1,024 window ends)."""
-    sums = np.empty((4, his.shape[0]))  # buy 5, sell 5, buy 15, sell 15
-    blocks = (his - 15) // _TAIL_BLOCK
-    for b in np.unique(blocks).tolist():
-        at = np.flatnonzero(blocks == b)
-        i = his[at] - 15 - b * _TAIL_BLOCK
-        no_taker, (taker_rows, estimated_rows) = fs._tail_block_sums(b)
-        estimated = no_taker[i]
-        for out, row in ((0, 1), (2, 2)):  # the rows of the last 5 and the last 15 bars
-            for side in (0, 1):  # buy, sell
-                sums[out + side, at] = np.where(
-                    estimated, estimated_rows[row][side][i], taker_rows[row][side][i]
-                )
-    return _ratio(sums[0], sums[1]), _ratio(sums[2], sums[3])
+    """The 5m and 15m imbalance ratios of full tails ending at ``his`` (each >= 15).
+
+    The sums ``_tail_sums`` makes: buy and sell volume per bar are element-wise (the
+    whole series' arrays hold the tail's values), a tail with a bar missing taker volume
+    is estimated, and each sum is numpy's reduction of one contiguous row of k values
+    (the pairwise loop of the 1-D slice, as ``_tail_block_sums``' rows)."""
+    s = fs.series
+    missing = np.r_[0, np.cumsum(np.isnan(s.taker_buy_volume))]
+    estimated = (missing[his] - missing[his - 15]) > 0
+    ways = [_buy_sell(s, taker) for taker in (True, False)]
+    ratios = []
+    for k in (5, 15):
+        rows = his[:, None] + np.arange(-k, 0)  # the last k bars of each tail
+        sums: list[FloatArray] = [_sum(side[rows], axis=1) for way in ways for side in way]
+        taker_buy, taker_sell, est_buy, est_sell = sums
+        ratios.append(
+            _ratio(
+                np.where(estimated, est_buy, taker_buy), np.where(estimated, est_sell, taker_sell)
+            )
+        )
+    return ratios[0], ratios[1]
 
 
 def _finite(x: FloatArray) -> FloatArray:
