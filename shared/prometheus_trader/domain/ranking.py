@@ -25,6 +25,7 @@ from prometheus_trader.domain.features import SymbolFeatures
 from prometheus_trader.domain.market import DataQuality
 
 __all__ = [
+    "FULL_RATIO",
     "RANKING_FIELDS",
     "ExcludedSymbol",
     "RankInputs",
@@ -131,25 +132,36 @@ RANKING_FIELDS = (
 """The only features ``rank_order`` (and the scores of ``rank_symbols``) read."""
 
 
+FULL_RATIO = RankingWeights().imbalance_full_ratio
+"""The full ratio ``RankInputs.imbalance`` is computed with (the default weights')."""
+
+
 class RankInputs(NamedTuple):
     """What ``rank_order`` reads of one symbol (``RANKING_FIELDS``): whether its data is
-    OK, the imbalance ratio scored (5m, else 15m), the cluster ratio, the 1m / 5m moves."""
+    OK, the imbalance ratio scored (5m, else 15m), the cluster ratio, the 1m / 5m moves;
+    and two values of those alone: ``imbalance_component(ratio, FULL_RATIO)`` and whether
+    the moves make a top mover."""
 
     ok: bool
     ratio: float | None
     cluster_ratio: float | None
     change_1m_pct: float | None
     change_5m_pct: float | None
+    imbalance: float
+    mover: bool
 
 
 def rank_inputs(f: SymbolFeatures) -> RankInputs:
     """The ranking's inputs of one symbol's features."""
+    ratio = f.imbalance_5m if f.imbalance_5m is not None else f.imbalance_15m
     return RankInputs(
         f.data_quality is DataQuality.OK,
-        f.imbalance_5m if f.imbalance_5m is not None else f.imbalance_15m,
+        ratio,
         f.liq_cluster_ratio,
         f.change_1m_pct,
         f.change_5m_pct,
+        imbalance_component(ratio, FULL_RATIO),
+        _top_mover(f),
     )
 
 
@@ -183,17 +195,18 @@ def rank_order_of(
         if not r.ok:
             continue
         # = _components(f, rate, w)[5]: the same operations in the same order
-        imb = imbalance_component(r.ratio, w.imbalance_full_ratio)
-        clu = cluster_component(r.cluster_ratio, w.cluster_cap)
+        imb = (
+            r.imbalance
+            if w.imbalance_full_ratio == FULL_RATIO
+            else imbalance_component(r.ratio, w.imbalance_full_ratio)
+        )
+        clu = 0.0 if r.cluster_ratio is None else cluster_component(r.cluster_ratio, w.cluster_cap)
         rate = success_rates.get(symbol)
         suc = (
             min(1.0, max(0.0, rate)) if rate is not None and math.isfinite(rate) else SUCCESS_PRIOR
         )
         score = w.imbalance * imb + w.cluster * clu + w.success * suc
-        mover = (r.change_1m_pct is not None and abs(r.change_1m_pct) > TOP_MOVER_1M_PCT) or (
-            r.change_5m_pct is not None and abs(r.change_5m_pct) > TOP_MOVER_5M_PCT
-        )
-        scored.append((-score, symbol, score, mover))
+        scored.append((-score, symbol, score, r.mover))
     scored.sort(key=lambda r: (r[0], r[1]))
     ranked = [(symbol, float(score)) for _, symbol, score, _ in scored[:top_n]]
     return ranked, sorted(symbol for _, symbol, _, mover in scored if mover)

@@ -20,6 +20,7 @@ they clamp it).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,12 @@ from prometheus_trader.domain.feature_series import (
 )
 from prometheus_trader.domain.features import _MAX_RATIO, _hurst
 from prometheus_trader.domain.market import MINUTE_MS, FloatArray, IntArray
-from prometheus_trader.domain.ranking import RankInputs
+from prometheus_trader.domain.ranking import (
+    FULL_RATIO,
+    TOP_MOVER_1M_PCT,
+    TOP_MOVER_5M_PCT,
+    RankInputs,
+)
 
 __all__ = ["RankingGrid", "ranking_grid"]
 
@@ -216,13 +222,23 @@ def ranking_grid(fs: FeatureSeries, times: IntArray, since: IntArray) -> Ranking
             j0, t15.searchsorted(ts[last] - _B15_SPAN_MS, side="right").astype(np.int64)
         )
         regime = _regime(fs, j0, j1, has)
+    # ranking.imbalance_component(ratio, FULL_RATIO): math.log's logarithms (numpy's may
+    # differ in the last bit), then abs, ÷ and min as IEEE and Python make them
+    scored = np.isfinite(ratio) & (ratio > 0)
+    logs = np.fromiter(map(math.log, ratio[scored].tolist()), np.float64)
+    imbalance = np.zeros(m)
+    imbalance[scored] = np.minimum(np.abs(logs) / math.log(FULL_RATIO), 1.0)
+    # ranking._top_mover: |1m| > 2 % or |5m| > 5 % (a NaN, None, compares False)
+    mover = (np.abs(change_1m) > TOP_MOVER_1M_PCT) | (np.abs(change_5m) > TOP_MOVER_5M_PCT)
     inputs = [
-        RankInputs(bool(k), r, None, c1, c5)
-        for k, r, c1, c5 in zip(
+        RankInputs(k, r, None, c1, c5, imb, mv)
+        for k, r, c1, c5, imb, mv in zip(
             ok.tolist(),
             _none_nan(ratio),
             _none_nan(change_1m),
             _none_nan(change_5m),
+            imbalance.tolist(),
+            mover.tolist(),
             strict=True,
         )
     ]
