@@ -53,6 +53,9 @@ def _compare(s: CandleSeries, times: np.ndarray, since: np.ndarray) -> dict[str,
     for i, (now, start) in enumerate(zip(times.tolist(), since.tolist(), strict=True)):
         assert (int(grid.lo[i]), int(grid.hi[i])) == ref.bounds(now, start)
         light = ref.ranking_at(now, since_ms=start)
+        if grid.has[i]:  # at() reads the grid's imbalances of the window
+            kept = repr(ref._imbalances(int(grid.lo[i]), int(grid.hi[i]), blocks=False))
+            assert repr(grid.imbalances(i)) == kept, (s.symbol, now, start)
         assert repr(grid.inputs[i]) == repr(rank_inputs(light)), (s.symbol, now, start)
         bars = ref.regime_bars(now, since_ms=start)
         assert grid.bars(i) == bars and grid.has[i] == (bars is not None)

@@ -470,6 +470,11 @@ class FeatureSeries:
         }
         return trusted(SymbolFeatures, values, _REGIME_SET.copy())
 
+    def keep_imbalances(self, lo: int, hi: int, imbalances: _Imbalances) -> None:
+        """Take ``_imbalances(lo, hi)`` computed elsewhere (the backtest's ranking grid,
+        equal: tests/unit/test_ranking_grid.py), for the ``at`` on that window next."""
+        self._imbalances_kept = (lo, hi, imbalances)
+
     # ------------------------------------------------------------------ pieces
     def _bounds15(self, first_ts: int, last_ts: int) -> tuple[int, int]:
         """The complete 15m bars (j0..j1 of the series' roll-up) of a window's 1m bars."""

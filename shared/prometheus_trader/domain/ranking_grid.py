@@ -64,6 +64,16 @@ class RankingGrid:
     # adx, plus_di, minus_di, hurst, autocorr_15m, mean_reversion
     regime: FloatArray
 
+    # ``FeatureSeries._imbalances`` of each window: the 1m, 5m, 15m ratios (rows; NaN: None)
+    # and whether they are estimated
+    ratios: FloatArray
+    estimated: BoolArray
+
+    def imbalances(self, i: int) -> tuple[float | None, float | None, float | None, bool]:
+        """``FeatureSeries._imbalances(lo[i], hi[i])`` (where there is a window)."""
+        imb1, imb5, imb15 = (None if v != v else v for v in self.ratios[:, i].tolist())
+        return imb1, imb5, imb15, bool(self.estimated[i])
+
     def bars(self, i: int) -> tuple[int, int] | None:
         """``regime_bars`` at ``times[i]``: the window's complete 15m bars, or None."""
         return (int(self.j0[i]), int(self.j1[i])) if self.has[i] else None
@@ -98,8 +108,9 @@ def _ratio(buy: FloatArray, sell: FloatArray) -> FloatArray:
     return np.where(buy + sell <= 0, np.nan, r)
 
 
-def _tail_ratios(fs: FeatureSeries, his: IntArray) -> tuple[FloatArray, FloatArray]:
-    """The 5m and 15m imbalance ratios of full tails ending at ``his`` (each >= 15).
+def _tail_ratios(fs: FeatureSeries, his: IntArray) -> tuple[FloatArray, BoolArray]:
+    """The 1m, 5m and 15m imbalance ratios (rows) of full tails ending at ``his`` (each
+    >= 15), and which are estimated.
 
     The sums ``_tail_sums`` makes: buy and sell volume per bar are element-wise (the
     whole series' arrays hold the tail's values), a tail with a bar missing taker volume
@@ -109,17 +120,15 @@ def _tail_ratios(fs: FeatureSeries, his: IntArray) -> tuple[FloatArray, FloatArr
     missing = np.r_[0, np.cumsum(np.isnan(s.taker_buy_volume))]
     estimated = (missing[his] - missing[his - 15]) > 0
     ways = [_buy_sell(s, taker) for taker in (True, False)]
-    ratios = []
-    for k in (5, 15):
+    ratios = np.empty((3, his.shape[0]))
+    for row, k in enumerate((1, 5, 15)):
         rows = his[:, None] + np.arange(-k, 0)  # the last k bars of each tail
         sums: list[FloatArray] = [_sum(side[rows], axis=1) for way in ways for side in way]
         taker_buy, taker_sell, est_buy, est_sell = sums
-        ratios.append(
-            _ratio(
-                np.where(estimated, est_buy, taker_buy), np.where(estimated, est_sell, taker_sell)
-            )
+        ratios[row] = _ratio(
+            np.where(estimated, est_buy, taker_buy), np.where(estimated, est_sell, taker_sell)
         )
-    return ratios[0], ratios[1]
+    return ratios, estimated
 
 
 def _finite(x: FloatArray) -> FloatArray:
@@ -194,6 +203,8 @@ def ranking_grid(fs: FeatureSeries, times: IntArray, since: IntArray) -> Ranking
     change_1m, change_5m, ratio = nan, nan.copy(), nan.copy()
     j0 = j1 = np.zeros(m, dtype=np.int64)
     regime = np.full((6, m), np.nan)
+    imbalances = np.full((3, m), np.nan)  # 1m, 5m, 15m
+    estimated = np.zeros(m, dtype=bool)
     if len(s):
         # FeatureSeries._quality is OK: enough bars, fresh, no gap, no bad close
         age = times - (ts[last] + MINUTE_MS)
@@ -209,12 +220,12 @@ def ranking_grid(fs: FeatureSeries, times: IntArray, since: IntArray) -> Ranking
         change_5m = _change(close, hi, n, 5)
         full = np.flatnonzero(n >= 15)
         if full.size:
-            imb5, imb15 = _tail_ratios(fs, hi[full])
-            ratio[full] = np.where(np.isnan(imb5), imb15, imb5)
+            imbalances[:, full], estimated[full] = _tail_ratios(fs, hi[full])
         for i in np.flatnonzero(has & (n < 15)).tolist():  # a short window: as ranking_at
-            _, i5, i15, _ = fs._imbalances(int(lo[i]), int(hi[i]))
-            picked = i5 if i5 is not None else i15
-            ratio[i] = np.nan if picked is None else picked
+            *ratios, estimated[i] = fs._imbalances(int(lo[i]), int(hi[i]))
+            imbalances[:, i] = [np.nan if r is None else r for r in ratios]
+        imb5, imb15 = imbalances[1], imbalances[2]
+        ratio = np.where(np.isnan(imb5), imb15, imb5)
         # FeatureSeries._bounds15 of the window's first and last 1m bars
         t15 = fs.b15.ts_ms
         j0 = t15.searchsorted(ts[first], side="left").astype(np.int64)
@@ -243,5 +254,14 @@ def ranking_grid(fs: FeatureSeries, times: IntArray, since: IntArray) -> Ranking
         )
     ]
     return RankingGrid(
-        times=times, lo=lo, hi=hi, inputs=inputs, has=has.tolist(), j0=j0, j1=j1, regime=regime
+        times=times,
+        lo=lo,
+        hi=hi,
+        inputs=inputs,
+        has=has.tolist(),
+        j0=j0,
+        j1=j1,
+        regime=regime,
+        ratios=imbalances,
+        estimated=estimated,
     )

@@ -464,6 +464,10 @@ class BacktestEngine:
                 if self._vetoed(slot, now_ms, since, index):
                     continue
                 # = compute_features(the window, btc_1m=BTC's window, ...), read by index
+                if index is not None and slot.grid is not None and slot.grid.has[index]:
+                    grid = slot.grid  # its imbalances of this window: at() reads them
+                    lo, hi = int(grid.lo[index]), int(grid.hi[index])
+                    series.keep_imbalances(lo, hi, grid.imbalances(index))
                 funding = slot.funding
                 funding_day = [] if funding is None else funding.between(day_ago, now_ms)
                 features[symbol] = series.at(
