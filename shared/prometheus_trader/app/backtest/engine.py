@@ -15,7 +15,9 @@ order:
    the eight analysts, the synthesizer, signals published with the ranker's own
    ``publish_signal``. A candidate whose 15m regime alone makes the synthesizer skip
    (``regime_vetoes``: ranging) is skipped before its full features and analysts: the
-   same decision, nothing else computed;
+   same decision, nothing else computed. What the ranking reads of a series (its
+   inputs, regime and veto at each ranking time) is computed for all ranking times at
+   once (``domain/ranking_grid.py``, equal to the scalar methods) and read by index;
 3. dispatch + execute per user: the live ``DispatchSignal`` and ``ExecuteSignalForUser``
    (decided once, order styles, Kelly, breakers, scaled entries) on the bus, paper orders
    on the same ``ReplayExchange`` whose ledger lives in the in-memory state store;
