@@ -415,7 +415,8 @@ class BacktestEngine:
         # features only for the symbols analysed below, each equal to compute_features'
         features: dict[str, SymbolFeatures] = {}
         inputs: dict[str, RankInputs] = {}  # what the ranking reads of each
-        sparse: dict[str, tuple[_Slot, list[OpenInterest]]] = {}  # 1m: the rest if analysed
+        # 1m: funding and the hour's open interest, read if analysed
+        sparse: dict[str, tuple[_Sparse[FundingRate] | None, list[OpenInterest]]] = {}
         by_symbol: dict[str, _Slot] = {}  # = next(k for k in keys if k.symbol == symbol)
         index = self._rank_index.get(now_ms)  # the ranking's index in the grids
         for slot in slots:
@@ -437,7 +438,7 @@ class BacktestEngine:
                 )
                 inputs[symbol] = rank_inputs(features[symbol])
                 continue
-            sparse[symbol] = (slot, interest_hour)
+            sparse[symbol] = (funding, interest_hour)
             if index is not None and len(interest_hour) < 2:
                 # = rank_inputs(ranking_at(...)): with fewer than two open-interest
                 # points the cluster ratio is None, the rest is the grid's
@@ -458,9 +459,9 @@ class BacktestEngine:
         for symbol in candidates:
             if symbol in active:
                 continue
-            key = by_symbol[symbol].key
+            slot = by_symbol[symbol]
+            key = slot.key
             if symbol in sparse:
-                slot, interest_hour = sparse[symbol]
                 series = self._series(slot)
                 # a regime that rules out a signal whatever the rest: decide() would skip
                 if self._vetoed(slot, now_ms, since, index):
@@ -470,7 +471,7 @@ class BacktestEngine:
                     grid = slot.grid  # its imbalances of this window: at() reads them
                     lo, hi = int(grid.lo[index]), int(grid.hi[index])
                     series.keep_imbalances(lo, hi, grid.imbalances(index))
-                funding = slot.funding
+                funding, interest_hour = sparse[symbol]
                 funding_day = [] if funding is None else funding.between(day_ago, now_ms)
                 features[symbol] = series.at(
                     now_ms,
