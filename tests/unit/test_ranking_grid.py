@@ -86,6 +86,13 @@ def test_sample_every_ranking_time_equals_the_scalar_methods() -> None:
     for s in data.series.values():
         for name, count in _compare(s, times, since).items():
             total[name] += count
+    # a grid of some of the times (the engine computes chunks of them) holds the same
+    s = next(iter(data.series.values()))
+    whole = ranking_grid(FeatureSeries(s), times, since)
+    part = ranking_grid(FeatureSeries(s), times[100:350], since[100:350])
+    assert repr(part.inputs) == repr(whole.inputs[100:350])
+    assert np.array_equal(part.regime, whole.regime[:, 100:350], equal_nan=True)
+    assert np.array_equal(part.ratios, whole.ratios[:, 100:350], equal_nan=True)
     cells = len(times) * len(data.series)
     assert total["ok"] > cells // 2 and total["windows"] < cells  # OK and no window seen
     assert total["vetoed"] > 500 and total["allowed"] > 500

@@ -84,6 +84,7 @@ from prometheus_trader.usecases.names import Collections
 from prometheus_trader.usecases.rank import publish_signal
 
 Progress = Callable[[int, int, str], None]
+_GRID_CHUNK = 1024  # ranking times whose inputs are computed at once (_grid)
 DAY_MS = 24 * 60 * MINUTE_MS
 
 
@@ -149,8 +150,11 @@ class _Slot:
     funding: _Sparse[FundingRate] | None
     interest: _Sparse[OpenInterest] | None
     series: FeatureSeries | None = None  # 1m bars: the features at any time
-    grid: RankingGrid | None = None  # 1m bars: the inputs at every ranking time
-    # regime_vetoes at every ranking time (None: not a closed form, asked regime by regime)
+    # 1m bars: the inputs at the ranking times of one chunk (see _grid)
+    grid: RankingGrid | None = None
+    chunk: int = -1
+    # regime_vetoes at the chunk's ranking times (None: not a closed form, asked regime
+    # by regime)
     vetoes: list[bool] | None = None
     vetoes_known: bool = False
     # regime_vetoes by the window's complete 15m bars (see _vetoed)
@@ -369,11 +373,19 @@ class BacktestEngine:
             fs = self._features[key] = FeatureSeries(self.data.series[key])
         return fs
 
-    def _grid(self, slot: _Slot) -> RankingGrid:
-        """The series' ranking inputs at every ranking time (computed on first use)."""
-        if slot.grid is None:
-            slot.grid = ranking_grid(self._series(slot), self._rank_times, self._rank_since)
-        return slot.grid
+    def _grid(self, slot: _Slot, index: int) -> tuple[RankingGrid, int]:
+        """The series' grid holding ranking ``index``, and the index in it: computed for
+        ``_GRID_CHUNK`` ranking times at once (memory stays flat in the run's length;
+        rankings only move forward, an older chunk would be computed again, equal)."""
+        chunk = index // _GRID_CHUNK
+        if slot.grid is None or slot.chunk != chunk:
+            c0, c1 = chunk * _GRID_CHUNK, (chunk + 1) * _GRID_CHUNK
+            slot.grid = ranking_grid(
+                self._series(slot), self._rank_times[c0:c1], self._rank_since[c0:c1]
+            )
+            slot.chunk = chunk
+            slot.vetoes, slot.vetoes_known = None, False
+        return slot.grid, index - chunk * _GRID_CHUNK
 
     def _series(self, slot: _Slot) -> FeatureSeries:
         if slot.series is None:
@@ -442,7 +454,8 @@ class BacktestEngine:
             if index is not None and len(interest_hour) < 2:
                 # = rank_inputs(ranking_at(...)): with fewer than two open-interest
                 # points the cluster ratio is None, the rest is the grid's
-                inputs[symbol] = self._grid(slot).inputs[index]
+                grid, i = self._grid(slot, index)
+                inputs[symbol] = grid.inputs[i]
                 continue
             inputs[symbol] = rank_inputs(
                 self._series(slot).ranking_at(now_ms, since_ms=since, open_interest=interest_hour)
@@ -467,10 +480,11 @@ class BacktestEngine:
                 if self._vetoed(slot, now_ms, since, index):
                     continue
                 # = compute_features(the window, btc_1m=BTC's window, ...), read by index
-                if index is not None and slot.grid is not None and slot.grid.has[index]:
-                    grid = slot.grid  # its imbalances of this window: at() reads them
-                    lo, hi = int(grid.lo[index]), int(grid.hi[index])
-                    series.keep_imbalances(lo, hi, grid.imbalances(index))
+                if index is not None:
+                    grid, i = self._grid(slot, index)
+                    if grid.has[i]:  # its imbalances of this window: at() reads them
+                        lo, hi = int(grid.lo[i]), int(grid.hi[i])
+                        series.keep_imbalances(lo, hi, grid.imbalances(i))
                 funding, interest_hour = sparse[symbol]
                 funding_day = [] if funding is None else funding.between(day_ago, now_ms)
                 features[symbol] = series.at(
@@ -524,7 +538,7 @@ class BacktestEngine:
         bars (``regime_bars``): kept per series and bars for the whole run."""
         series = self._series(slot)
         if index is not None:
-            grid = self._grid(slot)
+            grid, i = self._grid(slot, index)
             if not slot.vetoes_known:
                 adx, plus_di, minus_di, hurst, _, mean_reversion = grid.regime
                 mask = regime_veto_mask(
@@ -532,8 +546,8 @@ class BacktestEngine:
                 )
                 slot.vetoes = None if mask is None else mask.tolist()
                 slot.vetoes_known = True
-            if slot.vetoes is not None and grid.has[index]:
-                return slot.vetoes[index]
+            if slot.vetoes is not None and grid.has[i]:
+                return slot.vetoes[i]
         bars = series.regime_bars(now_ms, since_ms=since)
         if bars is None:
             return regime_vetoes(self.policy, self.panel, series.regime_at(now_ms, since_ms=since))
