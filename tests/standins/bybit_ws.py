@@ -31,7 +31,8 @@ when Binance's ``m`` (buyer is maker: the taker sold) else ``"Buy"``, ``v`` = ``
 trade, ``i`` a UUID derived from symbol and Binance trade id (:func:`trade_id`; Bybit's
 linear trade ids are UUIDs), ``BT`` false; the push's ``ts`` is the group's last Binance
 event time ``E``. Pacing, looping and the faults are those of
-``tests/standins/binance_ws.py`` (:meth:`drop`, :meth:`silence`).
+``tests/standins/binance_ws.py`` (:meth:`drop`, :meth:`silence`), plus ``answer_pings``
+(False: pings go unanswered, as on a half-dead connection).
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ def bybit_trade(data: dict[str, Any], tick: str) -> dict[str, Any]:
 class BybitStreamStandIn(BinanceStreamStandIn):
     """The Bybit stand-in; use as a context manager (free loopback ports, REST beside)."""
 
+    answer_pings: bool = True  # False: ``op: ping`` goes unanswered (ccxt must time out)
+    pings_seen: int = 0
     _rest: BybitStand | None = None
     _exits: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -151,6 +154,9 @@ class BybitStreamStandIn(BinanceStreamStandIn):
                 reply["op"] = op
                 args = [str(a) for a in frame.get("args") or []]
                 if op == "ping":
+                    self.pings_seen += 1
+                    if not self.answer_pings:
+                        continue
                     reply["ret_msg"] = "pong"
                 elif op == "subscribe":
                     bad = [t for t in args if t.removeprefix("publicTrade.") not in known]
