@@ -132,3 +132,36 @@ def test_ccxt_pings_keep_the_connection_only_when_answered(
             # ccxt closes a connection whose pongs stop (2 keepAlive periods); we reconnect
             assert wait_until(lambda: stream.errors > 0, timeout=30), "ccxt timed the socket out"
             assert wait_until(lambda: server.connections_opened > 1, timeout=30)
+
+
+def test_demo_clients_read_bybits_demo_rest_and_its_public_stream() -> None:
+    """``demo=True`` is ccxt's ``enable_demo_trading``: markets from ``api-demo.bybit.com``;
+    the public linear stream stays ``stream.bybit.com`` (ccxt's demo table; Bybit's demo
+    trading has no public stream of its own). Overrides apply on top (the stand-in)."""
+    live = bybit_linear_client_factory()()
+    demo = bybit_linear_client_factory(demo=True)()
+    local = bybit_linear_client_factory(
+        demo=True, ws_url="ws://127.0.0.1:9/x", rest_url="http://127.0.0.1:9"
+    )()
+
+    def urls(client: Any) -> tuple[str, str]:
+        api = client.urls["api"]
+        return (
+            client.implode_hostname(api["public"]),
+            client.implode_hostname(api["ws"]["public"]["linear"]),
+        )
+
+    try:
+        assert urls(live) == ("https://api.bybit.com", "wss://stream.bybit.com/v5/public/linear")
+        assert urls(demo) == (
+            "https://api-demo.bybit.com",
+            "wss://stream.bybit.com/v5/public/linear",
+        )
+        assert (demo.options["enableDemoTrading"], live.options["enableDemoTrading"]) == (
+            True,
+            False,
+        )
+        assert urls(local) == ("http://127.0.0.1:9", "ws://127.0.0.1:9/x")
+    finally:
+        for client in (live, demo, local):
+            asyncio.run(client.close())

@@ -146,6 +146,34 @@ def test_a_silent_feed_raises_one_critical_system_error_event(
         rt.close()
 
 
+def test_a_silent_bybit_feed_is_filled_from_bybits_v5_rest(tmp_path: Path) -> None:
+    """The REST fallback is the venue's own: a public ``CcxtExchange('bybit')`` on the v5
+    REST stand-in (``/v5/market/recent-trade``), from the last streamed trade on."""
+    with BybitStreamStandIn(speed=4.0) as server:
+        rt = runtime(tmp_path, "bybit", server, stream_stale_after_seconds=1.0)
+        try:
+            stream = rt.trade_stream
+            assert stream is not None
+            assert wait_until(lambda: bool(stream.poll_ticks([BTC], 0)), timeout=30)
+            server.silence()
+            rest_ids: list[str] = []  # REST trade ids are digits; streamed ones UUIDs
+
+            def rest_trades() -> bool:
+                batch = stream.poll_ticks([BTC], 0).get(BTC)
+                if batch is not None:
+                    rest_ids.extend(i for i in batch.trade_ids if str(i).isdigit())
+                return bool(rest_ids)
+
+            assert wait_until(rest_trades, timeout=15), "REST fills in while the feed is silent"
+            asked = [p for _, path, p in server.engine.market_requests if "recent-trade" in path]
+            assert asked and asked[0]["symbol"] == "BTCUSDT" and asked[0]["category"] == "linear"
+            # the stand-in's REST trades are its 1m bars (id = bar time); streamed ids are UUIDs
+            bars = server.engine.market.series[BTC].ts_ms.tolist()
+            assert {int(i) for i in rest_ids} <= set(bars)
+        finally:
+            rt.close()
+
+
 def test_a_venue_without_a_stream_is_refused_at_start(tmp_path: Path) -> None:
     rt = CloudRuntime(Settings(backend="embedded", var_dir=tmp_path, stream_exchange="kraken"))
     with pytest.raises(

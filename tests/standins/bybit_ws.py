@@ -131,6 +131,12 @@ class BybitStreamStandIn(BinanceStreamStandIn):
         assert self._rest is not None, "not started"
         return self._rest.base
 
+    @property
+    def engine(self) -> Engine:
+        """The REST stand-in's engine (its recorded bars, the requests it saw)."""
+        assert self._rest is not None, "not started"
+        return self._rest.engine
+
     def _add_routes(self, app: web.Application) -> None:
         app.router.add_get(WS_PATH, self._websocket)
 
