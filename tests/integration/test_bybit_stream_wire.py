@@ -61,7 +61,7 @@ def test_the_wire_format_is_bybits_v5_public_stream(server: BybitStreamStandIn) 
     conn = ack["conn_id"]
     assert refused == {
         "success": False,
-        "ret_msg": "Invalid symbol :[publicTrade.NOPEUSDT]",
+        "ret_msg": "error:handler not found,topic:publicTrade.NOPEUSDT",
         "conn_id": conn,
         "req_id": "a1",
         "op": "subscribe",

@@ -9,7 +9,9 @@ run against it (``ccxt/pro/bybit.py``: ``watch_topics``, ``handle_message``,
   ``urls['api']['ws']['public']['linear']``); another path is a 404;
 - ``{"op": "subscribe", "args": ["publicTrade.BTCUSDT"], "req_id": n}`` is answered
   ``{"success": true, "ret_msg": "", "conn_id": …, "req_id": n, "op": "subscribe"}``
-  (an unknown symbol: ``success: false``, ``ret_msg: "Invalid symbol :[<topic>]"``);
+  (an unknown topic: ``success: false``, ``ret_msg: "error:handler not found,topic:<topic>"``,
+  as the live linear endpoint answers according to several public client repositories'
+  logs and tests; Bybit's docs show no refusal example);
   ``unsubscribe`` the same way with ``op: "unsubscribe"``;
 - ``{"op": "ping", "req_id": n}`` (ccxt sends one every 18 s) is answered
   ``{"success": true, "ret_msg": "pong", "conn_id": …, "req_id": n, "op": "ping"}``;
@@ -167,7 +169,9 @@ class BybitStreamStandIn(BinanceStreamStandIn):
                 elif op == "subscribe":
                     bad = [t for t in args if t.removeprefix("publicTrade.") not in known]
                     if bad:
-                        reply.update(success=False, ret_msg=f"Invalid symbol :[{bad[0]}]")
+                        reply.update(
+                            success=False, ret_msg=f"error:handler not found,topic:{bad[0]}"
+                        )
                     else:
                         topics.update(args)
                         self.subscriptions_seen.append(sorted(args))
