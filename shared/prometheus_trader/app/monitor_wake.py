@@ -57,8 +57,17 @@ class WakeInputs:
     due: tuple[int, ...]
 
 
+# the collections ``wake_inputs`` reads: its answer is the same while none of them changes
+WAKE_COLLECTIONS = (
+    Collections.POSITIONS,
+    Collections.SCALED_ENTRIES,
+    Collections.USERS,
+    Collections.STATS,
+)
+
+
 def wake_inputs(state: StateStore, config: ExitConfig) -> WakeInputs:
-    """``next_wake_ms``'s reads of ``state``."""
+    """``next_wake_ms``'s reads of ``state`` (of ``WAKE_COLLECTIONS`` only)."""
     positions = state.query(
         Collections.POSITIONS, [Filter("status", "==", PositionStatus.OPEN.value)]
     )
@@ -134,4 +143,11 @@ def next_cycle_ms(step_ms: int, wake_ms: int, interval_ms: int, grid_start_ms: i
     return max(step_ms + interval_ms, grid_start_ms + steps_to_wake * interval_ms)
 
 
-__all__ = ["TradeClock", "WakeInputs", "next_cycle_ms", "next_wake_ms", "wake_inputs"]
+__all__ = [
+    "WAKE_COLLECTIONS",
+    "TradeClock",
+    "WakeInputs",
+    "next_cycle_ms",
+    "next_wake_ms",
+    "wake_inputs",
+]

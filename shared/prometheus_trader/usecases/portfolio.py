@@ -150,7 +150,8 @@ class PortfolioGuard:
         by_user: dict[str, list[Position]] = {}
         for p in positions:
             by_user.setdefault(p.user_id, []).append(p)
-        prices = self._prices({p.symbol for p in positions})
+        # priced only when a ladder step is reached (rarely): a quiet cycle reads no ticker
+        prices = _LazyPrices(self._prices, {p.symbol for p in positions})
         held = self._held_stats()
         for user in sorted(users, key=lambda u: u.user_id):
             mine = by_user.get(user.user_id, [])
@@ -247,7 +248,7 @@ class PortfolioGuard:
         self,
         user: User,
         positions: list[Position],
-        prices: dict[str, float],
+        prices: _LazyPrices,
         report: PortfolioReport,
         held: dict[str, UserStats] | None = None,
     ) -> None:
@@ -262,7 +263,7 @@ class PortfolioGuard:
         # no step to act on is decided without the positions: price them only if needed
         if ladder_decision(drawdown, step_done, [], self._config) is None:
             return
-        exposures = [_exposure(p, prices) for p in positions]
+        exposures = [_exposure(p, prices.get()) for p in positions]
         decision = ladder_decision(drawdown, step_done, exposures, self._config)
         if decision is None:
             return
@@ -471,6 +472,22 @@ class PortfolioGuard:
             reason,
             extra=labels(stage="monitor", user=user_id),
         )
+
+
+class _LazyPrices:
+    """The last prices of a run's symbols, read from the exchange on first use (the run
+    reads at one time: the first answer is the run's)."""
+
+    def __init__(self, read: Callable[[Iterable[str]], dict[str, float]], symbols: set[str]):
+        self._read = read
+        self._symbols = symbols
+        self._prices: dict[str, float] | None = None
+
+    def get(self) -> dict[str, float]:
+        """The prices by symbol."""
+        if self._prices is None:
+            self._prices = self._read(self._symbols)
+        return self._prices
 
 
 def _exposure(position: Position, prices: dict[str, float]) -> OpenExposure:
