@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from prometheus_trader.domain.breakers import BreakerTransition, consecutive_resume_at
+from prometheus_trader.domain.breakers import (
+    BreakerTransition,
+    consecutive_resume_at,
+    utc_day,
+)
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.ids import client_order_id, stable_id
 from prometheus_trader.domain.market import MINUTE_MS, Side
@@ -325,7 +329,7 @@ class PortfolioGuard:
                 # (a remote listener lags): read the document, as before
                 return observe_user(self._state, user, now, equity)
             del self._wrote[uid]
-        day = now.strftime("%Y-%m-%d")
+        day = utc_day(now)  # = now.strftime("%Y-%m-%d"), remembered for this instant
         quiet = self._quiet.get(uid)
         if (
             quiet is not None

@@ -136,6 +136,10 @@ def compile_filter(flt: Filter) -> _Predicate:
 class MemoryStateStore(ClosesOnExit):
     """``StateStore`` + ``ChangeFeed`` in dicts, for one process (see the module doc)."""
 
+    # a watch hears every committed write of this store, in this process: it loses no
+    # change, so a reader need not re-read whole results on a schedule (``LiveDocs``)
+    watch_lossless = True
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._docs: dict[str, dict[str, _Entry]] = {}

@@ -135,6 +135,7 @@ class _TradeChunk:
     ts: list[int]
     visible: list[int]
     trades: list[Trade]
+    real: bool = True  # whether any trade is recorded (``source == "trade"``)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -402,6 +403,8 @@ class ReplayExchange:
         for symbol in sorted(set(symbols)):
             for hour in range(after_ms // HOUR_MS, until_ms // HOUR_MS + 1):
                 chunk = self._chunk(symbol, hour)
+                if not chunk.real:  # bars only (every hour of a candles-only store)
+                    continue
                 lo = bisect.bisect_right(chunk.ts, after_ms)
                 hi = bisect.bisect_right(chunk.ts, until_ms)
                 if any(t.source == "trade" for t in chunk.trades[lo:hi]):
@@ -691,8 +694,12 @@ class ReplayExchange:
             for trade in self._bar_path(symbol, bars, i, previous):
                 rows.append((trade.ts_ms, trade.trade_id, bar_ts + bar_ms, trade))
         rows.sort(key=lambda r: (r[0], r[1]))
+        trades = [r[3] for r in rows]
         chunk = _TradeChunk(
-            ts=[r[0] for r in rows], visible=[r[2] for r in rows], trades=[r[3] for r in rows]
+            ts=[r[0] for r in rows],
+            visible=[r[2] for r in rows],
+            trades=trades,
+            real=any(t.source == "trade" for t in trades),
         )
         self._trade_chunks[cache_key] = chunk
         while len(self._trade_chunks) > _MAX_TRADE_CHUNKS:

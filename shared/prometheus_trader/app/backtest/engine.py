@@ -47,6 +47,7 @@ from prometheus_trader.app.backtest.ranking_state import JournalRates, LiveSigna
 from prometheus_trader.app.monitor_wake import (
     WAKE_COLLECTIONS,
     WakeInputs,
+    breaker_cooldowns,
     next_cycle_ms,
     next_wake_ms,
     wake_inputs,
@@ -219,6 +220,7 @@ class BacktestEngine:
         # the store's write count after an idle monitor cycle (see _monitor_minute)
         self._idle_writes: int | None = None
         self._wake_cache: tuple[tuple[int, ...], WakeInputs] | None = None
+        self._cooldown_cache: tuple[tuple[tuple[int, ...], frozenset[str]], list[int]] | None = None
 
     # ================================================================ the loop
     def run(self, progress: Progress | None = None) -> BacktestResult:
@@ -300,8 +302,20 @@ class BacktestEngine:
             return None
         key = version(*WAKE_COLLECTIONS)
         if self._wake_cache is None or self._wake_cache[0] != key:
-            self._wake_cache = (key, wake_inputs(self.live.state, self._exits))
+            inputs = wake_inputs(self.live.state, self._exits, self._cooldowns)
+            self._wake_cache = (key, inputs)
         return self._wake_cache[1]
+
+    def _cooldowns(self, state: StateStore, user_ids: set[str]) -> list[int]:
+        """``breaker_cooldowns``, read again only after a write to the users or stats (a
+        tracking write changes the positions, and so the wake inputs, far more often)."""
+        version = getattr(state, "version", None)
+        if version is None:
+            return breaker_cooldowns(state, user_ids)
+        key = (version(Collections.USERS, Collections.STATS), frozenset(user_ids))
+        if self._cooldown_cache is None or self._cooldown_cache[0] != key:
+            self._cooldown_cache = (key, breaker_cooldowns(state, user_ids))
+        return list(self._cooldown_cache[1])
 
     def _forget(self, now_ms: int) -> None:
         """Drop the exchange's cached trade hours that are past, and hand the freed pages
