@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_trader.domain.breakers import (
+    Breaker,
     BreakerTransition,
     consecutive_resume_at,
     utc_day,
@@ -44,7 +45,7 @@ from prometheus_trader.domain.trading import (
     PositionStatus,
     position_account,
 )
-from prometheus_trader.domain.users import User
+from prometheus_trader.domain.users import RiskLimits, User
 from prometheus_trader.ports import (
     BlobStore,
     Bus,
@@ -335,7 +336,7 @@ class PortfolioGuard:
             quiet is not None
             and quiet.stats is current
             and quiet.user is user
-            and quiet.equity == equity
+            and (quiet.equity == equity or unchanged_at(current, user.limits, equity))
             and quiet.day == day
             and (quiet.resume_at is None or now < quiet.resume_at)
         ):
@@ -492,6 +493,21 @@ class _LazyPrices:
         if self._prices is None:
             self._prices = self._read(self._symbols)
         return self._prices
+
+
+def unchanged_at(stats: UserStats, limits: RiskLimits, equity: float) -> bool:
+    """Whether a reading at ``equity`` leaves ``stats`` as they are, given that a reading
+    at another equity did (same user, same UTC day, the cool-down not over): of
+    ``observe_account``'s steps only these read the equity: the day's first equity (set
+    while ``day_start_equity <= 0 < equity``), the peak (raised above it) and the
+    max-drawdown trip (not yet tripped: trips at ``drawdown_pct >= limit``).
+    ``tests/unit/test_portfolio_quiet.py`` checks it against ``observe_stats_model``."""
+    if equity > stats.peak_equity or stats.day_start_equity <= 0 < equity:
+        return False
+    return (
+        Breaker.MAX_DRAWDOWN.value in stats.tripped
+        or stats.drawdown_pct(equity) < limits.max_drawdown_pct
+    )
 
 
 def _exposure(position: Position, prices: dict[str, float]) -> OpenExposure:
