@@ -389,11 +389,16 @@ class ReplayExchange:
         first_hour = (after_ms - self._bar_ms) // HOUR_MS
         for symbol in sorted(set(symbols)):
             for hour in range(first_hour, until_ms // HOUR_MS + 1):
+                if best is not None and hour * HOUR_MS >= best:
+                    break  # this hour's trades become visible at its start or later
                 visible = self._chunk(symbol, hour).visible
                 i = bisect.bisect_right(visible, after_ms)
-                # visibility is non-decreasing in stream order, except across hours
+                # visibility is non-decreasing in stream order, except across hours: an
+                # hour's trades are all visible by the next hour's start, the next
+                # hour's from its start on, so this symbol's first hit is its earliest
                 if i < len(visible) and visible[i] <= until_ms:
                     best = visible[i] if best is None else min(best, visible[i])
+                    break
         return best
 
     @_serialized
