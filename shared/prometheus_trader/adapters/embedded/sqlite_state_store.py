@@ -70,6 +70,12 @@ _INTO = (
 )
 _INSERT_SQL = f"INSERT OR IGNORE {_INTO}"
 _REPLACE_SQL = f"INSERT OR REPLACE {_INTO}"
+# a replace whose indexed fields keep their values: the document's text only (a REPLACE
+# deletes and re-inserts the row's entry in every index: 3 times the pages written)
+_UPDATE_DATA_SQL = "UPDATE documents SET data = ? WHERE collection = ? AND id = ?"
+_INDEX_VALUES_SQL = (
+    f"SELECT id, {', '.join(_COLUMNS)} FROM documents WHERE collection = ? AND id IN "
+)
 _INT64 = 2**63
 
 
@@ -96,6 +102,15 @@ def _row(collection: str, doc_id: str, data: Mapping[str, Any]) -> tuple[object,
 
 
 _CHUNK = 500  # ids per IN (...) list (well under SQLite's variable limit)
+
+
+def _same_values(stored: tuple[object, ...] | None, new: tuple[object, ...]) -> bool:
+    """The same indexed-column values, type for type (1 is not 1.0 in a column)."""
+    return (
+        stored is not None
+        and stored == new
+        and all(type(a) is type(b) for a, b in zip(stored, new, strict=True))
+    )
 
 
 def _chunks(ids: list[str]) -> list[list[str]]:
@@ -613,7 +628,15 @@ class SqliteStateStore(ClosesOnExit):
         rows = [_row(collection, doc_id, data) for doc_id, data in docs.items()]
 
         def work() -> builtins.set[str]:
-            # read under the write lock (BEGIN IMMEDIATE): what is absent now is ours
+            # most batches create every document: one INSERT OR IGNORE, kept when it
+            # inserted every row (under the write lock: what is absent now is ours)
+            self._conn.execute("SAVEPOINT create_many")
+            cursor = self._conn.executemany(_INSERT_SQL, rows)
+            if cursor.rowcount == len(rows):
+                self._conn.execute("RELEASE create_many")
+                return set(docs)
+            self._conn.execute("ROLLBACK TO create_many")
+            self._conn.execute("RELEASE create_many")
             existing = self._existing_ids(collection, list(docs))
             self._conn.executemany(_INSERT_SQL, [r for r in rows if r[1] not in existing])
             return {doc_id for doc_id in docs if doc_id not in existing}
@@ -625,7 +648,28 @@ class SqliteStateStore(ClosesOnExit):
         for doc_id in docs:
             _check_ref(collection, doc_id)
         rows = [_row(collection, doc_id, data) for doc_id, data in docs.items()]
-        self._write_many(lambda: self._conn.executemany(_REPLACE_SQL, rows))
+
+        def work() -> None:
+            stored = self._index_values(collection, list(docs))
+            same: list[tuple[object, ...]] = []
+            other: list[tuple[object, ...]] = []
+            for doc_id, row in zip(docs, rows, strict=True):
+                (same if _same_values(stored.get(doc_id), row[3:]) else other).append(row)
+            if same:
+                self._conn.executemany(_UPDATE_DATA_SQL, [(r[2], r[0], r[1]) for r in same])
+            if other:
+                self._conn.executemany(_REPLACE_SQL, other)
+
+        self._write_many(work)
+
+    def _index_values(self, collection: str, doc_ids: list[str]) -> dict[str, tuple[object, ...]]:
+        """The stored indexed-field columns of those of ``doc_ids`` that exist."""
+        found: dict[str, tuple[object, ...]] = {}
+        for part in _chunks(doc_ids):
+            sql = f"{_INDEX_VALUES_SQL}({', '.join('?' * len(part))})"
+            for row in self._conn.execute(sql, (collection, *part)):
+                found[row[0]] = tuple(row[1:])
+        return found
 
     def transaction(self, fn: Callable[[StateTransaction], T]) -> T:
         """Run ``fn`` atomically: on any exception nothing it wrote is kept."""
