@@ -22,6 +22,7 @@ from prometheus_trader.adapters.embedded.sqlite_state_store import (
     _encode_document,
 )
 from prometheus_trader.domain.market import Side
+from prometheus_trader.ports import Filter
 
 pytestmark = pytest.mark.unit
 
@@ -128,3 +129,25 @@ def test_orjson_text_is_the_stdlib_text_but_for_spelling(tmp_path: Path) -> None
     text = _encode_document(doc)
     assert text == '{"a":{"y":"x","é":0.00001},"b":[1,2.5,true,null]}'
     assert json.loads(text) == json.loads(_ENCODER.encode(doc))
+
+
+def test_nested_equality_matches_both_spellings(tmp_path: Path) -> None:
+    """An equality filter on a nested value finds it however its text was spelled: by
+    orjson, or by the stdlib encoder (files written before; enums left to the stdlib)."""
+    value = {"k": [1e-05, "é"], "n": 2}
+    with SqliteStateStore(tmp_path / "s.sqlite") as store:
+        store._conn.execute(
+            "INSERT INTO documents (collection, id, data) VALUES ('c', 'old', ?)",
+            (json.dumps({"v": value, "w": [1e-07]}, sort_keys=True, separators=(",", ":")),),
+        )
+        store.set("c", "new", {"v": value, "w": [1e-07]})
+        store.set("c", "enum", {"v": value, "w": [1e-07], "side": Side.BUY})
+        assert (
+            '"side":"buy"'
+            in store._conn.execute("SELECT data FROM documents WHERE id = 'enum'").fetchone()[0]
+        )
+        for flt in (Filter("v", "==", value), Filter("w", "==", [1e-07])):
+            assert [d.get("side") for d in store.query("c", [flt])] == ["buy", None, None]
+        assert store.query("c", [Filter("v", "!=", value)]) == []
+        assert len(store.query("c", [Filter("v", "in", [value, [1]])])) == 3
+        assert store.query("c", [Filter("v", "==", {"k": [1e-05, "e"], "n": 2})]) == []

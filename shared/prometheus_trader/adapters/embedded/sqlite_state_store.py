@@ -254,16 +254,22 @@ def _equals_sql(path: str, value: object) -> tuple[str, list[object]]:
     if isinstance(value, str):
         return "(json_type(data, ?) = 'text' AND json_extract(data, ?) = ?)", [path, path, value]
     if isinstance(value, list | tuple):
-        return (
-            "(json_type(data, ?) = 'array' AND json_extract(data, ?) = ?)",
-            [path, path, _dumps(list(value))],
-        )
+        return _nested_equals_sql(path, "array", list(value))
     if isinstance(value, Mapping):
-        return (
-            "(json_type(data, ?) = 'object' AND json_extract(data, ?) = ?)",
-            [path, path, _dumps(dict(value))],
-        )
+        return _nested_equals_sql(path, "object", dict(value))
     raise TypeError(f"cannot compare with a value of type {type(value).__name__}")
+
+
+def _nested_equals_sql(path: str, kind: str, value: object) -> tuple[str, list[object]]:
+    """``field == [..]`` / ``{..}``: json_extract gives the nested value's text as stored,
+    so it is compared with both spellings of ``value``: orjson's and the stdlib encoder's
+    (documents written before orjson, and those it leaves to the stdlib)."""
+    texts = list(dict.fromkeys([_dumps(value), _ENCODER.encode(value)]))
+    marks = ", ".join("?" * len(texts))
+    return (
+        f"(json_type(data, ?) = '{kind}' AND json_extract(data, ?) IN ({marks}))",
+        [path, path, *texts],
+    )
 
 
 def _range_sql(path: str, op: str, value: object) -> tuple[str, list[object]]:
