@@ -277,13 +277,13 @@ variable "collector_exchange" {
 }
 
 variable "stream_exchange" {
-  description = "Venue whose trades the exit worker streams over ccxt's websocket API for every symbol with an open position (binance = USD-M; REST fallback, stale-feed alerts); empty = the worker polls its exchange adapter (the replay exchange reads the market store). Set it with collector_exchange = binance."
+  description = "Venue whose trades the exit worker streams over ccxt's websocket API for every symbol with an open position (binance = USD-M, bybit = linear perpetuals; REST fallback, stale-feed alerts); empty = the worker polls its exchange adapter (the replay exchange reads the market store). Set it with collector_exchange = the same venue."
   type        = string
   default     = ""
 
   validation {
-    condition     = contains(["", "binance", "binanceusdm"], var.stream_exchange)
-    error_message = "stream_exchange must be binance, binanceusdm or empty (streaming is implemented for Binance USD-M)."
+    condition     = contains(["", "binance", "binanceusdm", "bybit"], var.stream_exchange)
+    error_message = "stream_exchange must be binance, binanceusdm, bybit or empty (streaming is implemented for Binance USD-M and Bybit linear)."
   }
 }
 

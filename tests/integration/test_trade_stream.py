@@ -1,23 +1,31 @@
-"""The exit worker's live trade stream: ccxt.pro against a loopback stand-in that replays
-recorded Binance USD-M ``@trade`` messages (ccxt's own websocket client and parser run).
+"""The exit worker's live trade stream: ccxt.pro against loopback stand-ins of each
+streamed venue (ccxt's own websocket client and parser run): Binance USD-M replays its
+recorded ``@trade`` messages, Bybit pushes the same recorded trades in its v5
+``publicTrade`` format (``tests/standins/bybit_ws.py``).
 
-What is proven: trades arrive exactly as recorded (aggressor side from ``m``); a symbol
-added while running is followed within one 2-second cycle; a dropped connection
-reconnects; a silent feed raises the stale alert within the configured time and falls
-back to REST polling meanwhile.
+What is proven, on both venues: trades arrive exactly as recorded (the aggressor side
+from Binance's ``m``, or Bybit's ``S`` re-encoded from it); a symbol added while running
+is followed within one 2-second cycle; a dropped connection reconnects; a silent feed
+raises the stale alert within the configured time and falls back to REST polling
+meanwhile.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from tests.standins import bybit_ws
 from tests.standins.binance_ws import BinanceStreamStandIn, load_recording, wait_until
+from tests.standins.bybit_ws import BybitStreamStandIn
 
 from prometheus_trader.adapters.streaming.ccxt_trade_stream import (
     CcxtTradeStream,
     binance_usdm_client_factory,
+    bybit_linear_client_factory,
 )
 from prometheus_trader.domain.market import MarketType, Side, Trade
 
@@ -27,15 +35,49 @@ BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
 CYCLE_S = 2.0
 
 
+@dataclass(frozen=True)
+class Venue:
+    """What differs per streamed venue: its stand-in, ccxt client, ids and topic names."""
+
+    name: str
+    standin: type[BinanceStreamStandIn]
+    factory: Callable[..., Callable[[], Any]]
+    trade_id: Callable[[dict[str, Any]], str]  # a recorded Binance payload's id on the venue
+    topic: Callable[[str], str]  # an exchange symbol id's subscription name
+
+
+VENUES = [
+    Venue(
+        "binance",
+        BinanceStreamStandIn,
+        binance_usdm_client_factory,
+        lambda d: str(d["t"]),
+        lambda sid: f"{sid.lower()}@trade",
+    ),
+    Venue(
+        "bybit",
+        BybitStreamStandIn,
+        bybit_linear_client_factory,
+        lambda d: bybit_ws.trade_id(d["s"], int(d["t"])),
+        lambda sid: f"publicTrade.{sid}",
+    ),
+]
+
+
+@pytest.fixture(params=VENUES, ids=lambda v: v.name)
+def venue(request: pytest.FixtureRequest) -> Venue:
+    return request.param  # type: ignore[no-any-return]
+
+
 @pytest.fixture
-def server() -> Iterator[BinanceStreamStandIn]:
-    with BinanceStreamStandIn(speed=4.0) as srv:
+def server(venue: Venue) -> Iterator[BinanceStreamStandIn]:
+    with venue.standin(speed=4.0) as srv:
         yield srv
 
 
-def stream_for(server: BinanceStreamStandIn, **kwargs: object) -> CcxtTradeStream:
-    factory = binance_usdm_client_factory(ws_url=server.ws_url, rest_url=server.rest_url)
-    return CcxtTradeStream(factory, exchange_id="binance", **kwargs)  # type: ignore[arg-type]
+def stream_for(venue: Venue, server: BinanceStreamStandIn, **kwargs: object) -> CcxtTradeStream:
+    factory = venue.factory(ws_url=server.ws_url, rest_url=server.rest_url)
+    return CcxtTradeStream(factory, exchange_id=venue.name, **kwargs)  # type: ignore[arg-type]
 
 
 def collect(stream: CcxtTradeStream, symbols: list[str], seconds: float) -> list[Trade]:
@@ -47,45 +89,48 @@ def collect(stream: CcxtTradeStream, symbols: list[str], seconds: float) -> list
     return got
 
 
-def test_streamed_trades_are_the_recorded_ones(server: BinanceStreamStandIn) -> None:
+def test_streamed_trades_are_the_recorded_ones(venue: Venue, server: BinanceStreamStandIn) -> None:
     recorded = [m.data for m in load_recording() if m.stream == "btcusdt@trade"]
-    with stream_for(server) as stream:
+    with stream_for(venue, server) as stream:
         got = collect(stream, [BTC], 3.0)
     assert len(got) >= 50
-    by_id = {str(d["t"]): d for d in recorded}
+    by_id = {venue.trade_id(d): d for d in recorded}
     for trade in got:
         raw = by_id[trade.trade_id]
+        assert trade.exchange == venue.name
         assert trade.symbol == BTC and trade.market_type is MarketType.PERP
         assert trade.ts_ms == raw["T"]
         assert trade.price == float(raw["p"]) and trade.amount == float(raw["q"])
         # m = buyer is maker → the taker (aggressor) sold
         assert trade.side is (Side.SELL if raw["m"] else Side.BUY)
-    ids = [int(t.trade_id) for t in got]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids), "in order, no repeats"
-    # the first streamed trades are the first recorded ones: nothing skipped at the start
-    assert ids[:10] == [int(d["t"]) for d in recorded[:10]]
+    # exactly the recording's first trades: none skipped (at the start or between), no
+    # repeats, in time order (poll_trades orders one time's trades by id, not as recorded)
+    position = {tid: i for i, tid in enumerate(by_id)}
+    seen = [position[t.trade_id] for t in got]
+    assert sorted(seen) == list(range(len(seen))), "the recorded prefix, once each"
+    assert [t.ts_ms for t in got] == sorted(t.ts_ms for t in got)
 
 
 def test_symbol_added_while_running_is_followed_within_one_cycle(
-    server: BinanceStreamStandIn,
+    venue: Venue, server: BinanceStreamStandIn
 ) -> None:
-    with stream_for(server) as stream:
+    with stream_for(venue, server) as stream:
         assert collect(stream, [BTC], 1.0)
         # a position on ETH opens: the next cycles ask for both symbols
         stream.poll_trades([BTC, ETH], 0)
         time.sleep(CYCLE_S)
         nxt = stream.poll_trades([BTC, ETH], 0)
         assert any(t.symbol == ETH for t in nxt), "ETH followed within one cycle"
-        assert ["btcusdt@trade", "ethusdt@trade"] in server.subscriptions_seen
+        assert [venue.topic("BTCUSDT"), venue.topic("ETHUSDT")] in server.subscriptions_seen
         # and dropped again when its position closes
         stream.poll_trades([BTC], 0)
         assert set(stream.status()) == {BTC}
 
 
 def test_a_dropped_connection_reconnects_and_trades_resume(
-    server: BinanceStreamStandIn,
+    venue: Venue, server: BinanceStreamStandIn
 ) -> None:
-    with stream_for(server, backoff_s=(0.1, 1.0)) as stream:
+    with stream_for(venue, server, backoff_s=(0.1, 1.0)) as stream:
         assert collect(stream, [BTC], 1.0)
         opened = server.connections_opened
         server.drop()
@@ -119,13 +164,17 @@ class RecordingRest:
 
 
 def test_a_silent_feed_raises_the_stale_alert_and_polls_rest(
-    server: BinanceStreamStandIn,
+    venue: Venue, server: BinanceStreamStandIn
 ) -> None:
     alerts: list[tuple[str, float]] = []
     rest = RecordingRest()
     stale_after = 1.0
     with stream_for(
-        server, stale_after_s=stale_after, on_stale=lambda s, q: alerts.append((s, q)), rest=rest
+        venue,
+        server,
+        stale_after_s=stale_after,
+        on_stale=lambda s, q: alerts.append((s, q)),
+        rest=rest,
     ) as stream:
         # streaming first (on a loaded machine the connect can outlast stale_after: that
         # early episode is the rule working, not what this test is about)

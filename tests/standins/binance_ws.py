@@ -191,8 +191,7 @@ class BinanceStreamStandIn:
         self._loop = loop
         asyncio.set_event_loop(loop)
         app = web.Application()
-        app.router.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
-        app.router.add_get("/{tail:.*}", self._websocket)
+        self._add_routes(app)
         self._runner = web.AppRunner(app)
         loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -202,6 +201,11 @@ class BinanceStreamStandIn:
             loop.run_forever()
         finally:
             loop.close()
+
+    def _add_routes(self, app: web.Application) -> None:
+        """exchangeInfo for ccxt's load_markets; the websocket on every other path."""
+        app.router.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
+        app.router.add_get("/{tail:.*}", self._websocket)
 
     async def _shutdown(self) -> None:
         await self._close_all()

@@ -299,3 +299,42 @@ def test_non_json_documents_refused(data: dict[str, object]) -> None:
 def test_unsupported_filters_refused_even_on_an_empty_collection(flt: Filter) -> None:
     with pytest.raises((TypeError, ValueError)):
         MemoryStateStore().query("c", [flt])
+
+
+def test_version_counts_the_writes_of_each_collection() -> None:
+    """``version``: the versions put per collection (writes, deletes, rollbacks), so a
+    reader of some collections sees them unchanged while others are written."""
+    store = MemoryStateStore()
+    assert store.version("positions", "stats") == (0, 0)
+    store.create("positions", "p1", {"id": "p1", "status": "open"})
+    store.set("heartbeats", "w", {"at": 1})
+    store.set("heartbeats", "w", {"at": 2})
+    assert store.version("positions", "stats") == (1, 0)
+    store.update("positions", "p1", {"status": "closed"})
+    store.delete("positions", "p1")
+    assert store.version("positions") == (3,)
+
+    def fail(tx: StateTransaction) -> None:
+        tx.set("stats", "s", {"n": 1})
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.transaction(fail)
+    assert store.get("stats", "s") is None
+    assert store.version("stats") == (2,)  # the write and its rollback: a new version
+    assert store.writes == 7
+
+
+def test_a_watch_starts_from_the_indexed_candidates_in_id_order() -> None:
+    """A watch's first result over an indexed equality filter is the query's answer."""
+    store = MemoryStateStore()
+    for i in (3, 1, 2, 5, 4):
+        store.create("positions", f"p{i}", {"id": f"p{i}", "status": "open" if i % 2 else "x"})
+    flt = [Filter("status", "==", "open")]
+    first = store.watch("positions", flt).poll()
+    assert first.complete
+    assert [(c.doc_id, c.data) for c in first.changes] == [
+        (d["id"], d) for d in store.query("positions", flt)
+    ]
+    assert [c.doc_id for c in first.changes] == ["p1", "p3", "p5"]
+    assert store.watch("positions", [Filter("status", "==", "none")]).poll().changes == []

@@ -170,3 +170,48 @@ def test_the_replay_exchange_knows_when_trades_become_visible(tmp_path: Path) ->
     assert exchange.real_trade_between(btc, 1005 * m, 1005 * m + 12_000)
     assert not exchange.real_trade_between(btc, 1005 * m + 31_000, 1006 * m + 59_000)
     source.close()
+
+
+def test_next_visible_ms_is_the_earliest_visibility_across_hours(tmp_path: Path) -> None:
+    """Every (after, until) around an hour boundary, bars and recorded trades (one at the
+    hour's first instant), two symbols: the answer is the brute-force minimum."""
+    symbols = ("BTC/USDT:USDT", "ETH/USDT:USDT")
+    with DuckDBMarketStore(tmp_path / "store") as store:
+        store.write_candles(
+            [
+                _bar(m).model_copy(update={"symbol": s})
+                for s in symbols
+                for m in range(1190, 1210)
+                if not (s == symbols[1] and 1198 <= m < 1202)  # ETH: a gap over the hour
+            ]
+        )
+        store.write_trades(
+            [
+                Trade(
+                    exchange="binance",
+                    market_type=MarketType.PERP,
+                    symbol=symbols[1],
+                    ts_ms=ms,
+                    trade_id=str(ms),
+                    price=100.0,
+                    amount=1.0,
+                    side=Side.BUY,
+                )
+                for ms in (1200 * MINUTE_MS, 1200 * MINUTE_MS + 7_000, 1199 * MINUTE_MS + 59_999)
+            ]
+        )
+    clock = SimulatedClock(datetime.fromtimestamp(1215 * MINUTE_MS / 1000, UTC))
+    with DuckDBMarketStore(tmp_path / "store", read_only=True) as source:
+        exchange = ReplayExchange(source, clock, exchange_id="binance", market_type=MarketType.PERP)
+        visible = {
+            s: [v for h in range(18, 22) for v in exchange._chunk(s, h).visible] for s in symbols
+        }
+        step = 7_000
+        for after in range(1195 * MINUTE_MS, 1205 * MINUTE_MS, step):
+            for span in (1, 30_000, MINUTE_MS, 3 * MINUTE_MS):
+                for chosen in ([symbols[0]], [symbols[1]], list(symbols)):
+                    expected = min(
+                        (v for s in chosen for v in visible[s] if after < v <= after + span),
+                        default=None,
+                    )
+                    assert exchange.next_visible_ms(chosen, after, after + span) == expected

@@ -96,3 +96,61 @@ def test_stored_json_is_canonical(tmp_path: Path) -> None:
     store.set("c", "a", {"b": 1, "a": [1, {"z": 1, "y": 2}]})
     row = store._conn.execute("SELECT data FROM documents").fetchone()
     assert row[0] == '{"a":[1,{"y":2,"z":1}],"b":1}'
+
+
+def test_set_many_keeps_the_indexed_columns_equal_to_the_documents(tmp_path: Path) -> None:
+    """set_many writes only the text when the indexed fields keep their values (type
+    included), and replaces the row when one changes, appears or goes."""
+    store = SqliteStateStore(tmp_path / "s.sqlite")
+    store.set_many(
+        "p",
+        {
+            "a": {"user_id": "u1", "status": "open", "n": 1},
+            "b": {"user_id": "u2", "status": "open"},
+            "c": {"user_id": "u3", "active": True},
+            "d": {"user_id": "u4", "kind": 1},
+        },
+    )
+    store.set_many(
+        "p",
+        {
+            "a": {"user_id": "u1", "status": "open", "n": 2},  # same columns: text only
+            "b": {"user_id": "u2", "status": "closed"},  # a changed value
+            "c": {"user_id": "u3"},  # a field gone
+            "d": {"user_id": "u4", "kind": 1.0},  # 1 -> 1.0: another JSON type
+            "e": {"user_id": "u5", "status": "open"},  # new
+        },
+    )
+    columns = dict(
+        (row[0], row[1:])
+        for row in store._conn.execute(
+            "SELECT id, f_user_id, f_symbol, f_kind, f_status, f_active FROM documents"
+        )
+    )
+    assert columns == {
+        "a": ("u1", None, None, "open", None),
+        "b": ("u2", None, None, "closed", None),
+        "c": ("u3", None, None, None, None),
+        "d": ("u4", None, 1.0, None, None),
+        "e": ("u5", None, None, "open", None),
+    }
+    assert type(columns["d"][2]) is float
+    assert store.get("p", "a") == {"user_id": "u1", "status": "open", "n": 2}
+    open_ids = [d["user_id"] for d in store.query("p", [Filter("status", "==", "open")])]
+    assert open_ids == ["u1", "u5"]
+    assert store.query("p", [Filter("active", "==", True)]) == []
+
+
+def test_create_many_with_some_existing_creates_only_the_absent(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path / "s.sqlite")
+    store.set("c", "b", {"v": "old"})
+    created = store.create_many("c", {"a": {"v": 1}, "b": {"v": 2}, "c": {"v": 3}})
+    assert created == {"a", "c"}
+    assert store.get_many("c", ["a", "b", "c"]) == {"a": {"v": 1}, "b": {"v": "old"}, "c": {"v": 3}}
+
+    def in_transaction(tx: StateTransaction) -> set[str]:
+        return store.create_many("c", {"b": {"v": 4}, "d": {"v": 5}})
+
+    assert store.transaction(in_transaction) == {"d"}
+    assert store.get("c", "b") == {"v": "old"}
+    assert store.get("c", "d") == {"v": 5}

@@ -23,6 +23,7 @@ followed by one at the next step, as before: its own writes are inputs of that c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -57,8 +58,24 @@ class WakeInputs:
     due: tuple[int, ...]
 
 
-def wake_inputs(state: StateStore, config: ExitConfig) -> WakeInputs:
-    """``next_wake_ms``'s reads of ``state``."""
+# the collections ``wake_inputs`` reads: its answer is the same while none of them changes
+WAKE_COLLECTIONS = (
+    Collections.POSITIONS,
+    Collections.SCALED_ENTRIES,
+    Collections.USERS,
+    Collections.STATS,
+)
+
+
+def wake_inputs(
+    state: StateStore,
+    config: ExitConfig,
+    cooldowns: Callable[[StateStore, set[str]], list[int]] | None = None,
+) -> WakeInputs:
+    """``next_wake_ms``'s reads of ``state`` (of ``WAKE_COLLECTIONS`` only).
+
+    ``cooldowns``: ``breaker_cooldowns`` or a caller's memo of it (a function of the
+    users' and stats documents and the user ids)."""
     positions = state.query(
         Collections.POSITIONS, [Filter("status", "==", PositionStatus.OPEN.value)]
     )
@@ -72,7 +89,8 @@ def wake_inputs(state: StateStore, config: ExitConfig) -> WakeInputs:
                 limit = min(limit, config.max_hold_minutes)
             due.append(int(p["opened_ms"]) + limit * MINUTE_MS)
     due.extend(_ms(str(d["expires_at"])) for d in scaled)
-    due.extend(_cooldowns(state, {str(p["user_id"]) for p in positions}))
+    users = {str(p["user_id"]) for p in positions}
+    due.extend((cooldowns or breaker_cooldowns)(state, users))
     return WakeInputs(symbols, tuple(due))
 
 
@@ -102,8 +120,9 @@ def next_wake_ms(
     return min((d for d in due if d > now_ms), default=now_ms + 1)
 
 
-def _cooldowns(state: StateStore, user_ids: set[str]) -> list[int]:
-    """When each user's consecutive-loss breaker resumes by itself (tripped ones only)."""
+def breaker_cooldowns(state: StateStore, user_ids: set[str]) -> list[int]:
+    """When each user's consecutive-loss breaker resumes by itself (tripped ones only):
+    read from ``Collections.USERS`` and ``Collections.STATS`` alone."""
     out: list[int] = []
     for user_id in sorted(user_ids):
         user_doc = state.get(Collections.USERS, user_id)
@@ -134,4 +153,12 @@ def next_cycle_ms(step_ms: int, wake_ms: int, interval_ms: int, grid_start_ms: i
     return max(step_ms + interval_ms, grid_start_ms + steps_to_wake * interval_ms)
 
 
-__all__ = ["TradeClock", "WakeInputs", "next_cycle_ms", "next_wake_ms", "wake_inputs"]
+__all__ = [
+    "WAKE_COLLECTIONS",
+    "TradeClock",
+    "WakeInputs",
+    "breaker_cooldowns",
+    "next_cycle_ms",
+    "next_wake_ms",
+    "wake_inputs",
+]

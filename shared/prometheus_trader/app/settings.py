@@ -170,8 +170,9 @@ class Settings(BaseSettings):
     # the worker's live trades (issue 9, docs/streaming.md); unset = the exchange's poll
     stream_exchange: str | None = Field(
         default=None,
-        description="binance (USD-M): the exit worker streams the trades of every symbol with "
-        "an open position over ccxt's websocket API, with a REST fallback; unset = the exchange "
+        description="binance (USD-M) or bybit (linear): the exit worker streams the trades of "
+        "every symbol with an open position over ccxt's websocket API, with a REST fallback; "
+        "unset = the exchange "
         "adapter's poll_trades (the replay exchange reads the market store)",
     )
     stream_env: Literal["demo", "live"] = Field(
@@ -179,7 +180,8 @@ class Settings(BaseSettings):
     )
     stream_urls: dict[str, str] | None = Field(
         default=None,
-        description="loopback overrides {ws, rest} for the stream (stand-ins in tests)",
+        description="loopback overrides {ws, fapiPublic (binance) | public (bybit)} for the "
+        "stream (stand-ins in tests)",
     )
     stream_stale_after_seconds: float = Field(
         default=10.0,

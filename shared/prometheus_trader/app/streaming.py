@@ -1,4 +1,5 @@
-"""The exit worker's live trades (issue 9): ``Settings.stream_*`` → a ``CcxtTradeStream``.
+"""The exit worker's live trades (issue 9): ``Settings.stream_*`` → a ``CcxtTradeStream``
+on Binance USD-M or Bybit linear perpetuals.
 
 The worker follows every symbol with an open position on ccxt's websocket API
 (``watch_trades_for_symbols``), falls back to REST (``fetch_trades`` on a public-only
@@ -27,14 +28,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STREAMED_VENUES = ("binance",)  # the ws stand-in speaks Binance USD-M's stream format
+# the venues with a stream (each has a loopback stand-in speaking its wire format:
+# tests/standins/binance_ws.py, bybit_ws.py) → the ``stream_urls`` key of the REST URL the
+# stream client loads its markets from (ccxt's ``urls['api']`` entry)
+STREAMED_VENUES = {"binance": "fapiPublic", "bybit": "public"}
 
 
 def stream_venue(settings: Settings) -> str:
     """The venue the worker streams from (``stream_exchange``), checked."""
     if not settings.stream_exchange:
         raise ValueError("PROMETHEUS_STREAM_EXCHANGE is not set")
-    venue = venue_name(settings.stream_exchange)
+    try:
+        venue = venue_name(settings.stream_exchange)
+    except ValueError:  # not a venue at all: refused below with the streamed ones named
+        venue = settings.stream_exchange
     if venue not in STREAMED_VENUES:
         raise ValueError(
             f"trade streaming is implemented for {', '.join(STREAMED_VENUES)}, not {venue!r}; "
@@ -100,6 +107,7 @@ def build_trade_stream(
     from prometheus_trader.adapters.streaming.ccxt_trade_stream import (
         CcxtTradeStream,
         binance_usdm_client_factory,
+        bybit_linear_client_factory,
     )
 
     venue = stream_venue(settings)
@@ -118,12 +126,18 @@ def build_trade_stream(
         public_only=True,
         rate_limit=True,
     )
-    factory = binance_usdm_client_factory(
-        ws_url=ws_url, rest_url=urls.get("fapiPublic"), demo=settings.stream_env == "demo"
+    make_factory = {
+        "binance": binance_usdm_client_factory,  # USD-M
+        "bybit": bybit_linear_client_factory,  # linear (USDT) perpetuals
+    }[venue]
+    factory = make_factory(
+        ws_url=ws_url,
+        rest_url=urls.get(STREAMED_VENUES[venue]),
+        demo=settings.stream_env == "demo",
     )
     return CcxtTradeStream(
         factory,
-        exchange_id=settings.exchange,
+        exchange_id=venue,  # the trades' venue (binance: what settings.exchange names)
         market_type=settings.market_type,
         rest=rest,
         stale_after_s=settings.stream_stale_after_seconds,

@@ -56,6 +56,10 @@ class LiveDocs(Generic[M]):
         self._resync_ms = resync_ms
         self._id_field = id_field  # the field holding the document id (for queries)
         self._feed: ChangeFeed | None = state if isinstance(state, ChangeFeed) else None
+        if getattr(state, "watch_lossless", False) is True:
+            # an in-process feed that cannot drop a change (MemoryStateStore): a complete
+            # re-read holds what the changes built, so none is scheduled
+            self._resync_ms = 2**62
         self._watch: Watch | None = None
         self._resync_at = 0
         # id -> (the stored document as last seen, the model held)

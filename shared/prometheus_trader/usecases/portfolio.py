@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from prometheus_trader.domain.breakers import BreakerTransition, consecutive_resume_at
+from prometheus_trader.domain.breakers import (
+    Breaker,
+    BreakerTransition,
+    consecutive_resume_at,
+    utc_day,
+)
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.ids import client_order_id, stable_id
 from prometheus_trader.domain.market import MINUTE_MS, Side
@@ -40,7 +45,7 @@ from prometheus_trader.domain.trading import (
     PositionStatus,
     position_account,
 )
-from prometheus_trader.domain.users import User
+from prometheus_trader.domain.users import RiskLimits, User
 from prometheus_trader.ports import (
     BlobStore,
     Bus,
@@ -150,7 +155,8 @@ class PortfolioGuard:
         by_user: dict[str, list[Position]] = {}
         for p in positions:
             by_user.setdefault(p.user_id, []).append(p)
-        prices = self._prices({p.symbol for p in positions})
+        # priced only when a ladder step is reached (rarely): a quiet cycle reads no ticker
+        prices = _LazyPrices(self._prices, {p.symbol for p in positions})
         held = self._held_stats()
         for user in sorted(users, key=lambda u: u.user_id):
             mine = by_user.get(user.user_id, [])
@@ -247,7 +253,7 @@ class PortfolioGuard:
         self,
         user: User,
         positions: list[Position],
-        prices: dict[str, float],
+        prices: _LazyPrices,
         report: PortfolioReport,
         held: dict[str, UserStats] | None = None,
     ) -> None:
@@ -262,7 +268,7 @@ class PortfolioGuard:
         # no step to act on is decided without the positions: price them only if needed
         if ladder_decision(drawdown, step_done, [], self._config) is None:
             return
-        exposures = [_exposure(p, prices) for p in positions]
+        exposures = [_exposure(p, prices.get()) for p in positions]
         decision = ladder_decision(drawdown, step_done, exposures, self._config)
         if decision is None:
             return
@@ -324,13 +330,13 @@ class PortfolioGuard:
                 # (a remote listener lags): read the document, as before
                 return observe_user(self._state, user, now, equity)
             del self._wrote[uid]
-        day = now.strftime("%Y-%m-%d")
+        day = utc_day(now)  # = now.strftime("%Y-%m-%d"), remembered for this instant
         quiet = self._quiet.get(uid)
         if (
             quiet is not None
             and quiet.stats is current
             and quiet.user is user
-            and quiet.equity == equity
+            and (quiet.equity == equity or unchanged_at(current, user.limits, equity))
             and quiet.day == day
             and (quiet.resume_at is None or now < quiet.resume_at)
         ):
@@ -471,6 +477,37 @@ class PortfolioGuard:
             reason,
             extra=labels(stage="monitor", user=user_id),
         )
+
+
+class _LazyPrices:
+    """The last prices of a run's symbols, read from the exchange on first use (the run
+    reads at one time: the first answer is the run's)."""
+
+    def __init__(self, read: Callable[[Iterable[str]], dict[str, float]], symbols: set[str]):
+        self._read = read
+        self._symbols = symbols
+        self._prices: dict[str, float] | None = None
+
+    def get(self) -> dict[str, float]:
+        """The prices by symbol."""
+        if self._prices is None:
+            self._prices = self._read(self._symbols)
+        return self._prices
+
+
+def unchanged_at(stats: UserStats, limits: RiskLimits, equity: float) -> bool:
+    """Whether a reading at ``equity`` leaves ``stats`` as they are, given that a reading
+    at another equity did (same user, same UTC day, the cool-down not over): of
+    ``observe_account``'s steps only these read the equity: the day's first equity (set
+    while ``day_start_equity <= 0 < equity``), the peak (raised above it) and the
+    max-drawdown trip (not yet tripped: trips at ``drawdown_pct >= limit``).
+    ``tests/unit/test_portfolio_quiet.py`` checks it against ``observe_stats_model``."""
+    if equity > stats.peak_equity or stats.day_start_equity <= 0 < equity:
+        return False
+    return (
+        Breaker.MAX_DRAWDOWN.value in stats.tripped
+        or stats.drawdown_pct(equity) < limits.max_drawdown_pct
+    )
 
 
 def _exposure(position: Position, prices: dict[str, float]) -> OpenExposure:

@@ -62,6 +62,7 @@ T = TypeVar("T")
 _Entry = tuple[Document, bytes]
 _Predicate = Callable[[Document], bool]
 _INDEXED = frozenset(INDEXED_FIELDS)
+_first = operator.itemgetter(0)
 _RANGES: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
@@ -135,6 +136,10 @@ def compile_filter(flt: Filter) -> _Predicate:
 class MemoryStateStore(ClosesOnExit):
     """``StateStore`` + ``ChangeFeed`` in dicts, for one process (see the module doc)."""
 
+    # a watch hears every committed write of this store, in this process: it loses no
+    # change, so a reader need not re-read whole results on a schedule (``LiveDocs``)
+    watch_lossless = True
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._docs: dict[str, dict[str, _Entry]] = {}
@@ -146,6 +151,9 @@ class MemoryStateStore(ClosesOnExit):
         self._pending: list[tuple[str, str]] = []
         # versions put so far (writes, deletes, rollbacks): equal counts, same documents
         self.writes = 0
+        # the same count per collection (``version``): a reader of a few collections can
+        # tell they did not change while others (the monitor's heartbeat) are written
+        self._versions: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return "MemoryStateStore()"
@@ -165,6 +173,8 @@ class MemoryStateStore(ClosesOnExit):
     def _put(self, collection: str, doc_id: str, entry: _Entry | None) -> _Entry | None:
         """Put a version (None: delete) and its index entries; the previous version."""
         self.writes += 1
+        versions = self._versions
+        versions[collection] = versions.get(collection, 0) + 1
         docs = self._docs.setdefault(collection, {})
         old = docs.get(doc_id)
         if entry is None:
@@ -239,6 +249,12 @@ class MemoryStateStore(ClosesOnExit):
         for collection, doc_id in written:
             for watch in self._watches.get(collection, ()):
                 watch.touched(doc_id)
+
+    def version(self, *collections: str) -> tuple[int, ...]:
+        """The versions put so far in each of ``collections`` (writes, deletes, rollbacks):
+        equal tuples, the same documents in them."""
+        versions = self._versions
+        return tuple(versions.get(c, 0) for c in collections)
 
     # ------------------------------------------------------------------ the port
     def get(self, collection: str, doc_id: str) -> Document | None:
@@ -390,17 +406,23 @@ class MemoryStateStore(ClosesOnExit):
         """Follow a query's result (this store's committed writes; single process)."""
         return MemoryWatch(self, collection, filters)
 
-    def _follow(self, watch: MemoryWatch, collection: str) -> list[DocumentChange]:
+    def _follow(
+        self, watch: MemoryWatch, collection: str, filters: Sequence[Filter] = ()
+    ) -> list[DocumentChange]:
         """Register ``watch``; its complete first result, by id."""
         with self._lock:
             if self._undo is not None:
                 raise RuntimeError("watch() inside a transaction")
             self._watches.setdefault(collection, []).append(watch)
-            docs = self._docs.get(collection, {})
+            docs = self._docs.get(collection)
+            if not docs:
+                return []
+            # an equality filter on an indexed field names the candidates (the open
+            # positions among every position of a month), as a query does
             return [
-                DocumentChange(i, marshal.loads(docs[i][1]))
-                for i in sorted(docs)
-                if watch.matches(docs[i][0])
+                DocumentChange(i, marshal.loads(e[1]))
+                for i, e in sorted(self._candidates(collection, docs, filters), key=_first)
+                if watch.matches(e[0])
             ]
 
     def _unfollow(self, watch: MemoryWatch, collection: str) -> None:
@@ -428,7 +450,7 @@ class MemoryWatch:
         # ids written since the last poll, in the order of their last write
         self._touched: dict[str, None] = {}
         self._first: WatchBatch | None = WatchBatch(
-            complete=True, changes=store._follow(self, collection)
+            complete=True, changes=store._follow(self, collection, filters)
         )
 
     def matches(self, doc: Document) -> bool:

@@ -27,6 +27,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import orjson
+
 from prometheus_trader.adapters import ClosesOnExit
 from prometheus_trader.ports import AlreadyExists, Document, Filter, StateTransaction, Watch
 
@@ -68,6 +70,12 @@ _INTO = (
 )
 _INSERT_SQL = f"INSERT OR IGNORE {_INTO}"
 _REPLACE_SQL = f"INSERT OR REPLACE {_INTO}"
+# a replace whose indexed fields keep their values: the document's text only (a REPLACE
+# deletes and re-inserts the row's entry in every index: 3 times the pages written)
+_UPDATE_DATA_SQL = "UPDATE documents SET data = ? WHERE collection = ? AND id = ?"
+_INDEX_VALUES_SQL = (
+    f"SELECT id, {', '.join(_COLUMNS)} FROM documents WHERE collection = ? AND id IN "
+)
 _INT64 = 2**63
 
 
@@ -94,6 +102,15 @@ def _row(collection: str, doc_id: str, data: Mapping[str, Any]) -> tuple[object,
 
 
 _CHUNK = 500  # ids per IN (...) list (well under SQLite's variable limit)
+
+
+def _same_values(stored: tuple[object, ...] | None, new: tuple[object, ...]) -> bool:
+    """The same indexed-column values, type for type (1 is not 1.0 in a column)."""
+    return (
+        stored is not None
+        and stored == new
+        and all(type(a) is type(b) for a, b in zip(stored, new, strict=True))
+    )
 
 
 def _chunks(ids: list[str]) -> list[list[str]]:
@@ -126,16 +143,81 @@ def _json_default(value: object) -> object:
 _ENCODER = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), allow_nan=False, default=_json_default
 )
+# orjson writes the same documents 5-10x faster. Its text differs from the stdlib's only in
+# how it spells a value, never in the value: floats below 1e-4 positionally (0.00001, not
+# 1e-05) and non-ASCII characters as UTF-8 (not \uXXXX escapes). It is used only for
+# plain JSON values (``_plain_json``): NaN and infinities (orjson writes null), enums, other
+# types and non-str keys go to the stdlib encoder, which refuses or encodes them as
+# before; so do integers beyond 64 bits and lone surrogates (orjson refuses them).
+_ORJSON = orjson.OPT_SORT_KEYS
+_LEAVES = frozenset({str, int, bool, type(None)})
+# the stdlib's text starts with this: read back by the stdlib decoder (orjson would read
+# an integer beyond 64 bits as a float)
+_STDLIB_MARK = " "
+
+
+def _plain_json(value: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> bool:
+    """Only str keys, finite floats and JSON's own types, all the way down."""
+    if type(value) is dict:
+        for key in value:
+            if type(key) is not str:
+                return False
+        items: Any = value.values()
+    else:
+        items = value
+    for item in items:
+        kind = type(item)
+        if kind in _LEAVES:
+            continue
+        if kind is float:
+            if item - item != 0.0:  # NaN or infinity (inf - inf is NaN)
+                return False
+        elif kind is dict or kind is list or kind is tuple:
+            if not _plain_json(item):
+                return False
+        else:
+            return False
+    return True
+
+
+def _fast_dumps(value: dict[Any, Any] | list[Any]) -> str | None:
+    """orjson's text of a plain value, else None."""
+    if not _plain_json(value):
+        return None
+    try:
+        return orjson.dumps(value, option=_ORJSON).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, a lone surrogate
+        return None
 
 
 def _dumps(value: object) -> str:
+    if type(value) is dict or type(value) is list:
+        text = _fast_dumps(value)
+        if text is not None:
+            return text
     return _ENCODER.encode(value)
 
 
 def _encode_document(data: Mapping[str, Any]) -> str:
     if not isinstance(data, Mapping):
         raise TypeError(f"a document must be a mapping, not {type(data).__name__}")
-    return _dumps(dict(data))
+    if type(data) is not dict:
+        data = dict(data)
+    text = _fast_dumps(data)
+    if text is not None:
+        return text
+    return _STDLIB_MARK + _ENCODER.encode(data)
+
+
+def _decode_document(text: str) -> Document:
+    if not text.startswith(_STDLIB_MARK):
+        try:
+            doc: Document = orjson.loads(text)
+            return doc
+        except orjson.JSONDecodeError:  # written before orjson: lone surrogates escaped
+            pass
+    stdlib: Document = json.loads(text)
+    return stdlib
 
 
 def _check_ref(collection: str, doc_id: str) -> None:
@@ -172,16 +254,22 @@ def _equals_sql(path: str, value: object) -> tuple[str, list[object]]:
     if isinstance(value, str):
         return "(json_type(data, ?) = 'text' AND json_extract(data, ?) = ?)", [path, path, value]
     if isinstance(value, list | tuple):
-        return (
-            "(json_type(data, ?) = 'array' AND json_extract(data, ?) = ?)",
-            [path, path, _dumps(list(value))],
-        )
+        return _nested_equals_sql(path, "array", list(value))
     if isinstance(value, Mapping):
-        return (
-            "(json_type(data, ?) = 'object' AND json_extract(data, ?) = ?)",
-            [path, path, _dumps(dict(value))],
-        )
+        return _nested_equals_sql(path, "object", dict(value))
     raise TypeError(f"cannot compare with a value of type {type(value).__name__}")
+
+
+def _nested_equals_sql(path: str, kind: str, value: object) -> tuple[str, list[object]]:
+    """``field == [..]`` / ``{..}``: json_extract gives the nested value's text as stored,
+    so it is compared with both spellings of ``value``: orjson's and the stdlib encoder's
+    (documents written before orjson, and those it leaves to the stdlib)."""
+    texts = list(dict.fromkeys([_dumps(value), _ENCODER.encode(value)]))
+    marks = ", ".join("?" * len(texts))
+    return (
+        f"(json_type(data, ?) = '{kind}' AND json_extract(data, ?) IN ({marks}))",
+        [path, path, *texts],
+    )
 
 
 def _range_sql(path: str, op: str, value: object) -> tuple[str, list[object]]:
@@ -392,8 +480,7 @@ class SqliteStateStore(ClosesOnExit):
         ).fetchone()
         if row is None:
             return None
-        doc: Document = json.loads(row[0])
-        return doc
+        return _decode_document(row[0])
 
     def _insert(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> bool:
         _check_ref(collection, doc_id)
@@ -495,7 +582,7 @@ class SqliteStateStore(ClosesOnExit):
             params.append(limit)
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return [_decode_document(row[0]) for row in rows]
 
     # ------------------------------------------------------------------ batches
     def get_many(self, collection: str, doc_ids: Sequence[str]) -> dict[str, Document]:
@@ -510,7 +597,7 @@ class SqliteStateStore(ClosesOnExit):
                     f"AND id IN ({', '.join('?' * len(part))})"
                 )
                 for doc_id, text in self._conn.execute(sql, (collection, *part)):
-                    found[doc_id] = json.loads(text)
+                    found[doc_id] = _decode_document(text)
         return found
 
     def _existing_ids(self, collection: str, doc_ids: list[str]) -> builtins.set[str]:
@@ -547,7 +634,9 @@ class SqliteStateStore(ClosesOnExit):
         rows = [_row(collection, doc_id, data) for doc_id, data in docs.items()]
 
         def work() -> builtins.set[str]:
-            # read under the write lock (BEGIN IMMEDIATE): what is absent now is ours
+            # read under the write lock (BEGIN IMMEDIATE): what is absent now is ours (a
+            # savepoint around one INSERT, kept if it inserted every row, cost more: it
+            # copies every page the insert changes into a statement journal)
             existing = self._existing_ids(collection, list(docs))
             self._conn.executemany(_INSERT_SQL, [r for r in rows if r[1] not in existing])
             return {doc_id for doc_id in docs if doc_id not in existing}
@@ -559,7 +648,28 @@ class SqliteStateStore(ClosesOnExit):
         for doc_id in docs:
             _check_ref(collection, doc_id)
         rows = [_row(collection, doc_id, data) for doc_id, data in docs.items()]
-        self._write_many(lambda: self._conn.executemany(_REPLACE_SQL, rows))
+
+        def work() -> None:
+            stored = self._index_values(collection, list(docs))
+            same: list[tuple[object, ...]] = []
+            other: list[tuple[object, ...]] = []
+            for doc_id, row in zip(docs, rows, strict=True):
+                (same if _same_values(stored.get(doc_id), row[3:]) else other).append(row)
+            if same:
+                self._conn.executemany(_UPDATE_DATA_SQL, [(r[2], r[0], r[1]) for r in same])
+            if other:
+                self._conn.executemany(_REPLACE_SQL, other)
+
+        self._write_many(work)
+
+    def _index_values(self, collection: str, doc_ids: list[str]) -> dict[str, tuple[object, ...]]:
+        """The stored indexed-field columns of those of ``doc_ids`` that exist."""
+        found: dict[str, tuple[object, ...]] = {}
+        for part in _chunks(doc_ids):
+            sql = f"{_INDEX_VALUES_SQL}({', '.join('?' * len(part))})"
+            for row in self._conn.execute(sql, (collection, *part)):
+                found[row[0]] = tuple(row[1:])
+        return found
 
     def transaction(self, fn: Callable[[StateTransaction], T]) -> T:
         """Run ``fn`` atomically: on any exception nothing it wrote is kept."""

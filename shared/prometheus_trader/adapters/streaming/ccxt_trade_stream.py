@@ -403,7 +403,7 @@ def binance_usdm_client_factory(
     ``ws_url``/``rest_url`` point ccxt at another host (the loopback stand-in in tests);
     ``demo`` selects Binance's demo-trading endpoints. Public streams need no keys.
     """
-    import ccxt.pro  # the adapter family's only import of ccxt
+    import ccxt.pro  # the adapter family's only imports of ccxt (here and below)
 
     def build() -> Any:
         client = ccxt.pro.binanceusdm({"options": {"fetchMarkets": ["linear"]}})
@@ -418,6 +418,42 @@ def binance_usdm_client_factory(
     return build
 
 
+def bybit_linear_client_factory(
+    *, ws_url: str | None = None, rest_url: str | None = None, demo: bool = False
+) -> Callable[[], Any]:
+    """Builds ``ccxt.pro.bybit`` clients on linear (USDT) perpetuals for
+    :class:`CcxtTradeStream`.
+
+    ccxt's ``watch_trades_for_symbols`` subscribes ``publicTrade.<id>`` topics on
+    ``urls['api']['ws']['public']['linear']``; its markets come from
+    ``/v5/market/instruments-info?category=linear`` on ``urls['api']['public']``. ``ws_url``
+    and ``rest_url`` replace those two (the loopback stand-in in tests). ``demo``: ccxt's
+    ``enable_demo_trading`` (Bybit's demo trading serves the live public streams; its REST
+    host is ``api-demo.bybit.com``). Public streams need no keys.
+    """
+    import ccxt.pro
+
+    def build() -> Any:
+        client = ccxt.pro.bybit(
+            {
+                "options": {
+                    "defaultType": "swap",
+                    "defaultSubType": "linear",
+                    "fetchMarkets": {"types": ["linear"]},
+                }
+            }
+        )
+        if demo:
+            client.enable_demo_trading(True)  # swaps urls['api'] for urls['demotrading']
+        if ws_url is not None:
+            client.urls["api"]["ws"]["public"]["linear"] = ws_url
+        if rest_url is not None:
+            client.urls["api"]["public"] = rest_url
+        return client
+
+    return build
+
+
 __all__ = [
     "CcxtTradeStream",
     "FeedStatus",
@@ -425,6 +461,7 @@ __all__ = [
     "add_unified_trades",
     "binance_usdm_client_factory",
     "buffered_batches",
+    "bybit_linear_client_factory",
     "unified_batches",
     "unified_columns",
 ]

@@ -49,7 +49,9 @@ from prometheus_trader.app.backtest.data import MemoryMarketData, release_free_m
 from prometheus_trader.app.backtest.live import CollectedCandles, LiveUseCases
 from prometheus_trader.app.backtest.ranking_state import JournalRates, LiveSignals
 from prometheus_trader.app.monitor_wake import (
+    WAKE_COLLECTIONS,
     WakeInputs,
+    breaker_cooldowns,
     next_cycle_ms,
     next_wake_ms,
     wake_inputs,
@@ -123,9 +125,13 @@ class _Sparse(Generic[P]):
     lookback_days: int | None  # open interest: the exchange looks back one UTC day
     collected: list[P] = field(default_factory=list)
     collected_ms: list[int] = field(default_factory=list)  # their times (grows all run)
+    next_ms: int = -(2**62)  # ``collect`` before this time changes nothing (time only moves on)
 
     def collect(self, now_ms: int) -> None:
         i = bisect.bisect_right(self.stamps, now_ms)
+        # the next call that can collect something: the next point's time (with the same
+        # newest point, a later call appends nothing: it is collected or too old already)
+        self.next_ms = self.stamps[i] if i < len(self.stamps) else 2**62
         if not i:
             return
         point = self.points[i - 1]
@@ -227,6 +233,11 @@ class BacktestEngine:
             for k in self._keys
             if (ois := data.open_interest(k, 0, 2**62))
         }
+        self._sparse: list[_Sparse[FundingRate] | _Sparse[OpenInterest]] = [
+            *self._funding.values(),
+            *self._interest.values(),
+        ]
+        self._collect_due = -(2**62)  # the earliest ``next_ms`` of them (see _collect)
         # the live use-cases, over the store the paper exchange keeps its ledger in
         self.live = LiveUseCases.wire(
             state if state is not None else MemoryStateStore(),
@@ -243,7 +254,8 @@ class BacktestEngine:
         self._expire = ExpireSignals(self.live.state, clock)
         # the store's write count after an idle monitor cycle (see _monitor_minute)
         self._idle_writes: int | None = None
-        self._wake_cache: tuple[int, WakeInputs] | None = None
+        self._wake_cache: tuple[tuple[int, ...], WakeInputs] | None = None
+        self._cooldown_cache: tuple[tuple[tuple[int, ...], frozenset[str]], list[int]] | None = None
 
     # ================================================================ the loop
     def run(self, progress: Progress | None = None) -> BacktestResult:
@@ -317,14 +329,28 @@ class BacktestEngine:
             monitor.skipped_until(step - interval)
 
     def _wake_inputs(self) -> WakeInputs | None:
-        """``wake_inputs`` of the store, read again only after a write (None: the store
-        has no write count; ``next_wake_ms`` reads them)."""
-        writes = getattr(self.live.state, "writes", None)
-        if writes is None:
+        """``wake_inputs`` of the store, read again only after a write to a collection it
+        reads (None: the store has no versions; ``next_wake_ms`` reads them). Every cycle
+        writes its heartbeat, so the store's total write count never repeated here."""
+        version = getattr(self.live.state, "version", None)
+        if version is None:
             return None
-        if self._wake_cache is None or self._wake_cache[0] != writes:
-            self._wake_cache = (writes, wake_inputs(self.live.state, self._exits))
+        key = version(*WAKE_COLLECTIONS)
+        if self._wake_cache is None or self._wake_cache[0] != key:
+            inputs = wake_inputs(self.live.state, self._exits, self._cooldowns)
+            self._wake_cache = (key, inputs)
         return self._wake_cache[1]
+
+    def _cooldowns(self, state: StateStore, user_ids: set[str]) -> list[int]:
+        """``breaker_cooldowns``, read again only after a write to the users or stats (a
+        tracking write changes the positions, and so the wake inputs, far more often)."""
+        version = getattr(state, "version", None)
+        if version is None:
+            return breaker_cooldowns(state, user_ids)
+        key = (version(Collections.USERS, Collections.STATS), frozenset(user_ids))
+        if self._cooldown_cache is None or self._cooldown_cache[0] != key:
+            self._cooldown_cache = (key, breaker_cooldowns(state, user_ids))
+        return list(self._cooldown_cache[1])
 
     def _forget(self, now_ms: int) -> None:
         """Drop the exchange's cached trade hours that are past, and hand the freed pages
@@ -337,10 +363,17 @@ class BacktestEngine:
 
     # ================================================================ collect
     def _collect(self, now_ms: int) -> None:
-        for sparse in self._funding.values():
-            sparse.collect(now_ms)
-        for points in self._interest.values():
-            points.collect(now_ms)
+        """Funding and open interest as the collector stores them by ``now_ms``: only the
+        series whose next point is due (a point every 5 minutes or 8 hours; the minutes
+        between collect nothing)."""
+        if now_ms < self._collect_due:
+            return
+        due = 2**62
+        for sparse in self._sparse:
+            if now_ms >= sparse.next_ms:
+                sparse.collect(now_ms)
+            due = min(due, sparse.next_ms)
+        self._collect_due = due
 
     def _window(self, key: SeriesKey, start_ms: int, now_ms: int) -> CandleSeries:
         """The collected bars (1m, or the data's coarser timeframe) of ``key`` with
