@@ -10,6 +10,7 @@ from _analysis_fixtures import features
 
 from prometheus_trader.domain.market import DataQuality
 from prometheus_trader.domain.ranking import (
+    RankingWeights,
     cluster_component,
     imbalance_component,
     rank_order,
@@ -121,8 +122,10 @@ def test_rank_order_is_rank_symbols_order_scores_and_movers() -> None:
             )
         rates = {s: rng.choice([0.0, 0.5, 1.0, 2.0, math.nan]) for s in batch if rng.random() < 0.5}
         top_n = rng.randint(1, 12)
-        ranking = rank_symbols(batch, rates, top_n=top_n)
-        assert rank_order(batch, rates, top_n=top_n) == (
+        # the default weights (RankInputs' imbalance read as it is) and others (recomputed)
+        weights = rng.choice([None, RankingWeights(imbalance_full_ratio=2.0, cluster_cap=1.5)])
+        ranking = rank_symbols(batch, rates, top_n=top_n, weights=weights)
+        assert rank_order(batch, rates, top_n=top_n, weights=weights) == (
             [(r.symbol, r.score) for r in ranking.ranked],
             ranking.top_movers,
         )

@@ -308,7 +308,9 @@ class FeatureSeries:
         part = self._part15(j0, j1)
         atr_pct = None if part.atr is None or price <= 0 else _fin(part.atr / price * 100)
         autocorr = part.autocorr
-        imb1, imb5, imb15, estimated = self._imbalances(lo, hi)
+        # the tail's own sums: ``at`` runs for few windows (the backtest's ranking reads
+        # the rest from domain/ranking_grid.py), a block of 1,024 window ends would be waste
+        imb1, imb5, imb15, estimated = self._imbalances(lo, hi, blocks=False)
         close_pos, upper, lower = _bar_shape(b5)
         tolerance_pct = max(cfg.zone_tolerance_atr * (atr_pct or 0.0), 0.02)
         gaps15, pivots = self._structure15(part, b15)
@@ -468,6 +470,11 @@ class FeatureSeries:
         }
         return trusted(SymbolFeatures, values, _REGIME_SET.copy())
 
+    def keep_imbalances(self, lo: int, hi: int, imbalances: _Imbalances) -> None:
+        """Take ``_imbalances(lo, hi)`` computed elsewhere (the backtest's ranking grid,
+        equal: tests/unit/test_ranking_grid.py), for the ``at`` on that window next."""
+        self._imbalances_kept = (lo, hi, imbalances)
+
     # ------------------------------------------------------------------ pieces
     def _bounds15(self, first_ts: int, last_ts: int) -> tuple[int, int]:
         """The complete 15m bars (j0..j1 of the series' roll-up) of a window's 1m bars."""
@@ -475,13 +482,14 @@ class FeatureSeries:
         j0 = int(t15.searchsorted(first_ts, side="left"))
         return j0, max(j0, int(t15.searchsorted(last_ts - _B15_SPAN_MS, side="right")))
 
-    def _imbalances(self, lo: int, hi: int) -> _Imbalances:
+    def _imbalances(self, lo: int, hi: int, *, blocks: bool = True) -> _Imbalances:
         """``features._imbalances`` of the window lo..hi from the series' buy/sell arrays
-        (kept for the last window: ``ranking_at`` and then ``at`` ask for the same)."""
+        (kept for the last window: ``ranking_at`` and then ``at`` ask for the same);
+        ``blocks``: a full tail's sums read from a block of window ends (equal)."""
         kept = self._imbalances_kept
         if kept[0] == lo and kept[1] == hi:
             return kept[2]
-        if hi - lo >= 15:  # a full tail: its sums read from the block of window ends
+        if blocks and hi - lo >= 15:  # a full tail: its sums from the block of window ends
             taker, sums = self._tail_sums(hi)
         else:
             tail = self.series.rows(max(lo, hi - 15), hi)  # the window's last bars

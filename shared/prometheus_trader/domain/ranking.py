@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,12 +25,16 @@ from prometheus_trader.domain.features import SymbolFeatures
 from prometheus_trader.domain.market import DataQuality
 
 __all__ = [
+    "FULL_RATIO",
     "RANKING_FIELDS",
     "ExcludedSymbol",
+    "RankInputs",
     "RankedSymbol",
     "Ranking",
     "RankingWeights",
+    "rank_inputs",
     "rank_order",
+    "rank_order_of",
     "rank_symbols",
 ]
 
@@ -128,6 +132,39 @@ RANKING_FIELDS = (
 """The only features ``rank_order`` (and the scores of ``rank_symbols``) read."""
 
 
+FULL_RATIO = RankingWeights().imbalance_full_ratio
+"""The full ratio ``RankInputs.imbalance`` is computed with (the default weights')."""
+
+
+class RankInputs(NamedTuple):
+    """What ``rank_order`` reads of one symbol (``RANKING_FIELDS``): whether its data is
+    OK, the imbalance ratio scored (5m, else 15m), the cluster ratio, the 1m / 5m moves;
+    and two values of those alone: ``imbalance_component(ratio, FULL_RATIO)`` and whether
+    the moves make a top mover."""
+
+    ok: bool
+    ratio: float | None
+    cluster_ratio: float | None
+    change_1m_pct: float | None
+    change_5m_pct: float | None
+    imbalance: float
+    mover: bool
+
+
+def rank_inputs(f: SymbolFeatures) -> RankInputs:
+    """The ranking's inputs of one symbol's features."""
+    ratio = f.imbalance_5m if f.imbalance_5m is not None else f.imbalance_15m
+    return RankInputs(
+        f.data_quality is DataQuality.OK,
+        ratio,
+        f.liq_cluster_ratio,
+        f.change_1m_pct,
+        f.change_5m_pct,
+        imbalance_component(ratio, FULL_RATIO),
+        _top_mover(f),
+    )
+
+
 def rank_order(
     features: Mapping[str, SymbolFeatures],
     success_rates: Mapping[str, float],
@@ -138,15 +175,38 @@ def rank_order(
     (symbol, score) and its top movers. Reads only ``RANKING_FIELDS`` of each symbol's
     features, so a caller may pass features holding just those (the backtest computes
     the rest only for the symbols it then analyses)."""
+    inputs = {symbol: rank_inputs(f) for symbol, f in features.items()}
+    return rank_order_of(inputs, success_rates, top_n, weights)
+
+
+def rank_order_of(
+    inputs: Mapping[str, RankInputs],
+    success_rates: Mapping[str, float],
+    top_n: int = 10,
+    weights: RankingWeights | None = None,
+) -> tuple[list[tuple[str, float]], list[str]]:
+    """``rank_order`` from each symbol's :class:`RankInputs` (the backtest reads them
+    from arrays computed once per series: ``domain/ranking_grid.py``)."""
     w = weights or RankingWeights()
     # _scored's order and values without building its records (every ranking, every symbol)
     scored: list[tuple[float, str, float, bool]] = []  # (-score, symbol, score, top mover)
-    for symbol in sorted(features):
-        f = features[symbol]
-        if f.data_quality is not DataQuality.OK:
+    for symbol in sorted(inputs):
+        r = inputs[symbol]
+        if not r.ok:
             continue
-        score = _components(f, success_rates.get(symbol), w)[5]
-        scored.append((-score, symbol, score, _top_mover(f)))
+        # = _components(f, rate, w)[5]: the same operations in the same order
+        imb = (
+            r.imbalance
+            if w.imbalance_full_ratio == FULL_RATIO
+            else imbalance_component(r.ratio, w.imbalance_full_ratio)
+        )
+        clu = 0.0 if r.cluster_ratio is None else cluster_component(r.cluster_ratio, w.cluster_cap)
+        rate = success_rates.get(symbol)
+        suc = (
+            min(1.0, max(0.0, rate)) if rate is not None and math.isfinite(rate) else SUCCESS_PRIOR
+        )
+        score = w.imbalance * imb + w.cluster * clu + w.success * suc
+        scored.append((-score, symbol, score, r.mover))
     scored.sort(key=lambda r: (r[0], r[1]))
     ranked = [(symbol, float(score)) for _, symbol, score, _ in scored[:top_n]]
     return ranked, sorted(symbol for _, symbol, _, mover in scored if mover)

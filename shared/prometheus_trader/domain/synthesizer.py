@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prometheus_trader.domain.analysts import (
@@ -31,7 +33,7 @@ from prometheus_trader.domain.analysts.base import NO_DATA
 from prometheus_trader.domain.analysts.technical import TECHNICAL
 from prometheus_trader.domain.features import SymbolFeatures
 from prometheus_trader.domain.ids import stable_id
-from prometheus_trader.domain.market import MarketType
+from prometheus_trader.domain.market import FloatArray, MarketType
 from prometheus_trader.domain.signals import (
     AnalystView,
     Direction,
@@ -49,6 +51,7 @@ __all__ = [
     "SynthesisResult",
     "build_signal",
     "policy_from_name",
+    "regime_veto_mask",
     "regime_vetoes",
 ]
 
@@ -471,6 +474,48 @@ def regime_vetoes(
             return False
         return named[0].ranging(f)  # = its view is an abstention with "trending" 0
     return False
+
+
+def regime_veto_mask(
+    policy: SynthesisPolicy,
+    panel: Sequence[Analyst],
+    adx: FloatArray,
+    plus_di: FloatArray,
+    minus_di: FloatArray,
+    hurst: FloatArray,
+    mean_reversion: FloatArray,
+) -> npt.NDArray[np.bool_] | None:
+    """``regime_vetoes`` at many regimes at once, each given by its regime fields (equal
+    length arrays; NaN: None). None when ``regime_vetoes`` would not decide by the two
+    closed forms below (the caller asks it regime by regime); otherwise the very same
+    comparisons, element-wise (``tests/unit/test_regime_veto.py`` compares them)."""
+    unknown = np.isnan(adx) | np.isnan(hurst) | np.isnan(mean_reversion)
+    # trend_direction is None: a DI unknown, or both equal
+    no_direction = np.isnan(plus_di) | np.isnan(minus_di) | (plus_di == minus_di)
+    if type(policy) is HierarchicalPolicy:
+        cfg = policy.config
+        return (  # type: ignore[no-any-return]
+            unknown
+            | (adx <= cfg.adx_min)
+            | (hurst <= cfg.persistence_min)
+            | (mean_reversion >= cfg.mean_reversion_max)
+            | no_direction
+        )
+    if type(policy) is ConsensusPolicy and policy.config.ranging_is_conflict:
+        if not all(type(a) in _KNOWN_ANALYSTS for a in panel):
+            return None
+        named = [a for a in panel if a.name == policy.config.regime_analyst]
+        if len(named) != 1 or type(named[0]) is not TechnicalRegimeAnalyst:
+            return None
+        a = named[0]
+        trending = (
+            (adx > a.adx_min)
+            & (hurst > a.persistence_min)
+            & (mean_reversion < a.mean_reversion_max)
+            & ~no_direction
+        )
+        return ~unknown & ~trending  # type: ignore[no-any-return]
+    return None
 
 
 def _pct(x: float | None) -> str:

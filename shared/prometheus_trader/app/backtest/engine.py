@@ -15,7 +15,9 @@ order:
    the eight analysts, the synthesizer, signals published with the ranker's own
    ``publish_signal``. A candidate whose 15m regime alone makes the synthesizer skip
    (``regime_vetoes``: ranging) is skipped before its full features and analysts: the
-   same decision, nothing else computed;
+   same decision, nothing else computed. What the ranking reads of a series (its
+   inputs, regime and veto at each ranking time) is computed for all ranking times at
+   once (``domain/ranking_grid.py``, equal to the scalar methods) and read by index;
 3. dispatch + execute per user: the live ``DispatchSignal`` and ``ExecuteSignalForUser``
    (decided once, order styles, Kelly, breakers, scaled entries) on the bus, paper orders
    on the same ``ReplayExchange`` whose ledger lives in the in-memory state store;
@@ -37,6 +39,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
+
+import numpy as np
 
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
@@ -64,12 +68,14 @@ from prometheus_trader.domain.market import (
     FundingRate,
     OpenInterest,
 )
-from prometheus_trader.domain.ranking import rank_order
+from prometheus_trader.domain.ranking import RankInputs, rank_inputs, rank_order_of
+from prometheus_trader.domain.ranking_grid import RankingGrid, ranking_grid
 from prometheus_trader.domain.signals import OpportunitySignal
 from prometheus_trader.domain.synthesizer import (
     SignalParams,
     SynthesisPolicy,
     build_signal,
+    regime_veto_mask,
     regime_vetoes,
 )
 from prometheus_trader.domain.trading import Execution, ExitReason, Position
@@ -80,6 +86,7 @@ from prometheus_trader.usecases.names import Collections
 from prometheus_trader.usecases.rank import publish_signal
 
 Progress = Callable[[int, int, str], None]
+_GRID_CHUNK = 1024  # ranking times whose inputs are computed at once (_grid)
 DAY_MS = 24 * 60 * MINUTE_MS
 
 
@@ -141,6 +148,25 @@ class _Sparse(Generic[P]):
         ]
 
 
+@dataclass(eq=False)
+class _Slot:
+    """What the ranking keeps of one collected series (read without hashing its key)."""
+
+    key: SeriesKey
+    funding: _Sparse[FundingRate] | None
+    interest: _Sparse[OpenInterest] | None
+    series: FeatureSeries | None = None  # 1m bars: the features at any time
+    # 1m bars: the inputs at the ranking times of one chunk (see _grid)
+    grid: RankingGrid | None = None
+    chunk: int = -1
+    # regime_vetoes at the chunk's ranking times (None: not a closed form, asked regime
+    # by regime)
+    vetoes: list[bool] | None = None
+    vetoes_known: bool = False
+    # regime_vetoes by the window's complete 15m bars (see _vetoed)
+    kept: dict[tuple[int, int], bool] = field(default_factory=dict)
+
+
 @dataclass
 class BacktestResult:
     """Everything a backtest decided, in memory."""
@@ -186,8 +212,17 @@ class BacktestEngine:
         # the journal entries closed since the last ranking (app/backtest/ranking_state.py)
         self._live_signals = LiveSignals()
         self._journal_rates = JournalRates()
-        self._vetoes: dict[str, tuple[tuple[int, int] | None, bool]] = {}  # see _vetoed
+        # the ranking times and each ranking's window start, known before the run: the
+        # ranking inputs of every series at all of them are computed at once (_grid)
+        minutes = np.arange(config.start_ms, config.trade_until_ms, MINUTE_MS, dtype=np.int64)
+        times = minutes[(minutes // MINUTE_MS) % config.rank_interval_minutes == 0]
+        self._rank_times = times
+        self._rank_since = np.maximum(
+            times - int(config.window_hours * 60) * MINUTE_MS, self._collect_from
+        )
+        self._rank_index = {t: i for i, t in enumerate(times.tolist())}
         self._collected_keys: set[SeriesKey] = set()
+        self._slots: list[_Slot] = []  # the collected series, in the order of _keys
         self._funding: dict[SeriesKey, _Sparse[FundingRate]] = {
             k: _Sparse([p.ts_ms for p in pts], pts, None)
             for k in self._keys
@@ -371,54 +406,97 @@ class BacktestEngine:
             fs = self._features[key] = FeatureSeries(self.data.series[key])
         return fs
 
+    def _grid(self, slot: _Slot, index: int) -> tuple[RankingGrid, int]:
+        """The series' grid holding ranking ``index``, and the index in it: computed for
+        ``_GRID_CHUNK`` ranking times at once (memory stays flat in the run's length;
+        rankings only move forward, an older chunk would be computed again, equal)."""
+        chunk = index // _GRID_CHUNK
+        if slot.grid is None or slot.chunk != chunk:
+            c0, c1 = chunk * _GRID_CHUNK, (chunk + 1) * _GRID_CHUNK
+            slot.grid = ranking_grid(
+                self._series(slot), self._rank_times[c0:c1], self._rank_since[c0:c1]
+            )
+            slot.chunk = chunk
+            slot.vetoes, slot.vetoes_known = None, False
+        return slot.grid, index - chunk * _GRID_CHUNK
+
+    def _series(self, slot: _Slot) -> FeatureSeries:
+        if slot.series is None:
+            slot.series = self._feature_series(slot.key)
+        return slot.series
+
+    def _collected_slots(self, now_ms: int) -> list[_Slot]:
+        """The series collected by now (once collected, always: time only moves on)."""
+        collected = self._collected_keys
+        if len(collected) < len(self._keys):
+            grew = False
+            for k in self._keys:
+                if k not in collected and self._has_collected(k, now_ms):
+                    collected.add(k)
+                    grew = True
+            if grew:
+                kept = {slot.key: slot for slot in self._slots}
+                self._slots = [
+                    kept.get(k) or _Slot(k, self._funding.get(k), self._interest.get(k))
+                    for k in self._keys
+                    if k in collected
+                ]
+        return self._slots
+
     def _rank(self, now_ms: int) -> list[OpportunitySignal]:
         cfg = self.cfg
         now = self.clock.now()
         start = now_ms - int(cfg.window_hours * 60) * MINUTE_MS
-        collected = self._collected_keys  # once collected, always (time only moves on)
-        for k in self._keys:
-            if k not in collected and self._has_collected(k, now_ms):
-                collected.add(k)
-        keys = [k for k in self._keys if k in collected]
+        slots = self._collected_slots(now_ms)
         since = max(start, self._collect_from)
-        btc_key = next((k for k in keys if k.symbol == cfg.btc_symbol), None)
-        btc_series = (
-            None
-            if btc_key is None or self.data.timeframe != "1m"
-            else self._feature_series(btc_key)
-        )
+        btc_slot = next((slot for slot in slots if slot.key.symbol == cfg.btc_symbol), None)
+        btc_key = None if btc_slot is None else btc_slot.key
+        one_minute = self.data.timeframe == "1m"
+        btc_series = None if btc_slot is None or not one_minute else self._series(btc_slot)
         day_ago = now_ms - 24 * 60 * MINUTE_MS
+        hour_ago = now_ms - 60 * MINUTE_MS
         # the ranking reads a few features of every symbol (ranking.RANKING_FIELDS): on 1m
-        # bars those alone (FeatureSeries.ranking_at), the full features only for the
-        # symbols analysed below, each equal to compute_features' on the window
+        # bars those alone, from the grid of every ranking time (or ranking_at), the full
+        # features only for the symbols analysed below, each equal to compute_features'
         features: dict[str, SymbolFeatures] = {}
+        inputs: dict[str, RankInputs] = {}  # what the ranking reads of each
+        # 1m: funding and the hour's open interest, read if analysed
         sparse: dict[str, tuple[_Sparse[FundingRate] | None, list[OpenInterest]]] = {}
-        for key in keys:
-            funding = self._funding.get(key)
-            interest = self._interest.get(key)
-            interest_hour = (
-                [] if interest is None else interest.between(now_ms - 60 * MINUTE_MS, now_ms)
-            )
-            if self.data.timeframe != "1m":  # coarse bars: the window, as the live ranker
+        by_symbol: dict[str, _Slot] = {}  # = next(k for k in keys if k.symbol == symbol)
+        index = self._rank_index.get(now_ms)  # the ranking's index in the grids
+        for slot in slots:
+            key = slot.key
+            symbol = key.symbol
+            by_symbol.setdefault(symbol, slot)
+            funding, interest = slot.funding, slot.interest
+            interest_hour = [] if interest is None else interest.between(hour_ago, now_ms)
+            if not one_minute:  # coarse bars: the window, as the live ranker
                 funding_day = [] if funding is None else funding.between(day_ago, now_ms)
-                features[key.symbol] = compute_features(
+                features[symbol] = compute_features(
                     self._window(key, start, now_ms),
                     btc_1m=None
-                    if btc_key is None or key.symbol == cfg.btc_symbol
+                    if btc_key is None or symbol == cfg.btc_symbol
                     else self._window(btc_key, start, now_ms),
                     funding=funding_day,
                     open_interest=interest_hour,
                     now_ms=now_ms,
                 )
+                inputs[symbol] = rank_inputs(features[symbol])
                 continue
-            features[key.symbol] = self._feature_series(key).ranking_at(
-                now_ms, since_ms=since, open_interest=interest_hour
+            sparse[symbol] = (funding, interest_hour)
+            if index is not None and len(interest_hour) < 2:
+                # = rank_inputs(ranking_at(...)): with fewer than two open-interest
+                # points the cluster ratio is None, the rest is the grid's
+                grid, i = self._grid(slot, index)
+                inputs[symbol] = grid.inputs[i]
+                continue
+            inputs[symbol] = rank_inputs(
+                self._series(slot).ranking_at(now_ms, since_ms=since, open_interest=interest_hour)
             )
-            sparse[key.symbol] = (funding, interest_hour)  # funding: read if analysed
         lookback = timedelta(days=cfg.success_lookback_days)
         rates = self._journal_rates.rates(self.live.state, now, lookback)  # = symbol_success_rates
         # = rank_symbols(features, rates, top_n): its top N (with scores) and top movers
-        ranked, top_movers = rank_order(features, rates, top_n=cfg.top_n)
+        ranked, top_movers = rank_order_of(inputs, rates, top_n=cfg.top_n)
         self.result.rankings += 1
         active = self._live_signals.symbols(now)  # = live_signal_symbols(state, now)
         scores = dict(ranked)
@@ -427,13 +505,19 @@ class BacktestEngine:
         for symbol in candidates:
             if symbol in active:
                 continue
-            key = next(k for k in keys if k.symbol == symbol)
+            slot = by_symbol[symbol]
+            key = slot.key
             if symbol in sparse:
-                series = self._feature_series(key)
+                series = self._series(slot)
                 # a regime that rules out a signal whatever the rest: decide() would skip
-                if self._vetoed(symbol, series, now_ms, since):
+                if self._vetoed(slot, now_ms, since, index):
                     continue
                 # = compute_features(the window, btc_1m=BTC's window, ...), read by index
+                if index is not None:
+                    grid, i = self._grid(slot, index)
+                    if grid.has[i]:  # its imbalances of this window: at() reads them
+                        lo, hi = int(grid.lo[i]), int(grid.hi[i])
+                        series.keep_imbalances(lo, hi, grid.imbalances(i))
                 funding, interest_hour = sparse[symbol]
                 funding_day = [] if funding is None else funding.between(day_ago, now_ms)
                 features[symbol] = series.at(
@@ -461,7 +545,7 @@ class BacktestEngine:
             signal = build_signal(
                 symbol=symbol,
                 exchange=cfg.exchange,
-                market_type=next(k.market_type for k in keys if k.symbol == symbol),
+                market_type=key.market_type,
                 direction=synthesis.direction,
                 last_price=last_price,
                 features=features[symbol],
@@ -480,16 +564,31 @@ class BacktestEngine:
             signals.append(signal)
         return signals
 
-    def _vetoed(self, symbol: str, series: FeatureSeries, now_ms: int, since: int) -> bool:
-        """``regime_vetoes(policy, panel, the regime at now)``, a function of the regime
-        fields, which are a function of the window's complete 15m bars: kept per symbol
-        while those stay the same (three rankings in a row)."""
+    def _vetoed(self, slot: _Slot, now_ms: int, since: int, index: int | None) -> bool:
+        """``regime_vetoes(policy, panel, the regime at now)``: at a ranking time of the
+        grid, ``regime_veto_mask`` of its regime fields (all times at once); otherwise a
+        function of the regime fields, which are a function of the window's complete 15m
+        bars (``regime_bars``): kept per series and bars for the whole run."""
+        series = self._series(slot)
+        if index is not None:
+            grid, i = self._grid(slot, index)
+            if not slot.vetoes_known:
+                adx, plus_di, minus_di, hurst, _, mean_reversion = grid.regime
+                mask = regime_veto_mask(
+                    self.policy, self.panel, adx, plus_di, minus_di, hurst, mean_reversion
+                )
+                slot.vetoes = None if mask is None else mask.tolist()
+                slot.vetoes_known = True
+            if slot.vetoes is not None and grid.has[i]:
+                return slot.vetoes[i]
         bars = series.regime_bars(now_ms, since_ms=since)
-        kept = self._vetoes.get(symbol)
-        if bars is None or kept is None or kept[0] != bars:
+        if bars is None:
+            return regime_vetoes(self.policy, self.panel, series.regime_at(now_ms, since_ms=since))
+        vetoed = slot.kept.get(bars)
+        if vetoed is None:
             regime = series.regime_at(now_ms, since_ms=since)
-            kept = self._vetoes[symbol] = (bars, regime_vetoes(self.policy, self.panel, regime))
-        return kept[1]
+            vetoed = slot.kept[bars] = regime_vetoes(self.policy, self.panel, regime)
+        return vetoed
 
     # ================================================================ results
     def _results(self) -> None:
