@@ -75,7 +75,15 @@ def test_a_bracket_writes_its_account_and_one_order_document(tmp_path: Path) -> 
     assert not isinstance(sl, Exception) and not isinstance(tp, Exception)
     orders = state.query(PaperCollections.ORDERS)
     assert [d["record"]["order"]["id"] for d in orders] == [entry.id]
-    assert orders[0]["fill"]["order_id"] == entry.id and orders[0]["fill_seq"] == 1
+    assert orders[0]["fill_seq"] == 1
+    (fill,) = ex.fills("alice")
+    assert (fill.order_id, fill.price, fill.amount, fill.fee, fill.ts_ms) == (
+        entry.id,
+        entry.average,
+        entry.filled,
+        entry.fee,
+        entry.updated_ms,
+    )
     assert state.query(PaperCollections.FILLS) == []
     (account,) = state.query(PaperCollections.ACCOUNTS)
     assert [r["order"]["id"] for r in account["open_orders"]] == [sl.id, tp.id]
@@ -103,9 +111,11 @@ def test_a_ledger_in_the_older_layout_reads_back_the_same(tmp_path: Path) -> Non
     # rewrite the documents as the older layout stored them: every resting order also
     # in paper_orders, each fill in paper_fills
     (account,) = state.query(PaperCollections.ACCOUNTS)
+    fills = {f.order_id: f.model_dump(mode="json") for f in ex.fills("alice")}
     for doc in state.query(PaperCollections.ORDERS):
-        seq, fill = doc.pop("fill_seq"), doc.pop("fill")
+        seq = doc.pop("fill_seq")
         order_id = doc["record"]["order"]["id"]
+        fill = fills[order_id]
         state.set(PaperCollections.ORDERS, order_id, doc)
         old_fill = {k: doc[k] for k in ("exchange", "account", "owner")}
         state.set(PaperCollections.FILLS, order_id, {**old_fill, "seq": seq, "fill": fill})

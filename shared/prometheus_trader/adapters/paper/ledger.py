@@ -8,11 +8,12 @@ process's memory. Layout (collection / document):
   net positions, resting orders (each order's only copy while it rests), the trade-stream
   cursor ``synced_ms``, sequence numbers and a ``version`` bumped on every write;
 * ``paper_orders/<order id>``: every order that left its book (filled, cancelled,
-  rejected), with its fill (``fill``, ``fill_seq``; one trade fills a whole order). The
-  id is derived from (account, client order id), so creation is create-if-absent by
-  client order id (looked up in the book, then here) and a second process gets the
-  first order back. A bracket (market entry, stop, take profit) so writes its account
-  and one order document, not its account, three orders and a fill;
+  rejected), with its fill's sequence number ``fill_seq`` if it filled (one trade fills
+  a whole order: the fill's values are the filled order's). The id is derived from
+  (account, client order id), so creation is create-if-absent by client order id
+  (looked up in the book, then here) and a second process gets the first order back. A
+  bracket (market entry, stop, take profit) so writes its account and one order
+  document, not its account, three orders and a fill;
 * ``paper_fills/<order id>``: read only, the fills an older layout stored apart (and
   ``paper_orders`` documents of resting orders it wrote: the book's record wins).
 
@@ -332,7 +333,11 @@ class PaperLedger:
         owner = self._owner(account)
         # literal collections and filters: tests/integration/test_firestore_indexes.py
         docs = self.state.query("paper_orders", [Filter("owner", "==", owner)])
-        found = {d["fill"]["order_id"]: (d["fill_seq"], d["fill"]) for d in docs if "fill" in d}
+        found = {
+            d["record"]["order"]["id"]: (d["fill_seq"], _fill_of(d["record"]["order"]))
+            for d in docs
+            if "fill_seq" in d
+        }
         # fills an older layout stored apart (``paper_fills/<order id>``)
         for d in self.state.query("paper_fills", [Filter("owner", "==", owner)]):
             found.setdefault(d["fill"]["order_id"], (d["seq"], d["fill"]))
@@ -539,8 +544,8 @@ class PaperLedger:
             "status": rec.order.status.value,
             "record": rec.model_dump(mode="json"),
         }
-        if fill is not None:
-            doc["fill_seq"], doc["fill"] = fill[0], fill[1].model_dump(mode="json")
+        if fill is not None:  # the fill is the filled order's: its values are the order's
+            doc["fill_seq"] = fill[0]
         return doc
 
 
@@ -550,6 +555,23 @@ def _open_order(book: AccountBook, order_id: str) -> RestingOrder | None:
         if rec.order.id == order_id:
             return rec
     return None
+
+
+def _fill_of(order: Document) -> dict[str, Any]:
+    """The fill of a filled order's stored ``Order`` (``Session.fill`` sets the order's
+    ``filled``, ``average``, ``fee`` and ``updated_ms`` to the fill's amount, price, fee
+    and time)."""
+    return {
+        "order_id": order["id"],
+        "client_order_id": order["client_order_id"],
+        "account": order["account"],
+        "symbol": order["symbol"],
+        "side": order["side"],
+        "ts_ms": order["updated_ms"],
+        "price": order["average"],
+        "amount": order["filled"],
+        "fee": order["fee"],
+    }
 
 
 def _first(pair: tuple[int, Any]) -> int:
