@@ -319,7 +319,7 @@ class PaperLedger:
         # the resting ones from the book (a document an older layout wrote while the order
         # rested is the same record)
         resting = {r.order.id: r for r in book.open_orders}
-        recs = [copy_model(r) for r in resting.values()]
+        recs = list(resting.values())  # their orders are copied below
         for d in docs:
             rec = RestingOrder.model_validate(d["record"])
             if rec.order.id not in resting:
