@@ -194,7 +194,7 @@ class PaperLedger:
             books: dict[str, _Pending] = {}
             # what the items changed, by id, with its latest value (written once, at the end)
             orders: dict[str, tuple[str, RestingOrder]] = {}
-            fills: dict[str, tuple[int, Fill]] = {}  # by order id
+            fills: dict[str, int] = {}  # fill sequence numbers by order id
             results: list[Order | OrderRejected] = []
             for account, request in items:
                 doc_id = doc_ids[account]
@@ -238,8 +238,7 @@ class PaperLedger:
                     pending.stored = pending.written = True
                     for rec in session.orders.values():
                         orders[rec.order.id] = (account, rec)
-                    for seq, fill in session.fills:
-                        fills[fill.order_id] = (seq, fill)
+                    fills.update((order_id, seq) for seq, order_id in session.fills)
                 results.append(result)
             for pending in books.values():
                 if pending.written:
@@ -513,7 +512,7 @@ class PaperLedger:
             if session.changed or doc is None:
                 book.version += 1
                 t.set(PaperCollections.ACCOUNTS, doc_id, book.model_dump(mode="json"))
-                fills = {fill.order_id: (seq, fill) for seq, fill in session.fills}
+                fills = {order_id: seq for seq, order_id in session.fills}
                 for rec in session.orders.values():
                     if rec.order.status is not OrderStatus.OPEN:  # a resting one: in its book
                         doc = self._order_doc(account, rec, fills.get(rec.order.id))
@@ -530,9 +529,7 @@ class PaperLedger:
             raise rejected
         return cast(R, result)
 
-    def _order_doc(
-        self, account: str, rec: RestingOrder, fill: tuple[int, Fill] | None
-    ) -> dict[str, Any]:
+    def _order_doc(self, account: str, rec: RestingOrder, fill_seq: int | None) -> dict[str, Any]:
         """The document of an order that left its book (filled, cancelled, rejected),
         with its fill (``fill_seq``: the account's fill sequence number) if it filled."""
         doc: dict[str, Any] = {
@@ -544,8 +541,8 @@ class PaperLedger:
             "status": rec.order.status.value,
             "record": rec.model_dump(mode="json"),
         }
-        if fill is not None:  # the fill is the filled order's: its values are the order's
-            doc["fill_seq"] = fill[0]
+        if fill_seq is not None:  # the fill's values are the filled order's
+            doc["fill_seq"] = fill_seq
         return doc
 
 
