@@ -38,6 +38,7 @@ STEPS = (
     "_publish",
     "_complete_all",
     "_audit",
+    "_audit_batch",
 )
 
 

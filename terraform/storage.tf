@@ -32,7 +32,8 @@ locals {
     }
     # Reports (reports/<user>/<day>.json|html|csv, the CSV being the tax export) and the
     # audit log (audit/orders/<day>/<user>.jsonl, appended with generation preconditions; every
-    # append keeps the previous generation for audit_noncurrent_days).
+    # append keeps the previous generation for audit_noncurrent_days; a batched execution's
+    # orders: audit/orders/<day>/batch-<signal>-<hash>.jsonl, written once).
     blobs = {
       purpose = "daily reports and the audit log"
       rules = [

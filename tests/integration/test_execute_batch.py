@@ -10,7 +10,9 @@ fills and balances, which live in the same SQLite file) must be equal.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -176,6 +178,15 @@ def _documents(world: World) -> dict[tuple[str, str], str]:
     return {(c, i): d for c, i, d in rows}
 
 
+def _audit_lines(world: World) -> list[str]:
+    """Every line of the order audit log (per-user and per-batch objects), sorted."""
+    return sorted(
+        line
+        for key in world.blobs.list("audit/orders/")
+        for line in world.blobs.get(key).decode().splitlines()
+    )
+
+
 def _refuse_stop(signal_id: str) -> Any:
     cid = client_order_id(signal_id, "stop-refused", "sl")
 
@@ -189,6 +200,7 @@ def test_the_batch_path_stores_what_the_per_user_path_stores(
     worlds: tuple[World, World],
 ) -> None:
     stores: list[dict[tuple[str, str], str]] = []
+    audits: list[list[str]] = []
     for world, batched in zip(worlds, (False, True), strict=True):
         _seed(world)
         # a first (short) signal per user on both sides: open positions to count, and
@@ -206,6 +218,7 @@ def test_the_batch_path_stores_what_the_per_user_path_stores(
         world.faulty.rules.append(_refuse_stop(second.id))
         _run(world, second, batched=batched)
         stores.append(_documents(world))
+        audits.append(_audit_lines(world))
     per_user, batch = stores
     assert per_user.keys() == batch.keys()
     different = sorted(k for k in per_user if per_user[k] != batch[k])
@@ -226,6 +239,25 @@ def test_the_batch_path_stores_what_the_per_user_path_stores(
     assert {"stop-refused", "flipper"} <= per_user
     assert {"advisor", "kelly-a", "kelly-b", "tripped", "watching", "u000", "u003"} <= fast
     assert not fast & per_user
+    # the audit log: the same lines. The batch writes its fast users' lines as one
+    # object per batch message; a user it hands to the per-user path after placing its
+    # entry (the refused stop) gets that entry's line again from the per-user path (at
+    # least once, as on a redelivery)
+    one, two = audits
+    assert set(one) == set(two)
+    twice = Counter(two) - Counter(one)
+    assert [(json.loads(x)["user_id"], json.loads(x)["type"]) for x in twice] == [
+        ("stop-refused", "market")
+    ]
+    objects = worlds[1].blobs.list("audit/orders/")
+    in_batches = {
+        json.loads(x)["user_id"]
+        for key in objects
+        if "/batch-" in key
+        for x in worlds[1].blobs.get(key).decode().splitlines()
+    }
+    assert sum("/batch-" in key for key in objects) == BUCKETS
+    assert in_batches <= fast | {"stop-refused"}
 
 
 def test_buckets_are_stable_and_spread() -> None:

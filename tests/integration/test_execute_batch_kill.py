@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from tests.integration import batch_kill_harness as harness
 
+from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,3 +96,24 @@ def test_a_killed_batch_redelivered_ends_as_an_uninterrupted_one(
     assert {json.loads(before[k])["user_id"] for k in decided} == resumed
     positions = [json.loads(d) for (c, _), d in after.items() if c == "positions"]
     assert positions and all(p["stop_order_id"] for p in positions)
+    # the audit log loses no order: every order of a final record has its create_order
+    # line (from the killed attempt's batch object, or from the redelivery's per-user
+    # path, which audits the orders it gets back), each line the same every time
+    placed = {
+        o for (c, _), d in after.items() if c == "executions" for o in json.loads(d)["order_ids"]
+    }
+    lines = [
+        json.loads(line)
+        for key in harness_blobs(tmp_path).list("audit/orders/")
+        for line in harness_blobs(tmp_path).get(key).decode().splitlines()
+    ]
+    assert placed and placed <= {x["order_id"] for x in lines if x["action"] == "create_order"}
+    by_order: dict[str, set[str]] = {}
+    for x in lines:
+        by_order.setdefault(x["order_id"], set()).add(json.dumps(x, sort_keys=True))
+    assert all(len(v) == 1 for v in by_order.values())
+
+
+def harness_blobs(folder: Path) -> LocalBlobStore:
+    """The blob store the harness's executors write the audit log to."""
+    return LocalBlobStore(folder / "blobs")

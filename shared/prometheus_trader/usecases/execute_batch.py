@@ -39,6 +39,7 @@ from prometheus_trader.domain.trading import (
 )
 from prometheus_trader.domain.users import TradingMode, User
 from prometheus_trader.ports import BusMessage, Document, Filter, OrderRejected
+from prometheus_trader.usecases.audit import audit_batch  # hfv
 from prometheus_trader.usecases.dispatch import ExecutionBatchRequest, ExecutionRequest
 from prometheus_trader.usecases.execute import (
     _FINAL_FIELDS,
@@ -376,6 +377,8 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         if not items:
             return [], []
         slow: list[str] = []
+        # hfv: the batch's audit lines, written as one object once every order is placed
+        audit: list[dict[str, object]] = []
         entries: list[tuple[str, OrderRequest]] = []
         for item in items:
             plan = item.decision.plan  # type: ignore[union-attr]
@@ -396,12 +399,13 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
                 )
             )
         placed = self._create_orders(entries)
+        now_ms = self._clock.now_ms()  # hfv: each line's time, as the per-user path's
         filled: list[_Item] = []
         for item, (_, request), entry in zip(items, entries, placed, strict=True):
             if isinstance(entry, OrderRejected):
                 slow.append(item.user.user_id)  # refused: the per-user path records it
                 continue
-            self._audit(item.user, signal.id, "create_order", entry, request)
+            audit.append(_audit_record(item.user, signal.id, entry, request, now_ms))  # hfv
             whole = (
                 entry.status is not OrderStatus.OPEN
                 and entry.average is not None
@@ -437,11 +441,12 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         for legs_of_round in rounds:
             todo = [x for x in legs_of_round if x[0].user.user_id not in refused]
             placed_legs = self._create_orders([request for _, _, request in todo])
+            now_ms = self._clock.now_ms()  # hfv
             for (item, kind, (_, request)), order in zip(todo, placed_legs, strict=True):
                 if isinstance(order, OrderRejected):
                     refused.add(item.user.user_id)
                     continue
-                self._audit(item.user, signal.id, "create_order", order, request)
+                audit.append(_audit_record(item.user, signal.id, order, request, now_ms))  # hfv
                 if kind == OrderType.STOP_MARKET.value:
                     item.stop = order
                 else:
@@ -455,6 +460,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
                 continue
             item.position = self._position(signal, item)
             positioned.append(item)
+        self._audit_batch(signal, audit)  # hfv: before any user can complete
         return self._store_positions(signal, positioned, slow)
 
     def _position(self, signal: OpportunitySignal, item: _Item) -> Position:
@@ -528,6 +534,16 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
             kept.append(item)
         self._publish(events)
         return kept, slow
+
+    # ------------------------------------------------------------------ audit (hfv)
+    def _audit_batch(self, signal: OpportunitySignal, records: list[dict[str, object]]) -> None:
+        """The batch's ``create_order`` lines in one object (``audit_batch``), written
+        after the last order round and before any position, event or final record: a
+        user is completed only after its lines are stored, and a user of an attempt that
+        died before this write is resumed per user on the redelivery, which places the
+        same orders again (the venue returns them) and audits each to the user's own
+        object. As per user, a line may so be written twice (at least once)."""
+        audit_batch(self._blobs, self._clock.now(), signal.id, records)
 
     def _create_orders(
         self, requests: list[tuple[str, OrderRequest]]
@@ -608,6 +624,29 @@ def _event(
         severity=Severity.INFO,
         payload=payload,
     )
+
+
+def _audit_record(
+    user: User, signal_id: str, order: Order, request: OrderRequest, now_ms: int
+) -> dict[str, object]:
+    """hfv: the audit line of a ``create_order``, as ``ExecutionSteps._audit`` writes it
+    (tests/integration/test_execute_batch.py compares both paths' lines)."""
+    return {
+        "action": "create_order",
+        "user_id": user.user_id,
+        "signal_id": signal_id,
+        "client_order_id": order.client_order_id,
+        "order_id": order.id,
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "type": order.type.value,
+        "amount": request.amount,
+        "stop_price": order.stop_price,
+        "status": order.status.value,
+        "filled": order.filled,
+        "average": order.average,
+        "ts_ms": now_ms,
+    }
 
 
 def _one_user(message: BusMessage, signal_id: str, user_id: str) -> BusMessage:

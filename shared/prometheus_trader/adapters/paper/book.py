@@ -20,8 +20,7 @@ from prometheus_trader.domain.paper import (
     side_sign,
     trigger_price,
 )
-from prometheus_trader.domain.trading import Fill, Order, OrderStatus, OrderType
-from prometheus_trader.domain.trusted import trusted
+from prometheus_trader.domain.trading import Order, OrderStatus, OrderType
 
 if TYPE_CHECKING:
     from prometheus_trader.adapters.paper.ledger import PaperLedger
@@ -135,7 +134,8 @@ class Session:
     ledger: PaperLedger
     book: AccountBook
     orders: dict[str, RestingOrder] = field(default_factory=dict)  # changed, by id
-    fills: list[tuple[int, Fill]] = field(default_factory=list)
+    # (fill sequence number, order id): a fill's values are its filled order's
+    fills: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -228,29 +228,12 @@ class Session:
         realized, closing = apply_fill(pos, order.side, amount, price, rec.leverage)
         book = self.book
         assign(book, wallet=book.wallet + (realized - fee))
-        assign(order, filled=amount, average=price, fee=fee)
+        # the fill is read from the order (``PaperLedger.fills``): its amount, price, fee
+        # and time are the order's ``filled``, ``average``, ``fee`` and ``updated_ms``
+        assign(order, filled=float(amount), average=float(price), fee=float(fee))
         self.finish(rec, OrderStatus.FILLED, ts_ms)
         assign(book, fill_seq=book.fill_seq + 1)
-        self.fills.append(
-            (
-                self.book.fill_seq,
-                # built from the order and floats of our own: nothing to validate
-                trusted(
-                    Fill,
-                    {
-                        "order_id": order.id,
-                        "client_order_id": order.client_order_id,
-                        "account": order.account,
-                        "symbol": order.symbol,
-                        "side": order.side,
-                        "ts_ms": ts_ms,
-                        "price": float(price),
-                        "amount": float(amount),
-                        "fee": float(fee),
-                    },
-                ),
-            )
-        )
+        self.fills.append((book.fill_seq, order.id))
         if pos.amount == 0 and closing > 0:
             # OCO-like: a leftover stop or take-profit must not open a new position
             for other in self.book.resting(order.symbol):

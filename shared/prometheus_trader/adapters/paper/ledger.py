@@ -5,12 +5,17 @@ the accounts live in the state store (SQLite embedded, Firestore deployed), not 
 process's memory. Layout (collection / document):
 
 * ``paper_accounts/<exchange>-<hash(account)>``: the live book of one account: wallet,
-  net positions, resting orders, the trade-stream cursor ``synced_ms``, sequence numbers
-  and a ``version`` bumped on every write;
-* ``paper_orders/<order id>``: every order ever accepted (status kept current); the id is
-  derived from (account, client order id), so creation is create-if-absent by client
-  order id and a second process gets the first order back;
-* ``paper_fills/<order id>``: the fill of an order (one trade fills a whole order).
+  net positions, resting orders (each order's only copy while it rests), the trade-stream
+  cursor ``synced_ms``, sequence numbers and a ``version`` bumped on every write;
+* ``paper_orders/<order id>``: every order that left its book (filled, cancelled,
+  rejected), with its fill's sequence number ``fill_seq`` if it filled (one trade fills
+  a whole order: the fill's values are the filled order's). The id is derived from
+  (account, client order id), so creation is create-if-absent by client order id
+  (looked up in the book, then here) and a second process gets the first order back. A
+  bracket (market entry, stop, take profit) so writes its account and one order
+  document, not its account, three orders and a fill;
+* ``paper_fills/<order id>``: read only, the fills an older layout stored apart (and
+  ``paper_orders`` documents of resting orders it wrote: the book's record wins).
 
 Resting orders are matched against the trade stream from the account's cursor to now,
 inside the transaction that writes the result, so two processes never fill one order
@@ -189,7 +194,7 @@ class PaperLedger:
             books: dict[str, _Pending] = {}
             # what the items changed, by id, with its latest value (written once, at the end)
             orders: dict[str, tuple[str, RestingOrder]] = {}
-            fills: dict[str, tuple[str, int, Fill]] = {}
+            fills: dict[str, int] = {}  # fill sequence numbers by order id
             results: list[Order | OrderRejected] = []
             for account, request in items:
                 doc_id = doc_ids[account]
@@ -208,7 +213,11 @@ class PaperLedger:
                 order_id = self.order_id(account, request.client_order_id)
                 known = orders.get(order_id)
                 existing: RestingOrder | Document | None = (
-                    known[1] if known else t.get(PaperCollections.ORDERS, order_id)
+                    known[1]
+                    if known
+                    # a resting order lives in its account's document only
+                    else _open_order(pending.book, order_id)
+                    or t.get(PaperCollections.ORDERS, order_id)
                 )
                 session = Session(self, pending.book)
                 session.sync(now, pending.quiet)
@@ -229,23 +238,16 @@ class PaperLedger:
                     pending.stored = pending.written = True
                     for rec in session.orders.values():
                         orders[rec.order.id] = (account, rec)
-                    for seq, fill in session.fills:
-                        fills[fill.order_id] = (account, seq, fill)
+                    fills.update((order_id, seq) for seq, order_id in session.fills)
                 results.append(result)
-            # a resting order's record is dumped inside its account's document already:
-            # its order document takes that dump (by object: the same record, same time)
-            dumped: dict[int, Any] = {}
             for pending in books.values():
                 if pending.written:
-                    book = pending.book
-                    doc = book.model_dump(mode="json")
-                    dumped.update(zip(map(id, book.open_orders), doc["open_orders"], strict=True))
+                    doc = pending.book.model_dump(mode="json")
                     t.set(PaperCollections.ACCOUNTS, pending.doc_id, doc)
             for order_id, (account, rec) in orders.items():
-                record = dumped.get(id(rec))
-                t.set(PaperCollections.ORDERS, order_id, self._order_doc(account, rec, record))
-            for account, seq, fill in fills.values():
-                t.set(PaperCollections.FILLS, fill.order_id, self._fill_doc(account, seq, fill))
+                if rec.order.status is not OrderStatus.OPEN:  # a resting one: in its book
+                    doc = self._order_doc(account, rec, fills.get(order_id))
+                    t.set(PaperCollections.ORDERS, order_id, doc)
             return results, list(books.values())
 
         try:
@@ -272,9 +274,10 @@ class PaperLedger:
 
     def cancel_order(self, account: str, order_id: str) -> Order:
         """Cancel a resting order (no-op on a filled or cancelled one)."""
-        stored = self._stored_order(account, order_id)  # ExchangeError when unknown
-        if stored.order.status is not OrderStatus.OPEN:
-            return stored.order
+        if not self._rests(account, order_id):
+            stored = self._stored_order(account, order_id)  # ExchangeError when unknown
+            if stored.order.status is not OrderStatus.OPEN:
+                return stored.order
 
         def op(session: Session, current: Document | None) -> Order:
             for rec in session.book.resting():
@@ -283,7 +286,8 @@ class PaperLedger:
                     return copy_model(rec.order)
             if order_id in session.orders:  # filled by this very sync
                 return copy_model(session.orders[order_id].order)
-            assert current is not None  # it existed before the transaction
+            if current is None:  # left the book meanwhile: its document is written then
+                raise ExchangeError(f"order {order_id} not found")
             return RestingOrder.model_validate(current["record"]).order
 
         return self._transact(account, op, read_order=order_id)
@@ -308,17 +312,35 @@ class PaperLedger:
 
     def orders(self, account: str) -> list[Order]:
         """Every order of ``account`` (any status) in creation order."""
-        self._read(account)
+        book = self._read(account)
         # literal collection and filters: tests/integration/test_firestore_indexes.py reads them
         docs = self.state.query("paper_orders", [Filter("owner", "==", self._owner(account))])
-        recs = sorted((RestingOrder.model_validate(d["record"]) for d in docs), key=_by_seq)
-        return [r.order for r in recs]
+        # the resting ones from the book (a document an older layout wrote while the order
+        # rested is the same record)
+        resting = {r.order.id: r for r in book.open_orders}
+        recs = list(resting.values())  # their orders are copied below
+        for d in docs:
+            rec = RestingOrder.model_validate(d["record"])
+            if rec.order.id not in resting:
+                recs.append(rec)
+        recs.sort(key=_by_seq)
+        return [copy_model(r.order) if r.order.id in resting else r.order for r in recs]
 
     def fills(self, account: str) -> list[Fill]:
         """Every fill of ``account`` in execution order."""
         self._read(account)
-        docs = self.state.query("paper_fills", [Filter("owner", "==", self._owner(account))])
-        return [Fill.model_validate(d["fill"]) for d in sorted(docs, key=lambda d: d["seq"])]
+        owner = self._owner(account)
+        # literal collections and filters: tests/integration/test_firestore_indexes.py
+        docs = self.state.query("paper_orders", [Filter("owner", "==", owner)])
+        found = {
+            d["record"]["order"]["id"]: (d["fill_seq"], _fill_of(d["record"]["order"]))
+            for d in docs
+            if "fill_seq" in d
+        }
+        # fills an older layout stored apart (``paper_fills/<order id>``)
+        for d in self.state.query("paper_fills", [Filter("owner", "==", owner)]):
+            found.setdefault(d["fill"]["order_id"], (d["seq"], d["fill"]))
+        return [Fill.model_validate(f) for _, f in sorted(found.values(), key=_first)]
 
     def accounts(self) -> list[str]:
         """Names of the paper accounts created so far, sorted."""
@@ -395,6 +417,15 @@ class PaperLedger:
             account=account,
             wallet=self.config.starting_balance,
         )
+
+    def _rests(self, account: str, order_id: str) -> bool:
+        """Whether ``order_id`` rests in the account's stored (or, for the only writer,
+        cached) book, without syncing it."""
+        cached = self._cache.get(self._doc_id(account)) if self._exclusive else None
+        if cached is not None:
+            return _open_order(cached.book, order_id) is not None
+        doc = self.state.get(PaperCollections.ACCOUNTS, self._doc_id(account))
+        return doc is not None and any(r["order"]["id"] == order_id for r in doc["open_orders"])
 
     def _stored_order(self, account: str, order_id: str) -> RestingOrder:
         doc = self.state.get(PaperCollections.ORDERS, order_id)
@@ -481,10 +512,11 @@ class PaperLedger:
             if session.changed or doc is None:
                 book.version += 1
                 t.set(PaperCollections.ACCOUNTS, doc_id, book.model_dump(mode="json"))
+                fills = {order_id: seq for seq, order_id in session.fills}
                 for rec in session.orders.values():
-                    t.set(PaperCollections.ORDERS, rec.order.id, self._order_doc(account, rec))
-                for seq, fill in session.fills:
-                    t.set(PaperCollections.FILLS, fill.order_id, self._fill_doc(account, seq, fill))
+                    if rec.order.status is not OrderStatus.OPEN:  # a resting one: in its book
+                        doc = self._order_doc(account, rec, fills.get(rec.order.id))
+                        t.set(PaperCollections.ORDERS, rec.order.id, doc)
             return result, rejected, book
 
         try:
@@ -497,28 +529,50 @@ class PaperLedger:
             raise rejected
         return cast(R, result)
 
-    def _order_doc(
-        self, account: str, rec: RestingOrder, record: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """The order's document (``record``: ``rec`` dumped already)."""
-        return {
+    def _order_doc(self, account: str, rec: RestingOrder, fill_seq: int | None) -> dict[str, Any]:
+        """The document of an order that left its book (filled, cancelled, rejected),
+        with its fill (``fill_seq``: the account's fill sequence number) if it filled."""
+        doc: dict[str, Any] = {
             "exchange": self.config.exchange_id,
             "account": account,
             "owner": self._owner(account),
             "client_order_id": rec.order.client_order_id,
             "seq": rec.seq,
             "status": rec.order.status.value,
-            "record": rec.model_dump(mode="json") if record is None else record,
+            "record": rec.model_dump(mode="json"),
         }
+        if fill_seq is not None:  # the fill's values are the filled order's
+            doc["fill_seq"] = fill_seq
+        return doc
 
-    def _fill_doc(self, account: str, seq: int, fill: Fill) -> dict[str, Any]:
-        return {
-            "exchange": self.config.exchange_id,
-            "account": account,
-            "owner": self._owner(account),
-            "seq": seq,
-            "fill": fill.model_dump(mode="json"),
-        }
+
+def _open_order(book: AccountBook, order_id: str) -> RestingOrder | None:
+    """The resting order ``order_id`` of ``book`` (None: not resting there)."""
+    for rec in book.open_orders:
+        if rec.order.id == order_id:
+            return rec
+    return None
+
+
+def _fill_of(order: Document) -> dict[str, Any]:
+    """The fill of a filled order's stored ``Order`` (``Session.fill`` sets the order's
+    ``filled``, ``average``, ``fee`` and ``updated_ms`` to the fill's amount, price, fee
+    and time)."""
+    return {
+        "order_id": order["id"],
+        "client_order_id": order["client_order_id"],
+        "account": order["account"],
+        "symbol": order["symbol"],
+        "side": order["side"],
+        "ts_ms": order["updated_ms"],
+        "price": order["average"],
+        "amount": order["filled"],
+        "fee": order["fee"],
+    }
+
+
+def _first(pair: tuple[int, Any]) -> int:
+    return pair[0]
 
 
 def _by_seq(rec: RestingOrder) -> int:
