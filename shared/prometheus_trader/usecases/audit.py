@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from prometheus_trader.domain.ids import stable_id
+from prometheus_trader.domain.trading import Order
 from prometheus_trader.ports import BlobStore
 
 # json.dumps(record, sort_keys=True, default=str) without building an encoder per line
@@ -36,6 +37,29 @@ def audit_batch_key(now: datetime, signal_id: str, user_ids: Sequence[str]) -> s
     """
     users = stable_id(*sorted(set(user_ids)), length=16)
     return f"audit/orders/{now:%Y-%m-%d}/batch-{signal_id}-{users}.jsonl"
+
+
+def executor_line(
+    action: str, user_id: str, signal_id: str, order: Order, amount: float, ts_ms: int
+) -> dict[str, object]:
+    """The audit line of an order an executor placed or saw (both executor paths write
+    this one shape; tests/integration/test_execute_batch.py compares their lines)."""
+    return {
+        "action": action,
+        "user_id": user_id,
+        "signal_id": signal_id,
+        "client_order_id": order.client_order_id,
+        "order_id": order.id,
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "type": order.type.value,
+        "amount": amount,
+        "stop_price": order.stop_price,
+        "status": order.status.value,
+        "filled": order.filled,
+        "average": order.average,
+        "ts_ms": ts_ms,
+    }
 
 
 def audit_order(blobs: BlobStore, now: datetime, record: dict[str, object]) -> None:

@@ -39,7 +39,7 @@ from prometheus_trader.domain.trading import (
 )
 from prometheus_trader.domain.users import TradingMode, User
 from prometheus_trader.ports import BusMessage, Document, Filter, OrderRejected
-from prometheus_trader.usecases.audit import audit_batch  # hfv
+from prometheus_trader.usecases.audit import audit_batch, executor_line
 from prometheus_trader.usecases.dispatch import ExecutionBatchRequest, ExecutionRequest
 from prometheus_trader.usecases.execute import (
     _FINAL_FIELDS,
@@ -377,7 +377,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         if not items:
             return [], []
         slow: list[str] = []
-        # hfv: the batch's audit lines, written as one object once every order is placed
+        # the batch's audit lines, written as one object once every order is placed
         audit: list[dict[str, object]] = []
         entries: list[tuple[str, OrderRequest]] = []
         for item in items:
@@ -399,13 +399,17 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
                 )
             )
         placed = self._create_orders(entries)
-        now_ms = self._clock.now_ms()  # hfv: each line's time, as the per-user path's
+        now_ms = self._clock.now_ms()  # each line's time, as the per-user path's
         filled: list[_Item] = []
         for item, (_, request), entry in zip(items, entries, placed, strict=True):
             if isinstance(entry, OrderRejected):
                 slow.append(item.user.user_id)  # refused: the per-user path records it
                 continue
-            audit.append(_audit_record(item.user, signal.id, entry, request, now_ms))  # hfv
+            audit.append(
+                executor_line(
+                    "create_order", item.user.user_id, signal.id, entry, request.amount, now_ms
+                )
+            )
             whole = (
                 entry.status is not OrderStatus.OPEN
                 and entry.average is not None
@@ -441,12 +445,16 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         for legs_of_round in rounds:
             todo = [x for x in legs_of_round if x[0].user.user_id not in refused]
             placed_legs = self._create_orders([request for _, _, request in todo])
-            now_ms = self._clock.now_ms()  # hfv
+            now_ms = self._clock.now_ms()
             for (item, kind, (_, request)), order in zip(todo, placed_legs, strict=True):
                 if isinstance(order, OrderRejected):
                     refused.add(item.user.user_id)
                     continue
-                audit.append(_audit_record(item.user, signal.id, order, request, now_ms))  # hfv
+                audit.append(
+                    executor_line(
+                        "create_order", item.user.user_id, signal.id, order, request.amount, now_ms
+                    )
+                )
                 if kind == OrderType.STOP_MARKET.value:
                     item.stop = order
                 else:
@@ -460,7 +468,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
                 continue
             item.position = self._position(signal, item)
             positioned.append(item)
-        self._audit_batch(signal, audit)  # hfv: before any user can complete
+        self._audit_batch(signal, audit)  # before any user can complete
         return self._store_positions(signal, positioned, slow)
 
     def _position(self, signal: OpportunitySignal, item: _Item) -> Position:
@@ -535,7 +543,7 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
         self._publish(events)
         return kept, slow
 
-    # ------------------------------------------------------------------ audit (hfv)
+    # ------------------------------------------------------------------ audit
     def _audit_batch(self, signal: OpportunitySignal, records: list[dict[str, object]]) -> None:
         """The batch's ``create_order`` lines in one object (``audit_batch``), written
         after the last order round and before any position, event or final record: a
@@ -624,29 +632,6 @@ def _event(
         severity=Severity.INFO,
         payload=payload,
     )
-
-
-def _audit_record(
-    user: User, signal_id: str, order: Order, request: OrderRequest, now_ms: int
-) -> dict[str, object]:
-    """hfv: the audit line of a ``create_order``, as ``ExecutionSteps._audit`` writes it
-    (tests/integration/test_execute_batch.py compares both paths' lines)."""
-    return {
-        "action": "create_order",
-        "user_id": user.user_id,
-        "signal_id": signal_id,
-        "client_order_id": order.client_order_id,
-        "order_id": order.id,
-        "symbol": order.symbol,
-        "side": order.side.value,
-        "type": order.type.value,
-        "amount": request.amount,
-        "stop_price": order.stop_price,
-        "status": order.status.value,
-        "filled": order.filled,
-        "average": order.average,
-        "ts_ms": now_ms,
-    }
 
 
 def _one_user(message: BusMessage, signal_id: str, user_id: str) -> BusMessage:

@@ -23,7 +23,7 @@ from prometheus_trader.domain.trading import (
 )
 from prometheus_trader.domain.users import User
 from prometheus_trader.ports import BlobStore, Bus, Clock, Exchange, OrderRejected, StateStore
-from prometheus_trader.usecases.audit import audit_order
+from prometheus_trader.usecases.audit import audit_order, executor_line
 from prometheus_trader.usecases.events import publish_event
 
 
@@ -93,22 +93,14 @@ class ExecutionSteps:
         audit_order(
             self._blobs,
             self._clock.now(),
-            {
-                "action": action,
-                "user_id": user.user_id,
-                "signal_id": signal_id,
-                "client_order_id": order.client_order_id,
-                "order_id": order.id,
-                "symbol": order.symbol,
-                "side": order.side.value,
-                "type": order.type.value,
-                "amount": request.amount if request else order.amount,
-                "stop_price": order.stop_price,
-                "status": order.status.value,
-                "filled": order.filled,
-                "average": order.average,
-                "ts_ms": self._clock.now_ms(),
-            },
+            executor_line(
+                action,
+                user.user_id,
+                signal_id,
+                order,
+                request.amount if request else order.amount,
+                self._clock.now_ms(),
+            ),
         )
 
     def _settle_entry(
