@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,15 +45,16 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def timed_reads(world: World, monitor: Any) -> dict[str, float]:
-    """Wrap the monitor's exchange reads that happen on the cycle's thread (resting orders,
-    trades) to add up their wall time."""
-    exchange = monitor._exchange
-    spent = {"reads_s": 0.0}
+def timed_phases(monitor: Any) -> dict[str, float]:
+    """Add up the wall time of the cycle's thread in the exchange reads that decide
+    (resting orders per account, trades per symbol; balances, candles and tickers for
+    the portfolio rules)
+    and in the closes (inline ``_close`` at concurrency 1, ``ClosePool.run`` above)."""
+    spent = {"reads_s": 0.0, "closes_s": 0.0}
     cycle_thread = threading.get_ident()
 
-    def wrap(name: str) -> None:
-        inner: Callable[..., Any] = getattr(exchange, name)
+    def wrap(owner: Any, name: str, into: str) -> None:
+        inner: Callable[..., Any] = getattr(owner, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             t = time.perf_counter()
@@ -60,12 +62,15 @@ def timed_reads(world: World, monitor: Any) -> dict[str, float]:
                 return inner(*args, **kwargs)
             finally:
                 if threading.get_ident() == cycle_thread:
-                    spent["reads_s"] += time.perf_counter() - t
+                    spent[into] += time.perf_counter() - t
 
-        setattr(exchange, name, call)
+        setattr(owner, name, call)
 
-    wrap("fetch_open_orders")
-    wrap("poll_trades")
+    reads = ("fetch_open_orders", "poll_trades", "fetch_balance", "fetch_ohlcv", "fetch_tickers")
+    for name in reads:
+        wrap(monitor._exchange, name, "reads_s")
+    wrap(monitor, "_close", "closes_s")  # resolved at call time by the deferred lambdas
+    wrap(monitor._closes, "run", "closes_s")
     return spent
 
 
@@ -96,7 +101,7 @@ def run_one(
     fork.stand.venue.jitter_s = jitter_ms / 1000
     monitor = fork.monitor(concurrency, rate_limit=rate_limit)
     try:
-        reads = timed_reads(fork, monitor)
+        phases = timed_phases(monitor)
         requests0, log0 = len(fork.engine.requests), len(fork.engine.log)
         load = load_average()
         t0, c0 = time.perf_counter(), time.process_time()
@@ -118,7 +123,11 @@ def run_one(
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
         "closes_per_s": round(closes / wall, 2),
-        "reads_on_cycle_thread_s": round(reads["reads_s"], 3),
+        "closing_s": round(phases["closes_s"], 3),
+        "reads_on_cycle_thread_s": round(phases["reads_s"], 3),
+        "requests_by_path": dict(
+            sorted(Counter(f"{m} {p}" for m, p in fork.engine.requests[requests0:]).items())
+        ),
         "requests": len(fork.engine.requests) - requests0,
         "orders_created": sum(1 for e in new_log if e["action"] == "create"),
         "orders_cancelled": sum(1 for e in new_log if e["action"] == "cancel"),
@@ -166,8 +175,9 @@ def main() -> None:
             print(
                 f"latency {lat:>5.0f} ms, concurrency {c:>2}, ccxt rate limit "
                 f"{'on ' if limited else 'off'}: {row['closes']} closes in {row['wall_s']:.2f} s "
-                f"wall ({row['closes_per_s']:.1f}/s; reads on the cycle thread "
-                f"{row['reads_on_cycle_thread_s']:.2f} s), {row['requests']} requests, "
+                f"wall ({row['closes_per_s']:.1f}/s; closing {row['closing_s']:.2f} s, reads "
+                f"on the cycle thread {row['reads_on_cycle_thread_s']:.2f} s), "
+                f"{row['requests']} requests, "
                 f"{row['orders_created']} orders created, {row['orders_cancelled']} cancelled"
             )
     first = next(iter(outcomes.values()))

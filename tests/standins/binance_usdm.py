@@ -65,8 +65,13 @@ class BinanceUsdm:
         latency_s: float = 0.0,
         jitter_s: float = 0.0,
         seed: int = 0,
+        nodelay: bool = False,
     ) -> None:
         self.engine = engine
+        # TCP_NODELAY on the answers: http.server writes the headers and the body in two
+        # sends, so with Nagle on, the body waits for the client's delayed ACK (~40 ms on
+        # Linux loopback) and every request takes ~44 ms; a latency bench needs it off
+        self.nodelay = nodelay
         self.timeout_s = timeout_s  # how long a "timeout"/"lost" fault holds the response
         # a venue's round trip: every request waits latency_s plus a seeded uniform
         # [0, jitter_s) before it is handled (0: answer at once). Mutable: a run may open
@@ -652,6 +657,7 @@ ORDER_CHANGING = {"/fapi/v1/order", "/fapi/v1/algoOrder"}
 def _make_handler(venue: BinanceUsdm) -> type[BaseHTTPRequestHandler]:
     class H(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = venue.nodelay
 
         def log_message(self, format: str, *args: Any) -> None:
             return
@@ -801,11 +807,18 @@ def serve_binance(
     latency_s: float = 0.0,
     jitter_s: float = 0.0,
     seed: int = 0,
+    nodelay: bool = False,
 ) -> Iterator[Stand]:
     """Serve the stand-in on 127.0.0.1 (a free port) in a background thread; every
-    request waits ``latency_s`` (+ seeded jitter up to ``jitter_s``) first."""
+    request waits ``latency_s`` (+ seeded jitter up to ``jitter_s``) first; ``nodelay``:
+    answers without Nagle's wait for the client's delayed ACK (see ``BinanceUsdm``)."""
     venue = BinanceUsdm(
-        engine, timeout_s=timeout_s, latency_s=latency_s, jitter_s=jitter_s, seed=seed
+        engine,
+        timeout_s=timeout_s,
+        latency_s=latency_s,
+        jitter_s=jitter_s,
+        seed=seed,
+        nodelay=nodelay,
     )
     server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(venue))
     server.daemon_threads = True
