@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,9 +57,29 @@ def _num(x: float) -> str:
 class BinanceUsdm:
     """The route table over an ``Engine``."""
 
-    def __init__(self, engine: Engine, *, timeout_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        timeout_s: float = 0.5,
+        latency_s: float = 0.0,
+        jitter_s: float = 0.0,
+        seed: int = 0,
+        nodelay: bool = False,
+    ) -> None:
         self.engine = engine
+        # TCP_NODELAY on the answers: http.server writes the headers and the body in two
+        # sends, so with Nagle on, the body waits for the client's delayed ACK (~40 ms on
+        # Linux loopback) and every request takes ~44 ms; a latency bench needs it off
+        self.nodelay = nodelay
         self.timeout_s = timeout_s  # how long a "timeout"/"lost" fault holds the response
+        # a venue's round trip: every request waits latency_s plus a seeded uniform
+        # [0, jitter_s) before it is handled (0: answer at once). Mutable: a run may open
+        # positions fast and then slow the venue down
+        self.latency_s = latency_s
+        self.jitter_s = jitter_s
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
         self.by_id = {market_id(s): s for s in engine.instruments}
         e = engine
         self.public: dict[tuple[str, str], Handler] = {
@@ -97,6 +119,13 @@ class BinanceUsdm:
         del e
 
     # ---------------------------------------------------------------- plumbing
+    def delay_s(self) -> float:
+        """This request's wait (latency plus its jitter draw)."""
+        if self.jitter_s <= 0:
+            return self.latency_s
+        with self._rng_lock:
+            return self.latency_s + self._rng.uniform(0.0, self.jitter_s)
+
     def _symbol(self, r: Request) -> str:
         sid = r.params.get("symbol", "")
         if sid not in self.by_id:
@@ -628,6 +657,7 @@ ORDER_CHANGING = {"/fapi/v1/order", "/fapi/v1/algoOrder"}
 def _make_handler(venue: BinanceUsdm) -> type[BaseHTTPRequestHandler]:
     class H(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = venue.nodelay
 
         def log_message(self, format: str, *args: Any) -> None:
             return
@@ -653,6 +683,9 @@ def _make_handler(venue: BinanceUsdm) -> type[BaseHTTPRequestHandler]:
             params.update(parse_qsl(body, keep_blank_values=True))
             r = Request(self.command, parts.path, params)
             engine = venue.engine
+            wait = venue.delay_s()
+            if wait > 0:  # the round trip (handled after it: a slow venue's answer)
+                time.sleep(wait)
             with engine.lock:
                 engine.requests.append((self.command, parts.path))
             key = (self.command, parts.path)
@@ -767,9 +800,26 @@ class Stand:
 
 
 @contextmanager
-def serve_binance(engine: Engine, *, timeout_s: float = 0.5) -> Iterator[Stand]:
-    """Serve the stand-in on 127.0.0.1 (a free port) in a background thread."""
-    venue = BinanceUsdm(engine, timeout_s=timeout_s)
+def serve_binance(
+    engine: Engine,
+    *,
+    timeout_s: float = 0.5,
+    latency_s: float = 0.0,
+    jitter_s: float = 0.0,
+    seed: int = 0,
+    nodelay: bool = False,
+) -> Iterator[Stand]:
+    """Serve the stand-in on 127.0.0.1 (a free port) in a background thread; every
+    request waits ``latency_s`` (+ seeded jitter up to ``jitter_s``) first; ``nodelay``:
+    answers without Nagle's wait for the client's delayed ACK (see ``BinanceUsdm``)."""
+    venue = BinanceUsdm(
+        engine,
+        timeout_s=timeout_s,
+        latency_s=latency_s,
+        jitter_s=jitter_s,
+        seed=seed,
+        nodelay=nodelay,
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(venue))
     server.daemon_threads = True
     thread = Thread(target=server.serve_forever, name="binance-standin", daemon=True)
