@@ -17,7 +17,7 @@ from prometheus_trader.adapters.embedded.replay_exchange import (
     ReplayExchange,
     bar_path_offsets,
 )
-from prometheus_trader.app.pipeline import DataRangeError, data_window, replay_timeframe
+from prometheus_trader.app.run_window import DataRangeError, data_window, replay_timeframe
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.domain.features import compute_features
 from prometheus_trader.domain.market import (
