@@ -9,10 +9,11 @@ from datetime import timedelta
 
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.exit_bands import hold_band
-from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
+from prometheus_trader.domain.exits import ExitConfig, evaluate_exit
 from prometheus_trader.domain.market import MINUTE_MS
 from prometheus_trader.domain.portfolio import DEFAULT_PORTFOLIO, PortfolioConfig
 from prometheus_trader.domain.ticks import batches_from_trades, total_ticks
+from prometheus_trader.domain.trade_window import TradeWindow
 from prometheus_trader.domain.trading import (
     ExitReason,
     OrderStatus,
