@@ -49,7 +49,7 @@ def run_prometheus(store: Path) -> dict[str, Any]:
     from prometheus_trader.app.backtest.data import MemoryMarketData
     from prometheus_trader.app.backtest.runner import build_engine, build_ledger, window_for
     from prometheus_trader.app.demo import DEMO_USERS
-    from prometheus_trader.app.pipeline import canonical_json
+    from prometheus_trader.app.ledger import canonical_json
     from prometheus_trader.app.settings import Settings
     from prometheus_trader.domain.market import MINUTE_MS
 

@@ -74,9 +74,10 @@ from prometheus_trader.adapters.streaming.ccxt_trade_stream import (  # noqa: E4
     CcxtTradeStream,
     buffered_batches,
 )
-from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit  # noqa: E402
+from prometheus_trader.domain.exits import ExitConfig, evaluate_exit  # noqa: E402
 from prometheus_trader.domain.market import MarketType, Side, Trade  # noqa: E402
 from prometheus_trader.domain.signals import Direction, TakeProfitLevel  # noqa: E402
+from prometheus_trader.domain.trade_window import TradeWindow  # noqa: E402
 from prometheus_trader.domain.trading import (  # noqa: E402
     Balance,
     Order,

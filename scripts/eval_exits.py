@@ -4,7 +4,7 @@ A full ``prometheus-trader run`` over a month spends most of its time in the col
 (copying bars) and the ranker. The signals do not depend on the exits, so this script
 splits the run in two:
 
-1. ``signals``: the real ranker (same wiring as ``app.pipeline.wire``) over the store, every
+1. ``signals``: the real ranker (same wiring as ``app.wiring.wire``) over the store, every
    ``rank_interval_minutes``, written to a JSONL file. Run several windows in parallel
    (``--start``/``--end``) and concatenate. The ranker reads the source store directly
    (no collector copy); its symbol success-rate feedback is empty (no trades here).
@@ -42,8 +42,8 @@ from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
 from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.app.demo import DEMO_USERS
-from prometheus_trader.app.pipeline import replay_exchange, wire
 from prometheus_trader.app.settings import Settings
+from prometheus_trader.app.wiring import replay_exchange, wire
 from prometheus_trader.domain.exits import ExitConfig
 from prometheus_trader.domain.market import MINUTE_MS
 from prometheus_trader.domain.trading import ExitReason

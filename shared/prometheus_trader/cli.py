@@ -200,8 +200,8 @@ def _settings(
 
 def _replay(settings: Settings, quiet: bool, runner: Callable[..., dict[str, Any]]) -> None:
     """Run a replay with a progress bar; print the summary table."""
-    from prometheus_trader.app.pipeline import DataRangeError
     from prometheus_trader.app.run_folder import RunFolderBusy
+    from prometheus_trader.app.run_window import DataRangeError
 
     try:
         with _progress(quiet) as bar, _LogLines(quiet, "run") as lines:

@@ -76,7 +76,7 @@ def backtest(
     reports under <var>/backtest/ (or --out).
     """
     from prometheus_trader.app.backtest.runner import run_backtest, users_for
-    from prometheus_trader.app.pipeline import DataRangeError
+    from prometheus_trader.app.run_window import DataRangeError
 
     settings = _settings(data, var_dir, start, end, synthesizer)
     chosen = users_for(users_file, profile, users)
@@ -122,7 +122,7 @@ def lookahead(
     Writes <var>/lookahead.json.
     """
     from prometheus_trader.app.backtest.lookahead import analyse
-    from prometheus_trader.app.pipeline import DataRangeError
+    from prometheus_trader.app.run_window import DataRangeError
 
     settings = _settings(data, var_dir, start, end, synthesizer)
     try:

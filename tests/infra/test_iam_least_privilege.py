@@ -3,7 +3,7 @@ uses, derived from the code, and Terraform holds no other.
 
 What an identity's code uses comes from ENTRY: the runtime attribute its entry point
 calls (checked against functions/<name>/main.py, app/worker.py, app/api/function.py and
-app/cloud.py) and the use-case classes behind it (checked against ``pipeline.wire``).
+app/cloud.py) and the use-case classes behind it (checked against ``wiring.wire``).
 Each use-case's constructor names the ports it takes; its module's source says what it
 does with them (publishes to which topic, writes blobs or market data, places orders,
 signs URLs). From that the test builds the expected grants and compares them with the
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from prometheus_trader.app import cloud, pipeline
+from prometheus_trader.app import cloud, wiring
 from prometheus_trader.app.api import function as api_function
 from prometheus_trader.app.triggers import TOPIC_OF
 from prometheus_trader.ports import BlobStore, Bus, Exchange, MarketStore, SecretStore, StateStore
@@ -235,7 +235,7 @@ def test_entry_points_call_what_the_map_says() -> None:
 
 def test_the_map_matches_the_wiring() -> None:
     # every pipeline use-case the map names is the one wire() builds for that attribute
-    wired = typing.get_type_hints(pipeline.UseCases)
+    wired = typing.get_type_hints(wiring.UseCases)
     runtime_source = inspect.getsource(cloud.CloudRuntime)
     for identity, (attribute, usecases) in ENTRY.items():
         if identity == "api":

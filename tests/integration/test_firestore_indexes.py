@@ -25,8 +25,8 @@ import pytest
 
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.app import pipeline
-from prometheus_trader.app.pipeline import Runtime
 from prometheus_trader.app.settings import Settings
+from prometheus_trader.app.wiring import Runtime
 from prometheus_trader.domain.users import RiskProfile, TradingMode, User
 from prometheus_trader.ports import Document, Filter
 from prometheus_trader.usecases.names import Collections

@@ -12,12 +12,9 @@ from _analysis_fixtures import T0, random_walk, series
 
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
 from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
-from prometheus_trader.adapters.embedded.replay_exchange import (
-    BAR_PATH_OFFSETS_MS,
-    ReplayExchange,
-    bar_path_offsets,
-)
-from prometheus_trader.app.pipeline import DataRangeError, data_window, replay_timeframe
+from prometheus_trader.adapters.embedded.replay_data import BAR_PATH_OFFSETS_MS, bar_path_offsets
+from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
+from prometheus_trader.app.run_window import DataRangeError, data_window, replay_timeframe
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.domain.features import compute_features
 from prometheus_trader.domain.market import (

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prometheus_trader.domain.exit_bands import hold_band
-from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
+from prometheus_trader.domain.exits import ExitConfig, evaluate_exit
 from prometheus_trader.domain.market import MarketType, Side, Trade
 from prometheus_trader.domain.signals import Direction, TakeProfitLevel
+from prometheus_trader.domain.trade_window import TradeWindow
 from prometheus_trader.domain.trading import Position
 from prometheus_trader.usecases.hold_bands import HoldBands
 

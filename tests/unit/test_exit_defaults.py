@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from _trading_fixtures import T0_MS, position, trade
 
-from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
+from prometheus_trader.domain.exits import ExitConfig, evaluate_exit
 from prometheus_trader.domain.signals import Direction
+from prometheus_trader.domain.trade_window import TradeWindow
 from prometheus_trader.domain.trading import ExitReason
 
 pytestmark = pytest.mark.unit

@@ -10,9 +10,10 @@ from _trading_fixtures import T0_MS, position, trade
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prometheus_trader.domain.exits import ExitConfig, TradeWindow, evaluate_exit
+from prometheus_trader.domain.exits import ExitConfig, evaluate_exit
 from prometheus_trader.domain.market import Side, Trade
 from prometheus_trader.domain.signals import Direction
+from prometheus_trader.domain.trade_window import TradeWindow
 from prometheus_trader.domain.trading import ExitReason
 
 pytestmark = pytest.mark.unit

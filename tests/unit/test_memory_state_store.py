@@ -12,13 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from prometheus_trader.adapters.embedded.local_transaction import ReadAfterWriteError
 from prometheus_trader.adapters.embedded.memory_documents import normalize_value
 from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
-from prometheus_trader.adapters.embedded.sqlite_state_store import (
-    ReadAfterWriteError,
-    SqliteStateStore,
-    _dumps,
-)
+from prometheus_trader.adapters.embedded.sqlite_json import _dumps
+from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.ports import AlreadyExists, Filter, StateStore, StateTransaction
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore, _index_sql
+from prometheus_trader.adapters.embedded.sqlite_sql import _index_sql
+from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.ports import Filter
 
 pytestmark = pytest.mark.unit

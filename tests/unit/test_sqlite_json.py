@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prometheus_trader.adapters.embedded.sqlite_state_store import (
+from prometheus_trader.adapters.embedded.sqlite_json import (
     _ENCODER,
-    SqliteStateStore,
     _decode_document,
     _dumps,
     _encode_document,
 )
+from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.domain.market import Side
 from prometheus_trader.ports import Filter
 

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from prometheus_trader.adapters.embedded.sqlite_state_store import (
-    ReadAfterWriteError,
-    SqliteStateStore,
-)
+from prometheus_trader.adapters.embedded.local_transaction import ReadAfterWriteError
+from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.ports import Filter, StateTransaction
 
 pytestmark = pytest.mark.unit

@@ -13,11 +13,11 @@ from prometheus_trader.adapters.streaming.ccxt_trade_stream import (
     buffered_batches,
     unified_batches,
 )
-from prometheus_trader.domain import exits
-from prometheus_trader.domain.exits import TradeWindow
+from prometheus_trader.domain import trade_window
 from prometheus_trader.domain.market import MarketType, Side, Trade
 from prometheus_trader.domain.signals import Direction
 from prometheus_trader.domain.ticks import batches_from_trades
+from prometheus_trader.domain.trade_window import TradeWindow
 
 pytestmark = pytest.mark.unit
 SYMBOL = "BTC/USDT:USDT"
@@ -76,7 +76,7 @@ def test_batches_of_columns_equal_one_trade_at_a_time(
     spec: list[tuple[int, bool, float, float, bool, int, bool]], batch: int
 ) -> None:
     trades = _trades(spec)
-    with patch.object(exits, "_COMPACT_MIN", 8):  # small: the buffers slide in the test too
+    with patch.object(trade_window, "_COMPACT_MIN", 8):  # small: the buffers slide in the test too
         _compare(trades, batch)
 
 
@@ -169,7 +169,7 @@ def test_unified_dicts_become_the_columns_of_the_equivalent_trades() -> None:
 
 def test_duplicates_are_looked_for_among_the_newest_rows() -> None:
     trades = _trades([(1_000, False, 100.0, 1.0, True, i, True) for i in range(12)])
-    with patch.object(exits, "_SEEN_ROWS", 4), patch.object(exits, "_COMPACT_MIN", 2):
+    with patch.object(trade_window, "_SEEN_ROWS", 4), patch.object(trade_window, "_COMPACT_MIN", 2):
         w = TradeWindow(SYMBOL, horizon_ms=2_500)
         for t in trades[:10]:
             w.add([t])
@@ -195,7 +195,7 @@ def test_checked_batches_equal_one_trade_at_a_time(
     one = TradeWindow(SYMBOL, horizon_ms=20_000)
     checked = TradeWindow(SYMBOL, horizon_ms=20_000)
     before: int | None = None
-    with patch.object(exits, "_COMPACT_MIN", 8):
+    with patch.object(trade_window, "_COMPACT_MIN", 8):
         for start in range(0, len(trades), batch):
             chunk = trades[start : start + batch]
             for t in chunk:
@@ -215,7 +215,7 @@ def test_checked_batches_equal_one_trade_at_a_time(
 
 def test_an_unchecked_batch_after_checked_ones_looks_among_the_newest_rows() -> None:
     trades = _trades([(1_000, False, 100.0 + i, 1.0, True, i, True) for i in range(12)])
-    with patch.object(exits, "_SEEN_ROWS", 4):
+    with patch.object(trade_window, "_SEEN_ROWS", 4):
         w = TradeWindow(SYMBOL)
         w.add_batch(batches_from_trades(trades[:10], checked=True)[SYMBOL])
         assert len(w) == 10

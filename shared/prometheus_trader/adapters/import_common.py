@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from pydantic import BaseModel, Field
 
-from prometheus_trader.adapters.embedded.duckdb_market_store import TableName
+from prometheus_trader.adapters.embedded.market_tables import TableName
 from prometheus_trader.domain.market import MarketType
 
 EXCHANGE = "binance"

@@ -32,11 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.feather as feather
 
-from prometheus_trader.adapters.embedded.duckdb_market_store import (
-    TABLES,
-    DuckDBMarketStore,
-    TableName,
-)
+from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
+from prometheus_trader.adapters.embedded.market_tables import TABLES, TableName
 from prometheus_trader.adapters.import_common import (
     CorruptFileError,
     DataImportError,

@@ -37,9 +37,9 @@ from prometheus_trader.adapters.embedded.console_notifier import ConsoleNotifier
 from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.routed_exchange import RoutedExchange
 from prometheus_trader.app.logging import configure_logging
-from prometheus_trader.app.pipeline import UseCases, paper_fills, wire
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.app.streaming import LazyTickSource, build_trade_stream, stream_venue
+from prometheus_trader.app.wiring import UseCases, paper_fills, wire
 from prometheus_trader.domain.trading import Execution
 from prometheus_trader.ports import (
     BlobStore,

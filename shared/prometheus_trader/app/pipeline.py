@@ -15,346 +15,47 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prometheus_trader.adapters.embedded.clocks import SimulatedClock
-from prometheus_trader.adapters.embedded.console_notifier import ConsoleNotifier
 from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
-from prometheus_trader.adapters.embedded.encrypted_secret_store import EncryptedFileSecretStore
 from prometheus_trader.adapters.embedded.local_blob_store import LocalBlobStore
 from prometheus_trader.adapters.embedded.memory_bus import InMemoryBus
-from prometheus_trader.adapters.embedded.replay_exchange import ReplayExchange
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.app.demo import DEMO_USERS
+from prometheus_trader.app.ledger import LEDGER_POSITION_FIELDS, build_ledger, canonical_json
 from prometheus_trader.app.logging import configure_logging
 from prometheus_trader.app.monitor_wake import next_cycle_ms, next_wake_ms
 from prometheus_trader.app.run_folder import fresh_run_folder, relocate
+from prometheus_trader.app.run_window import (
+    REPLAY_TIMEFRAMES,
+    DataRangeError,
+    _iso,
+    data_window,
+    replay_timeframe,
+    replay_window,
+)
 from prometheus_trader.app.settings import Settings
 from prometheus_trader.app.summary import performance_summary
-from prometheus_trader.domain.analysts import default_panel
-from prometheus_trader.domain.exits import ExitConfig
-from prometheus_trader.domain.market import MINUTE_MS, TIMEFRAME_MS
-from prometheus_trader.domain.synthesizer import (
-    SignalParams,
-    SynthesisPolicy,
-    policy_from_name,
+from prometheus_trader.app.wiring import (
+    Adapters,
+    Runtime,
+    exit_config,
+    paper_fills,
+    replay_exchange,
+    run_outbox_and_secrets,
+    synthesis_policy,
+    wire_adapters,
 )
+from prometheus_trader.domain.market import MINUTE_MS
 from prometheus_trader.domain.trading import ExitReason
 from prometheus_trader.domain.users import User
-from prometheus_trader.ports import (
-    BlobStore,
-    Bus,
-    BusMessage,
-    Clock,
-    Exchange,
-    MarketStore,
-    Notifier,
-    SecretStore,
-    StateStore,
-    TickSource,
-)
-from prometheus_trader.usecases.collect import CollectMarketData
-from prometheus_trader.usecases.dispatch import DispatchSignal
-from prometheus_trader.usecases.evaluate import EvaluateClosedPosition
-from prometheus_trader.usecases.execute_batch import ExecuteSignalBatch
-from prometheus_trader.usecases.execution_steps import ExecutorConfig
-from prometheus_trader.usecases.housekeeping import Housekeeping, TopLiquidConfig
-from prometheus_trader.usecases.monitor import ExitMonitor
-from prometheus_trader.usecases.names import Collections, Subscriptions, Topics
-from prometheus_trader.usecases.notify import NotifyEvent
-from prometheus_trader.usecases.rank import RankAndPublishSignals, RankerConfig
-from prometheus_trader.usecases.report import DailyReporter
+from prometheus_trader.usecases.names import Collections
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
-
-
-class DataRangeError(ValueError):
-    """The market store has no usable data for the requested run."""
-
-
-@dataclass
-class Adapters:
-    """The adapters one run uses (embedded, or the cloud ones against emulators)."""
-
-    clock: SimulatedClock
-    source: MarketStore
-    exchange: ReplayExchange
-    market: MarketStore
-    state: StateStore
-    bus: Bus
-    blobs: BlobStore
-    notifier: Notifier
-    secrets: SecretStore
-
-
-@dataclass
-class Runtime:
-    """Every adapter and use-case of one run, wired together.
-
-    ``settle`` returns once everything published so far has been handled.
-    """
-
-    settings: Settings
-    adapters: Adapters
-    usecases: UseCases
-    settle: Callable[[], None]
-    dead_letters: Callable[[], int]
-    locate: Callable[[str], str]
-    closers: list[Callable[[], None]] = field(default_factory=list)
-
-    @property
-    def clock(self) -> SimulatedClock:
-        """The simulated clock."""
-        return self.adapters.clock
-
-    @property
-    def state(self) -> StateStore:
-        """The state store."""
-        return self.adapters.state
-
-    @property
-    def exchange(self) -> ReplayExchange:
-        """The replay exchange."""
-        return self.adapters.exchange
-
-    def close(self) -> None:
-        """Release everything (last opened, first closed)."""
-        for closer in reversed(self.closers):
-            closer()
-
-
-def data_window(
-    store: DuckDBMarketStore, settings: Settings, timeframe: str = "1m"
-) -> tuple[int, int]:
-    """(first, end) ms of the ``timeframe`` data shared by the configured exchange's
-    symbols."""
-    ranges = [
-        r
-        for k in store.series_keys()
-        if k.exchange == settings.exchange and k.market_type == settings.market_type
-        if (r := store.candle_range(k, timeframe)) is not None
-    ]
-    if not ranges:
-        raise DataRangeError(_no_1m_candles(store, settings, timeframe))
-    first = max(r[0] for r in ranges)
-    last = min(r[1] for r in ranges)
-    if last <= first:
-        raise DataRangeError(f"the symbols in {store.root} share no common time range")
-    return first, last + TIMEFRAME_MS[timeframe]
-
-
-# the timeframes a run can replay, finest first (a store of only coarser bars cannot run)
-REPLAY_TIMEFRAMES = ("1m", "3m", "5m", "15m", "1h")
-
-
-def replay_timeframe(store: DuckDBMarketStore, settings: Settings) -> str:
-    """The bars a run replays: ``settings.bar_timeframe`` if set, else the finest timeframe
-    every symbol of the configured market holds, else the finest any of them holds (those
-    without it sit the run out). 1m whenever every symbol has 1m candles."""
-    if settings.bar_timeframe is not None:
-        return settings.bar_timeframe
-    keys = [
-        k
-        for k in store.series_keys()
-        if k.exchange == settings.exchange and k.market_type == settings.market_type
-    ]
-    held = [{tf for tf in REPLAY_TIMEFRAMES if store.candle_range(k, tf) is not None} for k in keys]
-    for tf in REPLAY_TIMEFRAMES:
-        if held and all(tf in h for h in held):
-            return tf
-    for tf in REPLAY_TIMEFRAMES:
-        if any(tf in h for h in held):
-            return tf
-    return "1m"  # nothing to replay: ``data_window`` says why
-
-
-def _no_1m_candles(store: DuckDBMarketStore, settings: Settings, timeframe: str = "1m") -> str:
-    """Why a store cannot be replayed, and what to do, in one line."""
-    wanted = f"{settings.exchange}/{settings.market_type}"
-    keys = store.series_keys()
-    if not keys:
-        return (
-            f"no 1m candles in {store.root} (it holds no data): import recorded data with "
-            "`prometheus-trader data import <files or folders> --store <folder>`"
-        )
-    markets = sorted({f"{k.exchange}/{k.market_type}" for k in keys})
-    if wanted not in markets:
-        return (
-            f"{store.root} holds {', '.join(markets)} data, not {wanted}: set "
-            "PROMETHEUS_EXCHANGE / PROMETHEUS_MARKET_TYPE to match it"
-        )
-    coarse = sorted(
-        {tf for k in keys for tf in TIMEFRAME_MS if store.candle_range(k, tf) is not None},
-        key=TIMEFRAME_MS.__getitem__,
-    )
-    if any(tf in REPLAY_TIMEFRAMES for tf in coarse):  # so a forced timeframe is missing
-        return (
-            f"{store.root} holds {'/'.join(coarse)} candles for {wanted}, not {timeframe}: "
-            "unset PROMETHEUS_BAR_TIMEFRAME or set it to one of those"
-        )
-    return (
-        f"{store.root} holds {'/'.join(coarse) or 'no'} candles for {wanted}, none of "
-        f"{'/'.join(REPLAY_TIMEFRAMES)}: a run replays one of those (see docs/data.md)"
-    )
-
-
-def replay_exchange(
-    settings: Settings, source: MarketStore, clock: SimulatedClock, ledger: StateStore
-) -> ReplayExchange:
-    """The replay exchange over recorded data with the configured paper fills; the paper
-    accounts persist in ``ledger`` (the run's state store). One process writes them (the
-    run's, or ``stack run``'s in-process functions), so reads trust the exchange's cache."""
-    return ReplayExchange(
-        source, clock, ledger=ledger, ledger_exclusive=True, **paper_fills(settings)
-    )
-
-
-def paper_fills(settings: Settings) -> dict[str, Any]:
-    """The paper exchange's settings (venue, fees, slippage, latency, balance, bars): one
-    place for the run, the backtest and the deployed runtime."""
-    return {
-        "exchange_id": settings.exchange,
-        "market_type": settings.market_type,
-        "taker_fee": settings.taker_fee_pct / 100,
-        "maker_fee": settings.maker_fee_pct / 100,
-        "slippage_bps": settings.slippage_bps,
-        "latency_ms": settings.latency_ms,
-        "starting_balance": settings.paper_starting_balance,
-        "bar_timeframe": settings.bar_timeframe or "1m",  # PROMETHEUS_BAR_TIMEFRAME
-    }
-
-
-@dataclass(frozen=True)
-class UseCases:
-    """Every use-case, wired to one set of adapters."""
-
-    collector: CollectMarketData
-    ranker: RankAndPublishSignals
-    dispatcher: DispatchSignal
-    executor: ExecuteSignalBatch  # both message kinds: per user and per bucket
-    evaluator: EvaluateClosedPosition
-    notifier: NotifyEvent
-    monitor: ExitMonitor
-    reporter: DailyReporter
-    housekeeping: Housekeeping
-
-    def handlers(self) -> dict[tuple[str, str], Callable[[BusMessage], object]]:
-        """(topic, subscription) → the handler that consumes it."""
-        return {
-            (Topics.SIGNALS, Subscriptions.DISPATCHER): self.dispatcher.handle,
-            (Topics.EXECUTIONS, Subscriptions.EXECUTOR): self.executor.handle_message,
-            (Topics.EVENTS, Subscriptions.EVALUATOR): self.evaluator.handle,
-            (Topics.EVENTS, Subscriptions.NOTIFIER): self.notifier.handle,
-        }
-
-
-def wire(
-    settings: Settings,
-    *,
-    clock: Clock,
-    exchange: Exchange,
-    market: MarketStore,
-    state: StateStore,
-    bus: Bus,
-    blobs: BlobStore,
-    notifier: Notifier,
-    ticks: TickSource | None = None,
-) -> UseCases:
-    """The use-cases over these adapters (the one place they are wired). ``ticks``: the
-    worker's live trade stream (``app/streaming.py``); None = the exchange's poll."""
-    bars = settings.bar_timeframe or "1m"  # coarse-only stores: their own bars (docs/data.md)
-    return UseCases(
-        collector=CollectMarketData(
-            exchange,
-            market,
-            clock,
-            backfill_minutes=int(settings.warmup_hours * 60),
-            timeframe=bars,
-        ),
-        ranker=RankAndPublishSignals(
-            market,
-            state,
-            bus,
-            clock,
-            default_panel(),
-            synthesis_policy(settings),
-            RankerConfig(
-                exchange=settings.exchange,
-                market_type=settings.market_type,
-                btc_symbol=settings.btc_symbol,
-                window_hours=settings.analysis_window_hours,
-                top_n=settings.top_n,
-                signal_ttl_minutes=settings.signal_ttl_minutes,
-                strategy=settings.synthesizer,
-                signal_params=SignalParams(take_profit_r=settings.take_profit_r),
-                timeframe=bars,
-            ),
-        ),
-        dispatcher=DispatchSignal(state, bus, clock, buckets=settings.execution_buckets),
-        executor=ExecuteSignalBatch(
-            state, exchange, market, bus, blobs, clock, ExecutorConfig(bar_timeframe=bars)
-        ),
-        evaluator=EvaluateClosedPosition(state, clock),
-        notifier=NotifyEvent(notifier, state),
-        monitor=ExitMonitor(
-            state,
-            exchange,
-            bus,
-            blobs,
-            clock,
-            exit_config(settings),
-            ticks=ticks,
-            close_concurrency=settings.monitor_close_concurrency,
-        ),
-        reporter=DailyReporter(
-            state,
-            blobs,
-            bus,
-            clock,
-            market,
-            exchange=settings.exchange,
-            market_type=settings.market_type,
-        ),
-        housekeeping=Housekeeping(
-            state, market, bus, clock, notifier, TopLiquidConfig(exchange=settings.exchange)
-        ),
-    )
-
-
-def exit_config(settings: Settings) -> ExitConfig:
-    """The exit monitor's rules (the run's worker also schedules its cycles by them)."""
-    return ExitConfig()
-
-
-def wire_adapters(settings: Settings, a: Adapters) -> UseCases:
-    """``wire`` over a run's adapters."""
-    return wire(
-        settings,
-        clock=a.clock,
-        exchange=a.exchange,
-        market=a.market,
-        state=a.state,
-        bus=a.bus,
-        blobs=a.blobs,
-        notifier=a.notifier,
-    )
-
-
-def run_outbox_and_secrets(
-    settings: Settings, run_dir: Path
-) -> tuple[ConsoleNotifier, EncryptedFileSecretStore]:
-    """The run's notifier (an outbox file) and secret store (an encrypted local file);
-    every runtime keeps these in its run folder."""
-    return (
-        ConsoleNotifier(run_dir / "outbox.jsonl"),
-        EncryptedFileSecretStore(
-            run_dir / "secrets.enc", key_file=settings.secret_key_file or run_dir / "secrets.key"
-        ),
-    )
 
 
 def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> Runtime:
@@ -389,16 +90,6 @@ def build_runtime(settings: Settings, start_ms: int, run_dir: Path) -> Runtime:
         dead_letters=lambda: len(bus.dead_letters),
         locate=lambda key: str(blobs.path_for(key)),
         closers=[source.close, state.close, market.close],
-    )
-
-
-def synthesis_policy(settings: Settings) -> SynthesisPolicy:
-    """The configured synthesizer policy."""
-    return policy_from_name(
-        settings.synthesizer,
-        min_confidence=settings.min_confidence,
-        min_agreeing=settings.min_agreeing_analysts,
-        scale_to_available=settings.consensus_scale_to_available,
     )
 
 
@@ -609,100 +300,22 @@ def _summarize(rt: Runtime, run_dir: Path, start_ms: int, end_ms: int) -> dict[s
     }
 
 
-LEDGER_POSITION_FIELDS = (
-    "id",
-    "user_id",
-    "signal_id",
-    "symbol",
-    "direction",
-    "amount",
-    "entry_price",
-    "stop_loss",
-    "stop_order_id",
-    "entry_order_id",
-    "opened_ms",
-    "closed_ms",
-    "exit_price",
-    "exit_reason",
-    "realized_pnl",
-    "pnl_pct",
-    "status",
-)
-
-
-def build_ledger(rt: Runtime) -> dict[str, Any]:
-    """The canonical trade ledger: every order, fill and position, in a stable order."""
-    accounts = sorted(u["exchange_account"] for u in rt.state.query(Collections.USERS))
-    orders = [
-        {"account": a, **o.model_dump(mode="json")} for a in accounts for o in rt.exchange.orders(a)
-    ]
-    fills = [f.model_dump(mode="json") for a in accounts for f in rt.exchange.fills(a)]
-    positions = [
-        {f: p.get(f) for f in LEDGER_POSITION_FIELDS}
-        for p in sorted(rt.state.query(Collections.POSITIONS), key=lambda d: d["id"])
-    ]
-    decisions = [
-        {
-            "signal_id": e["signal_id"],
-            "user_id": e["user_id"],
-            "outcome": e.get("outcome"),
-            "reasons": e.get("reasons", []),
-        }
-        for e in sorted(
-            rt.state.query(Collections.EXECUTIONS), key=lambda d: (d["signal_id"], d["user_id"])
-        )
-    ]
-    return {"orders": orders, "fills": fills, "positions": positions, "decisions": decisions}
-
-
-def canonical_json(data: Any) -> bytes:
-    """Stable serialization for hashing (sorted keys, no whitespace)."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
-def replay_window(
-    settings: Settings, first_ms: int, data_end_ms: int, what: str = "replay"
-) -> tuple[int, int, int]:
-    """(start, trade_until, end) ms of a run over data in ``[first_ms, data_end_ms)``:
-    signals from the warm-up's end (or ``replay_start``) until ``replay_end`` (default:
-    data end − drain); then open positions run to their exits for at most
-    ``drain_hours``, on data that exists. ``DataRangeError`` when nothing would trade."""
-    start_ms = _floor_minute(
-        _ms(settings.replay_start)
-        if settings.replay_start
-        else first_ms + int(settings.warmup_hours * 3600_000)
-    )
-    trade_until_ms = (
-        _ms(settings.replay_end)
-        if settings.replay_end
-        else data_end_ms - int(settings.drain_hours * 3600_000)
-    )
-    end_ms = min(data_end_ms, trade_until_ms + int(settings.drain_hours * 3600_000))
-    if trade_until_ms <= start_ms:
-        raise DataRangeError(
-            f"nothing to {what}: trading would run from {_iso(start_ms)} to "
-            f"{_iso(trade_until_ms)} (data {_iso(first_ms)} → {_iso(end_ms)}, warm-up "
-            f"{settings.warmup_hours} h, drain {settings.drain_hours} h)"
-        )
-    return start_ms, trade_until_ms, end_ms
-
-
-def _ms(dt: datetime) -> int:
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
-
-
-def _floor_minute(ms: int) -> int:
-    return ms - ms % MINUTE_MS
-
-
 def _day(ms: int) -> int:
     return ms // 86_400_000
 
 
-def _iso(ms: int) -> str:
-    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).isoformat()
-
-
-__all__ = ["Adapters", "Runtime", "UseCases", "build_runtime", "run_pipeline", "wire"]
+# DataRangeError, LEDGER_POSITION_FIELDS, REPLAY_TIMEFRAMES, canonical_json, paper_fills,
+# replay_window and synthesis_policy: re-exported for app/backtest/runner.py
+__all__ = [
+    "LEDGER_POSITION_FIELDS",
+    "REPLAY_TIMEFRAMES",
+    "DataRangeError",
+    "Progress",
+    "build_runtime",
+    "canonical_json",
+    "paper_fills",
+    "replay_window",
+    "run_pipeline",
+    "seed_users",
+    "synthesis_policy",
+]

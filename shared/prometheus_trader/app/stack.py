@@ -46,18 +46,17 @@ from prometheus_trader.app.emulators import (
     free_port,
     kill_group,
 )
-from prometheus_trader.app.pipeline import (
+from prometheus_trader.app.pipeline import Progress, run_pipeline
+from prometheus_trader.app.quiescence import CountingBus
+from prometheus_trader.app.settings import Settings
+from prometheus_trader.app.wiring import (
     Adapters,
-    Progress,
     Runtime,
     UseCases,
     replay_exchange,
     run_outbox_and_secrets,
-    run_pipeline,
     wire_adapters,
 )
-from prometheus_trader.app.quiescence import CountingBus
-from prometheus_trader.app.settings import Settings
 from prometheus_trader.ports import BusMessage
 from prometheus_trader.sample import SAMPLE_START_MS
 from prometheus_trader.usecases.names import Subscriptions, Topics

@@ -21,14 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_trader.domain.exits import (
-    MINUTE_MS,
-    SECOND_MS,
-    ExitConfig,
-    TradeWindow,
-    _order_flow_reversal,
-)
+from prometheus_trader.domain.exits import ExitConfig, _order_flow_reversal
 from prometheus_trader.domain.signals import Direction
+from prometheus_trader.domain.trade_window import MINUTE_MS, SECOND_MS, TradeWindow
 from prometheus_trader.domain.trading import Position
 
 _REL = 1e-9  # relative price margin: the rules' rounding is ~1e-16 of the numbers

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_trader.domain.exits import TradeWindow
 from prometheus_trader.domain.signals import Direction
+from prometheus_trader.domain.trade_window import TradeWindow
 
 
 class CycleWindow(TradeWindow):

@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_trader.domain.exit_bands import HoldBand, in_band, price_span, symbol_quiet
-from prometheus_trader.domain.exits import ExitConfig, TradeWindow
+from prometheus_trader.domain.exits import ExitConfig
 from prometheus_trader.domain.signals import Direction
+from prometheus_trader.domain.trade_window import TradeWindow
 from prometheus_trader.domain.trading import Position
 
 Key = tuple[str, Direction]

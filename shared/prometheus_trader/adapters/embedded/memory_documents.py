@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
-from prometheus_trader.adapters.embedded.sqlite_state_store import _dumps
+from prometheus_trader.adapters.embedded.sqlite_json import _dumps
 from prometheus_trader.ports import Document
 
 

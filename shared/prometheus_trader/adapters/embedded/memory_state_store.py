@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from prometheus_trader.adapters import ClosesOnExit
+from prometheus_trader.adapters.embedded.local_transaction import LocalTransaction
 from prometheus_trader.adapters.embedded.memory_documents import (
     MISSING,
     canonical_text,
@@ -42,10 +43,7 @@ from prometheus_trader.adapters.embedded.memory_documents import (
     normalize_value,
     order_key,
 )
-from prometheus_trader.adapters.embedded.sqlite_state_store import (
-    INDEXED_FIELDS,
-    LocalTransaction,
-)
+from prometheus_trader.adapters.embedded.sqlite_sql import INDEXED_FIELDS
 from prometheus_trader.ports import (
     Document,
     DocumentChange,

@@ -21,6 +21,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from prometheus_trader.adapters.embedded.sqlite_sql import _filter_sql
 from prometheus_trader.ports import DocumentChange, Filter, WatchBatch, WatchLost
 
 if TYPE_CHECKING:
@@ -59,9 +60,6 @@ class SqliteWatch:
     """``Watch`` on a ``SqliteStateStore``: see the module doc."""
 
     def __init__(self, store: SqliteStateStore, collection: str, filters: Sequence[Filter]) -> None:
-        # imported here: the store module imports this one lazily (no import cycle)
-        from prometheus_trader.adapters.embedded import sqlite_state_store as sss
-
         if not collection:
             raise ValueError("collection name must not be empty")
         self._store = store
@@ -70,7 +68,7 @@ class SqliteWatch:
         where: list[str] = []
         params: list[object] = []
         for flt in self._filters:
-            sql, flt_params = sss._filter_sql(flt)  # the store's own filter semantics
+            sql, flt_params = _filter_sql(flt)  # the store's own filter semantics
             where.append(sql)
             params.extend(flt_params)
         self._where = "".join(f" AND {w}" for w in where)

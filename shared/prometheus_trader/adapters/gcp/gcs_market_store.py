@@ -26,12 +26,9 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage  # type: ignore[attr-defined]  # no py.typed
 
 from prometheus_trader.adapters import ClosesOnExit
-from prometheus_trader.adapters.embedded.duckdb_market_store import (
-    TABLES,
-    DuckDBMarketStore,
-    TableName,
-)
+from prometheus_trader.adapters.embedded.duckdb_market_store import DuckDBMarketStore
 from prometheus_trader.adapters.embedded.local_blob_store import validate_key
+from prometheus_trader.adapters.embedded.market_tables import TABLES, TableName
 from prometheus_trader.domain.market import (
     Candle,
     CandleSeries,

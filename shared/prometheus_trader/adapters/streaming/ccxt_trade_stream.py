@@ -34,9 +34,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from prometheus_trader.domain.exits import TradeWindow
 from prometheus_trader.domain.market import MarketType, Side, Trade
 from prometheus_trader.domain.ticks import TickBatch, batches_from_trades, merge_batches
+from prometheus_trader.domain.trade_window import TradeWindow
 
 log = logging.getLogger(__name__)
 
