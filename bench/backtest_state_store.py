@@ -32,7 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prometheus_trader.adapters.embedded import sqlite_change_feed, sqlite_state_store
+from prometheus_trader.adapters.embedded import sqlite_change_feed
+from prometheus_trader.adapters.embedded.local_transaction import LocalTransaction
 from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.ports import AlreadyExists, StateStore, StateTransaction
@@ -48,7 +49,7 @@ Op = tuple[Any, ...]
 # ----------------------------------------------------------------- child: one backtest
 def _record(trace_path: str) -> None:
     """Wrap the SQLite store's calls so that the run writes its trace at exit."""
-    store_cls, tx_cls = sqlite_state_store.SqliteStateStore, sqlite_state_store._Transaction
+    store_cls, tx_cls = SqliteStateStore, LocalTransaction
     watch_cls = sqlite_change_feed.SqliteWatch
     trace: list[Op] = []
     frames: list[list[Op]] = [trace]
