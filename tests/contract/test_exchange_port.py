@@ -223,3 +223,18 @@ def test_limit_order_rests_until_cancelled(h: PortHarness) -> None:
     assert limit.status is OrderStatus.OPEN and limit.price == pytest.approx(round(price * 0.5, 1))
     assert [o.id for o in h.exchange.fetch_open_orders("alice")] == [limit.id]
     assert h.exchange.cancel_order("alice", limit.id).status is OrderStatus.CANCELED
+
+
+def test_open_orders_on_symbols_are_the_accounts_listing_kept_to_them(h: PortHarness) -> None:
+    price = last_price(h.exchange)
+    limit = h.exchange.create_order(
+        "alice", order("lim", Side.BUY, 0.01, OrderType.LIMIT, price=round(price * 0.5, 1))
+    )
+    other = next(m.symbol for m in h.exchange.load_markets() if m.symbol != BTC)
+    listing = [o.id for o in h.exchange.fetch_open_orders("alice")]
+    assert listing == [limit.id]
+    assert h.exchange.fetch_open_orders_on("alice", []) == []
+    assert h.exchange.fetch_open_orders_on("alice", [other]) == []
+    assert [o.id for o in h.exchange.fetch_open_orders_on("alice", [BTC])] == listing
+    assert [o.id for o in h.exchange.fetch_open_orders_on("alice", {BTC, other})] == listing
+    assert h.exchange.fetch_open_orders_on("bob", [BTC]) == []

@@ -81,6 +81,45 @@ def creates(stand: Stand, cid: str) -> int:
     return sum(1 for e in stand.engine.log if e["action"] == "create" and e["client_id"] == cid)
 
 
+# ------------------------------------------------------------------ request weight
+def open_order_listings(stand: Stand) -> int:
+    return sum(
+        1
+        for method, path in stand.engine.requests
+        if method == "GET" and path in ("/fapi/v1/openOrders", "/fapi/v1/openAlgoOrders")
+    )
+
+
+def test_open_orders_on_a_few_symbols_are_listed_per_symbol(stand: Stand) -> None:
+    # Binance weighs an open-orders listing without a symbol as 40 with one (ccxt's
+    # throttle waits 40 slots: ~2 s per account and cycle for the monitor): a few symbols
+    # are listed one by one, 40 or more with one account-wide listing
+    ex = make(stand)
+    stop = OrderRequest(
+        client_order_id="sl",
+        symbol=BTC,
+        side=Side.SELL,
+        type=OrderType.STOP_MARKET,
+        amount=0.01,
+        stop_price=1_000.0,
+        reduce_only=True,
+    )
+    ex.create_order("alice", buy("e"))
+    placed = ex.create_order("alice", stop)
+    others = [m.symbol for m in ex.load_markets() if m.symbol != BTC]
+    before = open_order_listings(stand)
+    few = ex.fetch_open_orders_on("alice", [BTC, others[0]])
+    assert open_order_listings(stand) - before == 4  # (plain + conditional) x 2 symbols
+    assert [o.id for o in few] == [placed.id]
+    many = [BTC, *[f"X{i}/USDT:USDT" for i in range(39)]]
+    before = open_order_listings(stand)
+    assert [o.id for o in ex.fetch_open_orders_on("alice", many)] == [placed.id]
+    assert open_order_listings(stand) - before == 2  # one account-wide listing of each kind
+    before = open_order_listings(stand)
+    assert ex.fetch_open_orders_on("alice", []) == []
+    assert open_order_listings(stand) == before
+
+
 # ------------------------------------------------------------------ retries
 def test_rate_limit_waits_for_retry_after_then_places_once(stand: Stand) -> None:
     sleeps = Sleeps()

@@ -24,7 +24,7 @@ import gzip
 import itertools
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -312,6 +312,9 @@ class HeldPositions:
             and o.status is OrderStatus.OPEN
             and (symbol is None or o.symbol == symbol)
         ]
+
+    def fetch_open_orders_on(self, account: str, symbols: Collection[str]) -> list[Order]:
+        return [o for o in self.fetch_open_orders(account) if o.symbol in symbols]
 
     def cancel_order(self, account: str, order_id: str) -> Order:
         order = self.orders[order_id]

@@ -7,7 +7,7 @@ same answer as the single calls one by one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from prometheus_trader.domain.trading import Balance, Order, OrderRequest
 from prometheus_trader.ports import OrderRejected
@@ -42,3 +42,15 @@ def balances_one_by_one(
 
 
 __all__ = ["balances_one_by_one", "orders_one_by_one"]
+
+
+def open_orders_on(
+    fetch_open_orders: Callable[[str], list[Order]], account: str, symbols: Collection[str]
+) -> list[Order]:
+    """``fetch_open_orders_on`` for a venue where one account-wide listing costs no more
+    than one per symbol (a ledger in memory or in the state store): that listing, kept to
+    ``symbols``; nothing is read when there are none."""
+    if not symbols:
+        return []
+    wanted = set(symbols)
+    return [o for o in fetch_open_orders(account) if o.symbol in wanted]

@@ -11,7 +11,7 @@ source of prices whatever the account.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from prometheus_trader.domain.market import (
     Candle,
@@ -126,6 +126,10 @@ class RoutedExchange:
     def fetch_open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
         """The account's resting orders."""
         return self._for(account).fetch_open_orders(account, symbol)
+
+    def fetch_open_orders_on(self, account: str, symbols: Collection[str]) -> list[Order]:
+        """The account's resting orders on ``symbols``."""
+        return self._for(account).fetch_open_orders_on(account, symbols)
 
     def cancel_order(self, account: str, order_id: str) -> Order:
         """Cancel one order of the account."""

@@ -7,7 +7,7 @@ contract-test suite (``tests/contract``) runs against every adapter.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
@@ -113,6 +113,13 @@ class Exchange(Protocol):
 
     def fetch_open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
         """Resting orders."""
+        ...
+
+    def fetch_open_orders_on(self, account: str, symbols: Collection[str]) -> list[Order]:
+        """The resting orders on ``symbols`` (none: no request), as ``fetch_open_orders``
+        orders them. The adapter reads them with whichever costs the venue less: one
+        request per symbol or one for the whole account (Binance weighs an account-wide
+        open-orders listing as 40 per-symbol ones)."""
         ...
 
     def cancel_order(self, account: str, order_id: str) -> Order:

@@ -123,6 +123,9 @@ class ExitMonitor(ExitCloses, Reconciliation):
         # per exchange account, the ids of its resting orders, read once per cycle: a
         # protective order still resting has not filled, so it needs no fetch_order
         self._resting: dict[str, frozenset[str] | None] = {}
+        # per exchange account, the symbols of its open positions (this cycle's): only
+        # their resting orders are read (per symbol where the venue weighs that less)
+        self._symbols: dict[str, set[str]] | None = None
         # per user, (account, its resting ids) holding every settled position's orders
         self._verified: dict[str, tuple[str, frozenset[str] | None]] = {}
         # portfolio rules (kill switch, daily drawdown ladder, BTC dump) close through here
@@ -159,6 +162,7 @@ class ExitMonitor(ExitCloses, Reconciliation):
         positions = self.open_positions()
         self._load_users(positions)
         self._resting = {}
+        self._symbols = None
         self._verified = {}
         report = CycleReport(positions=len(positions))
         try:  # portfolio rules first: a kill switch or the ladder may close positions
@@ -431,12 +435,24 @@ class ExitMonitor(ExitCloses, Reconciliation):
             view = self._views[symbol] = CycleWindow(window)
         return view
 
+    def _position_symbols(self) -> dict[str, set[str]]:
+        """The symbols of each account's open positions, gathered once per cycle."""
+        if self._symbols is None:
+            symbols: dict[str, set[str]] = {}
+            for position in self._open.ordered():
+                symbols.setdefault(self._account(position), set()).add(position.symbol)
+            self._symbols = symbols
+        return self._symbols
+
     def _resting_ids(self, user_id: str) -> frozenset[str] | None:
-        """Ids of the account's resting orders, read once per cycle (None: unknown)."""
+        """Ids of the account's resting orders on its positions' symbols, read once per
+        cycle (None: unknown)."""
         account = self._account(user_id)
         if account not in self._resting:
             try:
-                orders = self._exchange.fetch_open_orders(account)
+                orders = self._exchange.fetch_open_orders_on(
+                    account, self._position_symbols().get(account, ())
+                )
             except Exception as exc:  # fall back to one fetch_order per protective order
                 log.warning(
                     "open orders unavailable: %s", type(exc).__name__, extra=labels(stage="monitor")

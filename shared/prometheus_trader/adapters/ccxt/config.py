@@ -52,6 +52,11 @@ class VenueSpec:
     conditional_style: str = "type"
     plain_params: Mapping[str, Any] = field(default_factory=dict)  # non-conditional listing
     fetch_params: Mapping[str, Any] = field(default_factory=dict)  # fetch_order by id
+    # the venue's request weight of an open-orders listing without a symbol, in listings
+    # of one symbol (Binance USD-M: 40 for GET openOrders and openAlgoOrders; ccxt's
+    # throttle waits that many rate-limit slots): fetch_open_orders_on lists per symbol
+    # while that is cheaper
+    account_listing_weight: int = 1
 
     def new_client(self, config: Mapping[str, Any] | None = None) -> Any:
         """A fresh ccxt client with this venue's options (no network)."""
@@ -73,6 +78,7 @@ VENUES: dict[str, VenueSpec] = {
         },
         demo_urls_key="demo",
         trigger_params={"trigger": True},
+        account_listing_weight=40,
     ),
     "bybit": VenueSpec(
         exchange_id="bybit",

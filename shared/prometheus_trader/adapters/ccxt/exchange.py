@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import ccxt
@@ -561,6 +561,18 @@ class CcxtExchange:
             return out
 
         orders: list[Order] = self._private(account, fetch)
+        return sorted(orders, key=lambda o: (o.created_ms, o.id))
+
+    def fetch_open_orders_on(self, account: str, symbols: Collection[str]) -> list[Order]:
+        """Resting orders on ``symbols``: one listing per symbol while that weighs less
+        than one account-wide listing (``VenueSpec.account_listing_weight``), else the
+        account's listing kept to ``symbols``."""
+        if not symbols:
+            return []
+        if len(symbols) >= self.spec.account_listing_weight:
+            wanted = set(symbols)
+            return [o for o in self.fetch_open_orders(account) if o.symbol in wanted]
+        orders = [o for symbol in sorted(symbols) for o in self.fetch_open_orders(account, symbol)]
         return sorted(orders, key=lambda o: (o.created_ms, o.id))
 
     def cancel_order(self, account: str, order_id: str) -> Order:

@@ -60,7 +60,7 @@ import bisect
 import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar, cast
 
 from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateStore
@@ -425,6 +425,11 @@ class ReplayExchange(ReplayMarketData):
     def fetch_open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
         """Resting orders, in creation order."""
         return self._ledger.fetch_open_orders(account, symbol)
+
+    @_serialized
+    def fetch_open_orders_on(self, account: str, symbols: Collection[str]) -> list[Order]:
+        """Resting orders on ``symbols``, in creation order."""
+        return self._ledger.fetch_open_orders_on(account, symbols)
 
     @_serialized
     def cancel_order(self, account: str, order_id: str) -> Order:

@@ -39,11 +39,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from prometheus_trader.adapters.exchange_batch import balances_one_by_one
+from prometheus_trader.adapters.exchange_batch import balances_one_by_one, open_orders_on
 from prometheus_trader.adapters.paper.book import (
     AccountBook,
     FillConfig,
@@ -271,6 +271,10 @@ class PaperLedger:
     def fetch_open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
         """Resting orders, in creation order."""
         return [copy_model(r.order) for r in self._read(account).resting(symbol)]
+
+    def fetch_open_orders_on(self, account: str, symbols: Collection[str]) -> list[Order]:
+        """Resting orders on ``symbols``, in creation order (one read of the book)."""
+        return open_orders_on(self.fetch_open_orders, account, symbols)
 
     def cancel_order(self, account: str, order_id: str) -> Order:
         """Cancel a resting order (no-op on a filled or cancelled one)."""
