@@ -233,3 +233,52 @@ def test_unordered_series_is_refused() -> None:
     s = series(random_walk(10, seed=4), ts_ms=T0 + MINUTE_MS * np.arange(10)[::-1])
     with pytest.raises(ValueError, match="increasing"):
         FeatureSeries(s)
+
+
+def _gappy(n: int, seed: int) -> CandleSeries:
+    """1m bars that jump (many 3-bar gaps), with repeated prices (ties at the fill edges)
+    and NaN / infinite highs and lows in places."""
+    rng = np.random.default_rng(seed)
+    close = np.round(100 + np.cumsum(rng.choice([-3.0, -1.0, 0.0, 1.0, 3.0], n)), 0)
+    open_ = np.r_[close[0], close[:-1]]
+    high = np.maximum(open_, close) + rng.choice([0.0, 1.0], n)
+    low = np.minimum(open_, close) - rng.choice([0.0, 1.0], n)
+    high[rng.choice(n, 6, replace=False)] = np.nan
+    low[rng.choice(n, 6, replace=False)] = np.nan
+    high[rng.choice(n, 2, replace=False)] = np.inf
+    low[rng.choice(n, 2, replace=False)] = -np.inf
+    ts = T0 + MINUTE_MS * np.arange(n, dtype=np.int64)
+    return CandleSeries(
+        "GAP/USDT:USDT", "1m", ts, open_, high, low, close, np.full(n, 5.0), np.full(n, 2.0)
+    )
+
+
+def test_gap_fills_equal_a_scan_and_windows_keep_the_reference_gaps() -> None:
+    """``_fills`` (a binary search over block minima) names the first later bar trading
+    back into each gap, as a bar-by-bar scan does; every window's gaps then equal
+    ``features._fair_value_gaps`` of that window's bars (ties, NaN and infinite prices)."""
+    from prometheus_trader.domain.feature_series import _fills
+    from prometheus_trader.domain.features import _fair_value_gaps
+
+    fs = FeatureSeries(_gappy(3000, seed=21))
+    cfg = fs.config
+    checked = 0
+    for b in (fs.b5, fs.b15):
+        bull, bear = _fills(b)
+        n = len(b)
+        for i in range(n - 2):
+            up = next((k for k in range(i + 3, n) if not b.low[k] > b.high[i]), n)
+            down = next((k for k in range(i + 3, n) if not b.high[k] < b.low[i]), n)
+            if not np.isnan(b.high[i]):
+                assert bull[i] == up, (b.timeframe, i)
+            if not np.isnan(b.low[i]):
+                assert bear[i] == down, (b.timeframe, i)
+        for lo in range(0, n, 7):
+            for hi in range(lo, min(n, lo + 120) + 1, 3):
+                fast = fs._fvgs(b, lo, hi)
+                ref = _fair_value_gaps(b.rows(lo, hi), cfg)
+                assert repr([g.model_dump() for g in fast]) == repr(
+                    [g.model_dump() for g in ref]
+                ), (b.timeframe, lo, hi)
+                checked += len(ref)
+    assert checked > 1000

@@ -142,6 +142,38 @@ def _buy_sell(tail: CandleSeries, taker: bool) -> tuple[FloatArray, FloatArray]:
     return buy, tail.volume - buy
 
 
+IntArray = npt.NDArray[np.int64]
+
+
+def _first_reaching(values: FloatArray, limits: FloatArray) -> IntArray:
+    """For each i, the first k > i + 2 with ``values[k] <= limits[i]`` (len(values) if
+    none): a binary search over a table of block minima, every i at once."""
+    n = values.shape[0]
+    pos = np.arange(3, limits.shape[0] + 3, dtype=np.int64)
+    mins = [values]  # mins[e][k] = min(values[k : k + 2**e])
+    while 2 ** len(mins) <= n:
+        m, half = mins[-1], 2 ** (len(mins) - 1)
+        mins.append(np.minimum(m[:-half], m[half:]))
+    for e in range(len(mins) - 1, -1, -1):
+        step, m = 2**e, mins[e]
+        fits = pos + step <= n  # the whole block [pos, pos + step) exists
+        skip = fits & (m[np.where(fits, pos, 0)] > limits)  # ... and stays above the limit
+        pos += step * skip
+    return pos
+
+
+def _fills(b: CandleSeries) -> tuple[IntArray, IntArray]:
+    """Per 3-bar gap (element i: bars i..i + 2) the first later bar trading back into it:
+    a low at or below the bullish gap's bottom (``high[i]``), a high at or above the
+    bearish gap's top (``low[i]``), or a NaN one (``features._fair_value_gaps``' suffix
+    min / max turns NaN there, and its comparison False: filled)."""
+    if len(b) < 3:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    low = np.where(np.isnan(b.low), -np.inf, b.low)
+    high = np.where(np.isnan(b.high), np.inf, b.high)
+    return _first_reaching(low, b.high[:-2]), _first_reaching(-high, -b.low[:-2])
+
+
 def _features(**values: object) -> SymbolFeatures:
     """``SymbolFeatures(**values)`` for values of the field types, given in field order."""
     return trusted(SymbolFeatures, values)
@@ -199,6 +231,11 @@ class FeatureSeries:
         self._missing = missing.astype(np.int32) if missing[-1] < 2**31 else missing
         self._bad_close = np.r_[0, np.cumsum(~np.isfinite(s.close))].astype(np.int32)
         self._positive_close = bool((s.close > 0).all())
+        # 1m log returns (element i: bars i and i + 1): a window's np.diff(np.log(close))
+        # is their slice, element for element (``_btc`` reads them only if all are > 0)
+        self._r1 = np.diff(np.log(s.close)) if self._positive_close else np.empty(0)
+        # the bars' typical prices, element-wise as ``features._value_area`` makes them
+        self._typical = (s.high + s.low + s.close) / 3
         self.b5 = s.resample("5m")
         self.b15 = b15 = s.resample("15m")
         # 15m element-wise arrays (index i: bars i and i + 1), as features._adx builds them
@@ -230,6 +267,9 @@ class FeatureSeries:
         self._gap_sizes = {
             b.timeframe: (b.low[2:] - b.high[:-2], b.low[:-2] - b.high[2:]) for b in (self.b5, b15)
         }
+        # and the bar that fills each gap (see ``_fills``): a gap is unfilled in a window
+        # iff that bar is not inside it
+        self._gap_fills = {b.timeframe: _fills(b) for b in (self.b5, b15)}
         # (kind, bar) -> the gap, per timeframe; gaps before a window are dropped now and
         # then (windows move forward; an older window would build them again, equal)
         self._gap_objects: dict[str, dict[tuple[str, int], FairValueGap]] = {
@@ -559,18 +599,17 @@ class FeatureSeries:
 
     def _fvgs(self, b: CandleSeries, lo: int, hi: int) -> list[FairValueGap]:
         """``features._fair_value_gaps(b.rows(lo, hi))`` (b: the series' 5m or 15m bars)."""
-        n = hi - lo
-        if n < 3:
+        if hi - lo < 3:
             return []
         cfg = self.config
-        high, low = b.high[lo:hi], b.low[lo:hi]
         min_size = float(b.close[hi - 1]) * cfg.min_gap_pct / 100
-        later_low = np.concatenate((np.minimum.accumulate(low[::-1])[::-1][1:], _INF))
-        later_high = np.concatenate((np.maximum.accumulate(high[::-1])[::-1][1:], _NEG_INF))
         bull_size, bear_size = self._gap_sizes[b.timeframe]
-        idx = np.arange(2, n)
-        bull = idx[(bull_size[lo : hi - 2] > min_size) & (later_low[2:] > high[:-2])]
-        bear = idx[(bear_size[lo : hi - 2] > min_size) & (later_high[2:] < low[:-2])]
+        bull_fill, bear_fill = self._gap_fills[b.timeframe]
+        # window indices (from 2) of the gaps wide enough and not filled inside the window
+        bull = ((bull_size[lo : hi - 2] > min_size) & (bull_fill[lo : hi - 2] >= hi)).nonzero()[0]
+        bear = ((bear_size[lo : hi - 2] > min_size) & (bear_fill[lo : hi - 2] >= hi)).nonzero()[0]
+        bull += 2
+        bear += 2
         gaps: list[FairValueGap] = []
         kept = self._gap_objects[b.timeframe]
         if len(kept) > 256:
@@ -805,7 +844,7 @@ class FeatureSeries:
         width = (high - low) / nb
         # element-wise on the window's bars (``at`` runs for few windows now: the regime
         # veto skips most, so a per-series array would only hold memory)
-        typical = (bars.high + bars.low + bars.close) / 3
+        typical = self._typical[lo:hi]
         idx = ((typical - low) / width).astype(np.int64)  # np.clip(idx, 0, nb - 1):
         np.minimum(np.maximum(idx, 0, out=idx), nb - 1, out=idx)
         counts = np.bincount(idx, weights=bars.volume, minlength=nb)
@@ -858,7 +897,7 @@ class FeatureSeries:
         # np.diff(np.log(close)) of a window is a slice of the series' log returns
         if hi - lo - 1 < cfg.min_corr_returns:
             return None, btc_change
-        ra = np.diff(np.log(self.series.close[lo:hi]))  # all closes are positive
+        ra = self._r1[lo : hi - 1]  # np.diff(np.log(close[lo:hi])): all closes are positive
         ra = ra - _mean(ra)
         rb, rb_squares = btc._centered_returns(blo, bhi)
         denom = math.sqrt(float(_sum(ra * ra) * rb_squares))  # ra**2 is ra * ra
@@ -871,7 +910,7 @@ class FeatureSeries:
         for the last window: every symbol of a ranking correlates with the same BTC)."""
         kept = self._centered
         if kept is None or kept[0] != lo or kept[1] != hi:
-            r = np.diff(np.log(self.series.close[lo:hi]))  # all closes are positive
+            r = self._r1[lo : hi - 1]  # np.diff(np.log(close[lo:hi])): all closes are > 0
             r = r - _mean(r)
             kept = self._centered = (lo, hi, r, _sum(r * r))
         return kept[2], kept[3]
