@@ -282,3 +282,25 @@ def test_gap_fills_equal_a_scan_and_windows_keep_the_reference_gaps() -> None:
                 ), (b.timeframe, lo, hi)
                 checked += len(ref)
     assert checked > 1000
+
+
+def test_tables_of_two_lengths_in_one_run_equal_each_alone() -> None:
+    """``tables15`` steps the Wilder recursions once for both tabulated lengths (the
+    shorter length's extra lane dropped past its end): each table equals its own run."""
+    from prometheus_trader.domain.feature_tables import table15, tables15
+
+    fs = FeatureSeries(series(random_walk(9000, seed=31, vol=0.003)))
+    arrays = (fs._tr, fs._pdm, fs._mdm, fs._log15, fs._r15)
+    count = len(fs.b15)
+    lengths = (40, 95, 96, count, count + 1)
+    both = tables15(lengths, count, *arrays, fs.config)
+    assert sorted(both) == [40, 95, 96, count]
+    for n in lengths:
+        alone = table15(n, count, *arrays, fs.config)
+        if alone is None:
+            assert n not in both
+            continue
+        for name in ("atr", "adx", "plus_di", "minus_di", "hurst", "cross", "denom"):
+            a, b = getattr(both[n], name), getattr(alone, name)
+            assert a.shape == b.shape == (count - n + 1,)
+            assert a.tobytes() == b.tobytes(), (n, name)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from prometheus_trader.domain.feature_tables import Table15, Wilder, table15
+from prometheus_trader.domain.feature_tables import Table15, Wilder, tables15
 from prometheus_trader.domain.features import (
     _MAX_RATIO,
     FairValueGap,
@@ -288,9 +288,7 @@ class FeatureSeries:
         # bars (the ends fall inside a 15m bar or not): those lengths are tabulated
         full = cfg.window_bars // 15
         arrays = (self._tr, self._pdm, self._mdm, self._log15, self._r15)
-        self._tables = {
-            n: t for n in (full - 1, full) if (t := table15(n, len(b15), *arrays, cfg)) is not None
-        }
+        self._tables = tables15((full - 1, full), len(b15), *arrays, cfg)
 
     # ------------------------------------------------------------------ window
     def bounds(self, now_ms: int, since_ms: int | None = None) -> tuple[int, int]:
