@@ -304,3 +304,37 @@ def test_tables_of_two_lengths_in_one_run_equal_each_alone() -> None:
             a, b = getattr(both[n], name), getattr(alone, name)
             assert a.shape == b.shape == (count - n + 1,)
             assert a.tobytes() == b.tobytes(), (n, name)
+
+
+def test_pivot_breaks_equal_a_scan_and_windows_keep_the_reference_zones() -> None:
+    """``_breaks`` names the first later close beyond each bar's low / high, as a scan
+    does (NaN closes skipped, a NaN low or high never broken); every 15m window's zones
+    and break of structure then equal ``features._zones`` of its bars."""
+    from prometheus_trader.domain.feature_series import _breaks
+    from prometheus_trader.domain.features import _zones
+
+    bars = _gappy(9000, seed=22)
+    nan_close = np.random.default_rng(23).choice(len(bars), 40, replace=False)
+    bars.close[nan_close] = np.nan
+    fs = FeatureSeries(bars)
+    b = fs.b15
+    n = len(b)
+    assert np.isnan(b.close).any() and np.isnan(b.low).any()
+    below, above = _breaks(b)
+    for i in range(n):
+        down = next((k for k in range(i + 1, n) if b.close[k] < b.low[i]), n)
+        up = next((k for k in range(i + 1, n) if b.close[k] > b.high[i]), n)
+        assert (below[i], above[i]) == (down, up), i
+    zones = 0
+    for j0 in range(0, n, 5):
+        for j1 in range(j0, min(n, j0 + 100) + 1, 4):
+            window = b.rows(j0, j1)
+            for price in (100.0, float(np.nanmedian(b.close[j0:j1])) if j1 > j0 else 1.0):
+                fast = fs._zones(fs._pivots(j0, j1, window), window, price)
+                ref = _zones(window, price, fs.config)
+                assert fast[1] == ref[1], (j0, j1)
+                assert repr([z.model_dump() for z in fast[0]]) == repr(
+                    [z.model_dump() for z in ref[0]]
+                ), (j0, j1, price)
+                zones += len(ref[0])
+    assert zones > 1000

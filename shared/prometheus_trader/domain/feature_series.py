@@ -59,9 +59,6 @@ from prometheus_trader.domain.trusted import trusted
 
 __all__ = ["REGIME_FIELDS", "FeatureSeries"]
 
-_INF = np.array([np.inf])
-_NEG_INF = np.array([-np.inf])
-
 _B15_SPAN_MS = 14 * MINUTE_MS  # a complete 15m bar's last 1m bar opens 14 minutes in
 _B5_SPAN_MS = 4 * MINUTE_MS
 
@@ -145,11 +142,14 @@ def _buy_sell(tail: CandleSeries, taker: bool) -> tuple[FloatArray, FloatArray]:
 IntArray = npt.NDArray[np.int64]
 
 
-def _first_reaching(values: FloatArray, limits: FloatArray) -> IntArray:
-    """For each i, the first k > i + 2 with ``values[k] <= limits[i]`` (len(values) if
-    none): a binary search over a table of block minima, every i at once."""
+def _first_reaching(
+    values: FloatArray, limits: FloatArray, after: int, *, strict: bool = False
+) -> IntArray:
+    """For each i, the first k >= i + after with ``values[k] <= limits[i]`` (``strict``:
+    ``values[k] < limits[i]``, and a NaN limit is never reached; len(values) if none): a
+    binary search over a table of block minima, every i at once."""
     n = values.shape[0]
-    pos = np.arange(3, limits.shape[0] + 3, dtype=np.int64)
+    pos = np.arange(after, limits.shape[0] + after, dtype=np.int64)
     mins = [values]  # mins[e][k] = min(values[k : k + 2**e])
     while 2 ** len(mins) <= n:
         m, half = mins[-1], 2 ** (len(mins) - 1)
@@ -157,7 +157,9 @@ def _first_reaching(values: FloatArray, limits: FloatArray) -> IntArray:
     for e in range(len(mins) - 1, -1, -1):
         step, m = 2**e, mins[e]
         fits = pos + step <= n  # the whole block [pos, pos + step) exists
-        skip = fits & (m[np.where(fits, pos, 0)] > limits)  # ... and stays above the limit
+        block = m[np.where(fits, pos, 0)]
+        # ... and stays above the limit
+        skip = fits & (~(block < limits) if strict else (block > limits))
         pos += step * skip
     return pos
 
@@ -171,7 +173,19 @@ def _fills(b: CandleSeries) -> tuple[IntArray, IntArray]:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     low = np.where(np.isnan(b.low), -np.inf, b.low)
     high = np.where(np.isnan(b.high), np.inf, b.high)
-    return _first_reaching(low, b.high[:-2]), _first_reaching(-high, -b.low[:-2])
+    return _first_reaching(low, b.high[:-2], 3), _first_reaching(-high, -b.low[:-2], 3)
+
+
+def _breaks(b: CandleSeries) -> tuple[IntArray, IntArray]:
+    """Per bar i, the first later bar closing below its low (a demand pivot's break) and
+    above its high (a supply pivot's): ``features._zones``' ``(close[i + 1:] < low).any()``,
+    NaN closes skipped and a NaN low or high never broken."""
+    up = np.where(np.isnan(b.close), np.inf, b.close)
+    down = np.where(np.isnan(b.close), np.inf, -b.close)
+    return (
+        _first_reaching(up, b.low, 1, strict=True),
+        _first_reaching(down, -b.high, 1, strict=True),
+    )
 
 
 def _features(**values: object) -> SymbolFeatures:
@@ -260,6 +274,7 @@ class FeatureSeries:
             wl = np.lib.stride_tricks.sliding_window_view(b15.low, 2 * k + 1)
             self._pivot_high[k : len(b15) - k] = wh.argmax(axis=1) == k
             self._pivot_low[k : len(b15) - k] = wl.argmin(axis=1) == k
+        self._break_low, self._break_high = _breaks(b15)
         self._body_top = np.maximum(b15.open, b15.close)
         self._body_bottom = np.minimum(b15.open, b15.close)
         # features._fair_value_gaps: each gap's size by its third bar, and the gap objects
@@ -753,16 +768,13 @@ class FeatureSeries:
         k, n = self.config.swing_k, j1 - j0
         if n < 2 * k + 1:
             return None
-        high, low, close = b15.high, b15.low, b15.close
-        pivot_high = np.flatnonzero(self._pivot_high[j0 + k : j1 - k]) + k
-        pivot_low = np.flatnonzero(self._pivot_low[j0 + k : j1 - k]) + k
-        # the lowest / highest close after each bar, inside the window (fmin/fmax skip
-        # NaN as ``(close[i + 1:] < z).any()`` does)
-        later_min = np.concatenate((np.fmin.accumulate(close[::-1])[::-1][1:], _INF))
-        later_max = np.concatenate((np.fmax.accumulate(close[::-1])[::-1][1:], _NEG_INF))
+        high, low = b15.high, b15.low
+        pivot_high = self._pivot_high[j0 + k : j1 - k].nonzero()[0] + k
+        pivot_low = self._pivot_low[j0 + k : j1 - k].nonzero()[0] + k
+        # unbroken: no close inside the window beyond the pivot (its break at or after j1)
         m = self.config.max_zones
-        alive_low = pivot_low[~(later_min[pivot_low] < low[pivot_low])][-m:]
-        alive_high = pivot_high[~(later_max[pivot_high] > high[pivot_high])][-m:]
+        alive_low = pivot_low[self._break_low[pivot_low + j0] >= j1][-m:]
+        alive_high = pivot_high[self._break_high[pivot_high + j0] >= j1][-m:]
         return _Pivots(
             avg_volume=float(b15.volume.mean()) or 1.0,
             alive_low=alive_low.tolist(),
