@@ -736,7 +736,7 @@ class FeatureSeries:
             adx=adx,
             plus_di=plus_di,
             minus_di=minus_di,
-            hurst=_hurst(b15, cfg.hurst_min_bars),
+            hurst=self._hurst(j0, j1),
             autocorr=self._autocorr(j0, j1),
             j0=j0,
             j1=j1,
@@ -751,6 +751,25 @@ class FeatureSeries:
             j0, j1 = part.j0, part.j1
             part.structure = (self._fvgs(self.b15, j0, j1), self._pivots(j0, j1, b15))
         return part.structure
+
+    def _hurst(self, j0: int, j1: int) -> float | None:
+        """``features._hurst`` of the 15m bars j0..j1: the log closes sliced from the
+        series' (element-wise), each lag's ``np.mean`` spelled as its sum ÷ n."""
+        n = j1 - j0
+        if n < self.config.hurst_min_bars or int(self._b15_nonpos[j1] - self._b15_nonpos[j0]):
+            return None
+        logp = self._log15[j0:j1]
+        lags = np.arange(1, max(2, n // 4) + 1)
+        rms = np.array(
+            [math.sqrt(float(_sum((logp[k:] - logp[:-k]) ** 2) / (n - k))) for k in lags.tolist()]
+        )
+        keep = rms > 0
+        if int(keep.sum()) < 2:
+            return None
+        x, y = np.log(lags[keep].astype(np.float64)), np.log(rms[keep])
+        x_c = x - x.mean()
+        slope = float((x_c * (y - y.mean())).sum() / (x_c**2).sum())
+        return _fin(min(1.0, max(0.0, slope)))
 
     def _autocorr(self, j0: int, j1: int) -> float | None:
         """``features._autocorr_15m`` (log returns sliced from the series')."""
