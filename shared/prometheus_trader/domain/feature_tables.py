@@ -208,12 +208,13 @@ def _hurst_autocorr(
         y = np.log(rms)
         slope = (x_c * (y - y.mean(axis=1)[:, None])).sum(axis=1) / (x_c**2).sum()
         slope[~(rms > 0).all(axis=1)] = np.nan
-        # lag-1 autocorrelation of the window's n - 1 log returns
-        r = r15
-        a = swv(r, n - 2)[:lanes]
-        b = swv(r[1:], n - 2)[:lanes]
-        a = a - a.mean(axis=1)[:, None]
-        b = b - b.mean(axis=1)[:, None]
-        denom = np.sqrt((a**2).sum(axis=1) * (b**2).sum(axis=1))
+        # lag-1 autocorrelation of the window's n - 1 log returns: its first n - 2 (a)
+        # and last n - 2 (b), each minus its mean; b of window j is a of window j + 1
+        # (the same returns, the same reductions), so one more row of a serves both
+        c = swv(r15, n - 2)[: lanes + 1]
+        c = c - c.mean(axis=1)[:, None]
+        squares = (c**2).sum(axis=1)
+        a, b = c[:-1], c[1:]
+        denom = np.sqrt(squares[:-1] * squares[1:])
         cross = (a * b).sum(axis=1)
     return slope, cross, denom
