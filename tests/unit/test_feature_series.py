@@ -257,7 +257,7 @@ def test_gap_fills_equal_a_scan_and_windows_keep_the_reference_gaps() -> None:
     """``_fills`` (a binary search over block minima) names the first later bar trading
     back into each gap, as a bar-by-bar scan does; every window's gaps then equal
     ``features._fair_value_gaps`` of that window's bars (ties, NaN and infinite prices)."""
-    from prometheus_trader.domain.feature_series import _fills
+    from prometheus_trader.domain.feature_tables import fills as _fills
     from prometheus_trader.domain.features import _fair_value_gaps
 
     fs = FeatureSeries(_gappy(3000, seed=21))
@@ -310,7 +310,7 @@ def test_pivot_breaks_equal_a_scan_and_windows_keep_the_reference_zones() -> Non
     """``_breaks`` names the first later close beyond each bar's low / high, as a scan
     does (NaN closes skipped, a NaN low or high never broken); every 15m window's zones
     and break of structure then equal ``features._zones`` of its bars."""
-    from prometheus_trader.domain.feature_series import _breaks
+    from prometheus_trader.domain.feature_tables import breaks as _breaks
     from prometheus_trader.domain.features import _zones
 
     bars = _gappy(9000, seed=22)

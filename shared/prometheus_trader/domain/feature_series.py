@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from prometheus_trader.domain.feature_tables import Table15, Wilder, tables15
+from prometheus_trader.domain.feature_tables import Table15, Wilder, breaks, fills, tables15
 from prometheus_trader.domain.features import (
     _MAX_RATIO,
     FairValueGap,
@@ -139,55 +139,6 @@ def _buy_sell(tail: CandleSeries, taker: bool) -> tuple[FloatArray, FloatArray]:
     return buy, tail.volume - buy
 
 
-IntArray = npt.NDArray[np.int64]
-
-
-def _first_reaching(
-    values: FloatArray, limits: FloatArray, after: int, *, strict: bool = False
-) -> IntArray:
-    """For each i, the first k >= i + after with ``values[k] <= limits[i]`` (``strict``:
-    ``values[k] < limits[i]``, and a NaN limit is never reached; len(values) if none): a
-    binary search over a table of block minima, every i at once."""
-    n = values.shape[0]
-    pos = np.arange(after, limits.shape[0] + after, dtype=np.int64)
-    mins = [values]  # mins[e][k] = min(values[k : k + 2**e])
-    while 2 ** len(mins) <= n:
-        m, half = mins[-1], 2 ** (len(mins) - 1)
-        mins.append(np.minimum(m[:-half], m[half:]))
-    for e in range(len(mins) - 1, -1, -1):
-        step, m = 2**e, mins[e]
-        fits = pos + step <= n  # the whole block [pos, pos + step) exists
-        block = m[np.where(fits, pos, 0)]
-        # ... and stays above the limit
-        skip = fits & (~(block < limits) if strict else (block > limits))
-        pos += step * skip
-    return pos
-
-
-def _fills(b: CandleSeries) -> tuple[IntArray, IntArray]:
-    """Per 3-bar gap (element i: bars i..i + 2) the first later bar trading back into it:
-    a low at or below the bullish gap's bottom (``high[i]``), a high at or above the
-    bearish gap's top (``low[i]``), or a NaN one (``features._fair_value_gaps``' suffix
-    min / max turns NaN there, and its comparison False: filled)."""
-    if len(b) < 3:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    low = np.where(np.isnan(b.low), -np.inf, b.low)
-    high = np.where(np.isnan(b.high), np.inf, b.high)
-    return _first_reaching(low, b.high[:-2], 3), _first_reaching(-high, -b.low[:-2], 3)
-
-
-def _breaks(b: CandleSeries) -> tuple[IntArray, IntArray]:
-    """Per bar i, the first later bar closing below its low (a demand pivot's break) and
-    above its high (a supply pivot's): ``features._zones``' ``(close[i + 1:] < low).any()``,
-    NaN closes skipped and a NaN low or high never broken."""
-    up = np.where(np.isnan(b.close), np.inf, b.close)
-    down = np.where(np.isnan(b.close), np.inf, -b.close)
-    return (
-        _first_reaching(up, b.low, 1, strict=True),
-        _first_reaching(down, -b.high, 1, strict=True),
-    )
-
-
 def _features(**values: object) -> SymbolFeatures:
     """``SymbolFeatures(**values)`` for values of the field types, given in field order."""
     return trusted(SymbolFeatures, values)
@@ -274,7 +225,7 @@ class FeatureSeries:
             wl = np.lib.stride_tricks.sliding_window_view(b15.low, 2 * k + 1)
             self._pivot_high[k : len(b15) - k] = wh.argmax(axis=1) == k
             self._pivot_low[k : len(b15) - k] = wl.argmin(axis=1) == k
-        self._break_low, self._break_high = _breaks(b15)
+        self._break_low, self._break_high = breaks(b15)
         self._body_top = np.maximum(b15.open, b15.close)
         self._body_bottom = np.minimum(b15.open, b15.close)
         # features._fair_value_gaps: each gap's size by its third bar, and the gap objects
@@ -282,9 +233,9 @@ class FeatureSeries:
         self._gap_sizes = {
             b.timeframe: (b.low[2:] - b.high[:-2], b.low[:-2] - b.high[2:]) for b in (self.b5, b15)
         }
-        # and the bar that fills each gap (see ``_fills``): a gap is unfilled in a window
-        # iff that bar is not inside it
-        self._gap_fills = {b.timeframe: _fills(b) for b in (self.b5, b15)}
+        # and the bar that fills each gap (``feature_tables.fills``): a gap is unfilled in
+        # a window iff that bar is not inside it
+        self._gap_fills = {b.timeframe: fills(b) for b in (self.b5, b15)}
         # (kind, bar) -> the gap, per timeframe; gaps before a window are dropped now and
         # then (windows move forward; an older window would build them again, equal)
         self._gap_objects: dict[str, dict[tuple[str, int], FairValueGap]] = {

@@ -12,11 +12,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from prometheus_trader.domain.features import FeatureConfig
-from prometheus_trader.domain.market import FloatArray
+from prometheus_trader.domain.market import CandleSeries, FloatArray
 
-__all__ = ["Table15", "Wilder", "table15", "tables15"]
+__all__ = ["Table15", "Wilder", "breaks", "fills", "table15", "tables15"]
+
+IntArray = npt.NDArray[np.int64]
 
 
 class Wilder:
@@ -218,3 +221,49 @@ def _hurst_autocorr(
         denom = np.sqrt(squares[:-1] * squares[1:])
         cross = (a * b).sum(axis=1)
     return slope, cross, denom
+
+
+def _first_reaching(
+    values: FloatArray, limits: FloatArray, after: int, *, strict: bool = False
+) -> IntArray:
+    """For each i, the first k >= i + after with ``values[k] <= limits[i]`` (``strict``:
+    ``values[k] < limits[i]``, and a NaN limit is never reached; len(values) if none): a
+    binary search over a table of block minima, every i at once."""
+    n = values.shape[0]
+    pos = np.arange(after, limits.shape[0] + after, dtype=np.int64)
+    mins = [values]  # mins[e][k] = min(values[k : k + 2**e])
+    while 2 ** len(mins) <= n:
+        m, half = mins[-1], 2 ** (len(mins) - 1)
+        mins.append(np.minimum(m[:-half], m[half:]))
+    for e in range(len(mins) - 1, -1, -1):
+        step, m = 2**e, mins[e]
+        fits = pos + step <= n  # the whole block [pos, pos + step) exists
+        block = m[np.where(fits, pos, 0)]
+        # ... and stays above the limit
+        skip = fits & (~(block < limits) if strict else (block > limits))
+        pos += step * skip
+    return pos
+
+
+def fills(b: CandleSeries) -> tuple[IntArray, IntArray]:
+    """Per 3-bar gap (element i: bars i..i + 2) the first later bar trading back into it:
+    a low at or below the bullish gap's bottom (``high[i]``), a high at or above the
+    bearish gap's top (``low[i]``), or a NaN one (``features._fair_value_gaps``' suffix
+    min / max turns NaN there, and its comparison False: filled)."""
+    if len(b) < 3:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    low = np.where(np.isnan(b.low), -np.inf, b.low)
+    high = np.where(np.isnan(b.high), np.inf, b.high)
+    return _first_reaching(low, b.high[:-2], 3), _first_reaching(-high, -b.low[:-2], 3)
+
+
+def breaks(b: CandleSeries) -> tuple[IntArray, IntArray]:
+    """Per bar i, the first later bar closing below its low (a demand pivot's break) and
+    above its high (a supply pivot's): ``features._zones``' ``(close[i + 1:] < low).any()``,
+    NaN closes skipped and a NaN low or high never broken."""
+    up = np.where(np.isnan(b.close), np.inf, b.close)
+    down = np.where(np.isnan(b.close), np.inf, -b.close)
+    return (
+        _first_reaching(up, b.low, 1, strict=True),
+        _first_reaching(down, -b.high, 1, strict=True),
+    )
