@@ -233,3 +233,108 @@ def test_unordered_series_is_refused() -> None:
     s = series(random_walk(10, seed=4), ts_ms=T0 + MINUTE_MS * np.arange(10)[::-1])
     with pytest.raises(ValueError, match="increasing"):
         FeatureSeries(s)
+
+
+def _gappy(n: int, seed: int) -> CandleSeries:
+    """1m bars that jump (many 3-bar gaps), with repeated prices (ties at the fill edges)
+    and NaN / infinite highs and lows in places."""
+    rng = np.random.default_rng(seed)
+    close = np.round(100 + np.cumsum(rng.choice([-3.0, -1.0, 0.0, 1.0, 3.0], n)), 0)
+    open_ = np.r_[close[0], close[:-1]]
+    high = np.maximum(open_, close) + rng.choice([0.0, 1.0], n)
+    low = np.minimum(open_, close) - rng.choice([0.0, 1.0], n)
+    high[rng.choice(n, 6, replace=False)] = np.nan
+    low[rng.choice(n, 6, replace=False)] = np.nan
+    high[rng.choice(n, 2, replace=False)] = np.inf
+    low[rng.choice(n, 2, replace=False)] = -np.inf
+    ts = T0 + MINUTE_MS * np.arange(n, dtype=np.int64)
+    return CandleSeries(
+        "GAP/USDT:USDT", "1m", ts, open_, high, low, close, np.full(n, 5.0), np.full(n, 2.0)
+    )
+
+
+def test_gap_fills_equal_a_scan_and_windows_keep_the_reference_gaps() -> None:
+    """``_fills`` (a binary search over block minima) names the first later bar trading
+    back into each gap, as a bar-by-bar scan does; every window's gaps then equal
+    ``features._fair_value_gaps`` of that window's bars (ties, NaN and infinite prices)."""
+    from prometheus_trader.domain.feature_tables import fills as _fills
+    from prometheus_trader.domain.features import _fair_value_gaps
+
+    fs = FeatureSeries(_gappy(3000, seed=21))
+    cfg = fs.config
+    checked = 0
+    for b in (fs.b5, fs.b15):
+        bull, bear = _fills(b)
+        n = len(b)
+        for i in range(n - 2):
+            up = next((k for k in range(i + 3, n) if not b.low[k] > b.high[i]), n)
+            down = next((k for k in range(i + 3, n) if not b.high[k] < b.low[i]), n)
+            if not np.isnan(b.high[i]):
+                assert bull[i] == up, (b.timeframe, i)
+            if not np.isnan(b.low[i]):
+                assert bear[i] == down, (b.timeframe, i)
+        for lo in range(0, n, 7):
+            for hi in range(lo, min(n, lo + 120) + 1, 3):
+                fast = fs._fvgs(b, lo, hi)
+                ref = _fair_value_gaps(b.rows(lo, hi), cfg)
+                assert repr([g.model_dump() for g in fast]) == repr(
+                    [g.model_dump() for g in ref]
+                ), (b.timeframe, lo, hi)
+                checked += len(ref)
+    assert checked > 1000
+
+
+def test_tables_of_two_lengths_in_one_run_equal_each_alone() -> None:
+    """``tables15`` steps the Wilder recursions once for both tabulated lengths (the
+    shorter length's extra lane dropped past its end): each table equals its own run."""
+    from prometheus_trader.domain.feature_tables import table15, tables15
+
+    fs = FeatureSeries(series(random_walk(9000, seed=31, vol=0.003)))
+    arrays = (fs._tr, fs._pdm, fs._mdm, fs._log15, fs._r15)
+    count = len(fs.b15)
+    lengths = (40, 95, 96, count, count + 1)
+    both = tables15(lengths, count, *arrays, fs.config)
+    assert sorted(both) == [40, 95, 96, count]
+    for n in lengths:
+        alone = table15(n, count, *arrays, fs.config)
+        if alone is None:
+            assert n not in both
+            continue
+        for name in ("atr", "adx", "plus_di", "minus_di", "hurst", "cross", "denom"):
+            a, b = getattr(both[n], name), getattr(alone, name)
+            assert a.shape == b.shape == (count - n + 1,)
+            assert a.tobytes() == b.tobytes(), (n, name)
+
+
+def test_pivot_breaks_equal_a_scan_and_windows_keep_the_reference_zones() -> None:
+    """``_breaks`` names the first later close beyond each bar's low / high, as a scan
+    does (NaN closes skipped, a NaN low or high never broken); every 15m window's zones
+    and break of structure then equal ``features._zones`` of its bars."""
+    from prometheus_trader.domain.feature_tables import breaks as _breaks
+    from prometheus_trader.domain.features import _zones
+
+    bars = _gappy(9000, seed=22)
+    nan_close = np.random.default_rng(23).choice(len(bars), 40, replace=False)
+    bars.close[nan_close] = np.nan
+    fs = FeatureSeries(bars)
+    b = fs.b15
+    n = len(b)
+    assert np.isnan(b.close).any() and np.isnan(b.low).any()
+    below, above = _breaks(b)
+    for i in range(n):
+        down = next((k for k in range(i + 1, n) if b.close[k] < b.low[i]), n)
+        up = next((k for k in range(i + 1, n) if b.close[k] > b.high[i]), n)
+        assert (below[i], above[i]) == (down, up), i
+    zones = 0
+    for j0 in range(0, n, 5):
+        for j1 in range(j0, min(n, j0 + 100) + 1, 4):
+            window = b.rows(j0, j1)
+            for price in (100.0, float(np.nanmedian(b.close[j0:j1])) if j1 > j0 else 1.0):
+                fast = fs._zones(fs._pivots(j0, j1, window), window, price)
+                ref = _zones(window, price, fs.config)
+                assert fast[1] == ref[1], (j0, j1)
+                assert repr([z.model_dump() for z in fast[0]]) == repr(
+                    [z.model_dump() for z in ref[0]]
+                ), (j0, j1, price)
+                zones += len(ref[0])
+    assert zones > 1000

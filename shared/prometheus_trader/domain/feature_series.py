@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from prometheus_trader.domain.feature_tables import Table15, Wilder, table15
+from prometheus_trader.domain.feature_tables import Table15, Wilder, breaks, fills, tables15
 from prometheus_trader.domain.features import (
     _MAX_RATIO,
     FairValueGap,
@@ -58,9 +58,6 @@ from prometheus_trader.domain.market import (
 from prometheus_trader.domain.trusted import trusted
 
 __all__ = ["REGIME_FIELDS", "FeatureSeries"]
-
-_INF = np.array([np.inf])
-_NEG_INF = np.array([-np.inf])
 
 _B15_SPAN_MS = 14 * MINUTE_MS  # a complete 15m bar's last 1m bar opens 14 minutes in
 _B5_SPAN_MS = 4 * MINUTE_MS
@@ -199,6 +196,11 @@ class FeatureSeries:
         self._missing = missing.astype(np.int32) if missing[-1] < 2**31 else missing
         self._bad_close = np.r_[0, np.cumsum(~np.isfinite(s.close))].astype(np.int32)
         self._positive_close = bool((s.close > 0).all())
+        # 1m log returns (element i: bars i and i + 1): a window's np.diff(np.log(close))
+        # is their slice, element for element (``_btc`` reads them only if all are > 0)
+        self._r1 = np.diff(np.log(s.close)) if self._positive_close else np.empty(0)
+        # the bars' typical prices, element-wise as ``features._value_area`` makes them
+        self._typical = (s.high + s.low + s.close) / 3
         self.b5 = s.resample("5m")
         self.b15 = b15 = s.resample("15m")
         # 15m element-wise arrays (index i: bars i and i + 1), as features._adx builds them
@@ -223,6 +225,7 @@ class FeatureSeries:
             wl = np.lib.stride_tricks.sliding_window_view(b15.low, 2 * k + 1)
             self._pivot_high[k : len(b15) - k] = wh.argmax(axis=1) == k
             self._pivot_low[k : len(b15) - k] = wl.argmin(axis=1) == k
+        self._break_low, self._break_high = breaks(b15)
         self._body_top = np.maximum(b15.open, b15.close)
         self._body_bottom = np.minimum(b15.open, b15.close)
         # features._fair_value_gaps: each gap's size by its third bar, and the gap objects
@@ -230,6 +233,9 @@ class FeatureSeries:
         self._gap_sizes = {
             b.timeframe: (b.low[2:] - b.high[:-2], b.low[:-2] - b.high[2:]) for b in (self.b5, b15)
         }
+        # and the bar that fills each gap (``feature_tables.fills``): a gap is unfilled in
+        # a window iff that bar is not inside it
+        self._gap_fills = {b.timeframe: fills(b) for b in (self.b5, b15)}
         # (kind, bar) -> the gap, per timeframe; gaps before a window are dropped now and
         # then (windows move forward; an older window would build them again, equal)
         self._gap_objects: dict[str, dict[tuple[str, int], FairValueGap]] = {
@@ -248,9 +254,7 @@ class FeatureSeries:
         # bars (the ends fall inside a 15m bar or not): those lengths are tabulated
         full = cfg.window_bars // 15
         arrays = (self._tr, self._pdm, self._mdm, self._log15, self._r15)
-        self._tables = {
-            n: t for n in (full - 1, full) if (t := table15(n, len(b15), *arrays, cfg)) is not None
-        }
+        self._tables = tables15((full - 1, full), len(b15), *arrays, cfg)
 
     # ------------------------------------------------------------------ window
     def bounds(self, now_ms: int, since_ms: int | None = None) -> tuple[int, int]:
@@ -559,18 +563,17 @@ class FeatureSeries:
 
     def _fvgs(self, b: CandleSeries, lo: int, hi: int) -> list[FairValueGap]:
         """``features._fair_value_gaps(b.rows(lo, hi))`` (b: the series' 5m or 15m bars)."""
-        n = hi - lo
-        if n < 3:
+        if hi - lo < 3:
             return []
         cfg = self.config
-        high, low = b.high[lo:hi], b.low[lo:hi]
         min_size = float(b.close[hi - 1]) * cfg.min_gap_pct / 100
-        later_low = np.concatenate((np.minimum.accumulate(low[::-1])[::-1][1:], _INF))
-        later_high = np.concatenate((np.maximum.accumulate(high[::-1])[::-1][1:], _NEG_INF))
         bull_size, bear_size = self._gap_sizes[b.timeframe]
-        idx = np.arange(2, n)
-        bull = idx[(bull_size[lo : hi - 2] > min_size) & (later_low[2:] > high[:-2])]
-        bear = idx[(bear_size[lo : hi - 2] > min_size) & (later_high[2:] < low[:-2])]
+        bull_fill, bear_fill = self._gap_fills[b.timeframe]
+        # window indices (from 2) of the gaps wide enough and not filled inside the window
+        bull = ((bull_size[lo : hi - 2] > min_size) & (bull_fill[lo : hi - 2] >= hi)).nonzero()[0]
+        bear = ((bear_size[lo : hi - 2] > min_size) & (bear_fill[lo : hi - 2] >= hi)).nonzero()[0]
+        bull += 2
+        bear += 2
         gaps: list[FairValueGap] = []
         kept = self._gap_objects[b.timeframe]
         if len(kept) > 256:
@@ -684,7 +687,7 @@ class FeatureSeries:
             adx=adx,
             plus_di=plus_di,
             minus_di=minus_di,
-            hurst=_hurst(b15, cfg.hurst_min_bars),
+            hurst=self._hurst(j0, j1),
             autocorr=self._autocorr(j0, j1),
             j0=j0,
             j1=j1,
@@ -699,6 +702,25 @@ class FeatureSeries:
             j0, j1 = part.j0, part.j1
             part.structure = (self._fvgs(self.b15, j0, j1), self._pivots(j0, j1, b15))
         return part.structure
+
+    def _hurst(self, j0: int, j1: int) -> float | None:
+        """``features._hurst`` of the 15m bars j0..j1: the log closes sliced from the
+        series' (element-wise), each lag's ``np.mean`` spelled as its sum ÷ n."""
+        n = j1 - j0
+        if n < self.config.hurst_min_bars or int(self._b15_nonpos[j1] - self._b15_nonpos[j0]):
+            return None
+        logp = self._log15[j0:j1]
+        lags = np.arange(1, max(2, n // 4) + 1)
+        rms = np.array(
+            [math.sqrt(float(_sum((logp[k:] - logp[:-k]) ** 2) / (n - k))) for k in lags.tolist()]
+        )
+        keep = rms > 0
+        if int(keep.sum()) < 2:
+            return None
+        x, y = np.log(lags[keep].astype(np.float64)), np.log(rms[keep])
+        x_c = x - x.mean()
+        slope = float((x_c * (y - y.mean())).sum() / (x_c**2).sum())
+        return _fin(min(1.0, max(0.0, slope)))
 
     def _autocorr(self, j0: int, j1: int) -> float | None:
         """``features._autocorr_15m`` (log returns sliced from the series')."""
@@ -716,16 +738,13 @@ class FeatureSeries:
         k, n = self.config.swing_k, j1 - j0
         if n < 2 * k + 1:
             return None
-        high, low, close = b15.high, b15.low, b15.close
-        pivot_high = np.flatnonzero(self._pivot_high[j0 + k : j1 - k]) + k
-        pivot_low = np.flatnonzero(self._pivot_low[j0 + k : j1 - k]) + k
-        # the lowest / highest close after each bar, inside the window (fmin/fmax skip
-        # NaN as ``(close[i + 1:] < z).any()`` does)
-        later_min = np.concatenate((np.fmin.accumulate(close[::-1])[::-1][1:], _INF))
-        later_max = np.concatenate((np.fmax.accumulate(close[::-1])[::-1][1:], _NEG_INF))
+        high, low = b15.high, b15.low
+        pivot_high = self._pivot_high[j0 + k : j1 - k].nonzero()[0] + k
+        pivot_low = self._pivot_low[j0 + k : j1 - k].nonzero()[0] + k
+        # unbroken: no close inside the window beyond the pivot (its break at or after j1)
         m = self.config.max_zones
-        alive_low = pivot_low[~(later_min[pivot_low] < low[pivot_low])][-m:]
-        alive_high = pivot_high[~(later_max[pivot_high] > high[pivot_high])][-m:]
+        alive_low = pivot_low[self._break_low[pivot_low + j0] >= j1][-m:]
+        alive_high = pivot_high[self._break_high[pivot_high + j0] >= j1][-m:]
         return _Pivots(
             avg_volume=float(b15.volume.mean()) or 1.0,
             alive_low=alive_low.tolist(),
@@ -805,7 +824,7 @@ class FeatureSeries:
         width = (high - low) / nb
         # element-wise on the window's bars (``at`` runs for few windows now: the regime
         # veto skips most, so a per-series array would only hold memory)
-        typical = (bars.high + bars.low + bars.close) / 3
+        typical = self._typical[lo:hi]
         idx = ((typical - low) / width).astype(np.int64)  # np.clip(idx, 0, nb - 1):
         np.minimum(np.maximum(idx, 0, out=idx), nb - 1, out=idx)
         counts = np.bincount(idx, weights=bars.volume, minlength=nb)
@@ -858,7 +877,7 @@ class FeatureSeries:
         # np.diff(np.log(close)) of a window is a slice of the series' log returns
         if hi - lo - 1 < cfg.min_corr_returns:
             return None, btc_change
-        ra = np.diff(np.log(self.series.close[lo:hi]))  # all closes are positive
+        ra = self._r1[lo : hi - 1]  # np.diff(np.log(close[lo:hi])): all closes are positive
         ra = ra - _mean(ra)
         rb, rb_squares = btc._centered_returns(blo, bhi)
         denom = math.sqrt(float(_sum(ra * ra) * rb_squares))  # ra**2 is ra * ra
@@ -871,7 +890,7 @@ class FeatureSeries:
         for the last window: every symbol of a ranking correlates with the same BTC)."""
         kept = self._centered
         if kept is None or kept[0] != lo or kept[1] != hi:
-            r = np.diff(np.log(self.series.close[lo:hi]))  # all closes are positive
+            r = self._r1[lo : hi - 1]  # np.diff(np.log(close[lo:hi])): all closes are > 0
             r = r - _mean(r)
             kept = self._centered = (lo, hi, r, _sum(r * r))
         return kept[2], kept[3]
