@@ -10,6 +10,7 @@ the JSON parses, the bench's headline figures are there and positive, and every 
 the bench checks itself (same ledger, same decisions, identical ledgers, equal outcomes)
 holds. The figures themselves are not compared with anything: the machine is shared.
 jesse is left out by option (``--engines plain-loop,prometheus``), not skipped.
+The suite runs with ``--dist loadfile``: this file's benches share one worker, in order.
 """
 
 from __future__ import annotations
