@@ -38,7 +38,11 @@ from prometheus_trader.adapters.embedded.memory_state_store import MemoryStateSt
 from prometheus_trader.adapters.embedded.sqlite_state_store import SqliteStateStore
 from prometheus_trader.ports import AlreadyExists, StateStore, StateTransaction
 
-RESULTS = Path(__file__).resolve().parent / "results" / "backtest_state_store.json"
+# PROMETHEUS_BENCH_RESULTS_DIR: write elsewhere than bench/results/ (the smoke test does)
+RESULTS_DIR = Path(
+    os.environ.get("PROMETHEUS_BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results"
+)
+RESULTS = RESULTS_DIR / "backtest_state_store.json"
 STORES: dict[str, Callable[[], StateStore]] = {
     "sqlite-memory": lambda: SqliteStateStore(":memory:"),
     "memory": MemoryStateStore,

@@ -28,6 +28,7 @@ import cProfile
 import gc
 import hashlib
 import json
+import os
 import platform
 import pstats
 import sys
@@ -67,7 +68,11 @@ except ImportError:  # the code before the pure API: run it the same way, to com
         edge_from_journal,
     )
 
-RESULTS = Path(__file__).resolve().parent / "results" / "decision.json"
+# PROMETHEUS_BENCH_RESULTS_DIR: write elsewhere than bench/results/ (the smoke test does)
+RESULTS_DIR = Path(
+    os.environ.get("PROMETHEUS_BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results"
+)
+RESULTS = RESULTS_DIR / "decision.json"
 NOW = datetime(2025, 5, 21, 8, 0, tzinfo=UTC)
 SYMBOL = "ETH/USDT:USDT"
 PRICE = 2500.0

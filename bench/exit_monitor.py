@@ -91,8 +91,10 @@ from prometheus_trader.usecases.monitor import ExitMonitor  # noqa: E402
 from prometheus_trader.usecases.names import Collections  # noqa: E402
 from prometheus_trader.usecases.stats import UserStats, user_stats_id  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "exit_monitor.json"
-CLOSE_HEAVY_RESULTS = ROOT / "bench" / "results" / "exit_monitor_close_heavy.json"
+# PROMETHEUS_BENCH_RESULTS_DIR: write elsewhere than bench/results/ (the smoke test does)
+RESULTS_DIR = Path(os.environ.get("PROMETHEUS_BENCH_RESULTS_DIR") or ROOT / "bench" / "results")
+RESULTS = RESULTS_DIR / "exit_monitor.json"
+CLOSE_HEAVY_RESULTS = RESULTS_DIR / "exit_monitor_close_heavy.json"
 CYCLE_MS = 2_000
 SYMBOLS = 500
 STRIDE = 50
@@ -583,12 +585,13 @@ def bench_cycle(
     store: str = "sqlite",
     concurrency: int = 1,
     listener: bool = True,
+    symbols_n: int = SYMBOLS,
 ) -> dict[str, object]:
     """Cycles 2 and 3 (steady state) over ``positions_n`` positions on 500 symbols."""
     raws = looped(base, 17)  # > 15 minutes of ticks, so cycle 1 fills the whole window
     first = _first_prices(raws)
     recorded = sorted(first)
-    symbols = [f"S{i:03d}/USDT:USDT" for i in range(SYMBOLS)]
+    symbols = [f"S{i:03d}/USDT:USDT" for i in range(symbols_n)]
     ticks: dict[str, list[Raw]] = {}
     for i, s in enumerate(symbols):
         src = recorded[i % len(recorded)]
@@ -613,7 +616,7 @@ def bench_cycle(
 
     docs: dict[str, dict[str, Any]] = {}
     for k in range(positions_n):
-        s = symbols[k % SYMBOLS]
+        s = symbols[k % symbols_n]
         price = ticks[s][-1]["price"]
         d = Direction.LONG if k % 2 == 0 else Direction.SHORT
         p = position(f"p{k:06d}", f"u{k % users:05d}", s, d, price, opened_ms)
@@ -712,7 +715,7 @@ def bench_cycle(
     return {
         "positions": positions_n,
         "rules": label,
-        "symbols": SYMBOLS,
+        "symbols": symbols_n,
         "users": users,
         "store": STORES[store],
         "close_concurrency": concurrency,
@@ -749,6 +752,7 @@ def main() -> None:
         "back to back, --repeat times; writes bench/results/exit_monitor_close_heavy.json",
     )
     parser.add_argument("--close-concurrency", type=int, nargs="*", default=[1, 16])
+    parser.add_argument("--symbols", type=int, default=SYMBOLS, help="cycle: symbols (a smoke run)")
     parser.add_argument("--repeat", type=int, default=2, help="close-heavy rounds")
     parser.add_argument(
         "--no-listener",
@@ -776,7 +780,7 @@ def main() -> None:
             emulator = stack.enter_context(EmulatorStack(Path(tmp), services=("firestore",)))
             os.environ.update(emulator.env())
         result["cycle"] = [
-            bench_cycle(base, n, Path(tmp), config, label, store)
+            bench_cycle(base, n, Path(tmp), config, label, store, symbols_n=args.symbols)
             for store in args.stores
             for n in args.positions
             for config, label in rule_sets
@@ -811,7 +815,7 @@ def main() -> None:
             f"{c['steady_cpu_ms']} ms CPU, {c['steady_wall_ms']} ms wall "
             f"(cycles: {[(r['cpu_ms'], r['closed']) for r in c['cycles']]})"
         )
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    print(f"wrote {RESULTS}")
 
 
 def close_heavy(base: Sequence[Raw], args: argparse.Namespace) -> None:
@@ -839,6 +843,7 @@ def close_heavy(base: Sequence[Raw], args: argparse.Namespace) -> None:
                             store,
                             c,
                             listener=not args.no_listener,
+                            symbols_n=args.symbols,
                         )
                         run["round"] = round_ + 1
                         cycles = run["cycles"][1:]  # type: ignore[index]
@@ -864,7 +869,7 @@ def close_heavy(base: Sequence[Raw], args: argparse.Namespace) -> None:
     }
     CLOSE_HEAVY_RESULTS.parent.mkdir(parents=True, exist_ok=True)
     CLOSE_HEAVY_RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {CLOSE_HEAVY_RESULTS.relative_to(ROOT)}")
+    print(f"wrote {CLOSE_HEAVY_RESULTS}")
 
 
 if __name__ == "__main__":

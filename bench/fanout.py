@@ -15,6 +15,7 @@ use-cases + domain). Writes ``bench/results/fanout.json``.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -40,7 +41,11 @@ from prometheus_trader.usecases.execute import ExecuteSignalForUser
 from prometheus_trader.usecases.execute_batch import ExecuteSignalBatch
 from prometheus_trader.usecases.names import Collections, Subscriptions, Topics
 
-RESULTS = Path(__file__).resolve().parent / "results" / "fanout.json"
+# PROMETHEUS_BENCH_RESULTS_DIR: write elsewhere than bench/results/ (the smoke test does)
+RESULTS_DIR = Path(
+    os.environ.get("PROMETHEUS_BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results"
+)
+RESULTS = RESULTS_DIR / "fanout.json"
 START = datetime(2025, 5, 21, 8, 0, tzinfo=UTC)
 SYMBOL = "ETH/USDT:USDT"
 HISTORY_PER_USER = 5  # closed positions already stored per user

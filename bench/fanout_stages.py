@@ -6,11 +6,15 @@ executor's steps, the state store's calls (per collection) and the venue's batch
 wrapped in CPU timers; each figure excludes the timed calls nested in it, so the rows add
 up to the timed part of the fan-out. ``--no-gc``: the cyclic garbage collector off (its
 cost grows with the live heap, i.e. with the number of users whose books are cached).
+Writes ``bench/results/fanout_stages.json``.
 """
 
 from __future__ import annotations
 
 import gc
+import json
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -23,6 +27,12 @@ from prometheus_trader.usecases import execute_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fanout  # the bench next to this file
+
+# PROMETHEUS_BENCH_RESULTS_DIR: write elsewhere than bench/results/ (the smoke test does)
+RESULTS_DIR = Path(
+    os.environ.get("PROMETHEUS_BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results"
+)
+RESULTS = RESULTS_DIR / "fanout_stages.json"
 
 SPENT: dict[str, float] = {}
 _STACK: list[float] = []
@@ -94,6 +104,22 @@ def main(argv: list[str]) -> int:
         print(f"  {name:34s} {cpu / decisions * 1000:7.3f}")
     rest = row["cpu_seconds"] - sum(SPENT.values())
     print(f"  {'the rest (dispatch, bus, per-user)':34s} {rest / decisions * 1000:7.3f}")
+    result = {
+        "benchmark": "one batched fan-out, exclusive CPU per executor step and store call",
+        "python": platform.python_version(),
+        "users": users,
+        "gc": "--no-gc" not in argv,
+        "decisions": decisions,
+        "cpu_ms_per_decision": row["cpu_ms_per_decision"],
+        "cpu_ms_per_decision_by_part": {
+            name: round(cpu / decisions * 1000, 4)
+            for name, cpu in sorted(SPENT.items(), key=lambda kv: -kv[1])
+        },
+        "cpu_ms_per_decision_rest": round(rest / decisions * 1000, 4),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {RESULTS}")
     return 0
 
 

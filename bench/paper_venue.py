@@ -40,7 +40,11 @@ from prometheus_trader.domain.trading import Order, OrderRequest, OrderType
 from prometheus_trader.ports import MarketStore, OrderRejected, StateStore
 from prometheus_trader.sample import SAMPLE_STORE_DIR
 
-RESULTS = Path(__file__).resolve().parent / "results" / "paper_venue.json"
+# PROMETHEUS_BENCH_RESULTS_DIR: write elsewhere than bench/results/ (the smoke test does)
+RESULTS_DIR = Path(
+    os.environ.get("PROMETHEUS_BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results"
+)
+RESULTS = RESULTS_DIR / "paper_venue.json"
 START = datetime(2025, 5, 21, 8, 0, tzinfo=UTC)
 SYMBOL = "ETH/USDT:USDT"
 # the code before the batch calls (the "before" column: run with that checkout on

@@ -1,14 +1,15 @@
 """Benchmark: the backtest's feature work per ranking, on a market store.
 
 Run: ``.venv/bin/python bench/ranking_features.py --store /tmp/month [--rankings 300]``.
-Walks forward through consecutive 5-minute rankings two days into the store's common
-range, as the backtest does: ``FeatureSeries.ranking_at`` for every series (what the
+Walks forward through consecutive 5-minute rankings two days (``--days-in``) into the
+store's common range, as the backtest does: ``FeatureSeries.ranking_at`` for every series (what the
 ranking scores), then for ``--analysed`` of them (the ranked symbols the backtest
 analyses) ``FeatureSeries.regime_at`` and the consensus policy's ``regime_vetoes``, and
 ``FeatureSeries.at`` (all features) with the eight analysts and ``decide`` for those not
 vetoed (``--no-veto``: for all of them, as before the veto; with a checkout from before
 ``ranking_at`` on ``PYTHONPATH``, ``at`` for every series, as the backtest did then).
-Prints CPU milliseconds per ranking and microseconds per call as JSON;
+Prints CPU milliseconds per ranking and microseconds per call as JSON and writes it to
+``bench/results/ranking_features.json`` (``--out``);
 ``--compute-features`` also times ``compute_features`` on the same windows (the live
 ranker's path), for reference.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +36,10 @@ except ImportError:  # pragma: no cover
     regime_vetoes = None  # type: ignore[assignment]
 
 BTC = "BTC/USDT:USDT"
+# PROMETHEUS_BENCH_RESULTS_DIR: write elsewhere than bench/results/ (the smoke test does)
+RESULTS_DIR = Path(
+    os.environ.get("PROMETHEUS_BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results"
+)
 
 
 def main() -> int:
@@ -41,15 +47,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--rankings", type=int, default=300)
+    parser.add_argument("--days-in", type=float, default=2.0, help="first ranking, days in")
     parser.add_argument("--analysed", type=int, default=10)
     parser.add_argument("--compute-features", action="store_true")
     parser.add_argument("--no-veto", action="store_true", help="at() for every analysed one")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "ranking_features.json")
     args = parser.parse_args()
     data = MemoryMarketData.from_parquet(args.store, "binance", MarketType.PERP)
     series = {k.symbol: FeatureSeries(s) for k, s in sorted(data.series.items(), key=str)}
     btc = series.get(BTC)
     first = max(int(f.series.ts_ms[0]) for f in series.values())
-    t0 = first + 2 * 1440 * MINUTE_MS
+    t0 = first + int(args.days_in * 1440) * MINUTE_MS
     times = [t0 + i * 5 * MINUTE_MS for i in range(args.rankings)]
     day = 1440 * MINUTE_MS
     analysed = list(series.values())[: args.analysed]
@@ -115,6 +123,8 @@ def main() -> int:
         cpu = time.process_time() - c0
         out["compute_features_us"] = round(cpu / len(times) / max(1, len(analysed)) * 1e6, 1)
     print(json.dumps(out))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 
