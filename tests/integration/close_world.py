@@ -163,7 +163,7 @@ def venue_world(tmp: Path, users: int, per_user: int) -> Iterator[World]:
     now = datetime.fromtimestamp(DEFAULT_NOW_MS / 1000, UTC)
     state_path = tmp / "state.sqlite"
     state = SqliteStateStore(state_path)
-    with serve_binance(engine, nodelay=True) as stand:
+    with serve_binance(engine) as stand:
         executor = make_executor(stand.urls, state_path, tmp / "blobs-exec", DEFAULT_NOW_MS)
         for u in names:
             user = User.with_profile(u, RiskProfile.AGGRESSIVE)
