@@ -47,6 +47,7 @@ from prometheus_trader.usecases.execution_steps import (
     ExecutorConfig,
     Outcome,
     accepted,
+    opened_position,
 )
 from prometheus_trader.usecases.names import Collections, labels
 from prometheus_trader.usecases.portfolio import close_opposite, user_edge
@@ -470,31 +471,8 @@ class ExecuteSignalForUser(ExecutionSteps):
             if stored is not None:
                 return accepted(Position.model_validate(stored))
             return self._flatten(signal, user, plan, entry, error)
-        assert plan.stop_loss is not None  # the gate refuses plans without one
-        position = Position(
-            id=exec_id,
-            user_id=user.user_id,
-            signal_id=signal.id,
-            exchange=signal.exchange,
-            market_type=signal.market_type,
-            symbol=signal.symbol,
-            direction=signal.direction,
-            exchange_account=user.exchange_account,  # where _place sent its orders
-            amount=entry.filled,
-            entry_price=entry.average,
-            entry_fee=entry.fee,
-            leverage=plan.leverage,
-            stop_loss=plan.stop_loss,
-            take_profits=plan.take_profits,
-            trailing_stop_pct=user.limits.trailing_stop_pct,
-            best_price=entry.average,
-            worst_price=entry.average,
-            stop_order_id=stop_id,
-            take_profit_order_ids=tp_ids,
-            entry_order_id=entry.id,
-            opened_at=self._clock.now(),
-            opened_ms=entry.updated_ms,
-            max_hold_minutes=user.limits.max_hold_minutes,
+        position = opened_position(
+            exec_id, signal, user, plan, entry, stop_id, tp_ids, self._clock.now()
         )
         document = position.model_dump(mode="json")
 

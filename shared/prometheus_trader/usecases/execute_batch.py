@@ -46,6 +46,7 @@ from prometheus_trader.usecases.execute import (
     ExecuteSignalForUser,
     position_payload,
 )
+from prometheus_trader.usecases.execution_steps import opened_position
 from prometheus_trader.usecases.names import Collections, Topics, labels
 from prometheus_trader.usecases.portfolio import edge_from_journal
 from prometheus_trader.usecases.scaled import is_scaled
@@ -473,33 +474,16 @@ class ExecuteSignalBatch(ExecuteSignalForUser):
 
     def _position(self, signal: OpportunitySignal, item: _Item) -> Position:
         plan = item.decision.plan  # type: ignore[union-attr]
-        entry, stop, user = item.entry, item.stop, item.user
-        assert plan is not None and entry is not None and entry.average is not None
-        assert stop is not None and plan.stop_loss is not None
-        return Position(
-            id=item.exec_id,
-            user_id=user.user_id,
-            signal_id=signal.id,
-            exchange=signal.exchange,
-            market_type=signal.market_type,
-            symbol=signal.symbol,
-            direction=signal.direction,
-            exchange_account=user.exchange_account,  # where _enter_all sent its orders
-            amount=entry.filled,
-            entry_price=entry.average,
-            entry_fee=entry.fee,
-            leverage=plan.leverage,
-            stop_loss=plan.stop_loss,
-            take_profits=plan.take_profits,
-            trailing_stop_pct=user.limits.trailing_stop_pct,
-            best_price=entry.average,
-            worst_price=entry.average,
-            stop_order_id=stop.id,
-            take_profit_order_ids=[o.id for o in item.take_profits],
-            entry_order_id=entry.id,
-            opened_at=self._clock.now(),
-            opened_ms=entry.updated_ms,
-            max_hold_minutes=user.limits.max_hold_minutes,
+        assert plan is not None and item.entry is not None and item.stop is not None
+        return opened_position(
+            item.exec_id,
+            signal,
+            item.user,
+            plan,
+            item.entry,
+            item.stop.id,
+            [o.id for o in item.take_profits],
+            self._clock.now(),
         )
 
     def _store_positions(

@@ -7,6 +7,7 @@ paths are documented in docs/execution.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_trader.domain.events import EventType, Severity
 from prometheus_trader.domain.ids import client_order_id
@@ -178,4 +179,44 @@ def accepted(position: Position) -> Outcome:
     order_ids = [position.entry_order_id, *filter(None, [position.stop_order_id])]
     return Outcome(
         DecisionOutcome.ACCEPTED, [*order_ids, *position.take_profit_order_ids], position.id
+    )
+
+
+def opened_position(
+    exec_id: str,
+    signal: OpportunitySignal,
+    user: User,
+    plan: TradePlan,
+    entry: Order,
+    stop_order_id: str,
+    take_profit_order_ids: list[str],
+    now: datetime,
+) -> Position:
+    """The position an execution opened: its filled entry, resting stop and take-profits,
+    on the user's current account (where the executor sent the orders)."""
+    assert plan.stop_loss is not None and entry.average is not None  # the gate, the fill
+    return Position(
+        id=exec_id,
+        user_id=user.user_id,
+        signal_id=signal.id,
+        exchange=signal.exchange,
+        market_type=signal.market_type,
+        symbol=signal.symbol,
+        direction=signal.direction,
+        exchange_account=user.exchange_account,
+        amount=entry.filled,
+        entry_price=entry.average,
+        entry_fee=entry.fee,
+        leverage=plan.leverage,
+        stop_loss=plan.stop_loss,
+        take_profits=plan.take_profits,
+        trailing_stop_pct=user.limits.trailing_stop_pct,
+        best_price=entry.average,
+        worst_price=entry.average,
+        stop_order_id=stop_order_id,
+        take_profit_order_ids=take_profit_order_ids,
+        entry_order_id=entry.id,
+        opened_at=now,
+        opened_ms=entry.updated_ms,
+        max_hold_minutes=user.limits.max_hold_minutes,
     )
