@@ -138,7 +138,7 @@ class LiveUseCases:
         max_delivery_attempts: int,
         bar_timeframe: str = "1m",
     ) -> LiveUseCases:
-        """As ``pipeline.wire`` wires them (the notifier aside: it changes no trade)."""
+        """As ``wiring.wire`` wires them (the notifier aside: it changes no trade)."""
         bus = InMemoryBus(max_delivery_attempts=max_delivery_attempts)
         blobs = MemoryBlobStore()
         executor = ExecuteSignalForUser(

@@ -198,7 +198,7 @@ def build_engine(
 def backtest_exchange(
     settings: Settings, data: MemoryMarketData, clock: SimulatedClock, state: StateStore
 ) -> BacktestExchange:
-    """``pipeline.replay_exchange``'s exchange (same fills, same ledger), as the backtest's
+    """``wiring.replay_exchange``'s exchange (same fills, same ledger), as the backtest's
     ``BacktestExchange`` (tickers kept while their bars are the same)."""
     return BacktestExchange(
         data, clock, ledger=state, ledger_exclusive=True, **paper_fills(settings)
