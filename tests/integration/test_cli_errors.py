@@ -114,12 +114,13 @@ def test_a_truncated_parquet_in_the_store_is_one_line(
     assert _digest(workspace / "var" / "run") == previous
 
 
-def _start_run(workspace: Path, var: str) -> subprocess.Popen[str]:
-    """A full-window run in its own process (SIGINT at its default, as in a terminal)."""
+def _start_run(workspace: Path, var: str, *, short: bool = True) -> subprocess.Popen[str]:
+    """A run over the sample's whole window in its own process (SIGINT at its default, as
+    in a terminal); ``short``: with a short warm-up and drain (a few seconds)."""
     return subprocess.Popen(
         [sys.executable, "-m", "prometheus_trader", "run", "--quiet", "--data=store", "--var", var],
         cwd=workspace,
-        env={**os.environ, **SHORT},
+        env={**os.environ, **(SHORT if short else {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -139,7 +140,9 @@ def _wait_for_staging(var: Path, proc: subprocess.Popen[str]) -> None:
 def test_ctrl_c_during_a_run_is_one_line_and_keeps_the_previous_run(
     workspace: Path, previous: dict[str, str]
 ) -> None:
-    proc = _start_run(workspace, "var")
+    # the default warm-up and drain: the run is still going seconds after it staged, even
+    # when this process is scheduled late on a loaded machine (a short run had finished)
+    proc = _start_run(workspace, "var", short=False)
     _wait_for_staging(workspace / "var", proc)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
