@@ -19,6 +19,7 @@ from tests.standins.engine import Engine
 
 from prometheus_trader.adapters.ccxt import CcxtExchange, Credentials
 from prometheus_trader.adapters.ccxt.weight_budget import WeightBudget
+from prometheus_trader.app.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -78,12 +79,14 @@ class Recording(WeightBudget):
         super().__init__(*a, **k)
         self.grants: list[tuple[float, float]] = []
         self.delays: list[float] = []
+        self.mine = threading.local()  # this thread's last grant time
 
     def try_acquire(self, weight: float) -> float:
         delay = super().try_acquire(weight)
         self.delays.append(delay)
         if delay == 0.0:
-            self.grants.append((time.monotonic(), min(float(weight), self.limit)))
+            self.mine.at = time.monotonic()
+            self.grants.append((self.mine.at, min(float(weight), self.limit)))
         return delay
 
 
@@ -114,8 +117,8 @@ def client(stand: Stand, budget: WeightBudget | None, rate_ms: float) -> CcxtExc
     )
 
 
-def klines(ex: CcxtExchange, limit: int) -> Any:
-    return ex.run_public(lambda c: c.fetch_ohlcv(SYMBOL, "1m", None, limit))
+def klines(ex: CcxtExchange, limit: int, since: int | None = None) -> Any:
+    return ex.run_public(lambda c: c.fetch_ohlcv(SYMBOL, "1m", since, limit))
 
 
 def weighted(stand: Stand) -> list[tuple[float, float]]:
@@ -134,9 +137,13 @@ def test_many_clients_share_the_budget_in_every_window(stand: Stand) -> None:
     for ex in clients:
         ex.load_markets()  # weight 1 each, through the same budget
 
+    granted: dict[int, float] = {}  # request tag (its startTime) -> when the budget let it go
+
     def burst(ex: CcxtExchange, k: int) -> None:
         for i in range(12):
-            klines(ex, list(LIMITS)[(i + k) % 3])
+            tag = 1_000_000 + 100 * k + i
+            klines(ex, list(LIMITS)[(i + k) % 3], since=tag * 60_000)
+            granted[tag] = budget.mine.at
 
     threads = [threading.Thread(target=burst, args=(ex, k)) for k, ex in enumerate(clients)]
     for th in threads:
@@ -150,9 +157,16 @@ def test_many_clients_share_the_budget_in_every_window(stand: Stand) -> None:
     assert sum(w for _, w in grants) == total  # every request took its ccxt weight
     assert worst_window(grants, WINDOW_S) <= LIMIT_W  # exact, at the budget
     # at the venue: a request reaches the stand-in a little after its grant (GIL, the
-    # socket); allow the largest such lag of this run (sorted grants vs sorted arrivals)
-    lag = max(abs(a - g) for (a, _), (g, _) in zip(seen, grants, strict=True))
-    assert lag < 0.5
+    # socket); with every arrival within `lag` of its grant, any window of WINDOW_S - lag
+    # at the stand-in holds only requests granted within one WINDOW_S
+    arrivals = {
+        int(p["startTime"]) // 60_000: t
+        for t, path, p in stand.engine.market_requests
+        if path.endswith("/klines")
+    }
+    assert arrivals.keys() == granted.keys()
+    lag = max(arrivals[k] - granted[k] for k in granted)
+    assert 0 <= lag < 0.5
     assert worst_window(seen, WINDOW_S - lag) <= LIMIT_W
     assert seen[-1][0] - seen[0][0] >= 2 * WINDOW_S - lag  # it did wait, not just spread
 
@@ -174,3 +188,15 @@ def test_one_client_alone_keeps_its_own_throttle_and_is_not_slowed(stand: Stand)
     with_budget = runs["budget"] + runs["budget2"]
     without = runs["alone"] + runs["alone2"]
     assert with_budget <= 1.5 * without, runs
+
+
+def test_every_client_of_a_venue_shares_one_budget_and_the_setting_turns_it_off() -> None:
+    a = CcxtExchange("binance", "live", never, public_only=True)
+    b = CcxtExchange("binance", "live", never, public_only=True)
+    bybit = CcxtExchange("bybit", "live", never, public_only=True)
+    off = CcxtExchange("binance", "live", never, public_only=True, weight_budget_fraction=0.0)
+    assert a._budget is not None and a._budget is b._budget  # one per venue and env
+    assert a._budget.limit == pytest.approx(2400 * 0.8) and a._budget.window_s == 60.0
+    assert bybit._budget is not None and bybit._budget.limit == pytest.approx(600 * 0.8)
+    assert off._budget is None
+    assert Settings().exchange_weight_budget_fraction == 0.8
