@@ -321,6 +321,7 @@ class CloudRuntime:
                 state=self.state,
                 allow_live=self.settings.allow_live,
                 urls=self.settings.exchange_urls,
+                weight_budget_fraction=self.settings.exchange_weight_budget_fraction,
             )
 
         return self._once("exchange", lambda: RoutedExchange(self.paper_exchange, venue))

@@ -45,6 +45,7 @@ def build_collector_exchange(settings: Settings, clock: Clock) -> CcxtExchange:
         public_only=True,
         rate_limit=True,  # ccxt's throttle, always on for market data
         rate_limit_ms=settings.collector_rate_limit_ms,
+        weight_budget_fraction=settings.exchange_weight_budget_fraction,
     )
     return exchange
 

@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     exchange_urls: dict[str, str] | None = Field(
         default=None, description="ccxt URL overrides for orders, loopback only (stand-ins)"
     )
+    exchange_weight_budget_fraction: float = Field(
+        default=0.8,
+        ge=0.0,
+        le=1.0,
+        description="share of a venue's per-IP request-weight budget (Binance USD-M 2,400/min, "
+        "Bybit 600/5 s) that all ccxt clients of the process may use together; 0 = off "
+        "(docs/exchanges.md)",
+    )
 
     # services (functions + worker): which adapters app.cloud wires
     backend: Literal["embedded", "gcp"] = Field(

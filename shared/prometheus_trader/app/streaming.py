@@ -125,6 +125,7 @@ def build_trade_stream(
         clock=clock,
         public_only=True,
         rate_limit=True,
+        weight_budget_fraction=settings.exchange_weight_budget_fraction,
     )
     make_factory = {
         "binance": binance_usdm_client_factory,  # USD-M

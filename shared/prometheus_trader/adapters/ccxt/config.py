@@ -57,6 +57,13 @@ class VenueSpec:
     # throttle waits that many rate-limit slots): fetch_open_orders_on lists per symbol
     # while that is cheaper
     account_listing_weight: int = 1
+    # the venue's request-weight budget per IP (weight per window), shared by every client
+    # of the venue in the process (weight_budget.py); ip_weight_is_cost: a request weighs
+    # ccxt's endpoint cost (Binance USD-M: ccxt's fapi costs are the venue's weights), else
+    # 1 per request (Bybit counts requests per IP; ccxt's costs there are per-UID limits)
+    ip_budget: float = 0.0  # 0: no shared budget
+    ip_window_s: float = 60.0
+    ip_weight_is_cost: bool = True
 
     def new_client(self, config: Mapping[str, Any] | None = None) -> Any:
         """A fresh ccxt client with this venue's options (no network)."""
@@ -79,6 +86,8 @@ VENUES: dict[str, VenueSpec] = {
         demo_urls_key="demo",
         trigger_params={"trigger": True},
         account_listing_weight=40,
+        ip_budget=2400.0,  # REQUEST_WEIGHT per minute per IP (exchangeInfo rateLimits)
+        ip_window_s=60.0,
     ),
     "bybit": VenueSpec(
         exchange_id="bybit",
@@ -96,6 +105,9 @@ VENUES: dict[str, VenueSpec] = {
         conditional_style="sltp",
         plain_params={"orderFilter": "Order"},
         fetch_params={"acknowledged": True},
+        ip_budget=600.0,  # HTTP requests per 5 s per IP (Bybit v5 rate-limit rules)
+        ip_window_s=5.0,
+        ip_weight_is_cost=False,
     ),
 }
 

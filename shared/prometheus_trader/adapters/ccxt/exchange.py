@@ -44,6 +44,12 @@ from prometheus_trader.adapters.ccxt.errors import (
     scrub,
     translate,
 )
+from prometheus_trader.adapters.ccxt.weight_budget import (
+    DEFAULT_FRACTION,
+    WeightBudget,
+    install,
+    shared_budget,
+)
 from prometheus_trader.adapters.exchange_batch import balances_one_by_one, orders_one_by_one
 from prometheus_trader.domain.market import (
     TIMEFRAME_MS,
@@ -93,6 +99,8 @@ class CcxtExchange:
         claims: OrderClaims | None = None,
         public_only: bool = False,
         rate_limit_ms: float | None = None,
+        weight_budget: WeightBudget | None = None,
+        weight_budget_fraction: float = DEFAULT_FRACTION,
     ) -> None:
         self.spec = venue(exchange)
         # public_only (the collector): market data, never an account call, so the live
@@ -118,6 +126,17 @@ class CcxtExchange:
         self._lock = threading.RLock()
         self._clients: dict[str, tuple[Any, threading.Lock, tuple[str, ...]]] = {}
         self._prepared: dict[tuple[str, str], tuple[str, int]] = {}
+        # the venue's per-IP weight budget, shared by every client of this venue and
+        # environment in the process (weight_budget.py); fraction 0 = off. A client pointed
+        # at overridden (loopback) URLs is not on the venue's IP budget: only an injected one
+        self._budget = weight_budget
+        venue_ip = self._urls is None and self.spec.ip_budget > 0
+        if weight_budget is None and weight_budget_fraction > 0 and venue_ip:
+            self._budget = shared_budget(
+                (self.spec.exchange_id, env),
+                self.spec.ip_budget * weight_budget_fraction,
+                self.spec.ip_window_s,
+            )
         self._public = self._new_client(None)
         self._markets: dict[str, Instrument] | None = None
 
@@ -144,6 +163,9 @@ class CcxtExchange:
         if self._urls:
             point_at(client, self._urls)
         guard_hosts(client, self._allowed, f"{self.spec.exchange_id} {self.env}")
+        if self._budget is not None:
+            by_cost = self.spec.ip_weight_is_cost
+            install(client, self._budget, lambda cost: cost if by_cost else 1.0)
         return client
 
     def _account(self, account: str) -> tuple[Any, threading.Lock, tuple[str, ...]]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from prometheus_trader.adapters.ccxt.claims import OrderClaims
 from prometheus_trader.adapters.ccxt.config import Env, KeysMissing, keys_from_store
 from prometheus_trader.adapters.ccxt.exchange import CcxtExchange
+from prometheus_trader.adapters.ccxt.weight_budget import DEFAULT_FRACTION
 from prometheus_trader.domain.users import parse_venue_account
 from prometheus_trader.ports import SecretStore, StateStore
 from prometheus_trader.usecases.names import Collections
@@ -26,6 +27,7 @@ def build_ccxt_exchange(
     state: StateStore,
     allow_live: bool,
     urls: Mapping[str, str] | None = None,
+    weight_budget_fraction: float = DEFAULT_FRACTION,
 ) -> CcxtExchange:
     """A ``CcxtExchange`` for ``exchange`` (binance, bybit) in ``env`` (demo, live)."""
 
@@ -54,4 +56,5 @@ def build_ccxt_exchange(
         user_allows_live=user_allows_live,
         urls=urls,
         claims=OrderClaims(state),
+        weight_budget_fraction=weight_budget_fraction,
     )
