@@ -81,11 +81,18 @@ class Recording(WeightBudget):
         self.delays: list[float] = []
         self.mine = threading.local()  # this thread's last grant time
 
+    def _expire(self, now: float) -> None:
+        # called under the budget's lock with the instant its decision uses: the grant's
+        # own time (a clock read after try_acquire returns can be late by a preemption,
+        # which moved a grant into the next window on a loaded machine)
+        self.mine.now = now
+        super()._expire(now)
+
     def try_acquire(self, weight: float) -> float:
         delay = super().try_acquire(weight)
         self.delays.append(delay)
         if delay == 0.0:
-            self.mine.at = time.monotonic()
+            self.mine.at = self.mine.now
             self.grants.append((self.mine.at, min(float(weight), self.limit)))
         return delay
 
