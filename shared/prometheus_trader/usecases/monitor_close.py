@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from prometheus_trader.domain.events import EventType
 from prometheus_trader.domain.ids import client_order_id
@@ -48,15 +49,13 @@ class ExitCloses:
     _deferred: DeferredCloses | None
     _local: threading.local
 
-    # ----------------------------------------------- provided by ExitMonitor
-    def _account(self, of: str | Position) -> str:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by ExitMonitor (declared for the type checker only)
 
-    def _orders_changed(self, account: str) -> None:
-        raise NotImplementedError
+        def _account(self, of: str | Position) -> str: ...
 
-    def _forget(self, position_id: str) -> None:
-        raise NotImplementedError
+        def _orders_changed(self, account: str) -> None: ...
+
+        def _forget(self, position_id: str) -> None: ...
 
     # ------------------------------------------------------- exchange-side fills
     def _closed_on_exchange(

@@ -77,12 +77,11 @@ class MarketStoreReads:
     _pending_first: dict[TableName, dict[tuple[str, ...], int]]
     _rows_cache: dict[TableName, dict[tuple[str, ...], _SeriesRows]]
 
-    # ----------------------------------------------- provided by DuckDBMarketStore
-    def _series_bounds(self, table: TableName) -> dict[tuple[str, ...], tuple[int, int]]:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by DuckDBMarketStore (declared for the type checker only)
 
-    def _materialize(self, *tables: TableName) -> None:
-        raise NotImplementedError
+        def _series_bounds(self, table: TableName) -> dict[tuple[str, ...], tuple[int, int]]: ...
+
+        def _materialize(self, *tables: TableName) -> None: ...
 
     # ---------------------------------------------------------------------- reads
     def series_keys(self) -> list[SeriesKey]:
